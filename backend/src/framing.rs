@@ -1,0 +1,195 @@
+//! Buffered eurechat frame I/O over any async byte stream.
+//!
+//! The pure codec lives in `roundtable_shared::frame`; this module only
+//! moves bytes: it reads into one growing buffer, lets the codec decide what
+//! is a frame, and writes frames out. The buffer never holds more than one
+//! header, one payload and one read beyond them, because the codec refuses
+//! oversized lengths before their bytes arrive.
+
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use roundtable_shared::frame::{self, Decoded, EncodeError, Frame, FrameError, Limits};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// What can go wrong reading or writing frames.
+#[derive(Debug, thiserror::Error)]
+pub enum FramingError {
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("malformed message: {0}")]
+    Frame(#[from] FrameError),
+    #[error("cannot encode message: {0}")]
+    Encode(#[from] EncodeError),
+    #[error("connection closed in the middle of a message")]
+    Truncated,
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+}
+
+/// A byte stream that speaks eurechat frames.
+#[derive(Debug)]
+pub struct Connection<S> {
+    stream: S,
+    buf: BytesMut,
+    out: Vec<u8>,
+    limits: Limits,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
+    /// Wraps `stream`, refusing frames beyond `limits`.
+    pub fn new(stream: S, limits: Limits) -> Self {
+        Connection {
+            stream,
+            buf: BytesMut::with_capacity(4096),
+            out: Vec::with_capacity(256),
+            limits,
+        }
+    }
+
+    /// The next frame, or `None` when the peer closed cleanly between frames.
+    pub async fn read_frame(&mut self) -> Result<Option<Frame>, FramingError> {
+        loop {
+            if !self.buf.is_empty() {
+                if let Decoded::Frame(f, used) = frame::decode(&self.buf, &self.limits)? {
+                    self.buf.advance(used);
+                    return Ok(Some(f));
+                }
+            }
+            if self.buf.capacity() - self.buf.len() < 1024 {
+                self.buf.reserve(4096);
+            }
+            if self.stream.read_buf(&mut self.buf).await? == 0 {
+                return if self.buf.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(FramingError::Truncated)
+                };
+            }
+        }
+    }
+
+    /// Like [`read_frame`](Self::read_frame), giving up after `limit`.
+    pub async fn read_frame_within(
+        &mut self,
+        limit: Duration,
+    ) -> Result<Option<Frame>, FramingError> {
+        tokio::time::timeout(limit, self.read_frame())
+            .await
+            .map_err(|_| FramingError::Timeout(limit))?
+    }
+
+    /// Writes one frame and flushes it.
+    pub async fn write_frame(&mut self, f: &Frame) -> Result<(), FramingError> {
+        self.out.clear();
+        f.encode_into(&mut self.out)?;
+        self.stream.write_all(&self.out).await?;
+        self.stream.flush().await?;
+        Ok(())
+    }
+
+    /// Like [`write_frame`](Self::write_frame), giving up after `limit`
+    /// (a peer that does not read cannot hold us forever).
+    pub async fn write_frame_within(
+        &mut self,
+        f: &Frame,
+        limit: Duration,
+    ) -> Result<(), FramingError> {
+        tokio::time::timeout(limit, self.write_frame(f))
+            .await
+            .map_err(|_| FramingError::Timeout(limit))?
+    }
+
+    /// Shuts the write side down, best effort.
+    pub async fn shutdown(&mut self) {
+        let _ = self.stream.shutdown().await;
+    }
+
+    /// The underlying stream.
+    pub fn get_ref(&self) -> &S {
+        &self.stream
+    }
+}
+
+/// Connects to `host:port`, sends `PING 0` and expects `PONG` back, all
+/// within `limit`. This is the directory's port test and liveness check.
+pub async fn ping(host: &str, port: u16, limit: Duration) -> Result<(), FramingError> {
+    let attempt = async {
+        let stream = tokio::net::TcpStream::connect((host, port)).await?;
+        stream.set_nodelay(true)?;
+        let mut conn = Connection::new(
+            stream,
+            Limits {
+                max_header: 1024,
+                max_payload: 4096,
+            },
+        );
+        conn.write_frame(&Frame::bare("PING", "")).await?;
+        match conn.read_frame().await? {
+            Some(f) if f.kind == "PONG" => Ok(()),
+            Some(f) => Err(FramingError::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("expected PONG, got {}", f.kind),
+            ))),
+            None => Err(FramingError::Truncated),
+        }
+    };
+    tokio::time::timeout(limit, attempt)
+        .await
+        .map_err(|_| FramingError::Timeout(limit))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::duplex;
+
+    #[tokio::test]
+    async fn reads_frames_split_and_coalesced() {
+        let (mut a, b) = duplex(64);
+        let mut conn = Connection::new(b, Limits::default());
+        let writer = tokio::spawn(async move {
+            for chunk in [&b"MESS"[..], b"AGE 5 bo", b"b\nhel", b"loPING 0\nPONG 0\n"] {
+                a.write_all(chunk).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+        });
+        let f = conn.read_frame().await.unwrap().unwrap();
+        assert_eq!(f, Frame::new("MESSAGE", ["bob"], "hello"));
+        assert_eq!(conn.read_frame().await.unwrap().unwrap().kind, "PING");
+        assert_eq!(conn.read_frame().await.unwrap().unwrap().kind, "PONG");
+        writer.await.unwrap();
+        assert!(conn.read_frame().await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn truncated_frame_is_an_error_not_a_frame() {
+        let (mut a, b) = duplex(64);
+        a.write_all(b"MESSAGE 10 bob\nhalf").await.unwrap();
+        drop(a);
+        let mut conn = Connection::new(b, Limits::default());
+        assert!(matches!(
+            conn.read_frame().await,
+            Err(FramingError::Truncated)
+        ));
+    }
+
+    #[tokio::test]
+    async fn oversized_length_is_refused_before_the_payload_arrives() {
+        let (mut a, b) = duplex(64);
+        a.write_all(b"MESSAGE 2000000 bob\n").await.unwrap();
+        let mut conn = Connection::new(b, Limits::default());
+        assert!(matches!(
+            conn.read_frame().await,
+            Err(FramingError::Frame(FrameError::PayloadTooLarge { .. }))
+        ));
+    }
+
+    #[tokio::test]
+    async fn read_times_out() {
+        let (_a, b) = duplex(64);
+        let mut conn = Connection::new(b, Limits::default());
+        let r = conn.read_frame_within(Duration::from_millis(20)).await;
+        assert!(matches!(r, Err(FramingError::Timeout(_))));
+    }
+}

@@ -1,0 +1,8 @@
+//! Roundtable's wire formats, defined once and used by the backend, the
+//! dashboard, the fuzzers and the tests. Pure: no I/O, builds for wasm32.
+
+pub mod api;
+pub mod frame;
+
+/// The Roundtable version, as reported by `/api/health`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
