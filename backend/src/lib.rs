@@ -2,6 +2,9 @@
 //! node and its web bridge. The `roundtable` binary is a thin CLI over this.
 
 pub mod directory;
+pub mod events;
+pub mod fl_drive;
 pub mod framing;
+pub mod notify;
 pub mod store;
 pub mod web;

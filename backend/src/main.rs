@@ -32,6 +32,8 @@ enum Command {
     Directory(DirectoryCmd),
     /// Run a local demo: a directory and the dashboard, on embedded defaults.
     Demo(DemoArgs),
+    /// Play a DLR-shaped training against notification endpoints.
+    FlDrive(roundtable::fl_drive::FlDriveArgs),
 }
 
 #[derive(Args)]
@@ -282,5 +284,6 @@ async fn main() -> Result<()> {
             None => run_directory(cmd.serve).await,
         },
         Command::Demo(args) => run_demo(args).await,
+        Command::FlDrive(args) => roundtable::fl_drive::run(args).await,
     }
 }

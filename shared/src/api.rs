@@ -33,3 +33,19 @@ mod tests {
         assert_eq!(json["version"], env!("CARGO_PKG_VERSION"));
     }
 }
+
+/// Everything the dashboard shows changes through one of these, pushed on
+/// `/ws` as JSON (`{"type": "...", ...}`) and applied by the dashboard's reducer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    /// A training was created or changed (full current state).
+    Training { training: crate::training::Training },
+    /// A line of output from a local training run.
+    RunOutput {
+        training: String,
+        round: u32,
+        phase: crate::training::Phase,
+        line: String,
+    },
+}

@@ -3,6 +3,8 @@
 
 pub mod api;
 pub mod frame;
+pub mod notify;
+pub mod training;
 
 /// The Roundtable version, as reported by `/api/health`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
