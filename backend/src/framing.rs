@@ -50,11 +50,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// The next frame, or `None` when the peer closed cleanly between frames.
     pub async fn read_frame(&mut self) -> Result<Option<Frame>, FramingError> {
         loop {
-            if !self.buf.is_empty() {
-                if let Decoded::Frame(f, used) = frame::decode(&self.buf, &self.limits)? {
-                    self.buf.advance(used);
-                    return Ok(Some(f));
-                }
+            if let Some(f) = self.buffered_frame()? {
+                return Ok(Some(f));
             }
             if self.buf.capacity() - self.buf.len() < 1024 {
                 self.buf.reserve(4096);
@@ -66,6 +63,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     Err(FramingError::Truncated)
                 };
             }
+        }
+    }
+
+    /// A frame already received and buffered, without reading the socket:
+    /// lets a reader batch everything that arrived together.
+    pub fn buffered_frame(&mut self) -> Result<Option<Frame>, FramingError> {
+        if self.buf.is_empty() {
+            return Ok(None);
+        }
+        match frame::decode(&self.buf, &self.limits)? {
+            Decoded::Frame(f, used) => {
+                self.buf.advance(used);
+                Ok(Some(f))
+            }
+            Decoded::NeedMore => Ok(None),
         }
     }
 
@@ -81,8 +93,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 
     /// Writes one frame and flushes it.
     pub async fn write_frame(&mut self, f: &Frame) -> Result<(), FramingError> {
+        self.write_frames(std::slice::from_ref(f)).await
+    }
+
+    /// Writes several frames with as few writes as possible.
+    pub async fn write_frames(&mut self, frames: &[Frame]) -> Result<(), FramingError> {
         self.out.clear();
-        f.encode_into(&mut self.out)?;
+        for f in frames {
+            f.encode_into(&mut self.out)?;
+        }
         self.stream.write_all(&self.out).await?;
         self.stream.flush().await?;
         Ok(())

@@ -5,6 +5,7 @@ pub mod directory;
 pub mod events;
 pub mod fl_drive;
 pub mod framing;
+pub mod node;
 pub mod notify;
 pub mod store;
 pub mod web;

@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use roundtable::directory::accounts::{self, HashCost};
 use roundtable::directory::checker::CheckerConfig;
 use roundtable::directory::{self, DirectoryConfig};
+use roundtable::node::{Node, NodeConfig};
 use roundtable::store::directory::DirectoryStore;
 use roundtable::web::{self, WebConfig};
 use tokio::net::TcpListener;
@@ -30,7 +31,9 @@ struct Cli {
 enum Command {
     /// Run the eurechat directory server, or manage its accounts.
     Directory(DirectoryCmd),
-    /// Run a local demo: a directory and the dashboard, on embedded defaults.
+    /// Run a participant node: chat, FL notifications, dashboard.
+    Node(NodeArgs),
+    /// Run a local demo: a directory, three nodes and a training driver.
     Demo(DemoArgs),
     /// Play a DLR-shaped training against notification endpoints.
     FlDrive(roundtable::fl_drive::FlDriveArgs),
@@ -95,6 +98,43 @@ enum AccountAction {
         #[arg(long, default_value = "directory.db")]
         db: PathBuf,
     },
+}
+
+#[derive(Args)]
+struct NodeArgs {
+    /// Our user name at the directory.
+    #[arg(long)]
+    name: String,
+    /// Directory server `host:port`.
+    #[arg(long, default_value = "127.0.0.1:8888")]
+    directory: String,
+    /// Chat listen address.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    chat: SocketAddr,
+    /// Host others use to reach our chat port, when it differs from the listen IP.
+    #[arg(long)]
+    advertise: Option<String>,
+    /// DLR FL notification endpoint address.
+    #[arg(long)]
+    notify: Option<SocketAddr>,
+    /// Web bridge (dashboard and API) address.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    http: SocketAddr,
+    /// Token required by the web bridge (mandatory when --http is not loopback).
+    #[arg(long, env = "ROUNDTABLE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Data folder (databases).
+    #[arg(long)]
+    data: PathBuf,
+    /// The built dashboard.
+    #[arg(long, default_value = "dist")]
+    dist: PathBuf,
+    /// Local training command run for each round, e.g. "python src/main.py".
+    #[arg(long)]
+    train_cmd: Option<String>,
+    /// Read the directory password from standard input (else ROUNDTABLE_PASSWORD).
+    #[arg(long)]
+    password_stdin: bool,
 }
 
 #[derive(Args)]
@@ -243,7 +283,7 @@ async fn run_demo(args: DemoArgs) -> Result<()> {
     let url = format!("http://{}", web_listener.local_addr()?);
     let web_task = tokio::spawn(web::serve(
         web_listener,
-        WebConfig { dist: args.dist },
+        WebConfig::new(args.dist),
         shutdown.clone(),
     ));
 
@@ -259,6 +299,44 @@ async fn run_demo(args: DemoArgs) -> Result<()> {
     println!("Press Ctrl-C to stop.");
     web_task.await??;
     dir_task.await??;
+    Ok(())
+}
+
+async fn run_node(args: NodeArgs) -> Result<()> {
+    let password = if args.password_stdin {
+        read_password()?
+    } else {
+        std::env::var("ROUNDTABLE_PASSWORD")
+            .context("no password: use --password-stdin or set ROUNDTABLE_PASSWORD")?
+    };
+    let train_cmd = args
+        .train_cmd
+        .as_deref()
+        .map(roundtable::notify::parse_command)
+        .transpose()?;
+    let cfg = NodeConfig {
+        name: args.name,
+        password,
+        directory: args.directory,
+        chat_listen: args.chat,
+        advertise: args.advertise,
+        notify_listen: args.notify,
+        http_listen: args.http,
+        data: args.data,
+        dist: args.dist,
+        token: args.token,
+        train_cmd,
+        query_interval: Duration::from_secs(2),
+    };
+    let node = Node::start(cfg).await?;
+    println!("{} is up:", node.name);
+    println!("  dashboard  http://{}", node.http_addr);
+    println!("  chat       {}", node.chat_addr);
+    if let Some(n) = node.notify_addr {
+        println!("  notify     http://{n}/");
+    }
+    cancel_on_signal(node.shutdown_token());
+    node.wait().await;
     Ok(())
 }
 
@@ -283,6 +361,7 @@ async fn main() -> Result<()> {
             Some(action) => run_accounts(action),
             None => run_directory(cmd.serve).await,
         },
+        Command::Node(args) => run_node(args).await,
         Command::Demo(args) => run_demo(args).await,
         Command::FlDrive(args) => roundtable::fl_drive::run(args).await,
     }

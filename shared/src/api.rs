@@ -41,6 +41,18 @@ mod tests {
 pub enum Event {
     /// A training was created or changed (full current state).
     Training { training: crate::training::Training },
+    /// A peer appeared, changed address, or went online/offline.
+    Peer { peer: PeerInfo },
+    /// A chat message was stored (sent by us or received).
+    Message { message: ChatMessage },
+    /// One of our messages changed state (sent, delivered).
+    MessageState {
+        peer: String,
+        id: String,
+        state: MessageState,
+    },
+    /// The node's session with the directory changed state.
+    Directory { state: LinkState },
     /// A line of output from a local training run.
     RunOutput {
         training: String,
@@ -49,3 +61,92 @@ pub enum Event {
         line: String,
     },
 }
+
+/// Whether a peer is reachable, per the directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerInfo {
+    pub name: String,
+    /// Registered chat address, when known.
+    pub address: Option<String>,
+    pub port: Option<u16>,
+    pub online: bool,
+    /// Last time the directory listed it, Unix ms.
+    pub last_seen: Option<i64>,
+}
+
+/// Which way a message went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// We sent it.
+    Out,
+    /// We received it.
+    In,
+}
+
+/// Where one of our messages stands. Received messages are `Delivered`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageState {
+    /// Stored, waiting for the peer.
+    Queued,
+    /// Written to the peer's connection, not yet acknowledged.
+    Sent,
+    /// Acknowledged by the peer (or, for a message we received, stored).
+    Delivered,
+}
+
+/// A stored chat message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    /// Position in this node's history (pagination cursor: `before=SEQ`).
+    pub seq: i64,
+    /// The sender's message id (32 hex digits); unique per sender.
+    pub id: String,
+    /// The other party.
+    pub peer: String,
+    pub direction: Direction,
+    pub text: String,
+    pub state: MessageState,
+    /// When this node stored it, Unix ms.
+    pub at: i64,
+}
+
+/// `GET /api/chats`: one entry per conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatSummary {
+    pub peer: String,
+    pub last: Option<ChatMessage>,
+    pub count: u64,
+}
+
+/// `POST /api/chats/{peer}/messages` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendMessage {
+    pub text: String,
+}
+
+/// The node's session with its directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkState {
+    Connecting,
+    Connected,
+    Reconnecting,
+    Stopped,
+}
+
+/// `GET /api/me`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Me {
+    pub name: String,
+    /// The chat address others reach us at (`host:port`).
+    pub chat: String,
+    /// The directory server (`host:port`).
+    pub directory: String,
+    pub directory_state: LinkState,
+    pub version: String,
+}
+
+/// Longest chat text accepted, in bytes.
+pub const MAX_TEXT: usize = 64 * 1024;

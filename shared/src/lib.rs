@@ -4,6 +4,7 @@
 pub mod api;
 pub mod frame;
 pub mod notify;
+pub mod peer;
 pub mod training;
 
 /// The Roundtable version, as reported by `/api/health`.

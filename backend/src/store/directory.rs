@@ -1,11 +1,10 @@
 //! The directory server's database: accounts and registrations.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 
 use rusqlite::{params, OptionalExtension};
 
-use super::{Context, StoreError};
+use super::{Context, Db, StoreError};
 
 const MIGRATIONS: &[&str] = &["
     CREATE TABLE accounts (
@@ -30,23 +29,16 @@ pub struct StoredRegistration {
 }
 
 /// Handle to the directory database; cheap to clone, one connection inside.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct DirectoryStore {
-    conn: Arc<Mutex<rusqlite::Connection>>,
-}
-
-impl std::fmt::Debug for DirectoryStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("DirectoryStore")
-    }
+    db: Db,
 }
 
 impl DirectoryStore {
     /// Opens (creating if needed) the database at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let conn = super::open(path, MIGRATIONS)?;
         Ok(DirectoryStore {
-            conn: Arc::new(Mutex::new(conn)),
+            db: Db::open(path, MIGRATIONS)?,
         })
     }
 
@@ -54,10 +46,7 @@ impl DirectoryStore {
         &self,
         f: impl FnOnce(&rusqlite::Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        // A panic while holding the lock cannot leave SQLite inconsistent
-        // (statements are atomic), so a poisoned lock is still usable.
-        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        f(&conn)
+        self.db.with(|c| f(c))
     }
 
     /// Runs a store call on the blocking pool.
@@ -66,9 +55,7 @@ impl DirectoryStore {
         f: impl FnOnce(&DirectoryStore) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let this = self.clone();
-        tokio::task::spawn_blocking(move || f(&this))
-            .await
-            .map_err(|e| StoreError::Worker(e.to_string()))?
+        super::blocking(move || f(&this)).await
     }
 
     /// Creates the account or replaces its password hash; true if created.

@@ -4,9 +4,12 @@
 //! Calls are synchronous (SQLite is); async callers go through
 //! [`tokio::task::spawn_blocking`] or the `*_async` helpers of each store.
 
+pub mod chat;
 pub mod directory;
+pub mod trainings;
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use rusqlite::Connection;
 
@@ -70,4 +73,40 @@ pub(crate) fn open(path: &Path, migrations: &[&str]) -> Result<Connection, Store
         tx.commit().ctx("committing migration")?;
     }
     Ok(conn)
+}
+
+/// One SQLite connection shared by a store's handles; calls are serialised.
+#[derive(Clone)]
+pub(crate) struct Db(Arc<Mutex<Connection>>);
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Db")
+    }
+}
+
+impl Db {
+    pub(crate) fn open(path: &Path, migrations: &[&str]) -> Result<Self, StoreError> {
+        Ok(Db(Arc::new(Mutex::new(open(path, migrations)?))))
+    }
+
+    /// Runs `f` with the connection. A panic while holding the lock cannot
+    /// leave SQLite inconsistent (statements and transactions are atomic),
+    /// so a poisoned lock is still usable.
+    pub(crate) fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut conn)
+    }
+}
+
+/// Runs a blocking store call on tokio's blocking pool.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Worker(e.to_string()))?
 }

@@ -1,0 +1,608 @@
+//! Peer chat: the listener other peers (classic or Roundtable) talk to, and
+//! one delivery worker per peer that drains its outbox.
+//!
+//! A message takes one path: [`Chat::send`] stores it `queued` and wakes the
+//! peer's worker; the worker (re)uses one connection to the peer, writes the
+//! outbox in order, marks it `sent`, and on `MSGACK` marks it `delivered`.
+//! Nothing is acknowledged to the browser before it is committed, and
+//! nothing leaves the outbox before the peer has stored it, so a crash at
+//! any point loses nothing; the receiver drops duplicates by id.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use roundtable_shared::api::{ChatMessage, Event, MessageState, MAX_TEXT};
+use roundtable_shared::frame::{Frame, Limits};
+use roundtable_shared::peer::PeerFrame;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::peers::Peers;
+use crate::directory::accounts::valid_name;
+use crate::events::Events;
+use crate::framing::{Connection, FramingError};
+use crate::store::chat::{ChatStore, Incoming};
+use crate::store::{blocking, StoreError};
+
+/// Chat tuning.
+#[derive(Debug, Clone)]
+pub struct ChatConfig {
+    /// Our user name (the sender of what we send).
+    pub name: String,
+    pub connect_timeout: Duration,
+    /// How long a peer has to acknowledge a batch.
+    pub ack_timeout: Duration,
+    /// An unused connection is closed after this long.
+    pub idle_timeout: Duration,
+    /// Most outgoing peer connections at once.
+    pub max_links: usize,
+    /// Most incoming connections at once.
+    pub max_inbound: usize,
+    /// Messages written per batch before waiting for acknowledgements.
+    pub batch: usize,
+}
+
+impl ChatConfig {
+    pub fn new(name: &str) -> Self {
+        ChatConfig {
+            name: name.to_owned(),
+            connect_timeout: Duration::from_secs(3),
+            ack_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_links: 64,
+            max_inbound: 256,
+            batch: 256,
+        }
+    }
+}
+
+/// Errors the chat API reports.
+#[derive(Debug, thiserror::Error)]
+pub enum ChatError {
+    #[error("invalid peer name {0:?}")]
+    BadPeer(String),
+    #[error("message text must be 1 to {MAX_TEXT} bytes")]
+    BadText,
+    #[error("that is you")]
+    ToSelf,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The chat service. Cheap to clone.
+#[derive(Clone)]
+pub struct Chat {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    cfg: ChatConfig,
+    store: ChatStore,
+    peers: Peers,
+    events: Events,
+    /// One wake-up handle per running delivery worker.
+    workers: Mutex<HashMap<String, Arc<Notify>>>,
+    /// Classic peers connected to us, by sender name: replies go back there.
+    classic: Mutex<HashMap<String, mpsc::Sender<Frame>>>,
+    links: Arc<Semaphore>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+}
+
+fn limits() -> Limits {
+    Limits {
+        max_payload: MAX_TEXT + 1024,
+        ..Limits::default()
+    }
+}
+
+impl Chat {
+    pub fn new(
+        cfg: ChatConfig,
+        store: ChatStore,
+        peers: Peers,
+        events: Events,
+        shutdown: CancellationToken,
+        tracker: TaskTracker,
+    ) -> Self {
+        Chat {
+            inner: Arc::new(Inner {
+                links: Arc::new(Semaphore::new(cfg.max_links)),
+                cfg,
+                store,
+                peers,
+                events,
+                workers: Mutex::default(),
+                classic: Mutex::default(),
+                shutdown,
+                tracker,
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &ChatStore {
+        &self.inner.store
+    }
+
+    /// Accepts a message for `peer`: committed as `queued`, announced, and
+    /// handed to the peer's worker. Returns the stored message.
+    pub async fn send(&self, peer: &str, text: &str) -> Result<ChatMessage, ChatError> {
+        if !valid_name(peer) {
+            return Err(ChatError::BadPeer(peer.to_owned()));
+        }
+        if peer == self.inner.cfg.name {
+            return Err(ChatError::ToSelf);
+        }
+        if text.is_empty() || text.len() > MAX_TEXT {
+            return Err(ChatError::BadText);
+        }
+        let (store, p, t) = (self.inner.store.clone(), peer.to_owned(), text.to_owned());
+        let msg = blocking(move || store.queue(&p, &t)).await?;
+        self.inner.peers.ensure(peer);
+        self.inner.events.publish(Event::Message {
+            message: msg.clone(),
+        });
+        self.kick(peer);
+        Ok(msg)
+    }
+
+    /// Makes sure `peer` has a delivery worker, and wakes it.
+    fn kick(&self, peer: &str) {
+        if self.inner.shutdown.is_cancelled() {
+            return;
+        }
+        let mut workers = self.inner.workers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(w) = workers.get(peer) {
+            w.notify_one();
+            return;
+        }
+        let wake = Arc::new(Notify::new());
+        wake.notify_one();
+        workers.insert(peer.to_owned(), wake.clone());
+        let this = self.clone();
+        let peer = peer.to_owned();
+        self.inner.tracker.spawn(async move {
+            this.worker(&peer, wake).await;
+            this.inner
+                .workers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&peer);
+            // A message queued while the worker was exiting is not stranded.
+            if let Ok(left) = this.inner.store.outbox(&peer, 1) {
+                if !left.is_empty() && !this.inner.shutdown.is_cancelled() {
+                    this.kick(&peer);
+                }
+            }
+        });
+    }
+
+    /// Wakes workers for every peer with undelivered messages: at start, and
+    /// whenever presence changes.
+    pub async fn run_dispatcher(self) {
+        loop {
+            match self.inner.store.outbox_peers() {
+                Ok(peers) => {
+                    for p in peers {
+                        self.kick(&p);
+                    }
+                }
+                Err(e) => tracing::error!(%e, "cannot read outbox"),
+            }
+            tokio::select! {
+                _ = self.inner.shutdown.cancelled() => return,
+                _ = self.inner.peers.changed() => {}
+                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            }
+        }
+    }
+
+    /// Delivers `peer`'s outbox until it is empty and the connection idle.
+    async fn worker(&self, peer: &str, wake: Arc<Notify>) {
+        let cfg = &self.inner.cfg;
+        let mut link: Option<Link> = None;
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            let pending = match self.inner.store.outbox(peer, cfg.batch) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!(%peer, %e, "cannot read outbox");
+                    Vec::new()
+                }
+            };
+            if pending.is_empty() {
+                // Idle: keep the connection for reuse a while, then stop.
+                tokio::select! {
+                    _ = self.inner.shutdown.cancelled() => return,
+                    _ = wake.notified() => continue,
+                    _ = tokio::time::sleep(cfg.idle_timeout) => return,
+                }
+            }
+            if link.is_none() {
+                match self.open_link(peer).await {
+                    Ok(Some(l)) => link = Some(l),
+                    Ok(None) => {
+                        // Offline: wait for presence or a new message.
+                        tokio::select! {
+                            _ = self.inner.shutdown.cancelled() => return,
+                            _ = wake.notified() => {}
+                            _ = self.inner.peers.changed() => {}
+                            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                        }
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::debug!(%peer, %e, "cannot reach peer");
+                        tokio::select! {
+                            _ = self.inner.shutdown.cancelled() => return,
+                            _ = self.inner.peers.changed() => {}
+                            _ = tokio::time::sleep(backoff) => {}
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(10));
+                        continue;
+                    }
+                }
+            }
+            let Some(l) = link.as_mut() else { continue };
+            match self.deliver(l, peer, &pending).await {
+                Ok(()) => backoff = Duration::from_millis(200),
+                Err(e) => {
+                    tracing::debug!(%peer, %e, "delivery interrupted; will retry");
+                    link = None;
+                    tokio::select! {
+                        _ = self.inner.shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+
+    /// A connection to `peer`: the directory's address if it is online
+    /// (negotiating the extension), else a classic peer's own connection to
+    /// us. `None` if there is no way to reach it now.
+    async fn open_link(&self, peer: &str) -> Result<Option<Link>, FramingError> {
+        let info = self.inner.peers.get(peer);
+        if let Some((address, port)) = info
+            .filter(|p| p.online)
+            .and_then(|p| Some((p.address?, p.port?)))
+        {
+            let permit = self
+                .inner
+                .links
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| FramingError::Truncated)?;
+            let t = self.inner.cfg.connect_timeout;
+            let stream = tokio::time::timeout(t, TcpStream::connect((address.as_str(), port)))
+                .await
+                .map_err(|_| FramingError::Timeout(t))??;
+            stream.set_nodelay(true)?;
+            let mut conn = Connection::new(stream, limits());
+            conn.write_frame(&PeerFrame::Ping { roundtable: true }.to_frame())
+                .await?;
+            let roundtable = loop {
+                let f = conn
+                    .read_frame_within(t)
+                    .await?
+                    .ok_or(FramingError::Truncated)?;
+                if let Ok(PeerFrame::Pong { roundtable }) = PeerFrame::parse(&f) {
+                    break roundtable;
+                }
+            };
+            return Ok(Some(Link::Direct {
+                conn,
+                roundtable,
+                _permit: permit,
+            }));
+        }
+        let classic = self.inner.classic.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(classic
+            .get(peer)
+            .filter(|tx| !tx.is_closed())
+            .map(|tx| Link::Inbound(tx.clone())))
+    }
+
+    /// Writes `pending` to the link and records what happened to it.
+    async fn deliver(
+        &self,
+        link: &mut Link,
+        peer: &str,
+        pending: &[ChatMessage],
+    ) -> Result<(), FramingError> {
+        let me = &self.inner.cfg.name;
+        let seqs: Vec<i64> = pending.iter().map(|m| m.seq).collect();
+        match link {
+            Link::Direct {
+                conn,
+                roundtable: true,
+                ..
+            } => {
+                let frames: Vec<Frame> = pending
+                    .iter()
+                    .map(|m| {
+                        PeerFrame::Msg {
+                            sender: me.clone(),
+                            id: m.id.clone(),
+                            text: m.text.clone(),
+                        }
+                        .to_frame()
+                    })
+                    .collect();
+                conn.write_frames(&frames).await?;
+                self.mark_sent(peer, pending, &seqs, true).await;
+                // Wait for every acknowledgement of the batch.
+                let mut waiting: std::collections::HashSet<&str> =
+                    pending.iter().map(|m| m.id.as_str()).collect();
+                while !waiting.is_empty() {
+                    let f = conn
+                        .read_frame_within(self.inner.cfg.ack_timeout)
+                        .await?
+                        .ok_or(FramingError::Truncated)?;
+                    let mut acked = Vec::new();
+                    let mut next = Some(f);
+                    // Take every ack already buffered in one go.
+                    while let Some(f) = next {
+                        match PeerFrame::parse(&f) {
+                            Ok(PeerFrame::MsgAck { id }) => {
+                                waiting.remove(id.as_str());
+                                acked.push(id);
+                            }
+                            Ok(PeerFrame::Msg { sender, id, text }) if sender == peer => {
+                                // The peer may answer over our connection too.
+                                self.receive(vec![Incoming {
+                                    sender,
+                                    id: Some(id.clone()),
+                                    text,
+                                }])
+                                .await;
+                                conn.write_frame(&PeerFrame::MsgAck { id }.to_frame())
+                                    .await?;
+                            }
+                            _ => {}
+                        }
+                        next = conn.buffered_frame()?;
+                    }
+                    self.mark_delivered(peer, acked).await;
+                }
+            }
+            Link::Direct { conn, .. } => {
+                let frames: Vec<Frame> = pending
+                    .iter()
+                    .map(|m| {
+                        PeerFrame::Message {
+                            sender: me.clone(),
+                            text: m.text.clone(),
+                        }
+                        .to_frame()
+                    })
+                    .collect();
+                conn.write_frames(&frames).await?;
+                self.mark_sent(peer, pending, &seqs, false).await;
+            }
+            Link::Inbound(tx) => {
+                for m in pending {
+                    let f = PeerFrame::Message {
+                        sender: me.clone(),
+                        text: m.text.clone(),
+                    }
+                    .to_frame();
+                    tx.send(f).await.map_err(|_| FramingError::Truncated)?;
+                }
+                self.mark_sent(peer, pending, &seqs, false).await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn mark_sent(
+        &self,
+        peer: &str,
+        pending: &[ChatMessage],
+        seqs: &[i64],
+        awaiting_ack: bool,
+    ) {
+        let (store, s) = (self.inner.store.clone(), seqs.to_vec());
+        if let Err(e) = blocking(move || store.mark_sent(&s, awaiting_ack)).await {
+            tracing::error!(%peer, %e, "cannot record sent messages");
+            return;
+        }
+        for m in pending.iter().filter(|m| m.state == MessageState::Queued) {
+            self.inner.events.publish(Event::MessageState {
+                peer: peer.to_owned(),
+                id: m.id.clone(),
+                state: MessageState::Sent,
+            });
+        }
+    }
+
+    async fn mark_delivered(&self, peer: &str, ids: Vec<String>) {
+        if ids.is_empty() {
+            return;
+        }
+        let (store, p) = (self.inner.store.clone(), peer.to_owned());
+        match blocking(move || store.mark_delivered(&p, &ids)).await {
+            Ok(changed) => {
+                for id in changed {
+                    self.inner.events.publish(Event::MessageState {
+                        peer: peer.to_owned(),
+                        id,
+                        state: MessageState::Delivered,
+                    });
+                }
+            }
+            Err(e) => tracing::error!(%peer, %e, "cannot record delivery"),
+        }
+    }
+
+    /// Stores received messages (dropping duplicates) and announces the new ones.
+    /// Returns false if they could not be stored (then nothing is acknowledged).
+    async fn receive(&self, batch: Vec<Incoming>) -> bool {
+        if batch.is_empty() {
+            return true;
+        }
+        for m in &batch {
+            self.inner.peers.ensure(&m.sender);
+        }
+        let store = self.inner.store.clone();
+        match blocking(move || store.receive(&batch)).await {
+            Ok(stored) => {
+                for message in stored.into_iter().flatten() {
+                    self.inner.events.publish(Event::Message { message });
+                }
+                true
+            }
+            Err(e) => {
+                tracing::error!(%e, "cannot store received messages");
+                false
+            }
+        }
+    }
+
+    /// Serves the chat port until shutdown.
+    pub async fn serve(self, listener: TcpListener) {
+        let slots = Arc::new(Semaphore::new(self.inner.cfg.max_inbound));
+        loop {
+            let (stream, peer) = tokio::select! {
+                _ = self.inner.shutdown.cancelled() => return,
+                r = listener.accept() => match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!(%e, "chat accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                tracing::warn!(%peer, "too many chat connections, refusing");
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let this = self.clone();
+            self.inner.tracker.spawn(async move {
+                let _slot = slot;
+                let mut conn = Connection::new(stream, limits());
+                if let Err(e) = this.inbound(&mut conn, peer).await {
+                    tracing::debug!(%peer, %e, "chat connection ended");
+                }
+                conn.shutdown().await;
+            });
+        }
+    }
+
+    /// One incoming connection: answers PING, stores MESSAGE and MSG (acking
+    /// MSG once stored), and carries our replies back to classic peers.
+    async fn inbound(
+        &self,
+        conn: &mut Connection<TcpStream>,
+        addr: SocketAddr,
+    ) -> Result<(), FramingError> {
+        let (tx, mut rx) = mpsc::channel::<Frame>(64);
+        let mut classic_name: Option<String> = None;
+        let result = async {
+            loop {
+                let first = tokio::select! {
+                    _ = self.inner.shutdown.cancelled() => return Ok(()),
+                    out = rx.recv() => {
+                        if let Some(f) = out {
+                            conn.write_frame(&f).await?;
+                        }
+                        continue;
+                    }
+                    r = conn.read_frame_within(Duration::from_secs(300)) => match r? {
+                        Some(f) => f,
+                        None => return Ok(()),
+                    },
+                };
+                // Everything that arrived together is stored in one transaction.
+                let mut frames = vec![first];
+                while frames.len() < 1024 {
+                    match conn.buffered_frame()? {
+                        Some(f) => frames.push(f),
+                        None => break,
+                    }
+                }
+                let mut batch = Vec::new();
+                let mut replies = Vec::new();
+                let mut acks = Vec::new();
+                for f in &frames {
+                    match PeerFrame::parse(f) {
+                        Ok(PeerFrame::Ping { roundtable }) => {
+                            replies.push(PeerFrame::Pong { roundtable }.to_frame())
+                        }
+                        Ok(PeerFrame::Pong { .. }) => {}
+                        Ok(PeerFrame::Message { sender, text }) if valid_name(&sender) => {
+                            if classic_name.as_deref() != Some(&sender) {
+                                self.inner
+                                    .classic
+                                    .lock()
+                                    .unwrap_or_else(|p| p.into_inner())
+                                    .insert(sender.clone(), tx.clone());
+                                classic_name = Some(sender.clone());
+                            }
+                            batch.push(Incoming {
+                                sender,
+                                id: None,
+                                text,
+                            });
+                        }
+                        Ok(PeerFrame::Msg { sender, id, text }) if valid_name(&sender) => {
+                            acks.push(PeerFrame::MsgAck { id: id.clone() }.to_frame());
+                            batch.push(Incoming {
+                                sender,
+                                id: Some(id),
+                                text,
+                            });
+                        }
+                        Ok(PeerFrame::MsgAck { .. }) => {}
+                        Ok(PeerFrame::Message { .. } | PeerFrame::Msg { .. }) => {
+                            replies.push(Frame::bare("ERR", "invalid sender name"));
+                        }
+                        Err(e) => {
+                            tracing::debug!(%addr, %e, "bad peer frame");
+                            conn.write_frames(&replies).await?;
+                            conn.write_frame(&Frame::bare("ERR", e.to_string())).await?;
+                            return Ok(());
+                        }
+                    }
+                }
+                if !self.receive(batch).await {
+                    // Not stored: acknowledge nothing; the sender will retry.
+                    return Ok(());
+                }
+                replies.extend(acks);
+                if !replies.is_empty() {
+                    conn.write_frames(&replies).await?;
+                }
+            }
+        }
+        .await;
+        if let Some(name) = classic_name {
+            let mut classic = self.inner.classic.lock().unwrap_or_else(|p| p.into_inner());
+            if classic.get(&name).is_some_and(|t| t.same_channel(&tx)) {
+                classic.remove(&name);
+            }
+        }
+        result
+    }
+}
+
+/// A way to reach a peer.
+enum Link {
+    /// Our own connection to its chat port.
+    Direct {
+        conn: Connection<TcpStream>,
+        /// Whether it speaks the acknowledged extension.
+        roundtable: bool,
+        _permit: tokio::sync::OwnedSemaphorePermit,
+    },
+    /// A classic peer's connection to us.
+    Inbound(mpsc::Sender<Frame>),
+}

@@ -1,0 +1,225 @@
+//! The participant's process: wires the directory client, peer chat, the
+//! notification endpoint and the web bridge together, and shuts them down
+//! in order (LEAVE sent, connections closed) on request.
+
+pub mod chat;
+pub mod directory_client;
+pub mod peers;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::events::Events;
+use crate::store::chat::ChatStore;
+use crate::web::{self, NodeApi, WebConfig};
+use chat::{Chat, ChatConfig};
+use directory_client::{DirectoryClientConfig, DirectoryLink};
+use peers::Peers;
+
+/// Everything `roundtable node` is told.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub name: String,
+    pub password: String,
+    /// Directory `host:port`.
+    pub directory: String,
+    pub chat_listen: SocketAddr,
+    /// Host others use to reach our chat port (default: the listen IP).
+    pub advertise: Option<String>,
+    /// DLR notification endpoint address, if any.
+    pub notify_listen: Option<SocketAddr>,
+    pub http_listen: SocketAddr,
+    /// Where the node keeps its databases.
+    pub data: PathBuf,
+    /// The built dashboard.
+    pub dist: PathBuf,
+    /// Required bearer token for the web bridge (mandatory off loopback).
+    pub token: Option<String>,
+    /// Local training command (`--train-cmd`), split into words.
+    pub train_cmd: Option<Vec<String>>,
+    pub query_interval: Duration,
+}
+
+impl NodeConfig {
+    /// Loopback defaults for `name`, everything on port 0.
+    pub fn local(name: &str, password: &str, directory: &str, data: PathBuf) -> Self {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        NodeConfig {
+            name: name.to_owned(),
+            password: password.to_owned(),
+            directory: directory.to_owned(),
+            chat_listen: any,
+            advertise: None,
+            notify_listen: Some(any),
+            http_listen: any,
+            data,
+            dist: PathBuf::from("dist"),
+            token: None,
+            train_cmd: None,
+            query_interval: Duration::from_secs(2),
+        }
+    }
+}
+
+/// A running node.
+pub struct Node {
+    pub name: String,
+    pub chat_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub notify_addr: Option<SocketAddr>,
+    pub chat: Chat,
+    pub peers: Peers,
+    pub events: Events,
+    pub directory: DirectoryLink,
+    pub trainings: crate::notify::Trainings,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Node {
+    /// Binds every port, opens the stores, and starts all services.
+    pub async fn start(cfg: NodeConfig) -> anyhow::Result<Node> {
+        if !cfg.http_listen.ip().is_loopback() && cfg.token.is_none() {
+            anyhow::bail!("--http {} is not loopback: set --token", cfg.http_listen);
+        }
+        std::fs::create_dir_all(&cfg.data)
+            .with_context(|| format!("creating {}", cfg.data.display()))?;
+        let store = ChatStore::open(&cfg.data.join("chat.db"))?;
+        let chat_listener = TcpListener::bind(cfg.chat_listen)
+            .await
+            .with_context(|| format!("chat port {}", cfg.chat_listen))?;
+        let chat_addr = chat_listener.local_addr()?;
+        let http_listener = TcpListener::bind(cfg.http_listen)
+            .await
+            .with_context(|| format!("web port {}", cfg.http_listen))?;
+        let http_addr = http_listener.local_addr()?;
+        let notify_listener = match cfg.notify_listen {
+            Some(a) => Some(
+                TcpListener::bind(a)
+                    .await
+                    .with_context(|| format!("notify port {a}"))?,
+            ),
+            None => None,
+        };
+        let notify_addr = notify_listener.as_ref().and_then(|l| l.local_addr().ok());
+
+        let shutdown = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let events = Events::new(4096);
+        let peers = Peers::new(&cfg.name, events.clone());
+        let chat = Chat::new(
+            ChatConfig::new(&cfg.name),
+            store,
+            peers.clone(),
+            events.clone(),
+            shutdown.clone(),
+            tracker.clone(),
+        );
+        tracker.spawn(chat.clone().serve(chat_listener));
+        tracker.spawn(chat.clone().run_dispatcher());
+
+        let trainings = crate::notify::Trainings::open(
+            &cfg.data.join("trainings.db"),
+            cfg.train_cmd.clone(),
+            events.clone(),
+        )?;
+        if let Some(l) = notify_listener {
+            let (t, s) = (trainings.clone(), shutdown.clone());
+            tracker.spawn(async move {
+                if let Err(e) = crate::notify::serve(l, t, s).await {
+                    tracing::error!(%e, "notification endpoint failed");
+                }
+            });
+        }
+
+        let directory = directory_client::spawn(
+            DirectoryClientConfig {
+                server: cfg.directory.clone(),
+                name: cfg.name.clone(),
+                password: cfg.password.clone(),
+                advertise_host: cfg
+                    .advertise
+                    .clone()
+                    .unwrap_or_else(|| chat_addr.ip().to_string()),
+                chat_port: chat_addr.port(),
+                query_interval: cfg.query_interval,
+                max_backoff: Duration::from_secs(10),
+            },
+            peers.clone(),
+            events.clone(),
+            shutdown.clone(),
+            &tracker,
+        );
+
+        let api = NodeApi {
+            name: cfg.name.clone(),
+            chat_addr: format!(
+                "{}:{}",
+                cfg.advertise
+                    .clone()
+                    .unwrap_or_else(|| chat_addr.ip().to_string()),
+                chat_addr.port()
+            ),
+            directory_addr: cfg.directory.clone(),
+            chat: chat.clone(),
+            peers: peers.clone(),
+            events: events.clone(),
+            directory: directory.clone(),
+            trainings: trainings.clone(),
+        };
+        let web_cfg = WebConfig {
+            dist: cfg.dist.clone(),
+            token: cfg.token.clone(),
+        };
+        let s = shutdown.clone();
+        tracker.spawn(async move {
+            if let Err(e) = web::serve_node(http_listener, web_cfg, api, s).await {
+                tracing::error!(%e, "web bridge failed");
+            }
+        });
+        tracing::info!(name = %cfg.name, chat = %chat_addr, http = %http_addr, notify = ?notify_addr, "node started");
+        Ok(Node {
+            name: cfg.name,
+            chat_addr,
+            http_addr,
+            notify_addr,
+            chat,
+            peers,
+            events,
+            directory,
+            trainings,
+            shutdown,
+            tracker,
+        })
+    }
+
+    /// A token that stops the node when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Stops every service (sending LEAVE to the directory) and waits for
+    /// them, at most `grace`.
+    pub async fn stop(self, grace: Duration) {
+        self.shutdown.cancel();
+        self.tracker.close();
+        if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(name = %self.name, "some node tasks did not stop in time");
+        }
+    }
+
+    /// Waits until the node has been told to stop and has stopped.
+    pub async fn wait(self) {
+        self.shutdown.cancelled().await;
+        self.stop(Duration::from_secs(5)).await;
+    }
+}

@@ -1,0 +1,376 @@
+//! A node's chat history and outbox.
+//!
+//! One table holds every message, sent and received. The outbox is not a
+//! separate queue: it is our messages that are still `queued`, or `sent` to
+//! a Roundtable peer and not yet acknowledged, in the order they were
+//! accepted. A message is committed here before anyone is told it exists.
+
+use std::path::Path;
+
+use rand_core::{OsRng, RngCore};
+use roundtable_shared::api::{ChatMessage, ChatSummary, Direction, MessageState};
+use rusqlite::{params, OptionalExtension, Row};
+
+use super::{Context, Db, StoreError};
+
+const MIGRATIONS: &[&str] = &["
+    CREATE TABLE messages (
+        seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+        id           TEXT NOT NULL,
+        peer         TEXT NOT NULL,
+        direction    TEXT NOT NULL CHECK (direction IN ('in', 'out')),
+        body         TEXT NOT NULL,
+        state        TEXT NOT NULL CHECK (state IN ('queued', 'sent', 'delivered')),
+        awaiting_ack INTEGER NOT NULL DEFAULT 0,
+        at           INTEGER NOT NULL,
+        UNIQUE (direction, peer, id)
+    ) STRICT;
+    CREATE INDEX messages_by_peer ON messages (peer, seq);
+    CREATE INDEX messages_outbox ON messages (peer, seq)
+        WHERE direction = 'out' AND (state = 'queued' OR awaiting_ack = 1);
+"];
+
+const COLUMNS: &str = "seq, id, peer, direction, body, state, at";
+
+fn row(r: &Row<'_>) -> rusqlite::Result<ChatMessage> {
+    let direction: String = r.get(3)?;
+    let state: String = r.get(5)?;
+    Ok(ChatMessage {
+        seq: r.get(0)?,
+        id: r.get(1)?,
+        peer: r.get(2)?,
+        direction: if direction == "in" {
+            Direction::In
+        } else {
+            Direction::Out
+        },
+        text: r.get(4)?,
+        state: match state.as_str() {
+            "queued" => MessageState::Queued,
+            "sent" => MessageState::Sent,
+            _ => MessageState::Delivered,
+        },
+        at: r.get(6)?,
+    })
+}
+
+/// A fresh message id: 128 random bits as 32 hex digits.
+pub fn new_id() -> String {
+    let mut b = [0u8; 16];
+    OsRng.fill_bytes(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Unix time in milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// An incoming message as received.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    pub sender: String,
+    /// The sender's id, or `None` for a classic MESSAGE (an id is made up).
+    pub id: Option<String>,
+    pub text: String,
+}
+
+/// Handle to a node's chat database. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ChatStore {
+    db: Db,
+}
+
+impl ChatStore {
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Ok(ChatStore {
+            db: Db::open(path, MIGRATIONS)?,
+        })
+    }
+
+    /// Accepts one of our messages for `peer`: stored `queued`.
+    pub fn queue(&self, peer: &str, text: &str) -> Result<ChatMessage, StoreError> {
+        let id = new_id();
+        let at = now_ms();
+        self.db.with(|c| {
+            c.execute(
+                "INSERT INTO messages (id, peer, direction, body, state, awaiting_ack, at)
+                 VALUES (?1, ?2, 'out', ?3, 'queued', 0, ?4)",
+                params![id, peer, text, at],
+            )
+            .ctx("queueing message")?;
+            Ok(ChatMessage {
+                seq: c.last_insert_rowid(),
+                id,
+                peer: peer.to_owned(),
+                direction: Direction::Out,
+                text: text.to_owned(),
+                state: MessageState::Queued,
+                at,
+            })
+        })
+    }
+
+    /// Stores received messages in one transaction. Returns, in order, the
+    /// stored message, or `None` for a duplicate (same sender and id).
+    pub fn receive(&self, batch: &[Incoming]) -> Result<Vec<Option<ChatMessage>>, StoreError> {
+        let at = now_ms();
+        self.db.with(|c| {
+            let tx = c.transaction().ctx("starting receive")?;
+            let mut out = Vec::with_capacity(batch.len());
+            {
+                let mut ins = tx
+                    .prepare_cached(
+                        "INSERT INTO messages (id, peer, direction, body, state, at)
+                         VALUES (?1, ?2, 'in', ?3, 'delivered', ?4)
+                         ON CONFLICT (direction, peer, id) DO NOTHING",
+                    )
+                    .ctx("preparing receive")?;
+                for m in batch {
+                    let id = m.id.clone().unwrap_or_else(new_id);
+                    let n = ins
+                        .execute(params![id, m.sender, m.text, at])
+                        .ctx("storing received message")?;
+                    out.push((n == 1).then(|| ChatMessage {
+                        seq: tx.last_insert_rowid(),
+                        id,
+                        peer: m.sender.clone(),
+                        direction: Direction::In,
+                        text: m.text.clone(),
+                        state: MessageState::Delivered,
+                        at,
+                    }));
+                }
+            }
+            tx.commit().ctx("committing receive")?;
+            Ok(out)
+        })
+    }
+
+    /// The next undelivered messages for `peer`, oldest first.
+    pub fn outbox(&self, peer: &str, limit: usize) -> Result<Vec<ChatMessage>, StoreError> {
+        self.db.with(|c| {
+            let mut st = c
+                .prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM messages
+                     WHERE peer = ?1 AND direction = 'out' AND (state = 'queued' OR awaiting_ack = 1)
+                     ORDER BY seq LIMIT ?2"
+                ))
+                .ctx("reading outbox")?;
+            let rows = st.query_map(params![peer, limit as i64], row).ctx("reading outbox")?;
+            rows.collect::<Result<_, _>>().ctx("reading outbox")
+        })
+    }
+
+    /// Peers with undelivered messages.
+    pub fn outbox_peers(&self) -> Result<Vec<String>, StoreError> {
+        self.db.with(|c| {
+            let mut st = c
+                .prepare(
+                    "SELECT DISTINCT peer FROM messages
+                     WHERE direction = 'out' AND (state = 'queued' OR awaiting_ack = 1)",
+                )
+                .ctx("listing outbox")?;
+            let rows = st.query_map([], |r| r.get(0)).ctx("listing outbox")?;
+            rows.collect::<Result<_, _>>().ctx("listing outbox")
+        })
+    }
+
+    /// Marks our messages (by seq) as written to the peer; `awaiting_ack`
+    /// keeps them in the outbox until the peer acknowledges them.
+    pub fn mark_sent(&self, seqs: &[i64], awaiting_ack: bool) -> Result<(), StoreError> {
+        self.db.with(|c| {
+            let tx = c.transaction().ctx("starting mark sent")?;
+            {
+                let mut st = tx
+                    .prepare_cached(
+                        "UPDATE messages SET state = 'sent', awaiting_ack = ?2
+                         WHERE seq = ?1 AND direction = 'out' AND state = 'queued'",
+                    )
+                    .ctx("marking sent")?;
+                for s in seqs {
+                    st.execute(params![s, awaiting_ack]).ctx("marking sent")?;
+                }
+            }
+            tx.commit().ctx("committing mark sent")
+        })
+    }
+
+    /// Marks our messages to `peer` with these ids delivered; returns those
+    /// that changed (an ack for an unknown or already delivered id is ignored).
+    pub fn mark_delivered(&self, peer: &str, ids: &[String]) -> Result<Vec<String>, StoreError> {
+        self.db.with(|c| {
+            let tx = c.transaction().ctx("starting mark delivered")?;
+            let mut changed = Vec::new();
+            {
+                let mut st = tx
+                    .prepare_cached(
+                        "UPDATE messages SET state = 'delivered', awaiting_ack = 0
+                         WHERE peer = ?1 AND id = ?2 AND direction = 'out' AND state != 'delivered'",
+                    )
+                    .ctx("marking delivered")?;
+                for id in ids {
+                    if st.execute(params![peer, id]).ctx("marking delivered")? == 1 {
+                        changed.push(id.clone());
+                    }
+                }
+            }
+            tx.commit().ctx("committing mark delivered")?;
+            Ok(changed)
+        })
+    }
+
+    /// A page of the conversation with `peer`: up to `limit` messages before
+    /// `before` (a seq; `None` for the newest), returned oldest first.
+    pub fn history(
+        &self,
+        peer: &str,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<ChatMessage>, StoreError> {
+        self.db.with(|c| {
+            let mut st = c
+                .prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM messages WHERE peer = ?1 AND seq < ?2
+                     ORDER BY seq DESC LIMIT ?3"
+                ))
+                .ctx("reading history")?;
+            let rows = st
+                .query_map(params![peer, before.unwrap_or(i64::MAX), limit as i64], row)
+                .ctx("reading history")?;
+            let mut page: Vec<ChatMessage> =
+                rows.collect::<Result<_, _>>().ctx("reading history")?;
+            page.reverse();
+            Ok(page)
+        })
+    }
+
+    /// One summary per conversation, most recent first.
+    pub fn chats(&self) -> Result<Vec<ChatSummary>, StoreError> {
+        self.db.with(|c| {
+            let mut st = c
+                .prepare(&format!(
+                    "SELECT {COLUMNS}, n FROM messages
+                     JOIN (SELECT MAX(seq) AS last, COUNT(*) AS n FROM messages GROUP BY peer)
+                       ON seq = last
+                     ORDER BY seq DESC"
+                ))
+                .ctx("listing chats")?;
+            let rows = st
+                .query_map([], |r| {
+                    let last = row(r)?;
+                    Ok(ChatSummary {
+                        peer: last.peer.clone(),
+                        count: r.get::<_, i64>(7)? as u64,
+                        last: Some(last),
+                    })
+                })
+                .ctx("listing chats")?;
+            rows.collect::<Result<_, _>>().ctx("listing chats")
+        })
+    }
+
+    /// One message by seq.
+    pub fn get(&self, seq: i64) -> Result<Option<ChatMessage>, StoreError> {
+        self.db.with(|c| {
+            c.query_row(
+                &format!("SELECT {COLUMNS} FROM messages WHERE seq = ?1"),
+                [seq],
+                row,
+            )
+            .optional()
+            .ctx("reading message")
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, ChatStore) {
+        let d = tempfile::tempdir().unwrap();
+        let s = ChatStore::open(&d.path().join("chat.db")).unwrap();
+        (d, s)
+    }
+
+    #[test]
+    fn outbox_is_ordered_and_drains_on_ack() {
+        let (_d, s) = store();
+        let a = s.queue("bob", "one").unwrap();
+        let b = s.queue("bob", "two").unwrap();
+        s.queue("carol", "three").unwrap();
+        let out: Vec<_> = s
+            .outbox("bob", 10)
+            .unwrap()
+            .into_iter()
+            .map(|m| m.text)
+            .collect();
+        assert_eq!(out, ["one", "two"]);
+        let mut peers = s.outbox_peers().unwrap();
+        peers.sort();
+        assert_eq!(peers, ["bob", "carol"]);
+        s.mark_sent(&[a.seq, b.seq], true).unwrap();
+        // Sent but unacknowledged: still to be retried.
+        assert_eq!(s.outbox("bob", 10).unwrap().len(), 2);
+        assert_eq!(
+            s.mark_delivered("bob", &[a.id.clone(), a.id.clone()])
+                .unwrap(),
+            [a.id.clone()]
+        );
+        let left = s.outbox("bob", 10).unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].state, MessageState::Sent);
+        // A classic peer cannot acknowledge: sent is final.
+        let c = s.queue("dave", "x").unwrap();
+        s.mark_sent(&[c.seq], false).unwrap();
+        assert!(s.outbox("dave", 10).unwrap().is_empty());
+        assert_eq!(s.get(c.seq).unwrap().unwrap().state, MessageState::Sent);
+    }
+
+    #[test]
+    fn duplicates_are_stored_once() {
+        let (_d, s) = store();
+        let m = |id: &str| Incoming {
+            sender: "alice".into(),
+            id: Some(id.into()),
+            text: "hi".into(),
+        };
+        let r = s.receive(&[m("a1"), m("a1"), m("a2")]).unwrap();
+        assert!(r[0].is_some() && r[1].is_none() && r[2].is_some());
+        assert!(s.receive(&[m("a2")]).unwrap()[0].is_none());
+        // Classic messages have no id: each is new.
+        let classic = Incoming {
+            sender: "nc".into(),
+            id: None,
+            text: "yo".into(),
+        };
+        assert!(s
+            .receive(&[classic.clone(), classic])
+            .unwrap()
+            .iter()
+            .all(Option::is_some));
+        assert_eq!(s.history("alice", None, 10).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn history_pages_backwards() {
+        let (_d, s) = store();
+        for i in 0..25 {
+            s.queue("bob", &format!("m{i}")).unwrap();
+        }
+        let newest = s.history("bob", None, 10).unwrap();
+        assert_eq!(newest.first().unwrap().text, "m15");
+        assert_eq!(newest.last().unwrap().text, "m24");
+        let older = s.history("bob", Some(newest[0].seq), 10).unwrap();
+        assert_eq!(older.first().unwrap().text, "m5");
+        let oldest = s.history("bob", Some(older[0].seq), 10).unwrap();
+        assert_eq!(oldest.len(), 5);
+        let chats = s.chats().unwrap();
+        assert_eq!(chats.len(), 1);
+        assert_eq!(chats[0].count, 25);
+        assert_eq!(chats[0].last.as_ref().unwrap().text, "m24");
+    }
+}

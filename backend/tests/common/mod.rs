@@ -1,0 +1,125 @@
+//! Helpers shared by the node tests: a directory on port 0, a tiny HTTP
+//! client, and polling with a deadline.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use roundtable::directory::accounts::HashCost;
+use roundtable::directory::checker::CheckerConfig;
+use roundtable::directory::{serve, DirectoryConfig};
+use roundtable::store::directory::DirectoryStore;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// A directory with open registration and cheap hashes, on port 0.
+pub struct Directory {
+    pub addr: SocketAddr,
+    pub stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+impl Directory {
+    pub async fn start() -> Directory {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirectoryStore::open(&dir.path().join("d.db")).unwrap();
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let cfg = DirectoryConfig {
+            open_registration: true,
+            hash_cost: HashCost {
+                memory_kib: 64,
+                iterations: 1,
+                parallelism: 1,
+            },
+            checker: CheckerConfig {
+                interval: Duration::from_millis(300),
+                timeout: Duration::from_millis(500),
+                parallelism: 16,
+            },
+            ..DirectoryConfig::default()
+        };
+        let task = tokio::spawn({
+            let stop = stop.clone();
+            async move { serve(l, store, cfg, stop).await.unwrap() }
+        });
+        Directory {
+            addr,
+            stop,
+            task,
+            _dir: dir,
+        }
+    }
+
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}
+
+/// Polls `check` until it returns `Some`, or panics after `secs` seconds.
+pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// A one-shot HTTP/1.1 request; returns status and body.
+pub async fn http(method: &str, addr: SocketAddr, path: &str, body: Option<&str>) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let body = body.unwrap_or("");
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    let out = String::from_utf8_lossy(&out).into_owned();
+    let status = out[9..12].parse().unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    (status, body)
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = &rest[n + 2..];
+    }
+    out
+}
+
+pub async fn get_json<T: serde::de::DeserializeOwned>(addr: SocketAddr, path: &str) -> T {
+    let (status, body) = http("GET", addr, path, None).await;
+    assert_eq!(status, 200, "GET {path}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
+}

@@ -1,0 +1,284 @@
+//! Nodes started for real, with a directory, on port 0: chat delivery and
+//! acknowledgement, the outbox, classic peers, the web API and its events.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use common::{eventually, get_json, http, Directory};
+use futures_util::StreamExt;
+use roundtable::node::{Node, NodeConfig};
+use roundtable_shared::api::{
+    ChatMessage, Direction, Event, LinkState, Me, MessageState, PeerInfo,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+async fn node(name: &str, dir: &Directory, data: &Path) -> Node {
+    let cfg = NodeConfig::local(name, "pw", &dir.addr.to_string(), data.join(name));
+    Node::start(cfg).await.unwrap()
+}
+
+async fn history(n: &Node, peer: &str) -> Vec<ChatMessage> {
+    n.chat.store().history(peer, None, 500).unwrap()
+}
+
+async fn sees_online(n: &Node, peer: &str) {
+    eventually(10, &format!("{} to see {peer} online", n.name), || async {
+        n.peers.get(peer).filter(|p| p.online).map(|_| ())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alice_to_bob_is_delivered_stored_and_acknowledged() {
+    let dir = Directory::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let alice = node("alice", &dir, data.path()).await;
+    let bob = node("bob", &dir, data.path()).await;
+    sees_online(&alice, "bob").await;
+
+    // Through the web API, as the dashboard does it.
+    let (status, body) = http(
+        "POST",
+        alice.http_addr,
+        "/api/chats/bob/messages",
+        Some(r#"{"text":"hello bob"}"#),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let accepted: ChatMessage = serde_json::from_str(&body).unwrap();
+    assert_eq!(accepted.direction, Direction::Out);
+    assert_eq!(accepted.text, "hello bob");
+
+    let got = eventually(10, "bob to store it", || async {
+        history(&bob, "alice").await.into_iter().next()
+    })
+    .await;
+    assert_eq!(got.text, "hello bob");
+    assert_eq!(
+        got.id, accepted.id,
+        "the sender's id travels with the message"
+    );
+    assert_eq!(got.direction, Direction::In);
+
+    eventually(10, "alice's copy to become delivered", || async {
+        let h = history(&alice, "bob").await;
+        (h.len() == 1 && h[0].state == MessageState::Delivered).then_some(())
+    })
+    .await;
+    // And bob's API shows it.
+    let page: Vec<ChatMessage> =
+        get_json(bob.http_addr, "/api/chats/alice/messages?limit=10").await;
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0].text, "hello bob");
+    let me: Me = get_json(bob.http_addr, "/api/me").await;
+    assert_eq!(me.name, "bob");
+    assert_eq!(me.directory_state, LinkState::Connected);
+
+    alice.stop(Duration::from_secs(5)).await;
+    bob.stop(Duration::from_secs(5)).await;
+    dir.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_peer_gets_queued_messages_once_in_order_when_back() {
+    let dir = Directory::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let alice = node("alice", &dir, data.path()).await;
+    let bob = node("bob", &dir, data.path()).await;
+    sees_online(&alice, "bob").await;
+    bob.stop(Duration::from_secs(5)).await;
+    eventually(10, "alice to see bob offline", || async {
+        alice.peers.get("bob").filter(|p| !p.online).map(|_| ())
+    })
+    .await;
+
+    for i in 0..5 {
+        alice.chat.send("bob", &format!("m{i}")).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        history(&alice, "bob")
+            .await
+            .iter()
+            .all(|m| m.state == MessageState::Queued),
+        "nothing can be sent while bob is away"
+    );
+
+    let bob = node("bob", &dir, data.path()).await;
+    let got = eventually(15, "bob to get all five", || async {
+        let h = history(&bob, "alice").await;
+        (h.len() >= 5).then_some(h)
+    })
+    .await;
+    let texts: Vec<_> = got.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(texts, ["m0", "m1", "m2", "m3", "m4"]);
+    eventually(10, "all delivered", || async {
+        history(&alice, "bob")
+            .await
+            .iter()
+            .all(|m| m.state == MessageState::Delivered)
+            .then_some(())
+    })
+    .await;
+    // Still exactly once a moment later.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(history(&bob, "alice").await.len(), 5);
+    alice.stop(Duration::from_secs(5)).await;
+    bob.stop(Duration::from_secs(5)).await;
+    dir.stop().await;
+}
+
+async fn exact(s: &mut TcpStream, expect: &str) {
+    let mut got = vec![0u8; expect.len()];
+    tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut got))
+        .await
+        .expect("in time")
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&got), expect);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_classic_peer_chats_with_a_node_over_raw_tcp() {
+    let dir = Directory::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let alice = node("alice", &dir, data.path()).await;
+
+    let mut nc = TcpStream::connect(alice.chat_addr).await.unwrap();
+    nc.write_all(b"PING 0\n").await.unwrap();
+    exact(&mut nc, "PONG 0\n").await;
+    nc.write_all(b"MESSAGE 12 corrado\nHello world!")
+        .await
+        .unwrap();
+    let got = eventually(10, "alice to store corrado's message", || async {
+        history(&alice, "corrado").await.into_iter().next()
+    })
+    .await;
+    assert_eq!(got.text, "Hello world!");
+    // Alice answers; it comes back in the plain form on the same connection.
+    alice.chat.send("corrado", "hi corrado").await.unwrap();
+    exact(&mut nc, "MESSAGE 10 alice\nhi corrado").await;
+    eventually(10, "the reply marked sent", || async {
+        history(&alice, "corrado")
+            .await
+            .iter()
+            .any(|m| m.direction == Direction::Out && m.state == MessageState::Sent)
+            .then_some(())
+    })
+    .await;
+    // Nonsense gets an ERR, as in the original.
+    nc.write_all(b"HELLO 0\n").await.unwrap();
+    exact(&mut nc, "ERR 38\nI did not understand the message HELLO").await;
+    alice.stop(Duration::from_secs(5)).await;
+    dir.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_ids_are_acknowledged_but_stored_once() {
+    let dir = Directory::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let alice = node("alice", &dir, data.path()).await;
+    let mut s = TcpStream::connect(alice.chat_addr).await.unwrap();
+    s.write_all(b"PING 0 roundtable/1\n").await.unwrap();
+    exact(&mut s, "PONG 0 roundtable/1\n").await;
+    let msg = b"MSG 5 zed 00ff00ff\nhello";
+    s.write_all(msg).await.unwrap();
+    exact(&mut s, "MSGACK 0 00ff00ff\n").await;
+    s.write_all(&[&msg[..], &msg[..]].concat()).await.unwrap();
+    exact(
+        &mut s,
+        "MSGACK 0 00ff00ffMSGACK 0 00ff00ff\n"
+            .replace("ffMSG", "ff\nMSG")
+            .as_str(),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(history(&alice, "zed").await.len(), 1);
+    alice.stop(Duration::from_secs(5)).await;
+    dir.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_websocket_sees_each_kind_of_event() {
+    let dir = Directory::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let alice = node("alice", &dir, data.path()).await;
+    let url = format!("ws://{}/ws", alice.http_addr);
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let bob = node("bob", &dir, data.path()).await;
+
+    let mut kinds = std::collections::BTreeSet::new();
+    let mut sent = false;
+    let mut notified = false;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let wanted = ["peer", "message", "message_state", "training"];
+    while !wanted.iter().all(|k| kinds.contains(*k)) {
+        let next = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .unwrap_or_else(|_| panic!("saw only {kinds:?}"))
+            .unwrap()
+            .unwrap();
+        let text = next.into_text().unwrap();
+        let ev: Event = serde_json::from_str(&text).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        kinds.insert(v["type"].as_str().unwrap().to_owned());
+        if let Event::Peer {
+            peer: PeerInfo { online: true, .. },
+        } = ev
+        {
+            if !sent {
+                sent = true;
+                alice.chat.send("bob", "ping over ws").await.unwrap();
+            }
+        }
+        if !notified {
+            notified = true;
+            let notify = alice.notify_addr.unwrap();
+            let body = r#"{"notification_type":"UPDATE_ROUND_START","training_uuid":"7d5e1a4c-2b7e-4c1e-9a53-0d6f6a1b2c3d","body":{"round":0,"global_model_uuid":"0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9"}}"#;
+            let (status, _) = http("POST", notify, "/", Some(body)).await;
+            assert_eq!(status, 202);
+        }
+    }
+    // Cross-origin pages may not open it.
+    let mut req =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(&url)
+            .unwrap();
+    req.headers_mut()
+        .insert("Origin", "http://evil.example".parse().unwrap());
+    assert!(tokio_tungstenite::connect_async(req).await.is_err());
+    alice.stop(Duration::from_secs(5)).await;
+    bob.stop(Duration::from_secs(5)).await;
+    dir.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_api_input_gets_clear_errors() {
+    let dir = Directory::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let alice = node("alice", &dir, data.path()).await;
+    let a: SocketAddr = alice.http_addr;
+    for (path, body, status) in [
+        ("/api/chats/bob/messages", "not json", 400),
+        ("/api/chats/bob/messages", r#"{"text":""}"#, 400),
+        ("/api/chats/bob/messages", r#"{"nope":1}"#, 422),
+        ("/api/chats/a,b/messages", r#"{"text":"x"}"#, 400),
+        ("/api/chats/alice/messages", r#"{"text":"x"}"#, 400),
+    ] {
+        let (got, text) = http("POST", a, path, Some(body)).await;
+        assert_eq!(got, status, "{path} {body}: {text}");
+        assert!(text.contains("error"), "{text}");
+    }
+    let huge = format!(r#"{{"text":"{}"}}"#, "x".repeat(200_000));
+    assert_eq!(
+        http("POST", a, "/api/chats/bob/messages", Some(&huge))
+            .await
+            .0,
+        413
+    );
+    assert_eq!(http("GET", a, "/api/trainings/nope", None).await.0, 404);
+    alice.stop(Duration::from_secs(5)).await;
+    dir.stop().await;
+}
