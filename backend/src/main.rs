@@ -12,7 +12,6 @@ use roundtable::directory::checker::CheckerConfig;
 use roundtable::directory::{self, DirectoryConfig};
 use roundtable::node::{Node, NodeConfig};
 use roundtable::store::directory::DirectoryStore;
-use roundtable::web::{self, WebConfig};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -35,6 +34,9 @@ enum Command {
     Node(NodeArgs),
     /// Run a local demo: a directory, three nodes and a training driver.
     Demo(DemoArgs),
+    /// The demo's stand-in for a local training script.
+    #[command(hide = true)]
+    DemoTrain(DemoTrainArgs),
     /// Play a DLR-shaped training against notification endpoints.
     FlDrive(roundtable::fl_drive::FlDriveArgs),
 }
@@ -145,12 +147,30 @@ struct DemoArgs {
     /// Directory server address.
     #[arg(long, default_value = "127.0.0.1:8888")]
     directory: SocketAddr,
-    /// Dashboard address.
+    /// Alice's dashboard; bob and carol get the next two ports.
     #[arg(long, default_value = "127.0.0.1:8080")]
     http: SocketAddr,
+    /// Alice's notification endpoint; bob and carol get the next two ports.
+    #[arg(long, default_value = "127.0.0.1:8101")]
+    notify: SocketAddr,
+    /// Seconds between the phases of the demo training.
+    #[arg(long, default_value_t = 3.0)]
+    phase_interval: f64,
     /// Where the demo keeps its data (default: a fresh temporary folder).
     #[arg(long)]
     data: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct DemoTrainArgs {
+    /// train, test or swag.
+    phase: String,
+    #[arg(long)]
+    training_id: String,
+    #[arg(long)]
+    round: u32,
+    #[arg(long)]
+    model_id: String,
 }
 
 fn secs(s: f64) -> Result<Duration> {
@@ -244,61 +264,71 @@ fn run_accounts(action: AccountAction) -> Result<()> {
 }
 
 async fn run_demo(args: DemoArgs) -> Result<()> {
-    let temp;
     let data = match args.data {
         Some(d) => d,
-        None => {
-            temp = tempfile_dir()?;
-            temp.clone()
-        }
+        None => tempfile_dir()?,
     };
-    std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
     if !args.dist.join("index.html").exists() {
         bail!(
             "no dashboard at {}: build it first (cargo xtask run does)",
             args.dist.display()
         );
     }
-    let shutdown = CancellationToken::new();
-    cancel_on_signal(shutdown.clone());
-
-    let store = DirectoryStore::open(&data.join("directory.db"))?;
-    let dir_listener = TcpListener::bind(args.directory)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.directory))?;
-    let config = DirectoryConfig {
-        open_registration: true,
-        ..DirectoryConfig::default()
-    };
-    let dir_task = tokio::spawn(directory::serve(
-        dir_listener,
-        store,
-        config,
-        shutdown.clone(),
-    ));
-
-    let web_listener = TcpListener::bind(args.http)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.http))?;
-    let url = format!("http://{}", web_listener.local_addr()?);
-    let web_task = tokio::spawn(web::serve(
-        web_listener,
-        WebConfig::new(args.dist),
-        shutdown.clone(),
-    ));
-
-    println!("Roundtable demo is up:");
-    println!("  dashboard  {url}");
+    let exe = std::env::current_exe().context("locating the roundtable binary")?;
+    let running = roundtable::demo::start(roundtable::demo::DemoConfig {
+        directory: args.directory,
+        http: args.http,
+        notify: args.notify,
+        data: data.clone(),
+        dist: args.dist,
+        train_cmd: Some(vec![exe.display().to_string(), "demo-train".into()]),
+        phase_interval: Duration::from_secs_f64(args.phase_interval),
+    })
+    .await?;
+    println!();
+    println!("Roundtable demo is up. Open a dashboard:");
+    for n in &running.nodes {
+        println!("  {:<6} http://{}/", n.name, n.http_addr);
+    }
     println!(
-        "  directory  {} (open registration; try: nc {} {})",
-        args.directory,
-        args.directory.ip(),
-        args.directory.port()
+        "Directory  {}  (try: nc {} {})",
+        running.directory,
+        running.directory.ip(),
+        running.directory.port()
     );
-    println!("  data       {}", data.display());
+    for n in &running.nodes {
+        if let Some(a) = n.notify_addr {
+            println!("  {:<6} chat {}  notify http://{a}/", n.name, n.chat_addr);
+        }
+    }
+    println!("Data       {}", data.display());
     println!("Press Ctrl-C to stop.");
-    web_task.await??;
-    dir_task.await??;
+    let stop = CancellationToken::new();
+    cancel_on_signal(stop.clone());
+    stop.cancelled().await;
+    running.stop().await;
+    Ok(())
+}
+
+/// The demo's stand-in for a local training script: prints progress and
+/// a metric, takes a couple of seconds, exits 0.
+fn demo_train(args: DemoTrainArgs) -> Result<()> {
+    use std::io::Write;
+    let epochs = 4;
+    let mut out = std::io::stdout();
+    writeln!(
+        out,
+        "{} round {} of training {} with model {}",
+        args.phase, args.round, args.training_id, args.model_id
+    )?;
+    let mut loss = 0.9 / f64::from(args.round + 1);
+    for e in 1..=epochs {
+        std::thread::sleep(Duration::from_millis(400));
+        loss *= 0.8;
+        writeln!(out, "epoch {e}/{epochs} loss {loss:.4}")?;
+        out.flush()?;
+    }
+    writeln!(out, "done: accuracy {:.3}", 1.0 - loss)?;
     Ok(())
 }
 
@@ -363,6 +393,7 @@ async fn main() -> Result<()> {
         },
         Command::Node(args) => run_node(args).await,
         Command::Demo(args) => run_demo(args).await,
+        Command::DemoTrain(args) => demo_train(args),
         Command::FlDrive(args) => roundtable::fl_drive::run(args).await,
     }
 }

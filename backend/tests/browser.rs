@@ -191,7 +191,7 @@ async fn dashboard_shows_server_version() {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
     let url = format!("http://{}/", listener.local_addr().unwrap());
     let stop = CancellationToken::new();
-    let server = tokio::spawn(web::serve(listener, WebConfig { dist }, stop.clone()));
+    let server = tokio::spawn(web::serve(listener, WebConfig::new(dist), stop.clone()));
 
     let driver = Chromedriver::start(&artifacts.join("chromedriver.log"));
     let profile = tempfile::tempdir().unwrap();
