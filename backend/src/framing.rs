@@ -34,6 +34,8 @@ pub struct Connection<S> {
     buf: BytesMut,
     out: Vec<u8>,
     limits: Limits,
+    /// Free space ensured before each read.
+    read_chunk: usize,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
@@ -44,7 +46,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             buf: BytesMut::with_capacity(4096),
             out: Vec::with_capacity(256),
             limits,
+            read_chunk: 4096,
         }
+    }
+
+    /// Reads up to `bytes` per system call (default 4 KiB): larger suits
+    /// bulk traffic such as pipelined chat messages, smaller suits many
+    /// mostly idle connections.
+    pub fn with_read_chunk(mut self, bytes: usize) -> Self {
+        self.read_chunk = bytes.max(64);
+        self
     }
 
     /// The next frame, or `None` when the peer closed cleanly between frames.
@@ -53,8 +64,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             if let Some(f) = self.buffered_frame()? {
                 return Ok(Some(f));
             }
-            if self.buf.capacity() - self.buf.len() < 1024 {
-                self.buf.reserve(4096);
+            if self.buf.capacity() - self.buf.len() < self.read_chunk / 4 {
+                self.buf.reserve(self.read_chunk);
             }
             if self.stream.read_buf(&mut self.buf).await? == 0 {
                 return if self.buf.is_empty() {

@@ -282,3 +282,35 @@ async fn bad_api_input_gets_clear_errors() {
     alice.stop(Duration::from_secs(5)).await;
     dir.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_rebinds_when_the_directory_returns_and_leaves_on_stop() {
+    let dir = Directory::start().await;
+    let addr = dir.addr;
+    let data = tempfile::tempdir().unwrap();
+    let alice = node("alice", &dir, data.path()).await;
+    let bob = node("bob", &dir, data.path()).await;
+    sees_online(&bob, "alice").await;
+
+    dir.stop().await;
+    eventually(10, "alice to notice the directory is gone", || async {
+        (alice.directory.current() == LinkState::Reconnecting).then_some(())
+    })
+    .await;
+    let dir = Directory::start_at(addr).await;
+    eventually(20, "alice to bind again", || async {
+        (alice.directory.current() == LinkState::Connected).then_some(())
+    })
+    .await;
+    sees_online(&bob, "alice").await;
+
+    // Stopping sends LEAVE: bob sees alice go offline without waiting for
+    // the liveness checker to notice.
+    alice.stop(Duration::from_secs(5)).await;
+    eventually(10, "bob to see alice offline", || async {
+        bob.peers.get("alice").filter(|p| !p.online).map(|_| ())
+    })
+    .await;
+    bob.stop(Duration::from_secs(5)).await;
+    dir.stop().await;
+}

@@ -140,8 +140,9 @@ impl Chat {
         if text.is_empty() || text.len() > MAX_TEXT {
             return Err(ChatError::BadText);
         }
-        let (store, p, t) = (self.inner.store.clone(), peer.to_owned(), text.to_owned());
-        let msg = blocking(move || store.queue(&p, &t)).await?;
+        // One short insert (WAL, no fsync: checkpoints run elsewhere) is
+        // cheaper inline than a hop to the blocking pool and back.
+        let msg = self.inner.store.queue(peer, text)?;
         self.inner.peers.ensure(peer);
         self.inner.events.publish(Event::Message {
             message: msg.clone(),
@@ -284,7 +285,7 @@ impl Chat {
                 .await
                 .map_err(|_| FramingError::Timeout(t))??;
             stream.set_nodelay(true)?;
-            let mut conn = Connection::new(stream, limits());
+            let mut conn = Connection::new(stream, limits()).with_read_chunk(64 * 1024);
             conn.write_frame(&PeerFrame::Ping { roundtable: true }.to_frame())
                 .await?;
             let roundtable = loop {
@@ -488,7 +489,7 @@ impl Chat {
             let this = self.clone();
             self.inner.tracker.spawn(async move {
                 let _slot = slot;
-                let mut conn = Connection::new(stream, limits());
+                let mut conn = Connection::new(stream, limits()).with_read_chunk(64 * 1024);
                 if let Err(e) = this.inbound(&mut conn, peer).await {
                     tracing::debug!(%peer, %e, "chat connection ended");
                 }

@@ -86,8 +86,34 @@ impl std::fmt::Debug for Db {
 }
 
 impl Db {
+    /// Opens the database and starts its checkpointer: a thread with its
+    /// own connection that moves the WAL into the database every second.
+    /// Automatic checkpoints are off, so no request ever waits for the
+    /// fsyncs a checkpoint does.
     pub(crate) fn open(path: &Path, migrations: &[&str]) -> Result<Self, StoreError> {
-        Ok(Db(Arc::new(Mutex::new(open(path, migrations)?))))
+        let conn = open(path, migrations)?;
+        conn.pragma_update(None, "wal_autocheckpoint", 0)
+            .ctx("turning automatic checkpoints off")?;
+        let db = Db(Arc::new(Mutex::new(conn)));
+        let checkpointer = Connection::open(path).map_err(|source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let alive = Arc::downgrade(&db.0);
+        std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || {
+                while alive.strong_count() > 0 {
+                    std::thread::sleep(std::time::Duration::from_secs(1));
+                    let r =
+                        checkpointer.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+                    if let Err(e) = r {
+                        tracing::warn!(%e, "WAL checkpoint failed");
+                    }
+                }
+            })
+            .map_err(|e| StoreError::Worker(e.to_string()))?;
+        Ok(db)
     }
 
     /// Runs `f` with the connection. A panic while holding the lock cannot

@@ -13,6 +13,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use roundtable_shared::api::{Health, Me, SendMessage, MAX_TEXT};
 use serde::Deserialize;
@@ -294,6 +295,10 @@ async fn run(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, dist = %config.dist.display(), "web bridge listening");
     }
+    // Small JSON answers and events must not wait for Nagle's algorithm.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await

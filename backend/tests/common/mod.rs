@@ -24,9 +24,14 @@ pub struct Directory {
 
 impl Directory {
     pub async fn start() -> Directory {
+        Directory::start_at("127.0.0.1:0".parse().unwrap()).await
+    }
+
+    /// A directory on a given address (to restart one where nodes expect it).
+    pub async fn start_at(addr: SocketAddr) -> Directory {
         let dir = tempfile::tempdir().unwrap();
         let store = DirectoryStore::open(&dir.path().join("d.db")).unwrap();
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let l = TcpListener::bind(addr).await.unwrap();
         let addr = l.local_addr().unwrap();
         let stop = CancellationToken::new();
         let cfg = DirectoryConfig {
@@ -37,7 +42,8 @@ impl Directory {
                 parallelism: 1,
             },
             checker: CheckerConfig {
-                interval: Duration::from_millis(300),
+                // Long: node tests see LEAVE, not the checker, take peers away.
+                interval: Duration::from_secs(3600),
                 timeout: Duration::from_millis(500),
                 parallelism: 16,
             },

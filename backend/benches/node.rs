@@ -1,0 +1,241 @@
+//! Node benchmark: `cargo bench -p roundtable --bench node` (or
+//! `cargo xtask bench`). Prints its figures; asserts only correctness.
+//!
+//! A directory and two nodes (alice, bob) run in this process on loopback.
+//! - receive path: MSG frames with 100-byte texts pipelined to bob's chat
+//!   port over one connection, each stored durably and acknowledged;
+//! - end to end: alice accepts messages for bob (stored, queued) and her
+//!   delivery worker drains them over one connection until all are
+//!   acknowledged;
+//! - latency: `POST /api/chats/bob/messages` on alice at 1,000 messages/s
+//!   to the WebSocket event on bob, p50 and p99.
+//!
+//! Environment: `BENCH_MESSAGES` (default 100000), `BENCH_SECS` (default 5).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http_body_util::Full;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use roundtable::directory::accounts::HashCost;
+use roundtable::directory::{serve, DirectoryConfig};
+use roundtable::framing::Connection;
+use roundtable::node::{Node, NodeConfig};
+use roundtable::store::directory::DirectoryStore;
+use roundtable_shared::api::{Direction, Event, MessageState};
+use roundtable_shared::frame::{Frame, Limits};
+use roundtable_shared::peer::PeerFrame;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn text(i: usize) -> String {
+    let mut t = format!("{i:>10} ");
+    while t.len() < 100 {
+        t.push('x');
+    }
+    t
+}
+
+async fn receive_path(bob: &Node, n: usize) -> f64 {
+    let s = TcpStream::connect(bob.chat_addr).await.unwrap();
+    s.set_nodelay(true).unwrap();
+    let (r, w) = s.into_split();
+    let mut writer = Connection::new(tokio::io::join(tokio::io::empty(), w), Limits::default());
+    let mut reader = Connection::new(tokio::io::join(r, tokio::io::sink()), Limits::default());
+    writer
+        .write_frame(&PeerFrame::Ping { roundtable: true }.to_frame())
+        .await
+        .unwrap();
+    let pong = reader.read_frame().await.unwrap().unwrap();
+    assert_eq!(
+        PeerFrame::parse(&pong),
+        Ok(PeerFrame::Pong { roundtable: true })
+    );
+    let started = Instant::now();
+    let send = tokio::spawn(async move {
+        let mut batch = Vec::with_capacity(512);
+        for i in 0..n {
+            batch.push(
+                PeerFrame::Msg {
+                    sender: "loadgen".into(),
+                    id: format!("lg{i}"),
+                    text: text(i),
+                }
+                .to_frame(),
+            );
+            if batch.len() == 512 {
+                writer.write_frames(&batch).await.unwrap();
+                batch.clear();
+            }
+        }
+        writer.write_frames(&batch).await.unwrap();
+        writer
+    });
+    let mut acked = 0;
+    while acked < n {
+        let f: Frame = reader.read_frame().await.unwrap().expect("acks");
+        if let Ok(PeerFrame::MsgAck { .. }) = PeerFrame::parse(&f) {
+            acked += 1;
+        }
+    }
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    send.await.unwrap();
+    let stored = bob.chat.store().history("loadgen", None, 1).unwrap();
+    assert_eq!(stored[0].text, text(n - 1), "the last message is stored");
+    rate
+}
+
+async fn end_to_end(alice: &Node, n: usize) -> (f64, f64) {
+    let mut events = alice.events.subscribe();
+    let started = Instant::now();
+    for i in 0..n {
+        alice.chat.send("bob", &text(i)).await.unwrap();
+    }
+    let accept_rate = n as f64 / started.elapsed().as_secs_f64();
+    let mut delivered = 0;
+    while delivered < n {
+        match events.recv().await {
+            Ok(Event::MessageState {
+                state: MessageState::Delivered,
+                ..
+            }) => delivered += 1,
+            Ok(_) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(k)) => {
+                // Count from the store instead when the bus overflows.
+                let _ = k;
+                let left = alice.chat.store().outbox("bob", n).unwrap().len();
+                delivered = delivered.max(n.saturating_sub(left));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    (accept_rate, n as f64 / started.elapsed().as_secs_f64())
+}
+
+async fn latency(alice: &Node, bob: &Node, secs: u64) -> (Duration, Duration, usize) {
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", bob.http_addr))
+        .await
+        .unwrap();
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let url = format!("http://{}/api/chats/bob/messages", alice.http_addr);
+    let sent_at = std::sync::Arc::new(std::sync::Mutex::new(HashMap::<String, Instant>::new()));
+    let total = (secs * 1000) as usize;
+    let poster = {
+        let sent_at = sent_at.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(1));
+            for i in 0..total {
+                tick.tick().await;
+                let body = format!(r#"{{"text":"lat {i}"}}"#);
+                let req = hyper::Request::post(&url)
+                    .header("content-type", "application/json")
+                    .body(Full::new(Bytes::from(body)))
+                    .unwrap();
+                sent_at
+                    .lock()
+                    .unwrap()
+                    .insert(format!("lat {i}"), Instant::now());
+                let c = client.clone();
+                tokio::spawn(async move {
+                    let r = c.request(req).await.unwrap();
+                    assert_eq!(r.status(), 202);
+                });
+            }
+        })
+    };
+    let mut lat = Vec::with_capacity(total);
+    while lat.len() < total {
+        let msg = tokio::time::timeout(Duration::from_secs(30), ws.next())
+            .await
+            .expect("events keep coming")
+            .unwrap()
+            .unwrap();
+        let Ok(text) = msg.into_text() else { continue };
+        if let Ok(Event::Message { message }) = serde_json::from_str::<Event>(&text) {
+            if message.direction == Direction::In && message.peer == "alice" {
+                if let Some(t0) = sent_at.lock().unwrap().get(&message.text) {
+                    lat.push(t0.elapsed());
+                }
+            }
+        }
+    }
+    poster.await.unwrap();
+    lat.sort();
+    let p = |q: f64| lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)];
+    (p(0.50), p(0.99), lat.len())
+}
+
+fn main() {
+    let n = env_usize("BENCH_MESSAGES", 100_000);
+    let secs = env_usize("BENCH_SECS", 5) as u64;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = DirectoryStore::open(&tmp.path().join("d.db")).unwrap();
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let dir = l.local_addr().unwrap().to_string();
+        let stop = CancellationToken::new();
+        let cfg = DirectoryConfig {
+            open_registration: true,
+            hash_cost: HashCost {
+                memory_kib: 64,
+                iterations: 1,
+                parallelism: 1,
+            },
+            ..DirectoryConfig::default()
+        };
+        tokio::spawn(serve(l, store, cfg, stop.clone()));
+        let mut a = NodeConfig::local("alice", "pw", &dir, tmp.path().join("alice"));
+        a.query_interval = Duration::from_millis(200);
+        let mut b = NodeConfig::local("bob", "pw", &dir, tmp.path().join("bob"));
+        b.query_interval = Duration::from_millis(200);
+        let alice = Node::start(a).await.unwrap();
+        let bob = Node::start(b).await.unwrap();
+        while !alice.peers.get("bob").is_some_and(|p| p.online) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+
+        let recv = receive_path(&bob, n).await;
+        let e2e_n = n / 5;
+        let (accept, e2e) = end_to_end(&alice, e2e_n).await;
+        let (p50, p99, samples) = latency(&alice, &bob, secs).await;
+
+        let cpu = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|s| {
+                s.lines().find_map(|l| {
+                    l.strip_prefix("model name")
+                        .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+                })
+            })
+            .unwrap_or_else(|| "unknown CPU".into());
+        let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+        println!();
+        println!("node benchmark: 100-byte texts, one connection, {cores} cores ({cpu})");
+        println!("  receive path (MSG -> stored -> MSGACK), {n} msgs   {recv:>10.0} msg/s (goal >= 100,000)");
+        println!("  alice accepts (stored, queued), {e2e_n} msgs        {accept:>10.0} msg/s");
+        println!("  alice -> bob end to end until acknowledged   {e2e:>10.0} msg/s");
+        println!(
+            "  POST on alice -> WS event on bob at 1,000/s  p50 {:.2} ms, p99 {:.2} ms over {samples} messages (goal p99 < 5 ms)",
+            p50.as_secs_f64() * 1e3,
+            p99.as_secs_f64() * 1e3
+        );
+        alice.stop(Duration::from_secs(5)).await;
+        bob.stop(Duration::from_secs(5)).await;
+        stop.cancel();
+    });
+}

@@ -1,0 +1,325 @@
+//! Runs the local training command for a claimed (training, round, phase):
+//! `<cmd…> train|test|swag --training-id T --round R --model-id M`, as the
+//! reference client runs `python src/main.py`. No shell is involved.
+//!
+//! Output (stdout and stderr, line by line, interleaved as it arrives) is
+//! published as [`Event::RunOutput`]; the last lines are kept as the run's
+//! tail. The run's end (exit code, or how it failed) is stored, then the
+//! worker is asked to publish the training's new snapshot.
+
+use std::collections::VecDeque;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use roundtable_shared::api::Event;
+use roundtable_shared::training::RunStatus;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::sync::{mpsc, Semaphore};
+
+use crate::events::Events;
+use crate::store::trainings::{RunClaim, RunEnd, TrainingStore};
+
+/// How long output may keep coming after the process exited (a child it
+/// left behind may hold the pipes open).
+const DRAIN_GRACE: Duration = Duration::from_secs(2);
+
+pub(crate) struct Runner {
+    pub(crate) cmd: Vec<String>,
+    pub(crate) store: TrainingStore,
+    pub(crate) events: Events,
+    pub(crate) refresh: mpsc::Sender<String>,
+    pub(crate) permits: Arc<Semaphore>,
+    pub(crate) tail_lines: usize,
+    pub(crate) max_line_bytes: usize,
+}
+
+/// The last `cap` lines.
+struct Tail {
+    lines: VecDeque<String>,
+    cap: usize,
+}
+
+impl Tail {
+    fn new(cap: usize) -> Self {
+        Tail {
+            lines: VecDeque::with_capacity(cap.min(1024)),
+            cap,
+        }
+    }
+
+    fn push(&mut self, line: String) {
+        if self.cap == 0 {
+            return;
+        }
+        if self.lines.len() == self.cap {
+            self.lines.pop_front();
+        }
+        self.lines.push_back(line);
+    }
+}
+
+impl Runner {
+    pub(crate) async fn run(self: Arc<Self>, claim: RunClaim) {
+        let key = claim.key.clone();
+        // The semaphore is never closed.
+        let _permit = self.permits.clone().acquire_owned().await;
+        let mut tail = Tail::new(self.tail_lines);
+        let (status, exit_code) = self.execute(&claim, &mut tail).await;
+        let end = RunEnd {
+            status,
+            ended_at: super::now_ms(),
+            exit_code,
+            output_tail: tail.lines.into(),
+        };
+        tracing::info!(
+            training = %key.training,
+            round = key.round,
+            phase = %key.phase,
+            status = %end.status,
+            exit_code = ?end.exit_code,
+            "training command ended"
+        );
+        let record = {
+            let key = key.clone();
+            self.store.run(move |s| s.finish_run(&key, &end)).await
+        };
+        if let Err(e) = record {
+            tracing::error!(error = %e, "cannot record the end of a run");
+        }
+        let _ = self.refresh.send(key.training).await;
+    }
+
+    /// Runs the process to its end; returns its status and exit code.
+    async fn execute(&self, claim: &RunClaim, tail: &mut Tail) -> (RunStatus, Option<i32>) {
+        let key = &claim.key;
+        let mut command = tokio::process::Command::new(&self.cmd[0]);
+        command
+            .args(&self.cmd[1..])
+            .arg(key.phase.command())
+            .args(["--training-id", &key.training])
+            .args(["--round", &key.round.to_string()])
+            .args(["--model-id", &claim.model_id])
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        let started = combine_output(&mut command).and_then(|out| Ok((command.spawn()?, out)));
+        // The command holds the pipe's write ends: drop it so that the pipe
+        // closes when the process (and any child it left) is gone.
+        drop(command);
+        let (mut child, combined) = match started {
+            Ok(c) => c,
+            Err(e) => {
+                let line = format!("[roundtable] cannot start {:?}: {e}", self.cmd[0]);
+                tracing::error!(training = %key.training, "{line}");
+                self.output(claim, tail, line);
+                return (RunStatus::Failed, None);
+            }
+        };
+        tracing::info!(
+            training = %key.training,
+            round = key.round,
+            phase = %key.phase,
+            pid = ?child.id(),
+            "training command started"
+        );
+        let (line_tx, mut line_rx) = mpsc::channel::<String>(256);
+        let mut readers = Vec::new();
+        let mut streams: Vec<Box<dyn AsyncRead + Unpin + Send>> = Vec::new();
+        match combined {
+            Some(r) => streams.push(r),
+            None => {
+                if let Some(out) = child.stdout.take() {
+                    streams.push(Box::new(out));
+                }
+                if let Some(err) = child.stderr.take() {
+                    streams.push(Box::new(err));
+                }
+            }
+        }
+        for r in streams {
+            readers.push(tokio::spawn(read_lines(
+                r,
+                line_tx.clone(),
+                self.max_line_bytes,
+            )));
+        }
+        drop(line_tx);
+
+        let wait = child.wait();
+        tokio::pin!(wait);
+        let mut exit = None;
+        let mut lines_open = true;
+        // Output until the process exits and its pipes close.
+        while exit.is_none() || lines_open {
+            tokio::select! {
+                line = line_rx.recv(), if lines_open => match line {
+                    Some(l) => self.output(claim, tail, l),
+                    None => lines_open = false,
+                },
+                status = &mut wait, if exit.is_none() => exit = Some(status),
+            }
+            if exit.is_some() && lines_open {
+                // Give lingering output a moment, then stop reading.
+                let drain = async {
+                    while let Some(l) = line_rx.recv().await {
+                        self.output(claim, tail, l);
+                    }
+                };
+                if tokio::time::timeout(DRAIN_GRACE, drain).await.is_err() {
+                    self.output(
+                        claim,
+                        tail,
+                        "[roundtable] output still open after the command exited; no longer read"
+                            .into(),
+                    );
+                }
+                lines_open = false;
+            }
+        }
+        for r in readers {
+            r.abort();
+        }
+        match exit {
+            Some(Ok(status)) => match status.code() {
+                Some(0) => (RunStatus::Succeeded, Some(0)),
+                Some(code) => (RunStatus::Failed, Some(code)),
+                None => {
+                    #[cfg(unix)]
+                    let how = {
+                        use std::os::unix::process::ExitStatusExt;
+                        status
+                            .signal()
+                            .map_or("killed".to_owned(), |s| format!("killed by signal {s}"))
+                    };
+                    #[cfg(not(unix))]
+                    let how = "killed".to_owned();
+                    self.output(claim, tail, format!("[roundtable] {how}"));
+                    (RunStatus::Failed, None)
+                }
+            },
+            Some(Err(e)) => {
+                self.output(
+                    claim,
+                    tail,
+                    format!("[roundtable] cannot wait for the command: {e}"),
+                );
+                (RunStatus::Failed, None)
+            }
+            // The loop above only ends once the process has exited.
+            None => (RunStatus::Failed, None),
+        }
+    }
+
+    fn output(&self, claim: &RunClaim, tail: &mut Tail, line: String) {
+        self.events.publish(Event::RunOutput {
+            training: claim.key.training.clone(),
+            round: claim.key.round,
+            phase: claim.key.phase,
+            line: line.clone(),
+        });
+        tail.push(line);
+    }
+}
+
+/// Points the command's stdout and stderr at one pipe, as `2>&1` would, so
+/// that their lines arrive in the order they were written; returns its read
+/// end. Where that is not possible, two pipes (`None`: read the child's).
+#[cfg(unix)]
+fn combine_output(
+    command: &mut tokio::process::Command,
+) -> std::io::Result<Option<Box<dyn AsyncRead + Unpin + Send>>> {
+    let (tx, rx) = tokio::net::unix::pipe::pipe()?;
+    let out = tx.into_blocking_fd()?;
+    let err = out.try_clone()?;
+    command.stdout(Stdio::from(out)).stderr(Stdio::from(err));
+    Ok(Some(Box::new(rx)))
+}
+
+#[cfg(not(unix))]
+fn combine_output(
+    command: &mut tokio::process::Command,
+) -> std::io::Result<Option<Box<dyn AsyncRead + Unpin + Send>>> {
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    Ok(None)
+}
+
+/// Sends each line of `r` (without its line ending, lossily decoded, cut to
+/// `max` bytes) until end of file or a read error.
+async fn read_lines(r: impl AsyncRead + Unpin, tx: mpsc::Sender<String>, max: usize) {
+    let mut r = BufReader::new(r);
+    let mut line: Vec<u8> = Vec::new();
+    let mut cut = false;
+    while let Ok(buf) = r.fill_buf().await {
+        if buf.is_empty() {
+            break;
+        }
+        let (chunk, newline) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (&buf[..i], true),
+            None => (buf, false),
+        };
+        let room = max.saturating_sub(line.len());
+        if chunk.len() > room {
+            cut = true;
+        }
+        line.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        let used = chunk.len() + usize::from(newline);
+        r.consume(used);
+        if newline && tx.send(finish_line(&mut line, &mut cut)).await.is_err() {
+            return;
+        }
+    }
+    if !line.is_empty() || cut {
+        let _ = tx.send(finish_line(&mut line, &mut cut)).await;
+    }
+}
+
+fn finish_line(line: &mut Vec<u8>, cut: &mut bool) -> String {
+    if line.last() == Some(&b'\r') {
+        line.pop();
+    }
+    let mut s = String::from_utf8_lossy(line).into_owned();
+    if *cut {
+        s.push_str(" […]");
+    }
+    line.clear();
+    *cut = false;
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn lines_of(input: &'static [u8], max: usize) -> Vec<String> {
+        let (tx, mut rx) = mpsc::channel(64);
+        read_lines(input, tx, max).await;
+        let mut out = Vec::new();
+        while let Some(l) = rx.recv().await {
+            out.push(l);
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn splits_lines_and_bounds_their_length() {
+        assert_eq!(
+            lines_of(b"one\r\ntwo\n\nlast", 100).await,
+            ["one", "two", "", "last"]
+        );
+        assert_eq!(lines_of(b"abcdefghij\nxy\n", 4).await, ["abcd […]", "xy"]);
+        assert_eq!(lines_of(b"\xff\xfeok\n", 100).await, ["\u{fffd}\u{fffd}ok"]);
+        assert!(lines_of(b"", 100).await.is_empty());
+    }
+
+    #[test]
+    fn tail_keeps_the_last_lines() {
+        let mut t = Tail::new(2);
+        for l in ["a", "b", "c"] {
+            t.push(l.into());
+        }
+        assert_eq!(Vec::from(t.lines), ["b", "c"]);
+        let mut z = Tail::new(0);
+        z.push("a".into());
+        assert!(z.lines.is_empty());
+    }
+}

@@ -1,0 +1,850 @@
+//! The node's training database: trainings, their round phases, and the
+//! local runs of the training command. One SQLite file of its own.
+//!
+//! The notification state machine lives here, next to the SQL it is made
+//! of, so that every notification is applied in one transaction:
+//!
+//! - any notification for an unknown training creates it (state `started`):
+//!   TRAINING_START and the first UPDATE_ROUND_START may arrive either way
+//!   round;
+//! - a round notification records its (training, round, phase) once
+//!   (`UNIQUE`, `INSERT OR IGNORE`); a duplicate changes nothing;
+//! - the training's state and current round follow the latest phase in DLR
+//!   order ([`Phase::position`]), not the latest arrival, so a late
+//!   notification never moves a training backwards;
+//! - TRAINING_FINISHED and CLIENT_REMOVED are terminal: later phases are
+//!   still recorded but change no state and start no run;
+//! - a run is claimed (row inserted, status `running`) in the same
+//!   transaction that records its phase, before any process is started, so
+//!   a (training, round, phase) runs at most once, across restarts too.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use roundtable_shared::notify::{Kind, Notification};
+use roundtable_shared::training::{
+    Phase, PhaseRecord, Round, Run, RunStatus, Training, TrainingState,
+};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+
+use super::{Context, StoreError};
+
+const MIGRATIONS: &[&str] = &["
+    CREATE TABLE trainings (
+        uuid            TEXT PRIMARY KEY NOT NULL,
+        state           TEXT NOT NULL,
+        current_round   INTEGER,
+        -- Phase::position of the latest phase, NULL before any phase.
+        position        INTEGER,
+        start_seen      INTEGER NOT NULL DEFAULT 0,
+        phase_count     INTEGER NOT NULL DEFAULT 0,
+        started_at      INTEGER NOT NULL,
+        finished_at     INTEGER,
+        global_model_id TEXT
+    ) STRICT;
+    CREATE TABLE phases (
+        id         INTEGER PRIMARY KEY,
+        training   TEXT NOT NULL REFERENCES trainings(uuid) ON DELETE CASCADE,
+        round      INTEGER NOT NULL,
+        phase      TEXT NOT NULL,
+        started_at INTEGER NOT NULL,
+        model_id   TEXT NOT NULL,
+        UNIQUE (training, round, phase)
+    ) STRICT;
+    CREATE TABLE runs (
+        phase_id    INTEGER PRIMARY KEY NOT NULL REFERENCES phases(id) ON DELETE CASCADE,
+        status      TEXT NOT NULL,
+        started_at  INTEGER NOT NULL,
+        ended_at    INTEGER,
+        exit_code   INTEGER,
+        -- JSON array of the last output lines.
+        output_tail TEXT NOT NULL DEFAULT '[]'
+    ) STRICT;
+    CREATE INDEX runs_running ON runs(status) WHERE status = 'running';
+"];
+
+/// The line added to the tail of a run the node lost track of.
+pub const INTERRUPTED_LINE: &str = "[roundtable] the node stopped while this run was in progress";
+
+/// A notification and when it arrived (Unix ms).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    pub notification: Notification,
+    pub at: i64,
+}
+
+/// How [`TrainingStore::apply_batch`] treats what it is given.
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    /// Claim a run for each new round phase of a live training.
+    pub claim_runs: bool,
+    /// A notification that would create a training beyond this many is
+    /// dropped.
+    pub max_trainings: u64,
+    /// A new phase beyond this many in one training is dropped.
+    pub max_phases_per_training: u64,
+    /// A new phase beyond this many in all trainings is dropped.
+    pub max_phases_total: u64,
+}
+
+impl Default for ApplyOptions {
+    fn default() -> Self {
+        ApplyOptions {
+            claim_runs: false,
+            max_trainings: 10_000,
+            max_phases_per_training: 10_000,
+            max_phases_total: 1_000_000,
+        }
+    }
+}
+
+/// Identifies a phase (and its run).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PhaseKey {
+    pub training: String,
+    pub round: u32,
+    pub phase: Phase,
+}
+
+/// A run claimed by [`TrainingStore::apply_batch`]: start it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunClaim {
+    pub key: PhaseKey,
+    pub model_id: String,
+}
+
+/// What a batch did.
+#[derive(Debug, Default)]
+pub struct BatchOutcome {
+    /// Fresh snapshots of every training the batch changed.
+    pub changed: Vec<Training>,
+    /// Runs to start, in arrival order.
+    pub claims: Vec<RunClaim>,
+    /// Notifications dropped for exceeding a limit.
+    pub dropped: usize,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunEnd {
+    pub status: RunStatus,
+    pub ended_at: i64,
+    pub exit_code: Option<i32>,
+    pub output_tail: Vec<String>,
+}
+
+/// Handle to the training database; cheap to clone, one connection inside.
+#[derive(Clone)]
+pub struct TrainingStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl std::fmt::Debug for TrainingStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TrainingStore")
+    }
+}
+
+/// The columns of a trainings row the state machine reads.
+struct Row {
+    state: TrainingState,
+    position: Option<i64>,
+    start_seen: bool,
+    phase_count: i64,
+}
+
+/// What one notification did.
+enum Applied {
+    Nothing,
+    Changed,
+    Dropped,
+}
+
+fn bad_value(what: &str, v: &str) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        0,
+        rusqlite::types::Type::Text,
+        format!("unknown {what} {v:?} in database").into(),
+    )
+}
+
+fn state_of(s: String) -> rusqlite::Result<TrainingState> {
+    TrainingState::parse(&s).ok_or_else(|| bad_value("training state", &s))
+}
+
+fn phase_of(s: String) -> rusqlite::Result<Phase> {
+    Phase::parse(&s).ok_or_else(|| bad_value("phase", &s))
+}
+
+fn run_status_of(s: String) -> rusqlite::Result<RunStatus> {
+    RunStatus::parse(&s).ok_or_else(|| bad_value("run status", &s))
+}
+
+fn tail_of(s: String) -> rusqlite::Result<Vec<String>> {
+    serde_json::from_str(&s).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.into())
+    })
+}
+
+fn tail_json(tail: &[String]) -> String {
+    // Serializing strings cannot fail.
+    serde_json::to_string(tail).unwrap_or_else(|_| "[]".into())
+}
+
+impl TrainingStore {
+    /// Opens (creating if needed) the database at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let conn = super::open(path, MIGRATIONS)?;
+        Ok(TrainingStore {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        // A panic while holding the lock cannot leave SQLite inconsistent
+        // (transactions are atomic), so a poisoned lock is still usable.
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut conn)
+    }
+
+    /// Runs a store call on the blocking pool.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&TrainingStore) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || f(&this))
+            .await
+            .map_err(|e| StoreError::Worker(e.to_string()))?
+    }
+
+    /// Applies notifications in order, in one transaction, and returns the
+    /// snapshots of the trainings that changed and the runs to start.
+    pub fn apply_batch(
+        &self,
+        batch: &[Received],
+        opts: &ApplyOptions,
+    ) -> Result<BatchOutcome, StoreError> {
+        self.with(|c| {
+            let tx = c.transaction().ctx("starting notification batch")?;
+            let mut out = BatchOutcome::default();
+            let mut changed: Vec<&str> = Vec::new();
+            let mut total: i64 = tx
+                .query_row(
+                    "SELECT coalesce(sum(phase_count), 0) FROM trainings",
+                    [],
+                    |r| r.get(0),
+                )
+                .ctx("counting phases")?;
+            for r in batch {
+                match apply_one(&tx, r, opts, &mut total, &mut out.claims)? {
+                    Applied::Nothing => {}
+                    Applied::Dropped => out.dropped += 1,
+                    Applied::Changed => {
+                        let t = r.notification.training_uuid.as_str();
+                        if !changed.contains(&t) {
+                            changed.push(t);
+                        }
+                    }
+                }
+            }
+            for t in changed {
+                if let Some(snapshot) = snapshot(&tx, t)? {
+                    out.changed.push(snapshot);
+                }
+            }
+            tx.commit().ctx("committing notification batch")?;
+            Ok(out)
+        })
+    }
+
+    /// Records how a claimed run ended; false if there is no such run still
+    /// running.
+    pub fn finish_run(&self, key: &PhaseKey, end: &RunEnd) -> Result<bool, StoreError> {
+        self.with(|c| {
+            let n = c
+                .execute(
+                    "UPDATE runs SET status = ?4, ended_at = ?5, exit_code = ?6, output_tail = ?7
+                     WHERE status = 'running' AND phase_id =
+                       (SELECT id FROM phases WHERE training = ?1 AND round = ?2 AND phase = ?3)",
+                    params![
+                        key.training,
+                        key.round,
+                        key.phase.as_str(),
+                        end.status.as_str(),
+                        end.ended_at,
+                        end.exit_code,
+                        tail_json(&end.output_tail),
+                    ],
+                )
+                .ctx("recording run end")?;
+            Ok(n == 1)
+        })
+    }
+
+    /// Marks every run still `running` as failed at `now`: called at start-up,
+    /// when no run of this store can be alive. Returns the trainings touched.
+    pub fn fail_interrupted_runs(&self, now: i64) -> Result<Vec<String>, StoreError> {
+        self.with(|c| {
+            let tx = c.transaction().ctx("starting run recovery")?;
+            let stale: Vec<(i64, String, String)> = {
+                let mut st = tx
+                    .prepare(
+                        "SELECT r.phase_id, p.training, r.output_tail
+                         FROM runs r JOIN phases p ON p.id = r.phase_id
+                         WHERE r.status = 'running'",
+                    )
+                    .ctx("finding interrupted runs")?;
+                let rows = st
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                    .ctx("finding interrupted runs")?;
+                rows.collect::<Result<_, _>>()
+                    .ctx("finding interrupted runs")?
+            };
+            let mut trainings = Vec::new();
+            for (id, training, tail) in stale {
+                let mut tail = tail_of(tail).ctx("reading run output")?;
+                tail.push(INTERRUPTED_LINE.to_owned());
+                tx.execute(
+                    "UPDATE runs SET status = 'failed', ended_at = ?2, output_tail = ?3
+                     WHERE phase_id = ?1",
+                    params![id, now, tail_json(&tail)],
+                )
+                .ctx("failing interrupted run")?;
+                if !trainings.contains(&training) {
+                    trainings.push(training);
+                }
+            }
+            tx.commit().ctx("committing run recovery")?;
+            Ok(trainings)
+        })
+    }
+
+    /// The current state of one training.
+    pub fn training(&self, uuid: &str) -> Result<Option<Training>, StoreError> {
+        self.with(|c| snapshot(c, uuid))
+    }
+
+    /// Every training, oldest first.
+    pub fn trainings(&self) -> Result<Vec<Training>, StoreError> {
+        self.with(|c| {
+            let mut out: Vec<Training> = {
+                let mut st = c
+                    .prepare(
+                        "SELECT uuid, state, current_round, started_at, finished_at,
+                                global_model_id
+                         FROM trainings ORDER BY started_at, uuid",
+                    )
+                    .ctx("listing trainings")?;
+                let rows = st.query_map([], training_row).ctx("listing trainings")?;
+                rows.collect::<Result<_, _>>().ctx("listing trainings")?
+            };
+            let index: HashMap<String, usize> = out
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (t.uuid.clone(), i))
+                .collect();
+            let mut rounds: Vec<BTreeMap<u32, Vec<PhaseRecord>>> = vec![BTreeMap::new(); out.len()];
+            let mut st = c
+                .prepare(&format!("{PHASES_SELECT} ORDER BY p.id"))
+                .ctx("listing phases")?;
+            let rows = st
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, phase_row(r)?)))
+                .ctx("listing phases")?;
+            for row in rows {
+                let (training, (round, rec)) = row.ctx("listing phases")?;
+                if let Some(&i) = index.get(&training) {
+                    rounds[i].entry(round).or_default().push(rec);
+                }
+            }
+            for (t, r) in out.iter_mut().zip(rounds) {
+                t.rounds = into_rounds(r);
+            }
+            Ok(out)
+        })
+    }
+}
+
+/// Applies one notification inside `tx`.
+fn apply_one(
+    tx: &Transaction<'_>,
+    r: &Received,
+    opts: &ApplyOptions,
+    total_phases: &mut i64,
+    claims: &mut Vec<RunClaim>,
+) -> Result<Applied, StoreError> {
+    let n = &r.notification;
+    let t = n.training_uuid.as_str();
+    let mut created = false;
+    let row = match read_row(tx, t)? {
+        Some(row) => row,
+        None => {
+            let count: i64 = tx
+                .query_row("SELECT count(*) FROM trainings", [], |r| r.get(0))
+                .ctx("counting trainings")?;
+            if count as u64 >= opts.max_trainings {
+                tracing::warn!(training = t, "too many trainings; notification dropped");
+                return Ok(Applied::Dropped);
+            }
+            tx.execute(
+                "INSERT INTO trainings(uuid, state, started_at) VALUES (?1, 'started', ?2)",
+                params![t, r.at],
+            )
+            .ctx("creating training")?;
+            created = true;
+            Row {
+                state: TrainingState::Started,
+                position: None,
+                start_seen: false,
+                phase_count: 0,
+            }
+        }
+    };
+    let changed = match &n.kind {
+        Kind::Start { global_model_uuid } => {
+            if row.start_seen {
+                false
+            } else {
+                tx.execute(
+                    "UPDATE trainings SET start_seen = 1,
+                       global_model_id = coalesce(global_model_id, ?2)
+                     WHERE uuid = ?1",
+                    params![t, global_model_uuid],
+                )
+                .ctx("recording training start")?;
+                true
+            }
+        }
+        Kind::Round {
+            phase,
+            round,
+            global_model_uuid,
+        } => {
+            if row.phase_count as u64 >= opts.max_phases_per_training
+                || *total_phases as u64 >= opts.max_phases_total
+            {
+                let exists = tx
+                    .query_row(
+                        "SELECT 1 FROM phases WHERE training = ?1 AND round = ?2 AND phase = ?3",
+                        params![t, round, phase.as_str()],
+                        |_| Ok(()),
+                    )
+                    .optional()
+                    .ctx("looking up phase")?
+                    .is_some();
+                if !exists {
+                    tracing::warn!(training = t, "too many phases; notification dropped");
+                    return Ok(Applied::Dropped);
+                }
+                false
+            } else {
+                let inserted = tx
+                    .execute(
+                        "INSERT OR IGNORE INTO phases(training, round, phase, started_at, model_id)
+                         VALUES (?1, ?2, ?3, ?4, ?5)",
+                        params![t, round, phase.as_str(), r.at, global_model_uuid],
+                    )
+                    .ctx("recording phase")?
+                    == 1;
+                if inserted {
+                    *total_phases += 1;
+                    let phase_id = tx.last_insert_rowid();
+                    let pos = phase.position(*round) as i64;
+                    let live = !row.state.is_terminal();
+                    if live && row.position.is_none_or(|p| pos > p) {
+                        tx.execute(
+                            "UPDATE trainings SET state = ?2, current_round = ?3, position = ?4,
+                               phase_count = phase_count + 1
+                             WHERE uuid = ?1",
+                            params![t, TrainingState::of_phase(*phase).as_str(), round, pos],
+                        )
+                        .ctx("advancing training")?;
+                    } else {
+                        tx.execute(
+                            "UPDATE trainings SET phase_count = phase_count + 1 WHERE uuid = ?1",
+                            [t],
+                        )
+                        .ctx("counting phase")?;
+                    }
+                    if live && opts.claim_runs {
+                        tx.execute(
+                            "INSERT OR IGNORE INTO runs(phase_id, status, started_at)
+                             VALUES (?1, 'running', ?2)",
+                            params![phase_id, r.at],
+                        )
+                        .ctx("claiming run")?;
+                        claims.push(RunClaim {
+                            key: PhaseKey {
+                                training: t.to_owned(),
+                                round: *round,
+                                phase: *phase,
+                            },
+                            model_id: global_model_uuid.clone(),
+                        });
+                    }
+                }
+                inserted
+            }
+        }
+        Kind::Finished { global_model_uuid } => {
+            if row.state.is_terminal() {
+                false
+            } else {
+                tx.execute(
+                    "UPDATE trainings SET state = 'finished', finished_at = ?2,
+                       global_model_id = ?3
+                     WHERE uuid = ?1",
+                    params![t, r.at, global_model_uuid],
+                )
+                .ctx("finishing training")?;
+                true
+            }
+        }
+        Kind::ClientRemoved => {
+            if row.state.is_terminal() {
+                false
+            } else {
+                tx.execute(
+                    "UPDATE trainings SET state = 'removed', finished_at = ?2 WHERE uuid = ?1",
+                    params![t, r.at],
+                )
+                .ctx("removing training")?;
+                true
+            }
+        }
+    };
+    Ok(if changed || created {
+        Applied::Changed
+    } else {
+        Applied::Nothing
+    })
+}
+
+fn read_row(c: &Connection, uuid: &str) -> Result<Option<Row>, StoreError> {
+    c.prepare_cached(
+        "SELECT state, position, start_seen, phase_count FROM trainings WHERE uuid = ?1",
+    )
+    .ctx("reading training")?
+    .query_row([uuid], |r| {
+        Ok(Row {
+            state: state_of(r.get(0)?)?,
+            position: r.get(1)?,
+            start_seen: r.get(2)?,
+            phase_count: r.get(3)?,
+        })
+    })
+    .optional()
+    .ctx("reading training")
+}
+
+fn training_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Training> {
+    Ok(Training {
+        uuid: r.get(0)?,
+        state: state_of(r.get(1)?)?,
+        current_round: r.get(2)?,
+        started_at: r.get(3)?,
+        finished_at: r.get(4)?,
+        global_model_id: r.get(5)?,
+        rounds: Vec::new(),
+    })
+}
+
+const PHASES_SELECT: &str = "
+    SELECT p.training, p.round, p.phase, p.started_at, p.model_id,
+           r.status, r.started_at, r.ended_at, r.exit_code, r.output_tail
+    FROM phases p LEFT JOIN runs r ON r.phase_id = p.id";
+
+/// Reads columns 1.. of a [`PHASES_SELECT`] row.
+fn phase_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(u32, PhaseRecord)> {
+    let run = match r.get::<_, Option<String>>(5)? {
+        None => None,
+        Some(status) => Some(Run {
+            status: run_status_of(status)?,
+            started_at: r.get(6)?,
+            ended_at: r.get(7)?,
+            exit_code: r.get(8)?,
+            output_tail: tail_of(r.get(9)?)?,
+        }),
+    };
+    Ok((
+        r.get(1)?,
+        PhaseRecord {
+            phase: phase_of(r.get(2)?)?,
+            started_at: r.get(3)?,
+            model_id: r.get(4)?,
+            run,
+        },
+    ))
+}
+
+fn into_rounds(map: BTreeMap<u32, Vec<PhaseRecord>>) -> Vec<Round> {
+    map.into_iter()
+        .map(|(round, phases)| Round { round, phases })
+        .collect()
+}
+
+fn snapshot(c: &Connection, uuid: &str) -> Result<Option<Training>, StoreError> {
+    let Some(mut t) = c
+        .prepare_cached(
+            "SELECT uuid, state, current_round, started_at, finished_at, global_model_id
+             FROM trainings WHERE uuid = ?1",
+        )
+        .ctx("reading training")?
+        .query_row([uuid], training_row)
+        .optional()
+        .ctx("reading training")?
+    else {
+        return Ok(None);
+    };
+    let mut rounds: BTreeMap<u32, Vec<PhaseRecord>> = BTreeMap::new();
+    let mut st = c
+        .prepare_cached(&format!(
+            "{PHASES_SELECT} WHERE p.training = ?1 ORDER BY p.id"
+        ))
+        .ctx("reading phases")?;
+    let rows = st.query_map([uuid], phase_row).ctx("reading phases")?;
+    for row in rows {
+        let (round, rec) = row.ctx("reading phases")?;
+        rounds.entry(round).or_default().push(rec);
+    }
+    t.rounds = into_rounds(rounds);
+    Ok(Some(t))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: &str = "00000000-0000-4000-8000-000000000001";
+    const M: &str = "00000000-0000-4000-8000-0000000000aa";
+
+    fn rx(n: Notification, at: i64) -> Received {
+        Received {
+            notification: n,
+            at,
+        }
+    }
+
+    fn claiming() -> ApplyOptions {
+        ApplyOptions {
+            claim_runs: true,
+            ..ApplyOptions::default()
+        }
+    }
+
+    #[test]
+    fn a_full_training_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = TrainingStore::open(&dir.path().join("t.db")).unwrap();
+        let out = s
+            .apply_batch(
+                &[
+                    rx(Notification::start(T, M), 1),
+                    rx(Notification::round(T, Phase::Update, 0, M), 2),
+                    rx(Notification::round(T, Phase::Test, 1, M), 3),
+                ],
+                &ApplyOptions::default(),
+            )
+            .unwrap();
+        assert_eq!(out.changed.len(), 1, "one snapshot per changed training");
+        assert!(out.claims.is_empty(), "no runs without claim_runs");
+        let t = &out.changed[0];
+        assert_eq!(t.state, TrainingState::Testing);
+        assert_eq!(t.current_round, Some(1));
+        assert_eq!(t.started_at, 1);
+        assert_eq!(t.global_model_id.as_deref(), Some(M));
+        assert_eq!(t.phase(0, Phase::Update).unwrap().started_at, 2);
+        assert_eq!(t.phase(1, Phase::Test).unwrap().model_id, M);
+
+        let out = s
+            .apply_batch(
+                &[rx(Notification::finished(T, M), 9)],
+                &ApplyOptions::default(),
+            )
+            .unwrap();
+        assert_eq!(out.changed[0].state, TrainingState::Finished);
+        assert_eq!(out.changed[0].finished_at, Some(9));
+        assert_eq!(s.trainings().unwrap(), out.changed);
+    }
+
+    #[test]
+    fn duplicates_change_nothing_and_claim_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = TrainingStore::open(&dir.path().join("t.db")).unwrap();
+        let u = Notification::round(T, Phase::Update, 0, M);
+        let out = s
+            .apply_batch(&[rx(u.clone(), 1), rx(u.clone(), 2)], &claiming())
+            .unwrap();
+        assert_eq!(out.claims.len(), 1);
+        assert_eq!(out.claims[0].key.round, 0);
+        let out = s.apply_batch(&[rx(u, 3)], &claiming()).unwrap();
+        assert!(out.changed.is_empty());
+        assert!(out.claims.is_empty());
+        let t = s.training(T).unwrap().unwrap();
+        assert_eq!(t.rounds.len(), 1);
+        let p = t.phase(0, Phase::Update).unwrap();
+        assert_eq!(p.started_at, 1, "the first arrival counts");
+        assert_eq!(p.run.as_ref().unwrap().status, RunStatus::Running);
+        // A repeated START is a no-op too.
+        assert_eq!(
+            s.apply_batch(&[rx(Notification::start(T, M), 4)], &claiming())
+                .unwrap()
+                .changed
+                .len(),
+            1
+        );
+        assert!(s
+            .apply_batch(&[rx(Notification::start(T, M), 5)], &claiming())
+            .unwrap()
+            .changed
+            .is_empty());
+    }
+
+    #[test]
+    fn late_notifications_do_not_regress() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = TrainingStore::open(&dir.path().join("t.db")).unwrap();
+        let m2 = "00000000-0000-4000-8000-0000000000bb";
+        s.apply_batch(
+            &[
+                rx(Notification::round(T, Phase::Update, 1, M), 1),
+                rx(Notification::round(T, Phase::Test, 1, M), 2),
+                rx(Notification::round(T, Phase::Update, 0, M), 3),
+                rx(Notification::start(T, m2), 4),
+            ],
+            &ApplyOptions::default(),
+        )
+        .unwrap();
+        let t = s.training(T).unwrap().unwrap();
+        assert_eq!(t.state, TrainingState::InRound);
+        assert_eq!(t.current_round, Some(1));
+        assert_eq!(t.started_at, 1);
+        assert_eq!(t.global_model_id.as_deref(), Some(m2));
+        assert_eq!(t.rounds.iter().map(|r| r.round).collect::<Vec<_>>(), [0, 1]);
+        // Phases within a round keep their arrival order.
+        let r1: Vec<_> = t.round(1).unwrap().phases.iter().map(|p| p.phase).collect();
+        assert_eq!(r1, [Phase::Update, Phase::Test]);
+
+        // After FINISHED, a straggler is recorded but starts nothing.
+        let out = s
+            .apply_batch(
+                &[
+                    rx(Notification::finished(T, M), 5),
+                    rx(Notification::round(T, Phase::Test, 2, M), 6),
+                ],
+                &claiming(),
+            )
+            .unwrap();
+        assert!(out.claims.is_empty());
+        let t = &out.changed[0];
+        assert_eq!(t.state, TrainingState::Finished);
+        assert_eq!(t.current_round, Some(1));
+        assert_eq!(t.global_model_id.as_deref(), Some(M));
+        assert!(t.phase(2, Phase::Test).is_some());
+    }
+
+    #[test]
+    fn runs_end_and_interrupted_runs_fail_on_recovery() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        {
+            let s = TrainingStore::open(&path).unwrap();
+            let out = s
+                .apply_batch(
+                    &[
+                        rx(Notification::round(T, Phase::Update, 0, M), 1),
+                        rx(Notification::round(T, Phase::Test, 1, M), 2),
+                    ],
+                    &claiming(),
+                )
+                .unwrap();
+            assert_eq!(out.claims.len(), 2);
+            let end = RunEnd {
+                status: RunStatus::Failed,
+                ended_at: 10,
+                exit_code: Some(3),
+                output_tail: vec!["a".into(), "b".into()],
+            };
+            assert!(s.finish_run(&out.claims[0].key, &end).unwrap());
+            assert!(
+                !s.finish_run(&out.claims[0].key, &end).unwrap(),
+                "only once"
+            );
+        }
+        let s = TrainingStore::open(&path).unwrap();
+        assert_eq!(s.fail_interrupted_runs(20).unwrap(), [T]);
+        let t = s.training(T).unwrap().unwrap();
+        let done = t.phase(0, Phase::Update).unwrap().run.clone().unwrap();
+        assert_eq!(done.exit_code, Some(3));
+        assert_eq!(done.output_tail, ["a", "b"]);
+        let lost = t.phase(1, Phase::Test).unwrap().run.clone().unwrap();
+        assert_eq!(lost.status, RunStatus::Failed);
+        assert_eq!(lost.ended_at, Some(20));
+        assert_eq!(lost.output_tail, [INTERRUPTED_LINE]);
+        assert!(s.fail_interrupted_runs(30).unwrap().is_empty());
+    }
+
+    #[test]
+    fn limits_drop_instead_of_growing() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = TrainingStore::open(&dir.path().join("t.db")).unwrap();
+        let opts = ApplyOptions {
+            claim_runs: false,
+            max_trainings: 1,
+            max_phases_per_training: 2,
+            max_phases_total: 100,
+        };
+        let other = "00000000-0000-4000-8000-000000000002";
+        let out = s
+            .apply_batch(
+                &[
+                    rx(Notification::round(T, Phase::Update, 0, M), 1),
+                    rx(Notification::round(T, Phase::Test, 1, M), 2),
+                    rx(Notification::round(T, Phase::Update, 1, M), 3),
+                    rx(Notification::round(T, Phase::Test, 1, M), 4),
+                    rx(Notification::start(other, M), 5),
+                ],
+                &opts,
+            )
+            .unwrap();
+        assert_eq!(out.dropped, 2);
+        let all = s.trainings().unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].phases().count(), 2);
+
+        // The cap over all trainings holds across batches too.
+        let opts = ApplyOptions {
+            max_phases_total: 3,
+            ..ApplyOptions::default()
+        };
+        let out = s
+            .apply_batch(
+                &[
+                    rx(Notification::round(other, Phase::Update, 0, M), 6),
+                    rx(Notification::round(other, Phase::Test, 1, M), 7),
+                ],
+                &opts,
+            )
+            .unwrap();
+        assert_eq!(out.dropped, 1);
+        let out = s
+            .apply_batch(
+                &[rx(Notification::round(other, Phase::Update, 1, M), 8)],
+                &opts,
+            )
+            .unwrap();
+        assert_eq!(out.dropped, 1);
+        assert_eq!(
+            s.trainings()
+                .unwrap()
+                .iter()
+                .map(|t| t.phases().count())
+                .sum::<usize>(),
+            3
+        );
+    }
+}
