@@ -7,6 +7,11 @@
 //! Nothing is acknowledged to the browser before it is committed, and
 //! nothing leaves the outbox before the peer has stored it, so a crash at
 //! any point loses nothing; the receiver drops duplicates by id.
+//!
+//! Store calls here run inline rather than on the blocking pool: they are
+//! short WAL appends that never fsync (checkpoints run on their own thread,
+//! see `store::Db`), and a hop to another thread and back costs more than
+//! the write itself.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -26,7 +31,7 @@ use crate::directory::accounts::valid_name;
 use crate::events::Events;
 use crate::framing::{Connection, FramingError};
 use crate::store::chat::{ChatStore, Incoming};
-use crate::store::{blocking, StoreError};
+use crate::store::StoreError;
 
 /// Chat tuning.
 #[derive(Debug, Clone)]
@@ -140,8 +145,6 @@ impl Chat {
         if text.is_empty() || text.len() > MAX_TEXT {
             return Err(ChatError::BadText);
         }
-        // One short insert (WAL, no fsync: checkpoints run elsewhere) is
-        // cheaper inline than a hop to the blocking pool and back.
         let msg = self.inner.store.queue(peer, text)?;
         self.inner.peers.ensure(peer);
         self.inner.events.publish(Event::Message {
@@ -409,8 +412,7 @@ impl Chat {
         seqs: &[i64],
         awaiting_ack: bool,
     ) {
-        let (store, s) = (self.inner.store.clone(), seqs.to_vec());
-        if let Err(e) = blocking(move || store.mark_sent(&s, awaiting_ack)).await {
+        if let Err(e) = self.inner.store.mark_sent(seqs, awaiting_ack) {
             tracing::error!(%peer, %e, "cannot record sent messages");
             return;
         }
@@ -427,8 +429,7 @@ impl Chat {
         if ids.is_empty() {
             return;
         }
-        let (store, p) = (self.inner.store.clone(), peer.to_owned());
-        match blocking(move || store.mark_delivered(&p, &ids)).await {
+        match self.inner.store.mark_delivered(peer, &ids) {
             Ok(changed) => {
                 for id in changed {
                     self.inner.events.publish(Event::MessageState {
@@ -451,8 +452,7 @@ impl Chat {
         for m in &batch {
             self.inner.peers.ensure(&m.sender);
         }
-        let store = self.inner.store.clone();
-        match blocking(move || store.receive(&batch)).await {
+        match self.inner.store.receive(&batch) {
             Ok(stored) => {
                 for message in stored.into_iter().flatten() {
                     self.inner.events.publish(Event::Message { message });
