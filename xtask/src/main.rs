@@ -1,1 +1,468 @@
-fn main() {}
+//! `cargo xtask`: the project's build, run and test entry points.
+//!
+//! ```text
+//! cargo xtask setup            install the tools the build needs (idempotent)
+//! cargo xtask build            dashboard (dist/) + release backend
+//! cargo xtask run              build, then run the demo
+//! cargo xtask test             everything CI checks
+//! cargo xtask fuzz [--seconds N]
+//! cargo xtask bench
+//! ```
+
+use std::ffi::OsStr;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+const WASM_TARGET: &str = "wasm32-unknown-unknown";
+const WASM_BINDGEN_VERSION: &str = "0.2.130";
+const TRUNK_VERSION: &str = "0.21.14";
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Roundtable's build, run and test tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install the wasm target, wasm-bindgen-cli, trunk and Chromium if missing.
+    Setup,
+    /// Build the dashboard into dist/ and the release backend.
+    Build,
+    /// Build, then run the demo (directory + dashboard) until Ctrl-C.
+    Run,
+    /// Formatting, lints, unit, browser and end-to-end tests.
+    Test,
+    /// Fuzz the frame decoder (needs the nightly toolchain).
+    Fuzz {
+        /// How long to fuzz.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
+    /// Run the directory benchmark.
+    Bench,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let x = Xtask::new();
+    let result = match cli.task {
+        Task::Setup => x.setup(),
+        Task::Build => x.build(),
+        Task::Run => x.run(),
+        Task::Test => x.test(),
+        Task::Fuzz { seconds } => x.fuzz(seconds),
+        Task::Bench => x.bench(),
+    };
+    if let Err(e) = result {
+        eprintln!("xtask: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+struct Xtask {
+    /// The workspace root: every command runs there.
+    root: PathBuf,
+    /// `$CARGO_HOME/bin`, where `cargo install` puts tools; put first on PATH.
+    cargo_bin: PathBuf,
+}
+
+impl Xtask {
+    fn new() -> Self {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("xtask lives in the workspace root")
+            .to_path_buf();
+        let cargo_home = std::env::var_os("CARGO_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")))
+            .unwrap_or_else(|| PathBuf::from(".cargo"));
+        Xtask {
+            root,
+            cargo_bin: cargo_home.join("bin"),
+        }
+    }
+
+    fn dist(&self) -> PathBuf {
+        self.root.join("dist")
+    }
+
+    /// A command run from the workspace root, with `$CARGO_HOME/bin` on PATH.
+    fn cmd(&self, program: impl AsRef<OsStr>) -> Command {
+        let mut c = Command::new(program);
+        c.current_dir(&self.root);
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let mut dirs = vec![self.cargo_bin.clone()];
+        dirs.extend(std::env::split_paths(&path));
+        if let Ok(joined) = std::env::join_paths(dirs) {
+            c.env("PATH", joined);
+        }
+        c
+    }
+
+    /// `cargo ARGS`, through rustup's proxy so the toolchain can be chosen.
+    fn cargo<I, S>(&self, args: I) -> Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut c = self.cmd("cargo");
+        c.args(args);
+        c
+    }
+
+    /// The stdout of `cmd`, or None if it cannot run or fails.
+    fn output(&self, mut cmd: Command) -> Option<String> {
+        let out = cmd.stderr(Stdio::null()).output().ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    // ---- setup -------------------------------------------------------------
+
+    fn setup(&self) -> Result<()> {
+        let mut installed = Vec::new();
+
+        let targets = self
+            .output(self.cmd_with("rustup", ["target", "list", "--installed"]))
+            .context("`rustup target list --installed` failed: is rustup installed?")?;
+        if !targets.lines().any(|l| l.trim() == WASM_TARGET) {
+            run(
+                "setup: wasm target",
+                &mut self.cmd_with("rustup", ["target", "add", WASM_TARGET]),
+            )?;
+            installed.push(WASM_TARGET.to_string());
+        }
+
+        if !self.has_version(
+            "wasm-bindgen",
+            &format!("wasm-bindgen {WASM_BINDGEN_VERSION}"),
+        ) {
+            // Not --locked: the CLI's own lock file pins crates that no longer build.
+            run(
+                "setup: wasm-bindgen-cli",
+                &mut self.cargo([
+                    "install",
+                    "wasm-bindgen-cli",
+                    "--version",
+                    WASM_BINDGEN_VERSION,
+                ]),
+            )?;
+            installed.push(format!("wasm-bindgen-cli {WASM_BINDGEN_VERSION}"));
+        }
+
+        if !self.has_version("trunk", &format!("trunk {TRUNK_VERSION}")) {
+            run(
+                "setup: trunk",
+                &mut self.cargo(["install", "--locked", "trunk", "--version", TRUNK_VERSION]),
+            )?;
+            installed.push(format!("trunk {TRUNK_VERSION}"));
+        }
+
+        if !Path::new(CHROMIUM).exists() || !Path::new(CHROMEDRIVER).exists() {
+            let is_root = self
+                .output(self.cmd_with("id", ["-u"]))
+                .is_some_and(|s| s.trim() == "0");
+            if !is_root {
+                bail!(
+                    "Chromium and chromedriver are missing ({CHROMIUM}, {CHROMEDRIVER}); install them with:\n  \
+                     sudo apt-get update && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver"
+                );
+            }
+            run(
+                "setup: apt-get update",
+                &mut self.cmd_with("apt-get", ["update"]),
+            )?;
+            run(
+                "setup: chromium",
+                self.cmd_with("apt-get", ["install", "-y", "chromium", "chromium-driver"])
+                    .env("DEBIAN_FRONTEND", "noninteractive"),
+            )?;
+            installed.push("chromium chromium-driver".into());
+        }
+
+        // Trunk builds offline: every crate must be in the local cache first.
+        run("setup: cargo fetch", &mut self.cargo(["fetch", "--quiet"]))?;
+
+        if installed.is_empty() {
+            println!("setup: all tools present");
+        } else {
+            println!("setup: installed {}", installed.join(", "));
+        }
+        Ok(())
+    }
+
+    fn cmd_with<I, S>(&self, program: &str, args: I) -> Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut c = self.cmd(program);
+        c.args(args);
+        c
+    }
+
+    /// Whether `tool --version` prints a line starting with `expected`.
+    fn has_version(&self, tool: &str, expected: &str) -> bool {
+        self.output(self.cmd_with(tool, ["--version"]))
+            .is_some_and(|v| {
+                v.lines()
+                    .any(|l| l.trim() == expected || l.starts_with(&format!("{expected} ")))
+            })
+    }
+
+    // ---- build / run -------------------------------------------------------
+
+    fn trunk_build(&self) -> Result<()> {
+        run(
+            "trunk build --release",
+            &mut self.cmd_with("trunk", ["build", "--release"]),
+        )?;
+        self.report_sizes()
+    }
+
+    fn build(&self) -> Result<()> {
+        self.setup()?;
+        self.trunk_build()?;
+        run(
+            "cargo build --release -p roundtable",
+            &mut self.cargo(["build", "--release", "-p", "roundtable"]),
+        )
+    }
+
+    fn run(&self) -> Result<()> {
+        self.build()?;
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(|d| self.root.join(d))
+            .unwrap_or_else(|| self.root.join("target"));
+        let bin = target.join("release/roundtable");
+        header("roundtable demo --dist dist");
+        let mut demo = self.cmd(&bin);
+        demo.args(["demo", "--dist"]).arg(self.dist());
+        exec(demo)
+    }
+
+    /// Prints the size of the dashboard's wasm and JavaScript, raw and gzipped.
+    fn report_sizes(&self) -> Result<()> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(self.dist())
+            .context("reading dist/")?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| matches!(p.extension().and_then(OsStr::to_str), Some("wasm" | "js")))
+            .collect();
+        files.sort();
+        if files.is_empty() {
+            bail!("trunk build produced no .wasm or .js in dist/");
+        }
+        let (mut raw_total, mut gz_total) = (0, 0);
+        for f in &files {
+            let data = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
+            let gz = gzip_len(&data)?;
+            raw_total += data.len();
+            gz_total += gz;
+            println!(
+                "  {:<48} {:>9} raw {:>9} gzip",
+                f.file_name().unwrap_or_default().to_string_lossy(),
+                human(data.len()),
+                human(gz)
+            );
+        }
+        println!(
+            "  {:<48} {:>9} raw {:>9} gzip",
+            "dashboard wasm + js",
+            human(raw_total),
+            human(gz_total)
+        );
+        Ok(())
+    }
+
+    // ---- test --------------------------------------------------------------
+
+    fn test(&self) -> Result<()> {
+        let chromedriver = std::env::var("CHROMEDRIVER").unwrap_or_else(|_| CHROMEDRIVER.into());
+        let mut timings: Vec<(&str, Duration)> = Vec::new();
+        let mut step = |name: &'static str, f: &mut dyn FnMut() -> Result<()>| -> Result<()> {
+            let start = Instant::now();
+            let result = f();
+            timings.push((name, start.elapsed()));
+            if result.is_err() {
+                print_timings(&timings);
+            }
+            result.with_context(|| format!("step `{name}` failed"))
+        };
+
+        step("setup", &mut || self.setup())?;
+        step("fmt", &mut || {
+            run(
+                "cargo fmt --all --check",
+                &mut self.cargo(["fmt", "--all", "--check"]),
+            )
+        })?;
+        step("clippy", &mut || {
+            run(
+                "cargo clippy --workspace --all-targets -- -D warnings",
+                &mut self.cargo([
+                    "clippy",
+                    "--workspace",
+                    "--all-targets",
+                    "--",
+                    "-D",
+                    "warnings",
+                ]),
+            )
+        })?;
+        step("clippy-wasm", &mut || {
+            run(
+                "cargo clippy -p roundtable-frontend --target wasm32-unknown-unknown --all-targets -- -D warnings",
+                &mut self.cargo([
+                    "clippy",
+                    "-p",
+                    "roundtable-frontend",
+                    "--target",
+                    WASM_TARGET,
+                    "--all-targets",
+                    "--",
+                    "-D",
+                    "warnings",
+                ]),
+            )
+        })?;
+        step("unit-tests", &mut || {
+            // The whole workspace natively, the dashboard's pure logic included.
+            run(
+                "cargo test --workspace",
+                &mut self.cargo(["test", "--workspace"]),
+            )
+        })?;
+        step("trunk-build", &mut || self.trunk_build())?;
+        step("wasm-tests", &mut || {
+            run(
+                "cargo test -p roundtable-frontend --target wasm32-unknown-unknown (headless Chromium)",
+                self.cargo(["test", "-p", "roundtable-frontend", "--target", WASM_TARGET])
+                    .env("CHROMEDRIVER", &chromedriver),
+            )
+        })?;
+        step("e2e", &mut || {
+            run(
+                "cargo test -p roundtable --test browser -- --ignored (dashboard end to end)",
+                self.cargo([
+                    "test",
+                    "-p",
+                    "roundtable",
+                    "--test",
+                    "browser",
+                    "--",
+                    "--ignored",
+                ])
+                .env("ROUNDTABLE_DIST", self.dist())
+                .env("CHROMEDRIVER", &chromedriver),
+            )
+        })?;
+
+        print_timings(&timings);
+        println!("xtask test: all steps passed");
+        Ok(())
+    }
+
+    // ---- fuzz / bench ------------------------------------------------------
+
+    fn fuzz(&self, seconds: u64) -> Result<()> {
+        let nightly = |args: &[&str]| {
+            let mut c = self.cmd("cargo");
+            // An explicit +toolchain beats the one `cargo xtask` ran under.
+            c.env_remove("RUSTUP_TOOLCHAIN").arg("+nightly").args(args);
+            c
+        };
+        if self.output(nightly(&["fuzz", "--version"])).is_none() {
+            run(
+                "cargo install cargo-fuzz",
+                &mut self.cargo(["install", "cargo-fuzz"]),
+            )?;
+        }
+        run(
+            &format!("cargo +nightly fuzz run frame_decode -- -max_total_time={seconds}"),
+            &mut nightly(&[
+                "fuzz",
+                "run",
+                "frame_decode",
+                "--",
+                &format!("-max_total_time={seconds}"),
+            ]),
+        )
+    }
+
+    fn bench(&self) -> Result<()> {
+        run(
+            "cargo bench -p roundtable --bench directory",
+            &mut self.cargo(["bench", "-p", "roundtable", "--bench", "directory"]),
+        )
+    }
+}
+
+fn header(title: &str) {
+    println!("\n==> {title}");
+    let _ = std::io::stdout().flush();
+}
+
+/// Runs `cmd` with inherited stdio under a one-line header; fails naming the step.
+fn run(title: &str, cmd: &mut Command) -> Result<()> {
+    header(title);
+    let status = cmd
+        .status()
+        .with_context(|| format!("`{title}`: cannot start {:?}", cmd.get_program()))?;
+    if !status.success() {
+        bail!("`{title}` failed ({status})");
+    }
+    Ok(())
+}
+
+/// Becomes `cmd` (Unix), so that Ctrl-C goes straight to it and its exit
+/// status is ours; elsewhere, runs it and waits.
+#[cfg(unix)]
+fn exec(mut cmd: Command) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    let err = cmd.exec();
+    Err(err).with_context(|| format!("cannot start {:?}", cmd.get_program()))
+}
+
+#[cfg(not(unix))]
+fn exec(mut cmd: Command) -> Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {:?}", cmd.get_program()))?;
+    if !status.success() {
+        bail!("{:?} exited with {status}", cmd.get_program());
+    }
+    Ok(())
+}
+
+fn print_timings(timings: &[(&str, Duration)]) {
+    println!("\nstep timings:");
+    for (name, d) in timings {
+        println!("  {name:<12} {:>7.1} s", d.as_secs_f64());
+    }
+    let total: Duration = timings.iter().map(|(_, d)| *d).sum();
+    println!("  {:<12} {:>7.1} s", "total", total.as_secs_f64());
+}
+
+fn gzip_len(data: &[u8]) -> Result<usize> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(data)?;
+    Ok(enc.finish()?.len())
+}
+
+fn human(bytes: usize) -> String {
+    if bytes >= 1024 * 1024 {
+        format!("{:.2} MiB", bytes as f64 / (1024.0 * 1024.0))
+    } else {
+        format!("{:.1} KiB", bytes as f64 / 1024.0)
+    }
+}
