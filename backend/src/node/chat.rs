@@ -147,6 +147,10 @@ impl Chat {
         }
         let msg = self.inner.store.queue(peer, text)?;
         self.inner.peers.ensure(peer);
+        if !self.inner.peers.get(peer).is_some_and(|p| p.online) {
+            // Maybe it just arrived: ask the directory now, not at the next tick.
+            self.inner.peers.request_refresh();
+        }
         self.inner.events.publish(Event::Message {
             message: msg.clone(),
         });

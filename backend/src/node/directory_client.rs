@@ -2,13 +2,12 @@
 //! the peer table fresh with QUERY; reconnect with backoff when the
 //! directory goes away; LEAVE on shutdown.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use roundtable_shared::api::{Event, LinkState};
 use roundtable_shared::frame::{Frame, Limits};
 use tokio::net::TcpStream;
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::peers::{parse_result, Peers};
@@ -37,19 +36,13 @@ enum SessionError {
     Refused { step: &'static str, reason: String },
 }
 
-/// Handle to ask for an immediate QUERY and to read the link state.
+/// Handle to read the link state.
 #[derive(Debug, Clone)]
 pub struct DirectoryLink {
     pub state: watch::Receiver<LinkState>,
-    query_now: Arc<Notify>,
 }
 
 impl DirectoryLink {
-    /// Asks the client to refresh the peer table now.
-    pub fn refresh(&self) {
-        self.query_now.notify_one();
-    }
-
     pub fn current(&self) -> LinkState {
         *self.state.borrow()
     }
@@ -64,12 +57,8 @@ pub fn spawn(
     tracker: &tokio_util::task::TaskTracker,
 ) -> DirectoryLink {
     let (tx, rx) = watch::channel(LinkState::Connecting);
-    let query_now = Arc::new(Notify::new());
-    let link = DirectoryLink {
-        state: rx,
-        query_now: query_now.clone(),
-    };
-    tracker.spawn(run(cfg, peers, events, tx, query_now, shutdown));
+    let link = DirectoryLink { state: rx };
+    tracker.spawn(run(cfg, peers, events, tx, shutdown));
     link
 }
 
@@ -85,12 +74,11 @@ async fn run(
     peers: Peers,
     events: Events,
     state: watch::Sender<LinkState>,
-    query_now: Arc<Notify>,
     shutdown: CancellationToken,
 ) {
     let mut backoff = Duration::from_millis(250);
     loop {
-        let result = session(&cfg, &peers, &events, &state, &query_now, &shutdown).await;
+        let result = session(&cfg, &peers, &events, &state, &shutdown).await;
         if shutdown.is_cancelled() {
             set(&state, &events, LinkState::Stopped);
             return;
@@ -141,7 +129,6 @@ async fn session(
     peers: &Peers,
     events: &Events,
     state: &watch::Sender<LinkState>,
-    query_now: &Notify,
     shutdown: &CancellationToken,
 ) -> Result<(), SessionError> {
     let stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(&cfg.server))
@@ -177,7 +164,7 @@ async fn session(
                 tracing::info!("left the directory");
                 return Ok(());
             }
-            _ = query_now.notified() => {}
+            _ = peers.refresh_requested() => {}
             _ = tokio::time::sleep(cfg.query_interval) => {}
         }
     }

@@ -17,6 +17,8 @@ pub struct Peers {
     events: Events,
     /// Signalled whenever some peer's presence or address changes.
     changed: Arc<Notify>,
+    /// Signalled when someone wants the directory asked again right away.
+    refresh: Arc<Notify>,
 }
 
 /// Parses a RESULT payload: `name,address,port` lines.
@@ -40,7 +42,19 @@ impl Peers {
             table: Arc::default(),
             events,
             changed: Arc::default(),
+            refresh: Arc::default(),
         }
+    }
+
+    /// Asks the directory client for a QUERY now rather than at its next tick
+    /// (e.g. a message is waiting for a peer we believe offline).
+    pub fn request_refresh(&self) {
+        self.refresh.notify_one();
+    }
+
+    /// Completes when a refresh was requested.
+    pub async fn refresh_requested(&self) {
+        self.refresh.notified().await;
     }
 
     /// Applies a full `QUERY` answer: listed peers are online at their
