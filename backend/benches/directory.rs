@@ -17,6 +17,10 @@
 //!
 //! Environment: `BENCH_PEERS` (default 10000), `BENCH_SECS` (default 5).
 
+mod common;
+
+use common::{env_usize, machine};
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -33,13 +37,6 @@ use tokio::net::{TcpListener, TcpStream};
 
 const BIN: &str = env!("CARGO_BIN_EXE_roundtable");
 const CLIENTS: usize = 64;
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// A server process and the lines it logs.
 struct Server {
@@ -313,18 +310,11 @@ fn main() {
     server.stop();
     assert_eq!(after, peers, "every live peer stays registered");
 
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| {
-                l.strip_prefix("model name")
-                    .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
-            })
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!();
-    println!("directory benchmark: {peers} registered peers, {CLIENTS} client connections, {cores} cores ({cpu})");
+    println!(
+        "directory benchmark: {peers} registered peers, {CLIENTS} client connections, {}",
+        machine()
+    );
     println!("  registration (USER+PASS+BIND sessions)  {register_rate:>10.0} /s");
     println!(
         "  BIND incl. port test + SQLite write     {:>10.0} /s",

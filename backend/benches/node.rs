@@ -12,6 +12,10 @@
 //!
 //! Environment: `BENCH_MESSAGES` (default 100000), `BENCH_SECS` (default 5).
 
+mod common;
+
+use common::{env_usize, machine};
+
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -30,13 +34,6 @@ use roundtable_shared::frame::{Frame, Limits};
 use roundtable_shared::peer::PeerFrame;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn text(i: usize) -> String {
     let mut t = format!("{i:>10} ");
@@ -214,18 +211,8 @@ fn main() {
         let (accept, e2e) = end_to_end(&alice, e2e_n).await;
         let (p50, p99, samples) = latency(&alice, &bob, secs).await;
 
-        let cpu = std::fs::read_to_string("/proc/cpuinfo")
-            .ok()
-            .and_then(|s| {
-                s.lines().find_map(|l| {
-                    l.strip_prefix("model name")
-                        .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
-                })
-            })
-            .unwrap_or_else(|| "unknown CPU".into());
-        let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
         println!();
-        println!("node benchmark: 100-byte texts, one connection, {cores} cores ({cpu})");
+        println!("node benchmark: 100-byte texts, one connection, {}", machine());
         println!("  receive path (MSG -> stored -> MSGACK), {n} msgs   {recv:>10.0} msg/s (goal >= 100,000)");
         println!("  alice accepts (stored, queued), {e2e_n} msgs        {accept:>10.0} msg/s");
         println!("  alice -> bob end to end until acknowledged   {e2e:>10.0} msg/s");

@@ -17,6 +17,10 @@
 //! Environment: `BENCH_SECS` (default 5), `BENCH_CONNS` (default 64),
 //! `BENCH_LOAD_THREADS` (default 1).
 
+mod common;
+
+use common::{env_usize, machine};
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,25 +35,6 @@ use tokio_util::sync::CancellationToken;
 
 const TRAININGS: usize = 8;
 const ROUNDS: u32 = 1000;
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into())
-}
 
 /// CPU seconds (user + system) used so far by this process's threads whose
 /// name starts with `prefix` (Linux only; 0 elsewhere).
@@ -213,11 +198,7 @@ fn main() {
     let measuring = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
 
-    println!(
-        "machine: {} cores, {}",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-        cpu_model()
-    );
+    println!("machine: {}", machine());
     println!(
         "notification endpoint: server runtime 2 workers, load {load_threads} thread(s), \
          {conns} keep-alive connections, {secs} s (after 1 s warm-up)"
