@@ -205,7 +205,12 @@ async fn duplicate_ids_are_acknowledged_but_stored_once() {
 async fn the_websocket_sees_each_kind_of_event() {
     let dir = Directory::start().await;
     let data = tempfile::tempdir().unwrap();
-    let alice = node("alice", &dir, data.path()).await;
+    // Alice runs a local training step, so that its output is an event too.
+    let script = data.path().join("train.sh");
+    std::fs::write(&script, "echo \"step $1 round $5\"\n").unwrap();
+    let mut cfg = NodeConfig::local("alice", "pw", &dir.addr.to_string(), data.path().join("alice"));
+    cfg.train_cmd = Some(vec!["sh".into(), script.display().to_string()]);
+    let alice = Node::start(cfg).await.unwrap();
     let url = format!("ws://{}/ws", alice.http_addr);
     let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
     let bob = node("bob", &dir, data.path()).await;
@@ -214,7 +219,7 @@ async fn the_websocket_sees_each_kind_of_event() {
     let mut sent = false;
     let mut notified = false;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let wanted = ["peer", "message", "message_state", "training"];
+    let wanted = ["peer", "message", "message_state", "training", "run_output"];
     while !wanted.iter().all(|k| kinds.contains(*k)) {
         let next = tokio::time::timeout_at(deadline, ws.next())
             .await
@@ -225,6 +230,10 @@ async fn the_websocket_sees_each_kind_of_event() {
         let ev: Event = serde_json::from_str(&text).unwrap();
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         kinds.insert(v["type"].as_str().unwrap().to_owned());
+        if let Event::RunOutput { line, round, .. } = &ev {
+            assert_eq!(*round, 0);
+            assert_eq!(line, "step train round 0");
+        }
         if let Event::Peer {
             peer: PeerInfo { online: true, .. },
         } = ev
