@@ -208,7 +208,12 @@ async fn the_websocket_sees_each_kind_of_event() {
     // Alice runs a local training step, so that its output is an event too.
     let script = data.path().join("train.sh");
     std::fs::write(&script, "echo \"step $1 round $5\"\n").unwrap();
-    let mut cfg = NodeConfig::local("alice", "pw", &dir.addr.to_string(), data.path().join("alice"));
+    let mut cfg = NodeConfig::local(
+        "alice",
+        "pw",
+        &dir.addr.to_string(),
+        data.path().join("alice"),
+    );
     cfg.train_cmd = Some(vec!["sh".into(), script.display().to_string()]);
     let alice = Node::start(cfg).await.unwrap();
     let url = format!("ws://{}/ws", alice.http_addr);

@@ -295,15 +295,19 @@ impl Chat {
             let mut conn = Connection::new(stream, limits()).with_read_chunk(64 * 1024);
             conn.write_frame(&PeerFrame::Ping { roundtable: true }.to_frame())
                 .await?;
-            let roundtable = loop {
+            // The answer to our PING, skipping a few unrelated frames at most.
+            let mut roundtable = None;
+            for _ in 0..16 {
                 let f = conn
                     .read_frame_within(t)
                     .await?
                     .ok_or(FramingError::Truncated)?;
-                if let Ok(PeerFrame::Pong { roundtable }) = PeerFrame::parse(&f) {
-                    break roundtable;
+                if let Ok(PeerFrame::Pong { roundtable: r }) = PeerFrame::parse(&f) {
+                    roundtable = Some(r);
+                    break;
                 }
-            };
+            }
+            let roundtable = roundtable.ok_or(FramingError::Truncated)?;
             return Ok(Some(Link::Direct {
                 conn,
                 roundtable,
