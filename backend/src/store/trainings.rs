@@ -20,7 +20,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 
 use roundtable_shared::notify::{Kind, Notification};
 use roundtable_shared::training::{
@@ -28,7 +27,7 @@ use roundtable_shared::training::{
 };
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
-use super::{Context, StoreError};
+use super::{Context, Db, StoreError};
 
 const MIGRATIONS: &[&str] = &["
     CREATE TABLE trainings (
@@ -135,15 +134,9 @@ pub struct RunEnd {
 }
 
 /// Handle to the training database; cheap to clone, one connection inside.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct TrainingStore {
-    conn: Arc<Mutex<Connection>>,
-}
-
-impl std::fmt::Debug for TrainingStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("TrainingStore")
-    }
+    db: Db,
 }
 
 /// The columns of a trainings row the state machine reads.
@@ -195,9 +188,8 @@ fn tail_json(tail: &[String]) -> String {
 impl TrainingStore {
     /// Opens (creating if needed) the database at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let conn = super::open(path, MIGRATIONS)?;
         Ok(TrainingStore {
-            conn: Arc::new(Mutex::new(conn)),
+            db: Db::open(path, MIGRATIONS)?,
         })
     }
 
@@ -205,10 +197,7 @@ impl TrainingStore {
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        // A panic while holding the lock cannot leave SQLite inconsistent
-        // (transactions are atomic), so a poisoned lock is still usable.
-        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut conn)
+        self.db.with(f)
     }
 
     /// Runs a store call on the blocking pool.
@@ -217,9 +206,7 @@ impl TrainingStore {
         f: impl FnOnce(&TrainingStore) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let this = self.clone();
-        tokio::task::spawn_blocking(move || f(&this))
-            .await
-            .map_err(|e| StoreError::Worker(e.to_string()))?
+        super::blocking(move || f(&this)).await
     }
 
     /// Applies notifications in order, in one transaction, and returns the

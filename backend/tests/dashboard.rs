@@ -1,0 +1,460 @@
+//! End to end: real processes (`roundtable directory`, `roundtable node`,
+//! `roundtable fl-drive`) and their dashboards in headless Chromium, driven
+//! over WebDriver. Each test saves screenshots under `target/e2e/`.
+//!
+//! Run by `cargo xtask test`, or by hand after `trunk build --release`:
+//! `cargo test -p roundtable --test dashboard -- --ignored --test-threads=1`.
+//! Environment: `ROUNDTABLE_DIST` (default `<workspace>/dist`), `CHROMEDRIVER`
+//! (default `/usr/bin/chromedriver`), `CHROMIUM` (default `/usr/bin/chromium`).
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener as StdListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+
+const BIN: &str = env!("CARGO_BIN_EXE_roundtable");
+/// How long the page may take to show what a step waits for.
+const WAIT: Duration = Duration::from_secs(30);
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the backend lives in the workspace")
+        .to_path_buf()
+}
+
+fn dist_dir() -> PathBuf {
+    let dist = std::env::var_os("ROUNDTABLE_DIST")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("dist"));
+    assert!(
+        dist.join("index.html").is_file(),
+        "no built dashboard at {}: run `trunk build --release` (or `cargo xtask test`)",
+        dist.display()
+    );
+    dist
+}
+
+/// `target/e2e/`.
+fn artifacts_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .expect("target/tmp has a parent")
+        .join("e2e");
+    std::fs::create_dir_all(&dir).expect("creating target/e2e");
+    dir
+}
+
+fn free_port() -> u16 {
+    StdListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .expect("no free local port")
+        .port()
+}
+
+/// A child process killed when dropped (also when the test fails).
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `roundtable directory` on a free port, open registration.
+fn directory(data: &Path) -> (Proc, String) {
+    let mut child = Command::new(BIN)
+        .args([
+            "directory",
+            "--listen",
+            "127.0.0.1:0",
+            "--open-registration",
+        ])
+        .arg("--db")
+        .arg(data.join("directory.db"))
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting roundtable directory");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("the directory logs its address")
+            .unwrap();
+        if let Some(rest) = line.split("addr=").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    (Proc(child), addr)
+}
+
+/// A `roundtable node` and the addresses it printed.
+struct Node {
+    _proc: Proc,
+    http: SocketAddr,
+    notify: String,
+}
+
+impl Node {
+    /// Starts `name` with its data under `data`, its web bridge on `http`.
+    fn start(name: &str, dir: &str, data: &Path, http: &str) -> Node {
+        let mut child = Command::new(BIN)
+            .args(["node", "--name", name, "--directory", dir])
+            .args(["--chat", "127.0.0.1:0", "--notify", "127.0.0.1:0"])
+            .args(["--http", http, "--data"])
+            .arg(data.join(name))
+            .arg("--dist")
+            .arg(dist_dir())
+            .env("ROUNDTABLE_PASSWORD", "pw")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("starting roundtable node");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let (mut web, mut notify) = (None, None);
+        while web.is_none() || notify.is_none() {
+            let line = lines
+                .next()
+                .expect("the node prints its addresses")
+                .unwrap();
+            let line = line.trim();
+            if let Some(url) = line.strip_prefix("dashboard  http://") {
+                web = Some(url.trim().parse().unwrap());
+            } else if let Some(url) = line.strip_prefix("notify     ") {
+                notify = Some(url.trim().to_owned());
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        Node {
+            _proc: Proc(child),
+            http: web.unwrap(),
+            notify: notify.unwrap(),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
+}
+
+/// A chromedriver process, killed when dropped.
+struct Chromedriver {
+    _proc: Proc,
+    url: String,
+}
+
+impl Chromedriver {
+    fn start(log: &Path) -> Self {
+        let bin = std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "/usr/bin/chromedriver".into());
+        let port = free_port();
+        let child = Command::new(&bin)
+            .arg(format!("--port={port}"))
+            .arg(format!("--log-path={}", log.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start chromedriver {bin}: {e} (set CHROMEDRIVER)"));
+        let mut proc = Proc(child);
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            if let Ok(Some(status)) = proc.0.try_wait() {
+                panic!("chromedriver exited at start ({status})");
+            }
+            assert!(Instant::now() < deadline, "chromedriver did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Chromedriver {
+            _proc: proc,
+            url: format!("http://127.0.0.1:{port}"),
+        }
+    }
+}
+
+/// Headless Chromium on a fresh profile, with nothing that talks to the network.
+async fn browser(driver: &Chromedriver, profile: &Path) -> Result<Client> {
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let caps = json!({
+        "goog:chromeOptions": {
+            "binary": chromium,
+            "args": [
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--window-size=1200,800",
+                format!("--user-data-dir={}", profile.display()),
+            ],
+        }
+    });
+    let serde_json::Value::Object(caps) = caps else {
+        unreachable!()
+    };
+    ClientBuilder::rustls()
+        .context("setting up the webdriver client")?
+        .capabilities(caps)
+        .connect(&driver.url)
+        .await
+        .context("starting a Chromium session through chromedriver")
+}
+
+/// Polls until the text of the first element matching `css` satisfies `ok`; returns it.
+async fn wait_text(client: &Client, css: &str, ok: impl Fn(&str) -> bool) -> Result<String> {
+    let deadline = Instant::now() + WAIT;
+    let mut last = String::new();
+    loop {
+        if let Ok(el) = client.find(Locator::Css(css)).await {
+            if let Ok(text) = el.text().await {
+                if ok(&text) {
+                    return Ok(text);
+                }
+                last = text;
+            }
+        }
+        if Instant::now() >= deadline {
+            let body = match client.find(Locator::Css("body")).await {
+                Ok(b) => b.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            bail!("waiting for {css}: last text {last:?}; the page shows: {body}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Polls until `css` matches at least `n` elements; returns how many.
+async fn wait_count(client: &Client, css: &str, n: usize) -> Result<usize> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let found = client.find_all(Locator::Css(css)).await?.len();
+        if found >= n {
+            return Ok(found);
+        }
+        if Instant::now() >= deadline {
+            bail!("waiting for {n} × {css}: found {found}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn screenshot(client: &Client, name: &str) -> PathBuf {
+    let path = artifacts_dir().join(name);
+    if let Ok(png) = client.screenshot().await {
+        let _ = std::fs::write(&path, png);
+    }
+    path
+}
+
+/// Runs `body` with a browser session; screenshots and closes it whatever happens.
+async fn with_browser<F, Fut>(driver: &Chromedriver, shot: &str, body: F)
+where
+    F: FnOnce(Client) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let profile = tempfile::tempdir().unwrap();
+    let client = browser(driver, profile.path())
+        .await
+        .expect("cannot start headless Chromium");
+    let result = body(client.clone()).await;
+    let path = screenshot(&client, shot).await;
+    let _ = client.close().await;
+    if let Err(e) = result {
+        panic!("{e:#}\n(screenshot: {})", path.display());
+    }
+    println!("screenshot at {}", path.display());
+}
+
+/// Types `text` into the send box and presses Enter.
+async fn send(client: &Client, text: &str) -> Result<()> {
+    let area = client.find(Locator::Css("#composer-text")).await?;
+    area.send_keys(&format!("{text}\u{E007}")).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium and a built dashboard; run by cargo xtask test"]
+async fn chat_between_two_dashboards() {
+    let data = tempfile::tempdir().unwrap();
+    let (_dir, dir) = directory(data.path());
+    let alice = Node::start("alice", &dir, data.path(), "127.0.0.1:0");
+    let bob = Node::start("bob", &dir, data.path(), "127.0.0.1:0");
+    let driver = &Chromedriver::start(&artifacts_dir().join("chromedriver-chat.log"));
+
+    with_browser(driver, "chat-alice.png", |a| async move {
+        a.goto(&alice.url("/")).await?;
+        wait_count(&a, "#peers li[data-name=bob]", 1).await?;
+        // When the peer list first rendered, in ms since navigation started.
+        let first = a
+            .execute(
+                "const m = performance.getEntriesByName('roundtable:peers');\
+                 return m.length ? m[0].startTime : null;",
+                vec![],
+            )
+            .await?;
+        eprintln!("FIGURE navigation → first peer list: {first} ms");
+        assert!(first.as_f64().is_some(), "no peer-list mark: {first}");
+        wait_text(&a, "#conn", |t| t.contains("connected")).await?;
+        wait_text(&a, "#me", |t| t == "alice").await?;
+
+        a.find(Locator::Css("#peers li[data-name=bob] a"))
+            .await?
+            .click()
+            .await?;
+        wait_text(&a, "#chat-title", |t| t == "bob").await?;
+        send(&a, "hello bob").await?;
+        wait_text(&a, ".msg.out .text", |t| t == "hello bob").await?;
+
+        // Bob's dashboard: an unread badge, then the message.
+        with_browser(driver, "chat-bob.png", |b| async move {
+            b.goto(&bob.url("/")).await?;
+            wait_text(&b, "#peers li[data-name=alice] .unread", |t| t == "1").await?;
+            b.find(Locator::Css("#peers li[data-name=alice] a"))
+                .await?
+                .click()
+                .await?;
+            wait_text(&b, ".msg.in .text", |t| t == "hello bob").await?;
+            // Bob answers; it arrives live on Alice's page.
+            send(&b, "hi alice").await?;
+            wait_text(&b, ".msg.out .state", |t| t.contains("delivered")).await?;
+            Ok(())
+        })
+        .await;
+
+        wait_text(&a, ".msg.out .state", |t| t.contains("delivered")).await?;
+        wait_text(&a, ".msg.in .text", |t| t == "hi alice").await?;
+        // The URL can be reloaded: the conversation comes back from history.
+        a.refresh().await?;
+        wait_text(&a, ".msg.in .text", |t| t == "hi alice").await?;
+        wait_text(&a, ".msg.out .state", |t| t.contains("delivered")).await?;
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium and a built dashboard; run by cargo xtask test"]
+async fn training_rounds_advance_live() {
+    let data = tempfile::tempdir().unwrap();
+    let (_dir, dir) = directory(data.path());
+    let alice = Node::start("alice", &dir, data.path(), "127.0.0.1:0");
+    let driver = Chromedriver::start(&artifacts_dir().join("chromedriver-training.log"));
+    let uuid = "00000000-0000-4000-8000-00000000e2e1";
+
+    with_browser(&driver, "training.png", |c| async move {
+        c.goto(&alice.url("/trainings")).await?;
+        wait_count(&c, "#no-trainings", 1).await?;
+        wait_text(&c, "#conn", |t| t.contains("connected")).await?;
+        let mut drive = Proc(
+            Command::new(BIN)
+                .args(["fl-drive", "--to", &alice.notify, "--rounds", "3"])
+                .args(["--interval", "0.5", "--training-id", uuid])
+                .stdout(Stdio::null())
+                .spawn()
+                .context("starting fl-drive")?,
+        );
+        // The training appears without a reload; open it.
+        wait_count(&c, &format!("tr[data-uuid='{uuid}'] a"), 1).await?;
+        c.find(Locator::Css(&format!("tr[data-uuid='{uuid}'] a")))
+            .await?
+            .click()
+            .await?;
+        wait_text(&c, "#training-title", |t| t.contains(uuid)).await?;
+        // Rounds advance on the page while fl-drive plays them.
+        let mut seen = Vec::new();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let rows = c.find_all(Locator::Css("#phases .phase-row")).await?.len();
+            if seen.last() != Some(&rows) {
+                seen.push(rows);
+            }
+            let state = c
+                .find(Locator::Css("#training-state"))
+                .await?
+                .text()
+                .await?;
+            if state == "finished" {
+                break;
+            }
+            if Instant::now() >= deadline {
+                bail!("the training did not finish on the page; rows seen {seen:?}, state {state}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let status = drive.0.wait()?;
+        assert!(status.success(), "fl-drive: {status}");
+        let rows = c.find_all(Locator::Css("#phases .phase-row")).await?.len();
+        let bars = c.find_all(Locator::Css("#timeline .bar")).await?.len();
+        eprintln!("training: phase rows seen growing {seen:?}, final {rows}, timeline bars {bars}");
+        assert!(rows >= 4, "phases of 3 rounds: {rows}");
+        assert_eq!(bars, rows, "one bar per phase");
+        assert!(seen.len() >= 3, "rounds appeared one by one: {seen:?}");
+        let round = c.find(Locator::Css("#current-round")).await?.text().await?;
+        assert!(round.parse::<u32>().is_ok_and(|r| r >= 2), "round {round}");
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium and a built dashboard; run by cargo xtask test"]
+async fn page_reconnects_after_node_restart() {
+    let data = tempfile::tempdir().unwrap();
+    let (_dir, dir) = directory(data.path());
+    let port = free_port();
+    let http = format!("127.0.0.1:{port}");
+    let alice = Node::start("alice", &dir, data.path(), &http);
+    let bob = Node::start("bob", &dir, data.path(), "127.0.0.1:0");
+    let driver = Chromedriver::start(&artifacts_dir().join("chromedriver-restart.log"));
+
+    with_browser(&driver, "restart.png", |c| async move {
+        c.goto(&alice.url("/chat/bob")).await?;
+        wait_text(&c, "#conn", |t| t.contains("connected")).await?;
+        send(&c, "before the restart").await?;
+        wait_text(&c, ".msg.out .state", |t| t.contains("delivered")).await?;
+
+        // Alice's node goes away: the page says so.
+        drop(alice);
+        wait_text(&c, "#conn", |t| {
+            t.contains("reconnecting") || t.contains("offline")
+        })
+        .await?;
+        screenshot(&c, "restart-offline.png").await;
+
+        // Meanwhile bob writes; it waits in bob's outbox.
+        let (status, body) = common::http(
+            "POST",
+            bob.http,
+            "/api/chats/alice/messages",
+            Some(r#"{"text":"while you were away"}"#),
+        )
+        .await;
+        assert_eq!(status, 202, "{body}");
+
+        // Alice comes back on the same address and data.
+        let alice = Node::start("alice", &dir, data.path(), &http);
+        wait_text(&c, "#conn", |t| t.contains("connected")).await?;
+        wait_text(&c, ".msg.in .text", |t| t == "while you were away").await?;
+        wait_text(&c, ".msg.out .text", |t| t == "before the restart").await?;
+        drop(alice);
+        Ok(())
+    })
+    .await;
+}
