@@ -328,3 +328,39 @@ async fn node_rebinds_when_the_directory_returns_and_leaves_on_stop() {
     bob.stop(Duration::from_secs(5)).await;
     dir.stop().await;
 }
+
+/// A browser that falls behind the event stream is disconnected (it then
+/// reconnects and refetches) instead of slowing the node down.
+#[tokio::test]
+async fn a_websocket_client_that_falls_behind_is_dropped() {
+    let dir = Directory::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let alice = node("alice", &dir, data.path()).await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", alice.http_addr))
+        .await
+        .unwrap();
+    // On this single-threaded runtime nothing else runs while we publish,
+    // so the forwarder finds itself far more than its buffer behind.
+    const N: usize = 20_000;
+    for _ in 0..N {
+        alice.events.publish(Event::Directory {
+            state: LinkState::Connected,
+        });
+    }
+    let mut received = 0;
+    let closed = loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+            Ok(Some(Ok(m))) if m.is_close() => break true,
+            Ok(Some(Ok(_))) => received += 1,
+            Ok(Some(Err(_))) | Ok(None) => break true,
+            Err(_) => break false,
+        }
+    };
+    assert!(closed, "the lagging client was not disconnected");
+    assert!(
+        received < N,
+        "it got everything ({received}), so it was not behind"
+    );
+    alice.stop(Duration::from_secs(5)).await;
+    dir.stop().await;
+}
