@@ -1,10 +1,11 @@
 //! `roundtable fl-drive`: plays a DLR-shaped training against notification
 //! endpoints, with real HTTP POSTs of the exact bodies the DLR server sends.
 //!
-//! The sequence is the server's: `TRAINING_START`, then per round
-//! `UPDATE_ROUND_START(r)`, (`SWAG_ROUND_START(r+1)` with `--swag`),
-//! `MODEL_TEST_ROUND(r+1)`, and finally `TRAINING_FINISHED`. As on the
-//! server, one global model UUID names the model throughout.
+//! The sequence is the server's (protocols.md §2): `TRAINING_START`, then
+//! per round `UPDATE_ROUND_START(r)` and `MODEL_TEST_ROUND(r+1)`, with
+//! `--swag` a `SWAG_ROUND_START(rounds)` after the last round, and finally
+//! `TRAINING_FINISHED`. As on the server, one global model UUID names the
+//! model throughout.
 //!
 //! Only `http://` endpoints are supported (no TLS).
 
@@ -38,7 +39,7 @@ pub struct FlDriveArgs {
     /// Seconds between steps (fractions allowed).
     #[arg(long, default_value_t = 1.0)]
     pub interval: f64,
-    /// Play a SWAG round after each aggregation, as the server does for
+    /// Play a SWAG round after the last round, as the server does for
     /// trainings with the SWAG uncertainty method.
     #[arg(long)]
     pub swag: bool,
@@ -74,10 +75,11 @@ impl Plan {
         let mut steps = vec![Notification::start(t, m)];
         for r in 0..rounds {
             steps.push(Notification::round(t, Phase::Update, r, m));
-            if swag {
-                steps.push(Notification::round(t, Phase::Swag, r + 1, m));
-            }
             steps.push(Notification::round(t, Phase::Test, r + 1, m));
+        }
+        if swag {
+            // protocols.md §2: SWAG rounds follow the last round.
+            steps.push(Notification::round(t, Phase::Swag, rounds, m));
         }
         steps.push(Notification::finished(t, m));
         Plan {
@@ -417,8 +419,8 @@ mod tests {
             [
                 (TrainingStart, None),
                 (UpdateRoundStart, Some(0)),
-                (SwagRoundStart, Some(1)),
                 (ModelTestRound, Some(1)),
+                (SwagRoundStart, Some(1)),
                 (TrainingFinished, None),
             ]
         );

@@ -158,11 +158,11 @@ async fn the_five_types_get_the_reference_statuses_and_build_the_training() {
     assert_eq!(start.status, 200);
     assert_eq!(start.body, "", "the reference answers without a body");
     assert_eq!(send(&node, &update(0)).await, 202);
+    assert_eq!(send(&node, &test_round(1)).await, 202);
     assert_eq!(
         send(&node, &Notification::round(T, Phase::Swag, 1, M)).await,
         202
     );
-    assert_eq!(send(&node, &test_round(1)).await, 202);
     assert_eq!(send(&node, &Notification::finished(T, M)).await, 200);
     assert_eq!(send(&node, &Notification::client_removed(T2)).await, 200);
 
@@ -175,7 +175,7 @@ async fn the_five_types_get_the_reference_statuses_and_build_the_training() {
     let phases: Vec<_> = t.phases().map(|(r, p)| (r, p.phase)).collect();
     assert_eq!(
         phases,
-        [(0, Phase::Update), (1, Phase::Swag), (1, Phase::Test)]
+        [(0, Phase::Update), (1, Phase::Test), (1, Phase::Swag)]
     );
     assert!(t.phases().all(|(_, p)| p.model_id == M && p.run.is_none()));
 
@@ -516,8 +516,8 @@ async fn every_round_phase_runs_its_sub_command() {
     for n in [
         Notification::start(T, M),
         update(0),
-        Notification::round(T, Phase::Swag, 1, M),
         test_round(1),
+        Notification::round(T, Phase::Swag, 1, M),
         Notification::finished(T, M),
     ] {
         send(&node, &n).await;

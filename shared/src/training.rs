@@ -112,14 +112,14 @@ impl Phase {
     /// for telling a late notification from progress.
     ///
     /// The server numbers rounds from 0 and increments the round when it
-    /// aggregates, so what follows UPDATE(r) carries r + 1: with SWAG,
-    /// `UPDATE(0) SWAG(1) TEST(1) UPDATE(1) SWAG(2) TEST(2) …`; without,
-    /// `UPDATE(0) TEST(1) UPDATE(1) …`. Within one round number the order is
-    /// therefore SWAG, TEST, UPDATE.
+    /// aggregates, so what follows UPDATE(r) carries r + 1:
+    /// `UPDATE(0) TEST(1) UPDATE(1) TEST(2) … TEST(n)`, and with the SWAG
+    /// method a `SWAG(n)` after the last round (protocols.md §2). Within one
+    /// round number the order is therefore TEST, SWAG, UPDATE.
     pub fn position(self, round: u32) -> u64 {
         let within = match self {
-            Phase::Swag => 0,
-            Phase::Test => 1,
+            Phase::Test => 0,
+            Phase::Swag => 1,
             Phase::Update => 2,
         };
         u64::from(round) * 3 + within
@@ -280,13 +280,12 @@ mod tests {
         use Phase::*;
         let seq = [
             (0, Update),
-            (1, Swag),
             (1, Test),
             (1, Update),
-            (2, Swag),
             (2, Test),
             (2, Update),
             (3, Test),
+            (3, Swag),
         ];
         for w in seq.windows(2) {
             let (a, b) = (w[0], w[1]);
