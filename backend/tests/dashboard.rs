@@ -109,7 +109,7 @@ struct Node {
 
 impl Node {
     /// Starts `name` with its data under `data`, its web bridge on `http`.
-    fn start(name: &str, dir: &str, data: &Path, http: &str) -> Node {
+    fn start(name: &str, dir: &str, data: &Path, http: &str, extra: &[&str]) -> Node {
         let mut child = Command::new(BIN)
             .args(["node", "--name", name, "--directory", dir])
             .args(["--chat", "127.0.0.1:0", "--notify", "127.0.0.1:0"])
@@ -117,6 +117,7 @@ impl Node {
             .arg(data.join(name))
             .arg("--dist")
             .arg(dist_dir())
+            .args(extra)
             .env("ROUNDTABLE_PASSWORD", "pw")
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
@@ -294,8 +295,8 @@ async fn send(client: &Client, text: &str) -> Result<()> {
 async fn chat_between_two_dashboards() {
     let data = tempfile::tempdir().unwrap();
     let (_dir, dir) = directory(data.path());
-    let alice = Node::start("alice", &dir, data.path(), "127.0.0.1:0");
-    let bob = Node::start("bob", &dir, data.path(), "127.0.0.1:0");
+    let alice = &Node::start("alice", &dir, data.path(), "127.0.0.1:0", &[]);
+    let bob = &Node::start("bob", &dir, data.path(), "127.0.0.1:0", &[]);
     let driver = &Chromedriver::start(&artifacts_dir().join("chromedriver-chat.log"));
 
     with_browser(driver, "chat-alice.png", |a| async move {
@@ -326,6 +327,7 @@ async fn chat_between_two_dashboards() {
         with_browser(driver, "chat-bob.png", |b| async move {
             b.goto(&bob.url("/")).await?;
             wait_text(&b, "#peers li[data-name=alice] .unread", |t| t == "1").await?;
+            screenshot(&b, "peers-bob.png").await;
             b.find(Locator::Css("#peers li[data-name=alice] a"))
                 .await?
                 .click()
@@ -344,6 +346,11 @@ async fn chat_between_two_dashboards() {
         a.refresh().await?;
         wait_text(&a, ".msg.in .text", |t| t == "hi alice").await?;
         wait_text(&a, ".msg.out .state", |t| t.contains("delivered")).await?;
+        // A narrow window (a phone, a side-by-side window) still reads well.
+        a.set_window_size(400, 800).await?;
+        wait_text(&a, ".msg.in .text", |t| t == "hi alice").await?;
+        screenshot(&a, "chat-narrow.png").await;
+        a.set_window_size(1200, 800).await?;
         Ok(())
     })
     .await;
@@ -354,7 +361,13 @@ async fn chat_between_two_dashboards() {
 async fn training_rounds_advance_live() {
     let data = tempfile::tempdir().unwrap();
     let (_dir, dir) = directory(data.path());
-    let alice = Node::start("alice", &dir, data.path(), "127.0.0.1:0");
+    let alice = &Node::start(
+        "alice",
+        &dir,
+        data.path(),
+        "127.0.0.1:0",
+        &["--train-cmd", "echo local-step"],
+    );
     let driver = Chromedriver::start(&artifacts_dir().join("chromedriver-training.log"));
     let uuid = "00000000-0000-4000-8000-00000000e2e1";
 
@@ -408,6 +421,15 @@ async fn training_rounds_advance_live() {
         assert!(seen.len() >= 3, "rounds appeared one by one: {seen:?}");
         let round = c.find(Locator::Css("#current-round")).await?.text().await?;
         assert!(round.parse::<u32>().is_ok_and(|r| r >= 2), "round {round}");
+        // The local run of each phase: status, exit code, its output.
+        wait_count(&c, "#phases .run.succeeded", rows).await?;
+        wait_text(&c, "#phases .phase-row td:last-child", |t| {
+            t.contains("exit 0")
+        })
+        .await?;
+        let out = c.find(Locator::Css("#phases details summary")).await?;
+        out.click().await?;
+        wait_text(&c, "#phases pre.output", |t| t.contains("local-step train")).await?;
         Ok(())
     })
     .await;
@@ -420,11 +442,11 @@ async fn page_reconnects_after_node_restart() {
     let (_dir, dir) = directory(data.path());
     let port = free_port();
     let http = format!("127.0.0.1:{port}");
-    let alice = Node::start("alice", &dir, data.path(), &http);
-    let bob = Node::start("bob", &dir, data.path(), "127.0.0.1:0");
+    let alice = Node::start("alice", &dir, data.path(), &http, &[]);
+    let bob = Node::start("bob", &dir, data.path(), "127.0.0.1:0", &[]);
     let driver = Chromedriver::start(&artifacts_dir().join("chromedriver-restart.log"));
 
-    with_browser(&driver, "restart.png", |c| async move {
+    with_browser(&driver, "restart-end.png", |c| async move {
         c.goto(&alice.url("/chat/bob")).await?;
         wait_text(&c, "#conn", |t| t.contains("connected")).await?;
         send(&c, "before the restart").await?;
@@ -449,10 +471,11 @@ async fn page_reconnects_after_node_restart() {
         assert_eq!(status, 202, "{body}");
 
         // Alice comes back on the same address and data.
-        let alice = Node::start("alice", &dir, data.path(), &http);
+        let alice = Node::start("alice", &dir, data.path(), &http, &[]);
         wait_text(&c, "#conn", |t| t.contains("connected")).await?;
         wait_text(&c, ".msg.in .text", |t| t == "while you were away").await?;
         wait_text(&c, ".msg.out .text", |t| t == "before the restart").await?;
+        screenshot(&c, "restart.png").await;
         drop(alice);
         Ok(())
     })

@@ -1,11 +1,15 @@
-//! Typed calls to the backend's JSON API, and the state of a request.
+//! Typed calls to the node's JSON API, and the state of a request.
 
 use gloo_net::http::Request;
-use roundtable_shared::api::Health;
+use roundtable_shared::api::{ChatMessage, ChatSummary, Health, Me, PeerInfo, SendMessage};
+use roundtable_shared::training::Training;
 use serde::de::DeserializeOwned;
 
 /// Path of the health report, relative to the page's origin.
 pub const HEALTH_PATH: &str = "/api/health";
+
+/// Messages per history page.
+pub const PAGE: usize = 100;
 
 /// Why an API call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -38,13 +42,10 @@ impl<T> From<Result<T, ApiError>> for Remote<T> {
     }
 }
 
-/// `GET path`, decoding a JSON body of type `T`.
-pub async fn get_json<T: DeserializeOwned>(path: &str) -> Result<T, ApiError> {
-    let resp = Request::get(path)
-        .header("Accept", "application/json")
-        .send()
-        .await
-        .map_err(|e| ApiError::Network(e.to_string()))?;
+async fn decode<T: DeserializeOwned>(
+    resp: Result<gloo_net::http::Response, gloo_net::Error>,
+) -> Result<T, ApiError> {
+    let resp = resp.map_err(|e| ApiError::Network(e.to_string()))?;
     if !resp.ok() {
         return Err(ApiError::Status {
             status: resp.status(),
@@ -56,9 +57,71 @@ pub async fn get_json<T: DeserializeOwned>(path: &str) -> Result<T, ApiError> {
         .map_err(|e| ApiError::Decode(e.to_string()))
 }
 
+/// `GET path`, decoding a JSON body of type `T`.
+pub async fn get_json<T: DeserializeOwned>(path: &str) -> Result<T, ApiError> {
+    decode(
+        Request::get(path)
+            .header("Accept", "application/json")
+            .send()
+            .await,
+    )
+    .await
+}
+
+/// Percent-encodes a path segment (peer names are short ASCII words, but be safe).
+pub fn segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// `GET /api/health`.
 pub async fn health() -> Result<Health, ApiError> {
     get_json(HEALTH_PATH).await
+}
+
+pub async fn me() -> Result<Me, ApiError> {
+    get_json("/api/me").await
+}
+
+pub async fn peers() -> Result<Vec<PeerInfo>, ApiError> {
+    get_json("/api/peers").await
+}
+
+pub async fn chats() -> Result<Vec<ChatSummary>, ApiError> {
+    get_json("/api/chats").await
+}
+
+pub async fn trainings() -> Result<Vec<Training>, ApiError> {
+    get_json("/api/trainings").await
+}
+
+/// The page of `peer`'s history before `before` (the newest page without).
+pub async fn history(
+    peer: &str,
+    before: Option<i64>,
+    limit: usize,
+) -> Result<Vec<ChatMessage>, ApiError> {
+    let mut path = format!("/api/chats/{}/messages?limit={limit}", segment(peer));
+    if let Some(b) = before {
+        path.push_str(&format!("&before={b}"));
+    }
+    get_json(&path).await
+}
+
+/// `POST /api/chats/{peer}/messages`.
+pub async fn send(peer: &str, text: &str) -> Result<ChatMessage, ApiError> {
+    let body = SendMessage { text: text.into() };
+    let req = Request::post(&format!("/api/chats/{}/messages", segment(peer)))
+        .json(&body)
+        .map_err(|e| ApiError::Decode(e.to_string()))?;
+    decode(req.send().await).await
 }
 
 #[cfg(test)]
@@ -75,5 +138,11 @@ mod tests {
         let r: Remote<u8> = Err(ApiError::Network("refused".into())).into();
         assert_eq!(r, Remote::Failed(ApiError::Network("refused".into())));
         assert_eq!(Remote::from(Ok::<_, ApiError>(1u8)), Remote::Ready(1));
+    }
+
+    #[test]
+    fn segments_are_encoded() {
+        assert_eq!(segment("bob"), "bob");
+        assert_eq!(segment("a b/c"), "a%20b%2Fc");
     }
 }

@@ -1,43 +1,203 @@
-//! The root component: page layout and the data it loads.
+//! The root component: the state (a reducer shared through a context), the
+//! WebSocket, the routes and the page layout.
 
-use roundtable_shared::api::Health;
+use std::collections::BTreeMap;
+
+use roundtable_shared::api::Direction;
 use yew::prelude::*;
+use yew_router::prelude::*;
 
-use crate::api::{self, Remote};
-use crate::components::{Header, ServerStatus};
+use crate::api;
+use crate::components::Header;
+use crate::pages::{ChatPage, PeersPage, TrainingPage, TrainingsPage};
+use crate::state::{Action, State, WsState};
+use crate::ws::{Connection, Handlers};
+
+/// The shared state: read it, or `dispatch` an [`Action`].
+pub type Store = UseReducerHandle<State>;
+
+/// The dashboard's pages; each can be reloaded or linked.
+#[derive(Debug, Clone, PartialEq, Routable)]
+pub enum Route {
+    #[at("/")]
+    Peers,
+    #[at("/chat/:peer")]
+    Chat { peer: String },
+    #[at("/trainings")]
+    Trainings,
+    #[at("/trainings/:uuid")]
+    Training { uuid: String },
+    #[not_found]
+    #[at("/404")]
+    NotFound,
+}
+
+fn switch(route: Route) -> Html {
+    match route {
+        Route::Peers => html! { <PeersPage /> },
+        Route::Chat { peer } => html! { <ChatPage {peer} /> },
+        Route::Trainings => html! { <TrainingsPage /> },
+        Route::Training { uuid } => html! { <TrainingPage {uuid} /> },
+        Route::NotFound => html! {
+            <section class="card"><h2>{ "Not found" }</h2>
+                <p><Link<Route> to={Route::Peers}>{ "Back to the peers" }</Link<Route>></p>
+            </section>
+        },
+    }
+}
+
+/// Where read marks are kept (localStorage is per origin, so per node).
+const READ_KEY: &str = "roundtable.read";
+
+fn storage() -> Option<web_sys::Storage> {
+    web_sys::window()?.local_storage().ok()?
+}
+
+fn load_read_marks() -> BTreeMap<String, i64> {
+    storage()
+        .and_then(|s| s.get_item(READ_KEY).ok().flatten())
+        .and_then(|v| serde_json::from_str(&v).ok())
+        .unwrap_or_default()
+}
+
+fn save_read_marks(marks: &BTreeMap<String, i64>) {
+    if let (Some(s), Ok(v)) = (storage(), serde_json::to_string(marks)) {
+        let _ = s.set_item(READ_KEY, &v);
+    }
+}
+
+/// Fetches the node's current state; then the newest page of each
+/// conversation that may hold unread messages.
+async fn refresh(store: UseReducerDispatcher<State>, last_read: BTreeMap<String, i64>) {
+    let snapshot = async {
+        Ok::<_, api::ApiError>((
+            api::me().await?,
+            api::peers().await?,
+            api::chats().await?,
+            api::trainings().await?,
+        ))
+    };
+    let Ok((me, peers, chats, trainings)) = snapshot.await else {
+        return; // The socket drops too, and the next connection refetches.
+    };
+    let unread: Vec<String> = chats
+        .iter()
+        .filter(|c| {
+            c.last.as_ref().is_some_and(|m| {
+                m.direction == Direction::In && m.seq > last_read.get(&c.peer).copied().unwrap_or(0)
+            })
+        })
+        .map(|c| c.peer.clone())
+        .collect();
+    store.dispatch(Action::Snapshot {
+        me,
+        peers,
+        chats,
+        trainings,
+    });
+    for peer in unread {
+        if let Ok(messages) = api::history(&peer, None, api::PAGE).await {
+            store.dispatch(Action::Latest {
+                peer,
+                messages,
+                limit: api::PAGE,
+            });
+        }
+    }
+}
 
 /// The whole dashboard.
 #[component(App)]
 pub fn app() -> Html {
-    let health = use_state(|| Remote::<Health>::Loading);
-    // Bumped by "Retry" to fetch again.
-    let attempt = use_state(|| 0u32);
+    let store = use_reducer(State::default);
+    let version = use_state(|| None::<AttrValue>);
+
+    // Read marks from the last visit; the health report's version.
     {
-        let health = health.clone();
-        use_effect_with(*attempt, move |_| {
-            health.set(Remote::Loading);
+        let dispatch = store.dispatcher();
+        let version = version.clone();
+        use_effect_with((), move |_| {
+            dispatch.dispatch(Action::ReadMarks(load_read_marks()));
             yew::platform::spawn_local(async move {
-                health.set(api::health().await.into());
+                if let Ok(h) = api::health().await {
+                    version.set(Some(h.version.into()));
+                }
             });
         });
     }
-    let on_retry = {
-        let attempt = attempt.clone();
-        Callback::from(move |()| attempt.set(*attempt + 1))
-    };
-    let version = match &*health {
-        Remote::Ready(h) => Some(AttrValue::from(h.version.clone())),
-        _ => None,
-    };
+    // One WebSocket for the page's lifetime; each (re)connection refetches.
+    {
+        let dispatch = store.dispatcher();
+        use_effect_with((), move |_| {
+            let on_open = {
+                let dispatch = dispatch.clone();
+                Callback::from(move |()| {
+                    let marks = load_read_marks();
+                    yew::platform::spawn_local(refresh(dispatch.clone(), marks));
+                })
+            };
+            let on_event = {
+                let dispatch = dispatch.clone();
+                Callback::from(move |ev| dispatch.dispatch(Action::Event(ev)))
+            };
+            let on_state = Callback::from(move |s: WsState| dispatch.dispatch(Action::Ws(s)));
+            on_state.emit(WsState::Connecting);
+            let conn = Connection::open(Handlers {
+                on_open,
+                on_event,
+                on_state,
+            });
+            move || drop(conn)
+        });
+    }
+    // Keep read marks across reloads.
+    use_effect_with(store.last_read.clone(), |marks| {
+        if !marks.is_empty() {
+            save_read_marks(marks);
+        }
+    });
 
     html! {
+        <ContextProvider<Store> context={store}>
+            <BrowserRouter>
+                <Shell version={(*version).clone()} />
+            </BrowserRouter>
+        </ContextProvider<Store>>
+    }
+}
+
+#[derive(Properties, PartialEq)]
+struct ShellProps {
+    version: Option<AttrValue>,
+}
+
+/// Header, navigation and the routed page.
+#[component(Shell)]
+fn shell(props: &ShellProps) -> Html {
+    let store = use_context::<Store>().expect("the store context");
+    let route = use_route::<Route>();
+    let on_trainings = matches!(route, Some(Route::Trainings | Route::Training { .. }));
+    let me = store.me.as_ref();
+    html! {
         <>
-            <Header {version} />
+            <Header
+                name={me.map(|m| AttrValue::from(m.name.clone()))}
+                chat={me.map(|m| AttrValue::from(m.chat.clone()))}
+                directory={me.map(|m| AttrValue::from(m.directory.clone()))}
+                ws={store.ws}
+                directory_state={store.directory.filter(|_| store.ws == Some(WsState::Connected))}
+                version={props.version.clone()}
+            />
+            <nav class="tabs" aria-label="Sections">
+                <Link<Route> to={Route::Peers} classes={classes!("tab", (!on_trainings).then_some("active"))}>
+                    { "Peers & chats" }
+                </Link<Route>>
+                <Link<Route> to={Route::Trainings} classes={classes!("tab", on_trainings.then_some("active"))}>
+                    { format!("Trainings ({})", store.trainings.len()) }
+                </Link<Route>>
+            </nav>
             <main class="content">
-                <section class="card" aria-labelledby="server-title">
-                    <h2 id="server-title">{ "Server" }</h2>
-                    <ServerStatus health={(*health).clone()} {on_retry} />
-                </section>
+                <Switch<Route> render={switch} />
             </main>
         </>
     }

@@ -1,14 +1,20 @@
 //! Roundtable's browser dashboard: a Yew single-page app served by the
-//! backend's web bridge (or by `trunk serve` during development).
+//! node's web bridge (or by `trunk serve` during development).
 //!
-//! - [`app`]: the root component and page layout.
-//! - [`api`]: typed calls to the backend's `/api`.
+//! - [`state`]: the state and its reducer (plain Rust, tested natively).
+//! - [`view`]: pure helpers for times, the chat's virtual window, the timeline.
+//! - [`api`]: typed calls to the node's `/api`; [`ws`]: the `/ws` event stream.
+//! - [`app`]: the root component, routes and the context holding the state.
 //! - [`components`]: presentational components, rendered from plain props
-//!   so that they can be tested without a server.
+//!   so that they can be tested without a server; [`pages`]: routed pages.
 
 pub mod api;
 pub mod app;
 pub mod components;
+pub mod pages;
+pub mod state;
+pub mod view;
+pub mod ws;
 
 pub use app::App;
 

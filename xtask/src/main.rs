@@ -6,7 +6,7 @@
 //! cargo xtask run              build, then run the demo
 //! cargo xtask test             everything CI checks
 //! cargo xtask fuzz [--seconds N]
-//! cargo xtask bench
+//! cargo xtask bench            every backend benchmark
 //! ```
 
 use std::ffi::OsStr;
@@ -47,7 +47,7 @@ enum Task {
         #[arg(long, default_value_t = 60)]
         seconds: u64,
     },
-    /// Run the directory benchmark.
+    /// Run every backend benchmark (release).
     Bench,
 }
 
@@ -223,6 +223,8 @@ impl Xtask {
     // ---- build / run -------------------------------------------------------
 
     fn trunk_build(&self) -> Result<()> {
+        // The `wasm-release` profile strips symbol names (~30% of the wasm;
+        // there is no usable wasm-opt to do it later).
         run(
             "trunk build --release",
             &mut self.cmd_with("trunk", ["build", "--release"]),
@@ -344,23 +346,37 @@ impl Xtask {
         })?;
         step("trunk-build", &mut || self.trunk_build())?;
         step("wasm-tests", &mut || {
+            // --nocapture: the tests print their timings (FIGURE lines).
             run(
                 "cargo test -p roundtable-frontend --target wasm32-unknown-unknown (headless Chromium)",
-                self.cargo(["test", "-p", "roundtable-frontend", "--target", WASM_TARGET])
-                    .env("CHROMEDRIVER", &chromedriver),
+                self.cargo([
+                    "test",
+                    "-p",
+                    "roundtable-frontend",
+                    "--target",
+                    WASM_TARGET,
+                    "--",
+                    "--nocapture",
+                ])
+                .env("CHROMEDRIVER", &chromedriver),
             )
         })?;
         step("e2e", &mut || {
+            // One browser at a time: real processes and Chromium on a small machine.
             run(
-                "cargo test -p roundtable --test browser -- --ignored (dashboard end to end)",
+                "cargo test -p roundtable --test browser --test dashboard -- --ignored (dashboard end to end)",
                 self.cargo([
                     "test",
                     "-p",
                     "roundtable",
                     "--test",
                     "browser",
+                    "--test",
+                    "dashboard",
                     "--",
                     "--ignored",
+                    "--test-threads=1",
+                    "--nocapture",
                 ])
                 .env("ROUNDTABLE_DIST", self.dist())
                 .env("CHROMEDRIVER", &chromedriver),
@@ -401,8 +417,8 @@ impl Xtask {
 
     fn bench(&self) -> Result<()> {
         run(
-            "cargo bench -p roundtable --bench directory",
-            &mut self.cargo(["bench", "-p", "roundtable", "--bench", "directory"]),
+            "cargo bench -p roundtable --benches (every benchmark)",
+            &mut self.cargo(["bench", "-p", "roundtable", "--benches"]),
         )
     }
 }

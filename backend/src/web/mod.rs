@@ -197,24 +197,47 @@ async fn forward_events(mut socket: WebSocket, events: Events) {
     }
 }
 
-/// Checks the token, if one is configured.
+/// The cookie that carries the token for the dashboard's own requests.
+const TOKEN_COOKIE: &str = "roundtable_token";
+
+/// Checks the token, if one is configured. It may come as
+/// `Authorization: Bearer …` (API clients), as `?token=…` (the link a user
+/// opens; the answer then sets a same-site, HTTP-only cookie so that the
+/// dashboard's scripts, API calls and WebSocket carry it), or as that cookie.
 async fn authorize(State(token): State<Option<String>>, req: Request, next: Next) -> Response {
-    if let Some(token) = token {
-        let bearer = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        let query = req
-            .uri()
-            .query()
-            .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")));
-        let given = bearer.or(query).unwrap_or_default();
-        if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
-            return error(StatusCode::UNAUTHORIZED, "missing or wrong token");
+    let Some(token) = token else {
+        return next.run(req).await;
+    };
+    let headers = req.headers();
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let query = req
+        .uri()
+        .query()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")));
+    let cookie = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| c.trim().strip_prefix(TOKEN_COOKIE)?.strip_prefix('='));
+    let ok = |given: Option<&str>| {
+        given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes()))
+    };
+    if !(ok(bearer) || ok(query) || ok(cookie)) {
+        return error(StatusCode::UNAUTHORIZED, "missing or wrong token");
+    }
+    let set_cookie = ok(query) && !ok(cookie);
+    let mut response = next.run(req).await;
+    if set_cookie {
+        if let Ok(v) = format!("{TOKEN_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict").parse()
+        {
+            response.headers_mut().insert(header::SET_COOKIE, v);
         }
     }
-    next.run(req).await
+    response
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -344,6 +367,23 @@ mod tests {
         (status, body)
     }
 
+    /// Status and raw response head of a GET.
+    async fn get_head(url: &str) -> (u16, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let rest = url.strip_prefix("http://").unwrap();
+        let (host, path) = rest.split_once('/').unwrap();
+        let mut s = tokio::net::TcpStream::connect(host).await.unwrap();
+        s.write_all(
+            format!("GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        let head = out.split("\r\n\r\n").next().unwrap_or_default().to_owned();
+        (out[9..12].parse().unwrap(), head)
+    }
+
     fn dist() -> tempfile::TempDir {
         let dist = tempfile::tempdir().unwrap();
         std::fs::write(dist.path().join("index.html"), "<html>dashboard</html>").unwrap();
@@ -407,6 +447,31 @@ mod tests {
             200
         );
         assert_eq!(get(&format!("{url}/"), &[]).await.0, 401);
+        // The link with the token sets a cookie the dashboard's own requests carry.
+        let (status, head) = get_head(&format!("{url}/?token=s3cret")).await;
+        assert_eq!(status, 200);
+        assert!(
+            head.contains("roundtable_token=s3cret; Path=/; HttpOnly; SameSite=Strict"),
+            "{head}"
+        );
+        assert_eq!(
+            get(
+                &format!("{url}/app.js"),
+                &[("Cookie", "a=b; roundtable_token=s3cret")]
+            )
+            .await
+            .0,
+            200
+        );
+        assert_eq!(
+            get(
+                &format!("{url}/app.js"),
+                &[("Cookie", "roundtable_token=wrong")]
+            )
+            .await
+            .0,
+            401
+        );
         stop.cancel();
     }
 

@@ -1,21 +1,80 @@
+use roundtable_shared::api::LinkState;
 use yew::prelude::*;
 
-#[derive(Properties, PartialEq)]
+use crate::state::WsState;
+
+#[derive(Properties, PartialEq, Default)]
 pub struct HeaderProps {
-    /// The server's version, once known.
+    /// The node's name, once known.
+    #[prop_or_default]
+    pub name: Option<AttrValue>,
+    /// Our chat address (what the directory tells others).
+    #[prop_or_default]
+    pub chat: Option<AttrValue>,
+    /// The directory server's address.
+    #[prop_or_default]
+    pub directory: Option<AttrValue>,
+    /// The dashboard's connection to the node.
+    #[prop_or_default]
+    pub ws: Option<WsState>,
+    /// The node's session with its directory.
+    #[prop_or_default]
+    pub directory_state: Option<LinkState>,
+    /// The node's version, once known.
     #[prop_or_default]
     pub version: Option<AttrValue>,
 }
 
-/// The top bar: product name, and the server version once known.
+fn link_label(s: LinkState) -> &'static str {
+    match s {
+        LinkState::Connecting => "connecting",
+        LinkState::Connected => "connected",
+        LinkState::Reconnecting => "reconnecting",
+        LinkState::Stopped => "stopped",
+    }
+}
+
+/// The top bar: the node's name and identity, and how connected it is.
 #[component(Header)]
 pub fn header(props: &HeaderProps) -> Html {
+    let ws = props.ws.unwrap_or(WsState::Connecting);
+    let ws_class = match ws {
+        WsState::Connected => "ok",
+        WsState::Connecting | WsState::Reconnecting(_) => "warn",
+        WsState::Offline => "bad",
+    };
+    let dir_class = match props.directory_state {
+        Some(LinkState::Connected) => "ok",
+        Some(LinkState::Stopped) => "bad",
+        _ => "warn",
+    };
     html! {
         <header class="topbar">
             <h1 class="brand">{ "Roundtable" }</h1>
-            if let Some(v) = &props.version {
-                <span class="pill" title="Server version">{ format!("v{v}") }</span>
+            if let Some(name) = &props.name {
+                <span class="me" id="me" title="This node">{ name }</span>
             }
+            <span class={classes!("conn", ws_class)} id="conn" role="status" aria-live="polite"
+                  title="The dashboard's connection to this node" data-state={ws.label()}>
+                <span class="dot" aria-hidden="true"></span>{ ws.label() }
+            </span>
+            if let Some(d) = props.directory_state {
+                <span class={classes!("conn", dir_class)} id="directory-state"
+                      title="This node's session with the directory">
+                    { "directory " }{ link_label(d) }
+                </span>
+            }
+            <span class="identity">
+                if let Some(chat) = &props.chat {
+                    <span title="Chat address">{ "chat " }<code>{ chat }</code></span>
+                }
+                if let Some(dir) = &props.directory {
+                    <span title="Directory">{ " · directory " }<code>{ dir }</code></span>
+                }
+                if let Some(v) = &props.version {
+                    <span class="pill" title="Version">{ "v" }<span id="version">{ v }</span></span>
+                }
+            </span>
         </header>
     }
 }

@@ -1,0 +1,171 @@
+use std::rc::Rc;
+
+use roundtable_shared::api::{Direction, MessageState};
+use web_sys::Element;
+use yew::prelude::*;
+
+use crate::state::Chat;
+use crate::view;
+
+/// Rows rendered above and below the visible ones.
+const OVERSCAN: usize = 8;
+/// Within this many px of the top, older history is loaded.
+const LOAD_MARGIN: f64 = 300.0;
+/// Within this many px of the bottom, the view follows new messages.
+const FOLLOW_MARGIN: f64 = 40.0;
+
+#[derive(Properties, PartialEq)]
+pub struct MessageListProps {
+    pub chat: Rc<Chat>,
+    /// Asks for the page before the first loaded message.
+    #[prop_or_default]
+    pub on_load_older: Callback<()>,
+    /// The newest `seq` the user has had on screen.
+    #[prop_or_default]
+    pub on_seen: Callback<i64>,
+    /// Local time offset, minutes.
+    #[prop_or_default]
+    pub offset_min: i64,
+}
+
+fn state_label(s: MessageState) -> &'static str {
+    match s {
+        MessageState::Queued => "queued",
+        MessageState::Sent => "sent",
+        MessageState::Delivered => "delivered",
+    }
+}
+
+/// A conversation, rendering only the rows in view: heights are estimated
+/// from the text, rows are placed absolutely at their offsets.
+#[component(MessageList)]
+pub fn message_list(props: &MessageListProps) -> Html {
+    let node = use_node_ref();
+    let scroll_top = use_state(|| f64::MAX);
+    let viewport = use_state(|| (600.0f64, 640.0f64)); // (height, width)
+                                                       // Whether the view follows new messages (the user has not scrolled up).
+    let follow = use_mut_ref(|| true);
+    // The first message's seq at the last render (to keep the view on prepend).
+    let anchor = use_mut_ref(|| None::<i64>);
+
+    let width = viewport.1;
+    let offsets = use_memo((props.chat.clone(), width as i64), |(chat, w)| {
+        view::offsets(
+            chat.messages
+                .iter()
+                .map(|m| view::row_height(&m.text, *w as f64)),
+        )
+    });
+    let total = *offsets.last().unwrap_or(&0.0);
+    // Older messages came in above since the last render: shift the view
+    // by their height, in this very render, so the same rows stay on screen.
+    let first = props.chat.messages.first().map(|m| m.seq);
+    let shift = match (*anchor.borrow(), first) {
+        (Some(prev), Some(first)) if first < prev && !*follow.borrow() => {
+            offsets[props.chat.messages.partition_point(|m| m.seq < prev)]
+        }
+        _ => 0.0,
+    };
+    let top = if *scroll_top == f64::MAX {
+        (total - viewport.0).max(0.0)
+    } else {
+        *scroll_top + shift
+    };
+    let range = view::window(&offsets, top, viewport.0, OVERSCAN);
+
+    let onscroll = {
+        let scroll_top = scroll_top.clone();
+        let follow = follow.clone();
+        let on_load_older = props.on_load_older.clone();
+        let has_more = props.chat.has_more;
+        Callback::from(move |e: Event| {
+            let el: Element = e.target_unchecked_into();
+            let top = el.scroll_top() as f64;
+            let at_bottom =
+                top + el.client_height() as f64 >= el.scroll_height() as f64 - FOLLOW_MARGIN;
+            *follow.borrow_mut() = at_bottom;
+            scroll_top.set(top);
+            if top < LOAD_MARGIN && has_more {
+                on_load_older.emit(());
+            }
+        })
+    };
+
+    // After each render: measure, keep position when history was prepended,
+    // follow new messages, report what was seen.
+    {
+        let node = node.clone();
+        let viewport = viewport.clone();
+        let follow = follow.clone();
+        let anchor = anchor.clone();
+        let offsets = offsets.clone();
+        let chat = props.chat.clone();
+        let on_seen = props.on_seen.clone();
+        let on_load_older = props.on_load_older.clone();
+        let scroll_top = scroll_top.clone();
+        use_effect(move || {
+            let Some(el) = node.cast::<Element>() else {
+                return;
+            };
+            let size = (el.client_height() as f64, el.client_width() as f64);
+            if size.0 > 0.0 && (size.0 - viewport.0).abs() + (size.1 - viewport.1).abs() > 1.0 {
+                viewport.set(size);
+            }
+            *anchor.borrow_mut() = first;
+            if *follow.borrow() {
+                let total = *offsets.last().unwrap_or(&0.0);
+                el.set_scroll_top(total as i32);
+                if let Some(last) = chat.messages.last() {
+                    on_seen.emit(last.seq);
+                }
+            } else if shift > 0.0 {
+                el.set_scroll_top(top as i32);
+                scroll_top.set(top);
+            }
+            // A short history that does not fill the view: load more right away.
+            if chat.has_more && (el.scroll_height() <= el.client_height() + 1) {
+                on_load_older.emit(());
+            }
+        });
+    }
+
+    let rows = range.map(|i| {
+        let m = &props.chat.messages[i];
+        let h = offsets[i + 1] - offsets[i];
+        let out = m.direction == Direction::Out;
+        let style = format!("top:{}px;height:{}px", offsets[i], h);
+        html! {
+            <div key={m.seq} class={classes!("msg", if out { "out" } else { "in" })}
+                 data-seq={m.seq.to_string()} {style} role="listitem">
+                <div class="bubble">
+                    <p class="text">{ &m.text }</p>
+                    <p class="meta">
+                        <time>{ view::clock(m.at, props.offset_min) }</time>
+                        if out {
+                            <span class={classes!("state", state_label(m.state))}
+                                  data-state={state_label(m.state)}>
+                                { match m.state {
+                                    MessageState::Queued => "◷ queued",
+                                    MessageState::Sent => "✓ sent",
+                                    MessageState::Delivered => "✓✓ delivered",
+                                } }
+                            </span>
+                        }
+                    </p>
+                </div>
+            </div>
+        }
+    });
+
+    html! {
+        <div class="messages" ref={node} {onscroll} tabindex="0" role="list" aria-label="Messages"
+             id="messages" data-count={props.chat.messages.len().to_string()}>
+            if props.chat.has_more {
+                <p class="older">{ "loading older messages…" }</p>
+            }
+            <div class="spacer" style={format!("height:{total}px")}>
+                { for rows }
+            </div>
+        </div>
+    }
+}

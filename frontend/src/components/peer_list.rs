@@ -1,0 +1,54 @@
+use std::rc::Rc;
+
+use yew::prelude::*;
+use yew_router::prelude::*;
+
+use crate::app::Route;
+use crate::state::PeerRow;
+use crate::view;
+
+#[derive(Properties, PartialEq)]
+pub struct PeerListProps {
+    /// Already sorted and filtered.
+    pub rows: Rc<Vec<PeerRow>>,
+    /// Now, Unix ms (for "last seen").
+    pub now: i64,
+}
+
+/// The peers, each a link to its conversation.
+#[component(PeerList)]
+pub fn peer_list(props: &PeerListProps) -> Html {
+    if props.rows.is_empty() {
+        return html! { <p class="empty" id="no-peers">{ "No peers." }</p> };
+    }
+    html! {
+        <ul class="peers" id="peers" aria-label="Peers">
+            { for props.rows.iter().map(|r| {
+                let seen = if r.online {
+                    "online".to_string()
+                } else {
+                    match r.last_seen {
+                        Some(t) => format!("offline · seen {}", view::ago(t, props.now)),
+                        None => "offline".to_string(),
+                    }
+                };
+                html! {
+                    <li key={r.name.clone()} class={classes!("peer", r.online.then_some("online"))}
+                        data-name={r.name.clone()}>
+                        <Link<Route> to={Route::Chat { peer: r.name.clone() }} classes="peer-link">
+                            <span class={classes!("dot", if r.online { "ok" } else { "off" })}
+                                  aria-hidden="true"></span>
+                            <span class="peer-name">{ &r.name }</span>
+                            <span class="peer-seen">{ seen }</span>
+                            if r.unread > 0 {
+                                <span class="badge unread" aria-label={format!("{} unread", r.unread)}>
+                                    { r.unread }
+                                </span>
+                            }
+                        </Link<Route>>
+                    </li>
+                }
+            }) }
+        </ul>
+    }
+}

@@ -1,0 +1,346 @@
+//! The routed pages: they read the shared state, fetch what is missing and
+//! render the presentational components.
+
+use std::cell::Cell;
+use std::rc::Rc;
+
+use roundtable_shared::training::{RunStatus, Training};
+use web_sys::HtmlInputElement;
+use yew::prelude::*;
+use yew_router::prelude::*;
+
+use crate::api;
+use crate::app::{Route, Store};
+use crate::components::{local_offset_min, now_ms, Composer, MessageList, PeerList, Timeline};
+use crate::state::Action;
+use crate::view;
+
+#[hook]
+fn use_store() -> Store {
+    use_context::<Store>().expect("the store context")
+}
+
+/// Re-renders every second while `active` (running phases grow on screen).
+#[hook]
+fn use_tick(active: bool) {
+    let tick = use_state(|| 0u32);
+    use_effect_with(active, move |active| {
+        let interval = active.then(|| {
+            gloo_timers::callback::Interval::new(1000, move || tick.set(tick.wrapping_add(1)))
+        });
+        move || drop(interval)
+    });
+}
+
+/// Marks the first render of the peer list (read by the end-to-end test).
+fn mark_first_peers() {
+    thread_local!(static DONE: Cell<bool> = const { Cell::new(false) });
+    if !DONE.with(|d| d.replace(true)) {
+        if let Some(p) = web_sys::window().and_then(|w| w.performance()) {
+            let _ = p.mark("roundtable:peers");
+        }
+    }
+}
+
+/// Every peer, filterable by name.
+#[component(PeersPage)]
+pub fn peers_page() -> Html {
+    let store = use_store();
+    let filter = use_state(String::new);
+    let rows = {
+        let store = store.clone();
+        use_memo((store.peers_rev, (*filter).clone()), move |(_, f)| {
+            Rc::new(store.peer_list(f))
+        })
+    };
+    let loaded = store.loaded;
+    use_effect_with(loaded, |loaded| {
+        if *loaded {
+            mark_first_peers();
+        }
+    });
+    let oninput = {
+        let filter = filter.clone();
+        Callback::from(move |e: InputEvent| {
+            let input: HtmlInputElement = e.target_unchecked_into();
+            filter.set(input.value());
+        })
+    };
+    html! {
+        <section class="card" aria-labelledby="peers-title">
+            <div class="card-head">
+                <h2 id="peers-title">{ "Peers" }</h2>
+                <label class="filter">
+                    <span class="visually-hidden">{ "Filter peers by name" }</span>
+                    <input id="peer-filter" type="search" placeholder="Filter by name"
+                           value={(*filter).clone()} {oninput} />
+                </label>
+                <span class="count">{ format!("{} shown", rows.len()) }</span>
+            </div>
+            if loaded {
+                <PeerList rows={(*rows).clone()} now={now_ms()} />
+            } else {
+                <p class="status loading" role="status">{ "loading…" }</p>
+            }
+        </section>
+    }
+}
+
+/// "1 message", "2 messages".
+fn plural(n: u64, word: &str) -> String {
+    if n == 1 {
+        format!("1 {word}")
+    } else {
+        format!("{n} {word}s")
+    }
+}
+
+#[derive(Properties, PartialEq)]
+pub struct ChatPageProps {
+    pub peer: AttrValue,
+}
+
+/// One conversation: history, live messages and the send box.
+#[component(ChatPage)]
+pub fn chat_page(props: &ChatPageProps) -> Html {
+    let store = use_store();
+    let peer = props.peer.to_string();
+    let error = use_state(|| None::<AttrValue>);
+    // One history request at a time.
+    let busy = use_mut_ref(|| false);
+
+    // The newest page, on opening and after every snapshot (reconnection).
+    {
+        let dispatch = store.dispatcher();
+        let busy = busy.clone();
+        use_effect_with((peer.clone(), store.epoch), move |(peer, _)| {
+            let peer = peer.clone();
+            yew::platform::spawn_local(async move {
+                *busy.borrow_mut() = true;
+                if let Ok(messages) = api::history(&peer, None, api::PAGE).await {
+                    dispatch.dispatch(Action::Latest {
+                        peer,
+                        messages,
+                        limit: api::PAGE,
+                    });
+                }
+                *busy.borrow_mut() = false;
+            });
+        });
+    }
+    let chat = store.chats.get(&peer).cloned().unwrap_or_default();
+    let on_load_older = {
+        let dispatch = store.dispatcher();
+        let peer = peer.clone();
+        let before = chat.messages.first().map(|m| m.seq);
+        let has_more = chat.has_more;
+        Callback::from(move |()| {
+            if !has_more || *busy.borrow() {
+                return;
+            }
+            *busy.borrow_mut() = true;
+            let busy = busy.clone();
+            let dispatch = dispatch.clone();
+            let peer = peer.clone();
+            yew::platform::spawn_local(async move {
+                if let Ok(messages) = api::history(&peer, before, api::PAGE).await {
+                    dispatch.dispatch(Action::Older {
+                        peer,
+                        messages,
+                        limit: api::PAGE,
+                    });
+                }
+                *busy.borrow_mut() = false;
+            });
+        })
+    };
+    let on_seen = {
+        let dispatch = store.dispatcher();
+        let peer = peer.clone();
+        let read = store.last_read(&peer);
+        Callback::from(move |seq: i64| {
+            if seq > read {
+                dispatch.dispatch(Action::MarkRead {
+                    peer: peer.clone(),
+                    seq,
+                });
+            }
+        })
+    };
+    let on_send = {
+        let dispatch = store.dispatcher();
+        let peer = peer.clone();
+        let error = error.clone();
+        Callback::from(move |text: String| {
+            let dispatch = dispatch.clone();
+            let peer = peer.clone();
+            let error = error.clone();
+            yew::platform::spawn_local(async move {
+                match api::send(&peer, &text).await {
+                    Ok(m) => {
+                        error.set(None);
+                        dispatch.dispatch(Action::Accepted(m));
+                    }
+                    Err(e) => error.set(Some(format!("Not sent: {e}").into())),
+                }
+            });
+        })
+    };
+    let info = store.peers.get(&peer);
+    let status = match info {
+        Some(p) if p.online => "online".to_string(),
+        Some(p) => match p.last_seen {
+            Some(t) => format!("offline · seen {}", view::ago(t, now_ms())),
+            None => "offline".into(),
+        },
+        None => "not in the directory".into(),
+    };
+    html! {
+        <section class="card chat" aria-labelledby="chat-title">
+            <div class="card-head">
+                <Link<Route> to={Route::Peers} classes="back">{ "← Peers" }</Link<Route>>
+                <h2 id="chat-title">{ &peer }</h2>
+                <span class="peer-seen">{ status }</span>
+                <span class="count">{ plural(chat.count.max(chat.messages.len() as u64), "message") }</span>
+            </div>
+            <MessageList key={peer.clone()} chat={chat} {on_load_older} {on_seen} offset_min={local_offset_min()} />
+            <Composer peer={props.peer.clone()} {on_send} error={(*error).clone()} />
+        </section>
+    }
+}
+
+fn state_class(t: &Training) -> &'static str {
+    t.state.as_str()
+}
+
+/// The trainings this node takes part in.
+#[component(TrainingsPage)]
+pub fn trainings_page() -> Html {
+    let store = use_store();
+    use_tick(store.trainings.values().any(|t| !t.state.is_terminal()));
+    let mut list: Vec<&Training> = store.trainings.values().collect();
+    list.sort_by_key(|t| std::cmp::Reverse(t.started_at));
+    let offset = local_offset_min();
+    let now = now_ms();
+    html! {
+        <section class="card" aria-labelledby="trainings-title">
+            <div class="card-head"><h2 id="trainings-title">{ "Trainings" }</h2></div>
+            if list.is_empty() {
+                <p class="empty" id="no-trainings">{ "No trainings yet." }</p>
+            } else {
+                <table class="trainings" id="trainings">
+                    <thead><tr>
+                        <th scope="col">{ "Training" }</th><th scope="col">{ "State" }</th>
+                        <th scope="col">{ "Round" }</th><th scope="col">{ "Started" }</th>
+                        <th scope="col">{ "Duration" }</th>
+                    </tr></thead>
+                    <tbody>
+                    { for list.iter().map(|t| html! {
+                        <tr key={t.uuid.clone()} data-uuid={t.uuid.clone()} class="training-row">
+                            <td><Link<Route> to={Route::Training { uuid: t.uuid.clone() }}>
+                                <code>{ &t.uuid }</code></Link<Route>></td>
+                            <td><span class={classes!("state", state_class(t))}>{ t.state.as_str() }</span></td>
+                            <td class="round">{ t.current_round.map(|r| r.to_string()).unwrap_or_default() }</td>
+                            <td>{ view::clock(t.started_at, offset) }</td>
+                            <td>{ view::duration(t.finished_at.unwrap_or(now) - t.started_at) }</td>
+                        </tr>
+                    }) }
+                    </tbody>
+                </table>
+            }
+        </section>
+    }
+}
+
+#[derive(Properties, PartialEq)]
+pub struct TrainingPageProps {
+    pub uuid: AttrValue,
+}
+
+/// One training: its timeline, and each round's phases with their runs.
+#[component(TrainingPage)]
+pub fn training_page(props: &TrainingPageProps) -> Html {
+    let store = use_store();
+    use_tick(
+        store
+            .trainings
+            .get(props.uuid.as_str())
+            .is_some_and(|t| !t.state.is_terminal()),
+    );
+    let Some(t) = store.trainings.get(props.uuid.as_str()) else {
+        return html! {
+            <section class="card">
+                <h2>{ "Training " }<code>{ &props.uuid }</code></h2>
+                <p class="empty">{ if store.loaded { "This node does not know this training." } else { "loading…" } }</p>
+                <Link<Route> to={Route::Trainings}>{ "← Trainings" }</Link<Route>>
+            </section>
+        };
+    };
+    let offset = local_offset_min();
+    let now = now_ms();
+    let bars = view::bars(t, now);
+    html! {
+        <section class="card training" aria-labelledby="training-title">
+            <div class="card-head">
+                <Link<Route> to={Route::Trainings} classes="back">{ "← Trainings" }</Link<Route>>
+                <h2 id="training-title">{ "Training " }<code>{ &t.uuid }</code></h2>
+                <span class={classes!("state", state_class(t))} id="training-state">{ t.state.as_str() }</span>
+            </div>
+            <dl class="facts">
+                <dt>{ "Current round" }</dt>
+                <dd id="current-round">{ t.current_round.map(|r| r.to_string()).unwrap_or_else(|| "—".into()) }</dd>
+                <dt>{ "Started" }</dt><dd>{ view::clock(t.started_at, offset) }</dd>
+                if let Some(f) = t.finished_at {
+                    <dt>{ "Finished" }</dt><dd>{ view::clock(f, offset) }{ " (" }{ view::duration(f - t.started_at) }{ ")" }</dd>
+                }
+                if let Some(m) = &t.global_model_id {
+                    <dt>{ "Global model" }</dt><dd><code>{ m }</code></dd>
+                }
+            </dl>
+            <Timeline training={t.clone()} {now} />
+            <table class="phases" id="phases">
+                <thead><tr>
+                    <th scope="col">{ "Round" }</th><th scope="col">{ "Phase" }</th>
+                    <th scope="col">{ "Started" }</th><th scope="col">{ "Duration" }</th>
+                    <th scope="col">{ "Model" }</th><th scope="col">{ "Local run" }</th>
+                </tr></thead>
+                <tbody>
+                { for bars.iter().map(|b| {
+                    let rec = t.phase(b.round, b.phase);
+                    let run = rec.and_then(|p| p.run.as_ref());
+                    html! {
+                        <tr class="phase-row" data-round={b.round.to_string()} data-phase={b.phase.as_str()}>
+                            <td>{ b.round }</td>
+                            <td><span class={classes!("key", b.phase.as_str())}>{ b.phase.as_str() }</span></td>
+                            <td>{ view::clock(b.start, offset) }</td>
+                            <td>{ b.duration.map(view::duration).unwrap_or_else(|| "running".into()) }</td>
+                            <td><code class="model">{ rec.map(|p| p.model_id.clone()).unwrap_or_default() }</code></td>
+                            <td>
+                            if let Some(run) = run {
+                                <span class={classes!("run", run.status.as_str())}>{ run.status.as_str() }</span>
+                                if let Some(code) = run.exit_code {
+                                    { format!(" exit {code}") }
+                                }
+                                if run.status != RunStatus::Running {
+                                    if let Some(end) = run.ended_at {
+                                        { format!(" · {}", view::duration(end - run.started_at)) }
+                                    }
+                                }
+                                if !run.output_tail.is_empty() {
+                                    <details open={run.status != RunStatus::Succeeded}>
+                                        <summary>{ "output" }</summary>
+                                        <pre class="output">{ run.output_tail.iter().rev().take(8).rev().cloned().collect::<Vec<_>>().join("\n") }</pre>
+                                    </details>
+                                }
+                            } else {
+                                { "—" }
+                            }
+                            </td>
+                        </tr>
+                    }
+                }) }
+                </tbody>
+            </table>
+        </section>
+    }
+}

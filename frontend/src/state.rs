@@ -1,0 +1,752 @@
+//! The dashboard's state and its reducer: plain Rust (no browser APIs), so
+//! it is unit-tested natively (`cargo test -p roundtable-frontend`).
+//!
+//! Every change comes in as an [`Action`]: a snapshot fetched over HTTP, an
+//! [`Event`] pushed on `/ws`, a page of history, a message the node accepted,
+//! a change of the WebSocket's state, or the user reading a conversation.
+//! Applying the same information twice, or in a different order, gives the
+//! same state: messages are de-duplicated by `seq` and by id, and a
+//! message's state never goes backwards.
+
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+
+use roundtable_shared::api::{
+    ChatMessage, ChatSummary, Direction, Event, LinkState, Me, MessageState, PeerInfo,
+};
+use roundtable_shared::training::Training;
+
+/// Output lines kept per local run (the node sends its tail, events add to it).
+pub const OUTPUT_LINES: usize = 50;
+
+/// The dashboard's connection to its node, as the header shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WsState {
+    /// First connection attempt.
+    Connecting,
+    Connected,
+    /// Lost; trying again (the number of failed attempts so far).
+    Reconnecting(u32),
+    /// Several attempts failed; still trying, less often.
+    Offline,
+}
+
+impl WsState {
+    /// Failed attempts after which the node counts as offline.
+    pub const OFFLINE_AFTER: u32 = 3;
+
+    pub fn label(self) -> &'static str {
+        match self {
+            WsState::Connecting => "connecting",
+            WsState::Connected => "connected",
+            WsState::Reconnecting(_) => "reconnecting",
+            WsState::Offline => "offline",
+        }
+    }
+}
+
+/// One conversation as far as the dashboard has loaded it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Chat {
+    /// Loaded messages, by increasing `seq`, without duplicates.
+    pub messages: Vec<Rc<ChatMessage>>,
+    /// Whether older messages than the first loaded one exist.
+    pub has_more: bool,
+    /// Whether a page of history was loaded at all.
+    pub loaded: bool,
+    /// Messages in the conversation, per the node (at least the loaded ones).
+    pub count: u64,
+    /// The newest message known.
+    pub last: Option<Rc<ChatMessage>>,
+}
+
+impl Chat {
+    /// Messages received with `seq > last_read`, counted in the loaded ones
+    /// (the newest received message counts even when not loaded).
+    pub fn unread(&self, last_read: i64) -> usize {
+        let loaded = self
+            .messages
+            .iter()
+            .rev()
+            .take_while(|m| m.seq > last_read)
+            .filter(|m| m.direction == Direction::In)
+            .count();
+        match &self.last {
+            Some(m) if loaded == 0 && m.direction == Direction::In && m.seq > last_read => 1,
+            _ => loaded,
+        }
+    }
+
+    /// Inserts `m` in `seq` order; returns whether it was new. A known
+    /// message (same seq or same id) only has its state raised.
+    fn merge(&mut self, m: ChatMessage) -> bool {
+        if let Some(i) = self
+            .messages
+            .iter()
+            .rposition(|x| x.seq == m.seq || (x.id == m.id && x.direction == m.direction))
+        {
+            if m.state > self.messages[i].state {
+                Rc::make_mut(&mut self.messages[i]).state = m.state;
+            }
+            self.refresh_last();
+            return false;
+        }
+        let pos = self.messages.partition_point(|x| x.seq < m.seq);
+        self.messages.insert(pos, Rc::new(m));
+        true
+    }
+
+    fn refresh_last(&mut self) {
+        if let Some(newest) = self.messages.last() {
+            if self.last.as_ref().is_none_or(|l| l.seq <= newest.seq) {
+                self.last = Some(newest.clone());
+            }
+        }
+    }
+
+    /// Raises the state of our message `id`; returns whether it was found.
+    fn raise(&mut self, id: &str, state: MessageState) -> bool {
+        let mut found = false;
+        for m in self.messages.iter_mut().rev() {
+            if m.id == id && m.direction == Direction::Out {
+                found = true;
+                if state > m.state {
+                    Rc::make_mut(m).state = state;
+                }
+                break;
+            }
+        }
+        if let Some(l) = &mut self.last {
+            if l.id == id && l.direction == Direction::Out && state > l.state {
+                Rc::make_mut(l).state = state;
+            }
+        }
+        found
+    }
+}
+
+/// Everything the dashboard shows.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct State {
+    pub me: Option<Me>,
+    pub ws: Option<WsState>,
+    /// The node's session with its directory.
+    pub directory: Option<LinkState>,
+    pub peers: Rc<BTreeMap<String, PeerInfo>>,
+    pub chats: BTreeMap<String, Rc<Chat>>,
+    pub trainings: Rc<BTreeMap<String, Training>>,
+    /// Per peer, the newest `seq` the user has seen.
+    pub last_read: BTreeMap<String, i64>,
+    /// States that arrived before their message (by message id).
+    pending_states: HashMap<String, MessageState>,
+    /// Bumped by every snapshot: views reload what they show.
+    pub epoch: u64,
+    /// Bumped whenever the peer list or an unread count may have changed.
+    pub peers_rev: u64,
+    /// Whether a snapshot has been applied.
+    pub loaded: bool,
+}
+
+/// A change to the state.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// The node's current state, fetched after (re)connecting.
+    Snapshot {
+        me: Me,
+        peers: Vec<PeerInfo>,
+        chats: Vec<ChatSummary>,
+        trainings: Vec<Training>,
+    },
+    /// An event from `/ws`.
+    Event(Event),
+    /// The newest page of a conversation (`limit` asked for).
+    Latest {
+        peer: String,
+        messages: Vec<ChatMessage>,
+        limit: usize,
+    },
+    /// An older page of a conversation, fetched with `before=`.
+    Older {
+        peer: String,
+        messages: Vec<ChatMessage>,
+        limit: usize,
+    },
+    /// The node accepted a message we sent (the POST's answer).
+    Accepted(ChatMessage),
+    Ws(WsState),
+    /// Read marks from storage.
+    ReadMarks(BTreeMap<String, i64>),
+    /// The user has seen `peer`'s conversation up to `seq`.
+    MarkRead {
+        peer: String,
+        seq: i64,
+    },
+}
+
+impl State {
+    /// The user's read mark for `peer`.
+    pub fn last_read(&self, peer: &str) -> i64 {
+        self.last_read.get(peer).copied().unwrap_or(0)
+    }
+
+    /// Unread messages from `peer`.
+    pub fn unread(&self, peer: &str) -> usize {
+        self.chats
+            .get(peer)
+            .map_or(0, |c| c.unread(self.last_read(peer)))
+    }
+
+    /// Peers sorted for the list: unread first, then online, then by name;
+    /// only names containing `filter` (case-insensitive). Peers with a
+    /// conversation but unknown to the directory are listed too.
+    pub fn peer_list(&self, filter: &str) -> Vec<PeerRow> {
+        let me = self.me.as_ref().map(|m| m.name.as_str());
+        let filter = filter.trim().to_lowercase();
+        let mut rows: Vec<PeerRow> = self
+            .peers
+            .values()
+            .map(|p| (p.name.as_str(), Some(p)))
+            .chain(
+                self.chats
+                    .keys()
+                    .filter(|k| !self.peers.contains_key(*k))
+                    .map(|k| (k.as_str(), None)),
+            )
+            .filter(|(name, _)| Some(*name) != me)
+            .filter(|(name, _)| filter.is_empty() || name.to_lowercase().contains(&filter))
+            .map(|(name, p)| PeerRow {
+                name: name.to_owned(),
+                online: p.is_some_and(|p| p.online),
+                last_seen: p.and_then(|p| p.last_seen),
+                unread: self.unread(name),
+            })
+            .collect();
+        rows.sort_by(|a, b| {
+            (b.unread > 0)
+                .cmp(&(a.unread > 0))
+                .then(b.online.cmp(&a.online))
+                .then_with(|| a.name.cmp(&b.name))
+        });
+        rows
+    }
+
+    /// Applies `action` in place.
+    pub fn apply(&mut self, action: Action) {
+        match action {
+            Action::Snapshot {
+                me,
+                peers,
+                chats,
+                trainings,
+            } => {
+                self.directory = Some(me.directory_state);
+                self.me = Some(me);
+                self.peers = Rc::new(peers.into_iter().map(|p| (p.name.clone(), p)).collect());
+                self.trainings =
+                    Rc::new(trainings.into_iter().map(|t| (t.uuid.clone(), t)).collect());
+                for s in chats {
+                    let chat = Rc::make_mut(self.chats.entry(s.peer.clone()).or_default());
+                    chat.count = chat.count.max(s.count);
+                    if let Some(last) = s.last {
+                        if chat.last.as_ref().is_none_or(|l| l.seq <= last.seq) {
+                            chat.last = Some(Rc::new(last));
+                        }
+                    }
+                }
+                self.epoch += 1;
+                self.peers_rev += 1;
+                self.loaded = true;
+            }
+            Action::Event(ev) => self.apply_event(ev),
+            Action::Latest {
+                peer,
+                messages,
+                limit,
+            } => {
+                let messages: Vec<_> = messages.into_iter().map(|m| self.with_pending(m)).collect();
+                let chat = Rc::make_mut(self.chats.entry(peer).or_default());
+                let full = messages.len() >= limit;
+                let newest_loaded = chat.messages.last().map(|m| m.seq);
+                let gap = match (newest_loaded, messages.first()) {
+                    (Some(n), Some(first)) => full && first.seq > n,
+                    _ => false,
+                };
+                if gap {
+                    // What was loaded is not adjacent to this page: start over.
+                    chat.messages.clear();
+                }
+                if gap || !chat.loaded {
+                    chat.has_more = full;
+                }
+                chat.loaded = true;
+                for m in messages {
+                    chat.merge(m);
+                }
+                chat.count = chat.count.max(chat.messages.len() as u64);
+                chat.refresh_last();
+                self.peers_rev += 1;
+            }
+            Action::Older {
+                peer,
+                messages,
+                limit,
+            } => {
+                let chat = Rc::make_mut(self.chats.entry(peer).or_default());
+                chat.has_more = messages.len() >= limit;
+                chat.loaded = true;
+                for m in messages {
+                    chat.merge(m);
+                }
+                chat.count = chat.count.max(chat.messages.len() as u64);
+            }
+            Action::Accepted(m) => self.add_message(m),
+            Action::Ws(s) => self.ws = Some(s),
+            Action::ReadMarks(marks) => {
+                for (peer, seq) in marks {
+                    let e = self.last_read.entry(peer).or_insert(seq);
+                    *e = (*e).max(seq);
+                }
+                self.peers_rev += 1;
+            }
+            Action::MarkRead { peer, seq } => {
+                let e = self.last_read.entry(peer).or_insert(seq);
+                *e = (*e).max(seq);
+                self.peers_rev += 1;
+            }
+        }
+    }
+
+    /// A message with any state that arrived for it earlier.
+    fn with_pending(&mut self, mut m: ChatMessage) -> ChatMessage {
+        if m.direction == Direction::Out {
+            if let Some(s) = self.pending_states.remove(&m.id) {
+                m.state = m.state.max(s);
+            }
+        }
+        m
+    }
+
+    fn add_message(&mut self, m: ChatMessage) {
+        let m = self.with_pending(m);
+        let chat = Rc::make_mut(self.chats.entry(m.peer.clone()).or_default());
+        if chat.merge(m) {
+            chat.count += 1;
+        }
+        chat.refresh_last();
+        self.peers_rev += 1;
+    }
+
+    fn apply_event(&mut self, ev: Event) {
+        match ev {
+            Event::Training { training } => {
+                Rc::make_mut(&mut self.trainings).insert(training.uuid.clone(), training);
+            }
+            Event::Peer { peer } => {
+                Rc::make_mut(&mut self.peers).insert(peer.name.clone(), peer);
+                self.peers_rev += 1;
+            }
+            Event::Message { message } => self.add_message(message),
+            Event::MessageState { peer, id, state } => {
+                let found = self
+                    .chats
+                    .get_mut(&peer)
+                    .is_some_and(|c| Rc::make_mut(c).raise(&id, state));
+                if !found {
+                    let e = self.pending_states.entry(id).or_insert(state);
+                    *e = (*e).max(state);
+                }
+            }
+            Event::Directory { state } => {
+                self.directory = Some(state);
+                if let Some(me) = &mut self.me {
+                    me.directory_state = state;
+                }
+            }
+            Event::RunOutput {
+                training,
+                round,
+                phase,
+                line,
+            } => {
+                let Some(t) = Rc::make_mut(&mut self.trainings).get_mut(&training) else {
+                    return;
+                };
+                let Some(run) = t
+                    .rounds
+                    .iter_mut()
+                    .find(|r| r.round == round)
+                    .and_then(|r| r.phases.iter_mut().find(|p| p.phase == phase))
+                    .and_then(|p| p.run.as_mut())
+                else {
+                    return;
+                };
+                run.output_tail.push(line);
+                if run.output_tail.len() > OUTPUT_LINES {
+                    let extra = run.output_tail.len() - OUTPUT_LINES;
+                    run.output_tail.drain(..extra);
+                }
+            }
+        }
+    }
+}
+
+/// One line of the peer list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerRow {
+    pub name: String,
+    pub online: bool,
+    pub last_seen: Option<i64>,
+    pub unread: usize,
+}
+
+impl yew::Reducible for State {
+    type Action = Action;
+
+    fn reduce(self: Rc<Self>, action: Action) -> Rc<Self> {
+        let mut next = Rc::unwrap_or_clone(self);
+        next.apply(action);
+        Rc::new(next)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use roundtable_shared::training::{Phase, PhaseRecord, Round, Run, RunStatus, TrainingState};
+
+    fn msg(seq: i64, id: &str, dir: Direction, state: MessageState) -> ChatMessage {
+        ChatMessage {
+            seq,
+            id: id.into(),
+            peer: "bob".into(),
+            direction: dir,
+            text: format!("m{seq}"),
+            state,
+            at: seq * 1000,
+        }
+    }
+
+    fn me() -> Me {
+        Me {
+            name: "alice".into(),
+            chat: "127.0.0.1:1".into(),
+            directory: "127.0.0.1:2".into(),
+            directory_state: LinkState::Connected,
+            version: "0".into(),
+        }
+    }
+
+    fn peer(name: &str, online: bool) -> PeerInfo {
+        PeerInfo {
+            name: name.into(),
+            address: None,
+            port: None,
+            online,
+            last_seen: Some(5),
+        }
+    }
+
+    fn seqs(s: &State) -> Vec<i64> {
+        s.chats["bob"].messages.iter().map(|m| m.seq).collect()
+    }
+
+    fn snapshot(s: &mut State, peers: Vec<PeerInfo>) {
+        s.apply(Action::Snapshot {
+            me: me(),
+            peers,
+            chats: vec![],
+            trainings: vec![],
+        });
+    }
+
+    #[test]
+    fn snapshot_sets_everything() {
+        let mut s = State::default();
+        assert!(!s.loaded);
+        s.apply(Action::Snapshot {
+            me: me(),
+            peers: vec![peer("bob", true)],
+            chats: vec![ChatSummary {
+                peer: "bob".into(),
+                last: Some(msg(7, "a", Direction::In, MessageState::Delivered)),
+                count: 7,
+            }],
+            trainings: vec![],
+        });
+        assert!(s.loaded);
+        assert_eq!(s.epoch, 1);
+        assert_eq!(s.me.as_ref().unwrap().name, "alice");
+        assert_eq!(s.directory, Some(LinkState::Connected));
+        assert_eq!(s.chats["bob"].count, 7);
+        assert_eq!(s.unread("bob"), 1, "the newest message is unread");
+        s.apply(Action::MarkRead {
+            peer: "bob".into(),
+            seq: 7,
+        });
+        assert_eq!(s.unread("bob"), 0);
+    }
+
+    #[test]
+    fn messages_are_ordered_and_deduplicated() {
+        let mut s = State::default();
+        for seq in [3, 1, 2, 3] {
+            s.apply(Action::Event(Event::Message {
+                message: msg(
+                    seq,
+                    &format!("id{seq}"),
+                    Direction::In,
+                    MessageState::Delivered,
+                ),
+            }));
+        }
+        assert_eq!(seqs(&s), [1, 2, 3]);
+        assert_eq!(s.chats["bob"].count, 3);
+        // The POST's answer and the event for the same message.
+        let m = msg(4, "x", Direction::Out, MessageState::Queued);
+        s.apply(Action::Accepted(m.clone()));
+        s.apply(Action::Event(Event::Message { message: m }));
+        assert_eq!(seqs(&s), [1, 2, 3, 4]);
+        assert_eq!(s.chats["bob"].count, 4);
+        // A history page overlapping what is loaded.
+        s.apply(Action::Latest {
+            peer: "bob".into(),
+            messages: (1..=4)
+                .map(|i| msg(i, &format!("id{i}"), Direction::In, MessageState::Delivered))
+                .collect(),
+            limit: 50,
+        });
+        assert_eq!(seqs(&s), [1, 2, 3, 4]);
+        assert!(!s.chats["bob"].has_more);
+    }
+
+    #[test]
+    fn message_state_never_goes_backwards() {
+        let mut s = State::default();
+        let m = msg(1, "x", Direction::Out, MessageState::Queued);
+        s.apply(Action::Accepted(m.clone()));
+        let state = |st| {
+            Action::Event(Event::MessageState {
+                peer: "bob".into(),
+                id: "x".into(),
+                state: st,
+            })
+        };
+        s.apply(state(MessageState::Delivered));
+        s.apply(state(MessageState::Sent));
+        assert_eq!(s.chats["bob"].messages[0].state, MessageState::Delivered);
+        // The queued copy arriving late does not lower it either.
+        s.apply(Action::Event(Event::Message { message: m }));
+        assert_eq!(s.chats["bob"].messages[0].state, MessageState::Delivered);
+        assert_eq!(
+            s.chats["bob"].last.as_ref().unwrap().state,
+            MessageState::Delivered
+        );
+    }
+
+    #[test]
+    fn a_state_before_its_message_is_kept() {
+        let mut s = State::default();
+        s.apply(Action::Event(Event::MessageState {
+            peer: "bob".into(),
+            id: "y".into(),
+            state: MessageState::Sent,
+        }));
+        s.apply(Action::Accepted(msg(
+            1,
+            "y",
+            Direction::Out,
+            MessageState::Queued,
+        )));
+        assert_eq!(s.chats["bob"].messages[0].state, MessageState::Sent);
+    }
+
+    #[test]
+    fn history_pages_prepend_and_track_has_more() {
+        let mut s = State::default();
+        let page = |r: std::ops::RangeInclusive<i64>| -> Vec<ChatMessage> {
+            r.map(|i| msg(i, &format!("i{i}"), Direction::In, MessageState::Delivered))
+                .collect()
+        };
+        s.apply(Action::Latest {
+            peer: "bob".into(),
+            messages: page(51..=100),
+            limit: 50,
+        });
+        assert!(s.chats["bob"].has_more);
+        s.apply(Action::Older {
+            peer: "bob".into(),
+            messages: page(1..=50),
+            limit: 50,
+        });
+        assert_eq!(seqs(&s).len(), 100);
+        assert_eq!(seqs(&s)[0], 1);
+        assert!(s.chats["bob"].has_more);
+        s.apply(Action::Older {
+            peer: "bob".into(),
+            messages: vec![],
+            limit: 50,
+        });
+        assert!(!s.chats["bob"].has_more);
+        // After a long time offline the newest page is not adjacent: start over.
+        s.apply(Action::Latest {
+            peer: "bob".into(),
+            messages: page(501..=550),
+            limit: 50,
+        });
+        assert_eq!(seqs(&s), (501..=550).collect::<Vec<_>>());
+        assert!(s.chats["bob"].has_more);
+        // Not full: merges, keeps what was loaded.
+        s.apply(Action::Latest {
+            peer: "bob".into(),
+            messages: page(549..=552),
+            limit: 50,
+        });
+        assert_eq!(seqs(&s).len(), 52);
+    }
+
+    #[test]
+    fn unread_counts_incoming_after_the_read_mark() {
+        let mut s = State::default();
+        s.apply(Action::ReadMarks([("bob".to_string(), 2)].into()));
+        for (seq, dir) in [
+            (1, Direction::In),
+            (2, Direction::In),
+            (3, Direction::Out),
+            (4, Direction::In),
+            (5, Direction::In),
+        ] {
+            s.apply(Action::Event(Event::Message {
+                message: msg(seq, &format!("i{seq}"), dir, MessageState::Delivered),
+            }));
+        }
+        assert_eq!(s.unread("bob"), 2);
+        s.apply(Action::MarkRead {
+            peer: "bob".into(),
+            seq: 4,
+        });
+        assert_eq!(s.unread("bob"), 1);
+        // Read marks never move back.
+        s.apply(Action::MarkRead {
+            peer: "bob".into(),
+            seq: 1,
+        });
+        assert_eq!(s.last_read("bob"), 4);
+    }
+
+    #[test]
+    fn peers_sorted_and_filtered() {
+        let mut s = State::default();
+        snapshot(
+            &mut s,
+            vec![
+                peer("alice", true),
+                peer("zed", true),
+                peer("bob", false),
+                peer("carol", false),
+                peer("dave", true),
+            ],
+        );
+        s.apply(Action::Event(Event::Message {
+            message: ChatMessage {
+                peer: "carol".into(),
+                ..msg(1, "c", Direction::In, MessageState::Delivered)
+            },
+        }));
+        let names = |rows: Vec<PeerRow>| rows.into_iter().map(|r| r.name).collect::<Vec<_>>();
+        // Unread first, then online, then by name; never ourselves.
+        assert_eq!(names(s.peer_list("")), ["carol", "dave", "zed", "bob"]);
+        assert_eq!(names(s.peer_list("  A ")), ["carol", "dave"]);
+        s.apply(Action::Event(Event::Peer {
+            peer: peer("bob", true),
+        }));
+        assert_eq!(names(s.peer_list("")), ["carol", "bob", "dave", "zed"]);
+        // A thousand peers.
+        snapshot(
+            &mut s,
+            (0..1000)
+                .map(|i| peer(&format!("p{i:04}"), i % 2 == 0))
+                .collect(),
+        );
+        let rows = s.peer_list("");
+        assert_eq!(rows.len(), 1001, "carol's conversation stays listed");
+        assert_eq!(s.peer_list("p09").len(), 100);
+    }
+
+    #[test]
+    fn events_update_links_trainings_and_output() {
+        let mut s = State::default();
+        snapshot(&mut s, vec![]);
+        s.apply(Action::Ws(WsState::Reconnecting(1)));
+        assert_eq!(s.ws.unwrap().label(), "reconnecting");
+        s.apply(Action::Event(Event::Directory {
+            state: LinkState::Reconnecting,
+        }));
+        assert_eq!(s.directory, Some(LinkState::Reconnecting));
+        assert_eq!(
+            s.me.as_ref().unwrap().directory_state,
+            LinkState::Reconnecting
+        );
+        let t = Training {
+            uuid: "t1".into(),
+            state: TrainingState::InRound,
+            current_round: Some(0),
+            started_at: 1,
+            finished_at: None,
+            global_model_id: None,
+            rounds: vec![Round {
+                round: 0,
+                phases: vec![PhaseRecord {
+                    phase: Phase::Update,
+                    started_at: 1,
+                    model_id: "m".into(),
+                    run: Some(Run {
+                        status: RunStatus::Running,
+                        started_at: 1,
+                        ended_at: None,
+                        exit_code: None,
+                        output_tail: vec![],
+                    }),
+                }],
+            }],
+        };
+        s.apply(Action::Event(Event::Training { training: t }));
+        for i in 0..(OUTPUT_LINES + 5) {
+            s.apply(Action::Event(Event::RunOutput {
+                training: "t1".into(),
+                round: 0,
+                phase: Phase::Update,
+                line: format!("line {i}"),
+            }));
+        }
+        // Output for unknown trainings or phases is ignored.
+        s.apply(Action::Event(Event::RunOutput {
+            training: "nope".into(),
+            round: 0,
+            phase: Phase::Update,
+            line: "x".into(),
+        }));
+        let tail = &s.trainings["t1"].rounds[0].phases[0]
+            .run
+            .as_ref()
+            .unwrap()
+            .output_tail;
+        assert_eq!(tail.len(), OUTPUT_LINES);
+        assert_eq!(tail.last().unwrap(), &format!("line {}", OUTPUT_LINES + 4));
+    }
+
+    #[test]
+    fn reducer_keeps_unchanged_parts_shared() {
+        use yew::Reducible;
+        let mut s = State::default();
+        snapshot(
+            &mut s,
+            (0..1000).map(|i| peer(&format!("p{i}"), true)).collect(),
+        );
+        let s = Rc::new(s);
+        let peers = s.peers.clone();
+        let next = s.reduce(Action::Event(Event::Message {
+            message: msg(1, "a", Direction::In, MessageState::Delivered),
+        }));
+        assert!(Rc::ptr_eq(&peers, &next.peers), "peers not copied");
+    }
+}

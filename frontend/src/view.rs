@@ -1,0 +1,212 @@
+//! Pure helpers for what the views draw: times, durations, the chat's
+//! virtual window and the training timeline. Tested natively.
+
+use roundtable_shared::training::{Phase, Training};
+
+/// `1.2 s`, `3 min 04 s`, `2 h 05 min`.
+pub fn duration(ms: i64) -> String {
+    let ms = ms.max(0);
+    if ms < 1000 {
+        format!("{ms} ms")
+    } else if ms < 60_000 {
+        format!("{:.1} s", ms as f64 / 1000.0)
+    } else if ms < 3_600_000 {
+        format!("{} min {:02} s", ms / 60_000, (ms / 1000) % 60)
+    } else {
+        format!("{} h {:02} min", ms / 3_600_000, (ms / 60_000) % 60)
+    }
+}
+
+/// `HH:MM:SS` of Unix ms `at`, shifted by `offset_min` minutes (local time).
+pub fn clock(at: i64, offset_min: i64) -> String {
+    let s = (at / 1000 + offset_min * 60).rem_euclid(86_400);
+    format!("{:02}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60)
+}
+
+/// "just now", "5 min ago", "3 h ago", "2 d ago" for `at` seen from `now`.
+pub fn ago(at: i64, now: i64) -> String {
+    let s = ((now - at) / 1000).max(0);
+    match s {
+        0..=9 => "just now".into(),
+        10..=59 => format!("{s} s ago"),
+        60..=3599 => format!("{} min ago", s / 60),
+        3600..=86_399 => format!("{} h ago", s / 3600),
+        _ => format!("{} d ago", s / 86_400),
+    }
+}
+
+/// Pixel height of a chat row showing `text` in a column `width` px wide.
+/// Generous on purpose: a row a little too tall reads fine, a clipped one does not.
+pub fn row_height(text: &str, width: f64) -> f64 {
+    const CHAR_W: f64 = 8.6;
+    const LINE_H: f64 = 20.0;
+    const CHROME: f64 = 40.0; // padding, meta line, gap
+                              // Bubbles take up to 80% of the row, minus their padding.
+    let per_line = ((width * 0.8 - 40.0) / CHAR_W).floor().max(8.0) as usize;
+    let lines: usize = text
+        .split('\n')
+        .map(|l| l.chars().count().div_ceil(per_line).max(1))
+        .sum();
+    CHROME + LINE_H * lines as f64
+}
+
+/// Offsets of rows of heights `heights`: `offsets[i]` is where row i
+/// starts; the last entry is the total height.
+pub fn offsets(heights: impl IntoIterator<Item = f64>) -> Vec<f64> {
+    let mut out = vec![0.0];
+    let mut y = 0.0;
+    for h in heights {
+        y += h;
+        out.push(y);
+    }
+    out
+}
+
+/// The rows to render to fill `[top, top + height)`, plus `overscan`
+/// rows on each side: a range of row indices.
+pub fn window(offsets: &[f64], top: f64, height: f64, overscan: usize) -> std::ops::Range<usize> {
+    let rows = offsets.len().saturating_sub(1);
+    if rows == 0 {
+        return 0..0;
+    }
+    // First row ending after `top`, last row starting before the bottom.
+    let first = offsets[1..].partition_point(|&end| end <= top);
+    let last = offsets[..rows].partition_point(|&start| start < top + height);
+    first.saturating_sub(overscan)..(last + overscan).min(rows).max(first.min(rows))
+}
+
+/// One bar of the timeline: a phase of a round.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bar {
+    pub round: u32,
+    pub phase: Phase,
+    pub start: i64,
+    /// `None` while it is the latest phase of a running training.
+    pub duration: Option<i64>,
+    /// Where the bar is drawn: ms since the training started, and length.
+    pub x: i64,
+    pub width: i64,
+}
+
+/// The timeline of `t`: each phase lasts until the next phase starts, or
+/// until its run ended, or the training finished; the latest phase of a
+/// running training lasts until `now` (and has no duration yet).
+pub fn bars(t: &Training, now: i64) -> Vec<Bar> {
+    let mut phases: Vec<_> = t.phases().collect();
+    phases.sort_by_key(|(r, p)| (p.started_at, p.phase.position(*r)));
+    let mut out = Vec::with_capacity(phases.len());
+    for (i, (round, p)) in phases.iter().enumerate() {
+        let end = match phases.get(i + 1) {
+            Some((_, next)) => Some(next.started_at),
+            None => p.run.as_ref().and_then(|r| r.ended_at).or(t.finished_at),
+        };
+        let duration = end.map(|e| (e - p.started_at).max(0));
+        out.push(Bar {
+            round: *round,
+            phase: p.phase,
+            start: p.started_at,
+            duration,
+            x: (p.started_at - t.started_at).max(0),
+            width: duration.unwrap_or((now - p.started_at).max(0)),
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use roundtable_shared::training::{PhaseRecord, Round, Run, RunStatus, TrainingState};
+
+    #[test]
+    fn formats() {
+        assert_eq!(duration(250), "250 ms");
+        assert_eq!(duration(1500), "1.5 s");
+        assert_eq!(duration(184_000), "3 min 04 s");
+        assert_eq!(duration(7_500_000), "2 h 05 min");
+        assert_eq!(clock(3_723_000, 0), "01:02:03");
+        assert_eq!(clock(3_723_000, 60), "02:02:03");
+        assert_eq!(clock(0, -60), "23:00:00");
+        assert_eq!(ago(0, 5_000), "just now");
+        assert_eq!(ago(0, 125_000), "2 min ago");
+        assert_eq!(ago(0, 7_200_000), "2 h ago");
+    }
+
+    #[test]
+    fn virtual_window() {
+        let off = offsets([10.0; 100]);
+        assert_eq!(off.len(), 101);
+        assert_eq!(off[100], 1000.0);
+        assert_eq!(window(&off, 0.0, 50.0, 0), 0..5);
+        assert_eq!(window(&off, 105.0, 50.0, 0), 10..16);
+        assert_eq!(window(&off, 105.0, 50.0, 3), 7..19);
+        assert_eq!(window(&off, 990.0, 50.0, 5), 94..100);
+        assert_eq!(window(&[0.0], 0.0, 50.0, 5), 0..0);
+        // 10,000 rows: still only the visible ones.
+        let off = offsets((0..10_000).map(|i| 40.0 + (i % 3) as f64 * 20.0));
+        let w = window(&off, off[5000], 600.0, 10);
+        assert!(w.len() < 40, "{w:?}");
+        assert!(w.contains(&5000));
+    }
+
+    #[test]
+    fn rows_grow_with_text() {
+        let one = row_height("hi", 400.0);
+        assert!(row_height(&"x".repeat(200), 400.0) > one);
+        assert!(row_height("a\nb\nc", 400.0) > one);
+    }
+
+    fn phase(phase: Phase, at: i64, ended: Option<i64>) -> PhaseRecord {
+        PhaseRecord {
+            phase,
+            started_at: at,
+            model_id: "m".into(),
+            run: ended.map(|e| Run {
+                status: RunStatus::Succeeded,
+                started_at: at,
+                ended_at: Some(e),
+                exit_code: Some(0),
+                output_tail: vec![],
+            }),
+        }
+    }
+
+    #[test]
+    fn timeline_durations() {
+        let mut t = Training {
+            uuid: "t".into(),
+            state: TrainingState::InRound,
+            current_round: Some(1),
+            started_at: 1000,
+            finished_at: None,
+            global_model_id: None,
+            rounds: vec![
+                Round {
+                    round: 0,
+                    phases: vec![phase(Phase::Update, 1000, None)],
+                },
+                Round {
+                    round: 1,
+                    phases: vec![
+                        phase(Phase::Test, 3000, None),
+                        phase(Phase::Update, 4000, Some(4500)),
+                    ],
+                },
+            ],
+        };
+        let b = bars(&t, 9000);
+        assert_eq!(b.len(), 3);
+        assert_eq!(
+            (b[0].round, b[0].phase, b[0].duration),
+            (0, Phase::Update, Some(2000))
+        );
+        assert_eq!(b[1].duration, Some(1000));
+        assert_eq!(b[1].x, 2000);
+        assert_eq!(b[2].duration, Some(500), "run end");
+        t.rounds[1].phases[1].run = None;
+        let b = bars(&t, 9000);
+        assert_eq!((b[2].duration, b[2].width), (None, 5000), "still going");
+        t.finished_at = Some(6000);
+        assert_eq!(bars(&t, 9000)[2].duration, Some(2000));
+    }
+}
