@@ -1,10 +1,14 @@
 //! The `roundtable` binary as an operator uses it: provision an account,
 //! start the directory, talk to it, stop it with Ctrl-C.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+mod common;
+
+use common::{logged_addr, watch_output};
 
 const BIN: &str = env!("CARGO_BIN_EXE_roundtable");
 
@@ -36,18 +40,7 @@ fn start_directory(db: &std::path::Path) -> (Child, String) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("the directory logs its address")
-            .unwrap();
-        if let Some(rest) = line.split("addr=").nth(1) {
-            break rest.split_whitespace().next().unwrap().to_owned();
-        }
-    };
-    // Keep draining stderr so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
+    let addr = watch_output(child.stderr.take().unwrap(), logged_addr);
     (child, addr)
 }
 

@@ -9,57 +9,20 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener as StdListener, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use fantoccini::{Client, ClientBuilder, Locator};
-use serde_json::json;
+use common::browser::{artifacts_dir, browser, dist_dir, free_port, Chromedriver};
+use common::{logged_addr, watch_output};
+use fantoccini::{Client, Locator};
 
 const BIN: &str = env!("CARGO_BIN_EXE_roundtable");
 /// How long the page may take to show what a step waits for.
 const WAIT: Duration = Duration::from_secs(30);
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the backend lives in the workspace")
-        .to_path_buf()
-}
-
-fn dist_dir() -> PathBuf {
-    let dist = std::env::var_os("ROUNDTABLE_DIST")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("dist"));
-    assert!(
-        dist.join("index.html").is_file(),
-        "no built dashboard at {}: run `trunk build --release` (or `cargo xtask test`)",
-        dist.display()
-    );
-    dist
-}
-
-/// `target/e2e/`.
-fn artifacts_dir() -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .parent()
-        .expect("target/tmp has a parent")
-        .join("e2e");
-    std::fs::create_dir_all(&dir).expect("creating target/e2e");
-    dir
-}
-
-fn free_port() -> u16 {
-    StdListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|l| l.local_addr())
-        .expect("no free local port")
-        .port()
-}
-
-/// A child process killed when dropped (also when the test fails).
 struct Proc(Child);
 
 impl Drop for Proc {
@@ -86,17 +49,7 @@ fn directory(data: &Path) -> (Proc, String) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("starting roundtable directory");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("the directory logs its address")
-            .unwrap();
-        if let Some(rest) = line.split("addr=").nth(1) {
-            break rest.split_whitespace().next().unwrap().to_owned();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let addr = watch_output(child.stderr.take().unwrap(), logged_addr);
     (Proc(child), addr)
 }
 
@@ -124,97 +77,25 @@ impl Node {
             .stdout(Stdio::piped())
             .spawn()
             .expect("starting roundtable node");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let (mut web, mut notify) = (None, None);
-        while web.is_none() || notify.is_none() {
-            let line = lines
-                .next()
-                .expect("the node prints its addresses")
-                .unwrap();
+        let mut web = None;
+        let notify = watch_output(child.stdout.take().unwrap(), |line| {
             let line = line.trim();
             if let Some(url) = line.strip_prefix("dashboard  http://") {
                 web = Some(url.trim().parse().unwrap());
-            } else if let Some(url) = line.strip_prefix("notify     ") {
-                notify = Some(url.trim().to_owned());
             }
-        }
-        std::thread::spawn(move || for _ in lines {});
+            // The notify line comes after the dashboard line.
+            Some(line.strip_prefix("notify     ")?.trim().to_owned())
+        });
         Node {
             _proc: Proc(child),
-            http: web.unwrap(),
-            notify: notify.unwrap(),
+            http: web.expect("the node prints its dashboard before its notify address"),
+            notify,
         }
     }
 
     fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.http)
     }
-}
-
-/// A chromedriver process, killed when dropped.
-struct Chromedriver {
-    _proc: Proc,
-    url: String,
-}
-
-impl Chromedriver {
-    fn start(log: &Path) -> Self {
-        let bin = std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "/usr/bin/chromedriver".into());
-        let port = free_port();
-        let child = Command::new(&bin)
-            .arg(format!("--port={port}"))
-            .arg(format!("--log-path={}", log.display()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start chromedriver {bin}: {e} (set CHROMEDRIVER)"));
-        let mut proc = Proc(child);
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-            if let Ok(Some(status)) = proc.0.try_wait() {
-                panic!("chromedriver exited at start ({status})");
-            }
-            assert!(Instant::now() < deadline, "chromedriver did not listen");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Chromedriver {
-            _proc: proc,
-            url: format!("http://127.0.0.1:{port}"),
-        }
-    }
-}
-
-/// Headless Chromium on a fresh profile, with nothing that talks to the network.
-async fn browser(driver: &Chromedriver, profile: &Path) -> Result<Client> {
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    let caps = json!({
-        "goog:chromeOptions": {
-            "binary": chromium,
-            "args": [
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-dev-shm-usage",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-                "--window-size=1200,800",
-                format!("--user-data-dir={}", profile.display()),
-            ],
-        }
-    });
-    let serde_json::Value::Object(caps) = caps else {
-        unreachable!()
-    };
-    ClientBuilder::rustls()
-        .context("setting up the webdriver client")?
-        .capabilities(caps)
-        .connect(&driver.url)
-        .await
-        .context("starting a Chromium session through chromedriver")
 }
 
 /// Polls until the text of the first element matching `css` satisfies `ok`; returns it.

@@ -2,6 +2,8 @@
 //! client, and polling with a deadline.
 #![allow(dead_code)]
 
+pub mod browser;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -128,4 +130,37 @@ pub async fn get_json<T: serde::de::DeserializeOwned>(addr: SocketAddr, path: &s
     let (status, body) = http("GET", addr, path, None).await;
     assert_eq!(status, 200, "GET {path}: {body}");
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
+}
+
+/// Reads a child's output line by line until `find` recognizes one (e.g. the
+/// line where it prints its address), then keeps draining the rest on a
+/// thread so that the child never blocks on a full pipe.
+pub fn watch_output<T>(
+    stream: impl std::io::Read + Send + 'static,
+    mut find: impl FnMut(&str) -> Option<T>,
+) -> T {
+    use std::io::BufRead;
+    let mut lines = std::io::BufReader::new(stream).lines();
+    let found = loop {
+        let line = lines
+            .next()
+            .expect("the process printed what we wait for before exiting")
+            .expect("reading the process output");
+        if let Some(v) = find(&line) {
+            break v;
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    found
+}
+
+/// The `addr=` field of a log line, if any.
+pub fn logged_addr(line: &str) -> Option<String> {
+    Some(
+        line.split("addr=")
+            .nth(1)?
+            .split_whitespace()
+            .next()?
+            .to_owned(),
+    )
 }
