@@ -339,8 +339,9 @@ mod tests {
         (url, stop)
     }
 
-    /// A minimal HTTP/1.1 GET keeps the test free of extra dependencies.
-    pub(crate) async fn get(url: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    /// A minimal HTTP/1.1 GET keeps the test free of extra dependencies:
+    /// status, response head and body.
+    async fn request(url: &str, headers: &[(&str, &str)]) -> (u16, String, String) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let rest = url.strip_prefix("http://").unwrap();
         let (host, path) = rest
@@ -360,28 +361,20 @@ mod tests {
         let mut out = String::new();
         s.read_to_string(&mut out).await.unwrap();
         let status = out[9..12].parse().unwrap();
-        let body = out
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
+        let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+        (status, head.to_owned(), body.to_owned())
+    }
+
+    /// Status and body of a GET.
+    async fn get(url: &str, headers: &[(&str, &str)]) -> (u16, String) {
+        let (status, _, body) = request(url, headers).await;
         (status, body)
     }
 
-    /// Status and raw response head of a GET.
+    /// Status and response head of a GET.
     async fn get_head(url: &str) -> (u16, String) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let rest = url.strip_prefix("http://").unwrap();
-        let (host, path) = rest.split_once('/').unwrap();
-        let mut s = tokio::net::TcpStream::connect(host).await.unwrap();
-        s.write_all(
-            format!("GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await
-        .unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).await.unwrap();
-        let head = out.split("\r\n\r\n").next().unwrap_or_default().to_owned();
-        (out[9..12].parse().unwrap(), head)
+        let (status, head, _) = request(url, &[]).await;
+        (status, head)
     }
 
     fn dist() -> tempfile::TempDir {
