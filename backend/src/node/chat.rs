@@ -98,6 +98,9 @@ struct Inner {
     tracker: TaskTracker,
 }
 
+/// How long acknowledgements may take before `sent` is recorded.
+const RECORD_SENT_AFTER: Duration = Duration::from_millis(200);
+
 fn limits() -> Limits {
     Limits {
         max_payload: MAX_TEXT + 1024,
@@ -348,23 +351,37 @@ impl Chat {
                     })
                     .collect();
                 conn.write_frames(&frames).await?;
-                self.mark_sent(peer, pending, &seqs, true).await;
-                // Wait for every acknowledgement of the batch.
-                let mut waiting: std::collections::HashSet<&str> =
-                    pending.iter().map(|m| m.id.as_str()).collect();
+                // `sent` is announced now but recorded only if the
+                // acknowledgements are slow: usually they follow within a
+                // millisecond, and `delivered` is the one write needed.
+                // Until recorded the store says `queued`, which is what a
+                // restart needs anyway (the peer drops the repeat by id).
+                self.announce_sent(peer, pending);
+                let mut waiting: HashMap<&str, i64> =
+                    pending.iter().map(|m| (m.id.as_str(), m.seq)).collect();
+                let mut recorded = false;
                 while !waiting.is_empty() {
-                    let f = conn
-                        .read_frame_within(self.inner.cfg.ack_timeout)
-                        .await?
-                        .ok_or(FramingError::Truncated)?;
+                    let wait = if recorded {
+                        self.inner.cfg.ack_timeout
+                    } else {
+                        RECORD_SENT_AFTER
+                    };
+                    let f = match conn.read_frame_within(wait).await {
+                        Err(FramingError::Timeout(_)) if !recorded => {
+                            let left: Vec<i64> = waiting.values().copied().collect();
+                            self.record_sent(peer, &left, true);
+                            recorded = true;
+                            continue;
+                        }
+                        r => r?.ok_or(FramingError::Truncated)?,
+                    };
                     let mut acked = Vec::new();
                     let mut next = Some(f);
                     // Take every ack already buffered in one go.
                     while let Some(f) = next {
                         match PeerFrame::parse(&f) {
                             Ok(PeerFrame::MsgAck { id }) => {
-                                waiting.remove(id.as_str());
-                                acked.push(id);
+                                acked.extend(waiting.remove(id.as_str()));
                             }
                             Ok(PeerFrame::Msg { sender, id, text }) if sender == peer => {
                                 // The peer may answer over our connection too.
@@ -381,7 +398,7 @@ impl Chat {
                         }
                         next = conn.buffered_frame()?;
                     }
-                    self.mark_delivered(peer, acked).await;
+                    self.mark_delivered(peer, pending, &acked);
                 }
             }
             Link::Direct { conn, .. } => {
@@ -396,7 +413,8 @@ impl Chat {
                     })
                     .collect();
                 conn.write_frames(&frames).await?;
-                self.mark_sent(peer, pending, &seqs, false).await;
+                self.record_sent(peer, &seqs, false);
+                self.announce_sent(peer, pending);
             }
             Link::Inbound(tx) => {
                 for m in pending {
@@ -407,23 +425,24 @@ impl Chat {
                     .to_frame();
                     tx.send(f).await.map_err(|_| FramingError::Truncated)?;
                 }
-                self.mark_sent(peer, pending, &seqs, false).await;
+                self.record_sent(peer, &seqs, false);
+                self.announce_sent(peer, pending);
             }
         }
         Ok(())
     }
 
-    async fn mark_sent(
-        &self,
-        peer: &str,
-        pending: &[ChatMessage],
-        seqs: &[i64],
-        awaiting_ack: bool,
-    ) {
+    /// Records our messages as written to the peer; `awaiting_ack` keeps
+    /// them in the outbox until acknowledged.
+    fn record_sent(&self, peer: &str, seqs: &[i64], awaiting_ack: bool) {
         if let Err(e) = self.inner.store.mark_sent(seqs, awaiting_ack) {
             tracing::error!(%peer, %e, "cannot record sent messages");
-            return;
         }
+    }
+
+    /// Tells the browser that these messages left (those still `queued`;
+    /// a retried message was announced the first time).
+    fn announce_sent(&self, peer: &str, pending: &[ChatMessage]) {
         for m in pending.iter().filter(|m| m.state == MessageState::Queued) {
             self.inner.events.publish(Event::MessageState {
                 peer: peer.to_owned(),
@@ -433,16 +452,19 @@ impl Chat {
         }
     }
 
-    async fn mark_delivered(&self, peer: &str, ids: Vec<String>) {
-        if ids.is_empty() {
+    fn mark_delivered(&self, peer: &str, pending: &[ChatMessage], seqs: &[i64]) {
+        if seqs.is_empty() {
             return;
         }
-        match self.inner.store.mark_delivered(peer, &ids) {
+        match self.inner.store.mark_delivered(seqs) {
             Ok(changed) => {
-                for id in changed {
+                for seq in changed {
+                    let Some(m) = pending.iter().find(|m| m.seq == seq) else {
+                        continue;
+                    };
                     self.inner.events.publish(Event::MessageState {
                         peer: peer.to_owned(),
-                        id,
+                        id: m.id.clone(),
                         state: MessageState::Delivered,
                     });
                 }

@@ -13,7 +13,8 @@ use rusqlite::{params, OptionalExtension, Row};
 
 use super::{Context, Db, StoreError};
 
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE messages (
         seq          INTEGER PRIMARY KEY AUTOINCREMENT,
         id           TEXT NOT NULL,
@@ -28,7 +29,33 @@ const MIGRATIONS: &[&str] = &["
     CREATE INDEX messages_by_peer ON messages (peer, seq);
     CREATE INDEX messages_outbox ON messages (peer, seq)
         WHERE direction = 'out' AND (state = 'queued' OR awaiting_ack = 1);
-"];
+",
+    "
+    -- Fewer pages written per message: no AUTOINCREMENT counter (messages
+    -- are never deleted, so seq is never reused), and only received
+    -- messages need a unique (peer, id): ours get fresh random ids and are
+    -- acknowledged by seq.
+    CREATE TABLE messages_v2 (
+        seq          INTEGER PRIMARY KEY,
+        id           TEXT NOT NULL,
+        peer         TEXT NOT NULL,
+        direction    TEXT NOT NULL CHECK (direction IN ('in', 'out')),
+        body         TEXT NOT NULL,
+        state        TEXT NOT NULL CHECK (state IN ('queued', 'sent', 'delivered')),
+        awaiting_ack INTEGER NOT NULL DEFAULT 0,
+        at           INTEGER NOT NULL
+    ) STRICT;
+    INSERT INTO messages_v2 (seq, id, peer, direction, body, state, awaiting_ack, at)
+        SELECT seq, id, peer, direction, body, state, awaiting_ack, at FROM messages;
+    DROP TABLE messages;
+    DELETE FROM sqlite_sequence WHERE name = 'messages';
+    ALTER TABLE messages_v2 RENAME TO messages;
+    CREATE INDEX messages_by_peer ON messages (peer, seq);
+    CREATE INDEX messages_outbox ON messages (peer, seq)
+        WHERE direction = 'out' AND (state = 'queued' OR awaiting_ack = 1);
+    CREATE UNIQUE INDEX messages_received ON messages (peer, id) WHERE direction = 'in';
+",
+];
 
 const COLUMNS: &str = "seq, id, peer, direction, body, state, at";
 
@@ -125,7 +152,7 @@ impl ChatStore {
                     .prepare_cached(
                         "INSERT INTO messages (id, peer, direction, body, state, at)
                          VALUES (?1, ?2, 'in', ?3, 'delivered', ?4)
-                         ON CONFLICT (direction, peer, id) DO NOTHING",
+                         ON CONFLICT (peer, id) WHERE direction = 'in' DO NOTHING",
                     )
                     .ctx("preparing receive")?;
                 for m in batch {
@@ -198,9 +225,10 @@ impl ChatStore {
         })
     }
 
-    /// Marks our messages to `peer` with these ids delivered; returns those
-    /// that changed (an ack for an unknown or already delivered id is ignored).
-    pub fn mark_delivered(&self, peer: &str, ids: &[String]) -> Result<Vec<String>, StoreError> {
+    /// Marks our messages (by seq) delivered, whatever state they were
+    /// recorded in; returns the seqs that changed (one already delivered is
+    /// left alone).
+    pub fn mark_delivered(&self, seqs: &[i64]) -> Result<Vec<i64>, StoreError> {
         self.db.with(|c| {
             let tx = c.transaction().ctx("starting mark delivered")?;
             let mut changed = Vec::new();
@@ -208,12 +236,12 @@ impl ChatStore {
                 let mut st = tx
                     .prepare_cached(
                         "UPDATE messages SET state = 'delivered', awaiting_ack = 0
-                         WHERE peer = ?1 AND id = ?2 AND direction = 'out' AND state != 'delivered'",
+                         WHERE seq = ?1 AND direction = 'out' AND state != 'delivered'",
                     )
                     .ctx("marking delivered")?;
-                for id in ids {
-                    if st.execute(params![peer, id]).ctx("marking delivered")? == 1 {
-                        changed.push(id.clone());
+                for &seq in seqs {
+                    if st.execute([seq]).ctx("marking delivered")? == 1 {
+                        changed.push(seq);
                     }
                 }
             }
@@ -316,8 +344,7 @@ mod tests {
         // Sent but unacknowledged: still to be retried.
         assert_eq!(s.outbox("bob", 10).unwrap().len(), 2);
         // A repeated acknowledgement changes nothing the second time.
-        let twice = vec![a.id.clone(), a.id.clone()];
-        assert_eq!(s.mark_delivered("bob", &twice).unwrap(), twice[..1]);
+        assert_eq!(s.mark_delivered(&[a.seq, a.seq]).unwrap(), [a.seq]);
         let left = s.outbox("bob", 10).unwrap();
         assert_eq!(left.len(), 1);
         assert_eq!(left[0].state, MessageState::Sent);
@@ -351,6 +378,40 @@ mod tests {
             .iter()
             .all(Option::is_some));
         assert_eq!(s.history("alice", None, 10).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_version_1_database_is_carried_over() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("chat.db");
+        {
+            // The first schema, with what a node of that version stored.
+            let c = super::super::open(&path, &MIGRATIONS[..1]).unwrap();
+            c.execute_batch(
+                "INSERT INTO messages (id, peer, direction, body, state, awaiting_ack, at)
+                 VALUES ('x1', 'bob', 'out', 'queued one', 'queued', 0, 1),
+                        ('r1', 'bob', 'in', 'got it', 'delivered', 0, 2),
+                        ('x2', 'bob', 'out', 'unacked', 'sent', 1, 3);",
+            )
+            .unwrap();
+        }
+        let s = ChatStore::open(&path).unwrap();
+        let h = s.history("bob", None, 10).unwrap();
+        let texts: Vec<_> = h.iter().map(|m| m.text.as_str()).collect();
+        assert_eq!(texts, ["queued one", "got it", "unacked"]);
+        // The outbox is intact and new messages come after the old ones.
+        assert_eq!(s.outbox("bob", 10).unwrap().len(), 2);
+        let m = s.queue("bob", "new").unwrap();
+        assert!(m.seq > h[2].seq);
+        // Received ids are still unique per peer; ours do not clash with them.
+        let again = Incoming {
+            sender: "bob".into(),
+            id: Some("r1".into()),
+            text: "got it".into(),
+        };
+        assert!(s.receive(&[again]).unwrap()[0].is_none());
+        assert_eq!(s.mark_delivered(&[h[2].seq]).unwrap(), [h[2].seq]);
+        assert_eq!(s.outbox("bob", 10).unwrap().len(), 2); // "queued one", "new"
     }
 
     #[test]

@@ -271,7 +271,7 @@ mod tests {
         };
         let db = Db::open_with(&path, &schema, checkpoints).unwrap();
         let body = "x".repeat(3000); // one page per row
-        let rows = 16_000;
+        let rows = 8_000;
         for _ in 0..rows {
             db.with(|c| {
                 c.execute("INSERT INTO t (body) VALUES (?1)", [&body])
@@ -279,6 +279,8 @@ mod tests {
                     .map(drop)
             })
             .unwrap();
+            // Steady rather than flat out, like a busy node.
+            std::thread::sleep(std::time::Duration::from_micros(100));
         }
         let n: i64 = db
             .with(|c| {
@@ -287,9 +289,9 @@ mod tests {
             })
             .unwrap();
         assert_eq!(n, rows);
-        // Without restarts the WAL file would grow by at least 4 KiB a row
-        // (over 200 MiB here, measured); with them it stays well below.
+        // Without restarts the WAL file grows by at least 4 KiB a row (over
+        // 100 MiB here, measured); with them it stays near restart_frames.
         let wal = Db::wal_len(&path);
-        assert!(wal < 40 << 20, "WAL file is {wal} bytes after {rows} rows");
+        assert!(wal < 16 << 20, "WAL file is {wal} bytes after {rows} rows");
     }
 }
