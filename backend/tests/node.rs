@@ -364,3 +364,79 @@ async fn a_websocket_client_that_falls_behind_is_dropped() {
     alice.stop(Duration::from_secs(5)).await;
     dir.stop().await;
 }
+
+/// A Roundtable peer that holds its acknowledgements until told: the sender
+/// records `sent` while it waits, then `delivered` when the ack comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_acknowledgement_is_recorded_as_sent_then_delivered() {
+    use roundtable::framing::Connection;
+    use roundtable_shared::frame::Limits;
+    use roundtable_shared::peer::PeerFrame;
+
+    let dir = Directory::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let alice = node("alice", &dir, data.path()).await;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (release_tx, release_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        loop {
+            let (s, _) = listener.accept().await.unwrap();
+            let mut release = release_rx.clone();
+            tokio::spawn(async move {
+                let mut conn = Connection::new(s, Limits::default());
+                while let Ok(Some(f)) = conn.read_frame().await {
+                    match PeerFrame::parse(&f) {
+                        Ok(PeerFrame::Ping { roundtable }) => {
+                            let pong = PeerFrame::Pong { roundtable }.to_frame();
+                            conn.write_frame(&pong).await.unwrap();
+                        }
+                        Ok(PeerFrame::Msg { id, .. }) => {
+                            release.wait_for(|go| *go).await.unwrap();
+                            let ack = PeerFrame::MsgAck { id }.to_frame();
+                            conn.write_frame(&ack).await.unwrap();
+                        }
+                        _ => {}
+                    }
+                }
+            });
+        }
+    });
+    // zed registers where that peer listens (the directory tests the port).
+    let mut session = TcpStream::connect(dir.addr).await.unwrap();
+    session
+        .write_all(format!("USER 0 zed\nPASS 0 pw\nBIND 0 127.0.0.1 {port}\n").as_bytes())
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("bound successfully") {
+        let mut b = [0u8; 256];
+        let n = tokio::time::timeout(Duration::from_secs(10), session.read(&mut b))
+            .await
+            .expect("directory answers")
+            .unwrap();
+        assert!(
+            n > 0,
+            "directory closed: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&b[..n]);
+    }
+    sees_online(&alice, "zed").await;
+
+    let sent = alice.chat.send("zed", "take your time").await.unwrap();
+    let state = || async { alice.chat.store().get(sent.seq).unwrap().map(|m| m.state) };
+    eventually(10, "sent recorded while the ack is awaited", || async {
+        (state().await == Some(MessageState::Sent)).then_some(())
+    })
+    .await;
+    release_tx.send(true).unwrap();
+    eventually(10, "delivered once acknowledged", || async {
+        (state().await == Some(MessageState::Delivered)).then_some(())
+    })
+    .await;
+    assert!(alice.chat.store().outbox("zed", 10).unwrap().is_empty());
+    alice.stop(Duration::from_secs(5)).await;
+    dir.stop().await;
+}
