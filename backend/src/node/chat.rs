@@ -3,15 +3,17 @@
 //!
 //! A message takes one path: [`Chat::send`] stores it `queued` and wakes the
 //! peer's worker; the worker (re)uses one connection to the peer, writes the
-//! outbox in order, marks it `sent`, and on `MSGACK` marks it `delivered`.
+//! outbox in order, announces it `sent` (recording that only if the
+//! acknowledgement is slow or will never come, as from a classic peer), and
+//! on `MSGACK` marks it `delivered`.
 //! Nothing is acknowledged to the browser before it is committed, and
 //! nothing leaves the outbox before the peer has stored it, so a crash at
 //! any point loses nothing; the receiver drops duplicates by id.
 //!
 //! Store calls here run inline rather than on the blocking pool: they are
-//! short WAL appends that never fsync (checkpoints run on their own thread,
-//! see `store::Db`), and a hop to another thread and back costs more than
-//! the write itself.
+//! short WAL appends that never fsync (checkpoints run on their own thread
+//! but for a rare short catch-up, see `store::Db`), and a hop to another
+//! thread and back costs more than the write itself.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
