@@ -10,7 +10,7 @@ pub mod trainings;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, TryLockError};
 
 use rusqlite::Connection;
 
@@ -189,7 +189,11 @@ impl Db {
             .0
             .catch_up
             .load(Ordering::Acquire)
-            .then(|| CHECKPOINT_IO.try_lock().ok())
+            .then(|| match CHECKPOINT_IO.try_lock() {
+                Ok(g) => Some(g),
+                Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
+                Err(TryLockError::WouldBlock) => None,
+            })
             .flatten();
         if io.is_some() && self.0.catch_up.swap(false, Ordering::AcqRel) {
             // Only the frames written since the background pass began.
