@@ -35,8 +35,9 @@ pub fn ago(at: i64, now: i64) -> String {
     }
 }
 
-/// Pixel height of a chat row showing `text` in a column `width` px wide.
-/// Generous on purpose: a row a little too tall reads fine, a clipped one does not.
+/// Estimated pixel height of a chat row showing `text` in a column `width`
+/// px wide: where a row is placed before it has been rendered and measured.
+/// Generous on purpose: a row a little too tall reads fine until measured.
 pub fn row_height(text: &str, width: f64) -> f64 {
     const CHAR_W: f64 = 8.6;
     const LINE_H: f64 = 20.0;

@@ -415,6 +415,73 @@ async fn own_messages_show_their_state() {
     assert!(text_of(&root, "[data-seq='1'] time").unwrap().contains(':'));
 }
 
+/// Text the height estimate gets wrong (wide glyphs, emoji, many short
+/// lines) is shown whole: rows take their measured heights, nothing is
+/// clipped and no row overlaps the next.
+#[wasm_bindgen_test]
+async fn rows_take_their_real_height() {
+    let texts = [
+        "W".repeat(300),
+        "🙂".repeat(120),
+        "short".to_string(),
+        "一二三四五六七八九十".repeat(20),
+        "a\nb\nc\nd\ne\nf".to_string(),
+        "ok".to_string(),
+    ];
+    let mut s = State::default();
+    s.apply(Action::Latest {
+        peer: "bob".into(),
+        messages: texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| ChatMessage {
+                text: t.to_string(),
+                ..message(i as i64 + 1, Direction::In, MessageState::Delivered)
+            })
+            .collect(),
+        limit: 100,
+    });
+    let root = render::<ChatBox>(ChatHarness {
+        chat: s.chats["bob"].clone(),
+        on_seen: Callback::noop(),
+        on_load_older: Callback::noop(),
+    })
+    .await;
+    // Measuring lays the rows out once more.
+    yew::scheduler::flush().await;
+    let rows = root.query_selector_all(".msg").unwrap();
+    assert_eq!(rows.length() as usize, texts.len());
+    let rect = |i: u32| -> (web_sys::DomRect, web_sys::DomRect) {
+        let row = rows.item(i).unwrap().dyn_into::<Element>().unwrap();
+        let bubble = row.first_element_child().unwrap();
+        (
+            row.get_bounding_client_rect(),
+            bubble.get_bounding_client_rect(),
+        )
+    };
+    for i in 0..rows.length() {
+        let (row, bubble) = rect(i);
+        assert!(
+            bubble.bottom() <= row.bottom() + 0.5,
+            "row {i}: bubble ends at {} below its row's end {}",
+            bubble.bottom(),
+            row.bottom()
+        );
+        assert!(
+            row.bottom() - bubble.bottom() < 12.0,
+            "row {i}: {} px of empty space under the bubble",
+            row.bottom() - bubble.bottom()
+        );
+        if i + 1 < rows.length() {
+            let (next, _) = rect(i + 1);
+            assert!(
+                row.bottom() <= next.top() + 0.5,
+                "row {i} overlaps the next"
+            );
+        }
+    }
+}
+
 #[wasm_bindgen_test]
 async fn composer_sends_on_enter_not_shift_enter() {
     let sent = Rc::new(std::cell::RefCell::new(Vec::<String>::new()));

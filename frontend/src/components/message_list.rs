@@ -1,7 +1,9 @@
+use std::collections::HashMap;
 use std::rc::Rc;
 
 use roundtable_shared::api::{Direction, MessageState};
-use web_sys::Element;
+use wasm_bindgen::JsCast;
+use web_sys::{Element, HtmlElement};
 use yew::prelude::*;
 
 use crate::state::Chat;
@@ -36,8 +38,18 @@ fn state_label(s: MessageState) -> &'static str {
     }
 }
 
-/// A conversation, rendering only the rows in view: heights are estimated
-/// from the text, rows are placed absolutely at their offsets.
+/// Row heights measured in the page, for one width. A row is first placed
+/// with a height estimated from its text; once rendered its real height
+/// (fonts, emoji, wide glyphs) replaces the estimate, so no text is clipped.
+#[derive(Default)]
+struct Measured {
+    width: i64,
+    heights: HashMap<i64, f64>,
+}
+
+/// A conversation, rendering only the rows in view: rows are placed
+/// absolutely at their offsets, with measured heights where known and
+/// estimates elsewhere.
 #[component(MessageList)]
 pub fn message_list(props: &MessageListProps) -> Html {
     let node = use_node_ref();
@@ -48,14 +60,32 @@ pub fn message_list(props: &MessageListProps) -> Html {
     // The first message's seq at the last render (to keep the view on prepend).
     let anchor = use_mut_ref(|| None::<i64>);
 
+    let measured = use_mut_ref(Measured::default);
+    // Bumped when measuring changed a height: lays the rows out again.
+    let remeasured = use_state(|| 0u32);
+
     let width = viewport.1;
-    let offsets = use_memo((props.chat.clone(), width as i64), |(chat, w)| {
-        view::offsets(
-            chat.messages
-                .iter()
-                .map(|m| view::row_height(&m.text, *w as f64)),
+    let offsets = {
+        let measured = measured.clone();
+        use_memo(
+            (props.chat.clone(), width as i64, *remeasured),
+            move |(chat, w, _)| {
+                let mut m = measured.borrow_mut();
+                if m.width != *w {
+                    *m = Measured {
+                        width: *w,
+                        heights: HashMap::new(),
+                    };
+                }
+                view::offsets(chat.messages.iter().map(|msg| {
+                    m.heights
+                        .get(&msg.seq)
+                        .copied()
+                        .unwrap_or_else(|| view::row_height(&msg.text, *w as f64))
+                }))
+            },
         )
-    });
+    };
     let total = *offsets.last().unwrap_or(&0.0);
     // Older messages came in above since the last render: shift the view
     // by their height, in this very render, so the same rows stay on screen.
@@ -103,6 +133,8 @@ pub fn message_list(props: &MessageListProps) -> Html {
         let on_seen = props.on_seen.clone();
         let on_load_older = props.on_load_older.clone();
         let scroll_top = scroll_top.clone();
+        let measured = measured.clone();
+        let remeasured = remeasured.clone();
         use_effect(move || {
             let Some(el) = node.cast::<Element>() else {
                 return;
@@ -112,15 +144,54 @@ pub fn message_list(props: &MessageListProps) -> Html {
                 viewport.set(size);
             }
             *anchor.borrow_mut() = first;
+            // Real heights of the rows on screen; rows above the view that
+            // changed move what is shown, so the view moves with them.
+            let mut above = 0.0;
+            let mut changed = false;
+            if let Ok(rows) = el.query_selector_all(".msg[data-seq]") {
+                let mut m = measured.borrow_mut();
+                for i in 0..rows.length() {
+                    let Some(row) = rows.item(i).and_then(|n| n.dyn_into::<Element>().ok()) else {
+                        continue;
+                    };
+                    let Some(seq) = row.get_attribute("data-seq").and_then(|s| s.parse().ok())
+                    else {
+                        continue;
+                    };
+                    let Some(bubble) = row
+                        .first_element_child()
+                        .and_then(|b| b.dyn_into::<HtmlElement>().ok())
+                    else {
+                        continue;
+                    };
+                    // The bubble sits at the row's top padding; the bottom
+                    // padding is the same.
+                    let natural = (2 * bubble.offset_top() + bubble.offset_height()) as f64;
+                    let Ok(idx) = chat.messages.binary_search_by_key(&seq, |m| m.seq) else {
+                        continue;
+                    };
+                    let placed = offsets[idx + 1] - offsets[idx];
+                    if natural > 0.0 && (natural - placed).abs() > 1.0 {
+                        m.heights.insert(seq, natural);
+                        changed = true;
+                        if offsets[idx] < top {
+                            above += natural - placed;
+                        }
+                    }
+                }
+            }
+            if changed {
+                remeasured.set(*remeasured + 1);
+            }
             if *follow.borrow() {
                 let total = *offsets.last().unwrap_or(&0.0);
                 el.set_scroll_top(total as i32);
                 if let Some(last) = chat.messages.last() {
                     on_seen.emit(last.seq);
                 }
-            } else if shift > 0.0 {
-                el.set_scroll_top(top as i32);
-                scroll_top.set(top);
+            } else if shift > 0.0 || above != 0.0 {
+                el.set_scroll_top((top + above) as i32);
+                scroll_top.set(top + above);
             }
             // A short history that does not fill the view: load more right away.
             if chat.has_more && (el.scroll_height() <= el.client_height() + 1) {
