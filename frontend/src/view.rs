@@ -37,11 +37,12 @@ pub fn ago(at: i64, now: i64) -> String {
 
 /// Estimated pixel height of a chat row showing `text` in a column `width`
 /// px wide: where a row is placed before it has been rendered and measured.
-/// Generous on purpose: a row a little too tall reads fine until measured.
+/// Exact for one line of text in the dashboard's stylesheet, so that most
+/// rows need no second layout once measured.
 pub fn row_height(text: &str, width: f64) -> f64 {
     const CHAR_W: f64 = 8.6;
     const LINE_H: f64 = 20.0;
-    const CHROME: f64 = 40.0; // padding, meta line, gap
+    const CHROME: f64 = 30.0; // row and bubble padding (8 + 8), meta line (14)
                               // Bubbles take up to 80% of the row, minus their padding.
     let per_line = ((width * 0.8 - 40.0) / CHAR_W).floor().max(8.0) as usize;
     let lines: usize = text
