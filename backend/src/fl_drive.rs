@@ -389,14 +389,15 @@ mod tests {
 
     #[test]
     fn plans_follow_the_server_sequence() {
+        let sequence = |p: &Plan| -> Vec<_> {
+            p.steps
+                .iter()
+                .map(|n| (n.notification_type(), n.round_number()))
+                .collect()
+        };
         let p = Plan::new("t", "m", 3, false);
-        let seq: Vec<_> = p
-            .steps
-            .iter()
-            .map(|n| (n.notification_type(), n.round_number()))
-            .collect();
         assert_eq!(
-            seq,
+            sequence(&p),
             [
                 (TrainingStart, None),
                 (UpdateRoundStart, Some(0)),
@@ -408,14 +409,8 @@ mod tests {
                 (TrainingFinished, None),
             ]
         );
-        let s = Plan::new("t", "m", 1, true);
-        let seq: Vec<_> = s
-            .steps
-            .iter()
-            .map(|n| (n.notification_type(), n.round_number()))
-            .collect();
         assert_eq!(
-            seq,
+            sequence(&Plan::new("t", "m", 1, true)),
             [
                 (TrainingStart, None),
                 (UpdateRoundStart, Some(0)),

@@ -193,6 +193,22 @@ fn chat_box(p: &ChatHarness) -> Html {
     }
 }
 
+/// Scrolls the message list to `top` as a user would (with its scroll
+/// event) and returns it once Yew has rendered.
+async fn scroll_messages(root: &Element, top: i32) -> HtmlElement {
+    let list: HtmlElement = root
+        .query_selector(".messages")
+        .unwrap()
+        .unwrap()
+        .dyn_into()
+        .unwrap();
+    list.set_scroll_top(top);
+    list.dispatch_event(&web_sys::Event::new("scroll").unwrap())
+        .unwrap();
+    yew::scheduler::flush().await;
+    list
+}
+
 fn page(range: std::ops::RangeInclusive<i64>) -> Vec<ChatMessage> {
     range
         .map(|i| message(i, Direction::In, MessageState::Delivered))
@@ -225,17 +241,8 @@ async fn scrolling_up_loads_older_history_and_keeps_the_view() {
     .render();
     yew::scheduler::flush().await;
     assert_eq!(asked.get(), 0, "at the bottom, nothing more is needed");
-    let list: HtmlElement = root
-        .query_selector(".messages")
-        .unwrap()
-        .unwrap()
-        .dyn_into()
-        .unwrap();
     // Scroll to row 901's neighbourhood at the top.
-    list.set_scroll_top(100);
-    list.dispatch_event(&web_sys::Event::new("scroll").unwrap())
-        .unwrap();
-    yew::scheduler::flush().await;
+    let list = scroll_messages(&root, 100).await;
     assert!(
         asked.get() >= 1,
         "scrolling to the top asks for older messages"
@@ -340,16 +347,7 @@ async fn ten_thousand_messages_render_only_the_visible_ones() {
     assert!(count(&root, ".msg") < 80);
 
     // Scrolled up, it stays put when a message arrives.
-    let list: HtmlElement = root
-        .query_selector(".messages")
-        .unwrap()
-        .unwrap()
-        .dyn_into()
-        .unwrap();
-    list.set_scroll_top(1000);
-    list.dispatch_event(&web_sys::Event::new("scroll").unwrap())
-        .unwrap();
-    yew::scheduler::flush().await;
+    let list = scroll_messages(&root, 1000).await;
     let top = list.scroll_top();
     assert!(
         root.query_selector("[data-seq='10020']").unwrap().is_none(),
