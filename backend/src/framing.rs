@@ -130,6 +130,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             .map_err(|_| FramingError::Timeout(limit))?
     }
 
+    /// Like [`write_frames`](Self::write_frames), giving up after `limit`.
+    pub async fn write_frames_within(
+        &mut self,
+        frames: &[Frame],
+        limit: Duration,
+    ) -> Result<(), FramingError> {
+        tokio::time::timeout(limit, self.write_frames(frames))
+            .await
+            .map_err(|_| FramingError::Timeout(limit))?
+    }
+
     /// Shuts the write side down, best effort.
     pub async fn shutdown(&mut self) {
         let _ = self.stream.shutdown().await;

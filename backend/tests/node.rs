@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use common::classic::ClassicPeer;
 use common::{eventually, get_json, http, Directory};
 use futures_util::StreamExt;
 use roundtable::node::{Node, NodeConfig};
@@ -146,6 +147,9 @@ async fn a_classic_peer_chats_with_a_node_over_raw_tcp() {
     let dir = Directory::start().await;
     let data = tempfile::tempdir().unwrap();
     let alice = node("alice", &dir, data.path()).await;
+    // corrado runs a classic client: a chat port registered at the directory.
+    let mut corrado = ClassicPeer::listen().await;
+    corrado.register("corrado", "pw", dir.addr).await;
 
     let mut nc = TcpStream::connect(alice.chat_addr).await.unwrap();
     nc.write_all(b"PING 0\n").await.unwrap();
@@ -158,9 +162,11 @@ async fn a_classic_peer_chats_with_a_node_over_raw_tcp() {
     })
     .await;
     assert_eq!(got.text, "Hello world!");
-    // Alice answers; it comes back in the plain form on the same connection.
+    assert!(!got.verified, "a plain connection only claims its sender");
+    // Alice answers; it goes to the port corrado registered, in the plain form.
+    sees_online(&alice, "corrado").await;
     alice.chat.send("corrado", "hi corrado").await.unwrap();
-    exact(&mut nc, "MESSAGE 10 alice\nhi corrado").await;
+    corrado.wait_for("MESSAGE 10 alice\nhi corrado", 10).await;
     eventually(10, "the reply marked sent", || async {
         history(&alice, "corrado")
             .await
@@ -169,7 +175,7 @@ async fn a_classic_peer_chats_with_a_node_over_raw_tcp() {
             .then_some(())
     })
     .await;
-    // Nonsense gets an ERR, as in the original.
+    // Nonsense gets an ERR, as in the original; nothing else came back here.
     nc.write_all(b"HELLO 0\n").await.unwrap();
     exact(&mut nc, "ERR 38\nI did not understand the message HELLO").await;
     alice.stop(Duration::from_secs(5)).await;

@@ -9,28 +9,11 @@ use yew_router::prelude::*;
 
 use crate::api;
 use crate::components::Header;
+use crate::hooks::{use_store, Store};
 use crate::pages::{ChatPage, PeersPage, TrainingPage, TrainingsPage};
+use crate::route::Route;
 use crate::state::{Action, State, WsState};
 use crate::ws::{Connection, Handlers};
-
-/// The shared state: read it, or `dispatch` an [`Action`].
-pub type Store = UseReducerHandle<State>;
-
-/// The dashboard's pages; each can be reloaded or linked.
-#[derive(Debug, Clone, PartialEq, Routable)]
-pub enum Route {
-    #[at("/")]
-    Peers,
-    #[at("/chat/:peer")]
-    Chat { peer: String },
-    #[at("/trainings")]
-    Trainings,
-    #[at("/trainings/:uuid")]
-    Training { uuid: String },
-    #[not_found]
-    #[at("/404")]
-    NotFound,
-}
 
 fn switch(route: Route) -> Html {
     match route {
@@ -174,7 +157,7 @@ struct ShellProps {
 /// Header, navigation and the routed page.
 #[component(Shell)]
 fn shell(props: &ShellProps) -> Html {
-    let store = use_context::<Store>().expect("the store context");
+    let store = use_store();
     let route = use_route::<Route>();
     let on_trainings = matches!(route, Some(Route::Trainings | Route::Training { .. }));
     let me = store.me.as_ref();

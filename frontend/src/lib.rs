@@ -4,14 +4,20 @@
 //! - [`state`]: the state and its reducer (plain Rust, tested natively).
 //! - [`view`]: pure helpers for times, the chat's virtual window, the timeline.
 //! - [`api`]: typed calls to the node's `/api`; [`ws`]: the `/ws` event stream.
-//! - [`app`]: the root component, routes and the context holding the state.
+//! - [`app`]: the root component: the state's context, the WebSocket, the
+//!   layout and the route switch; [`route`]: the URLs; [`hooks`]: the state
+//!   context and clock hooks the pages share.
 //! - [`components`]: presentational components, rendered from plain props
 //!   so that they can be tested without a server; [`pages`]: routed pages.
+//!
+//! Imports go one way: app → pages → components → hooks, route, state.
 
 pub mod api;
 pub mod app;
 pub mod components;
+pub mod hooks;
 pub mod pages;
+pub mod route;
 pub mod state;
 pub mod view;
 pub mod ws;

@@ -10,27 +10,11 @@ use yew::prelude::*;
 use yew_router::prelude::*;
 
 use crate::api;
-use crate::app::{Route, Store};
 use crate::components::{local_offset_min, now_ms, Composer, MessageList, PeerList, Timeline};
+use crate::hooks::{use_store, use_tick};
+use crate::route::Route;
 use crate::state::Action;
 use crate::view;
-
-#[hook]
-fn use_store() -> Store {
-    use_context::<Store>().expect("the store context")
-}
-
-/// Re-renders every second while `active` (running phases grow on screen).
-#[hook]
-fn use_tick(active: bool) {
-    let tick = use_state(|| 0u32);
-    use_effect_with(active, move |active| {
-        let interval = active.then(|| {
-            gloo_timers::callback::Interval::new(1000, move || tick.set(tick.wrapping_add(1)))
-        });
-        move || drop(interval)
-    });
-}
 
 /// Marks the first render of the peer list (read by the end-to-end test).
 fn mark_first_peers() {

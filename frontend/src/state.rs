@@ -423,6 +423,7 @@ mod tests {
             text: format!("m{seq}"),
             state,
             at: seq * 1000,
+            verified: true,
         }
     }
 

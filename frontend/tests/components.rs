@@ -152,6 +152,7 @@ fn message(seq: i64, dir: Direction, state: MessageState) -> ChatMessage {
         },
         state,
         at: 1_700_000_000_000 + seq * 1000,
+        verified: true,
     }
 }
 
@@ -411,6 +412,42 @@ async fn own_messages_show_their_state() {
         "no state on received messages"
     );
     assert!(text_of(&root, "[data-seq='1'] time").unwrap().contains(':'));
+}
+
+/// A received message whose sender is only claimed (a plain connection)
+/// is marked as such; a verified one and our own are not.
+#[wasm_bindgen_test]
+async fn unverified_senders_are_marked() {
+    let mut s = State::default();
+    s.apply(Action::Latest {
+        peer: "bob".into(),
+        messages: vec![
+            ChatMessage {
+                verified: false,
+                ..message(1, Direction::In, MessageState::Delivered)
+            },
+            message(2, Direction::In, MessageState::Delivered),
+            message(3, Direction::Out, MessageState::Delivered),
+        ],
+        limit: 10,
+    });
+    let root = render::<ChatBox>(ChatHarness {
+        chat: s.chats["bob"].clone(),
+        on_seen: Callback::noop(),
+        on_load_older: Callback::noop(),
+    })
+    .await;
+    assert_eq!(count(&root, ".msg .unverified"), 1);
+    assert_eq!(count(&root, "[data-seq='1'] .unverified"), 1);
+    let mark = text_of(&root, "[data-seq='1'] .unverified").unwrap();
+    assert!(mark.contains("unverified"), "{mark}");
+    let title = root
+        .query_selector("[data-seq='1'] .unverified")
+        .unwrap()
+        .unwrap()
+        .get_attribute("title")
+        .unwrap();
+    assert!(title.contains("bob"), "{title}");
 }
 
 /// Text the height estimate gets wrong (wide glyphs, emoji, many short

@@ -110,6 +110,13 @@ pub struct ChatMessage {
     pub state: MessageState,
     /// When this node stored it, Unix ms.
     pub at: i64,
+    /// Whether the sender is proven. Always true for our own messages. A
+    /// received message's sender is only what the connection claimed (a
+    /// plain `MESSAGE` or `MSG` names its sender and nothing checks it), so
+    /// it is false until the message arrives over an authenticated channel;
+    /// the dashboard marks such messages as unverified.
+    #[serde(default)]
+    pub verified: bool,
 }
 
 /// `GET /api/chats`: one entry per conversation.

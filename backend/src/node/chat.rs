@@ -10,13 +10,26 @@
 //! nothing leaves the outbox before the peer has stored it, so a crash at
 //! any point loses nothing; the receiver drops duplicates by id.
 //!
-//! Store calls here run inline rather than on the blocking pool: they are
-//! short WAL appends that never fsync (checkpoints run on their own thread
-//! but for a rare short catch-up, see `store::Db`), and a hop to another
-//! thread and back costs more than the write itself.
+//! Who is who (until the secure overlay): a connection to our chat port
+//! only *claims* a sender name, so what it delivers is stored as
+//! unverified, and the claim decides nothing else. Our messages to a user
+//! go only to the address the directory lists for that user, never back
+//! over a connection that merely said it was them (that let anyone who
+//! claimed an offline user's name receive their mail). A message counts as
+//! `sent` only once written to that address within `write_timeout`, and
+//! `delivered` only on acknowledgement. Inbound connections have a short
+//! deadline for their first frame, an idle timeout, and a cap per source
+//! address, so one source cannot take every inbound slot (and with them the
+//! directory's liveness check of this node).
+//!
+//! The two writes someone is told about (`queue`, answered 202 to the
+//! browser, and `receive`, answered `MSGACK` to the peer) wait for the disk
+//! (`store::chat`), so they run on the blocking pool rather than stall a
+//! runtime worker for an fsync; the state changes after them are short WAL
+//! appends that run inline (a hop to another thread costs more than they do).
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,7 +37,7 @@ use roundtable_shared::api::{ChatMessage, Event, MessageState, MAX_TEXT};
 use roundtable_shared::frame::{Frame, Limits};
 use roundtable_shared::peer::PeerFrame;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -49,6 +62,14 @@ pub struct ChatConfig {
     pub max_links: usize,
     /// Most incoming connections at once.
     pub max_inbound: usize,
+    /// Most incoming connections from one IP address at once.
+    pub max_inbound_per_source: usize,
+    /// Time a new incoming connection has to send its first frame.
+    pub first_frame_timeout: Duration,
+    /// An incoming connection silent for this long is closed.
+    pub inbound_idle_timeout: Duration,
+    /// Time allowed to write a batch to a peer before the link is given up.
+    pub write_timeout: Duration,
     /// Messages written per batch before waiting for acknowledgements.
     pub batch: usize,
 }
@@ -62,6 +83,10 @@ impl ChatConfig {
             idle_timeout: Duration::from_secs(60),
             max_links: 64,
             max_inbound: 256,
+            max_inbound_per_source: 32,
+            first_frame_timeout: Duration::from_secs(10),
+            inbound_idle_timeout: Duration::from_secs(120),
+            write_timeout: Duration::from_secs(10),
             batch: 256,
         }
     }
@@ -93,8 +118,8 @@ struct Inner {
     events: Events,
     /// One wake-up handle per running delivery worker.
     workers: Mutex<HashMap<String, Arc<Notify>>>,
-    /// Classic peers connected to us, by sender name: replies go back there.
-    classic: Mutex<HashMap<String, mpsc::Sender<Frame>>>,
+    /// Incoming connections per source address.
+    inbound_by_source: Mutex<HashMap<IpAddr, usize>>,
     links: Arc<Semaphore>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
@@ -127,7 +152,7 @@ impl Chat {
                 peers,
                 events,
                 workers: Mutex::default(),
-                classic: Mutex::default(),
+                inbound_by_source: Mutex::default(),
                 shutdown,
                 tracker,
             }),
@@ -150,7 +175,8 @@ impl Chat {
         if text.is_empty() || text.len() > MAX_TEXT {
             return Err(ChatError::BadText);
         }
-        let msg = self.inner.store.queue(peer, text)?;
+        let (store, p, t) = (self.inner.store.clone(), peer.to_owned(), text.to_owned());
+        let msg = crate::store::blocking(move || store.queue(&p, &t)).await?;
         self.inner.peers.ensure(peer);
         if !self.inner.peers.get(peer).is_some_and(|p| p.online) {
             // Maybe it just arrived: ask the directory now, not at the next tick.
@@ -276,54 +302,52 @@ impl Chat {
         }
     }
 
-    /// A connection to `peer`: the directory's address if it is online
-    /// (negotiating the extension), else a classic peer's own connection to
-    /// us. `None` if there is no way to reach it now.
+    /// A connection to `peer` at the address the directory lists for it
+    /// (negotiating the extension), or `None` while it is not listed: a
+    /// message waits in the outbox rather than go anywhere else.
     async fn open_link(&self, peer: &str) -> Result<Option<Link>, FramingError> {
-        let info = self.inner.peers.get(peer);
-        if let Some((address, port)) = info
+        let Some((address, port)) = self
+            .inner
+            .peers
+            .get(peer)
             .filter(|p| p.online)
             .and_then(|p| Some((p.address?, p.port?)))
-        {
-            let permit = self
-                .inner
-                .links
-                .clone()
-                .acquire_owned()
-                .await
-                .map_err(|_| FramingError::Truncated)?;
-            let t = self.inner.cfg.connect_timeout;
-            let stream = tokio::time::timeout(t, TcpStream::connect((address.as_str(), port)))
-                .await
-                .map_err(|_| FramingError::Timeout(t))??;
-            stream.set_nodelay(true)?;
-            let mut conn = Connection::new(stream, limits()).with_read_chunk(64 * 1024);
-            conn.write_frame(&PeerFrame::Ping { roundtable: true }.to_frame())
-                .await?;
-            // The answer to our PING, skipping a few unrelated frames at most.
-            let mut roundtable = None;
-            for _ in 0..16 {
-                let f = conn
-                    .read_frame_within(t)
-                    .await?
-                    .ok_or(FramingError::Truncated)?;
-                if let Ok(PeerFrame::Pong { roundtable: r }) = PeerFrame::parse(&f) {
-                    roundtable = Some(r);
-                    break;
-                }
+        else {
+            return Ok(None);
+        };
+        let permit = self
+            .inner
+            .links
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| FramingError::Truncated)?;
+        let t = self.inner.cfg.connect_timeout;
+        let stream = tokio::time::timeout(t, TcpStream::connect((address.as_str(), port)))
+            .await
+            .map_err(|_| FramingError::Timeout(t))??;
+        stream.set_nodelay(true)?;
+        let mut conn = Connection::new(stream, limits()).with_read_chunk(64 * 1024);
+        conn.write_frame_within(&PeerFrame::Ping { roundtable: true }.to_frame(), t)
+            .await?;
+        // The answer to our PING, skipping a few unrelated frames at most.
+        let mut roundtable = None;
+        for _ in 0..16 {
+            let f = conn
+                .read_frame_within(t)
+                .await?
+                .ok_or(FramingError::Truncated)?;
+            if let Ok(PeerFrame::Pong { roundtable: r }) = PeerFrame::parse(&f) {
+                roundtable = Some(r);
+                break;
             }
-            let roundtable = roundtable.ok_or(FramingError::Truncated)?;
-            return Ok(Some(Link::Direct {
-                conn,
-                roundtable,
-                _permit: permit,
-            }));
         }
-        let classic = self.inner.classic.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(classic
-            .get(peer)
-            .filter(|tx| !tx.is_closed())
-            .map(|tx| Link::Inbound(tx.clone())))
+        let roundtable = roundtable.ok_or(FramingError::Truncated)?;
+        Ok(Some(Link {
+            conn,
+            roundtable,
+            _permit: permit,
+        }))
     }
 
     /// Writes `pending` to the link and records what happened to it.
@@ -336,7 +360,7 @@ impl Chat {
         let me = &self.inner.cfg.name;
         let seqs: Vec<i64> = pending.iter().map(|m| m.seq).collect();
         match link {
-            Link::Direct {
+            Link {
                 conn,
                 roundtable: true,
                 ..
@@ -352,7 +376,8 @@ impl Chat {
                         .to_frame()
                     })
                     .collect();
-                conn.write_frames(&frames).await?;
+                conn.write_frames_within(&frames, self.inner.cfg.write_timeout)
+                    .await?;
                 // `sent` is announced now but recorded only if the
                 // acknowledgements are slow: usually they follow within a
                 // millisecond, and `delivered` is the one write needed.
@@ -387,14 +412,21 @@ impl Chat {
                             }
                             Ok(PeerFrame::Msg { sender, id, text }) if sender == peer => {
                                 // The peer may answer over our connection too.
-                                self.receive(vec![Incoming {
+                                // Stored (unverified) before it is acknowledged.
+                                let incoming = Incoming {
                                     sender,
                                     id: Some(id.clone()),
                                     text,
-                                }])
-                                .await;
-                                conn.write_frame(&PeerFrame::MsgAck { id }.to_frame())
+                                    verified: false,
+                                };
+                                let stored = self.receive(vec![incoming]).await;
+                                if stored {
+                                    conn.write_frame_within(
+                                        &PeerFrame::MsgAck { id }.to_frame(),
+                                        self.inner.cfg.write_timeout,
+                                    )
                                     .await?;
+                                }
                             }
                             _ => {}
                         }
@@ -403,7 +435,8 @@ impl Chat {
                     self.mark_delivered(peer, pending, &acked);
                 }
             }
-            Link::Direct { conn, .. } => {
+            Link { conn, .. } => {
+                // A classic peer: no acknowledgements, so written is final.
                 let frames: Vec<Frame> = pending
                     .iter()
                     .map(|m| {
@@ -414,19 +447,8 @@ impl Chat {
                         .to_frame()
                     })
                     .collect();
-                conn.write_frames(&frames).await?;
-                self.record_sent(peer, &seqs, false);
-                self.announce_sent(peer, pending);
-            }
-            Link::Inbound(tx) => {
-                for m in pending {
-                    let f = PeerFrame::Message {
-                        sender: me.clone(),
-                        text: m.text.clone(),
-                    }
-                    .to_frame();
-                    tx.send(f).await.map_err(|_| FramingError::Truncated)?;
-                }
+                conn.write_frames_within(&frames, self.inner.cfg.write_timeout)
+                    .await?;
                 self.record_sent(peer, &seqs, false);
                 self.announce_sent(peer, pending);
             }
@@ -475,8 +497,9 @@ impl Chat {
         }
     }
 
-    /// Stores received messages (dropping duplicates) and announces the new ones.
-    /// Returns false if they could not be stored (then nothing is acknowledged).
+    /// Stores received messages durably (dropping duplicates) and announces
+    /// the new ones. Returns false if they could not be stored (then nothing
+    /// is acknowledged).
     async fn receive(&self, batch: Vec<Incoming>) -> bool {
         if batch.is_empty() {
             return true;
@@ -484,7 +507,8 @@ impl Chat {
         for m in &batch {
             self.inner.peers.ensure(&m.sender);
         }
-        match self.inner.store.receive(&batch) {
+        let store = self.inner.store.clone();
+        match crate::store::blocking(move || store.receive(&batch)).await {
             Ok(stored) => {
                 for message in stored.into_iter().flatten() {
                     self.inner.events.publish(Event::Message { message });
@@ -496,6 +520,24 @@ impl Chat {
                 false
             }
         }
+    }
+
+    /// Takes an inbound slot for `source`, unless it already holds its share.
+    fn admit(&self, source: IpAddr) -> Option<SourceSlot> {
+        let mut counts = self
+            .inner
+            .inbound_by_source
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let n = counts.entry(source).or_insert(0);
+        if *n >= self.inner.cfg.max_inbound_per_source {
+            return None;
+        }
+        *n += 1;
+        Some(SourceSlot {
+            chat: self.clone(),
+            source,
+        })
     }
 
     /// Serves the chat port until shutdown.
@@ -513,6 +555,10 @@ impl Chat {
                     }
                 },
             };
+            let Some(source_slot) = self.admit(peer.ip()) else {
+                tracing::warn!(%peer, "too many chat connections from this address, refusing");
+                continue;
+            };
             let Ok(slot) = slots.clone().try_acquire_owned() else {
                 tracing::warn!(%peer, "too many chat connections, refusing");
                 continue;
@@ -520,7 +566,7 @@ impl Chat {
             let _ = stream.set_nodelay(true);
             let this = self.clone();
             self.inner.tracker.spawn(async move {
-                let _slot = slot;
+                let _slots = (slot, source_slot);
                 let mut conn = Connection::new(stream, limits()).with_read_chunk(64 * 1024);
                 if let Err(e) = this.inbound(&mut conn, peer).await {
                     tracing::debug!(%peer, %e, "chat connection ended");
@@ -530,112 +576,111 @@ impl Chat {
         }
     }
 
-    /// One incoming connection: answers PING, stores MESSAGE and MSG (acking
-    /// MSG once stored), and carries our replies back to classic peers.
+    /// One incoming connection: answers PING, stores MESSAGE and MSG as
+    /// unverified (acking MSG once stored). Nothing is ever sent to a user
+    /// over it: replies go to the user's listed address.
     async fn inbound(
         &self,
         conn: &mut Connection<TcpStream>,
         addr: SocketAddr,
     ) -> Result<(), FramingError> {
-        let (tx, mut rx) = mpsc::channel::<Frame>(64);
-        let mut classic_name: Option<String> = None;
-        let result = async {
-            loop {
-                let first = tokio::select! {
-                    _ = self.inner.shutdown.cancelled() => return Ok(()),
-                    out = rx.recv() => {
-                        if let Some(f) = out {
-                            conn.write_frame(&f).await?;
-                        }
-                        continue;
-                    }
-                    r = conn.read_frame_within(Duration::from_secs(300)) => match r? {
-                        Some(f) => f,
-                        None => return Ok(()),
-                    },
-                };
-                // Everything that arrived together is stored in one transaction.
-                let mut frames = vec![first];
-                while frames.len() < 1024 {
-                    match conn.buffered_frame()? {
-                        Some(f) => frames.push(f),
-                        None => break,
-                    }
-                }
-                let mut batch = Vec::new();
-                let mut replies = Vec::new();
-                let mut acks = Vec::new();
-                for f in &frames {
-                    match PeerFrame::parse(f) {
-                        Ok(PeerFrame::Ping { roundtable }) => {
-                            replies.push(PeerFrame::Pong { roundtable }.to_frame())
-                        }
-                        Ok(PeerFrame::Pong { .. }) => {}
-                        Ok(PeerFrame::Message { sender, text }) if valid_name(&sender) => {
-                            if classic_name.as_deref() != Some(&sender) {
-                                self.inner
-                                    .classic
-                                    .lock()
-                                    .unwrap_or_else(|p| p.into_inner())
-                                    .insert(sender.clone(), tx.clone());
-                                classic_name = Some(sender.clone());
-                            }
-                            batch.push(Incoming {
-                                sender,
-                                id: None,
-                                text,
-                            });
-                        }
-                        Ok(PeerFrame::Msg { sender, id, text }) if valid_name(&sender) => {
-                            acks.push(PeerFrame::MsgAck { id: id.clone() }.to_frame());
-                            batch.push(Incoming {
-                                sender,
-                                id: Some(id),
-                                text,
-                            });
-                        }
-                        Ok(PeerFrame::MsgAck { .. }) => {}
-                        Ok(PeerFrame::Message { .. } | PeerFrame::Msg { .. }) => {
-                            replies.push(Frame::bare("ERR", "invalid sender name"));
-                        }
-                        Err(e) => {
-                            tracing::debug!(%addr, %e, "bad peer frame");
-                            conn.write_frames(&replies).await?;
-                            conn.write_frame(&Frame::bare("ERR", e.to_string())).await?;
-                            return Ok(());
-                        }
-                    }
-                }
-                if !self.receive(batch).await {
-                    // Not stored: acknowledge nothing; the sender will retry.
-                    return Ok(());
-                }
-                replies.extend(acks);
-                if !replies.is_empty() {
-                    conn.write_frames(&replies).await?;
+        let cfg = &self.inner.cfg;
+        let mut wait = cfg.first_frame_timeout;
+        loop {
+            let first = tokio::select! {
+                _ = self.inner.shutdown.cancelled() => return Ok(()),
+                r = conn.read_frame_within(wait) => match r? {
+                    Some(f) => f,
+                    None => return Ok(()),
+                },
+            };
+            wait = cfg.inbound_idle_timeout;
+            // Everything that arrived together is stored in one transaction.
+            let mut frames = vec![first];
+            while frames.len() < 1024 {
+                match conn.buffered_frame()? {
+                    Some(f) => frames.push(f),
+                    None => break,
                 }
             }
-        }
-        .await;
-        if let Some(name) = classic_name {
-            let mut classic = self.inner.classic.lock().unwrap_or_else(|p| p.into_inner());
-            if classic.get(&name).is_some_and(|t| t.same_channel(&tx)) {
-                classic.remove(&name);
+            let mut batch = Vec::new();
+            let mut replies = Vec::new();
+            let mut acks = Vec::new();
+            for f in &frames {
+                match PeerFrame::parse(f) {
+                    Ok(PeerFrame::Ping { roundtable }) => {
+                        replies.push(PeerFrame::Pong { roundtable }.to_frame())
+                    }
+                    Ok(PeerFrame::Pong { .. } | PeerFrame::MsgAck { .. }) => {}
+                    Ok(PeerFrame::Message { sender, text }) if valid_name(&sender) => {
+                        batch.push(Incoming {
+                            sender,
+                            id: None,
+                            text,
+                            verified: false,
+                        });
+                    }
+                    Ok(PeerFrame::Msg { sender, id, text }) if valid_name(&sender) => {
+                        acks.push(PeerFrame::MsgAck { id: id.clone() }.to_frame());
+                        batch.push(Incoming {
+                            sender,
+                            id: Some(id),
+                            text,
+                            verified: false,
+                        });
+                    }
+                    Ok(PeerFrame::Message { .. } | PeerFrame::Msg { .. }) => {
+                        replies.push(Frame::bare("ERR", "invalid sender name"));
+                    }
+                    Err(e) => {
+                        tracing::debug!(%addr, %e, "bad peer frame");
+                        replies.push(Frame::bare("ERR", e.to_string()));
+                        conn.write_frames_within(&replies, cfg.write_timeout)
+                            .await?;
+                        return Ok(());
+                    }
+                }
+            }
+            if !self.receive(batch).await {
+                // Not stored: acknowledge nothing; the sender will retry.
+                return Ok(());
+            }
+            replies.extend(acks);
+            if !replies.is_empty() {
+                conn.write_frames_within(&replies, cfg.write_timeout)
+                    .await?;
             }
         }
-        result
     }
 }
 
-/// A way to reach a peer.
-enum Link {
-    /// Our own connection to its chat port.
-    Direct {
-        conn: Connection<TcpStream>,
-        /// Whether it speaks the acknowledged extension.
-        roundtable: bool,
-        _permit: tokio::sync::OwnedSemaphorePermit,
-    },
-    /// A classic peer's connection to us.
-    Inbound(mpsc::Sender<Frame>),
+/// One inbound connection's share of its source address's allowance.
+struct SourceSlot {
+    chat: Chat,
+    source: IpAddr,
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut counts = self
+            .chat
+            .inner
+            .inbound_by_source
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = counts.get_mut(&self.source) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.source);
+            }
+        }
+    }
+}
+
+/// Our connection to a peer's listed chat address.
+struct Link {
+    conn: Connection<TcpStream>,
+    /// Whether it speaks the acknowledged extension.
+    roundtable: bool,
+    _permit: tokio::sync::OwnedSemaphorePermit,
 }

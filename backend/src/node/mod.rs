@@ -85,6 +85,13 @@ pub struct Node {
 impl Node {
     /// Binds every port, opens the stores, and starts all services.
     pub async fn start(cfg: NodeConfig) -> anyhow::Result<Node> {
+        let chat = ChatConfig::new(&cfg.name);
+        Node::start_with(cfg, chat).await
+    }
+
+    /// [`Node::start`] with chat tuned (timeouts, caps); its name is the node's.
+    pub async fn start_with(cfg: NodeConfig, mut chat_cfg: ChatConfig) -> anyhow::Result<Node> {
+        chat_cfg.name.clone_from(&cfg.name);
         if !cfg.http_listen.ip().is_loopback() && cfg.token.is_none() {
             anyhow::bail!("--http {} is not loopback: set --token", cfg.http_listen);
         }
@@ -114,7 +121,7 @@ impl Node {
         let events = Events::new(4096);
         let peers = Peers::new(&cfg.name, events.clone());
         let chat = Chat::new(
-            ChatConfig::new(&cfg.name),
+            chat_cfg,
             store,
             peers.clone(),
             events.clone(),

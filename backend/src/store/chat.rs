@@ -55,9 +55,17 @@ const MIGRATIONS: &[&str] = &[
         WHERE direction = 'out' AND (state = 'queued' OR awaiting_ack = 1);
     CREATE UNIQUE INDEX messages_received ON messages (peer, id) WHERE direction = 'in';
 ",
+    "
+    -- Whether the sender is proven: ours always are; a received message
+    -- only when it came over an authenticated channel. Everything received
+    -- before this column existed came over plain connections.
+    ALTER TABLE messages ADD COLUMN verified INTEGER NOT NULL DEFAULT 0
+        CHECK (verified IN (0, 1));
+    UPDATE messages SET verified = 1 WHERE direction = 'out';
+",
 ];
 
-const COLUMNS: &str = "seq, id, peer, direction, body, state, at";
+const COLUMNS: &str = "seq, id, peer, direction, body, state, at, verified";
 
 fn row(r: &Row<'_>) -> rusqlite::Result<ChatMessage> {
     let direction: String = r.get(3)?;
@@ -78,6 +86,7 @@ fn row(r: &Row<'_>) -> rusqlite::Result<ChatMessage> {
             _ => MessageState::Delivered,
         },
         at: r.get(6)?,
+        verified: r.get(7)?,
     })
 }
 
@@ -102,6 +111,8 @@ pub struct Incoming {
     /// The sender's id, or `None` for a classic MESSAGE (an id is made up).
     pub id: Option<String>,
     pub text: String,
+    /// Whether `sender` is proven (an authenticated channel), not only claimed.
+    pub verified: bool,
 }
 
 /// Handle to a node's chat database. Cheap to clone.
@@ -110,11 +121,54 @@ pub struct ChatStore {
     db: Db,
 }
 
+/// SQLite's `synchronous` setting for the writes someone is told about.
+///
+/// `queue` (the browser hears 202 Accepted) and `receive` (the sender hears
+/// `MSGACK` and drops its copy) commit with `FULL`: the WAL is on disk
+/// before they return, so not even a power loss takes back what was
+/// acknowledged. With `NORMAL`, a commit reaches the disk only at the next
+/// checkpoint (every 500 ms here, see [`Db`]), so a power loss could lose the
+/// last half second of acknowledged messages, which the sender had already
+/// forgotten. The state changes (`sent`, `delivered`) stay `NORMAL`: losing
+/// one only repeats a delivery, which the receiver drops by id.
+const DURABLE: &str = "FULL";
+const RELAXED: &str = "NORMAL";
+
+/// Runs `f` with commits that do not wait for the disk (see [`DURABLE`]).
+fn relaxed<T>(
+    c: &mut rusqlite::Connection,
+    f: impl FnOnce(&mut rusqlite::Connection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    c.pragma_update(None, "synchronous", RELAXED)
+        .ctx("relaxing commits")?;
+    let r = f(c);
+    let back = c
+        .pragma_update(None, "synchronous", DURABLE)
+        .ctx("restoring durable commits");
+    let v = r?;
+    back?;
+    Ok(v)
+}
+
 impl ChatStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        Ok(ChatStore {
-            db: Db::open(path, MIGRATIONS)?,
-        })
+        let db = Db::open(path, MIGRATIONS)?;
+        db.with(|c| {
+            c.pragma_update(None, "synchronous", DURABLE)
+                .ctx("making commits durable")
+        })?;
+        Ok(ChatStore { db })
+    }
+
+    /// The `synchronous` level plain commits run with (2 is `FULL`).
+    #[cfg(test)]
+    fn synchronous(&self) -> i64 {
+        self.db
+            .with(|c| {
+                c.pragma_query_value(None, "synchronous", |r| r.get(0))
+                    .ctx("reading synchronous")
+            })
+            .unwrap()
     }
 
     /// Accepts one of our messages for `peer`: stored `queued`.
@@ -123,8 +177,8 @@ impl ChatStore {
         let at = now_ms();
         self.db.with(|c| {
             c.execute(
-                "INSERT INTO messages (id, peer, direction, body, state, awaiting_ack, at)
-                 VALUES (?1, ?2, 'out', ?3, 'queued', 0, ?4)",
+                "INSERT INTO messages (id, peer, direction, body, state, awaiting_ack, at, verified)
+                 VALUES (?1, ?2, 'out', ?3, 'queued', 0, ?4, 1)",
                 params![id, peer, text, at],
             )
             .ctx("queueing message")?;
@@ -136,6 +190,7 @@ impl ChatStore {
                 text: text.to_owned(),
                 state: MessageState::Queued,
                 at,
+                verified: true,
             })
         })
     }
@@ -150,15 +205,15 @@ impl ChatStore {
             {
                 let mut ins = tx
                     .prepare_cached(
-                        "INSERT INTO messages (id, peer, direction, body, state, at)
-                         VALUES (?1, ?2, 'in', ?3, 'delivered', ?4)
+                        "INSERT INTO messages (id, peer, direction, body, state, at, verified)
+                         VALUES (?1, ?2, 'in', ?3, 'delivered', ?4, ?5)
                          ON CONFLICT (peer, id) WHERE direction = 'in' DO NOTHING",
                     )
                     .ctx("preparing receive")?;
                 for m in batch {
                     let id = m.id.clone().unwrap_or_else(new_id);
                     let n = ins
-                        .execute(params![id, m.sender, m.text, at])
+                        .execute(params![id, m.sender, m.text, at, m.verified])
                         .ctx("storing received message")?;
                     out.push((n == 1).then(|| ChatMessage {
                         seq: tx.last_insert_rowid(),
@@ -168,6 +223,7 @@ impl ChatStore {
                         text: m.text.clone(),
                         state: MessageState::Delivered,
                         at,
+                        verified: m.verified,
                     }));
                 }
             }
@@ -209,19 +265,21 @@ impl ChatStore {
     /// keeps them in the outbox until the peer acknowledges them.
     pub fn mark_sent(&self, seqs: &[i64], awaiting_ack: bool) -> Result<(), StoreError> {
         self.db.with(|c| {
-            let tx = c.transaction().ctx("starting mark sent")?;
-            {
-                let mut st = tx
-                    .prepare_cached(
-                        "UPDATE messages SET state = 'sent', awaiting_ack = ?2
+            relaxed(c, |c| {
+                let tx = c.transaction().ctx("starting mark sent")?;
+                {
+                    let mut st = tx
+                        .prepare_cached(
+                            "UPDATE messages SET state = 'sent', awaiting_ack = ?2
                          WHERE seq = ?1 AND direction = 'out' AND state = 'queued'",
-                    )
-                    .ctx("marking sent")?;
-                for s in seqs {
-                    st.execute(params![s, awaiting_ack]).ctx("marking sent")?;
+                        )
+                        .ctx("marking sent")?;
+                    for s in seqs {
+                        st.execute(params![s, awaiting_ack]).ctx("marking sent")?;
+                    }
                 }
-            }
-            tx.commit().ctx("committing mark sent")
+                tx.commit().ctx("committing mark sent")
+            })
         })
     }
 
@@ -230,23 +288,25 @@ impl ChatStore {
     /// left alone).
     pub fn mark_delivered(&self, seqs: &[i64]) -> Result<Vec<i64>, StoreError> {
         self.db.with(|c| {
-            let tx = c.transaction().ctx("starting mark delivered")?;
-            let mut changed = Vec::new();
-            {
-                let mut st = tx
-                    .prepare_cached(
-                        "UPDATE messages SET state = 'delivered', awaiting_ack = 0
+            relaxed(c, |c| {
+                let tx = c.transaction().ctx("starting mark delivered")?;
+                let mut changed = Vec::new();
+                {
+                    let mut st = tx
+                        .prepare_cached(
+                            "UPDATE messages SET state = 'delivered', awaiting_ack = 0
                          WHERE seq = ?1 AND direction = 'out' AND state != 'delivered'",
-                    )
-                    .ctx("marking delivered")?;
-                for &seq in seqs {
-                    if st.execute([seq]).ctx("marking delivered")? == 1 {
-                        changed.push(seq);
+                        )
+                        .ctx("marking delivered")?;
+                    for &seq in seqs {
+                        if st.execute([seq]).ctx("marking delivered")? == 1 {
+                            changed.push(seq);
+                        }
                     }
                 }
-            }
-            tx.commit().ctx("committing mark delivered")?;
-            Ok(changed)
+                tx.commit().ctx("committing mark delivered")?;
+                Ok(changed)
+            })
         })
     }
 
@@ -291,7 +351,7 @@ impl ChatStore {
                     let last = row(r)?;
                     Ok(ChatSummary {
                         peer: last.peer.clone(),
-                        count: r.get::<_, i64>(7)? as u64,
+                        count: r.get::<_, i64>(8)? as u64,
                         last: Some(last),
                     })
                 })
@@ -362,6 +422,7 @@ mod tests {
             sender: "alice".into(),
             id: Some(id.into()),
             text: "hi".into(),
+            verified: false,
         };
         let r = s.receive(&[m("a1"), m("a1"), m("a2")]).unwrap();
         assert!(r[0].is_some() && r[1].is_none() && r[2].is_some());
@@ -371,6 +432,7 @@ mod tests {
             sender: "nc".into(),
             id: None,
             text: "yo".into(),
+            verified: false,
         };
         assert!(s
             .receive(&[classic.clone(), classic])
@@ -399,6 +461,9 @@ mod tests {
         let h = s.history("bob", None, 10).unwrap();
         let texts: Vec<_> = h.iter().map(|m| m.text.as_str()).collect();
         assert_eq!(texts, ["queued one", "got it", "unacked"]);
+        // What came in over plain connections stays a claim; ours is ours.
+        let verified: Vec<_> = h.iter().map(|m| m.verified).collect();
+        assert_eq!(verified, [true, false, true]);
         // The outbox is intact and new messages come after the old ones.
         assert_eq!(s.outbox("bob", 10).unwrap().len(), 2);
         let m = s.queue("bob", "new").unwrap();
@@ -408,10 +473,44 @@ mod tests {
             sender: "bob".into(),
             id: Some("r1".into()),
             text: "got it".into(),
+            verified: false,
         };
         assert!(s.receive(&[again]).unwrap()[0].is_none());
         assert_eq!(s.mark_delivered(&[h[2].seq]).unwrap(), [h[2].seq]);
         assert_eq!(s.outbox("bob", 10).unwrap().len(), 2); // "queued one", "new"
+    }
+
+    #[test]
+    fn acknowledged_writes_wait_for_the_disk() {
+        let (_d, s) = store();
+        // queue and receive run with the connection's level: FULL.
+        assert_eq!(s.synchronous(), 2);
+        let m = s.queue("bob", "x").unwrap();
+        s.mark_sent(&[m.seq], true).unwrap();
+        s.mark_delivered(&[m.seq]).unwrap();
+        // The relaxed state changes put it back.
+        assert_eq!(s.synchronous(), 2);
+    }
+
+    #[test]
+    fn received_senders_are_claims_unless_verified() {
+        let (_d, s) = store();
+        let m = |id: &str, verified| Incoming {
+            sender: "bob".into(),
+            id: Some(id.into()),
+            text: "hi".into(),
+            verified,
+        };
+        let r = s.receive(&[m("p1", false), m("s1", true)]).unwrap();
+        assert!(!r[0].as_ref().unwrap().verified);
+        assert!(r[1].as_ref().unwrap().verified);
+        let h = s.history("bob", None, 10).unwrap();
+        assert_eq!(
+            h.iter().map(|m| m.verified).collect::<Vec<_>>(),
+            [false, true]
+        );
+        assert!(s.queue("bob", "mine").unwrap().verified);
+        assert!(s.chats().unwrap()[0].last.as_ref().unwrap().verified);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod classic;
 
 use std::future::Future;
 use std::net::SocketAddr;

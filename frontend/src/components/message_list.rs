@@ -212,6 +212,12 @@ pub fn message_list(props: &MessageListProps) -> Html {
                     <p class="text">{ &m.text }</p>
                     <p class="meta">
                         <time>{ view::clock(m.at, props.offset_min) }</time>
+                        if !out && !m.verified {
+                            <span class="unverified" data-verified="false"
+                                  title={format!("Sent over a plain connection: \"{}\" is only what the sender claimed to be", m.peer)}>
+                                { "⚠ unverified sender" }
+                            </span>
+                        }
                         if out {
                             <span class={classes!("state", state_label(m.state))}
                                   data-state={state_label(m.state)}>

@@ -1,0 +1,20 @@
+//! The dashboard's URLs. Its own module so that pages and components can
+//! link to each other without importing the root component.
+
+use yew_router::prelude::*;
+
+/// The dashboard's pages; each can be reloaded or linked.
+#[derive(Debug, Clone, PartialEq, Routable)]
+pub enum Route {
+    #[at("/")]
+    Peers,
+    #[at("/chat/:peer")]
+    Chat { peer: String },
+    #[at("/trainings")]
+    Trainings,
+    #[at("/trainings/:uuid")]
+    Training { uuid: String },
+    #[not_found]
+    #[at("/404")]
+    NotFound,
+}
