@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
+use ipnet::IpNet;
 use roundtable::directory::accounts::{self, HashCost};
 use roundtable::directory::checker::CheckerConfig;
 use roundtable::directory::{self, DirectoryConfig};
-use ipnet::IpNet;
 use roundtable::node::chat::ChatConfig;
 use roundtable::node::{Node, NodeConfig};
 use roundtable::store::directory::DirectoryStore;

@@ -54,8 +54,8 @@ impl Answer {
     }
 
     fn json_error(&self) -> String {
-        let v: serde_json::Value = serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {self:?}"));
+        let v: serde_json::Value =
+            serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {self:?}"));
         v["error"].as_str().expect("an error message").to_owned()
     }
 }
@@ -99,7 +99,9 @@ async fn request(
         .iter()
         .map(|(k, v)| format!("\r\n{k}: {v}"))
         .collect();
-    let head = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json{extra}");
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json{extra}"
+    );
     send(local("127.0.0.1"), to, &head, body)
         .await
         .expect("an answer")
@@ -131,7 +133,11 @@ async fn ws_status(to: SocketAddr, host: &str, origin: &str) -> u16 {
     String::from_utf8_lossy(&buf[9..12]).parse().unwrap()
 }
 
-async fn start_node(dir: &Directory, data: &std::path::Path, edit: impl FnOnce(&mut NodeConfig)) -> Node {
+async fn start_node(
+    dir: &Directory,
+    data: &std::path::Path,
+    edit: impl FnOnce(&mut NodeConfig),
+) -> Node {
     let mut cfg = NodeConfig::local("alice", "pw", &dir.addr.to_string(), data.join("alice"));
     edit(&mut cfg);
     Node::start(cfg).await.unwrap()
@@ -182,7 +188,10 @@ async fn dns_rebinding_pages_cannot_read_post_or_listen() {
         assert_eq!(ok.body, "[]", "nothing was posted");
     }
     let own = format!("http://127.0.0.1:{port}");
-    assert_eq!(ws_status(addr, &format!("127.0.0.1:{port}"), &own).await, 101);
+    assert_eq!(
+        ws_status(addr, &format!("127.0.0.1:{port}"), &own).await,
+        101
+    );
     node.stop(Duration::from_secs(5)).await;
     dir.stop().await;
 }
@@ -200,9 +209,18 @@ async fn cross_origin_posts_are_refused() {
     let post = |origin: Option<String>| {
         let host = host.clone();
         async move {
-            let headers: Vec<(&str, &str)> = origin.iter().map(|o| ("Origin", o.as_str())).collect();
+            let headers: Vec<(&str, &str)> =
+                origin.iter().map(|o| ("Origin", o.as_str())).collect();
             let body = r#"{"text":"hi"}"#;
-            request(addr, "POST", "/api/chats/bob/messages", &host, &headers, body).await
+            request(
+                addr,
+                "POST",
+                "/api/chats/bob/messages",
+                &host,
+                &headers,
+                body,
+            )
+            .await
         }
     };
     let foreign = post(Some("http://evil.example".into())).await;
@@ -212,7 +230,10 @@ async fn cross_origin_posts_are_refused() {
     let own = post(Some(format!("http://{host}"))).await;
     assert_eq!(own.status, 202, "our own dashboard posts: {own:?}");
     let plain = post(None).await;
-    assert_eq!(plain.status, 202, "non-browser clients send no Origin: {plain:?}");
+    assert_eq!(
+        plain.status, 202,
+        "non-browser clients send no Origin: {plain:?}"
+    );
     let sent = request(addr, "GET", "/api/chats/bob/messages", &host, &[], "").await;
     let sent: Vec<serde_json::Value> = serde_json::from_str(&sent.body).unwrap();
     assert_eq!(sent.len(), 2, "only the two allowed posts were stored");
@@ -245,7 +266,11 @@ async fn every_answer_forbids_framing_and_sniffing() {
             Some("frame-ancestors 'none'"),
             "{path}"
         );
-        assert_eq!(a.header("x-content-type-options"), Some("nosniff"), "{path}");
+        assert_eq!(
+            a.header("x-content-type-options"),
+            Some("nosniff"),
+            "{path}"
+        );
     }
     stop.cancel();
 }
@@ -342,15 +367,29 @@ async fn half_sent_requests_are_closed_after_the_header_timeout() {
                     .unwrap();
             }
             // Generous against a loaded machine, far below "never".
-            waits.push(tokio::spawn(closed_within(s, timeout + Duration::from_secs(5))));
+            waits.push(tokio::spawn(closed_within(
+                s,
+                timeout + Duration::from_secs(5),
+            )));
         }
     }
     for w in waits {
         w.await.unwrap().unwrap();
     }
-    assert!(started.elapsed() >= timeout, "not closed before the timeout either");
+    assert!(
+        started.elapsed() >= timeout,
+        "not closed before the timeout either"
+    );
     // A complete request is still served.
-    let a = request(web_addr, "GET", "/api/health", &web_addr.to_string(), &[], "").await;
+    let a = request(
+        web_addr,
+        "GET",
+        "/api/health",
+        &web_addr.to_string(),
+        &[],
+        "",
+    )
+    .await;
     assert_eq!(a.status, 200);
     stop.cancel();
 }
@@ -382,7 +421,9 @@ async fn one_source_cannot_fill_the_notify_port() {
         )));
     }
     for e in extra {
-        e.await.unwrap().expect("an over-cap connection is closed at once");
+        e.await
+            .unwrap()
+            .expect("an over-cap connection is closed at once");
     }
 
     let from_elsewhere = send(
@@ -393,7 +434,10 @@ async fn one_source_cannot_fill_the_notify_port() {
     )
     .await
     .expect("the notify port still answers others");
-    assert!(matches!(from_elsewhere.status, 200 | 202), "{from_elsewhere:?}");
+    assert!(
+        matches!(from_elsewhere.status, 200 | 202),
+        "{from_elsewhere:?}"
+    );
     let web_host = node.http_addr.to_string();
     eventually(10, "the web port to show the training", || async {
         let web = request(node.http_addr, "GET", "/api/trainings", &web_host, &[], "").await;
@@ -404,7 +448,9 @@ async fn one_source_cannot_fill_the_notify_port() {
     // The attacker's first connections are held, not refused.
     let mut first = held.remove(0);
     first
-        .write_all(format!("GET / HTTP/1.1\r\nHost: {notify}\r\nConnection: close\r\n\r\n").as_bytes())
+        .write_all(
+            format!("GET / HTTP/1.1\r\nHost: {notify}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
         .await
         .unwrap();
     let mut out = String::new();
@@ -497,6 +543,9 @@ fn the_binary_refuses_an_empty_or_short_token() {
         std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
         assert!(!status.success());
         assert!(stderr.contains("at least 16 bytes"), "{stderr}");
-        assert!(!stderr.contains("hunter2"), "the token is not echoed: {stderr}");
+        assert!(
+            !stderr.contains("hunter2"),
+            "the token is not echoed: {stderr}"
+        );
     }
 }

@@ -141,7 +141,11 @@ impl Node {
             events.clone(),
         )?;
         if let Some(l) = notify_listener {
-            let (t, lim, s) = (trainings.clone(), cfg.notify_limits.clone(), shutdown.clone());
+            let (t, lim, s) = (
+                trainings.clone(),
+                cfg.notify_limits.clone(),
+                shutdown.clone(),
+            );
             tracker.spawn(async move {
                 if let Err(e) = crate::notify::endpoint::serve_with(l, t, lim, s).await {
                     tracing::error!(%e, "notification endpoint failed");

@@ -112,8 +112,7 @@ mod tests {
         let (status, body) = body_of(WebError::from(ChatError::BadText).into_response()).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert!(body["error"].as_str().unwrap().contains("message text"));
-        let (status, _) =
-            body_of(WebError::MisdirectedHost("x".into()).into_response()).await;
+        let (status, _) = body_of(WebError::MisdirectedHost("x".into()).into_response()).await;
         assert_eq!(status, StatusCode::MISDIRECTED_REQUEST);
     }
 }

@@ -285,7 +285,9 @@ mod tests {
             200
         );
         assert_eq!(
-            get(&format!("{url}/api/health?token=s3cret-0123456789"), &[]).await.0,
+            get(&format!("{url}/api/health?token=s3cret-0123456789"), &[])
+                .await
+                .0,
             200
         );
         assert_eq!(get(&format!("{url}/"), &[]).await.0, 401);

@@ -185,7 +185,11 @@ fn host_and_origin(
         return Ok(()); // not a browser (a CLI tool, a test): the Host check holds
     };
     let foreign = || WebError::Forbidden("cross-origin request refused".into());
-    let (origin, origin_port) = origin.to_str().ok().and_then(parse_origin).ok_or_else(foreign)?;
+    let (origin, origin_port) = origin
+        .to_str()
+        .ok()
+        .and_then(parse_origin)
+        .ok_or_else(foreign)?;
     let host = host.ok_or_else(foreign)?;
     // A Host without a port was reached on the scheme's default port.
     let same = origin.host == host.host && host.port.unwrap_or(origin_port) == origin_port;
@@ -214,7 +218,13 @@ pub fn with_security_headers(router: Router) -> Router {
 mod tests {
     use super::*;
 
-    fn check(loopback_only: bool, method: Method, path: &str, host: &str, origin: Option<&str>) -> bool {
+    fn check(
+        loopback_only: bool,
+        method: Method,
+        path: &str,
+        host: &str,
+        origin: Option<&str>,
+    ) -> bool {
         let mut h = HeaderMap::new();
         h.insert(header::HOST, host.parse().unwrap());
         if let Some(o) = origin {
@@ -226,33 +236,88 @@ mod tests {
 
     #[test]
     fn without_a_token_only_loopback_hosts_are_answered() {
-        for host in ["127.0.0.1:8080", "localhost:8080", "LocalHost", "[::1]:8080", "127.0.0.1"] {
+        for host in [
+            "127.0.0.1:8080",
+            "localhost:8080",
+            "LocalHost",
+            "[::1]:8080",
+            "127.0.0.1",
+        ] {
             assert!(check(true, Method::GET, "/api/chats", host, None), "{host}");
         }
-        for host in ["evil.example:8080", "evil.example", "localhost.evil.example", "10.0.0.1:8080", "u@127.0.0.1"] {
-            assert!(!check(true, Method::GET, "/api/chats", host, None), "{host}");
+        for host in [
+            "evil.example:8080",
+            "evil.example",
+            "localhost.evil.example",
+            "10.0.0.1:8080",
+            "u@127.0.0.1",
+        ] {
+            assert!(
+                !check(true, Method::GET, "/api/chats", host, None),
+                "{host}"
+            );
         }
         // With a token, any name may be used (behind a proxy, on a LAN).
-        assert!(check(false, Method::GET, "/api/chats", "node.lan:8080", None));
+        assert!(check(
+            false,
+            Method::GET,
+            "/api/chats",
+            "node.lan:8080",
+            None
+        ));
     }
 
     #[test]
     fn state_changes_and_websockets_need_our_own_origin() {
-        let post = |host, origin| check(true, Method::POST, "/api/chats/bob/messages", host, origin);
-        assert!(post("127.0.0.1:8080", None), "non-browser clients send no Origin");
+        let post =
+            |host, origin| check(true, Method::POST, "/api/chats/bob/messages", host, origin);
+        assert!(
+            post("127.0.0.1:8080", None),
+            "non-browser clients send no Origin"
+        );
         assert!(post("127.0.0.1:8080", Some("http://127.0.0.1:8080")));
         assert!(post("localhost:8080", Some("http://LOCALHOST:8080")));
         assert!(post("[::1]:8080", Some("http://[::1]:8080")));
         assert!(!post("127.0.0.1:8080", Some("http://evil.example")));
         assert!(!post("127.0.0.1:8080", Some("http://127.0.0.1:9999")));
         assert!(!post("127.0.0.1:8080", Some("null")));
-        assert!(check(true, Method::GET, "/ws", "127.0.0.1:8080", Some("http://127.0.0.1:8080")));
-        assert!(!check(true, Method::GET, "/ws", "127.0.0.1:8080", Some("http://evil.example")));
+        assert!(check(
+            true,
+            Method::GET,
+            "/ws",
+            "127.0.0.1:8080",
+            Some("http://127.0.0.1:8080")
+        ));
+        assert!(!check(
+            true,
+            Method::GET,
+            "/ws",
+            "127.0.0.1:8080",
+            Some("http://evil.example")
+        ));
         // Reads are left to the Host check and the browser's CORS rules.
-        assert!(check(true, Method::GET, "/api/chats", "127.0.0.1:8080", Some("http://evil.example")));
+        assert!(check(
+            true,
+            Method::GET,
+            "/api/chats",
+            "127.0.0.1:8080",
+            Some("http://evil.example")
+        ));
         // With a token: same origin still required, any name.
-        assert!(check(false, Method::DELETE, "/api/x", "node.lan", Some("https://node.lan")));
-        assert!(!check(false, Method::PUT, "/api/x", "node.lan", Some("https://evil.example")));
+        assert!(check(
+            false,
+            Method::DELETE,
+            "/api/x",
+            "node.lan",
+            Some("https://node.lan")
+        ));
+        assert!(!check(
+            false,
+            Method::PUT,
+            "/api/x",
+            "node.lan",
+            Some("https://evil.example")
+        ));
     }
 
     #[test]

@@ -151,7 +151,11 @@ impl Slots {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut map = self.slots.per_source.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self
+            .slots
+            .per_source
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         if let Some(n) = map.get_mut(&self.ip) {
             *n -= 1;
             if *n == 0 {
@@ -279,7 +283,10 @@ pub async fn serve(
         };
         // Small JSON answers and events must not wait for Nagle's algorithm.
         let _ = stream.set_nodelay(true);
-        let io = TokioIo::new(Counted { io: stream, _slot: slot });
+        let io = TokioIo::new(Counted {
+            io: stream,
+            _slot: slot,
+        });
         let app = app.clone();
         let stop = Shutdown(shutdown.clone());
         let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
@@ -319,7 +326,10 @@ mod tests {
     fn caps_are_fitted_to_the_open_file_budget() {
         let (mut web, mut notify) = (Limits::web(), Limits::notify());
         Limits::fit(&mut [&mut web, &mut notify], 1_000_000);
-        assert_eq!((web.clone(), notify.clone()), (Limits::web(), Limits::notify()));
+        assert_eq!(
+            (web.clone(), notify.clone()),
+            (Limits::web(), Limits::notify())
+        );
         Limits::fit(&mut [&mut web, &mut notify], 96);
         assert!(web.max_connections + notify.max_connections <= 96);
         assert!(web.max_per_source <= web.max_connections);
@@ -330,7 +340,10 @@ mod tests {
     fn allow_list() {
         let mut l = Limits::notify();
         assert!(l.allows("203.0.113.9".parse().unwrap()));
-        l.allow = Some(vec!["10.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()]);
+        l.allow = Some(vec![
+            "10.0.0.0/8".parse().unwrap(),
+            "::1/128".parse().unwrap(),
+        ]);
         assert!(l.allows("10.1.2.3".parse().unwrap()));
         assert!(l.allows("::1".parse().unwrap()));
         assert!(!l.allows("127.0.0.1".parse().unwrap()));
