@@ -373,6 +373,15 @@ async fn half_sent_requests_are_closed_after_the_header_timeout() {
             )));
         }
     }
+    // A kept-alive connection idle after a complete request is closed too.
+    let mut kept = TcpStream::connect(web_addr).await.unwrap();
+    kept.write_all(format!("GET /api/health HTTP/1.1\r\nHost: {web_addr}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    waits.push(tokio::spawn(closed_within(
+        kept,
+        timeout + Duration::from_secs(5),
+    )));
     for w in waits {
         w.await.unwrap().unwrap();
     }
