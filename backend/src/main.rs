@@ -1,17 +1,20 @@
 //! `roundtable`: the directory server, the demo, and account administration.
 
 use std::io::Read;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
+use ipnet::IpNet;
 use roundtable::directory::accounts::{self, HashCost};
 use roundtable::directory::checker::CheckerConfig;
 use roundtable::directory::{self, DirectoryConfig};
+use roundtable::node::chat::ChatConfig;
 use roundtable::node::{Node, NodeConfig};
 use roundtable::store::directory::DirectoryStore;
+use roundtable::web::Limits;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -119,10 +122,15 @@ struct NodeArgs {
     /// DLR FL notification endpoint address.
     #[arg(long)]
     notify: Option<SocketAddr>,
+    /// Serve notifications only from these sources (CIDR or IP, comma-separated),
+    /// e.g. the FL server's address. Others are disconnected at once.
+    #[arg(long, value_delimiter = ',', value_parser = parse_net)]
+    notify_allow: Option<Vec<IpNet>>,
     /// Web bridge (dashboard and API) address.
     #[arg(long, default_value = "127.0.0.1:8080")]
     http: SocketAddr,
-    /// Token required by the web bridge (mandatory when --http is not loopback).
+    /// Token required by the web bridge, at least 16 bytes (mandatory when
+    /// --http is not loopback; without it only a loopback Host is answered).
     #[arg(long, env = "ROUNDTABLE_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// Data folder (databases).
@@ -171,6 +179,34 @@ struct DemoTrainArgs {
     round: u32,
     #[arg(long)]
     model_id: String,
+}
+
+/// A network for an allow-list: `10.0.0.0/8`, `2001:db8::/32`, or a single
+/// address.
+fn parse_net(s: &str) -> Result<IpNet, String> {
+    let s = s.trim();
+    s.parse::<IpNet>()
+        .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("{s:?} is neither a CIDR network nor an IP address"))
+}
+
+/// Open files kept aside for everything but the HTTP listeners: the chat
+/// port's connections, the databases, training runs, logs.
+const FD_RESERVE: u64 = 128;
+
+/// Raises the soft open-file limit to the hard one (a node holds a file per
+/// connection; the usual soft 1024 is low) and returns it.
+fn raise_fd_limit() -> Option<u64> {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => {
+            tracing::info!(limit = n, "open-file limit (RLIMIT_NOFILE)");
+            Some(n)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read or raise the open-file limit");
+            None
+        }
+    }
 }
 
 fn secs(s: f64) -> Result<Duration> {
@@ -274,6 +310,8 @@ async fn run_demo(args: DemoArgs) -> Result<()> {
             args.dist.display()
         );
     }
+    // Three nodes in one process: give them the hard limit too.
+    raise_fd_limit();
     let exe = std::env::current_exe().context("locating the roundtable binary")?;
     let running = roundtable::demo::start(roundtable::demo::DemoConfig {
         directory: args.directory,
@@ -333,6 +371,9 @@ fn demo_train(args: DemoTrainArgs) -> Result<()> {
 }
 
 async fn run_node(args: NodeArgs) -> Result<()> {
+    if let Some(t) = &args.token {
+        roundtable::web::security::check_token(t)?;
+    }
     let password = if args.password_stdin {
         read_password()?
     } else {
@@ -344,6 +385,18 @@ async fn run_node(args: NodeArgs) -> Result<()> {
         .as_deref()
         .map(roundtable::notify::parse_command)
         .transpose()?;
+    let (mut web_limits, mut notify_limits) = (Limits::web(), Limits::notify());
+    notify_limits.allow = args.notify_allow;
+    if let Some(limit) = raise_fd_limit() {
+        // The listeners' caps together stay below the limit, so neither
+        // can take the files chat and the other listener need.
+        let chat = ChatConfig::new(&args.name);
+        let reserve = (chat.max_inbound + chat.max_links) as u64 + FD_RESERVE;
+        Limits::fit(
+            &mut [&mut web_limits, &mut notify_limits],
+            limit.saturating_sub(reserve),
+        );
+    }
     let cfg = NodeConfig {
         name: args.name,
         password,
@@ -355,6 +408,8 @@ async fn run_node(args: NodeArgs) -> Result<()> {
         data: args.data,
         dist: args.dist,
         token: args.token,
+        web_limits,
+        notify_limits,
         train_cmd,
         query_interval: Duration::from_secs(2),
     };

@@ -652,6 +652,25 @@ impl Chat {
             }
         }
     }
+
+    /// The conversations, newest first (for the web bridge, so that it
+    /// never reaches into the store itself).
+    pub async fn chats(&self) -> Result<Vec<roundtable_shared::api::ChatSummary>, ChatError> {
+        let store = self.inner.store.clone();
+        Ok(crate::store::blocking(move || store.chats()).await?)
+    }
+
+    /// A page of the conversation with `peer`: up to `limit` messages before
+    /// `before` (a seq; `None` for the newest), oldest first.
+    pub async fn history(
+        &self,
+        peer: &str,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<ChatMessage>, ChatError> {
+        let (store, peer) = (self.inner.store.clone(), peer.to_owned());
+        Ok(crate::store::blocking(move || store.history(&peer, before, limit)).await?)
+    }
 }
 
 /// One inbound connection's share of its source address's allowance.

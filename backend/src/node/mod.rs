@@ -39,8 +39,14 @@ pub struct NodeConfig {
     pub data: PathBuf,
     /// The built dashboard.
     pub dist: PathBuf,
-    /// Required bearer token for the web bridge (mandatory off loopback).
+    /// Required bearer token for the web bridge (mandatory off loopback;
+    /// at least [`web::security::MIN_TOKEN_LEN`] bytes).
     pub token: Option<String>,
+    /// Timeouts and connection caps of the web bridge's listener.
+    pub web_limits: web::Limits,
+    /// Timeouts, connection caps and source allow-list of the notification
+    /// endpoint's listener.
+    pub notify_limits: web::Limits,
     /// Local training command (`--train-cmd`), split into words.
     pub train_cmd: Option<Vec<String>>,
     pub query_interval: Duration,
@@ -61,6 +67,8 @@ impl NodeConfig {
             data,
             dist: PathBuf::from("dist"),
             token: None,
+            web_limits: web::Limits::web(),
+            notify_limits: web::Limits::notify(),
             train_cmd: None,
             query_interval: Duration::from_secs(2),
         }
@@ -94,6 +102,9 @@ impl Node {
         chat_cfg.name.clone_from(&cfg.name);
         if !cfg.http_listen.ip().is_loopback() && cfg.token.is_none() {
             anyhow::bail!("--http {} is not loopback: set --token", cfg.http_listen);
+        }
+        if let Some(t) = &cfg.token {
+            web::security::check_token(t)?;
         }
         std::fs::create_dir_all(&cfg.data)
             .with_context(|| format!("creating {}", cfg.data.display()))?;
@@ -137,9 +148,13 @@ impl Node {
             events.clone(),
         )?;
         if let Some(l) = notify_listener {
-            let (t, s) = (trainings.clone(), shutdown.clone());
+            let (t, lim, s) = (
+                trainings.clone(),
+                cfg.notify_limits.clone(),
+                shutdown.clone(),
+            );
             tracker.spawn(async move {
-                if let Err(e) = crate::notify::serve(l, t, s).await {
+                if let Err(e) = crate::notify::endpoint::serve_with(l, t, lim, s).await {
                     tracing::error!(%e, "notification endpoint failed");
                 }
             });
@@ -183,6 +198,7 @@ impl Node {
         let web_cfg = WebConfig {
             dist: cfg.dist.clone(),
             token: cfg.token.clone(),
+            limits: cfg.web_limits.clone(),
         };
         let s = shutdown.clone();
         tracker.spawn(async move {

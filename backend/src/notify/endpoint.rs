@@ -27,6 +27,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::Trainings;
+use crate::web::server::Limits;
 
 /// Largest notification body accepted, in bytes. Real ones are under 200.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -110,17 +111,27 @@ fn is_length_limit(e: &axum::Error) -> bool {
     false
 }
 
-/// Serves the endpoint on `listener` until `shutdown`, then finishes the
-/// requests in progress.
+/// Serves the endpoint on `listener` with the default limits
+/// ([`Limits::notify`]) until `shutdown`, then finishes the requests in
+/// progress.
 pub async fn serve(
     listener: TcpListener,
     svc: Trainings,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    serve_with(listener, svc, Limits::notify(), shutdown).await
+}
+
+/// Serves the endpoint with `limits` (timeouts, connection caps, the
+/// `--notify-allow` list): the same accept loop as the web bridge.
+pub async fn serve_with(
+    listener: TcpListener,
+    svc: Trainings,
+    limits: Limits,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "notification endpoint listening");
+        tracing::info!(%addr, ?limits, "notification endpoint listening");
     }
-    axum::serve(listener, router(svc))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    crate::web::server::serve(listener, router(svc), limits, "notify", shutdown).await
 }

@@ -1,0 +1,84 @@
+//! The JSON API under `/api`. Handlers are thin: they validate, call the
+//! owning service (never a store), and answer; every failure is a
+//! [`WebError`].
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::Json;
+use roundtable_shared::api::{ChatMessage, ChatSummary, Health, Me, PeerInfo, SendMessage};
+use roundtable_shared::training::Training;
+use serde::Deserialize;
+
+use super::error::WebError;
+use super::NodeApi;
+
+/// Largest page of history one request returns.
+const MAX_PAGE: usize = 500;
+const DEFAULT_PAGE: usize = 50;
+
+pub async fn health() -> Json<Health> {
+    Json(Health::current())
+}
+
+pub async fn me(State(n): State<NodeApi>) -> Json<Me> {
+    Json(Me {
+        name: n.name.clone(),
+        chat: n.chat_addr.clone(),
+        directory: n.directory_addr.clone(),
+        directory_state: n.directory.current(),
+        version: roundtable_shared::VERSION.into(),
+    })
+}
+
+pub async fn peers(State(n): State<NodeApi>) -> Json<Vec<PeerInfo>> {
+    Json(n.peers.list())
+}
+
+pub async fn chats(State(n): State<NodeApi>) -> Result<Json<Vec<ChatSummary>>, WebError> {
+    Ok(Json(n.chat.chats().await?))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Page {
+    before: Option<i64>,
+    limit: Option<usize>,
+}
+
+pub async fn history(
+    State(n): State<NodeApi>,
+    Path(peer): Path<String>,
+    Query(p): Query<Page>,
+) -> Result<Json<Vec<ChatMessage>>, WebError> {
+    let limit = p.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
+    Ok(Json(n.chat.history(&peer, p.before, limit).await?))
+}
+
+pub async fn post_message(
+    State(n): State<NodeApi>,
+    Path(peer): Path<String>,
+    body: Result<Json<SendMessage>, JsonRejection>,
+) -> Result<impl IntoResponse, WebError> {
+    let Json(body) = body?;
+    let m = n.chat.send(&peer, &body.text).await?;
+    Ok((StatusCode::ACCEPTED, Json(m)))
+}
+
+pub async fn trainings(State(n): State<NodeApi>) -> Result<Json<Vec<Training>>, WebError> {
+    Ok(Json(n.trainings.list().await?))
+}
+
+pub async fn training(
+    State(n): State<NodeApi>,
+    Path(uuid): Path<String>,
+) -> Result<Json<Training>, WebError> {
+    match n.trainings.get(&uuid).await? {
+        Some(t) => Ok(Json(t)),
+        None => Err(WebError::NotFound(format!("no training {uuid}"))),
+    }
+}
+
+pub async fn no_such_route() -> WebError {
+    WebError::NotFound("no such API route".into())
+}
