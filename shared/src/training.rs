@@ -143,7 +143,8 @@ pub enum RunStatus {
     /// running when the node stopped.
     Failed,
     /// Never started: it waited behind another run of the same training
-    /// and a newer phase of that training took its place.
+    /// (one runs at a time per training) and newer phases of that training
+    /// filled the short queue of waiting runs.
     Skipped,
 }
 

@@ -116,6 +116,10 @@ pub struct NotifyConfig {
     pub enqueue_timeout: Duration,
     /// Training command processes at once; further runs wait their turn.
     pub max_concurrent_runs: usize,
+    /// Claimed runs that may wait behind a training's run in progress (one
+    /// run at a time per training); one more skips the oldest waiting one
+    /// (see [`runner`]).
+    pub max_waiting_runs: usize,
     /// Output lines kept per run.
     pub output_tail_lines: usize,
     /// Longer output lines are cut to this many bytes.
@@ -146,6 +150,7 @@ impl NotifyConfig {
             queue_capacity: 65_536,
             enqueue_timeout: Duration::from_millis(200),
             max_concurrent_runs: 2,
+            max_waiting_runs: 2,
             output_tail_lines: 50,
             max_line_bytes: 4096,
             max_trainings: 1_000,
@@ -304,6 +309,7 @@ impl Trainings {
                 tail_lines: config.output_tail_lines,
                 max_line_bytes: config.max_line_bytes.max(16),
                 slots: Default::default(),
+                max_waiting: config.max_waiting_runs,
                 tracker: tracker.clone(),
                 shutdown: shutdown.clone(),
             })

@@ -8,13 +8,16 @@
 //! worker is asked to publish the training's new snapshot.
 //!
 //! **One run at a time per training.** A training's runs form a chain: a
-//! claim for a training with a run in progress waits for it, and at most
-//! one claim waits per training. When a newer claim arrives while one is
-//! already waiting, the older waiting one is recorded as
+//! claim for a training with a run in progress waits for it, in arrival
+//! order, and at most [`NotifyConfig::max_waiting_runs`] claims wait per
+//! training (2 by default: after aggregating, the DLR server sends
+//! MODEL_TEST_ROUND(r + 1) and UPDATE_ROUND_START(r + 1) back to back, and
+//! both may arrive while the UPDATE(r) command is still finishing). When
+//! one more arrives, the oldest waiting claim is recorded as
 //! [`RunStatus::Skipped`] with the line [`SKIPPED_LINE`] and never runs:
-//! the DLR server has moved on, and the newest phase is the one worth
+//! the server has moved on, and the newest phases are the ones worth
 //! running. So a forger flooding one training's phases gets one process
-//! and one waiting claim for it, never a pile. Over all trainings at most
+//! and a short queue for it, never a pile. Over all trainings at most
 //! [`NotifyConfig::max_concurrent_runs`] processes run at once; further
 //! chains wait for a permit.
 //!
@@ -31,6 +34,7 @@
 //! started yet is recorded as failed with [`NOT_STARTED_LINE`].
 //!
 //! [`NotifyConfig::max_concurrent_runs`]: super::NotifyConfig::max_concurrent_runs
+//! [`NotifyConfig::max_waiting_runs`]: super::NotifyConfig::max_waiting_runs
 
 use std::collections::{HashMap, VecDeque};
 use std::process::Stdio;
@@ -71,8 +75,9 @@ pub(crate) struct Runner {
     pub(crate) permits: Arc<Semaphore>,
     pub(crate) tail_lines: usize,
     pub(crate) max_line_bytes: usize,
-    /// Trainings with a chain going, and the claim waiting in each.
-    pub(crate) slots: Mutex<HashMap<String, Option<RunClaim>>>,
+    /// Trainings with a chain going, and the claims waiting in each.
+    pub(crate) slots: Mutex<HashMap<String, VecDeque<RunClaim>>>,
+    pub(crate) max_waiting: usize,
     pub(crate) tracker: TaskTracker,
     pub(crate) shutdown: CancellationToken,
 }
@@ -104,20 +109,26 @@ impl Tail {
 
 impl Runner {
     /// Starts `claim`'s run, or queues it behind the training's run in
-    /// progress (displacing, as skipped, a claim already waiting there).
+    /// progress (displacing, as skipped, the oldest waiting claim when the
+    /// queue is full).
     pub(crate) fn submit(self: &Arc<Self>, claim: RunClaim) {
-        let displaced = {
+        let mut displaced = Vec::new();
+        {
             let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
             match slots.get_mut(&claim.key.training) {
-                Some(waiting) => waiting.replace(claim),
+                Some(waiting) => {
+                    waiting.push_back(claim);
+                    while waiting.len() > self.max_waiting {
+                        displaced.extend(waiting.pop_front());
+                    }
+                }
                 None => {
-                    slots.insert(claim.key.training.clone(), None);
+                    slots.insert(claim.key.training.clone(), VecDeque::new());
                     self.tracker.spawn(self.clone().chain(claim));
-                    None
                 }
             }
-        };
-        if let Some(old) = displaced {
+        }
+        for old in displaced {
             tracing::warn!(
                 training = %old.key.training,
                 round = old.key.round,
@@ -133,14 +144,16 @@ impl Runner {
         }
     }
 
-    /// Runs `first`, then whatever waits in its training's slot, until the
-    /// slot is empty.
+    /// Runs `first`, then whatever waits in its training's slot, oldest
+    /// first, until the slot is empty.
     async fn chain(self: Arc<Self>, first: RunClaim) {
         let mut next = Some(first);
         while let Some(claim) = next {
             self.run(&claim).await;
             let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-            next = slots.get_mut(&claim.key.training).and_then(Option::take);
+            next = slots
+                .get_mut(&claim.key.training)
+                .and_then(VecDeque::pop_front);
             if next.is_none() {
                 slots.remove(&claim.key.training);
             }

@@ -805,6 +805,7 @@ mod tests {
             max_trainings: 1,
             max_phases_per_training: 2,
             max_phases_total: 100,
+            ..ApplyOptions::default()
         };
         let other = "00000000-0000-4000-8000-000000000002";
         let out = s
@@ -854,5 +855,162 @@ mod tests {
                 .sum::<usize>(),
             3
         );
+    }
+
+    fn uuid(i: u32) -> String {
+        format!("00000000-0000-4000-8000-{i:012}")
+    }
+
+    fn uuids(s: &TrainingStore) -> Vec<String> {
+        let mut all: Vec<String> = s.trainings().unwrap().into_iter().map(|t| t.uuid).collect();
+        all.sort();
+        all
+    }
+
+    /// Finding 12: junk filling the table does not lock new trainings out.
+    #[test]
+    fn a_new_training_evicts_the_least_recently_updated_finished_or_stale_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = TrainingStore::open(&dir.path().join("t.db")).unwrap();
+        let opts = ApplyOptions {
+            max_trainings: 3,
+            stale_after_ms: 100,
+            ..claiming()
+        };
+        let (a, b, c, d, e) = (uuid(1), uuid(2), uuid(3), uuid(4), uuid(5));
+        // a finished long ago, b finished later, c live and fresh.
+        s.apply_batch(
+            &[
+                rx(Notification::start(&a, M), 1),
+                rx(Notification::start(&b, M), 2),
+                rx(Notification::finished(&b, M), 3),
+                rx(Notification::finished(&a, M), 4),
+                rx(Notification::round(&c, Phase::Update, 0, M), 50),
+            ],
+            &opts,
+        )
+        .unwrap();
+        // Full: the least recently updated finished one (b, at 3) goes.
+        let out = s
+            .apply_batch(&[rx(Notification::start(&d, M), 60)], &opts)
+            .unwrap();
+        assert_eq!(out.evicted, [b.clone()]);
+        assert_eq!(out.dropped, 0);
+        assert_eq!(uuids(&s), [a.clone(), c.clone(), d.clone()]);
+        // Then a (finished); then c and d are live and fresh: a new one is
+        // dropped, and c's run in progress keeps it even once stale.
+        let out = s
+            .apply_batch(
+                &[
+                    rx(Notification::start(&e, M), 70),
+                    rx(Notification::start(&b, M), 71),
+                ],
+                &opts,
+            )
+            .unwrap();
+        assert_eq!(out.evicted, [a.clone()]);
+        assert_eq!(out.dropped, 1);
+        assert_eq!(uuids(&s), [c.clone(), d.clone(), e.clone()]);
+        // Much later d and e are stale (c still has its run): b gets in,
+        // in d's place (the older one).
+        let out = s
+            .apply_batch(&[rx(Notification::start(&b, M), 1000)], &opts)
+            .unwrap();
+        assert_eq!(out.evicted, [d.clone()]);
+        assert_eq!(uuids(&s), [b.clone(), c.clone(), e.clone()]);
+        assert_eq!(out.changed.len(), 1);
+        assert_eq!(out.changed[0].uuid, b);
+        // c's run ends: now c (updated at 50) is the oldest evictable.
+        let key = PhaseKey {
+            training: c.clone(),
+            round: 0,
+            phase: Phase::Update,
+        };
+        let end = RunEnd {
+            status: RunStatus::Succeeded,
+            ended_at: 1001,
+            exit_code: Some(0),
+            output_tail: vec![],
+        };
+        assert!(s.finish_run(&key, &end).unwrap());
+        let out = s
+            .apply_batch(&[rx(Notification::start(&d, M), 2000)], &opts)
+            .unwrap();
+        assert_eq!(out.evicted, [c.clone()]);
+        assert_eq!(uuids(&s), [b, d, e]);
+        // Its phases and runs went with it.
+        let left: i64 = s
+            .with(|c| {
+                c.query_row("SELECT count(*) FROM phases", [], |r| r.get(0))
+                    .ctx("counting")
+            })
+            .unwrap();
+        assert_eq!(left, 0);
+    }
+
+    #[test]
+    fn the_phase_cap_evicts_other_trainings_not_this_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = TrainingStore::open(&dir.path().join("t.db")).unwrap();
+        let opts = ApplyOptions {
+            max_phases_total: 3,
+            stale_after_ms: 100,
+            ..ApplyOptions::default()
+        };
+        let (a, b) = (uuid(1), uuid(2));
+        s.apply_batch(
+            &[
+                rx(Notification::round(&a, Phase::Update, 0, M), 1),
+                rx(Notification::round(&a, Phase::Test, 1, M), 2),
+                rx(Notification::round(&b, Phase::Update, 0, M), 3),
+            ],
+            &opts,
+        )
+        .unwrap();
+        // Fresh: nothing can go.
+        let out = s
+            .apply_batch(&[rx(Notification::round(&b, Phase::Test, 1, M), 4)], &opts)
+            .unwrap();
+        assert_eq!((out.dropped, out.evicted.len()), (1, 0));
+        // Later a is stale and goes, phases and all; b (stale too, but the
+        // one being written) stays.
+        let out = s
+            .apply_batch(&[rx(Notification::round(&b, Phase::Test, 1, M), 500)], &opts)
+            .unwrap();
+        assert_eq!(out.evicted, [a]);
+        assert_eq!(out.dropped, 0);
+        let all = s.trainings().unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].phases().count(), 2);
+    }
+
+    #[test]
+    fn the_migration_dates_existing_trainings() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(MIGRATIONS[0]).unwrap();
+            c.pragma_update(None, "user_version", 1).unwrap();
+            c.execute_batch(
+                "INSERT INTO trainings(uuid, state, started_at, finished_at) VALUES ('x', 'finished', 5, 9);
+                 INSERT INTO trainings(uuid, state, started_at) VALUES ('y', 'in_round', 5);
+                 INSERT INTO phases(training, round, phase, started_at, model_id) VALUES ('y', 0, 'update', 7, 'm');",
+            )
+            .unwrap();
+        }
+        let s = TrainingStore::open(&path).unwrap();
+        let dates: Vec<(String, i64)> = s
+            .with(|c| {
+                let mut st = c
+                    .prepare("SELECT uuid, updated_at FROM trainings ORDER BY uuid")
+                    .ctx("reading")?;
+                let rows = st
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .ctx("reading")?;
+                rows.collect::<Result<_, _>>().ctx("reading")
+            })
+            .unwrap();
+        assert_eq!(dates, [("x".to_owned(), 9), ("y".to_owned(), 7)]);
     }
 }
