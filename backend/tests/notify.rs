@@ -44,8 +44,7 @@ async fn start(config: NotifyConfig) -> Node {
     let events = Events::new(65_536);
     let stop = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let trainings =
-        Trainings::with_config(config, events.clone(), &tracker, stop.clone()).unwrap();
+    let trainings = Trainings::with_config(config, events.clone(), &tracker, stop.clone()).unwrap();
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/", l.local_addr().unwrap());
     tracker.spawn(notify::serve(l, trainings.clone(), stop.clone()));
@@ -736,7 +735,13 @@ async fn a_training_runs_one_command_at_a_time_and_skips_what_piles_up() {
     })
     .await;
     let mut rx = node.events.subscribe();
-    for n in [update(0), test_round(1), update(1), test_round(2), update(2)] {
+    for n in [
+        update(0),
+        test_round(1),
+        update(1),
+        test_round(2),
+        update(2),
+    ] {
         assert_eq!(send(&node, &n).await, 202);
     }
     node.trainings.settled().await;
@@ -920,7 +925,10 @@ async fn the_training_command_gets_no_roundtable_secrets() {
         let mut lines = std::io::BufReader::new(out).lines();
         let (mut http, mut notify_url) = (None, None);
         while http.is_none() || notify_url.is_none() {
-            let line = lines.next().expect("the node prints its addresses").unwrap();
+            let line = lines
+                .next()
+                .expect("the node prints its addresses")
+                .unwrap();
             let line = line.trim();
             if let Some(a) = line.strip_prefix("dashboard  http://") {
                 http = Some(a.to_owned());

@@ -69,8 +69,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::events::Events;
 use crate::store::trainings::{Received, TrainingStore};
-use transition::ApplyOptions;
 use crate::store::StoreError;
+use transition::ApplyOptions;
 
 pub use endpoint::{router, serve, BODY_LIMIT};
 
@@ -358,9 +358,7 @@ impl Trainings {
                     });
                 }
                 if highest.is_none_or(|h| round > h) {
-                    cache
-                        .pending
-                        .insert(n.training_uuid.clone(), (round, seq));
+                    cache.pending.insert(n.training_uuid.clone(), (round, seq));
                 }
             }
             seq

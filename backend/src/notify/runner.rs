@@ -168,8 +168,13 @@ impl Runner {
             _ = self.shutdown.cancelled() => None,
         };
         if permit.is_none() || self.shutdown.is_cancelled() {
-            self.record(claim, RunStatus::Failed, None, vec![NOT_STARTED_LINE.into()])
-                .await;
+            self.record(
+                claim,
+                RunStatus::Failed,
+                None,
+                vec![NOT_STARTED_LINE.into()],
+            )
+            .await;
             return;
         }
         let mut tail = Tail::new(self.tail_lines);
@@ -183,7 +188,8 @@ impl Runner {
             exit_code = ?exit_code,
             "training command ended"
         );
-        self.record(claim, status, exit_code, tail.lines.into()).await;
+        self.record(claim, status, exit_code, tail.lines.into())
+            .await;
     }
 
     /// Stores how `claim`'s run ended and asks for a fresh snapshot.
@@ -224,7 +230,10 @@ impl Runner {
             .stdin(Stdio::null())
             .kill_on_drop(true);
         for (name, _) in std::env::vars_os() {
-            if name.as_encoded_bytes().starts_with(SECRET_PREFIX.as_bytes()) {
+            if name
+                .as_encoded_bytes()
+                .starts_with(SECRET_PREFIX.as_bytes())
+            {
                 command.env_remove(&name);
             }
         }
@@ -263,11 +272,10 @@ impl Runner {
             }
         }
         for r in streams {
-            readers.push(self.tracker.spawn(read_lines(
-                r,
-                line_tx.clone(),
-                self.max_line_bytes,
-            )));
+            readers.push(
+                self.tracker
+                    .spawn(read_lines(r, line_tx.clone(), self.max_line_bytes)),
+            );
         }
         drop(line_tx);
 

@@ -282,7 +282,7 @@ pub fn transition(before: &Before, n: &Notification, opts: &ApplyOptions) -> Ste
 mod tests {
     use super::*;
     use Phase::*;
-    use TrainingState::*;
+    use TrainingState::{Finished, InRound, Removed, Testing};
 
     const T: &str = "00000000-0000-4000-8000-000000000001";
     const M: &str = "00000000-0000-4000-8000-0000000000aa";
@@ -374,7 +374,7 @@ mod tests {
              changed(vec![insert(1, Update), advance(Update, 1), Write::Touch])),
             ("SWAG(n) after TEST(n) advances", before(row(Testing, Some((Test, 3)), true)), swag(3), claiming(),
              changed(vec![insert(3, Swag), advance(Swag, 3), claim(3, Swag), Write::Touch])),
-            ("TEST(n) after SWAG(n) is late", before(row(Swag, Some((Swag, 3)), true)), test(3), claiming(),
+            ("TEST(n) after SWAG(n) is late", before(row(TrainingState::Swag, Some((Swag, 3)), true)), test(3), claiming(),
              changed(vec![insert(3, Test), claim(3, Test), Write::Touch])),
             ("FINISHED ends a live training", before(row(Testing, Some((Test, 3)), true)), fin.clone(), claiming(),
              changed(vec![Write::Finish { state: Finished, global_model_uuid: Some(M.into()) }, Write::Touch])),

@@ -23,7 +23,8 @@ use super::{Context, Db, StoreError};
 pub use crate::notify::transition::ApplyOptions;
 use crate::notify::transition::{transition, Before, Outcome, Row, Write};
 
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE trainings (
         uuid            TEXT PRIMARY KEY NOT NULL,
         state           TEXT NOT NULL,
@@ -55,7 +56,8 @@ const MIGRATIONS: &[&str] = &["
         output_tail TEXT NOT NULL DEFAULT '[]'
     ) STRICT;
     CREATE INDEX runs_running ON runs(status) WHERE status = 'running';
-", "
+",
+    "
     -- Unix ms of the last change; eviction takes the least recent first.
     ALTER TABLE trainings ADD COLUMN updated_at INTEGER NOT NULL DEFAULT 0;
     UPDATE trainings SET updated_at = max(
@@ -63,7 +65,8 @@ const MIGRATIONS: &[&str] = &["
         coalesce(finished_at, 0),
         coalesce((SELECT max(p.started_at) FROM phases p WHERE p.training = trainings.uuid), 0));
     CREATE INDEX trainings_updated ON trainings(updated_at);
-"];
+",
+];
 
 /// The line added to the tail of a run the node lost track of.
 pub const INTERRUPTED_LINE: &str = "[roundtable] the node stopped while this run was in progress";
@@ -348,7 +351,9 @@ fn before(tx: &Transaction<'_>, n: &Notification, counts: &Counts) -> Result<Bef
     let row = read_row(tx, t)?;
     let phase_known = match (&row, &n.kind) {
         (Some(_), Kind::Round { phase, round, .. }) => tx
-            .prepare_cached("SELECT 1 FROM phases WHERE training = ?1 AND round = ?2 AND phase = ?3")
+            .prepare_cached(
+                "SELECT 1 FROM phases WHERE training = ?1 AND round = ?2 AND phase = ?3",
+            )
             .ctx("looking up phase")?
             .query_row(params![t, round, phase.as_str()], |_| Ok(()))
             .optional()
@@ -894,7 +899,7 @@ mod tests {
         let out = s
             .apply_batch(&[rx(Notification::start(&d, M), 60)], &opts)
             .unwrap();
-        assert_eq!(out.evicted, [b.clone()]);
+        assert_eq!(out.evicted, std::slice::from_ref(&b));
         assert_eq!(out.dropped, 0);
         assert_eq!(uuids(&s), [a.clone(), c.clone(), d.clone()]);
         // Then a (finished); then c and d are live and fresh: a new one is
@@ -908,7 +913,7 @@ mod tests {
                 &opts,
             )
             .unwrap();
-        assert_eq!(out.evicted, [a.clone()]);
+        assert_eq!(out.evicted, std::slice::from_ref(&a));
         assert_eq!(out.dropped, 1);
         assert_eq!(uuids(&s), [c.clone(), d.clone(), e.clone()]);
         // Much later d and e are stale (c still has its run): b gets in,
@@ -916,7 +921,7 @@ mod tests {
         let out = s
             .apply_batch(&[rx(Notification::start(&b, M), 1000)], &opts)
             .unwrap();
-        assert_eq!(out.evicted, [d.clone()]);
+        assert_eq!(out.evicted, std::slice::from_ref(&d));
         assert_eq!(uuids(&s), [b.clone(), c.clone(), e.clone()]);
         assert_eq!(out.changed.len(), 1);
         assert_eq!(out.changed[0].uuid, b);
@@ -936,7 +941,7 @@ mod tests {
         let out = s
             .apply_batch(&[rx(Notification::start(&d, M), 2000)], &opts)
             .unwrap();
-        assert_eq!(out.evicted, [c.clone()]);
+        assert_eq!(out.evicted, std::slice::from_ref(&c));
         assert_eq!(uuids(&s), [b, d, e]);
         // Its phases and runs went with it.
         let left: i64 = s
@@ -975,7 +980,10 @@ mod tests {
         // Later a is stale and goes, phases and all; b (stale too, but the
         // one being written) stays.
         let out = s
-            .apply_batch(&[rx(Notification::round(&b, Phase::Test, 1, M), 500)], &opts)
+            .apply_batch(
+                &[rx(Notification::round(&b, Phase::Test, 1, M), 500)],
+                &opts,
+            )
             .unwrap();
         assert_eq!(out.evicted, [a]);
         assert_eq!(out.dropped, 0);
