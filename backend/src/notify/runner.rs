@@ -213,8 +213,9 @@ impl Runner {
         if let Err(e) = record {
             tracing::error!(error = %e, "cannot record the end of a run");
         }
-        // The worker is gone once the node stops; the store has it anyway.
-        let _ = self.refresh.try_send(claim.key.training.clone());
+        // Fails at once when the worker has stopped (the node is stopping);
+        // the store has the end anyway.
+        let _ = self.refresh.send(claim.key.training.clone()).await;
     }
 
     /// Runs the process to its end; returns its status and exit code.
