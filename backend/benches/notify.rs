@@ -32,6 +32,7 @@ use roundtable_shared::training::Phase;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 const TRAININGS: usize = 8;
 const ROUNDS: u32 = 1000;
@@ -174,8 +175,15 @@ fn main() {
     let stop_server = CancellationToken::new();
     let (addr, trainings) = server_rt.block_on(async {
         let trainings = Trainings::with_config(
-            NotifyConfig::new(dir.path().join("trainings.db")),
+            NotifyConfig {
+                // The load keeps 64 requests in flight, 8 rounds apart: this
+                // measures the endpoint, not the forged-round check.
+                max_round_jump: ROUNDS,
+                ..NotifyConfig::new(dir.path().join("trainings.db"))
+            },
             Events::default(),
+            &TaskTracker::new(),
+            stop_server.clone(),
         )
         .unwrap();
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

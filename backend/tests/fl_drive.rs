@@ -10,14 +10,22 @@ use roundtable::notify::{self, Trainings};
 use roundtable_shared::training::{Phase, TrainingState};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 const BIN: &str = env!("CARGO_BIN_EXE_roundtable");
 
 async fn endpoint(dir: &std::path::Path) -> (String, Trainings, CancellationToken) {
-    let trainings = Trainings::open(&dir.join("t.db"), None, Events::default()).unwrap();
+    let stop = CancellationToken::new();
+    let trainings = Trainings::open(
+        &dir.join("t.db"),
+        None,
+        Events::default(),
+        &TaskTracker::new(),
+        stop.clone(),
+    )
+    .unwrap();
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/notify", l.local_addr().unwrap());
-    let stop = CancellationToken::new();
     tokio::spawn(notify::serve(l, trainings.clone(), stop.clone()));
     (url, trainings, stop)
 }

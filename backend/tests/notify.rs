@@ -20,6 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 const T: &str = "6f1c1f9e-5b0a-4c39-9d7e-2a8e4f6b1c01";
 const T2: &str = "6f1c1f9e-5b0a-4c39-9d7e-2a8e4f6b1c02";
@@ -30,6 +31,7 @@ struct Node {
     trainings: Trainings,
     events: Events,
     stop: CancellationToken,
+    tracker: TaskTracker,
 }
 
 impl Drop for Node {
@@ -40,16 +42,18 @@ impl Drop for Node {
 
 async fn start(config: NotifyConfig) -> Node {
     let events = Events::new(65_536);
-    let trainings = Trainings::with_config(config, events.clone()).unwrap();
+    let stop = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let trainings = Trainings::with_config(config, events.clone(), &tracker, stop.clone()).unwrap();
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/", l.local_addr().unwrap());
-    let stop = CancellationToken::new();
-    tokio::spawn(notify::serve(l, trainings.clone(), stop.clone()));
+    tracker.spawn(notify::serve(l, trainings.clone(), stop.clone()));
     Node {
         url,
         trainings,
         events,
         stop,
+        tracker,
     }
 }
 
@@ -657,5 +661,319 @@ async fn commands_are_split_like_a_shell_would() {
     assert!(notify::parse_command("   ").is_err());
     assert!(notify::parse_command("python 'unclosed").is_err());
     let dir = tempfile::tempdir().unwrap();
-    assert!(Trainings::open(&dir.path().join("t.db"), Some(vec![]), Events::default()).is_err());
+    assert!(Trainings::open(
+        &dir.path().join("t.db"),
+        Some(vec![]),
+        Events::default(),
+        &TaskTracker::new(),
+        CancellationToken::new()
+    )
+    .is_err());
+}
+
+/// Finding 12: a forged round far beyond the training's is refused at once
+/// with a JSON 400 and changes nothing; real sequences, however fast, pass.
+#[tokio::test]
+async fn a_round_far_ahead_is_refused_with_a_json_400() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = monitor(dir.path()).await;
+    assert_eq!(send(&node, &update(0)).await, 202);
+    let far = post(&node.url, &update(6).to_json()).await;
+    assert_eq!(far.status, 400, "{}", far.body);
+    assert!(far.error().contains("round 6"), "{}", far.body);
+    let huge = post(&node.url, &test_round(u32::MAX).to_json()).await;
+    assert_eq!(huge.status, 400);
+    // An unknown training starts at round 0: a forged round 6 creates nothing.
+    let new = post(
+        &node.url,
+        &Notification::round(T2, Phase::Update, 6, M).to_json(),
+    )
+    .await;
+    assert_eq!(new.status, 400);
+    new.error();
+
+    // UPDATE(r) then TEST(r + 1), sent as fast as the endpoint answers:
+    // the check never lags behind the queue.
+    for r in 0..12 {
+        assert_eq!(send(&node, &update(r)).await, 202, "update {r}");
+        assert_eq!(send(&node, &test_round(r + 1)).await, 202, "test {}", r + 1);
+    }
+    // Exactly the jump is fine; one more is not.
+    assert_eq!(send(&node, &update(17)).await, 202);
+    assert_eq!(send(&node, &update(23)).await, 400);
+    node.trainings.settled().await;
+    let t = node.trainings.get(T).await.unwrap().unwrap();
+    assert_eq!(t.current_round, Some(17));
+    assert_eq!(t.phases().count(), 25);
+    assert!(t.round(6).unwrap().phase(Phase::Update).is_some());
+    assert!(t.round(23).is_none() && t.round(u32::MAX).is_none());
+    assert_eq!(node.trainings.get(T2).await.unwrap(), None);
+}
+
+/// Finding 12: a training's phases run one at a time, and a flood of them
+/// leaves one process and a short queue; the oldest waiting runs are
+/// recorded as skipped.
+#[tokio::test]
+async fn a_training_runs_one_command_at_a_time_and_skips_what_piles_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gated.sh");
+    let log = dir.path().join("runs.log");
+    let go = dir.path().join("go");
+    std::fs::write(
+        &path,
+        format!(
+            "echo \"start $1 $5\" >> \"{log}\"\nwhile [ ! -e \"{go}\" ]; do sleep 0.02; done\necho \"end $1 $5\" >> \"{log}\"\n",
+            log = log.display(),
+            go = go.display()
+        ),
+    )
+    .unwrap();
+    let node = start(NotifyConfig {
+        // Room for every run at once: only the per-training rule holds them.
+        max_concurrent_runs: 8,
+        ..with_cmd(dir.path(), vec!["sh".into(), path.display().to_string()])
+    })
+    .await;
+    let mut rx = node.events.subscribe();
+    for n in [
+        update(0),
+        test_round(1),
+        update(1),
+        test_round(2),
+        update(2),
+    ] {
+        assert_eq!(send(&node, &n).await, 202);
+    }
+    node.trainings.settled().await;
+    std::fs::write(&go, "").unwrap();
+    let t = wait_training(&mut rx, |t| {
+        t.phases().count() == 5
+            && t.phases().all(|(_, p)| {
+                p.run
+                    .as_ref()
+                    .is_some_and(|r| r.status != RunStatus::Running)
+            })
+    })
+    .await;
+    let status = |r, p| t.phase(r, p).unwrap().run.clone().unwrap();
+    for (r, p) in [(0, Phase::Update), (2, Phase::Test), (2, Phase::Update)] {
+        assert_eq!(status(r, p).status, RunStatus::Succeeded, "{r} {p}");
+    }
+    for (r, p) in [(1, Phase::Test), (1, Phase::Update)] {
+        let run = status(r, p);
+        assert_eq!(run.status, RunStatus::Skipped, "{r} {p}");
+        assert_eq!(run.output_tail, [notify::runner::SKIPPED_LINE]);
+        assert_eq!(run.exit_code, None);
+    }
+    // Never two at once: each run ended before the next started.
+    let runs: Vec<String> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        runs,
+        [
+            "start train 0",
+            "end train 0",
+            "start test 2",
+            "end test 2",
+            "start train 2",
+            "end train 2"
+        ]
+    );
+}
+
+/// Finding 12: forged trainings filling the limit give way to new ones:
+/// finished ones at once, live ones once stale, the least recently updated
+/// first.
+#[tokio::test]
+async fn a_full_table_of_forged_trainings_does_not_lock_out_new_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(NotifyConfig {
+        max_trainings: 2,
+        stale_after: Duration::from_millis(300),
+        ..NotifyConfig::new(dir.path().join("t.db"))
+    })
+    .await;
+    // UUIDs below T's, so that a tie in update time still evicts them first.
+    let done = "00000000-0000-4000-8000-000000000001";
+    let forged = "00000000-0000-4000-8000-000000000002";
+    for n in [
+        Notification::start(done, M),
+        Notification::finished(done, M),
+        Notification::round(forged, Phase::Update, 0, M),
+    ] {
+        assert!(send(&node, &n).await < 300);
+    }
+    node.trainings.settled().await;
+    // A finished training makes room at once.
+    assert_eq!(send(&node, &Notification::start(T, M)).await, 200);
+    node.trainings.settled().await;
+    assert!(node.trainings.get(T).await.unwrap().is_some());
+    assert_eq!(node.trainings.get(done).await.unwrap(), None);
+    // Fresh live ones do not...
+    assert_eq!(send(&node, &Notification::start(T2, M)).await, 200);
+    node.trainings.settled().await;
+    assert_eq!(node.trainings.get(T2).await.unwrap(), None);
+    // ... until they are stale; then the least recently updated goes.
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert_eq!(send(&node, &Notification::start(T2, M)).await, 200);
+    node.trainings.settled().await;
+    let kept: Vec<String> = node
+        .trainings
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.uuid)
+        .collect();
+    assert_eq!(kept, [T, T2]);
+}
+
+/// Stopping the service (as `Node::stop` does) waits for the runs: a
+/// running command is killed and recorded as interrupted, output kept.
+#[tokio::test]
+async fn stopping_kills_a_running_command_and_records_it_interrupted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("slow.sh");
+    let pid = dir.path().join("pid");
+    std::fs::write(
+        &path,
+        format!(
+            "echo $$ > \"{}\"\necho started\nexec sleep 30\n",
+            pid.display()
+        ),
+    )
+    .unwrap();
+    let db = dir.path().join("t.db");
+    let node = start(with_cmd(
+        dir.path(),
+        vec!["sh".into(), path.display().to_string()],
+    ))
+    .await;
+    let mut rx = node.events.subscribe();
+    send(&node, &update(0)).await;
+    wait_for(&mut rx, |e| {
+        matches!(e, Event::RunOutput { line, .. } if line == "started").then_some(())
+    })
+    .await;
+    let pid = std::fs::read_to_string(&pid).unwrap().trim().to_owned();
+
+    node.stop.cancel();
+    node.tracker.close();
+    tokio::time::timeout(Duration::from_secs(10), node.tracker.wait())
+        .await
+        .expect("the worker and the run stop");
+    let alive = std::process::Command::new("kill")
+        .args(["-0", &pid])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(!alive.success(), "the command was killed");
+
+    // Recorded by the stop itself (a restart's recovery would have kept no
+    // output).
+    let again = start(NotifyConfig::new(db)).await;
+    let t = again.trainings.get(T).await.unwrap().unwrap();
+    let run = t.phase(0, Phase::Update).unwrap().run.clone().unwrap();
+    assert_eq!(run.status, RunStatus::Failed);
+    assert_eq!(run.output_tail, ["started", INTERRUPTED_LINE]);
+    assert!(run.ended_at.is_some());
+}
+
+/// Finding 11: the training command does not inherit the node's secrets.
+/// A real `roundtable node` with ROUNDTABLE_PASSWORD and ROUNDTABLE_TOKEN
+/// set runs `sh -c env` for a real notification; its recorded output has
+/// the environment without them.
+#[tokio::test]
+async fn the_training_command_gets_no_roundtable_secrets() {
+    const PASSWORD: &str = "pw-7f3a9c1e5b2d4f60";
+    const TOKEN: &str = "tok-0d9e8f7a6b5c4d3e2f1a";
+    let dir = tempfile::tempdir().unwrap();
+    // A directory nobody listens on: the node keeps retrying it, which is
+    // all this test needs.
+    let dead = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let directory = dead.local_addr().unwrap().to_string();
+    drop(dead);
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Kill(
+        std::process::Command::new(env!("CARGO_BIN_EXE_roundtable"))
+            .args(["node", "--name", "alice", "--directory", &directory])
+            .args(["--chat", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+            .args(["--notify", "127.0.0.1:0", "--train-cmd", "sh -c env"])
+            .arg("--data")
+            .arg(dir.path().join("alice"))
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("ROUNDTABLE_PASSWORD", PASSWORD)
+            .env("ROUNDTABLE_TOKEN", TOKEN)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let out = child.0.stdout.take().unwrap();
+    let (http, notify_url) = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        let mut lines = std::io::BufReader::new(out).lines();
+        let (mut http, mut notify_url) = (None, None);
+        while http.is_none() || notify_url.is_none() {
+            let line = lines
+                .next()
+                .expect("the node prints its addresses")
+                .unwrap();
+            let line = line.trim();
+            if let Some(a) = line.strip_prefix("dashboard  http://") {
+                http = Some(a.to_owned());
+            }
+            if let Some(u) = line.strip_prefix("notify     ") {
+                notify_url = Some(u.to_owned());
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        (http.unwrap(), notify_url.unwrap())
+    })
+    .await
+    .unwrap();
+
+    assert_eq!(post(&notify_url, &update(0).to_json()).await.status, 202);
+    let url = format!("http://{http}/api/trainings/{T}?token={TOKEN}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let run = loop {
+        let a = request(Method::GET, &url, "", None).await;
+        if a.status == 200 {
+            let t: Training = serde_json::from_str(&a.body).unwrap();
+            if let Some(run) = t.phase(0, Phase::Update).and_then(|p| p.run.clone()) {
+                if run.status != RunStatus::Running {
+                    break run;
+                }
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the run ends: {} {}",
+            a.status,
+            a.body
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.output_tail);
+    assert!(
+        run.output_tail.iter().any(|l| l.starts_with("PATH=")),
+        "the rest of the environment is there: {:?}",
+        run.output_tail
+    );
+    for line in &run.output_tail {
+        assert!(
+            !line.contains(PASSWORD) && !line.contains(TOKEN) && !line.starts_with("ROUNDTABLE_"),
+            "a secret reached the training command: {line}"
+        );
+    }
 }

@@ -338,9 +338,12 @@ async fn half_sent_requests_are_closed_after_the_header_timeout() {
         ..WebConfig::new(dist.path())
     };
     tokio::spawn(web::serve(web_l, config, stop.clone()));
+    let tracker = tokio_util::task::TaskTracker::new();
     let trainings = Trainings::with_config(
         NotifyConfig::new(dist.path().join("t.db")),
         Events::new(1024),
+        &tracker,
+        stop.clone(),
     )
     .unwrap();
     let notify_l = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -142,10 +142,19 @@ pub enum RunStatus {
     /// Exited non-zero, was killed, could not be started, or was still
     /// running when the node stopped.
     Failed,
+    /// Never started: it waited behind another run of the same training
+    /// (one runs at a time per training) and newer phases of that training
+    /// filled the short queue of waiting runs.
+    Skipped,
 }
 
 impl RunStatus {
-    pub const ALL: [RunStatus; 3] = [RunStatus::Running, RunStatus::Succeeded, RunStatus::Failed];
+    pub const ALL: [RunStatus; 4] = [
+        RunStatus::Running,
+        RunStatus::Succeeded,
+        RunStatus::Failed,
+        RunStatus::Skipped,
+    ];
 
     /// The snake_case name, as in JSON.
     pub fn as_str(self) -> &'static str {
@@ -153,6 +162,7 @@ impl RunStatus {
             RunStatus::Running => "running",
             RunStatus::Succeeded => "succeeded",
             RunStatus::Failed => "failed",
+            RunStatus::Skipped => "skipped",
         }
     }
 
@@ -229,6 +239,12 @@ impl Training {
     /// Round `n`, if any of its phases started.
     pub fn round(&self, n: u32) -> Option<&Round> {
         self.rounds.iter().find(|r| r.round == n)
+    }
+
+    /// The highest round number any recorded phase has (late ones
+    /// included), `None` before any phase.
+    pub fn highest_round(&self) -> Option<u32> {
+        self.rounds.iter().map(|r| r.round).max()
     }
 
     /// The record of `phase` in round `n`.

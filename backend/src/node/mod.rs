@@ -146,6 +146,8 @@ impl Node {
             &cfg.data.join("trainings.db"),
             cfg.train_cmd.clone(),
             events.clone(),
+            &tracker,
+            shutdown.clone(),
         )?;
         if let Some(l) = notify_listener {
             let (t, lim, s) = (

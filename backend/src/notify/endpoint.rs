@@ -10,6 +10,9 @@
 //! - Bodies over [`BODY_LIMIT`] get 413.
 //! - Malformed JSON, missing or wrong-typed fields and unknown types get 400.
 //! - Every error body is JSON: `{"error": "…"}`. Bad input never gets 500.
+//! - A round more than the configured jump past the training's highest
+//!   known round gets 400 (see [`Refused::RoundTooFar`]): answered at once
+//!   from memory, nothing queued.
 //! - A valid notification gets the reference status (200 or 202, empty
 //!   body) as soon as it is queued; the work happens afterwards. If the
 //!   queue stays full for the configured timeout the answer is 503 with
@@ -26,7 +29,7 @@ use roundtable_shared::notify;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::Trainings;
+use super::{Refused, Trainings};
 use crate::web::server::Limits;
 
 /// Largest notification body accepted, in bytes. Real ones are under 200.
@@ -83,7 +86,11 @@ async fn handle(State(svc): State<Trainings>, req: Request) -> Response {
     let status = StatusCode::from_u16(n.reference_status()).unwrap_or(StatusCode::OK);
     match svc.submit(n).await {
         Ok(()) => (status, Body::empty()).into_response(),
-        Err(e) => {
+        Err(e @ Refused::RoundTooFar { .. }) => {
+            tracing::warn!("notification rejected: {e}");
+            error(StatusCode::BAD_REQUEST, e.to_string())
+        }
+        Err(e @ Refused::Busy) => {
             tracing::warn!("notification refused: {e}");
             let mut r = error(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
             r.headers_mut()

@@ -6,23 +6,66 @@
 //! published as [`Event::RunOutput`]; the last lines are kept as the run's
 //! tail. The run's end (exit code, or how it failed) is stored, then the
 //! worker is asked to publish the training's new snapshot.
+//!
+//! **One run at a time per training.** A training's runs form a chain: a
+//! claim for a training with a run in progress waits for it, in arrival
+//! order, and at most [`NotifyConfig::max_waiting_runs`] claims wait per
+//! training (2 by default: after aggregating, the DLR server sends
+//! MODEL_TEST_ROUND(r + 1) and UPDATE_ROUND_START(r + 1) back to back, and
+//! both may arrive while the UPDATE(r) command is still finishing). When
+//! one more arrives, the oldest waiting claim is recorded as
+//! [`RunStatus::Skipped`] with the line [`SKIPPED_LINE`] and never runs:
+//! the server has moved on, and the newest phases are the ones worth
+//! running. So a forger flooding one training's phases gets one process
+//! and a short queue for it, never a pile. Over all trainings at most
+//! [`NotifyConfig::max_concurrent_runs`] processes run at once; further
+//! chains wait for a permit.
+//!
+//! **Environment.** The command inherits the node's environment except
+//! every variable whose name starts with `ROUNDTABLE_` ([`SECRET_PREFIX`]):
+//! that is where the node's secrets live (`ROUNDTABLE_PASSWORD`,
+//! `ROUNDTABLE_TOKEN`, and any added later), and nothing Roundtable reads
+//! from its environment is meant for the training script, so there is no
+//! allow-list.
+//!
+//! **Shutdown.** Chains are tasks of the node's tracker. When the shutdown
+//! token is cancelled a running command is killed and its run recorded as
+//! failed with [`INTERRUPTED_LINE`] after its output; a claim that had not
+//! started yet is recorded as failed with [`NOT_STARTED_LINE`].
+//!
+//! [`NotifyConfig::max_concurrent_runs`]: super::NotifyConfig::max_concurrent_runs
+//! [`NotifyConfig::max_waiting_runs`]: super::NotifyConfig::max_waiting_runs
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::process::Stdio;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use roundtable_shared::api::Event;
 use roundtable_shared::training::RunStatus;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::events::Events;
-use crate::store::trainings::{RunClaim, RunEnd, TrainingStore};
+use crate::store::trainings::{RunClaim, RunEnd, TrainingStore, INTERRUPTED_LINE};
 
 /// How long output may keep coming after the process exited (a child it
 /// left behind may hold the pipes open).
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
+
+/// Environment variables with this prefix are removed from the command's
+/// environment.
+pub const SECRET_PREFIX: &str = "ROUNDTABLE_";
+
+/// The output line of a waiting run that a newer phase of the same
+/// training displaced.
+pub const SKIPPED_LINE: &str =
+    "[roundtable] skipped: a newer phase of this training arrived while this run waited for the previous one";
+
+/// The output line of a claimed run the node stopped before it started.
+pub const NOT_STARTED_LINE: &str = "[roundtable] the node stopped before this run could start";
 
 pub(crate) struct Runner {
     pub(crate) cmd: Vec<String>,
@@ -32,6 +75,11 @@ pub(crate) struct Runner {
     pub(crate) permits: Arc<Semaphore>,
     pub(crate) tail_lines: usize,
     pub(crate) max_line_bytes: usize,
+    /// Trainings with a chain going, and the claims waiting in each.
+    pub(crate) slots: Mutex<HashMap<String, VecDeque<RunClaim>>>,
+    pub(crate) max_waiting: usize,
+    pub(crate) tracker: TaskTracker,
+    pub(crate) shutdown: CancellationToken,
 }
 
 /// The last `cap` lines.
@@ -60,34 +108,114 @@ impl Tail {
 }
 
 impl Runner {
-    pub(crate) async fn run(self: Arc<Self>, claim: RunClaim) {
-        let key = claim.key.clone();
+    /// Starts `claim`'s run, or queues it behind the training's run in
+    /// progress (displacing, as skipped, the oldest waiting claim when the
+    /// queue is full).
+    pub(crate) fn submit(self: &Arc<Self>, claim: RunClaim) {
+        let mut displaced = Vec::new();
+        {
+            let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+            match slots.get_mut(&claim.key.training) {
+                Some(waiting) => {
+                    waiting.push_back(claim);
+                    while waiting.len() > self.max_waiting {
+                        displaced.extend(waiting.pop_front());
+                    }
+                }
+                None => {
+                    slots.insert(claim.key.training.clone(), VecDeque::new());
+                    self.tracker.spawn(self.clone().chain(claim));
+                }
+            }
+        }
+        for old in displaced {
+            tracing::warn!(
+                training = %old.key.training,
+                round = old.key.round,
+                phase = %old.key.phase,
+                "waiting run skipped for a newer phase"
+            );
+            let this = self.clone();
+            self.tracker.spawn(async move {
+                this.output(&old, &mut Tail::new(0), SKIPPED_LINE.into());
+                this.record(&old, RunStatus::Skipped, None, vec![SKIPPED_LINE.into()])
+                    .await;
+            });
+        }
+    }
+
+    /// Runs `first`, then whatever waits in its training's slot, oldest
+    /// first, until the slot is empty.
+    async fn chain(self: Arc<Self>, first: RunClaim) {
+        let mut next = Some(first);
+        while let Some(claim) = next {
+            self.run(&claim).await;
+            let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+            next = slots
+                .get_mut(&claim.key.training)
+                .and_then(VecDeque::pop_front);
+            if next.is_none() {
+                slots.remove(&claim.key.training);
+            }
+        }
+    }
+
+    async fn run(&self, claim: &RunClaim) {
+        let key = &claim.key;
         // The semaphore is never closed.
-        let _permit = self.permits.clone().acquire_owned().await;
-        let mut tail = Tail::new(self.tail_lines);
-        let (status, exit_code) = self.execute(&claim, &mut tail).await;
-        let end = RunEnd {
-            status,
-            ended_at: super::now_ms(),
-            exit_code,
-            output_tail: tail.lines.into(),
+        let permit = tokio::select! {
+            p = self.permits.clone().acquire_owned() => p.ok(),
+            _ = self.shutdown.cancelled() => None,
         };
+        if permit.is_none() || self.shutdown.is_cancelled() {
+            self.record(
+                claim,
+                RunStatus::Failed,
+                None,
+                vec![NOT_STARTED_LINE.into()],
+            )
+            .await;
+            return;
+        }
+        let mut tail = Tail::new(self.tail_lines);
+        let (status, exit_code) = self.execute(claim, &mut tail).await;
+        drop(permit);
         tracing::info!(
             training = %key.training,
             round = key.round,
             phase = %key.phase,
-            status = %end.status,
-            exit_code = ?end.exit_code,
+            status = %status,
+            exit_code = ?exit_code,
             "training command ended"
         );
+        self.record(claim, status, exit_code, tail.lines.into())
+            .await;
+    }
+
+    /// Stores how `claim`'s run ended and asks for a fresh snapshot.
+    async fn record(
+        &self,
+        claim: &RunClaim,
+        status: RunStatus,
+        exit_code: Option<i32>,
+        output_tail: Vec<String>,
+    ) {
+        let end = RunEnd {
+            status,
+            ended_at: super::now_ms(),
+            exit_code,
+            output_tail,
+        };
         let record = {
-            let key = key.clone();
+            let key = claim.key.clone();
             self.store.run(move |s| s.finish_run(&key, &end)).await
         };
         if let Err(e) = record {
             tracing::error!(error = %e, "cannot record the end of a run");
         }
-        let _ = self.refresh.send(key.training).await;
+        // Fails at once when the worker has stopped (the node is stopping);
+        // the store has the end anyway.
+        let _ = self.refresh.send(claim.key.training.clone()).await;
     }
 
     /// Runs the process to its end; returns its status and exit code.
@@ -102,6 +230,14 @@ impl Runner {
             .args(["--model-id", &claim.model_id])
             .stdin(Stdio::null())
             .kill_on_drop(true);
+        for (name, _) in std::env::vars_os() {
+            if name
+                .as_encoded_bytes()
+                .starts_with(SECRET_PREFIX.as_bytes())
+            {
+                command.env_remove(&name);
+            }
+        }
         let started = combine_output(&mut command).and_then(|out| Ok((command.spawn()?, out)));
         // The command holds the pipe's write ends: drop it so that the pipe
         // closes when the process (and any child it left) is gone.
@@ -137,17 +273,15 @@ impl Runner {
             }
         }
         for r in streams {
-            readers.push(tokio::spawn(read_lines(
-                r,
-                line_tx.clone(),
-                self.max_line_bytes,
-            )));
+            readers.push(
+                self.tracker
+                    .spawn(read_lines(r, line_tx.clone(), self.max_line_bytes)),
+            );
         }
         drop(line_tx);
 
-        let wait = child.wait();
-        tokio::pin!(wait);
         let mut exit = None;
+        let mut interrupted = false;
         let mut lines_open = true;
         // Output until the process exits and its pipes close.
         while exit.is_none() || lines_open {
@@ -156,16 +290,27 @@ impl Runner {
                     Some(l) => self.output(claim, tail, l),
                     None => lines_open = false,
                 },
-                status = &mut wait, if exit.is_none() => exit = Some(status),
+                status = child.wait(), if exit.is_none() => exit = Some(status),
+                _ = self.shutdown.cancelled(), if exit.is_none() && !interrupted => {
+                    interrupted = true;
+                    if let Err(e) = child.start_kill() {
+                        tracing::warn!(error = %e, "cannot kill the training command");
+                    }
+                }
             }
             if exit.is_some() && lines_open {
                 // Give lingering output a moment, then stop reading.
+                let grace = if interrupted {
+                    Duration::from_millis(200)
+                } else {
+                    DRAIN_GRACE
+                };
                 let drain = async {
                     while let Some(l) = line_rx.recv().await {
                         self.output(claim, tail, l);
                     }
                 };
-                if tokio::time::timeout(DRAIN_GRACE, drain).await.is_err() {
+                if tokio::time::timeout(grace, drain).await.is_err() {
                     self.output(
                         claim,
                         tail,
@@ -178,6 +323,10 @@ impl Runner {
         }
         for r in readers {
             r.abort();
+        }
+        if interrupted {
+            self.output(claim, tail, INTERRUPTED_LINE.into());
+            return (RunStatus::Failed, None);
         }
         match exit {
             Some(Ok(status)) => match status.code() {

@@ -1,22 +1,14 @@
 //! The node's training database: trainings, their round phases, and the
 //! local runs of the training command. One SQLite file of its own.
 //!
-//! The notification state machine lives here, next to the SQL it is made
-//! of, so that every notification is applied in one transaction:
-//!
-//! - any notification for an unknown training creates it (state `started`):
-//!   TRAINING_START and the first UPDATE_ROUND_START may arrive either way
-//!   round;
-//! - a round notification records its (training, round, phase) once
-//!   (`UNIQUE`, `INSERT OR IGNORE`); a duplicate changes nothing;
-//! - the training's state and current round follow the latest phase in DLR
-//!   order ([`Phase::position`]), not the latest arrival, so a late
-//!   notification never moves a training backwards;
-//! - TRAINING_FINISHED and CLIENT_REMOVED are terminal: later phases are
-//!   still recorded but change no state and start no run;
-//! - a run is claimed (row inserted, status `running`) in the same
-//!   transaction that records its phase, before any process is started, so
-//!   a (training, round, phase) runs at most once, across restarts too.
+//! The notification state machine itself is pure and lives in
+//! [`crate::notify::transition`]; this module reads what it needs from the
+//! tables, performs the writes it returns, and does so for a whole batch of
+//! notifications in one transaction. A run is claimed (row inserted, status
+//! `running`) in the transaction that records its phase, before any
+//! process is started, so a (training, round, phase) runs at most once,
+//! across restarts too. Trainings evicted to make room go with their phases
+//! and runs.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -28,8 +20,11 @@ use roundtable_shared::training::{
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 use super::{Context, Db, StoreError};
+pub use crate::notify::transition::ApplyOptions;
+use crate::notify::transition::{transition, Before, Outcome, Row, Write};
 
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE trainings (
         uuid            TEXT PRIMARY KEY NOT NULL,
         state           TEXT NOT NULL,
@@ -61,7 +56,17 @@ const MIGRATIONS: &[&str] = &["
         output_tail TEXT NOT NULL DEFAULT '[]'
     ) STRICT;
     CREATE INDEX runs_running ON runs(status) WHERE status = 'running';
-"];
+",
+    "
+    -- Unix ms of the last change; eviction takes the least recent first.
+    ALTER TABLE trainings ADD COLUMN updated_at INTEGER NOT NULL DEFAULT 0;
+    UPDATE trainings SET updated_at = max(
+        started_at,
+        coalesce(finished_at, 0),
+        coalesce((SELECT max(p.started_at) FROM phases p WHERE p.training = trainings.uuid), 0));
+    CREATE INDEX trainings_updated ON trainings(updated_at);
+",
+];
 
 /// The line added to the tail of a run the node lost track of.
 pub const INTERRUPTED_LINE: &str = "[roundtable] the node stopped while this run was in progress";
@@ -71,31 +76,6 @@ pub const INTERRUPTED_LINE: &str = "[roundtable] the node stopped while this run
 pub struct Received {
     pub notification: Notification,
     pub at: i64,
-}
-
-/// How [`TrainingStore::apply_batch`] treats what it is given.
-#[derive(Debug, Clone)]
-pub struct ApplyOptions {
-    /// Claim a run for each new round phase of a live training.
-    pub claim_runs: bool,
-    /// A notification that would create a training beyond this many is
-    /// dropped.
-    pub max_trainings: u64,
-    /// A new phase beyond this many in one training is dropped.
-    pub max_phases_per_training: u64,
-    /// A new phase beyond this many in all trainings is dropped.
-    pub max_phases_total: u64,
-}
-
-impl Default for ApplyOptions {
-    fn default() -> Self {
-        ApplyOptions {
-            claim_runs: false,
-            max_trainings: 10_000,
-            max_phases_per_training: 10_000,
-            max_phases_total: 1_000_000,
-        }
-    }
 }
 
 /// Identifies a phase (and its run).
@@ -122,6 +102,10 @@ pub struct BatchOutcome {
     pub claims: Vec<RunClaim>,
     /// Notifications dropped for exceeding a limit.
     pub dropped: usize,
+    /// Trainings evicted (with their phases and runs) to make room, in
+    /// order; one may come back later in the same batch (then it is in
+    /// `changed` too).
+    pub evicted: Vec<String>,
 }
 
 /// How a run ended.
@@ -137,21 +121,6 @@ pub struct RunEnd {
 #[derive(Debug, Clone)]
 pub struct TrainingStore {
     db: Db,
-}
-
-/// The columns of a trainings row the state machine reads.
-struct Row {
-    state: TrainingState,
-    position: Option<i64>,
-    start_seen: bool,
-    phase_count: i64,
-}
-
-/// What one notification did.
-enum Applied {
-    Nothing,
-    Changed,
-    Dropped,
 }
 
 fn bad_value(what: &str, v: &str) -> rusqlite::Error {
@@ -220,22 +189,35 @@ impl TrainingStore {
             let tx = c.transaction().ctx("starting notification batch")?;
             let mut out = BatchOutcome::default();
             let mut changed: Vec<&str> = Vec::new();
-            let mut total: i64 = tx
+            let (trainings, phases): (i64, i64) = tx
                 .query_row(
-                    "SELECT coalesce(sum(phase_count), 0) FROM trainings",
+                    "SELECT count(*), coalesce(sum(phase_count), 0) FROM trainings",
                     [],
-                    |r| r.get(0),
+                    |r| Ok((r.get(0)?, r.get(1)?)),
                 )
-                .ctx("counting phases")?;
+                .ctx("counting trainings")?;
+            let mut counts = Counts {
+                trainings: trainings as u64,
+                phases: phases as u64,
+            };
             for r in batch {
-                match apply_one(&tx, r, opts, &mut total, &mut out.claims)? {
-                    Applied::Nothing => {}
-                    Applied::Dropped => out.dropped += 1,
-                    Applied::Changed => {
-                        let t = r.notification.training_uuid.as_str();
+                let n = &r.notification;
+                let step = transition(&before(&tx, n, &counts)?, n, opts);
+                let done = perform(&tx, r, &step.writes, opts, &mut counts, &mut out)?;
+                match step.outcome {
+                    Outcome::Nothing => {}
+                    Outcome::Changed if done => {
+                        let t = n.training_uuid.as_str();
                         if !changed.contains(&t) {
                             changed.push(t);
                         }
+                    }
+                    Outcome::Changed | Outcome::Dropped => {
+                        tracing::warn!(
+                            training = %n.training_uuid,
+                            "over the training limits; notification dropped"
+                        );
+                        out.dropped += 1;
                     }
                 }
             }
@@ -356,46 +338,75 @@ impl TrainingStore {
     }
 }
 
-/// Applies one notification inside `tx`.
-fn apply_one(
+/// Running counts the limits are checked against, kept in step with the
+/// writes of a batch.
+struct Counts {
+    trainings: u64,
+    phases: u64,
+}
+
+/// Reads what [`transition`] needs to know before `n`.
+fn before(tx: &Transaction<'_>, n: &Notification, counts: &Counts) -> Result<Before, StoreError> {
+    let t = n.training_uuid.as_str();
+    let row = read_row(tx, t)?;
+    let phase_known = match (&row, &n.kind) {
+        (Some(_), Kind::Round { phase, round, .. }) => tx
+            .prepare_cached(
+                "SELECT 1 FROM phases WHERE training = ?1 AND round = ?2 AND phase = ?3",
+            )
+            .ctx("looking up phase")?
+            .query_row(params![t, round, phase.as_str()], |_| Ok(()))
+            .optional()
+            .ctx("looking up phase")?
+            .is_some(),
+        _ => false,
+    };
+    Ok(Before {
+        row,
+        phase_known,
+        trainings: counts.trainings,
+        phases: counts.phases,
+    })
+}
+
+/// Performs `writes` (a [`transition`]'s) for `r` inside `tx`. Returns
+/// false if room could not be made: then nothing but evictions happened.
+fn perform(
     tx: &Transaction<'_>,
     r: &Received,
+    writes: &[Write],
     opts: &ApplyOptions,
-    total_phases: &mut i64,
-    claims: &mut Vec<RunClaim>,
-) -> Result<Applied, StoreError> {
-    let n = &r.notification;
-    let t = n.training_uuid.as_str();
-    let mut created = false;
-    let row = match read_row(tx, t)? {
-        Some(row) => row,
-        None => {
-            let count: i64 = tx
-                .query_row("SELECT count(*) FROM trainings", [], |r| r.get(0))
-                .ctx("counting trainings")?;
-            if count as u64 >= opts.max_trainings {
-                tracing::warn!(training = t, "too many trainings; notification dropped");
-                return Ok(Applied::Dropped);
+    counts: &mut Counts,
+    out: &mut BatchOutcome,
+) -> Result<bool, StoreError> {
+    let t = r.notification.training_uuid.as_str();
+    let mut phase_id = None;
+    for w in writes {
+        match w {
+            Write::MakeRoomForTraining => {
+                if !make_room(tx, t, r.at, opts, counts, out, |c| {
+                    c.trainings < opts.max_trainings
+                })? {
+                    return Ok(false);
+                }
             }
-            tx.execute(
-                "INSERT INTO trainings(uuid, state, started_at) VALUES (?1, 'started', ?2)",
-                params![t, r.at],
-            )
-            .ctx("creating training")?;
-            created = true;
-            Row {
-                state: TrainingState::Started,
-                position: None,
-                start_seen: false,
-                phase_count: 0,
+            Write::MakeRoomForPhase => {
+                if !make_room(tx, t, r.at, opts, counts, out, |c| {
+                    c.phases < opts.max_phases_total
+                })? {
+                    return Ok(false);
+                }
             }
-        }
-    };
-    let changed = match &n.kind {
-        Kind::Start { global_model_uuid } => {
-            if row.start_seen {
-                false
-            } else {
+            Write::CreateTraining => {
+                tx.execute(
+                    "INSERT INTO trainings(uuid, state, started_at, updated_at)
+                     VALUES (?1, 'started', ?2, ?2)",
+                    params![t, r.at],
+                )
+                .ctx("creating training")?;
+                counts.trainings += 1;
+            }
+            Write::RecordStart { global_model_uuid } => {
                 tx.execute(
                     "UPDATE trainings SET start_seen = 1,
                        global_model_id = coalesce(global_model_id, ?2)
@@ -403,112 +414,127 @@ fn apply_one(
                     params![t, global_model_uuid],
                 )
                 .ctx("recording training start")?;
-                true
             }
-        }
-        Kind::Round {
-            phase,
-            round,
-            global_model_uuid,
-        } => {
-            if row.phase_count as u64 >= opts.max_phases_per_training
-                || *total_phases as u64 >= opts.max_phases_total
-            {
-                let exists = tx
-                    .query_row(
-                        "SELECT 1 FROM phases WHERE training = ?1 AND round = ?2 AND phase = ?3",
-                        params![t, round, phase.as_str()],
-                        |_| Ok(()),
-                    )
-                    .optional()
-                    .ctx("looking up phase")?
-                    .is_some();
-                if !exists {
-                    tracing::warn!(training = t, "too many phases; notification dropped");
-                    return Ok(Applied::Dropped);
-                }
-                false
-            } else {
-                let inserted = tx
-                    .execute(
-                        "INSERT OR IGNORE INTO phases(training, round, phase, started_at, model_id)
-                         VALUES (?1, ?2, ?3, ?4, ?5)",
-                        params![t, round, phase.as_str(), r.at, global_model_uuid],
-                    )
-                    .ctx("recording phase")?
-                    == 1;
-                if inserted {
-                    *total_phases += 1;
-                    let phase_id = tx.last_insert_rowid();
-                    let pos = phase.position(*round) as i64;
-                    let live = !row.state.is_terminal();
-                    if live && row.position.is_none_or(|p| pos > p) {
-                        tx.execute(
-                            "UPDATE trainings SET state = ?2, current_round = ?3, position = ?4,
-                               phase_count = phase_count + 1
-                             WHERE uuid = ?1",
-                            params![t, TrainingState::of_phase(*phase).as_str(), round, pos],
-                        )
-                        .ctx("advancing training")?;
-                    } else {
-                        tx.execute(
-                            "UPDATE trainings SET phase_count = phase_count + 1 WHERE uuid = ?1",
-                            [t],
-                        )
-                        .ctx("counting phase")?;
-                    }
-                    if live && opts.claim_runs {
-                        tx.execute(
-                            "INSERT OR IGNORE INTO runs(phase_id, status, started_at)
-                             VALUES (?1, 'running', ?2)",
-                            params![phase_id, r.at],
-                        )
-                        .ctx("claiming run")?;
-                        claims.push(RunClaim {
-                            key: PhaseKey {
-                                training: t.to_owned(),
-                                round: *round,
-                                phase: *phase,
-                            },
-                            model_id: global_model_uuid.clone(),
-                        });
-                    }
-                }
-                inserted
-            }
-        }
-        Kind::Finished { global_model_uuid } => {
-            if row.state.is_terminal() {
-                false
-            } else {
+            Write::InsertPhase {
+                round,
+                phase,
+                model_id,
+            } => {
                 tx.execute(
-                    "UPDATE trainings SET state = 'finished', finished_at = ?2,
-                       global_model_id = ?3
-                     WHERE uuid = ?1",
-                    params![t, r.at, global_model_uuid],
+                    "INSERT INTO phases(training, round, phase, started_at, model_id)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![t, round, phase.as_str(), r.at, model_id],
                 )
-                .ctx("finishing training")?;
-                true
-            }
-        }
-        Kind::ClientRemoved => {
-            if row.state.is_terminal() {
-                false
-            } else {
+                .ctx("recording phase")?;
+                phase_id = Some(tx.last_insert_rowid());
                 tx.execute(
-                    "UPDATE trainings SET state = 'removed', finished_at = ?2 WHERE uuid = ?1",
+                    "UPDATE trainings SET phase_count = phase_count + 1 WHERE uuid = ?1",
+                    [t],
+                )
+                .ctx("counting phase")?;
+                counts.phases += 1;
+            }
+            Write::Advance {
+                state,
+                round,
+                position,
+            } => {
+                tx.execute(
+                    "UPDATE trainings SET state = ?2, current_round = ?3, position = ?4
+                     WHERE uuid = ?1",
+                    params![t, state.as_str(), round, *position as i64],
+                )
+                .ctx("advancing training")?;
+            }
+            Write::ClaimRun {
+                round,
+                phase,
+                model_id,
+            } => {
+                let Some(id) = phase_id else {
+                    // The transition claims only the phase it just recorded.
+                    continue;
+                };
+                tx.execute(
+                    "INSERT OR IGNORE INTO runs(phase_id, status, started_at)
+                     VALUES (?1, 'running', ?2)",
+                    params![id, r.at],
+                )
+                .ctx("claiming run")?;
+                out.claims.push(RunClaim {
+                    key: PhaseKey {
+                        training: t.to_owned(),
+                        round: *round,
+                        phase: *phase,
+                    },
+                    model_id: model_id.clone(),
+                });
+            }
+            Write::Finish {
+                state,
+                global_model_uuid,
+            } => {
+                tx.execute(
+                    "UPDATE trainings SET state = ?2, finished_at = ?3,
+                       global_model_id = coalesce(?4, global_model_id)
+                     WHERE uuid = ?1",
+                    params![t, state.as_str(), r.at, global_model_uuid],
+                )
+                .ctx("ending training")?;
+            }
+            Write::Touch => {
+                tx.execute(
+                    "UPDATE trainings SET updated_at = ?2 WHERE uuid = ?1",
                     params![t, r.at],
                 )
-                .ctx("removing training")?;
-                true
+                .ctx("touching training")?;
             }
         }
-    };
-    Ok(if changed || created {
-        Applied::Changed
-    } else {
-        Applied::Nothing
-    })
+    }
+    Ok(true)
+}
+
+/// Evicts trainings other than `keep`, least recently updated first, until
+/// `fits`: finished and removed ones, and live ones unchanged for
+/// [`ApplyOptions::stale_after_ms`] before `now`; never one with a run in
+/// progress. Returns whether it fits.
+fn make_room(
+    tx: &Transaction<'_>,
+    keep: &str,
+    now: i64,
+    opts: &ApplyOptions,
+    counts: &mut Counts,
+    out: &mut BatchOutcome,
+    fits: impl Fn(&Counts) -> bool,
+) -> Result<bool, StoreError> {
+    let stale_before = now.saturating_sub(opts.stale_after_ms);
+    while !fits(counts) {
+        let victim: Option<(String, i64)> = tx
+            .prepare_cached(
+                "SELECT uuid, phase_count FROM trainings t
+                 WHERE uuid != ?1
+                   AND (state IN ('finished', 'removed') OR updated_at < ?2)
+                   AND NOT EXISTS (
+                     SELECT 1 FROM phases p JOIN runs r ON r.phase_id = p.id
+                     WHERE p.training = t.uuid AND r.status = 'running')
+                 ORDER BY updated_at, uuid LIMIT 1",
+            )
+            .ctx("choosing a training to evict")?
+            .query_row(params![keep, stale_before], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()
+            .ctx("choosing a training to evict")?;
+        let Some((uuid, phases)) = victim else {
+            return Ok(false);
+        };
+        // Phases and runs go with it (ON DELETE CASCADE).
+        tx.execute("DELETE FROM trainings WHERE uuid = ?1", [&uuid])
+            .ctx("evicting training")?;
+        tracing::warn!(training = %uuid, phases, "training evicted to make room");
+        counts.trainings = counts.trainings.saturating_sub(1);
+        counts.phases = counts.phases.saturating_sub(phases as u64);
+        out.evicted.push(uuid);
+    }
+    Ok(true)
 }
 
 fn read_row(c: &Connection, uuid: &str) -> Result<Option<Row>, StoreError> {
@@ -519,9 +545,9 @@ fn read_row(c: &Connection, uuid: &str) -> Result<Option<Row>, StoreError> {
     .query_row([uuid], |r| {
         Ok(Row {
             state: state_of(r.get(0)?)?,
-            position: r.get(1)?,
+            position: r.get::<_, Option<i64>>(1)?.map(|p| p as u64),
             start_seen: r.get(2)?,
-            phase_count: r.get(3)?,
+            phase_count: r.get::<_, i64>(3)? as u64,
         })
     })
     .optional()
@@ -784,6 +810,7 @@ mod tests {
             max_trainings: 1,
             max_phases_per_training: 2,
             max_phases_total: 100,
+            ..ApplyOptions::default()
         };
         let other = "00000000-0000-4000-8000-000000000002";
         let out = s
@@ -833,5 +860,165 @@ mod tests {
                 .sum::<usize>(),
             3
         );
+    }
+
+    fn uuid(i: u32) -> String {
+        format!("00000000-0000-4000-8000-{i:012}")
+    }
+
+    fn uuids(s: &TrainingStore) -> Vec<String> {
+        let mut all: Vec<String> = s.trainings().unwrap().into_iter().map(|t| t.uuid).collect();
+        all.sort();
+        all
+    }
+
+    /// Finding 12: junk filling the table does not lock new trainings out.
+    #[test]
+    fn a_new_training_evicts_the_least_recently_updated_finished_or_stale_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = TrainingStore::open(&dir.path().join("t.db")).unwrap();
+        let opts = ApplyOptions {
+            max_trainings: 3,
+            stale_after_ms: 100,
+            ..claiming()
+        };
+        let (a, b, c, d, e) = (uuid(1), uuid(2), uuid(3), uuid(4), uuid(5));
+        // a finished long ago, b finished later, c live and fresh.
+        s.apply_batch(
+            &[
+                rx(Notification::start(&a, M), 1),
+                rx(Notification::start(&b, M), 2),
+                rx(Notification::finished(&b, M), 3),
+                rx(Notification::finished(&a, M), 4),
+                rx(Notification::round(&c, Phase::Update, 0, M), 50),
+            ],
+            &opts,
+        )
+        .unwrap();
+        // Full: the least recently updated finished one (b, at 3) goes.
+        let out = s
+            .apply_batch(&[rx(Notification::start(&d, M), 60)], &opts)
+            .unwrap();
+        assert_eq!(out.evicted, std::slice::from_ref(&b));
+        assert_eq!(out.dropped, 0);
+        assert_eq!(uuids(&s), [a.clone(), c.clone(), d.clone()]);
+        // Then a (finished); then c and d are live and fresh: a new one is
+        // dropped, and c's run in progress keeps it even once stale.
+        let out = s
+            .apply_batch(
+                &[
+                    rx(Notification::start(&e, M), 70),
+                    rx(Notification::start(&b, M), 71),
+                ],
+                &opts,
+            )
+            .unwrap();
+        assert_eq!(out.evicted, std::slice::from_ref(&a));
+        assert_eq!(out.dropped, 1);
+        assert_eq!(uuids(&s), [c.clone(), d.clone(), e.clone()]);
+        // Much later d and e are stale (c still has its run): b gets in,
+        // in d's place (the older one).
+        let out = s
+            .apply_batch(&[rx(Notification::start(&b, M), 1000)], &opts)
+            .unwrap();
+        assert_eq!(out.evicted, std::slice::from_ref(&d));
+        assert_eq!(uuids(&s), [b.clone(), c.clone(), e.clone()]);
+        assert_eq!(out.changed.len(), 1);
+        assert_eq!(out.changed[0].uuid, b);
+        // c's run ends: now c (updated at 50) is the oldest evictable.
+        let key = PhaseKey {
+            training: c.clone(),
+            round: 0,
+            phase: Phase::Update,
+        };
+        let end = RunEnd {
+            status: RunStatus::Succeeded,
+            ended_at: 1001,
+            exit_code: Some(0),
+            output_tail: vec![],
+        };
+        assert!(s.finish_run(&key, &end).unwrap());
+        let out = s
+            .apply_batch(&[rx(Notification::start(&d, M), 2000)], &opts)
+            .unwrap();
+        assert_eq!(out.evicted, std::slice::from_ref(&c));
+        assert_eq!(uuids(&s), [b, d, e]);
+        // Its phases and runs went with it.
+        let left: i64 = s
+            .with(|c| {
+                c.query_row("SELECT count(*) FROM phases", [], |r| r.get(0))
+                    .ctx("counting")
+            })
+            .unwrap();
+        assert_eq!(left, 0);
+    }
+
+    #[test]
+    fn the_phase_cap_evicts_other_trainings_not_this_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = TrainingStore::open(&dir.path().join("t.db")).unwrap();
+        let opts = ApplyOptions {
+            max_phases_total: 3,
+            stale_after_ms: 100,
+            ..ApplyOptions::default()
+        };
+        let (a, b) = (uuid(1), uuid(2));
+        s.apply_batch(
+            &[
+                rx(Notification::round(&a, Phase::Update, 0, M), 1),
+                rx(Notification::round(&a, Phase::Test, 1, M), 2),
+                rx(Notification::round(&b, Phase::Update, 0, M), 3),
+            ],
+            &opts,
+        )
+        .unwrap();
+        // Fresh: nothing can go.
+        let out = s
+            .apply_batch(&[rx(Notification::round(&b, Phase::Test, 1, M), 4)], &opts)
+            .unwrap();
+        assert_eq!((out.dropped, out.evicted.len()), (1, 0));
+        // Later a is stale and goes, phases and all; b (stale too, but the
+        // one being written) stays.
+        let out = s
+            .apply_batch(
+                &[rx(Notification::round(&b, Phase::Test, 1, M), 500)],
+                &opts,
+            )
+            .unwrap();
+        assert_eq!(out.evicted, [a]);
+        assert_eq!(out.dropped, 0);
+        let all = s.trainings().unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].phases().count(), 2);
+    }
+
+    #[test]
+    fn the_migration_dates_existing_trainings() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(MIGRATIONS[0]).unwrap();
+            c.pragma_update(None, "user_version", 1).unwrap();
+            c.execute_batch(
+                "INSERT INTO trainings(uuid, state, started_at, finished_at) VALUES ('x', 'finished', 5, 9);
+                 INSERT INTO trainings(uuid, state, started_at) VALUES ('y', 'in_round', 5);
+                 INSERT INTO phases(training, round, phase, started_at, model_id) VALUES ('y', 0, 'update', 7, 'm');",
+            )
+            .unwrap();
+        }
+        let s = TrainingStore::open(&path).unwrap();
+        let dates: Vec<(String, i64)> = s
+            .with(|c| {
+                let mut st = c
+                    .prepare("SELECT uuid, updated_at FROM trainings ORDER BY uuid")
+                    .ctx("reading")?;
+                let rows = st
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .ctx("reading")?;
+                rows.collect::<Result<_, _>>().ctx("reading")
+            })
+            .unwrap();
+        assert_eq!(dates, [("x".to_owned(), 9), ("y".to_owned(), 7)]);
     }
 }
