@@ -110,8 +110,11 @@ pub enum Login {
 /// Two counters per attempt: the name tried and the source address. An
 /// attempt holds a reservation on both while its password is verified, so
 /// concurrent guesses cannot all slip in before the first failure is
-/// recorded: at most the free allowance is ever in flight, and past it one
-/// attempt at a time, each failure doubling the lockout. The lockout of a
+/// recorded: at most the allowance left is ever in flight, and past it one
+/// attempt at a time, each failure doubling the lockout. An attempt that
+/// finds no room waits for its turn (bounded by [`TURN_WAIT`]) rather than
+/// being refused, so that many honest logins at once from one address
+/// (a site behind NAT) queue instead of failing. The lockout of a
 /// name is capped short (`max_name_lockout`): anyone can trigger it, so it
 /// must not lock the real user out for long. The lockout of a source can
 /// grow longer (`max_source_lockout`): only that source suffers from it.
@@ -162,9 +165,23 @@ enum Which {
 struct Throttle {
     policy: ThrottlePolicy,
     strikes: Mutex<HashMap<String, Strikes>>,
+    /// Signalled whenever an attempt ends (a turn may be free).
+    turn: tokio::sync::Notify,
 }
 
 const MAX_THROTTLE_KEYS: usize = 100_000;
+
+/// Longest an attempt waits for a turn before it is refused as throttled.
+pub const TURN_WAIT: Duration = Duration::from_secs(10);
+
+/// Why an attempt cannot start now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NotNow {
+    /// Locked out for this long.
+    Locked(Duration),
+    /// The allowance is taken by attempts in flight: wait for one to end.
+    Busy,
+}
 
 /// What a finished attempt tells the throttle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,12 +216,12 @@ impl Throttle {
         self.strikes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Reserves an attempt for `name` from `source`, or says how long to
-    /// wait. The reservation counts as a failure-to-be until [`finish`].
-    fn begin(&self, name: &str, source: IpAddr, now: Instant) -> Result<(), Duration> {
+    /// Reserves an attempt for `name` from `source`, or says why not. The
+    /// reservation counts as a failure-to-be until [`Self::finish`].
+    fn begin(&self, name: &str, source: IpAddr, now: Instant) -> Result<(), NotNow> {
         let keys = Self::keys(name, source);
         let mut map = self.lock();
-        let mut wait: Option<Duration> = None;
+        let mut wait: Option<NotNow> = None;
         for (key, which) in &keys {
             let Some(s) = map.get(key) else { continue };
             let failures = if now.duration_since(s.last) >= self.policy.forget_after {
@@ -212,15 +229,20 @@ impl Throttle {
             } else {
                 s.failures
             };
-            let w = match s.locked_until {
-                Some(until) if until > now => Some(until - now),
+            match s.locked_until {
+                Some(until) if until > now => {
+                    let w = until - now;
+                    wait = Some(match wait {
+                        Some(NotNow::Locked(o)) => NotNow::Locked(o.max(w)),
+                        _ => NotNow::Locked(w),
+                    });
+                }
                 // Past the allowance, attempts go one at a time.
                 _ if s.in_flight > 0 && failures + s.in_flight >= self.free(*which) => {
-                    Some(self.policy.base_lockout)
+                    wait = wait.or(Some(NotNow::Busy));
                 }
-                _ => None,
-            };
-            wait = wait.max(w);
+                _ => {}
+            }
         }
         if let Some(w) = wait {
             return Err(w);
@@ -276,6 +298,29 @@ impl Throttle {
             }
             if s.in_flight == 0 && s.failures == 0 && s.locked_until.is_none() {
                 map.remove(&key);
+            }
+        }
+        drop(map);
+        self.turn.notify_waiters();
+    }
+
+    /// Waits for a turn of `name` from `source` (at most `TURN_WAIT`), or
+    /// says how long the caller is locked out.
+    async fn turn(&self, name: &str, source: IpAddr) -> Result<(), Duration> {
+        let deadline = tokio::time::Instant::now() + TURN_WAIT;
+        loop {
+            // Registered before checking, so that an end in between is not missed.
+            let ended = self.turn.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            match self.begin(name, source, Instant::now()) {
+                Ok(()) => return Ok(()),
+                Err(NotNow::Locked(w)) => return Err(w),
+                Err(NotNow::Busy) => {
+                    if tokio::time::timeout_at(deadline, ended).await.is_err() {
+                        return Err(self.policy.base_lockout);
+                    }
+                }
             }
         }
     }
@@ -337,6 +382,7 @@ impl Accounts {
             throttle: Arc::new(Throttle {
                 policy,
                 strikes: Mutex::new(HashMap::new()),
+                turn: tokio::sync::Notify::new(),
             }),
             decoy: hash_password("decoy-password-never-matches", cost)?.into(),
         })
@@ -349,7 +395,7 @@ impl Accounts {
         password: &str,
         source: IpAddr,
     ) -> Result<Login, AccountError> {
-        if let Err(wait) = self.throttle.begin(name, source, Instant::now()) {
+        if let Err(wait) = self.throttle.turn(name, source).await {
             return Ok(Login::Throttled(wait));
         }
         let attempt = Attempt {
@@ -519,6 +565,7 @@ mod tests {
         Throttle {
             policy,
             strikes: Mutex::new(HashMap::new()),
+            turn: tokio::sync::Notify::new(),
         }
     }
 
@@ -539,7 +586,10 @@ mod tests {
         t.begin("alice", b, now).unwrap();
         assert!(t.begin("alice", a, now).is_err());
         t.finish("alice", b, Some(Outcome::Failed), now);
-        assert_eq!(t.begin("alice", b, now), Err(Duration::from_secs(1)));
+        assert_eq!(
+            t.begin("alice", b, now),
+            Err(NotNow::Locked(Duration::from_secs(1)))
+        );
         // An abandoned attempt releases its reservation and records nothing.
         let later = now + Duration::from_secs(1);
         t.begin("alice", b, later).unwrap();
@@ -561,10 +611,11 @@ mod tests {
             let other: IpAddr = "10.9.9.9".parse().unwrap();
             match t.begin("alice", other, now) {
                 Ok(()) => t.finish("alice", other, None, now),
-                Err(w) => {
+                Err(NotNow::Locked(w)) => {
                     assert!(w <= Duration::from_secs(30), "attempt {i}: {w:?}");
                     last_wait = w;
                 }
+                Err(NotNow::Busy) => panic!("nothing in flight"),
             }
             // Jump past every lock so the next attempt is admitted.
             now += Duration::from_secs(301);
@@ -572,6 +623,6 @@ mod tests {
         assert_eq!(last_wait, Duration::from_secs(30));
         // The source, meanwhile, is locked for the long cap.
         let wait = t.begin("bob", a, now - Duration::from_secs(301)).unwrap_err();
-        assert_eq!(wait, Duration::from_secs(300));
+        assert_eq!(wait, NotNow::Locked(Duration::from_secs(300)));
     }
 }
