@@ -829,14 +829,23 @@ async fn concurrent_wrong_passwords_are_bounded_and_the_name_lockout_is_short() 
         max_name_lockout: Duration::from_secs(2),
         ..ThrottlePolicy::default()
     };
-    let server = Server::start(
-        DirectoryConfig {
-            throttle: policy,
-            ..config()
-        },
-        &[("corrado", "mypass")],
+    // A real-cost hash, as the audit's server had: verifying takes long
+    // enough that concurrent guesses all arrive before the first one fails.
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("directory.db");
+    provision(
+        &DirectoryStore::open(&db).unwrap(),
+        "corrado",
+        "mypass",
+        HashCost::default(),
     )
-    .await;
+    .unwrap();
+    let cfg = DirectoryConfig {
+        throttle: policy,
+        ..config()
+    };
+    let mut server = Server::start_on(db, cfg, &[]).await;
+    server._dir = Some(dir);
     const N: usize = 40;
     let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(N));
     let mut tasks = Vec::new();
