@@ -744,8 +744,7 @@ async fn a_thousand_concurrent_clients_each_complete_a_session() {
             .await;
             c.ask("PASS 0 pw\n", "ACK 26\nsuccessfully authenticated")
                 .await;
-            c.send(format!("BIND 0 {host} {port}\n").as_bytes())
-                .await;
+            c.send(format!("BIND 0 {host} {port}\n").as_bytes()).await;
             assert_eq!(c.frame().await.kind, "ACK");
             let me = c.query(Some(&name)).await;
             assert_eq!(me, format!("{name},{host},{port}"));
@@ -770,7 +769,12 @@ async fn bind_with_an_invalid_or_overlong_address_is_refused() {
     let label = "a".repeat(63);
     let too_long = format!("{label}.{label}.{label}.{}", "b".repeat(62));
     assert_eq!(too_long.len(), 254);
-    for bad in [zeros.as_str(), too_long.as_str(), "127.1", "host_name.example"] {
+    for bad in [
+        zeros.as_str(),
+        too_long.as_str(),
+        "127.1",
+        "host_name.example",
+    ] {
         let mut c = Raw::login(server.addr, "corrado", "mypass").await;
         c.send(format!("BIND 0 {bad} {}\n", peer.port).as_bytes())
             .await;
@@ -1064,7 +1068,9 @@ async fn scripted_directory(
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 4096];
                 loop {
-                    let Ok(n) = s.read(&mut chunk).await else { return };
+                    let Ok(n) = s.read(&mut chunk).await else {
+                        return;
+                    };
                     if n == 0 {
                         return;
                     }
@@ -1087,9 +1093,9 @@ async fn scripted_directory(
                                 result("alice,127.0.0.1,4242")
                             }
                             Request::Query { name: Some(_) } => result(""),
-                            Request::Query { name: None } => {
-                                script(all_queries.fetch_add(1, std::sync::atomic::Ordering::SeqCst))
-                            }
+                            Request::Query { name: None } => script(
+                                all_queries.fetch_add(1, std::sync::atomic::Ordering::SeqCst),
+                            ),
                         };
                         if s.write_all(&out).await.is_err() {
                             return;
@@ -1113,7 +1119,13 @@ fn wire(r: Reply) -> Vec<u8> {
 
 /// Starts a node's directory client (as `alice`, chat port 4242 on
 /// 127.0.0.1) against `server`.
-fn start_client(server: SocketAddr) -> (Peers, tokio_util::sync::CancellationToken, tokio_util::task::TaskTracker) {
+fn start_client(
+    server: SocketAddr,
+) -> (
+    Peers,
+    tokio_util::sync::CancellationToken,
+    tokio_util::task::TaskTracker,
+) {
     let events = Events::default();
     let peers = Peers::new("alice", events.clone());
     let stop = tokio_util::sync::CancellationToken::new();
@@ -1165,8 +1177,18 @@ async fn a_node_dropped_from_the_directory_binds_again_on_the_same_session() {
     assert_eq!(
         seen[..4],
         [
-            (0, Request::User { name: "alice".into() }),
-            (0, Request::Pass { password: "pw".into() }),
+            (
+                0,
+                Request::User {
+                    name: "alice".into()
+                }
+            ),
+            (
+                0,
+                Request::Pass {
+                    password: "pw".into()
+                }
+            ),
             (0, bind.clone()),
             (0, Request::Query { name: None }),
         ]
@@ -1213,10 +1235,7 @@ async fn a_node_given_an_oversized_result_asks_one_user_at_a_time() {
     for _ in 0..10 {
         let (conn, r) = next_request(&mut rx).await;
         assert_eq!(conn, 1);
-        assert!(
-            matches!(&r, Request::Query { name: Some(_) }),
-            "{r:?}"
-        );
+        assert!(matches!(&r, Request::Query { name: Some(_) }), "{r:?}");
     }
     assert!(peers.get("bob").unwrap().online);
     stop.cancel();

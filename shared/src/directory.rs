@@ -67,7 +67,9 @@ pub enum ProtocolError {
     BadName,
     #[error("invalid bind notification: bad port {0:?}")]
     BadPort(String),
-    #[error("invalid bind notification: bad address (a host name or IP literal of at most 253 bytes)")]
+    #[error(
+        "invalid bind notification: bad address (a host name or IP literal of at most 253 bytes)"
+    )]
     BadAddress,
     #[error("{0} payload is not UTF-8")]
     NotUtf8(&'static str),
@@ -197,9 +199,8 @@ impl Reply {
 
     /// Interprets a decoded frame (a client reading the server).
     pub fn parse(f: &Frame) -> Result<Reply, ProtocolError> {
-        let text = |kind| {
-            String::from_utf8(f.payload.clone()).map_err(|_| ProtocolError::NotUtf8(kind))
-        };
+        let text =
+            |kind| String::from_utf8(f.payload.clone()).map_err(|_| ProtocolError::NotUtf8(kind));
         match f.kind.as_str() {
             "ACK" => Ok(Reply::Ack(text("ACK")?)),
             "ERR" => Ok(Reply::Err(text("ERR")?)),
@@ -287,6 +288,45 @@ pub fn decode_result(payload: &[u8]) -> Result<Vec<Entry>, ProtocolError> {
         .collect()
 }
 
+/// Decodes every frame in `data` and parses each as a request and as a
+/// reply, checking that whatever parses re-encodes to something that
+/// parses the same. The fuzz target `directory_frames` runs this; it is
+/// here so that normal tests build and run the same code path.
+pub fn decode_and_parse(data: &[u8]) {
+    use crate::frame::{decode_all, Limits};
+    for limits in [
+        Limits::default(),
+        Limits {
+            max_header: 64,
+            max_payload: 64,
+        },
+    ] {
+        if let Ok((frames, _)) = decode_all(data, &limits) {
+            for f in &frames {
+                parse_any(f);
+            }
+        }
+    }
+}
+
+/// Parses `f` both ways; what parses must round-trip through its frame.
+fn parse_any(f: &Frame) {
+    if let Ok(r) = Request::parse(f) {
+        let again = r.to_frame();
+        assert!(again.validate().is_ok(), "{r:?} does not encode");
+        assert_eq!(Request::parse(&again).as_ref(), Ok(&r));
+    }
+    if let Ok(r) = Reply::parse(f) {
+        let again = r.to_frame();
+        assert!(again.validate().is_ok(), "{r:?} does not encode");
+        assert_eq!(Reply::parse(&again).as_ref(), Ok(&r));
+        if let Reply::Result(entries) = &r {
+            let wire = encode_result(entries);
+            assert!(wire.len() <= f.payload.len());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -340,7 +380,12 @@ mod tests {
     fn requests_are_the_original_bytes() {
         let cases = [
             (Request::User { name: "u".into() }, &b"USER 0 u\n"[..]),
-            (Request::Pass { password: "p".into() }, b"PASS 0 p\n"),
+            (
+                Request::Pass {
+                    password: "p".into(),
+                },
+                b"PASS 0 p\n",
+            ),
             (
                 Request::Bind {
                     address: "127.0.0.1".into(),
@@ -349,7 +394,12 @@ mod tests {
                 b"BIND 0 127.0.0.1 5555\n",
             ),
             (Request::Query { name: None }, b"QUERY 0\n"),
-            (Request::Query { name: Some("u".into()) }, b"QUERY 0 u\n"),
+            (
+                Request::Query {
+                    name: Some("u".into()),
+                },
+                b"QUERY 0 u\n",
+            ),
             (Request::Leave, b"LEAVE 0\n"),
         ];
         for (r, bytes) in cases {
@@ -547,45 +597,6 @@ mod tests {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
             decode_and_parse(&bytes);
-        }
-    }
-}
-
-/// Decodes every frame in `data` and parses each as a request and as a
-/// reply, checking that whatever parses re-encodes to something that
-/// parses the same. The fuzz target `directory_frames` runs this; it is
-/// here so that normal tests build and run the same code path.
-pub fn decode_and_parse(data: &[u8]) {
-    use crate::frame::{decode_all, Limits};
-    for limits in [
-        Limits::default(),
-        Limits {
-            max_header: 64,
-            max_payload: 64,
-        },
-    ] {
-        if let Ok((frames, _)) = decode_all(data, &limits) {
-            for f in &frames {
-                parse_any(f);
-            }
-        }
-    }
-}
-
-/// Parses `f` both ways; what parses must round-trip through its frame.
-fn parse_any(f: &Frame) {
-    if let Ok(r) = Request::parse(f) {
-        let again = r.to_frame();
-        assert!(again.validate().is_ok(), "{r:?} does not encode");
-        assert_eq!(Request::parse(&again).as_ref(), Ok(&r));
-    }
-    if let Ok(r) = Reply::parse(f) {
-        let again = r.to_frame();
-        assert!(again.validate().is_ok(), "{r:?} does not encode");
-        assert_eq!(Reply::parse(&again).as_ref(), Ok(&r));
-        if let Reply::Result(entries) = &r {
-            let wire = encode_result(entries);
-            assert!(wire.len() <= f.payload.len());
         }
     }
 }

@@ -622,7 +622,9 @@ mod tests {
         }
         assert_eq!(last_wait, Duration::from_secs(30));
         // The source, meanwhile, is locked for the long cap.
-        let wait = t.begin("bob", a, now - Duration::from_secs(301)).unwrap_err();
+        let wait = t
+            .begin("bob", a, now - Duration::from_secs(301))
+            .unwrap_err();
         assert_eq!(wait, NotNow::Locked(Duration::from_secs(300)));
     }
 }

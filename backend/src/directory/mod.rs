@@ -148,9 +148,16 @@ impl Drop for SourceSlot {
 }
 
 /// Tells a refused client why, briefly, without holding up the accept loop.
-fn refuse(tracker: &TaskTracker, mut conn: Connection<tokio::net::TcpStream>, why: &'static str, grace: Duration) {
+fn refuse(
+    tracker: &TaskTracker,
+    mut conn: Connection<tokio::net::TcpStream>,
+    why: &'static str,
+    grace: Duration,
+) {
     tracker.spawn(async move {
-        let _ = conn.write_frame_within(&Frame::bare("ERR", why), grace).await;
+        let _ = conn
+            .write_frame_within(&Frame::bare("ERR", why), grace)
+            .await;
         conn.shutdown().await;
     });
 }
@@ -213,7 +220,12 @@ pub async fn serve(
         let Some(source_slot) = sources.try_acquire(ip, shared.config.max_connections_per_source)
         else {
             tracing::debug!(%peer, "per-source connection cap reached, refusing");
-            refuse(&tracker, conn, "too many connections from your address", grace);
+            refuse(
+                &tracker,
+                conn,
+                "too many connections from your address",
+                grace,
+            );
             continue;
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {

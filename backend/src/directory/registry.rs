@@ -13,7 +13,9 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
-use roundtable_shared::directory::{encode_line_into, line_len, valid_address, valid_name, MAX_RESULT};
+use roundtable_shared::directory::{
+    encode_line_into, line_len, valid_address, valid_name, MAX_RESULT,
+};
 
 use crate::store::directory::{DirectoryStore, StoredRegistration};
 use crate::store::StoreError;
@@ -302,7 +304,8 @@ mod tests {
         assert_eq!(accepted, 4);
         // A longer re-bind that would not fit is refused; a leave makes room.
         assert!(matches!(
-            r.bind("user00", "a-much-longer-host-name.example", 1000).await,
+            r.bind("user00", "a-much-longer-host-name.example", 1000)
+                .await,
             Err(RegistryError::Full)
         ));
         assert!(r.leave("user01").await.unwrap());

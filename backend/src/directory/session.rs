@@ -267,9 +267,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 Reply::deregistered().to_frame()
             }
             Ok(Request::User { .. } | Request::Pass { .. }) => {
-                return Err(End::Err(
-                    ProtocolError::Unknown(f.kind.clone()).to_string(),
-                ))
+                return Err(End::Err(ProtocolError::Unknown(f.kind.clone()).to_string()))
             }
             Err(e) => return Err(End::Err(e.to_string())),
         };

@@ -55,7 +55,9 @@ enum SessionError {
     Refused { step: &'static str, reason: String },
     #[error("unexpected answer to {step}: {what}")]
     Unexpected { step: &'static str, what: String },
-    #[error("the all-users RESULT is larger than we read ({0}); asking one user at a time from now on")]
+    #[error(
+        "the all-users RESULT is larger than we read ({0}); asking one user at a time from now on"
+    )]
     ResultTooLarge(FrameError),
 }
 
@@ -205,10 +207,12 @@ async fn query_each(
     let mut listed = Vec::new();
     let mut answered = HashSet::new();
     for name in names {
-        conn.write_frame(&Request::Query {
-            name: Some(name.clone()),
-        }
-        .to_frame())
+        conn.write_frame(
+            &Request::Query {
+                name: Some(name.clone()),
+            }
+            .to_frame(),
+        )
         .await?;
         match reply(conn, "QUERY").await? {
             Ok(Reply::Result(entries)) => {
@@ -221,7 +225,9 @@ async fn query_each(
                     what: format!("{other:?}"),
                 })
             }
-            Err(e) => tracing::warn!(peer = %name, %e, "directory answer about one user does not decode"),
+            Err(e) => {
+                tracing::warn!(peer = %name, %e, "directory answer about one user does not decode")
+            }
         }
     }
     Ok((listed, answered))

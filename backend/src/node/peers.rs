@@ -1,12 +1,14 @@
 //! Who the node knows, and whether the directory lists them right now.
 //!
-//! A peer the directory stops listing goes offline if we have exchanged
-//! messages with it in this run ([`Peers::ensure`] is called on every send
-//! and receive), and is forgotten otherwise ([`Event::PeerGone`]), so that
-//! `/api/peers` does not keep everyone who was ever registered.
+//! A peer the directory stops listing goes offline at once. If it stays
+//! unlisted for [`FORGET_AFTER`] and we have exchanged no message with it
+//! in this run ([`Peers::ensure`] is called on every send and receive), it
+//! is forgotten ([`Event::PeerGone`]), so that `/api/peers` does not keep
+//! everyone who was ever registered (the audit's 270 bogus registrations).
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use roundtable_shared::api::{Event, PeerInfo};
 use roundtable_shared::directory::Entry;
@@ -14,6 +16,10 @@ use tokio::sync::Notify;
 
 use crate::events::Events;
 use crate::store::chat::now_ms;
+
+/// How long a peer may stay unlisted before it is forgotten (a restart,
+/// or a liveness check missed under load, is much shorter).
+pub const FORGET_AFTER: Duration = Duration::from_secs(600);
 
 #[derive(Debug, Default)]
 struct Table {
@@ -26,6 +32,8 @@ struct Table {
 #[derive(Debug, Clone)]
 pub struct Peers {
     me: Arc<str>,
+    /// [`FORGET_AFTER`], in ms.
+    forget_after_ms: i64,
     table: Arc<RwLock<Table>>,
     events: Events,
     /// Signalled whenever some peer's presence or address changes.
@@ -38,11 +46,18 @@ impl Peers {
     pub fn new(me: &str, events: Events) -> Self {
         Peers {
             me: me.into(),
+            forget_after_ms: FORGET_AFTER.as_millis() as i64,
             table: Arc::default(),
             events,
             changed: Arc::default(),
             refresh: Arc::default(),
         }
+    }
+
+    /// Forgets unlisted peers after `d` instead of [`FORGET_AFTER`].
+    pub fn with_forget_after(mut self, d: Duration) -> Self {
+        self.forget_after_ms = d.as_millis().min(i64::MAX as u128) as i64;
+        self
     }
 
     /// Asks the directory client for a QUERY now rather than at its next tick
@@ -57,8 +72,8 @@ impl Peers {
     }
 
     /// Applies a full `QUERY` answer: listed peers are online at their
-    /// address; everyone else known goes offline, or is forgotten if we
-    /// have no chat with them.
+    /// address; everyone else known goes offline, and is forgotten once
+    /// unlisted long enough if we have no chat with them.
     pub fn apply_directory(&self, listed: &[Entry]) {
         self.apply(listed, |_| true);
     }
@@ -104,11 +119,12 @@ impl Peers {
                 }
             }
             let Table { peers, chatted } = &mut *t;
+            let forget_before = now.saturating_sub(self.forget_after_ms);
             peers.retain(|name, e| {
                 if seen.contains(name.as_str()) || !in_scope(name) {
                     return true;
                 }
-                if !chatted.contains(name) {
+                if !chatted.contains(name) && e.last_seen.is_none_or(|t| t <= forget_before) {
                     gone.push(name.clone());
                     return false;
                 }
@@ -230,8 +246,14 @@ mod tests {
 
     #[tokio::test]
     async fn peers_that_leave_are_forgotten_unless_we_chat_with_them() {
+        // At first they only go offline.
+        let peers = Peers::new("me", Events::default());
+        peers.apply_directory(&[entry("bob", "127.0.0.1", 5000)]);
+        peers.apply_directory(&[]);
+        assert!(!peers.get("bob").unwrap().online);
+
         let events = Events::default();
-        let peers = Peers::new("me", events.clone());
+        let peers = Peers::new("me", events.clone()).with_forget_after(Duration::ZERO);
         peers.apply_directory(&[
             entry("bob", "127.0.0.1", 5000),
             entry("carol", "127.0.0.1", 5001),
@@ -240,7 +262,11 @@ mod tests {
         peers.ensure("carol");
         let mut rx = events.subscribe();
         peers.apply_directory(&[entry("dave", "127.0.0.1", 5002)]);
-        let names: Vec<_> = peers.list().into_iter().map(|p| (p.name, p.online)).collect();
+        let names: Vec<_> = peers
+            .list()
+            .into_iter()
+            .map(|p| (p.name, p.online))
+            .collect();
         assert_eq!(
             names,
             [("carol".to_string(), false), ("dave".to_string(), true)]
@@ -249,7 +275,10 @@ mod tests {
         while let Ok(e) = rx.try_recv() {
             got.push(e);
         }
-        assert!(got.contains(&Event::PeerGone { name: "bob".into() }), "{got:?}");
+        assert!(
+            got.contains(&Event::PeerGone { name: "bob".into() }),
+            "{got:?}"
+        );
         assert!(
             got.iter()
                 .any(|e| matches!(e, Event::Peer { peer } if peer.name == "carol" && !peer.online)),
