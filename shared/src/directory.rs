@@ -31,8 +31,8 @@ pub struct Entry {
     pub port: u16,
 }
 
-/// A client's command.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A client's command. Its `Debug` form hides the password.
+#[derive(Clone, PartialEq, Eq)]
 pub enum Request {
     /// `USER 0 <name>`, or its synonym `LOGIN 0 <name>`.
     User { name: String },
@@ -44,6 +44,22 @@ pub enum Request {
     Query { name: Option<String> },
     /// `LEAVE 0`: deregister.
     Leave,
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Request::User { name } => f.debug_struct("User").field("name", name).finish(),
+            Request::Pass { .. } => f.debug_struct("Pass").finish_non_exhaustive(),
+            Request::Bind { address, port } => f
+                .debug_struct("Bind")
+                .field("address", address)
+                .field("port", port)
+                .finish(),
+            Request::Query { name } => f.debug_struct("Query").field("name", name).finish(),
+            Request::Leave => f.write_str("Leave"),
+        }
+    }
 }
 
 /// A server's answer.
@@ -412,6 +428,14 @@ mod tests {
                 name: "corrado".into()
             })
         );
+    }
+
+    #[test]
+    fn debug_output_hides_the_password() {
+        let p = Request::Pass {
+            password: "s3cret".into(),
+        };
+        assert!(!format!("{p:?}").contains("s3cret"));
     }
 
     #[test]

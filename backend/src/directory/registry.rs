@@ -37,6 +37,10 @@ pub struct Entry {
     pub address: String,
     pub port: u16,
     pub generation: u64,
+    /// Where the liveness check connects: the IP the BIND's port test
+    /// reached, so that a host name cannot be re-pointed at somebody else's
+    /// host afterwards. Not stored: after a restart it is `address` again.
+    pub probe: String,
 }
 
 #[derive(Debug, Default)]
@@ -114,6 +118,7 @@ impl Registry {
             let generation = inner.next_generation;
             inner.insert(Entry {
                 name: r.name,
+                probe: r.address.clone(),
                 address: r.address,
                 port: r.port,
                 generation,
@@ -137,6 +142,17 @@ impl Registry {
     /// Registers `name` at `address:port` (durably first, then in memory),
     /// unless the all-users RESULT would grow beyond the cap.
     pub async fn bind(&self, name: &str, address: &str, port: u16) -> Result<(), RegistryError> {
+        self.bind_probed(name, address, port, address).await
+    }
+
+    /// Like [`bind`](Self::bind), the liveness check connecting to `probe`.
+    pub async fn bind_probed(
+        &self,
+        name: &str,
+        address: &str,
+        port: u16,
+        probe: &str,
+    ) -> Result<(), RegistryError> {
         // Room is reserved before the store write (which awaits) so that
         // concurrent BINDs cannot together overshoot the cap. Counted
         // pessimistically: a re-bind's old line is not subtracted.
@@ -164,6 +180,7 @@ impl Registry {
             address: address.to_owned(),
             port,
             generation,
+            probe: probe.to_owned(),
         });
         Ok(())
     }

@@ -241,7 +241,11 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                     tracing::info!(user = %name, %address, port, %e, "port test failed");
                     return Err(End::Err("invalid bind notification".into()));
                 }
-                match shared.registry.bind(&name, &address, port).await {
+                match shared
+                    .registry
+                    .bind_probed(&name, &address, port, &host)
+                    .await
+                {
                     Ok(()) => {}
                     Err(RegistryError::Full) => {
                         tracing::warn!(user = %name, "directory full, BIND refused");
