@@ -150,13 +150,23 @@ async fn reply(
         .read_frame_within(REPLY_TIMEOUT)
         .await?
         .ok_or(FramingError::Truncated)?;
-    if let Ok(Reply::Err(reason)) = Reply::parse(&f) {
-        return Err(SessionError::Refused { step, reason });
+    match Reply::parse(&f) {
+        Ok(Reply::Err(reason)) => Err(SessionError::Refused { step, reason }),
+        Ok(r) => Ok(Ok(r)),
+        Err(e) => {
+            tracing::debug!(step, frame = %f, %e, "undecodable directory answer");
+            Ok(Err(e))
+        }
     }
-    Ok(Reply::parse(&f).map_err(|e| {
-        tracing::debug!(step, frame = %f, %e, "undecodable directory answer");
-        e
-    }))
+}
+
+/// A reply in a few words, for errors (a RESULT may be a megabyte).
+fn describe(r: &Reply) -> String {
+    match r {
+        Reply::Ack(t) => format!("ACK {t:.80}"),
+        Reply::Err(t) => format!("ERR {t:.80}"),
+        Reply::Result(entries) => format!("RESULT of {} entries", entries.len()),
+    }
 }
 
 /// Sends `req` and expects an ACK.
@@ -170,7 +180,7 @@ async fn ack(
         Ok(Reply::Ack(_)) => Ok(()),
         Ok(other) => Err(SessionError::Unexpected {
             step,
-            what: format!("{other:?}"),
+            what: describe(&other),
         }),
         Err(e) => Err(SessionError::Unexpected {
             step,
@@ -188,7 +198,7 @@ async fn query_all(conn: &mut Connection<TcpStream>) -> Result<Option<Vec<Entry>
         Ok(Ok(Reply::Result(entries))) => Ok(Some(entries)),
         Ok(Ok(other)) => Err(SessionError::Unexpected {
             step: "QUERY",
-            what: format!("{other:?}"),
+            what: describe(&other),
         }),
         Ok(Err(_)) => Ok(None),
         Err(SessionError::Framing(FramingError::Frame(e @ FrameError::PayloadTooLarge { .. }))) => {
@@ -222,7 +232,7 @@ async fn query_each(
             Ok(other) => {
                 return Err(SessionError::Unexpected {
                     step: "QUERY",
-                    what: format!("{other:?}"),
+                    what: describe(&other),
                 })
             }
             Err(e) => {
