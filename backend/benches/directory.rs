@@ -52,6 +52,10 @@ impl Server {
             .arg(db)
             .args(["--check-interval", "3600", "--check-parallelism", "256"])
             .args(["--max-connections", "8192"])
+            // One load-generating host re-binding flat out: lift the per-source
+            // and per-session BIND limits that protect a real server.
+            .args(["--max-connections-per-source", "8192"])
+            .args(["--max-binds-per-minute", "0"])
             .env(
                 "RUST_LOG",
                 "warn,roundtable::directory=info,roundtable::directory::checker=debug",

@@ -79,6 +79,20 @@ struct DirectoryArgs {
     /// Most client connections at once.
     #[arg(long, default_value_t = 4096)]
     max_connections: usize,
+    /// Most client connections at once from one source address.
+    #[arg(long, default_value_t = 64)]
+    max_connections_per_source: usize,
+    /// Seconds a new client has to send USER and PASS.
+    #[arg(long, default_value_t = 10.0)]
+    auth_timeout: f64,
+    /// Let clients BIND an address other than the one they connect from
+    /// (only for set-ups behind a proxy or NAT: it lets any user aim the
+    /// port test at any host).
+    #[arg(long)]
+    allow_foreign_bind: bool,
+    /// BIND requests allowed per session per minute (0: unlimited).
+    #[arg(long, default_value_t = 5)]
+    max_binds_per_minute: u32,
 }
 
 #[derive(Subcommand)]
@@ -256,6 +270,10 @@ async fn run_directory(args: DirectoryArgs) -> Result<()> {
         idle_timeout: secs(args.idle_timeout)?,
         port_test_timeout: secs(args.check_timeout)?,
         max_connections: args.max_connections,
+        max_connections_per_source: args.max_connections_per_source,
+        auth_timeout: secs(args.auth_timeout)?,
+        allow_foreign_bind: args.allow_foreign_bind,
+        max_binds_per_minute: args.max_binds_per_minute,
         checker: CheckerConfig {
             interval: secs(args.check_interval)?,
             timeout: secs(args.check_timeout)?,

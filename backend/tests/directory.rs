@@ -5,14 +5,19 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use roundtable::directory::accounts::{provision, HashCost};
+use roundtable::directory::accounts::{provision, HashCost, ThrottlePolicy};
 use roundtable::directory::checker::CheckerConfig;
 use roundtable::directory::{serve, DirectoryConfig};
+use roundtable::events::Events;
 use roundtable::framing::Connection;
+use roundtable::node::directory_client::{self, DirectoryClientConfig};
+use roundtable::node::peers::Peers;
 use roundtable::store::directory::DirectoryStore;
+use roundtable_shared::directory::{Reply, Request};
 use roundtable_shared::frame::{decode, Decoded, Frame, Limits};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -93,7 +98,13 @@ struct Peer {
 
 impl Peer {
     async fn start() -> Peer {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Peer::start_on("127.0.0.1").await
+    }
+
+    /// A peer listening on another loopback address (another host, as far
+    /// as the directory can tell).
+    async fn start_on(ip: &str) -> Peer {
+        let l = TcpListener::bind((ip, 0)).await.unwrap();
         let port = l.local_addr().unwrap().port();
         let task = tokio::spawn(async move {
             loop {
@@ -126,6 +137,16 @@ struct Raw(TcpStream, Vec<u8>);
 impl Raw {
     async fn connect(addr: SocketAddr) -> Raw {
         Raw(TcpStream::connect(addr).await.unwrap(), Vec::new())
+    }
+
+    /// Connects from the loopback address `source` (another client host,
+    /// as far as the server can tell).
+    async fn connect_from(addr: SocketAddr, source: &str) -> Raw {
+        let socket = TcpSocket::new_v4().unwrap();
+        socket
+            .bind(SocketAddr::new(source.parse().unwrap(), 0))
+            .unwrap();
+        Raw(socket.connect(addr).await.unwrap(), Vec::new())
     }
 
     async fn send(&mut self, bytes: &[u8]) {
@@ -697,13 +718,20 @@ async fn a_thousand_concurrent_clients_each_complete_a_session() {
     let names: Vec<String> = (0..N).map(|i| format!("user{i}")).collect();
     let users: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "pw")).collect();
     let server = Server::start(config(), &users).await;
-    let peer = Peer::start().await;
+    // Twenty client hosts, fifty clients each (within the per-source cap),
+    // each host with its chat port.
+    let hosts: Vec<String> = (1..=20).map(|h| format!("127.0.1.{h}")).collect();
+    let mut peers = Vec::new();
+    for h in &hosts {
+        peers.push(Peer::start_on(h).await);
+    }
     let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(N));
     let mut tasks = Vec::new();
-    for name in names.clone() {
-        let (addr, port, barrier) = (server.addr, peer.port, barrier.clone());
+    for (i, name) in names.clone().into_iter().enumerate() {
+        let (host, port) = (hosts[i % 20].clone(), peers[i % 20].port);
+        let (addr, barrier) = (server.addr, barrier.clone());
         tasks.push(tokio::spawn(async move {
-            let mut c = Raw::connect(addr).await;
+            let mut c = Raw::connect_from(addr, &host).await;
             // Everyone connected before anyone speaks: truly concurrent.
             barrier.wait().await;
             c.ask(
@@ -716,11 +744,10 @@ async fn a_thousand_concurrent_clients_each_complete_a_session() {
             .await;
             c.ask("PASS 0 pw\n", "ACK 26\nsuccessfully authenticated")
                 .await;
-            c.send(format!("BIND 0 127.0.0.1 {port}\n").as_bytes())
-                .await;
+            c.send(format!("BIND 0 {host} {port}\n").as_bytes()).await;
             assert_eq!(c.frame().await.kind, "ACK");
             let me = c.query(Some(&name)).await;
-            assert_eq!(me, format!("{name},127.0.0.1,{port}"));
+            assert_eq!(me, format!("{name},{host},{port}"));
             c.ask("LEAVE 0\n", "ACK 27\nderegistered from directory")
                 .await;
         }));
@@ -729,4 +756,491 @@ async fn a_thousand_concurrent_clients_each_complete_a_session() {
         t.await.unwrap();
     }
     server.stop().await;
+}
+
+// ---- Finding 6: bounded fields and a bounded RESULT ----
+
+#[tokio::test]
+async fn bind_with_an_invalid_or_overlong_address_is_refused() {
+    let server = Server::start(config(), &[("corrado", "mypass"), ("observer", "pw")]).await;
+    let peer = Peer::start().await;
+    // What an old resolver reads as 127.0.0.1, 3 KiB long: the audit's probe.
+    let zeros = format!("127.{}0.0.1", "0".repeat(3000));
+    let label = "a".repeat(63);
+    let too_long = format!("{label}.{label}.{label}.{}", "b".repeat(62));
+    assert_eq!(too_long.len(), 254);
+    for bad in [
+        zeros.as_str(),
+        too_long.as_str(),
+        "127.1",
+        "host_name.example",
+    ] {
+        let mut c = Raw::login(server.addr, "corrado", "mypass").await;
+        c.send(format!("BIND 0 {bad} {}\n", peer.port).as_bytes())
+            .await;
+        c.expect_err_and_close("invalid bind notification: bad address")
+            .await;
+    }
+    assert_eq!(registered(server.addr).await, "");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_all_users_result_stays_within_its_bound() {
+    let names: Vec<String> = (0..20).map(|i| format!("u{i:02}")).collect();
+    let mut users: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "pw")).collect();
+    users.push(("observer", "pw"));
+    let cap = 200;
+    let server = Server::start(
+        DirectoryConfig {
+            max_result_bytes: cap,
+            ..config()
+        },
+        &users,
+    )
+    .await;
+    let peer = Peer::start().await;
+    let (mut bound, mut full) = (0, 0);
+    for n in &names {
+        let mut c = Raw::login(server.addr, n, "pw").await;
+        c.send(format!("BIND 0 127.0.0.1 {}\n", peer.port).as_bytes())
+            .await;
+        let f = c.frame().await;
+        match f.kind.as_str() {
+            "ACK" => bound += 1,
+            _ => {
+                assert_eq!(f.text(), Some("directory full"));
+                c.expect_closed().await;
+                full += 1;
+            }
+        }
+    }
+    // Lines of 19 bytes plus separators: ten fit in 200 bytes.
+    assert_eq!((bound, full), (10, 10));
+    let all = registered(server.addr).await;
+    assert!(all.len() <= cap, "{} bytes", all.len());
+    assert_eq!(all.lines().count(), 10);
+    server.stop().await;
+}
+
+// ---- Finding 7: the login throttle cannot be raced, and locks a name only briefly ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_wrong_passwords_are_bounded_and_the_name_lockout_is_short() {
+    let policy = ThrottlePolicy {
+        free_per_name: 5,
+        base_lockout: Duration::from_secs(1),
+        max_name_lockout: Duration::from_secs(2),
+        ..ThrottlePolicy::default()
+    };
+    // A real-cost hash, as the audit's server had: verifying takes long
+    // enough that concurrent guesses all arrive before the first one fails.
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("directory.db");
+    provision(
+        &DirectoryStore::open(&db).unwrap(),
+        "corrado",
+        "mypass",
+        HashCost::default(),
+    )
+    .unwrap();
+    let cfg = DirectoryConfig {
+        throttle: policy,
+        ..config()
+    };
+    let mut server = Server::start_on(db, cfg, &[]).await;
+    server._dir = Some(dir);
+    const N: usize = 40;
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(N));
+    let mut tasks = Vec::new();
+    for i in 0..N {
+        let (addr, barrier) = (server.addr, barrier.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut c = Raw::connect(addr).await;
+            barrier.wait().await;
+            c.send(format!("USER 0 corrado\nPASS 0 guess{i}\n").as_bytes())
+                .await;
+            assert_eq!(c.frame().await.kind, "ACK");
+            let f = c.frame().await;
+            assert_eq!(f.kind, "ERR");
+            f.text().unwrap().to_owned()
+        }));
+    }
+    let (mut verified, mut throttled) = (0, 0);
+    for t in tasks {
+        let text = t.await.unwrap();
+        if text == "authentication failed" {
+            verified += 1;
+        } else {
+            assert!(text.contains("too many failed attempts"), "{text}");
+            throttled += 1;
+        }
+    }
+    // Five free attempts, plus at most a spaced retry or two while the
+    // burst lasts; every other guess is refused unchecked.
+    assert!(
+        (1..=7).contains(&verified),
+        "{verified} of {N} guesses were checked"
+    );
+    assert_eq!(verified + throttled, N);
+    // The real user, from another address, gets in once the short lockout
+    // of the name has passed.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2 + 5);
+    loop {
+        let mut c = Raw::connect_from(server.addr, "127.0.0.2").await;
+        c.send(b"USER 0 corrado\nPASS 0 mypass\n").await;
+        c.frame().await;
+        let f = c.frame().await;
+        if f.kind == "ACK" {
+            assert_eq!(f.text(), Some("successfully authenticated"));
+            break;
+        }
+        assert!(
+            f.text().unwrap().contains("too many failed attempts"),
+            "{:?}",
+            f.text()
+        );
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the right password is still refused"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    server.stop().await;
+}
+
+// ---- Finding 8: one source cannot fill the directory ----
+
+#[tokio::test]
+async fn one_source_cannot_fill_the_directory() {
+    let server = Server::start(
+        DirectoryConfig {
+            max_connections: 64,
+            max_connections_per_source: 16,
+            ..config()
+        },
+        &[("corrado", "mypass")],
+    )
+    .await;
+    let peer = Peer::start().await;
+    let mut held = Vec::new();
+    for _ in 0..64 {
+        held.push(Raw::connect_from(server.addr, "127.0.0.2").await);
+    }
+    // Someone else still gets a whole session.
+    let mut c = Raw::login(server.addr, "corrado", "mypass").await;
+    c.send(format!("BIND 0 127.0.0.1 {}\n", peer.port).as_bytes())
+        .await;
+    assert_eq!(c.frame().await.kind, "ACK");
+    assert_eq!(
+        c.query(None).await,
+        format!("corrado,127.0.0.1,{}", peer.port)
+    );
+    // The source's connections past its cap were told why and closed.
+    for mut extra in held.drain(16..) {
+        extra
+            .expect_err_and_close("too many connections from your address")
+            .await;
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_log_in_deadline_covers_user_and_pass_together() {
+    let server = Server::start(
+        DirectoryConfig {
+            auth_timeout: Duration::from_secs(1),
+            ..config()
+        },
+        &[("corrado", "mypass")],
+    )
+    .await;
+    let started = tokio::time::Instant::now();
+    let mut c = Raw::connect(server.addr).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    c.ask(
+        "USER 0 corrado\n",
+        "ACK 35\nhi corrado, authentication required",
+    )
+    .await;
+    // A deadline per message would allow until 1.6 s; one for both ends at 1 s.
+    c.expect_err_and_close("idle too long").await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(1450), "closed after {took:?}");
+    assert!(DirectoryConfig::default().auth_timeout <= Duration::from_secs(10));
+    server.stop().await;
+}
+
+// ---- Finding 9: the port test is not a scanner ----
+
+#[tokio::test]
+async fn bind_is_only_to_the_clients_own_address() {
+    let users = [("corrado", "mypass"), ("observer", "pw")];
+    let foreign = Peer::start_on("127.0.0.2").await;
+    let server = Server::start(config(), &users).await;
+    let mut c = Raw::login(server.addr, "corrado", "mypass").await;
+    c.send(format!("BIND 0 127.0.0.2 {}\n", foreign.port).as_bytes())
+        .await;
+    c.expect_err_and_close("not the address you connect from")
+        .await;
+    // A host name must resolve to the client's address too.
+    let mut c = Raw::login(server.addr, "corrado", "mypass").await;
+    c.send(format!("BIND 0 localhost {}\n", foreign.port).as_bytes())
+        .await;
+    c.expect_err_and_close("invalid bind notification").await;
+    assert_eq!(registered(server.addr).await, "");
+    // ... and then it is accepted, registered under the name given.
+    let own = Peer::start().await;
+    let mut c = Raw::login(server.addr, "corrado", "mypass").await;
+    c.ask(
+        &format!("BIND 0 localhost {}\n", own.port),
+        &format!("ACK 37\nbound successfully to localhost:{}", own.port),
+    )
+    .await;
+    assert_eq!(
+        registered(server.addr).await,
+        format!("corrado,localhost,{}", own.port)
+    );
+    server.stop().await;
+
+    // Behind a proxy, the operator can allow foreign addresses.
+    let server = Server::start(
+        DirectoryConfig {
+            allow_foreign_bind: true,
+            ..config()
+        },
+        &users,
+    )
+    .await;
+    let mut c = Raw::login(server.addr, "corrado", "mypass").await;
+    c.send(format!("BIND 0 127.0.0.2 {}\n", foreign.port).as_bytes())
+        .await;
+    assert_eq!(c.frame().await.kind, "ACK");
+    assert_eq!(
+        registered(server.addr).await,
+        format!("corrado,127.0.0.2,{}", foreign.port)
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn bind_floods_are_refused() {
+    let server = Server::start(config(), &[("corrado", "mypass")]).await;
+    let peer = Peer::start().await;
+    let mut c = Raw::login(server.addr, "corrado", "mypass").await;
+    let per_minute = DirectoryConfig::default().max_binds_per_minute;
+    assert!(per_minute > 0);
+    for _ in 0..per_minute {
+        c.send(format!("BIND 0 127.0.0.1 {}\n", peer.port).as_bytes())
+            .await;
+        assert_eq!(c.frame().await.kind, "ACK");
+    }
+    c.send(format!("BIND 0 127.0.0.1 {}\n", peer.port).as_bytes())
+        .await;
+    c.expect_err_and_close("too many BIND requests").await;
+    server.stop().await;
+}
+
+// ---- Finding 4 and 6, node side: the node's directory client against a scripted directory ----
+
+/// What the scripted directory answers to an all-users QUERY, by how many
+/// it has answered before.
+type Script = fn(usize) -> Vec<u8>;
+
+/// A directory that speaks the protocol without checking anything, answers
+/// all-users QUERYs with the raw bytes of `script`, single-user QUERYs with
+/// bob's and alice's entries, and reports every request with the number of the
+/// connection it came on.
+async fn scripted_directory(
+    script: Script,
+) -> (SocketAddr, mpsc::UnboundedReceiver<(usize, Request)>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let all_queries = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        for conn_no in 0.. {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            let (tx, all_queries) = (tx.clone(), all_queries.clone());
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Ok(n) = s.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let (frames, used) =
+                        roundtable_shared::frame::decode_all(&buf, &Limits::default()).unwrap();
+                    buf.drain(..used);
+                    for f in frames {
+                        let req = Request::parse(&f).expect("the node speaks the protocol");
+                        let _ = tx.send((conn_no, req.clone()));
+                        let out = match req {
+                            Request::User { name } => wire(Reply::hi(&name)),
+                            Request::Pass { .. } => wire(Reply::authenticated()),
+                            Request::Bind { address, port } => wire(Reply::bound(&address, port)),
+                            Request::Leave => wire(Reply::deregistered()),
+                            Request::Query { name: Some(n) } if n == "bob" => {
+                                result("bob,127.0.0.1,1")
+                            }
+                            Request::Query { name: Some(n) } if n == "alice" => {
+                                result("alice,127.0.0.1,4242")
+                            }
+                            Request::Query { name: Some(_) } => result(""),
+                            Request::Query { name: None } => script(
+                                all_queries.fetch_add(1, std::sync::atomic::Ordering::SeqCst),
+                            ),
+                        };
+                        if s.write_all(&out).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, rx)
+}
+
+/// A RESULT frame's bytes.
+fn result(payload: &str) -> Vec<u8> {
+    Frame::bare("RESULT", payload).encode().unwrap()
+}
+
+fn wire(r: Reply) -> Vec<u8> {
+    r.to_frame().encode().unwrap()
+}
+
+/// Starts a node's directory client (as `alice`, chat port 4242 on
+/// 127.0.0.1) against `server`.
+fn start_client(
+    server: SocketAddr,
+) -> (
+    Peers,
+    tokio_util::sync::CancellationToken,
+    tokio_util::task::TaskTracker,
+) {
+    let events = Events::default();
+    let peers = Peers::new("alice", events.clone());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let tracker = tokio_util::task::TaskTracker::new();
+    directory_client::spawn(
+        DirectoryClientConfig {
+            server: server.to_string(),
+            name: "alice".into(),
+            password: "pw".into(),
+            advertise_host: "127.0.0.1".into(),
+            chat_port: 4242,
+            query_interval: Duration::from_millis(50),
+            max_backoff: Duration::from_millis(500),
+        },
+        peers.clone(),
+        events,
+        stop.clone(),
+        &tracker,
+    );
+    (peers, stop, tracker)
+}
+
+/// The next request the scripted directory received, within a few seconds.
+async fn next_request(rx: &mut mpsc::UnboundedReceiver<(usize, Request)>) -> (usize, Request) {
+    tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .expect("the node keeps talking to the directory")
+        .expect("the directory runs")
+}
+
+#[tokio::test]
+async fn a_node_dropped_from_the_directory_binds_again_on_the_same_session() {
+    // The directory has lost alice's registration: only bob is listed.
+    let (addr, mut rx) = scripted_directory(|_| result("bob,127.0.0.1,1")).await;
+    let (peers, stop, tracker) = start_client(addr);
+    let bind = Request::Bind {
+        address: "127.0.0.1".into(),
+        port: 4242,
+    };
+    let mut seen = Vec::new();
+    loop {
+        let r = next_request(&mut rx).await;
+        let done = r == (0, bind.clone()) && seen.contains(&(0, Request::Query { name: None }));
+        seen.push(r);
+        if done {
+            break;
+        }
+    }
+    assert_eq!(
+        seen[..4],
+        [
+            (
+                0,
+                Request::User {
+                    name: "alice".into()
+                }
+            ),
+            (
+                0,
+                Request::Pass {
+                    password: "pw".into()
+                }
+            ),
+            (0, bind.clone()),
+            (0, Request::Query { name: None }),
+        ]
+    );
+    assert!(peers.get("bob").unwrap().online);
+    stop.cancel();
+    tracker.close();
+    tokio::time::timeout(Duration::from_secs(5), tracker.wait())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_node_given_an_oversized_result_asks_one_user_at_a_time() {
+    // First a normal answer (bob and alice), then one larger than the
+    // node's 1 MiB frame limit, as 270 registrations of 4 KiB made it.
+    let (addr, mut rx) = scripted_directory(|n| {
+        if n == 0 {
+            result("alice,127.0.0.1,4242\nbob,127.0.0.1,1")
+        } else {
+            let mut huge = b"RESULT 1100000\n".to_vec();
+            huge.extend_from_slice(&[b'x'; 4096]);
+            huge
+        }
+    })
+    .await;
+    let (peers, stop, tracker) = start_client(addr);
+    let mut all_queries = 0;
+    let mut connections = 0;
+    loop {
+        let (conn, r) = next_request(&mut rx).await;
+        connections = connections.max(conn + 1);
+        match r {
+            Request::Query { name: None } => all_queries += 1,
+            Request::Query { name: Some(n) } if n == "bob" => break,
+            _ => {}
+        }
+        assert!(connections <= 2, "the node reconnects in a loop");
+    }
+    // One normal all-users QUERY and the oversized one; then single-user
+    // QUERYs for known peers, on a second session, and no more all-users.
+    assert_eq!(all_queries, 2);
+    assert_eq!(connections, 2);
+    for _ in 0..10 {
+        let (conn, r) = next_request(&mut rx).await;
+        assert_eq!(conn, 1);
+        assert!(matches!(&r, Request::Query { name: Some(_) }), "{r:?}");
+    }
+    assert!(peers.get("bob").unwrap().online);
+    stop.cancel();
+    tracker.close();
+    tokio::time::timeout(Duration::from_secs(5), tracker.wait())
+        .await
+        .unwrap();
 }

@@ -345,6 +345,11 @@ impl State {
                 Rc::make_mut(&mut self.peers).insert(peer.name.clone(), peer);
                 self.peers_rev += 1;
             }
+            Event::PeerGone { name } => {
+                if Rc::make_mut(&mut self.peers).remove(&name).is_some() {
+                    self.peers_rev += 1;
+                }
+            }
             Event::Message { message } => self.add_message(message),
             Event::MessageState { peer, id, state } => {
                 let found = self
@@ -671,6 +676,21 @@ mod tests {
         let rows = s.peer_list("");
         assert_eq!(rows.len(), 1001, "carol's conversation stays listed");
         assert_eq!(s.peer_list("p09").len(), 100);
+    }
+
+    #[test]
+    fn a_peer_that_left_the_directory_is_dropped_from_the_list() {
+        let mut s = State::default();
+        snapshot(&mut s, vec![peer("bob", true), peer("carol", false)]);
+        let rev = s.peers_rev;
+        s.apply(Action::Event(Event::PeerGone { name: "bob".into() }));
+        let names: Vec<_> = s.peer_list("").into_iter().map(|r| r.name).collect();
+        assert_eq!(names, ["carol"]);
+        assert!(s.peers_rev > rev, "the list is redrawn");
+        // Unknown names change nothing.
+        let rev = s.peers_rev;
+        s.apply(Action::Event(Event::PeerGone { name: "zed".into() }));
+        assert_eq!(s.peers_rev, rev);
     }
 
     #[test]

@@ -43,6 +43,8 @@ pub enum Event {
     Training { training: crate::training::Training },
     /// A peer appeared, changed address, or went online/offline.
     Peer { peer: PeerInfo },
+    /// A peer left the directory and we have no chat with it: forget it.
+    PeerGone { name: String },
     /// A chat message was stored (sent by us or received).
     Message { message: ChatMessage },
     /// One of our messages changed state (sent, delivered).

@@ -41,9 +41,9 @@ enum Task {
     Run,
     /// Formatting, lints, unit, browser and end-to-end tests.
     Test,
-    /// Fuzz the frame decoder (needs the nightly toolchain).
+    /// Fuzz every target in fuzz/ for --seconds each (needs the nightly toolchain).
     Fuzz {
-        /// How long to fuzz.
+        /// How long to fuzz each target.
         #[arg(long, default_value_t = 60)]
         seconds: u64,
     },
@@ -403,16 +403,22 @@ impl Xtask {
                 &mut self.cargo(["install", "cargo-fuzz"]),
             )?;
         }
-        run(
-            &format!("cargo +nightly fuzz run frame_decode -- -max_total_time={seconds}"),
-            &mut nightly(&[
-                "fuzz",
-                "run",
-                "frame_decode",
-                "--",
-                &format!("-max_total_time={seconds}"),
-            ]),
-        )
+        // Every target under fuzz/fuzz_targets/, each for `seconds`.
+        let listed = self
+            .output(nightly(&["fuzz", "list"]))
+            .context("cargo +nightly fuzz list")?;
+        let targets: Vec<&str> = listed.split_whitespace().collect();
+        if targets.is_empty() {
+            bail!("cargo fuzz list found no fuzz targets");
+        }
+        for target in targets {
+            let time = format!("-max_total_time={seconds}");
+            run(
+                &format!("cargo +nightly fuzz run {target} -- {time}"),
+                &mut nightly(&["fuzz", "run", target, "--", &time]),
+            )?;
+        }
+        Ok(())
     }
 
     fn bench(&self) -> Result<()> {

@@ -46,19 +46,8 @@ pub enum AccountError {
     Store(#[from] StoreError),
 }
 
-/// Whether `name` is acceptable as a user name (it appears unescaped in
-/// QUERY results, so no commas, spaces or control characters).
-pub fn valid_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
-}
-
-/// Whether `password` can be sent as a PASS argument.
-pub fn valid_password(password: &str) -> bool {
-    (1..=256).contains(&password.len()) && password.bytes().all(|b| b > 0x20 && b != 0x7f)
-}
+// The rules live with the protocol; re-exported for the account commands.
+pub use roundtable_shared::directory::{valid_name, valid_password};
 
 fn argon2(cost: HashCost) -> Result<Argon2<'static>, AccountError> {
     let params = Params::new(cost.memory_kib, cost.iterations, cost.parallelism, None)
@@ -117,15 +106,28 @@ pub enum Login {
 }
 
 /// Throttling policy for failed logins.
+///
+/// Two counters per attempt: the name tried and the source address. An
+/// attempt holds a reservation on both while its password is verified, so
+/// concurrent guesses cannot all slip in before the first failure is
+/// recorded: at most the allowance left is ever in flight, and past it one
+/// attempt at a time, each failure doubling the lockout. An attempt that
+/// finds no room waits for its turn (bounded by [`TURN_WAIT`]) rather than
+/// being refused, so that many honest logins at once from one address
+/// (a site behind NAT) queue instead of failing. The lockout of a
+/// name is capped short (`max_name_lockout`): anyone can trigger it, so it
+/// must not lock the real user out for long. The lockout of a source can
+/// grow longer (`max_source_lockout`): only that source suffers from it.
 #[derive(Debug, Clone, Copy)]
 pub struct ThrottlePolicy {
     /// Failures per name allowed before lockouts begin.
     pub free_per_name: u32,
     /// Failures per source address allowed before lockouts begin.
     pub free_per_source: u32,
-    /// First lockout; each further failure doubles it, up to `max_lockout`.
+    /// First lockout; each further failure doubles it, up to the caps.
     pub base_lockout: Duration,
-    pub max_lockout: Duration,
+    pub max_name_lockout: Duration,
+    pub max_source_lockout: Duration,
     /// A key with no failure for this long is forgotten.
     pub forget_after: Duration,
 }
@@ -136,7 +138,8 @@ impl Default for ThrottlePolicy {
             free_per_name: 5,
             free_per_source: 20,
             base_lockout: Duration::from_secs(1),
-            max_lockout: Duration::from_secs(300),
+            max_name_lockout: Duration::from_secs(30),
+            max_source_lockout: Duration::from_secs(300),
             forget_after: Duration::from_secs(900),
         }
     }
@@ -145,8 +148,16 @@ impl Default for ThrottlePolicy {
 #[derive(Debug, Clone, Copy)]
 struct Strikes {
     failures: u32,
+    /// Attempts reserved and still being verified.
+    in_flight: u32,
     last: Instant,
     locked_until: Option<Instant>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Which {
+    Name,
+    Source,
 }
 
 /// Failed-login bookkeeping keyed by `name:<n>` and `ip:<a>`; bounded in size.
@@ -154,66 +165,190 @@ struct Strikes {
 struct Throttle {
     policy: ThrottlePolicy,
     strikes: Mutex<HashMap<String, Strikes>>,
+    /// Signalled whenever an attempt ends (a turn may be free).
+    turn: tokio::sync::Notify,
 }
 
 const MAX_THROTTLE_KEYS: usize = 100_000;
 
+/// Longest an attempt waits for a turn before it is refused as throttled.
+pub const TURN_WAIT: Duration = Duration::from_secs(10);
+
+/// Why an attempt cannot start now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NotNow {
+    /// Locked out for this long.
+    Locked(Duration),
+    /// The allowance is taken by attempts in flight: wait for one to end.
+    Busy,
+}
+
+/// What a finished attempt tells the throttle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Failed,
+    Succeeded,
+}
+
 impl Throttle {
-    fn keys(name: &str, source: IpAddr) -> [(String, u32); 2] {
-        [(format!("name:{name}"), 0), (format!("ip:{source}"), 1)]
+    fn keys(name: &str, source: IpAddr) -> [(String, Which); 2] {
+        [
+            (format!("name:{name}"), Which::Name),
+            (format!("ip:{}", source.to_canonical()), Which::Source),
+        ]
     }
 
-    fn free(&self, which: u32) -> u32 {
-        if which == 0 {
-            self.policy.free_per_name
-        } else {
-            self.policy.free_per_source
+    fn free(&self, which: Which) -> u32 {
+        match which {
+            Which::Name => self.policy.free_per_name,
+            Which::Source => self.policy.free_per_source,
         }
     }
 
-    /// How long the caller must wait, if locked out.
-    fn check(&self, name: &str, source: IpAddr, now: Instant) -> Option<Duration> {
-        let map = self.strikes.lock().unwrap_or_else(|p| p.into_inner());
-        Self::keys(name, source)
-            .iter()
-            .filter_map(|(k, _)| map.get(k)?.locked_until)
-            .filter(|&until| until > now)
-            .map(|until| until - now)
-            .max()
+    fn max_lockout(&self, which: Which) -> Duration {
+        match which {
+            Which::Name => self.policy.max_name_lockout,
+            Which::Source => self.policy.max_source_lockout,
+        }
     }
 
-    fn fail(&self, name: &str, source: IpAddr, now: Instant) {
-        let mut map = self.strikes.lock().unwrap_or_else(|p| p.into_inner());
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Strikes>> {
+        self.strikes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reserves an attempt for `name` from `source`, or says why not. The
+    /// reservation counts as a failure-to-be until [`Self::finish`].
+    fn begin(&self, name: &str, source: IpAddr, now: Instant) -> Result<(), NotNow> {
+        let keys = Self::keys(name, source);
+        let mut map = self.lock();
+        let mut wait: Option<NotNow> = None;
+        for (key, which) in &keys {
+            let Some(s) = map.get(key) else { continue };
+            let failures = if now.duration_since(s.last) >= self.policy.forget_after {
+                0
+            } else {
+                s.failures
+            };
+            match s.locked_until {
+                Some(until) if until > now => {
+                    let w = until - now;
+                    wait = Some(match wait {
+                        Some(NotNow::Locked(o)) => NotNow::Locked(o.max(w)),
+                        _ => NotNow::Locked(w),
+                    });
+                }
+                // Past the allowance, attempts go one at a time.
+                _ if s.in_flight > 0 && failures + s.in_flight >= self.free(*which) => {
+                    wait = wait.or(Some(NotNow::Busy));
+                }
+                _ => {}
+            }
+        }
+        if let Some(w) = wait {
+            return Err(w);
+        }
         if map.len() >= MAX_THROTTLE_KEYS {
             let forget = self.policy.forget_after;
             map.retain(|_, s| {
-                now.duration_since(s.last) < forget || s.locked_until.is_some_and(|u| u > now)
+                s.in_flight > 0
+                    || now.duration_since(s.last) < forget
+                    || s.locked_until.is_some_and(|u| u > now)
             });
         }
-        for (key, which) in Self::keys(name, source) {
-            let free = self.free(which);
+        for (key, _) in keys {
             let s = map.entry(key).or_insert(Strikes {
                 failures: 0,
+                in_flight: 0,
                 last: now,
                 locked_until: None,
             });
-            if now.duration_since(s.last) >= self.policy.forget_after {
-                s.failures = 0;
+            s.in_flight += 1;
+        }
+        Ok(())
+    }
+
+    /// Releases the reservation of [`begin`], recording what happened
+    /// (`None`: the attempt was abandoned and tells nothing).
+    fn finish(&self, name: &str, source: IpAddr, outcome: Option<Outcome>, now: Instant) {
+        let mut map = self.lock();
+        for (key, which) in Self::keys(name, source) {
+            let Some(s) = map.get_mut(&key) else { continue };
+            s.in_flight = s.in_flight.saturating_sub(1);
+            match outcome {
+                Some(Outcome::Failed) => {
+                    if now.duration_since(s.last) >= self.policy.forget_after {
+                        s.failures = 0;
+                    }
+                    s.failures += 1;
+                    s.last = now;
+                    let free = self.free(which);
+                    if s.failures > free {
+                        let doublings = (s.failures - free - 1).min(16);
+                        let lock = (self.policy.base_lockout * 2u32.pow(doublings))
+                            .min(self.max_lockout(which));
+                        s.locked_until = Some(now + lock);
+                    }
+                }
+                // The right password clears the name's record, not the source's.
+                Some(Outcome::Succeeded) if which == Which::Name => {
+                    s.failures = 0;
+                    s.locked_until = None;
+                }
+                _ => {}
             }
-            s.failures += 1;
-            s.last = now;
-            if s.failures > free {
-                let doublings = (s.failures - free - 1).min(16);
-                let lock =
-                    (self.policy.base_lockout * 2u32.pow(doublings)).min(self.policy.max_lockout);
-                s.locked_until = Some(now + lock);
+            if s.in_flight == 0 && s.failures == 0 && s.locked_until.is_none() {
+                map.remove(&key);
+            }
+        }
+        drop(map);
+        self.turn.notify_waiters();
+    }
+
+    /// Waits for a turn of `name` from `source` (at most `TURN_WAIT`), or
+    /// says how long the caller is locked out.
+    async fn turn(&self, name: &str, source: IpAddr) -> Result<(), Duration> {
+        let deadline = tokio::time::Instant::now() + TURN_WAIT;
+        loop {
+            // Registered before checking, so that an end in between is not missed.
+            let ended = self.turn.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            match self.begin(name, source, Instant::now()) {
+                Ok(()) => return Ok(()),
+                Err(NotNow::Locked(w)) => return Err(w),
+                Err(NotNow::Busy) => {
+                    if tokio::time::timeout_at(deadline, ended).await.is_err() {
+                        return Err(self.policy.base_lockout);
+                    }
+                }
             }
         }
     }
+}
 
-    fn succeed(&self, name: &str) {
-        let mut map = self.strikes.lock().unwrap_or_else(|p| p.into_inner());
-        map.remove(&format!("name:{name}"));
+/// A reserved attempt; released as abandoned if dropped unfinished (e.g.
+/// the session was cancelled while the hash was being verified).
+struct Attempt<'a> {
+    throttle: &'a Throttle,
+    name: &'a str,
+    source: IpAddr,
+    done: bool,
+}
+
+impl Attempt<'_> {
+    fn finish(mut self, outcome: Option<Outcome>) {
+        self.done = true;
+        self.throttle
+            .finish(self.name, self.source, outcome, Instant::now());
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.throttle
+                .finish(self.name, self.source, None, Instant::now());
+        }
     }
 }
 
@@ -247,6 +382,7 @@ impl Accounts {
             throttle: Arc::new(Throttle {
                 policy,
                 strikes: Mutex::new(HashMap::new()),
+                turn: tokio::sync::Notify::new(),
             }),
             decoy: hash_password("decoy-password-never-matches", cost)?.into(),
         })
@@ -259,9 +395,15 @@ impl Accounts {
         password: &str,
         source: IpAddr,
     ) -> Result<Login, AccountError> {
-        if let Some(wait) = self.throttle.check(name, source, Instant::now()) {
+        if let Err(wait) = self.throttle.turn(name, source).await {
             return Ok(Login::Throttled(wait));
         }
+        let attempt = Attempt {
+            throttle: &self.throttle,
+            name,
+            source,
+            done: false,
+        };
         let _slot = self
             .hashing
             .acquire()
@@ -304,11 +446,11 @@ impl Accounts {
         })
         .await
         .map_err(|e| AccountError::Hash(e.to_string()))??;
-        match outcome {
-            Login::Refused => self.throttle.fail(name, source, Instant::now()),
-            Login::Accepted | Login::Registered => self.throttle.succeed(name),
-            Login::Throttled(_) => {}
-        }
+        attempt.finish(match outcome {
+            Login::Refused => Some(Outcome::Failed),
+            Login::Accepted | Login::Registered => Some(Outcome::Succeeded),
+            Login::Throttled(_) => None,
+        });
         Ok(outcome)
     }
 }
@@ -417,5 +559,72 @@ mod tests {
         ));
         // Another source and name is unaffected.
         assert_eq!(acc.login("erin", "x", b).await.unwrap(), Login::Refused);
+    }
+
+    fn throttle(policy: ThrottlePolicy) -> Throttle {
+        Throttle {
+            policy,
+            strikes: Mutex::new(HashMap::new()),
+            turn: tokio::sync::Notify::new(),
+        }
+    }
+
+    #[test]
+    fn attempts_in_flight_count_against_the_allowance() {
+        let t = throttle(ThrottlePolicy::default());
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let now = Instant::now();
+        for _ in 0..5 {
+            t.begin("alice", a, now).unwrap();
+        }
+        // Nothing recorded yet, but five guesses are being verified: no sixth.
+        assert!(t.begin("alice", b, now).is_err());
+        for _ in 0..5 {
+            t.finish("alice", a, Some(Outcome::Failed), now);
+        }
+        // Past the allowance: one at a time.
+        t.begin("alice", b, now).unwrap();
+        assert!(t.begin("alice", a, now).is_err());
+        t.finish("alice", b, Some(Outcome::Failed), now);
+        assert_eq!(
+            t.begin("alice", b, now),
+            Err(NotNow::Locked(Duration::from_secs(1)))
+        );
+        // An abandoned attempt releases its reservation and records nothing.
+        let later = now + Duration::from_secs(1);
+        t.begin("alice", b, later).unwrap();
+        t.finish("alice", b, None, later);
+        t.begin("alice", b, later).unwrap();
+        t.finish("alice", b, Some(Outcome::Succeeded), later);
+        assert!(t.begin("alice", a, later).is_ok());
+    }
+
+    #[test]
+    fn a_name_lockout_stays_short_a_source_lockout_grows() {
+        let t = throttle(ThrottlePolicy::default());
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let mut now = Instant::now();
+        let mut last_wait = Duration::ZERO;
+        for i in 0..40 {
+            t.begin("alice", a, now).unwrap();
+            t.finish("alice", a, Some(Outcome::Failed), now);
+            let other: IpAddr = "10.9.9.9".parse().unwrap();
+            match t.begin("alice", other, now) {
+                Ok(()) => t.finish("alice", other, None, now),
+                Err(NotNow::Locked(w)) => {
+                    assert!(w <= Duration::from_secs(30), "attempt {i}: {w:?}");
+                    last_wait = w;
+                }
+                Err(NotNow::Busy) => panic!("nothing in flight"),
+            }
+            // Jump past every lock so the next attempt is admitted.
+            now += Duration::from_secs(301);
+        }
+        assert_eq!(last_wait, Duration::from_secs(30));
+        // The source, meanwhile, is locked for the long cap.
+        let wait = t
+            .begin("bob", a, now - Duration::from_secs(301))
+            .unwrap_err();
+        assert_eq!(wait, NotNow::Locked(Duration::from_secs(300)));
     }
 }

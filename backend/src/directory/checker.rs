@@ -54,7 +54,7 @@ pub async fn sweep(registry: &Registry, config: &CheckerConfig) -> SweepReport {
         let (registry, timeout) = (registry.clone(), config.timeout);
         tasks.spawn(async move {
             let _slot = slot;
-            match ping(&e.address, e.port, timeout).await {
+            match ping(&e.probe, e.port, timeout).await {
                 Ok(()) => false,
                 Err(err) => {
                     tracing::info!(user = %e.name, address = %e.address, port = e.port, %err, "liveness check failed, deregistering");

@@ -1,7 +1,8 @@
 //! The eurechat directory server: participants log in and register where
 //! their chat port can be reached; a checker drops those that stop answering.
 //!
-//! `serve` owns the accept loop, the connection cap and shutdown;
+//! `serve` owns the accept loop, the connection caps (in all and per source
+//! address) and shutdown;
 //! [`session`] is the per-connection state machine; [`accounts`] decides
 //! who may log in; [`registry`] holds who is where; [`checker`] keeps it true.
 
@@ -10,7 +11,9 @@ pub mod checker;
 pub mod registry;
 mod session;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use roundtable_shared::frame::{Frame, Limits};
@@ -33,7 +36,7 @@ pub struct DirectoryConfig {
     /// Argon2id cost for accounts created by open registration.
     pub hash_cost: HashCost,
     pub throttle: ThrottlePolicy,
-    /// Time allowed for USER and PASS.
+    /// Time allowed for USER and PASS together, from the connection's start.
     pub auth_timeout: Duration,
     /// Idle time allowed once authenticated.
     pub idle_timeout: Duration,
@@ -43,6 +46,21 @@ pub struct DirectoryConfig {
     pub port_test_timeout: Duration,
     /// Most client connections served at once; more are told `ERR server busy`.
     pub max_connections: usize,
+    /// Most connections served at once from one source address, so that one
+    /// source cannot take every slot; more are told `ERR too many connections`.
+    pub max_connections_per_source: usize,
+    /// Let a client BIND an address other than the one it connects from
+    /// (for set-ups behind a proxy or NAT). Off: an IP literal must be the
+    /// client's own address and a host name must resolve to it, so the port
+    /// test cannot be aimed at somebody else's host.
+    pub allow_foreign_bind: bool,
+    /// BINDs allowed per session per minute (a burst of this many, then one
+    /// every 60/n s); more get `ERR too many BIND requests` and the session
+    /// is closed. 0: unlimited.
+    pub max_binds_per_minute: u32,
+    /// Longest all-users RESULT payload; a BIND that would exceed it gets
+    /// `ERR directory full`. At most the 1 MiB a Roundtable node reads.
+    pub max_result_bytes: usize,
     /// Largest payload accepted from a client.
     pub max_payload: usize,
     pub checker: CheckerConfig,
@@ -56,11 +74,15 @@ impl Default for DirectoryConfig {
             open_registration: false,
             hash_cost: HashCost::default(),
             throttle: ThrottlePolicy::default(),
-            auth_timeout: Duration::from_secs(30),
+            auth_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
             write_timeout: Duration::from_secs(10),
             port_test_timeout: Duration::from_secs(3),
             max_connections: 4096,
+            max_connections_per_source: 64,
+            allow_foreign_bind: false,
+            max_binds_per_minute: 5,
+            max_result_bytes: roundtable_shared::directory::MAX_RESULT,
             max_payload: 64 * 1024,
             checker: CheckerConfig::default(),
             shutdown_grace: Duration::from_secs(5),
@@ -87,6 +109,59 @@ struct Shared {
     registry: Registry,
 }
 
+/// Connections open per source address, counted by [`SourceSlot`]s.
+#[derive(Debug, Default, Clone)]
+struct Sources(Arc<Mutex<HashMap<IpAddr, usize>>>);
+
+/// One connection's place in its source's count; released on drop.
+#[derive(Debug)]
+struct SourceSlot {
+    sources: Sources,
+    ip: IpAddr,
+}
+
+impl Sources {
+    fn try_acquire(&self, ip: IpAddr, max: usize) -> Option<SourceSlot> {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(SourceSlot {
+            sources: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut map = self.sources.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Tells a refused client why, briefly, without holding up the accept loop.
+fn refuse(
+    tracker: &TaskTracker,
+    mut conn: Connection<tokio::net::TcpStream>,
+    why: &'static str,
+    grace: Duration,
+) {
+    tracker.spawn(async move {
+        let _ = conn
+            .write_frame_within(&Frame::bare("ERR", why), grace)
+            .await;
+        conn.shutdown().await;
+    });
+}
+
 /// Serves the directory on `listener` until `shutdown` is cancelled, then
 /// stops accepting, tells open sessions, and waits for them (bounded).
 pub async fn serve(
@@ -95,7 +170,7 @@ pub async fn serve(
     config: DirectoryConfig,
     shutdown: CancellationToken,
 ) -> Result<(), DirectoryError> {
-    let registry = Registry::load(store.clone())?;
+    let registry = Registry::load_capped(store.clone(), config.max_result_bytes)?;
     let accounts = Accounts::new(
         store,
         config.open_registration,
@@ -115,6 +190,8 @@ pub async fn serve(
     ));
 
     let slots = Arc::new(Semaphore::new(shared.config.max_connections));
+    let sources = Sources::default();
+    let grace = shared.config.write_timeout.min(Duration::from_secs(1));
     let limits = Limits {
         max_payload: shared.config.max_payload,
         ..Limits::default()
@@ -136,21 +213,30 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let mut conn = Connection::new(stream, limits);
+        let conn = Connection::new(stream, limits);
+        // The source's own cap first, so that a source over it takes no
+        // slot of the overall cap.
+        let ip = peer.ip().to_canonical();
+        let Some(source_slot) = sources.try_acquire(ip, shared.config.max_connections_per_source)
+        else {
+            tracing::debug!(%peer, "per-source connection cap reached, refusing");
+            refuse(
+                &tracker,
+                conn,
+                "too many connections from your address",
+                grace,
+            );
+            continue;
+        };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             tracing::warn!(%peer, "connection cap reached, refusing");
-            let grace = shared.config.write_timeout.min(Duration::from_secs(1));
-            tracker.spawn(async move {
-                let _ = conn
-                    .write_frame_within(&Frame::bare("ERR", "server busy"), grace)
-                    .await;
-                conn.shutdown().await;
-            });
+            refuse(&tracker, conn, "server busy", grace);
             continue;
         };
         let (shared, shutdown) = (shared.clone(), shutdown.clone());
+        let mut conn = conn;
         tracker.spawn(async move {
-            let _slot = slot;
+            let _slots = (slot, source_slot);
             session::run(&mut conn, peer, &shared, &shutdown).await;
         });
     }

@@ -3,12 +3,31 @@
 //!
 //! QUERY is the hot path, so it is answered from memory; the all-users
 //! answer is cached until the next change.
+//!
+//! The all-users answer is bounded: a BIND that would make it longer than
+//! the cap (1 MiB by default, the payload limit a node reads with) is
+//! refused as [`RegistryError::Full`], so no client is ever sent a
+//! `RESULT` it cannot read. A re-bind of an already registered name counts
+//! its new line against the cap too.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
+use roundtable_shared::directory::{
+    encode_line_into, line_len, valid_address, valid_name, MAX_RESULT,
+};
+
 use crate::store::directory::{DirectoryStore, StoredRegistration};
 use crate::store::StoreError;
+
+/// Why a registration was not made.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("directory full")]
+    Full,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
 
 /// Where a user can be reached. `generation` tells a re-bind from the
 /// registration a liveness check looked at.
@@ -18,6 +37,10 @@ pub struct Entry {
     pub address: String,
     pub port: u16,
     pub generation: u64,
+    /// Where the liveness check connects: the IP the BIND's port test
+    /// reached, so that a host name cannot be re-pointed at somebody else's
+    /// host afterwards. Not stored: after a restart it is `address` again.
+    pub probe: String,
 }
 
 #[derive(Debug, Default)]
@@ -25,6 +48,34 @@ struct Inner {
     by_name: BTreeMap<String, Entry>,
     next_generation: u64,
     all_cache: Option<Arc<[u8]>>,
+    /// Sum of the registered lines' lengths (separators not included).
+    line_bytes: usize,
+    /// Bytes promised to BINDs whose store write is under way.
+    reserved: usize,
+}
+
+impl Inner {
+    /// Length of the all-users payload.
+    fn result_len(&self) -> usize {
+        self.line_bytes + self.by_name.len().saturating_sub(1)
+    }
+
+    fn insert(&mut self, e: Entry) {
+        self.line_bytes += entry_len(&e);
+        if let Some(old) = self.by_name.insert(e.name.clone(), e) {
+            self.line_bytes -= entry_len(&old);
+        }
+        self.all_cache = None;
+    }
+
+    fn remove(&mut self, name: &str) -> bool {
+        let Some(old) = self.by_name.remove(name) else {
+            return false;
+        };
+        self.line_bytes -= entry_len(&old);
+        self.all_cache = None;
+        true
+    }
 }
 
 /// The registry. Cheap to clone.
@@ -32,36 +83,51 @@ struct Inner {
 pub struct Registry {
     inner: Arc<RwLock<Inner>>,
     store: DirectoryStore,
+    /// Longest all-users RESULT payload allowed.
+    cap: usize,
+}
+
+fn entry_len(e: &Entry) -> usize {
+    line_len(&e.name, &e.address, e.port)
 }
 
 fn line(out: &mut Vec<u8>, e: &Entry) {
-    if !out.is_empty() {
-        out.push(b'\n');
-    }
-    out.extend_from_slice(e.name.as_bytes());
-    out.push(b',');
-    out.extend_from_slice(e.address.as_bytes());
-    out.push(b',');
-    out.extend_from_slice(e.port.to_string().as_bytes());
+    encode_line_into(out, &e.name, &e.address, e.port);
 }
 
 impl Registry {
-    /// Loads the persisted registrations.
+    /// Loads the persisted registrations, with the default cap.
     pub fn load(store: DirectoryStore) -> Result<Self, StoreError> {
+        Self::load_capped(store, MAX_RESULT)
+    }
+
+    /// Loads the persisted registrations; the all-users RESULT stays within
+    /// `cap` bytes. Stored registrations that are invalid by today's rules
+    /// (e.g. an over-long address an older version accepted) or beyond the
+    /// cap are dropped, from the store too.
+    pub fn load_capped(store: DirectoryStore, cap: usize) -> Result<Self, StoreError> {
         let mut inner = Inner::default();
         for r in store.registrations()? {
+            let fits = inner.result_len() + 1 + line_len(&r.name, &r.address, r.port) <= cap;
+            if !(valid_name(&r.name) && valid_address(&r.address) && r.port != 0 && fits) {
+                tracing::warn!(user = %r.name, "dropping a stored registration that is invalid or beyond the cap");
+                store.delete_registration(&r.name, None)?;
+                continue;
+            }
             inner.next_generation += 1;
-            let e = Entry {
-                name: r.name.clone(),
+            let generation = inner.next_generation;
+            inner.insert(Entry {
+                name: r.name,
+                probe: r.address.clone(),
                 address: r.address,
                 port: r.port,
-                generation: inner.next_generation,
-            };
-            inner.by_name.insert(r.name, e);
+                generation,
+            });
         }
         Ok(Registry {
             inner: Arc::new(RwLock::new(inner)),
             store,
+            cap,
         })
     }
 
@@ -73,27 +139,49 @@ impl Registry {
         self.inner.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Registers `name` at `address:port` (durably first, then in memory).
-    pub async fn bind(&self, name: &str, address: &str, port: u16) -> Result<(), StoreError> {
+    /// Registers `name` at `address:port` (durably first, then in memory),
+    /// unless the all-users RESULT would grow beyond the cap.
+    pub async fn bind(&self, name: &str, address: &str, port: u16) -> Result<(), RegistryError> {
+        self.bind_probed(name, address, port, address).await
+    }
+
+    /// Like [`bind`](Self::bind), the liveness check connecting to `probe`.
+    pub async fn bind_probed(
+        &self,
+        name: &str,
+        address: &str,
+        port: u16,
+        probe: &str,
+    ) -> Result<(), RegistryError> {
+        // Room is reserved before the store write (which awaits) so that
+        // concurrent BINDs cannot together overshoot the cap. Counted
+        // pessimistically: a re-bind's old line is not subtracted.
+        let need = line_len(name, address, port) + 1;
+        {
+            let mut inner = self.write();
+            if inner.result_len() + inner.reserved + need > self.cap {
+                return Err(RegistryError::Full);
+            }
+            inner.reserved += need;
+        }
         let r = StoredRegistration {
             name: name.to_owned(),
             address: address.to_owned(),
             port,
         };
-        self.store.run(move |s| s.put_registration(&r)).await?;
+        let saved = self.store.run(move |s| s.put_registration(&r)).await;
         let mut inner = self.write();
+        inner.reserved -= need;
+        saved?;
         inner.next_generation += 1;
         let generation = inner.next_generation;
-        inner.by_name.insert(
-            name.to_owned(),
-            Entry {
-                name: name.to_owned(),
-                address: address.to_owned(),
-                port,
-                generation,
-            },
-        );
-        inner.all_cache = None;
+        inner.insert(Entry {
+            name: name.to_owned(),
+            address: address.to_owned(),
+            port,
+            generation,
+            probe: probe.to_owned(),
+        });
         Ok(())
     }
 
@@ -103,9 +191,7 @@ impl Registry {
         self.store
             .run(move |s| s.delete_registration(&n, None))
             .await?;
-        let mut inner = self.write();
-        inner.all_cache = None;
-        Ok(inner.by_name.remove(name).is_some())
+        Ok(self.write().remove(name))
     }
 
     /// Deregisters `e.name` only if it is still exactly the registration `e`
@@ -120,9 +206,7 @@ impl Registry {
             .await?;
         let mut inner = self.write();
         if inner.by_name.get(&e.name) == Some(e) {
-            inner.by_name.remove(&e.name);
-            inner.all_cache = None;
-            return Ok(true);
+            return Ok(inner.remove(&e.name));
         }
         Ok(false)
     }
@@ -210,6 +294,57 @@ mod tests {
         assert_eq!(r.len(), 1);
         let cur = r.snapshot().remove(0);
         assert!(r.remove_if_current(&cur).await.unwrap());
+        assert!(r.is_empty());
+        assert!(s.registrations().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_all_users_result_never_exceeds_the_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = DirectoryStore::open(&dir.path().join("d.db")).unwrap();
+        let names: Vec<String> = (0..50).map(|i| format!("user{i:02}")).collect();
+        for n in &names {
+            s.put_account(n, "h").unwrap();
+        }
+        // Room for a few 20-byte lines ("userNN,127.0.0.1,1000").
+        let cap = 100;
+        let r = Registry::load_capped(s.clone(), cap).unwrap();
+        let mut accepted = 0;
+        for n in &names {
+            match r.bind(n, "127.0.0.1", 1000).await {
+                Ok(()) => accepted += 1,
+                Err(RegistryError::Full) => {}
+                Err(e) => panic!("{e}"),
+            }
+            assert!(r.query(None).len() <= cap);
+        }
+        assert_eq!(accepted, 4);
+        // A longer re-bind that would not fit is refused; a leave makes room.
+        assert!(matches!(
+            r.bind("user00", "a-much-longer-host-name.example", 1000)
+                .await,
+            Err(RegistryError::Full)
+        ));
+        assert!(r.leave("user01").await.unwrap());
+        r.bind("user10", "127.0.0.1", 1000).await.unwrap();
+        assert_eq!(r.query(None).len(), 4 * 21 + 3);
+        // Reloaded with a smaller cap, what does not fit is dropped.
+        let small = Registry::load_capped(s.clone(), 50).unwrap();
+        assert_eq!(small.len(), 2);
+        assert_eq!(s.registrations().unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn invalid_stored_registrations_are_dropped_on_load() {
+        let (_d, s, _r) = registry().await;
+        let long = format!("127.{}0.0.1", "0".repeat(4000));
+        s.put_registration(&StoredRegistration {
+            name: "alice".into(),
+            address: long,
+            port: 5555,
+        })
+        .unwrap();
+        let r = Registry::load(s.clone()).unwrap();
         assert!(r.is_empty());
         assert!(s.registrations().unwrap().is_empty());
     }

@@ -1,18 +1,37 @@
 //! The node's session with the directory: log in, bind the chat port, keep
 //! the peer table fresh with QUERY; reconnect with backoff when the
 //! directory goes away; LEAVE on shutdown.
+//!
+//! Two ways the directory can let us down without closing the session:
+//! - it drops our registration (its liveness check failed while our chat
+//!   port was flooded, say): every all-users answer is checked for our own
+//!   entry, and we BIND again on the same session when it is missing or
+//!   points elsewhere;
+//! - its all-users answer is more than we read (1 MiB) or does not decode:
+//!   we log it and, for [`DEGRADED_FOR`], ask for the peers we know (and
+//!   ourselves) one at a time instead, rather than reconnecting in a loop.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use roundtable_shared::api::{Event, LinkState};
-use roundtable_shared::frame::{Frame, Limits};
+use roundtable_shared::directory::{Entry, Reply, Request};
+use roundtable_shared::frame::{FrameError, Limits};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::peers::{parse_result, Peers};
+use super::peers::Peers;
 use crate::events::Events;
 use crate::framing::{Connection, FramingError};
+
+/// How long the node queries users one at a time after an all-users answer
+/// it could not read, before it tries the all-users QUERY again.
+pub const DEGRADED_FOR: Duration = Duration::from_secs(300);
+
+/// How long one directory answer may take.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How to reach and use the directory.
 #[derive(Debug, Clone)]
@@ -34,6 +53,12 @@ enum SessionError {
     Framing(#[from] FramingError),
     #[error("directory refused {step}: {reason}")]
     Refused { step: &'static str, reason: String },
+    #[error("unexpected answer to {step}: {what}")]
+    Unexpected { step: &'static str, what: String },
+    #[error(
+        "the all-users RESULT is larger than we read ({0}); asking one user at a time from now on"
+    )]
+    ResultTooLarge(FrameError),
 }
 
 /// Handle to read the link state.
@@ -77,8 +102,19 @@ async fn run(
     shutdown: CancellationToken,
 ) {
     let mut backoff = Duration::from_millis(250);
+    // Survives reconnections: an over-limit answer breaks the session it
+    // came on, and the next session must not ask for it again at once.
+    let mut degraded_until: Option<Instant> = None;
     loop {
-        let result = session(&cfg, &peers, &events, &state, &shutdown).await;
+        let result = session(
+            &cfg,
+            &peers,
+            &events,
+            &state,
+            &shutdown,
+            &mut degraded_until,
+        )
+        .await;
         if shutdown.is_cancelled() {
             set(&state, &events, LinkState::Stopped);
             return;
@@ -105,23 +141,106 @@ async fn run(
     }
 }
 
-async fn expect(
+/// The next directory answer, interpreted.
+async fn reply(
     conn: &mut Connection<TcpStream>,
     step: &'static str,
-    kind: &str,
-) -> Result<Frame, SessionError> {
+) -> Result<Result<Reply, roundtable_shared::directory::ProtocolError>, SessionError> {
     let f = conn
-        .read_frame_within(Duration::from_secs(10))
+        .read_frame_within(REPLY_TIMEOUT)
         .await?
         .ok_or(FramingError::Truncated)?;
-    if f.kind == kind {
-        Ok(f)
-    } else {
-        Err(SessionError::Refused {
-            step,
-            reason: format!("{} {}", f.kind, String::from_utf8_lossy(&f.payload)),
-        })
+    match Reply::parse(&f) {
+        Ok(Reply::Err(reason)) => Err(SessionError::Refused { step, reason }),
+        Ok(r) => Ok(Ok(r)),
+        Err(e) => {
+            tracing::debug!(step, frame = %f, %e, "undecodable directory answer");
+            Ok(Err(e))
+        }
     }
+}
+
+/// A reply in a few words, for errors (a RESULT may be a megabyte).
+fn describe(r: &Reply) -> String {
+    match r {
+        Reply::Ack(t) => format!("ACK {t:.80}"),
+        Reply::Err(t) => format!("ERR {t:.80}"),
+        Reply::Result(entries) => format!("RESULT of {} entries", entries.len()),
+    }
+}
+
+/// Sends `req` and expects an ACK.
+async fn ack(
+    conn: &mut Connection<TcpStream>,
+    step: &'static str,
+    req: Request,
+) -> Result<(), SessionError> {
+    conn.write_frame(&req.to_frame()).await?;
+    match reply(conn, step).await? {
+        Ok(Reply::Ack(_)) => Ok(()),
+        Ok(other) => Err(SessionError::Unexpected {
+            step,
+            what: describe(&other),
+        }),
+        Err(e) => Err(SessionError::Unexpected {
+            step,
+            what: e.to_string(),
+        }),
+    }
+}
+
+/// Asks for everyone. `Ok(None)`: the answer arrived but does not decode
+/// (the session is still usable).
+async fn query_all(conn: &mut Connection<TcpStream>) -> Result<Option<Vec<Entry>>, SessionError> {
+    conn.write_frame(&Request::Query { name: None }.to_frame())
+        .await?;
+    match reply(conn, "QUERY").await {
+        Ok(Ok(Reply::Result(entries))) => Ok(Some(entries)),
+        Ok(Ok(other)) => Err(SessionError::Unexpected {
+            step: "QUERY",
+            what: describe(&other),
+        }),
+        Ok(Err(_)) => Ok(None),
+        Err(SessionError::Framing(FramingError::Frame(e @ FrameError::PayloadTooLarge { .. }))) => {
+            Err(SessionError::ResultTooLarge(e))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Asks for each of `names` in turn; returns what was listed and the names
+/// whose answers were readable.
+async fn query_each(
+    conn: &mut Connection<TcpStream>,
+    names: Vec<String>,
+) -> Result<(Vec<Entry>, HashSet<String>), SessionError> {
+    let mut listed = Vec::new();
+    let mut answered = HashSet::new();
+    for name in names {
+        conn.write_frame(
+            &Request::Query {
+                name: Some(name.clone()),
+            }
+            .to_frame(),
+        )
+        .await?;
+        match reply(conn, "QUERY").await? {
+            Ok(Reply::Result(entries)) => {
+                listed.extend(entries.into_iter().filter(|e| e.name == name));
+                answered.insert(name);
+            }
+            Ok(other) => {
+                return Err(SessionError::Unexpected {
+                    step: "QUERY",
+                    what: describe(&other),
+                })
+            }
+            Err(e) => {
+                tracing::warn!(peer = %name, %e, "directory answer about one user does not decode")
+            }
+        }
+    }
+    Ok((listed, answered))
 }
 
 async fn session(
@@ -130,6 +249,7 @@ async fn session(
     events: &Events,
     state: &watch::Sender<LinkState>,
     shutdown: &CancellationToken,
+    degraded_until: &mut Option<Instant>,
 ) -> Result<(), SessionError> {
     let stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(&cfg.server))
         .await
@@ -137,30 +257,78 @@ async fn session(
         .map_err(FramingError::Io)?;
     stream.set_nodelay(true).map_err(FramingError::Io)?;
     let mut conn = Connection::new(stream, Limits::default());
-    conn.write_frame(&Frame::new("USER", [cfg.name.as_str()], ""))
-        .await?;
-    expect(&mut conn, "USER", "ACK").await?;
-    conn.write_frame(&Frame::new("PASS", [cfg.password.as_str()], ""))
-        .await?;
-    expect(&mut conn, "PASS", "ACK").await?;
-    let port = cfg.chat_port.to_string();
-    conn.write_frame(&Frame::new(
-        "BIND",
-        [cfg.advertise_host.as_str(), port.as_str()],
-        "",
-    ))
+    ack(
+        &mut conn,
+        "USER",
+        Request::User {
+            name: cfg.name.clone(),
+        },
+    )
     .await?;
-    expect(&mut conn, "BIND", "ACK").await?;
+    ack(
+        &mut conn,
+        "PASS",
+        Request::Pass {
+            password: cfg.password.clone(),
+        },
+    )
+    .await?;
+    let bind = Request::Bind {
+        address: cfg.advertise_host.clone(),
+        port: cfg.chat_port,
+    };
+    ack(&mut conn, "BIND", bind.clone()).await?;
     tracing::info!(server = %cfg.server, name = %cfg.name, "bound at the directory");
     set(state, events, LinkState::Connected);
     loop {
-        conn.write_frame(&Frame::bare("QUERY", "")).await?;
-        let r = expect(&mut conn, "QUERY", "RESULT").await?;
-        peers.apply_directory(&parse_result(&r.payload));
+        if degraded_until.is_some_and(|t| Instant::now() >= t) {
+            *degraded_until = None;
+        }
+        let listed = if degraded_until.is_none() {
+            match query_all(&mut conn).await {
+                Ok(Some(entries)) => Some(entries),
+                Ok(None) => {
+                    tracing::warn!(server = %cfg.server, "the all-users RESULT does not decode; asking one user at a time from now on");
+                    *degraded_until = Some(Instant::now() + DEGRADED_FOR);
+                    None
+                }
+                Err(e @ SessionError::ResultTooLarge(_)) => {
+                    // Its payload is still on the wire: this session is lost.
+                    *degraded_until = Some(Instant::now() + DEGRADED_FOR);
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
+            }
+        } else {
+            None
+        };
+        let is_me = |entries: &[Entry]| {
+            entries.iter().any(|e| {
+                e.name == cfg.name && e.address == cfg.advertise_host && e.port == cfg.chat_port
+            })
+        };
+        let registered = match listed {
+            Some(entries) => {
+                peers.apply_directory(&entries);
+                is_me(&entries)
+            }
+            None => {
+                let mut names = peers.names();
+                names.push(cfg.name.clone());
+                let (entries, answered) = query_each(&mut conn, names).await?;
+                peers.apply_queried(&entries, &answered);
+                // Nothing readable about us: no reason to BIND again.
+                !answered.contains(&cfg.name) || is_me(&entries)
+            }
+        };
+        if !registered {
+            tracing::warn!(server = %cfg.server, name = %cfg.name, "our registration is missing from the directory (or points elsewhere); binding again");
+            ack(&mut conn, "BIND", bind.clone()).await?;
+            tracing::info!(server = %cfg.server, name = %cfg.name, "bound at the directory again");
+        }
         tokio::select! {
             _ = shutdown.cancelled() => {
-                conn.write_frame(&Frame::bare("LEAVE", "")).await?;
-                expect(&mut conn, "LEAVE", "ACK").await?;
+                ack(&mut conn, "LEAVE", Request::Leave).await?;
                 tracing::info!("left the directory");
                 return Ok(());
             }

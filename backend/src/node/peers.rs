@@ -1,19 +1,40 @@
 //! Who the node knows, and whether the directory lists them right now.
+//!
+//! A peer the directory stops listing goes offline at once. If it stays
+//! unlisted for [`FORGET_AFTER`] and we have exchanged no message with it
+//! in this run ([`Peers::ensure`] is called on every send and receive), it
+//! is forgotten ([`Event::PeerGone`]), so that `/api/peers` does not keep
+//! everyone who was ever registered (the audit's 270 bogus registrations).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use roundtable_shared::api::{Event, PeerInfo};
+use roundtable_shared::directory::Entry;
 use tokio::sync::Notify;
 
 use crate::events::Events;
 use crate::store::chat::now_ms;
 
+/// How long a peer may stay unlisted before it is forgotten (a restart,
+/// or a liveness check missed under load, is much shorter).
+pub const FORGET_AFTER: Duration = Duration::from_secs(600);
+
+#[derive(Debug, Default)]
+struct Table {
+    peers: BTreeMap<String, PeerInfo>,
+    /// Peers we have a chat with: kept (offline) when the directory drops them.
+    chatted: HashSet<String>,
+}
+
 /// The peer table, fed by the directory client. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Peers {
     me: Arc<str>,
-    table: Arc<RwLock<BTreeMap<String, PeerInfo>>>,
+    /// [`FORGET_AFTER`], in ms.
+    forget_after_ms: i64,
+    table: Arc<RwLock<Table>>,
     events: Events,
     /// Signalled whenever some peer's presence or address changes.
     changed: Arc<Notify>,
@@ -21,29 +42,22 @@ pub struct Peers {
     refresh: Arc<Notify>,
 }
 
-/// Parses a RESULT payload: `name,address,port` lines.
-pub fn parse_result(payload: &[u8]) -> Vec<(String, String, u16)> {
-    String::from_utf8_lossy(payload)
-        .lines()
-        .filter_map(|l| {
-            let mut it = l.rsplitn(3, ',');
-            let port = it.next()?.trim().parse().ok()?;
-            let address = it.next()?.to_owned();
-            let name = it.next()?.to_owned();
-            Some((name, address, port))
-        })
-        .collect()
-}
-
 impl Peers {
     pub fn new(me: &str, events: Events) -> Self {
         Peers {
             me: me.into(),
+            forget_after_ms: FORGET_AFTER.as_millis() as i64,
             table: Arc::default(),
             events,
             changed: Arc::default(),
             refresh: Arc::default(),
         }
+    }
+
+    /// Forgets unlisted peers after `d` instead of [`FORGET_AFTER`].
+    pub fn with_forget_after(mut self, d: Duration) -> Self {
+        self.forget_after_ms = d.as_millis().min(i64::MAX as u128) as i64;
+        self
     }
 
     /// Asks the directory client for a QUERY now rather than at its next tick
@@ -58,19 +72,36 @@ impl Peers {
     }
 
     /// Applies a full `QUERY` answer: listed peers are online at their
-    /// address, everyone else known is offline.
-    pub fn apply_directory(&self, listed: &[(String, String, u16)]) {
+    /// address; everyone else known goes offline, and is forgotten once
+    /// unlisted long enough if we have no chat with them.
+    pub fn apply_directory(&self, listed: &[Entry]) {
+        self.apply(listed, |_| true);
+    }
+
+    /// Applies the answers to single-user `QUERY`s for `asked`: only those
+    /// names are affected (the directory said nothing about the others).
+    pub fn apply_queried(&self, listed: &[Entry], asked: &HashSet<String>) {
+        self.apply(listed, |n| asked.contains(n));
+    }
+
+    fn apply(&self, listed: &[Entry], in_scope: impl Fn(&str) -> bool) {
         let now = now_ms();
         let mut changes = Vec::new();
+        let mut gone = Vec::new();
         {
-            let mut t = self.table.write().unwrap_or_else(|p| p.into_inner());
-            let mut seen = std::collections::HashSet::new();
-            for (name, address, port) in listed {
-                if **name == *self.me {
+            let mut t = self.write();
+            let mut seen = HashSet::new();
+            for Entry {
+                name,
+                address,
+                port,
+            } in listed
+            {
+                if **name == *self.me || !in_scope(name) {
                     continue;
                 }
                 seen.insert(name.as_str());
-                let e = t.entry(name.clone()).or_insert_with(|| PeerInfo {
+                let e = t.peers.entry(name.clone()).or_insert_with(|| PeerInfo {
                     name: name.clone(),
                     address: None,
                     port: None,
@@ -87,30 +118,61 @@ impl Peers {
                     changes.push(e.clone());
                 }
             }
-            for e in t.values_mut() {
-                if e.online && !seen.contains(e.name.as_str()) {
+            let Table { peers, chatted } = &mut *t;
+            let forget_before = now.saturating_sub(self.forget_after_ms);
+            peers.retain(|name, e| {
+                if seen.contains(name.as_str()) || !in_scope(name) {
+                    return true;
+                }
+                if !chatted.contains(name) && e.last_seen.is_none_or(|t| t <= forget_before) {
+                    gone.push(name.clone());
+                    return false;
+                }
+                if e.online {
                     e.online = false;
                     changes.push(e.clone());
                 }
-            }
+                true
+            });
         }
-        if !changes.is_empty() {
+        if !changes.is_empty() || !gone.is_empty() {
             self.changed.notify_waiters();
         }
         for peer in changes {
             self.events.publish(Event::Peer { peer });
         }
+        for name in gone {
+            tracing::debug!(peer = %name, "peer left the directory, forgotten");
+            self.events.publish(Event::PeerGone { name });
+        }
+    }
+
+    /// Every peer name known, for asking the directory one at a time.
+    pub fn names(&self) -> Vec<String> {
+        self.read().peers.keys().cloned().collect()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Table> {
+        self.table.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Table> {
+        self.table.write().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Makes `name` known (offline) if it is not, e.g. when someone we have
-    /// never seen in the directory writes to us.
+    /// never seen in the directory writes to us; either way, marks it as a
+    /// peer we chat with, kept when the directory stops listing it.
     pub fn ensure(&self, name: &str) {
         if name == &*self.me {
             return;
         }
         let added = {
-            let mut t = self.table.write().unwrap_or_else(|p| p.into_inner());
-            if t.contains_key(name) {
+            let mut t = self.write();
+            if !t.chatted.contains(name) {
+                t.chatted.insert(name.to_owned());
+            }
+            if t.peers.contains_key(name) {
                 None
             } else {
                 let p = PeerInfo {
@@ -120,7 +182,7 @@ impl Peers {
                     online: false,
                     last_seen: None,
                 };
-                t.insert(name.to_owned(), p.clone());
+                t.peers.insert(name.to_owned(), p.clone());
                 Some(p)
             }
         };
@@ -130,21 +192,12 @@ impl Peers {
     }
 
     pub fn get(&self, name: &str) -> Option<PeerInfo> {
-        self.table
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-            .cloned()
+        self.read().peers.get(name).cloned()
     }
 
     /// Everyone, by name.
     pub fn list(&self) -> Vec<PeerInfo> {
-        self.table
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect()
+        self.read().peers.values().cloned().collect()
     }
 
     /// Completes at the next presence change.
@@ -157,16 +210,12 @@ impl Peers {
 mod tests {
     use super::*;
 
-    #[test]
-    fn parses_query_results() {
-        assert_eq!(
-            parse_result(b"alice,127.0.0.1,5555\nbob,::1,6000\nbroken\n"),
-            [
-                ("alice".to_string(), "127.0.0.1".to_string(), 5555),
-                ("bob".to_string(), "::1".to_string(), 6000)
-            ]
-        );
-        assert!(parse_result(b"").is_empty());
+    fn entry(name: &str, address: &str, port: u16) -> Entry {
+        Entry {
+            name: name.into(),
+            address: address.into(),
+            port,
+        }
     }
 
     #[tokio::test]
@@ -174,10 +223,8 @@ mod tests {
         let events = Events::default();
         let mut rx = events.subscribe();
         let peers = Peers::new("me", events);
-        peers.apply_directory(&[
-            ("me".into(), "h".into(), 1),
-            ("bob".into(), "127.0.0.1".into(), 5000),
-        ]);
+        peers.apply_directory(&[entry("me", "h", 1), entry("bob", "127.0.0.1", 5000)]);
+        peers.ensure("bob");
         assert!(peers.get("me").is_none());
         assert!(peers.get("bob").unwrap().online);
         match rx.try_recv().unwrap() {
@@ -185,7 +232,7 @@ mod tests {
             e => panic!("{e:?}"),
         }
         // Unchanged: nothing published.
-        peers.apply_directory(&[("bob".into(), "127.0.0.1".into(), 5000)]);
+        peers.apply_directory(&[entry("bob", "127.0.0.1", 5000)]);
         assert!(rx.try_recv().is_err());
         peers.apply_directory(&[]);
         let bob = peers.get("bob").unwrap();
@@ -195,5 +242,52 @@ mod tests {
             Event::Peer { peer } => assert!(!peer.online),
             e => panic!("{e:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn peers_that_leave_are_forgotten_unless_we_chat_with_them() {
+        // At first they only go offline.
+        let peers = Peers::new("me", Events::default());
+        peers.apply_directory(&[entry("bob", "127.0.0.1", 5000)]);
+        peers.apply_directory(&[]);
+        assert!(!peers.get("bob").unwrap().online);
+
+        let events = Events::default();
+        let peers = Peers::new("me", events.clone()).with_forget_after(Duration::ZERO);
+        peers.apply_directory(&[
+            entry("bob", "127.0.0.1", 5000),
+            entry("carol", "127.0.0.1", 5001),
+            entry("dave", "127.0.0.1", 5002),
+        ]);
+        peers.ensure("carol");
+        let mut rx = events.subscribe();
+        peers.apply_directory(&[entry("dave", "127.0.0.1", 5002)]);
+        let names: Vec<_> = peers
+            .list()
+            .into_iter()
+            .map(|p| (p.name, p.online))
+            .collect();
+        assert_eq!(
+            names,
+            [("carol".to_string(), false), ("dave".to_string(), true)]
+        );
+        let mut got = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            got.push(e);
+        }
+        assert!(
+            got.contains(&Event::PeerGone { name: "bob".into() }),
+            "{got:?}"
+        );
+        assert!(
+            got.iter()
+                .any(|e| matches!(e, Event::Peer { peer } if peer.name == "carol" && !peer.online)),
+            "{got:?}"
+        );
+        // Single-user answers only concern the names asked.
+        let asked: HashSet<String> = ["carol".to_string()].into();
+        peers.apply_queried(&[], &asked);
+        assert!(peers.get("dave").unwrap().online);
+        assert!(!peers.get("carol").unwrap().online);
     }
 }

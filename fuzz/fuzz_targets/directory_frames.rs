@@ -1,0 +1,13 @@
+//! Directory frames on arbitrary bytes: decoding and then parsing them as
+//! client requests and as server replies must never panic, and whatever
+//! parses must re-encode to a frame that parses the same
+//! (`roundtable_shared::directory::decode_and_parse`, which the shared
+//! crate's proptests also run, so this code path is built by normal tests).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use roundtable_shared::directory::decode_and_parse;
+
+fuzz_target!(|data: &[u8]| {
+    decode_and_parse(data);
+});

@@ -1,0 +1,626 @@
+//! The eurechat directory protocol (protocols.md §1) as typed frames.
+//!
+//! A client sends [`Request`]s (`USER`/`LOGIN`, `PASS`, `BIND`, `QUERY`,
+//! `LEAVE`); the server answers with [`Reply`]s (`ACK`, `ERR`, `RESULT`).
+//! Both sides parse and build frames here only, so the exact bytes a
+//! classic client sees (reply texts, the `RESULT` lines) are defined once.
+//!
+//! Adding a command (e.g. the overlay's `KEY`) means one variant, one arm
+//! in [`Request::parse`] and one in [`Request::to_frame`]; a server that
+//! does not know it keeps answering `I did not understand the message KEY`.
+
+use std::net::IpAddr;
+
+use crate::frame::{Frame, DEFAULT_MAX_PAYLOAD};
+
+/// Largest `RESULT` payload a server may send: the payload limit a
+/// Roundtable node reads frames with (a classic client has none).
+pub const MAX_RESULT: usize = DEFAULT_MAX_PAYLOAD;
+
+/// Longest address accepted in `BIND` (a DNS name's limit).
+pub const MAX_ADDRESS: usize = 253;
+
+/// Longest `name,address,port` line a valid registration produces.
+pub const MAX_LINE: usize = 64 + 1 + MAX_ADDRESS + 1 + 5;
+
+/// One registration, as a `RESULT` line lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Entry {
+    pub name: String,
+    pub address: String,
+    pub port: u16,
+}
+
+/// A client's command. Its `Debug` form hides the password.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Request {
+    /// `USER 0 <name>`, or its synonym `LOGIN 0 <name>`.
+    User { name: String },
+    /// `PASS 0 <password>`.
+    Pass { password: String },
+    /// `BIND 0 <address> <port>`: register our chat port.
+    Bind { address: String, port: u16 },
+    /// `QUERY 0` (everyone) or `QUERY 0 <name>`.
+    Query { name: Option<String> },
+    /// `LEAVE 0`: deregister.
+    Leave,
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Request::User { name } => f.debug_struct("User").field("name", name).finish(),
+            Request::Pass { .. } => f.debug_struct("Pass").finish_non_exhaustive(),
+            Request::Bind { address, port } => f
+                .debug_struct("Bind")
+                .field("address", address)
+                .field("port", port)
+                .finish(),
+            Request::Query { name } => f.debug_struct("Query").field("name", name).finish(),
+            Request::Leave => f.write_str("Leave"),
+        }
+    }
+}
+
+/// A server's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    Ack(String),
+    /// The server closes the connection after sending it.
+    Err(String),
+    Result(Vec<Entry>),
+}
+
+/// Why a frame is not a valid directory frame. The texts are what the
+/// server tells a client before closing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("I did not understand the message {0}")]
+    Unknown(String),
+    #[error("I did not understand the message {kind} (wrong number of arguments: {got})")]
+    WrongArity { kind: String, got: usize },
+    #[error("invalid user name: use 1 to 64 of A-Z a-z 0-9 _ . -")]
+    BadName,
+    #[error("invalid bind notification: bad port {0:?}")]
+    BadPort(String),
+    #[error(
+        "invalid bind notification: bad address (a host name or IP literal of at most 253 bytes)"
+    )]
+    BadAddress,
+    #[error("{0} payload is not UTF-8")]
+    NotUtf8(&'static str),
+    #[error("RESULT line {line} is not a valid name,address,port entry")]
+    BadEntry { line: usize },
+}
+
+/// Whether `name` is acceptable as a user name: 1 to 64 of
+/// `[A-Za-z0-9_.-]` (it appears unescaped in `RESULT` lines and as a frame
+/// argument, so no commas, spaces or control characters).
+pub fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+/// Whether `password` can be sent as a `PASS` argument: 1 to 256 bytes,
+/// no spaces or control characters.
+pub fn valid_password(password: &str) -> bool {
+    (1..=256).contains(&password.len()) && password.bytes().all(|b| b > 0x20 && b != 0x7f)
+}
+
+/// Whether `address` may be registered: an IP literal, or a host name of
+/// RFC 1123 labels (1 to 63 of `[A-Za-z0-9-]`, no hyphen at either end)
+/// whose last label is not all digits (so `127.1` or `127.000.0.1` is
+/// neither a name nor, ambiguously, an address); at most 253 bytes.
+pub fn valid_address(address: &str) -> bool {
+    if address.is_empty() || address.len() > MAX_ADDRESS {
+        return false;
+    }
+    if address.parse::<IpAddr>().is_ok() {
+        return true;
+    }
+    let label_ok = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    address.split('.').all(label_ok)
+        && !address
+            .rsplit('.')
+            .next()
+            .is_some_and(|last| last.bytes().all(|b| b.is_ascii_digit()))
+}
+
+fn port_arg(text: &str) -> Result<u16, ProtocolError> {
+    // Digits only: `+5555` parses as a u16 but is not what a client means.
+    match text.parse::<u16>() {
+        Ok(p) if p != 0 && text.bytes().all(|b| b.is_ascii_digit()) => Ok(p),
+        _ => Err(ProtocolError::BadPort(text.to_owned())),
+    }
+}
+
+impl Request {
+    /// Interprets a decoded frame. Names and addresses are validated here;
+    /// a `QUERY` name is only a lookup key and is taken as it is.
+    pub fn parse(f: &Frame) -> Result<Request, ProtocolError> {
+        let arity = || ProtocolError::WrongArity {
+            kind: f.kind.clone(),
+            got: f.args.len(),
+        };
+        match (f.kind.as_str(), f.args.as_slice()) {
+            ("USER" | "LOGIN", [name]) if valid_name(name) => {
+                Ok(Request::User { name: name.clone() })
+            }
+            ("USER" | "LOGIN", [_]) => Err(ProtocolError::BadName),
+            ("PASS", [password]) => Ok(Request::Pass {
+                password: password.clone(),
+            }),
+            ("BIND", [address, port]) => {
+                let port = port_arg(port)?;
+                if !valid_address(address) {
+                    return Err(ProtocolError::BadAddress);
+                }
+                Ok(Request::Bind {
+                    address: address.clone(),
+                    port,
+                })
+            }
+            ("QUERY", []) => Ok(Request::Query { name: None }),
+            ("QUERY", [name]) => Ok(Request::Query {
+                name: Some(name.clone()),
+            }),
+            ("LEAVE", []) => Ok(Request::Leave),
+            ("USER" | "LOGIN" | "PASS" | "BIND" | "QUERY" | "LEAVE", _) => Err(arity()),
+            (other, _) => Err(ProtocolError::Unknown(other.to_owned())),
+        }
+    }
+
+    /// The frame to send.
+    pub fn to_frame(&self) -> Frame {
+        match self {
+            Request::User { name } => Frame::new("USER", [name.as_str()], ""),
+            Request::Pass { password } => Frame::new("PASS", [password.as_str()], ""),
+            Request::Bind { address, port } => {
+                Frame::new("BIND", [address.clone(), port.to_string()], "")
+            }
+            Request::Query { name: None } => Frame::bare("QUERY", ""),
+            Request::Query { name: Some(n) } => Frame::new("QUERY", [n.as_str()], ""),
+            Request::Leave => Frame::bare("LEAVE", ""),
+        }
+    }
+}
+
+impl Reply {
+    /// Answer to `USER`.
+    pub fn hi(name: &str) -> Reply {
+        Reply::Ack(format!("hi {name}, authentication required"))
+    }
+
+    /// Answer to a good `PASS`.
+    pub fn authenticated() -> Reply {
+        Reply::Ack("successfully authenticated".into())
+    }
+
+    /// Answer to a `BIND` that passed the port test.
+    pub fn bound(address: &str, port: u16) -> Reply {
+        Reply::Ack(format!("bound successfully to {address}:{port}"))
+    }
+
+    /// Answer to `LEAVE`.
+    pub fn deregistered() -> Reply {
+        Reply::Ack("deregistered from directory".into())
+    }
+
+    /// Interprets a decoded frame (a client reading the server).
+    pub fn parse(f: &Frame) -> Result<Reply, ProtocolError> {
+        let text =
+            |kind| String::from_utf8(f.payload.clone()).map_err(|_| ProtocolError::NotUtf8(kind));
+        match f.kind.as_str() {
+            "ACK" => Ok(Reply::Ack(text("ACK")?)),
+            "ERR" => Ok(Reply::Err(text("ERR")?)),
+            "RESULT" => Ok(Reply::Result(decode_result(&f.payload)?)),
+            other => Err(ProtocolError::Unknown(other.to_owned())),
+        }
+    }
+
+    /// The frame to send.
+    pub fn to_frame(&self) -> Frame {
+        match self {
+            Reply::Ack(t) => Frame::bare("ACK", t.as_bytes()),
+            Reply::Err(t) => Frame::bare("ERR", t.as_bytes()),
+            Reply::Result(entries) => result_frame(encode_result(entries)),
+        }
+    }
+}
+
+/// A `RESULT` frame around an already encoded payload (the server keeps
+/// the all-users payload encoded, see [`encode_line_into`]).
+pub fn result_frame(payload: impl Into<Vec<u8>>) -> Frame {
+    Frame::bare("RESULT", payload)
+}
+
+/// Length in bytes of `e`'s `RESULT` line, without the separator.
+pub fn line_len(name: &str, address: &str, port: u16) -> usize {
+    let digits = match port {
+        0..=9 => 1,
+        10..=99 => 2,
+        100..=999 => 3,
+        1000..=9999 => 4,
+        _ => 5,
+    };
+    name.len() + 1 + address.len() + 1 + digits
+}
+
+/// Appends one `name,address,port` line to a `RESULT` payload, with the
+/// `\n` separator when the payload is not empty (no trailing newline: the
+/// original's exact bytes).
+pub fn encode_line_into(out: &mut Vec<u8>, name: &str, address: &str, port: u16) {
+    if !out.is_empty() {
+        out.push(b'\n');
+    }
+    out.extend_from_slice(name.as_bytes());
+    out.push(b',');
+    out.extend_from_slice(address.as_bytes());
+    out.push(b',');
+    out.extend_from_slice(port.to_string().as_bytes());
+}
+
+/// The `RESULT` payload listing `entries`.
+pub fn encode_result(entries: &[Entry]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(entries.len() * 32);
+    for e in entries {
+        encode_line_into(&mut out, &e.name, &e.address, e.port);
+    }
+    out
+}
+
+/// Decodes a `RESULT` payload. Strict: every non-empty line must be a valid
+/// name, a valid address and a port, or the whole payload is refused (a
+/// reader should then ask for users one at a time).
+pub fn decode_result(payload: &[u8]) -> Result<Vec<Entry>, ProtocolError> {
+    let text = std::str::from_utf8(payload).map_err(|_| ProtocolError::NotUtf8("RESULT"))?;
+    text.split('\n')
+        .enumerate()
+        .filter(|(_, l)| !l.is_empty())
+        .map(|(i, l)| {
+            let bad = || ProtocolError::BadEntry { line: i + 1 };
+            let mut it = l.splitn(3, ',');
+            let (name, address, port) = (
+                it.next().ok_or_else(bad)?,
+                it.next().ok_or_else(bad)?,
+                it.next().ok_or_else(bad)?,
+            );
+            if !valid_name(name) || !valid_address(address) {
+                return Err(bad());
+            }
+            Ok(Entry {
+                name: name.to_owned(),
+                address: address.to_owned(),
+                port: port_arg(port).map_err(|_| bad())?,
+            })
+        })
+        .collect()
+}
+
+/// Decodes every frame in `data` and parses each as a request and as a
+/// reply, checking that whatever parses re-encodes to something that
+/// parses the same. The fuzz target `directory_frames` runs this; it is
+/// here so that normal tests build and run the same code path.
+pub fn decode_and_parse(data: &[u8]) {
+    use crate::frame::{decode_all, Limits};
+    for limits in [
+        Limits::default(),
+        Limits {
+            max_header: 64,
+            max_payload: 64,
+        },
+    ] {
+        if let Ok((frames, _)) = decode_all(data, &limits) {
+            for f in &frames {
+                parse_any(f);
+            }
+        }
+    }
+}
+
+/// Parses `f` both ways; what parses must round-trip through its frame.
+fn parse_any(f: &Frame) {
+    if let Ok(r) = Request::parse(f) {
+        let again = r.to_frame();
+        assert!(again.validate().is_ok(), "{r:?} does not encode");
+        assert_eq!(Request::parse(&again).as_ref(), Ok(&r));
+    }
+    if let Ok(r) = Reply::parse(f) {
+        let again = r.to_frame();
+        assert!(again.validate().is_ok(), "{r:?} does not encode");
+        assert_eq!(Reply::parse(&again).as_ref(), Ok(&r));
+        if let Reply::Result(entries) = &r {
+            let wire = encode_result(entries);
+            assert!(wire.len() <= f.payload.len());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::{decode, Decoded, Limits};
+    use proptest::prelude::*;
+
+    fn wire(f: Frame) -> Vec<u8> {
+        f.encode().unwrap()
+    }
+
+    #[test]
+    fn replies_are_the_original_bytes() {
+        assert_eq!(
+            wire(Reply::hi("corrado").to_frame()),
+            b"ACK 35\nhi corrado, authentication required"
+        );
+        assert_eq!(
+            wire(Reply::authenticated().to_frame()),
+            b"ACK 26\nsuccessfully authenticated"
+        );
+        assert_eq!(
+            wire(Reply::bound("127.0.0.1", 5555).to_frame()),
+            b"ACK 36\nbound successfully to 127.0.0.1:5555"
+        );
+        assert_eq!(
+            wire(Reply::deregistered().to_frame()),
+            b"ACK 27\nderegistered from directory"
+        );
+        let one = Entry {
+            name: "corrado".into(),
+            address: "127.0.0.1".into(),
+            port: 5555,
+        };
+        assert_eq!(
+            wire(Reply::Result(vec![one.clone()]).to_frame()),
+            b"RESULT 22\ncorrado,127.0.0.1,5555"
+        );
+        let two = Entry {
+            name: "bob".into(),
+            address: "::1".into(),
+            port: 6000,
+        };
+        assert_eq!(
+            encode_result(&[one, two]),
+            b"corrado,127.0.0.1,5555\nbob,::1,6000"
+        );
+        assert_eq!(wire(Reply::Result(vec![]).to_frame()), b"RESULT 0\n");
+    }
+
+    #[test]
+    fn requests_are_the_original_bytes() {
+        let cases = [
+            (Request::User { name: "u".into() }, &b"USER 0 u\n"[..]),
+            (
+                Request::Pass {
+                    password: "p".into(),
+                },
+                b"PASS 0 p\n",
+            ),
+            (
+                Request::Bind {
+                    address: "127.0.0.1".into(),
+                    port: 5555,
+                },
+                b"BIND 0 127.0.0.1 5555\n",
+            ),
+            (Request::Query { name: None }, b"QUERY 0\n"),
+            (
+                Request::Query {
+                    name: Some("u".into()),
+                },
+                b"QUERY 0 u\n",
+            ),
+            (Request::Leave, b"LEAVE 0\n"),
+        ];
+        for (r, bytes) in cases {
+            assert_eq!(wire(r.to_frame()), bytes);
+            assert_eq!(Request::parse(&r.to_frame()), Ok(r));
+        }
+        assert_eq!(
+            Request::parse(&Frame::new("LOGIN", ["corrado"], "")),
+            Ok(Request::User {
+                name: "corrado".into()
+            })
+        );
+    }
+
+    #[test]
+    fn debug_output_hides_the_password() {
+        let p = Request::Pass {
+            password: "s3cret".into(),
+        };
+        assert!(!format!("{p:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn bad_requests_are_named() {
+        let p = |kind: &str, args: &[&str]| {
+            Request::parse(&Frame::new(kind, args.iter().copied(), ""))
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(p("HELLO", &[]), "I did not understand the message HELLO");
+        assert_eq!(
+            p("BIND", &["127.0.0.1"]),
+            "I did not understand the message BIND (wrong number of arguments: 1)"
+        );
+        assert!(p("QUERY", &["a", "b"]).starts_with("I did not understand the message QUERY"));
+        assert!(p("LEAVE", &["now"]).starts_with("I did not understand the message LEAVE"));
+        assert!(p("USER", &[]).starts_with("I did not understand the message USER"));
+        assert!(p("USER", &["a,b"]).starts_with("invalid user name"));
+        for port in ["0", "65536", "http", "-1", "+80"] {
+            assert!(p("BIND", &["127.0.0.1", port]).starts_with("invalid bind notification"));
+        }
+        let long = format!("127.{}0.0.1", "0".repeat(4000));
+        for addr in ["a,b", "-x.example", "x-.example", "a..b", "127.1", &long] {
+            assert_eq!(
+                Request::parse(&Frame::new("BIND", [addr, "80"], "")),
+                Err(ProtocolError::BadAddress),
+                "{addr:.40}"
+            );
+        }
+    }
+
+    #[test]
+    fn addresses_are_names_or_literals_of_at_most_253_bytes() {
+        for ok in [
+            "127.0.0.1",
+            "::1",
+            "::ffff:127.0.0.1",
+            "localhost",
+            "node-1.lab.example",
+            "1a.example",
+            "3com.net",
+        ] {
+            assert!(valid_address(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "127.000.0.1",
+            "127.1",
+            "0x7f.1",
+            "a_b.example",
+            "a b",
+            "example.com.",
+            "[::1]",
+            "fe80::1%eth0",
+            &"a".repeat(64),
+        ] {
+            assert!(!valid_address(bad), "{bad}");
+        }
+        let label = "a".repeat(63);
+        let at_limit = [label.as_str(); 4].join(".");
+        assert_eq!(at_limit.len(), 255);
+        assert!(!valid_address(&at_limit));
+        assert!(valid_address(&at_limit[2..]));
+    }
+
+    #[test]
+    fn results_decode_strictly() {
+        assert_eq!(decode_result(b""), Ok(vec![]));
+        assert_eq!(
+            decode_result(b"alice,127.0.0.1,5555\nbob,::1,6000\n").unwrap(),
+            [
+                Entry {
+                    name: "alice".into(),
+                    address: "127.0.0.1".into(),
+                    port: 5555
+                },
+                Entry {
+                    name: "bob".into(),
+                    address: "::1".into(),
+                    port: 6000
+                }
+            ]
+        );
+        assert_eq!(
+            decode_result(b"alice,127.0.0.1,5555\nbroken"),
+            Err(ProtocolError::BadEntry { line: 2 })
+        );
+        assert!(decode_result(b"a,b,c,1").is_err());
+        assert!(decode_result(b"a,h,0").is_err());
+        assert!(decode_result(b"\xff,h,1").is_err());
+        assert_eq!(
+            Reply::parse(&Frame::bare("RESULT", "x")),
+            Err(ProtocolError::BadEntry { line: 1 })
+        );
+        assert_eq!(
+            Reply::parse(&Frame::bare("PONG", "")),
+            Err(ProtocolError::Unknown("PONG".into()))
+        );
+    }
+
+    #[test]
+    fn line_len_counts_the_encoded_bytes() {
+        for port in [1, 9, 10, 99, 100, 999, 1000, 9999, 10000, 65535] {
+            let mut out = Vec::new();
+            encode_line_into(&mut out, "name", "host.example", port);
+            assert_eq!(out.len(), line_len("name", "host.example", port));
+        }
+        let longest = "a".repeat(64);
+        let l = "a".repeat(63);
+        let address = format!("{l}.{l}.{l}.{}", "b".repeat(61));
+        assert!(valid_name(&longest) && valid_address(&address));
+        assert_eq!(line_len(&longest, &address, 65535), MAX_LINE);
+    }
+
+    fn arb_entry() -> impl Strategy<Value = Entry> {
+        (
+            "[A-Za-z0-9_.-]{1,64}",
+            prop_oneof![
+                any::<std::net::IpAddr>().prop_map(|a| a.to_string()),
+                "[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?(\\.[a-z0-9]{1,10}){0,3}\\.[a-z]{1,6}",
+            ],
+            1u16..,
+        )
+            .prop_map(|(name, address, port)| Entry {
+                name,
+                address,
+                port,
+            })
+    }
+
+    fn arb_request() -> impl Strategy<Value = Request> {
+        prop_oneof![
+            "[A-Za-z0-9_.-]{1,64}".prop_map(|name| Request::User { name }),
+            "[!-~]{1,256}".prop_map(|password| Request::Pass { password }),
+            arb_entry().prop_map(|e| Request::Bind {
+                address: e.address,
+                port: e.port
+            }),
+            proptest::option::of("[!-~]{1,64}").prop_map(|name| Request::Query { name }),
+            Just(Request::Leave),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn results_round_trip(entries in proptest::collection::vec(arb_entry(), 0..20)) {
+            let frame = Reply::Result(entries.clone()).to_frame();
+            let bytes = frame.encode().unwrap();
+            let Ok(Decoded::Frame(back, _)) = decode(&bytes, &Limits::default()) else {
+                panic!("does not decode");
+            };
+            prop_assert_eq!(Reply::parse(&back), Ok(Reply::Result(entries.clone())));
+            let expected: usize = entries.iter().map(|e| line_len(&e.name, &e.address, e.port)).sum::<usize>()
+                + entries.len().saturating_sub(1);
+            prop_assert_eq!(back.payload.len(), expected);
+        }
+
+        #[test]
+        fn requests_round_trip(r in arb_request()) {
+            let bytes = r.to_frame().encode().unwrap();
+            let Ok(Decoded::Frame(back, n)) = decode(&bytes, &Limits::default()) else {
+                panic!("does not decode");
+            };
+            prop_assert_eq!(n, bytes.len());
+            prop_assert_eq!(Request::parse(&back), Ok(r));
+        }
+
+        #[test]
+        fn arbitrary_frames_never_panic(
+            kind in prop_oneof![
+                Just("USER".to_string()), Just("LOGIN".to_string()), Just("PASS".to_string()),
+                Just("BIND".to_string()), Just("QUERY".to_string()), Just("LEAVE".to_string()),
+                Just("ACK".to_string()), Just("ERR".to_string()), Just("RESULT".to_string()),
+                "[A-Z]{1,8}",
+            ],
+            args in proptest::collection::vec("[!-~\u{a0}-\u{400}]{1,300}", 0..4),
+            payload in proptest::collection::vec(any::<u8>(), 0..400),
+        ) {
+            let f = Frame { kind, args, payload };
+            parse_any(&f);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            decode_and_parse(&bytes);
+        }
+    }
+}
