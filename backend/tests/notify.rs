@@ -796,6 +796,7 @@ async fn a_full_table_of_forged_trainings_does_not_lock_out_new_ones() {
         ..NotifyConfig::new(dir.path().join("t.db"))
     })
     .await;
+    let mut events = node.events.subscribe();
     // UUIDs below T's, so that a tie in update time still evicts them first.
     let done = "00000000-0000-4000-8000-000000000001";
     let forged = "00000000-0000-4000-8000-000000000002";
@@ -812,6 +813,14 @@ async fn a_full_table_of_forged_trainings_does_not_lock_out_new_ones() {
     node.trainings.settled().await;
     assert!(node.trainings.get(T).await.unwrap().is_some());
     assert_eq!(node.trainings.get(done).await.unwrap(), None);
+    // Open dashboards are told to forget it.
+    let mut gone = Vec::new();
+    while let Ok(ev) = events.try_recv() {
+        if let Event::TrainingGone { uuid } = ev {
+            gone.push(uuid);
+        }
+    }
+    assert_eq!(gone, [done]);
     // Fresh live ones do not...
     assert_eq!(send(&node, &Notification::start(T2, M)).await, 200);
     node.trainings.settled().await;

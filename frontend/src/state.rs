@@ -345,6 +345,11 @@ impl State {
                 Rc::make_mut(&mut self.peers).insert(peer.name.clone(), peer);
                 self.peers_rev += 1;
             }
+            Event::TrainingGone { uuid } => {
+                if self.trainings.contains_key(&uuid) {
+                    Rc::make_mut(&mut self.trainings).remove(&uuid);
+                }
+            }
             Event::PeerGone { name } => {
                 if Rc::make_mut(&mut self.peers).remove(&name).is_some() {
                     self.peers_rev += 1;
@@ -753,6 +758,13 @@ mod tests {
             .output_tail;
         assert_eq!(tail.len(), OUTPUT_LINES);
         assert_eq!(tail.last().unwrap(), &format!("line {}", OUTPUT_LINES + 4));
+        // An evicted training leaves the list; an unknown one changes nothing.
+        s.apply(Action::Event(Event::TrainingGone {
+            uuid: "nope".into(),
+        }));
+        assert_eq!(s.trainings.len(), 1);
+        s.apply(Action::Event(Event::TrainingGone { uuid: "t1".into() }));
+        assert!(s.trainings.is_empty());
     }
 
     #[test]

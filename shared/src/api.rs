@@ -45,6 +45,8 @@ pub enum Event {
     Peer { peer: PeerInfo },
     /// A peer left the directory and we have no chat with it: forget it.
     PeerGone { name: String },
+    /// A training was evicted to make room for new ones: forget it.
+    TrainingGone { uuid: String },
     /// A chat message was stored (sent by us or received).
     Message { message: ChatMessage },
     /// One of our messages changed state (sent, delivered).

@@ -509,6 +509,10 @@ impl Worker {
             for t in &outcome.evicted {
                 cache.trainings.remove(t);
             }
+            drop(cache);
+            for uuid in outcome.evicted {
+                self.events.publish(Event::TrainingGone { uuid });
+            }
         }
         for t in outcome.changed {
             tracing::info!(
