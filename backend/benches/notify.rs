@@ -15,7 +15,8 @@
 //! worker needed afterwards to apply what was still queued.
 //!
 //! Environment: `BENCH_SECS` (default 5), `BENCH_CONNS` (default 64),
-//! `BENCH_LOAD_THREADS` (default 1).
+//! `BENCH_LOAD_THREADS` (default 1). The server runs the endpoint's default
+//! limits but for the per-source cap, raised to `BENCH_CONNS`.
 
 mod common;
 
@@ -188,7 +189,21 @@ fn main() {
         .unwrap();
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap().to_string();
-        tokio::spawn(notify::serve(l, trainings.clone(), stop_server.clone()));
+        // The endpoint's default limits (header and idle timeouts, caps),
+        // with the per-source cap raised to the load's connection count:
+        // all of it comes from one address, where a real FL server opens
+        // a handful of connections at most.
+        let limits = roundtable::web::server::Limits {
+            max_per_source: conns,
+            max_connections: conns.max(roundtable::web::server::Limits::notify().max_connections),
+            ..roundtable::web::server::Limits::notify()
+        };
+        tokio::spawn(notify::endpoint::serve_with(
+            l,
+            trainings.clone(),
+            limits,
+            stop_server.clone(),
+        ));
         (addr, trainings)
     });
 
