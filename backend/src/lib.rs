@@ -1,6 +1,7 @@
 //! Roundtable's backend: the eurechat directory server, the participant
 //! node and its web bridge. The `roundtable` binary is a thin CLI over this.
 
+pub mod caps;
 pub mod demo;
 pub mod directory;
 pub mod events;

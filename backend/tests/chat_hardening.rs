@@ -7,36 +7,15 @@
 mod common;
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
 use std::time::Duration;
 
-use common::{eventually, get_json, Directory};
-use roundtable::directory::accounts::HashCost;
+use common::{eventually, exact, get_json, history, node, sees_online, Directory};
 use roundtable::directory::checker::CheckerConfig;
-use roundtable::directory::DirectoryConfig;
 use roundtable::node::chat::ChatConfig;
 use roundtable::node::{Node, NodeConfig};
-use roundtable::store::directory::DirectoryStore;
 use roundtable_shared::api::{ChatMessage, Direction, MessageState};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio_util::sync::CancellationToken;
-
-async fn node(name: &str, directory: SocketAddr, data: &Path) -> Node {
-    let cfg = NodeConfig::local(name, "pw", &directory.to_string(), data.join(name));
-    Node::start(cfg).await.unwrap()
-}
-
-async fn history(n: &Node, peer: &str) -> Vec<ChatMessage> {
-    n.chat.store().history(peer, None, 500).unwrap()
-}
-
-async fn sees_online(n: &Node, peer: &str) {
-    eventually(10, &format!("{} to see {peer} online", n.name), || async {
-        n.peers.get(peer).filter(|p| p.online).map(|_| ())
-    })
-    .await;
-}
 
 /// A TCP connection to `to` from the loopback address `from`.
 async fn connect_from(from: &str, to: SocketAddr) -> std::io::Result<TcpStream> {
@@ -45,33 +24,24 @@ async fn connect_from(from: &str, to: SocketAddr) -> std::io::Result<TcpStream> 
     s.connect(to).await
 }
 
-async fn expect_bytes(s: &mut TcpStream, want: &str) {
-    let mut got = vec![0u8; want.len()];
-    tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut got))
-        .await
-        .expect("in time")
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&got), want);
-}
-
 /// Finding 1: anyone who reaches a chat port can name any sender. Such a
 /// message is stored, served and shown as unverified, in both forms.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_claimed_sender_is_stored_and_served_as_unverified() {
     let dir = Directory::start().await;
     let data = tempfile::tempdir().unwrap();
-    let alice = node("alice", dir.addr, data.path()).await;
-    let bob = node("bob", dir.addr, data.path()).await;
+    let alice = node("alice", &dir, data.path()).await;
+    let bob = node("bob", &dir, data.path()).await;
     sees_online(&alice, "bob").await;
 
     let mut mallory = connect_from("127.0.0.2", alice.chat_addr).await.unwrap();
     mallory.write_all(b"PING 0 roundtable/1\n").await.unwrap();
-    expect_bytes(&mut mallory, "PONG 0 roundtable/1\n").await;
+    exact(&mut mallory, "PONG 0 roundtable/1\n").await;
     mallory
         .write_all(b"MSG 6 bob 0123abcd\nforgedMESSAGE 7 bob\nforged2")
         .await
         .unwrap();
-    expect_bytes(&mut mallory, "MSGACK 0 0123abcd\n").await;
+    exact(&mut mallory, "MSGACK 0 0123abcd\n").await;
     alice.chat.send("bob", "mine").await.unwrap();
 
     // Through the web API, as the dashboard reads it.
@@ -110,7 +80,7 @@ async fn a_claimed_sender_is_stored_and_served_as_unverified() {
 async fn claiming_an_offline_users_name_does_not_receive_their_messages() {
     let dir = Directory::start().await;
     let data = tempfile::tempdir().unwrap();
-    let alice = node("alice", dir.addr, data.path()).await;
+    let alice = node("alice", &dir, data.path()).await;
 
     // mallory claims to be bob, who is not online, and listens.
     let mut mallory = connect_from("127.0.0.2", alice.chat_addr).await.unwrap();
@@ -146,7 +116,7 @@ async fn claiming_an_offline_users_name_does_not_receive_their_messages() {
     );
 
     // The real bob comes online and gets all twenty.
-    let bob = node("bob", dir.addr, data.path()).await;
+    let bob = node("bob", &dir, data.path()).await;
     let got = eventually(15, "bob to get all twenty", || async {
         let h = history(&bob, "alice").await;
         (h.len() >= 20).then_some(h)
@@ -165,31 +135,6 @@ async fn claiming_an_offline_users_name_does_not_receive_their_messages() {
     alice.stop(Duration::from_secs(5)).await;
     bob.stop(Duration::from_secs(5)).await;
     dir.stop().await;
-}
-
-/// A directory whose liveness checker sweeps every 100 ms.
-async fn watchful_directory() -> (SocketAddr, CancellationToken, tempfile::TempDir) {
-    let d = tempfile::tempdir().unwrap();
-    let store = DirectoryStore::open(&d.path().join("d.db")).unwrap();
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let stop = CancellationToken::new();
-    let cfg = DirectoryConfig {
-        open_registration: true,
-        hash_cost: HashCost {
-            memory_kib: 64,
-            iterations: 1,
-            parallelism: 1,
-        },
-        checker: CheckerConfig {
-            interval: Duration::from_millis(100),
-            timeout: Duration::from_millis(500),
-            parallelism: 16,
-        },
-        ..DirectoryConfig::default()
-    };
-    tokio::spawn(roundtable::directory::serve(l, store, cfg, stop.clone()));
-    (addr, stop, d)
 }
 
 /// The directory's answer to `QUERY 0 alice`, over a fresh session.
@@ -223,9 +168,16 @@ async fn listed(directory: SocketAddr, who: &str) -> bool {
 /// finding the node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_source_cannot_take_the_chat_port_or_the_directory_listing() {
-    let (directory, stop_dir, _d) = watchful_directory().await;
+    // A liveness checker that sweeps every 100 ms.
+    let dir = Directory::start_with_checker(CheckerConfig {
+        interval: Duration::from_millis(100),
+        timeout: Duration::from_millis(500),
+        parallelism: 16,
+    })
+    .await;
+    let directory = dir.addr;
     let data = tempfile::tempdir().unwrap();
-    let alice = node("alice", directory, data.path()).await;
+    let alice = node("alice", &dir, data.path()).await;
     eventually(10, "alice listed", || async {
         listed(directory, "alice").await.then_some(())
     })
@@ -263,7 +215,7 @@ async fn one_source_cannot_take_the_chat_port_or_the_directory_listing() {
     );
     drop(idle);
     alice.stop(Duration::from_secs(5)).await;
-    stop_dir.cancel();
+    dir.stop().await;
 }
 
 /// A connection that sends nothing is closed at the first-frame deadline;
@@ -281,7 +233,7 @@ async fn silent_chat_connections_are_closed_at_the_deadline() {
     let mut silent = TcpStream::connect(alice.chat_addr).await.unwrap();
     let mut talker = TcpStream::connect(alice.chat_addr).await.unwrap();
     talker.write_all(b"PING 0\n").await.unwrap();
-    expect_bytes(&mut talker, "PONG 0\n").await;
+    exact(&mut talker, "PONG 0\n").await;
 
     let mut b = [0u8; 64];
     let n = tokio::time::timeout(Duration::from_secs(5), silent.read(&mut b))
@@ -291,7 +243,7 @@ async fn silent_chat_connections_are_closed_at_the_deadline() {
     assert_eq!(n, 0, "{:?}", String::from_utf8_lossy(&b[..n]));
     // The one that spoke is still served.
     talker.write_all(b"PING 0\n").await.unwrap();
-    expect_bytes(&mut talker, "PONG 0\n").await;
+    exact(&mut talker, "PONG 0\n").await;
     alice.stop(Duration::from_secs(5)).await;
     dir.stop().await;
 }

@@ -4,11 +4,10 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::Duration;
 
 use common::classic::ClassicPeer;
-use common::{eventually, get_json, http, Directory};
+use common::{eventually, exact, get_json, history, http, node, sees_online, Directory};
 use futures_util::StreamExt;
 use roundtable::node::{Node, NodeConfig};
 use roundtable_shared::api::{
@@ -16,22 +15,6 @@ use roundtable_shared::api::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-async fn node(name: &str, dir: &Directory, data: &Path) -> Node {
-    let cfg = NodeConfig::local(name, "pw", &dir.addr.to_string(), data.join(name));
-    Node::start(cfg).await.unwrap()
-}
-
-async fn history(n: &Node, peer: &str) -> Vec<ChatMessage> {
-    n.chat.store().history(peer, None, 500).unwrap()
-}
-
-async fn sees_online(n: &Node, peer: &str) {
-    eventually(10, &format!("{} to see {peer} online", n.name), || async {
-        n.peers.get(peer).filter(|p| p.online).map(|_| ())
-    })
-    .await;
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alice_to_bob_is_delivered_stored_and_acknowledged() {
@@ -131,15 +114,6 @@ async fn offline_peer_gets_queued_messages_once_in_order_when_back() {
     alice.stop(Duration::from_secs(5)).await;
     bob.stop(Duration::from_secs(5)).await;
     dir.stop().await;
-}
-
-async fn exact(s: &mut TcpStream, expect: &str) {
-    let mut got = vec![0u8; expect.len()];
-    tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut got))
-        .await
-        .expect("in time")
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&got), expect);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,17 +11,15 @@ pub mod checker;
 pub mod registry;
 mod session;
 
-use std::collections::HashMap;
-use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use roundtable_shared::frame::{Frame, Limits};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::caps::{Caps, Refused};
 use crate::framing::Connection;
 use crate::store::directory::DirectoryStore;
 use accounts::{Accounts, HashCost, ThrottlePolicy};
@@ -109,44 +107,6 @@ struct Shared {
     registry: Registry,
 }
 
-/// Connections open per source address, counted by [`SourceSlot`]s.
-#[derive(Debug, Default, Clone)]
-struct Sources(Arc<Mutex<HashMap<IpAddr, usize>>>);
-
-/// One connection's place in its source's count; released on drop.
-#[derive(Debug)]
-struct SourceSlot {
-    sources: Sources,
-    ip: IpAddr,
-}
-
-impl Sources {
-    fn try_acquire(&self, ip: IpAddr, max: usize) -> Option<SourceSlot> {
-        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let n = map.entry(ip).or_insert(0);
-        if *n >= max {
-            return None;
-        }
-        *n += 1;
-        Some(SourceSlot {
-            sources: self.clone(),
-            ip,
-        })
-    }
-}
-
-impl Drop for SourceSlot {
-    fn drop(&mut self) {
-        let mut map = self.sources.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = map.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(&self.ip);
-            }
-        }
-    }
-}
-
 /// Tells a refused client why, briefly, without holding up the accept loop.
 fn refuse(
     tracker: &TaskTracker,
@@ -189,8 +149,10 @@ pub async fn serve(
         shutdown.clone(),
     ));
 
-    let slots = Arc::new(Semaphore::new(shared.config.max_connections));
-    let sources = Sources::default();
+    let caps = Caps::new(
+        shared.config.max_connections,
+        shared.config.max_connections_per_source,
+    );
     let grace = shared.config.write_timeout.min(Duration::from_secs(1));
     let limits = Limits {
         max_payload: shared.config.max_payload,
@@ -214,29 +176,28 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let conn = Connection::new(stream, limits);
-        // The source's own cap first, so that a source over it takes no
-        // slot of the overall cap.
-        let ip = peer.ip().to_canonical();
-        let Some(source_slot) = sources.try_acquire(ip, shared.config.max_connections_per_source)
-        else {
-            tracing::debug!(%peer, "per-source connection cap reached, refusing");
-            refuse(
-                &tracker,
-                conn,
-                "too many connections from your address",
-                grace,
-            );
-            continue;
-        };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, "connection cap reached, refusing");
-            refuse(&tracker, conn, "server busy", grace);
-            continue;
+        let admission = match caps.admit(peer.ip()) {
+            Ok(a) => a,
+            Err(Refused::PerSource) => {
+                tracing::debug!(%peer, "per-source connection cap reached, refusing");
+                refuse(
+                    &tracker,
+                    conn,
+                    "too many connections from your address",
+                    grace,
+                );
+                continue;
+            }
+            Err(Refused::Total) => {
+                tracing::warn!(%peer, "connection cap reached, refusing");
+                refuse(&tracker, conn, "server busy", grace);
+                continue;
+            }
         };
         let (shared, shutdown) = (shared.clone(), shutdown.clone());
         let mut conn = conn;
         tracker.spawn(async move {
-            let _slots = (slot, source_slot);
+            let _admission = admission;
             session::run(&mut conn, peer, &shared, &shutdown).await;
         });
     }

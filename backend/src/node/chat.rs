@@ -29,7 +29,7 @@
 //! appends that run inline (a hop to another thread costs more than they do).
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -42,6 +42,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::peers::Peers;
+use crate::caps::Caps;
 use crate::directory::accounts::valid_name;
 use crate::events::Events;
 use crate::framing::{Connection, FramingError};
@@ -118,8 +119,8 @@ struct Inner {
     events: Events,
     /// One wake-up handle per running delivery worker.
     workers: Mutex<HashMap<String, Arc<Notify>>>,
-    /// Incoming connections per source address.
-    inbound_by_source: Mutex<HashMap<IpAddr, usize>>,
+    /// Incoming connections: in all and per source address.
+    inbound: Caps,
     links: Arc<Semaphore>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
@@ -147,12 +148,12 @@ impl Chat {
         Chat {
             inner: Arc::new(Inner {
                 links: Arc::new(Semaphore::new(cfg.max_links)),
+                inbound: Caps::new(cfg.max_inbound, cfg.max_inbound_per_source),
                 cfg,
                 store,
                 peers,
                 events,
                 workers: Mutex::default(),
-                inbound_by_source: Mutex::default(),
                 shutdown,
                 tracker,
             }),
@@ -522,27 +523,8 @@ impl Chat {
         }
     }
 
-    /// Takes an inbound slot for `source`, unless it already holds its share.
-    fn admit(&self, source: IpAddr) -> Option<SourceSlot> {
-        let mut counts = self
-            .inner
-            .inbound_by_source
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let n = counts.entry(source).or_insert(0);
-        if *n >= self.inner.cfg.max_inbound_per_source {
-            return None;
-        }
-        *n += 1;
-        Some(SourceSlot {
-            chat: self.clone(),
-            source,
-        })
-    }
-
     /// Serves the chat port until shutdown.
     pub async fn serve(self, listener: TcpListener) {
-        let slots = Arc::new(Semaphore::new(self.inner.cfg.max_inbound));
         loop {
             let (stream, peer) = tokio::select! {
                 _ = self.inner.shutdown.cancelled() => return,
@@ -555,18 +537,17 @@ impl Chat {
                     }
                 },
             };
-            let Some(source_slot) = self.admit(peer.ip()) else {
-                tracing::warn!(%peer, "too many chat connections from this address, refusing");
-                continue;
-            };
-            let Ok(slot) = slots.clone().try_acquire_owned() else {
-                tracing::warn!(%peer, "too many chat connections, refusing");
-                continue;
+            let admission = match self.inner.inbound.admit(peer.ip()) {
+                Ok(a) => a,
+                Err(why) => {
+                    tracing::warn!(%peer, "chat connection refused: {why}");
+                    continue;
+                }
             };
             let _ = stream.set_nodelay(true);
             let this = self.clone();
             self.inner.tracker.spawn(async move {
-                let _slots = (slot, source_slot);
+                let _admission = admission;
                 let mut conn = Connection::new(stream, limits()).with_read_chunk(64 * 1024);
                 if let Err(e) = this.inbound(&mut conn, peer).await {
                     tracing::debug!(%peer, %e, "chat connection ended");
@@ -670,29 +651,6 @@ impl Chat {
     ) -> Result<Vec<ChatMessage>, ChatError> {
         let (store, peer) = (self.inner.store.clone(), peer.to_owned());
         Ok(crate::store::blocking(move || store.history(&peer, before, limit)).await?)
-    }
-}
-
-/// One inbound connection's share of its source address's allowance.
-struct SourceSlot {
-    chat: Chat,
-    source: IpAddr,
-}
-
-impl Drop for SourceSlot {
-    fn drop(&mut self) {
-        let mut counts = self
-            .chat
-            .inner
-            .inbound_by_source
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = counts.get_mut(&self.source) {
-            *n -= 1;
-            if *n == 0 {
-                counts.remove(&self.source);
-            }
-        }
     }
 }
 

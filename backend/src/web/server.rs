@@ -21,11 +21,9 @@
 //! Handlers can take `ConnectInfo<SocketAddr>` (the peer address) and
 //! `Extension<Shutdown>`.
 
-use std::collections::HashMap;
 use std::io;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -37,8 +35,9 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use ipnet::IpNet;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
+
+use crate::caps::{Admission, Caps, Refused};
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 use tower_http::timeout::RequestBodyTimeoutLayer;
@@ -116,60 +115,11 @@ impl Limits {
 #[derive(Debug, Clone)]
 pub struct Shutdown(pub CancellationToken);
 
-/// Counts of open connections, total and per source.
-struct Slots {
-    total: Arc<Semaphore>,
-    per_source: Mutex<HashMap<IpAddr, usize>>,
-    max_per_source: usize,
-}
-
-/// One connection's place in [`Slots`]; freed on drop.
-struct Slot {
-    slots: Arc<Slots>,
-    ip: IpAddr,
-    _total: OwnedSemaphorePermit,
-}
-
-impl Slots {
-    fn take(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, &'static str> {
-        let Ok(total) = self.total.clone().try_acquire_owned() else {
-            return Err("connection cap reached");
-        };
-        let mut map = self.per_source.lock().unwrap_or_else(|p| p.into_inner());
-        let n = map.entry(ip).or_insert(0);
-        if *n >= self.max_per_source {
-            return Err("per-source connection cap reached");
-        }
-        *n += 1;
-        Ok(Slot {
-            slots: self.clone(),
-            ip,
-            _total: total,
-        })
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let mut map = self
-            .slots
-            .per_source
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = map.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(&self.ip);
-            }
-        }
-    }
-}
-
 /// A connection that holds its slot for as long as it lives, even after
 /// an upgrade hands it to a WebSocket.
 struct Counted {
     io: TcpStream,
-    _slot: Slot,
+    _admission: Admission,
 }
 
 impl AsyncRead for Counted {
@@ -228,11 +178,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> io::Result<()> {
     let app = app.layer(RequestBodyTimeoutLayer::new(limits.body_timeout));
-    let slots = Arc::new(Slots {
-        total: Arc::new(Semaphore::new(limits.max_connections)),
-        per_source: Mutex::new(HashMap::new()),
-        max_per_source: limits.max_per_source.max(1),
-    });
+    let caps = Caps::new(limits.max_connections, limits.max_per_source.max(1));
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
@@ -262,12 +208,15 @@ pub async fn serve(
             },
         };
         let ip = peer.ip().to_canonical();
-        let slot = if limits.allows(ip) {
-            slots.take(ip)
+        let admission = if limits.allows(ip) {
+            caps.admit(ip).map_err(|r| match r {
+                Refused::PerSource => "per-source connection cap reached",
+                Refused::Total => "connection cap reached",
+            })
         } else {
             Err("source not in the allow-list")
         };
-        let slot = match slot {
+        let admission = match admission {
             Ok(s) => s,
             Err(why) => {
                 // Dropping the stream closes it at once.
@@ -285,7 +234,7 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let io = TokioIo::new(Counted {
             io: stream,
-            _slot: slot,
+            _admission: admission,
         });
         let app = app.clone();
         let stop = Shutdown(shutdown.clone());

@@ -7,12 +7,15 @@ pub mod classic;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
 use roundtable::directory::accounts::HashCost;
 use roundtable::directory::checker::CheckerConfig;
 use roundtable::directory::{serve, DirectoryConfig};
+use roundtable::node::{Node, NodeConfig};
 use roundtable::store::directory::DirectoryStore;
+use roundtable_shared::api::ChatMessage;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -32,6 +35,24 @@ impl Directory {
 
     /// A directory on a given address (to restart one where nodes expect it).
     pub async fn start_at(addr: SocketAddr) -> Directory {
+        Directory::start_on(
+            addr,
+            CheckerConfig {
+                // Long: node tests see LEAVE, not the checker, take peers away.
+                interval: Duration::from_secs(3600),
+                timeout: Duration::from_millis(500),
+                parallelism: 16,
+            },
+        )
+        .await
+    }
+
+    /// A directory whose liveness checker runs as `checker` says.
+    pub async fn start_with_checker(checker: CheckerConfig) -> Directory {
+        Directory::start_on("127.0.0.1:0".parse().unwrap(), checker).await
+    }
+
+    async fn start_on(addr: SocketAddr, checker: CheckerConfig) -> Directory {
         let dir = tempfile::tempdir().unwrap();
         let store = DirectoryStore::open(&dir.path().join("d.db")).unwrap();
         let l = TcpListener::bind(addr).await.unwrap();
@@ -44,12 +65,7 @@ impl Directory {
                 iterations: 1,
                 parallelism: 1,
             },
-            checker: CheckerConfig {
-                // Long: node tests see LEAVE, not the checker, take peers away.
-                interval: Duration::from_secs(3600),
-                timeout: Duration::from_millis(500),
-                parallelism: 16,
-            },
+            checker,
             ..DirectoryConfig::default()
         };
         let task = tokio::spawn({
@@ -68,6 +84,36 @@ impl Directory {
         self.stop.cancel();
         let _ = self.task.await;
     }
+}
+
+/// A node named `name` with loopback defaults, at `dir`, keeping its data
+/// under `data/name`.
+pub async fn node(name: &str, dir: &Directory, data: &Path) -> Node {
+    let cfg = NodeConfig::local(name, "pw", &dir.addr.to_string(), data.join(name));
+    Node::start(cfg).await.unwrap()
+}
+
+/// `n`'s whole conversation with `peer`, from its store.
+pub async fn history(n: &Node, peer: &str) -> Vec<ChatMessage> {
+    n.chat.store().history(peer, None, 500).unwrap()
+}
+
+/// Waits until `n` sees `peer` online.
+pub async fn sees_online(n: &Node, peer: &str) {
+    eventually(10, &format!("{} to see {peer} online", n.name), || async {
+        n.peers.get(peer).filter(|p| p.online).map(|_| ())
+    })
+    .await;
+}
+
+/// Reads exactly `expect`'s length from `s` (10 s at most) and compares.
+pub async fn exact(s: &mut tokio::net::TcpStream, expect: &str) {
+    let mut got = vec![0u8; expect.len()];
+    tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut got))
+        .await
+        .expect("in time")
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&got), expect);
 }
 
 /// Polls `check` until it returns `Some`, or panics after `secs` seconds.
