@@ -53,6 +53,10 @@ async fn alice_to_bob_is_delivered_stored_and_acknowledged() {
         (h.len() == 1 && h[0].state == MessageState::Delivered).then_some(())
     })
     .await;
+    // Both acknowledged writes were synced to disk before their answers
+    // (alice's 202, bob's MSGACK).
+    assert!(alice.chat.store().syncs_done() >= 1);
+    assert!(bob.chat.store().syncs_done() >= 1);
     // And bob's API shows it.
     let page: Vec<ChatMessage> =
         get_json(bob.http_addr, "/api/chats/alice/messages?limit=10").await;

@@ -22,11 +22,13 @@
 //! address, so one source cannot take every inbound slot (and with them the
 //! directory's liveness check of this node).
 //!
-//! The two writes someone is told about (`queue`, answered 202 to the
-//! browser, and `receive`, answered `MSGACK` to the peer) wait for the disk
-//! (`store::chat`), so they run on the blocking pool rather than stall a
-//! runtime worker for an fsync; the state changes after them are short WAL
-//! appends that run inline (a hop to another thread costs more than they do).
+//! Store calls run inline: they are short WAL appends that never wait for
+//! the disk, and a hop to another thread costs more than they do. The two
+//! writes someone is told about (`queue`, answered 202 to the browser, and
+//! `receive`, answered `MSGACK` to the peer) are announced at once and
+//! acknowledged only after `ChatStore::sync` has put them on disk (an
+//! fsync, on the blocking pool so that it stalls no runtime worker); see
+//! `store::chat` for why the sync is not inside the commit.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -46,7 +48,7 @@ use crate::caps::Caps;
 use crate::directory::accounts::valid_name;
 use crate::events::Events;
 use crate::framing::{Connection, FramingError};
-use crate::store::chat::{ChatStore, Incoming};
+use crate::store::chat::{ChatStore, Commit, Incoming};
 use crate::store::StoreError;
 
 /// Chat tuning.
@@ -164,8 +166,9 @@ impl Chat {
         &self.inner.store
     }
 
-    /// Accepts a message for `peer`: committed as `queued`, announced, and
-    /// handed to the peer's worker. Returns the stored message.
+    /// Accepts a message for `peer`: committed as `queued`, announced,
+    /// handed to the peer's worker, and on disk before it returns (the
+    /// caller's 202). Returns the stored message.
     pub async fn send(&self, peer: &str, text: &str) -> Result<ChatMessage, ChatError> {
         if !valid_name(peer) {
             return Err(ChatError::BadPeer(peer.to_owned()));
@@ -176,8 +179,7 @@ impl Chat {
         if text.is_empty() || text.len() > MAX_TEXT {
             return Err(ChatError::BadText);
         }
-        let (store, p, t) = (self.inner.store.clone(), peer.to_owned(), text.to_owned());
-        let msg = crate::store::blocking(move || store.queue(&p, &t)).await?;
+        let (msg, commit) = self.inner.store.queue(peer, text)?;
         self.inner.peers.ensure(peer);
         if !self.inner.peers.get(peer).is_some_and(|p| p.online) {
             // Maybe it just arrived: ask the directory now, not at the next tick.
@@ -187,7 +189,16 @@ impl Chat {
             message: msg.clone(),
         });
         self.kick(peer);
+        // The worker may already be sending it; the caller hears "accepted"
+        // only once it would survive a power loss.
+        self.sync(commit).await?;
         Ok(msg)
+    }
+
+    /// Waits, off the runtime's threads, until `commit` is on disk.
+    async fn sync(&self, commit: Commit) -> Result<(), StoreError> {
+        let store = self.inner.store.clone();
+        crate::store::blocking(move || store.sync(commit)).await
     }
 
     /// Makes sure `peer` has a delivery worker, and wakes it.
@@ -498,9 +509,11 @@ impl Chat {
         }
     }
 
-    /// Stores received messages durably (dropping duplicates) and announces
-    /// the new ones. Returns false if they could not be stored (then nothing
-    /// is acknowledged).
+    /// Stores received messages (dropping duplicates), announces the new
+    /// ones, and returns once they are on disk: only then may they be
+    /// acknowledged. Returns false if they could not be stored or synced
+    /// (then nothing is acknowledged and the sender retries; a repeat is
+    /// dropped by id).
     async fn receive(&self, batch: Vec<Incoming>) -> bool {
         if batch.is_empty() {
             return true;
@@ -508,16 +521,22 @@ impl Chat {
         for m in &batch {
             self.inner.peers.ensure(&m.sender);
         }
-        let store = self.inner.store.clone();
-        match crate::store::blocking(move || store.receive(&batch)).await {
-            Ok(stored) => {
+        let commit = match self.inner.store.receive(&batch) {
+            Ok((stored, commit)) => {
                 for message in stored.into_iter().flatten() {
                     self.inner.events.publish(Event::Message { message });
                 }
-                true
+                commit
             }
             Err(e) => {
                 tracing::error!(%e, "cannot store received messages");
+                return false;
+            }
+        };
+        match self.sync(commit).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(%e, "cannot sync received messages");
                 false
             }
         }

@@ -31,6 +31,11 @@ pub enum StoreError {
     TooNew { found: i64, known: i64 },
     #[error("database worker failed: {0}")]
     Worker(String),
+    #[error("cannot sync {path} to disk: {source}")]
+    Sync {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 pub(crate) trait Context<T> {
