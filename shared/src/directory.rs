@@ -557,6 +557,16 @@ fn parse_any(f: &Frame) {
             let wire = encode_result(entries);
             assert!(wire.len() <= f.payload.len());
         }
+        if let Reply::KeyResult(entries) = &r {
+            let wire = encode_key_result(entries);
+            assert!(wire.len() <= f.payload.len() && wire.len() < MAX_KEYRESULT);
+        }
+    }
+    // A key has one spelling: whatever parses as a key prints as itself.
+    for arg in &f.args {
+        if let Ok(k) = PublicKey::from_hex(arg) {
+            assert_eq!(&k.to_hex(), arg);
+        }
     }
 }
 
