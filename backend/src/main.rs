@@ -15,6 +15,7 @@ use roundtable::node::chat::ChatConfig;
 use roundtable::node::{Node, NodeConfig};
 use roundtable::store::directory::DirectoryStore;
 use roundtable::web::Limits;
+use roundtable_shared::directory::PublicKey;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -93,6 +94,13 @@ struct DirectoryArgs {
     /// BIND requests allowed per session per minute (0: unlimited).
     #[arg(long, default_value_t = 5)]
     max_binds_per_minute: u32,
+    /// KEY and REKEY requests allowed per session per minute (0: unlimited).
+    #[arg(long, default_value_t = 5)]
+    max_key_updates_per_minute: u32,
+    /// KEYQUERY requests (up to 32 names each) allowed per session per
+    /// minute (0: unlimited).
+    #[arg(long, default_value_t = 120)]
+    max_key_queries_per_minute: u32,
 }
 
 #[derive(Subcommand)]
@@ -106,7 +114,7 @@ enum AccountAction {
         #[arg(long, default_value = "directory.db")]
         db: PathBuf,
     },
-    /// Delete an account and its registration.
+    /// Delete an account, its registration and its pinned key.
     RemoveUser {
         name: String,
         #[arg(long, default_value = "directory.db")]
@@ -114,6 +122,17 @@ enum AccountAction {
     },
     /// List account names.
     ListUsers {
+        /// Also show each account's pinned identity key ("-": none).
+        #[arg(long)]
+        keys: bool,
+        #[arg(long, default_value = "directory.db")]
+        db: PathBuf,
+    },
+    /// Forget an account's pinned identity key, so that its next KEY pins
+    /// a new one (say, after the user's node lost its key). Takes effect at
+    /// once, also on a running directory.
+    ResetKey {
+        name: String,
         #[arg(long, default_value = "directory.db")]
         db: PathBuf,
     },
@@ -274,6 +293,8 @@ async fn run_directory(args: DirectoryArgs) -> Result<()> {
         auth_timeout: secs(args.auth_timeout)?,
         allow_foreign_bind: args.allow_foreign_bind,
         max_binds_per_minute: args.max_binds_per_minute,
+        max_key_updates_per_minute: args.max_key_updates_per_minute,
+        max_key_queries_per_minute: args.max_key_queries_per_minute,
         checker: CheckerConfig {
             interval: secs(args.check_interval)?,
             timeout: secs(args.check_timeout)?,
@@ -303,14 +324,44 @@ fn run_accounts(action: AccountAction) -> Result<()> {
         }
         AccountAction::RemoveUser { name, db } => {
             let store = DirectoryStore::open(&db)?;
+            let key = store.key(&name)?;
             if !store.delete_account(&name)? {
                 bail!("no account named {name}");
             }
-            println!("removed account {name}");
+            match key {
+                Some(k) => println!(
+                    "removed account {name} and its pinned key {}",
+                    PublicKey::from_bytes(k)
+                ),
+                None => println!("removed account {name}"),
+            }
         }
-        AccountAction::ListUsers { db } => {
-            for n in DirectoryStore::open(&db)?.account_names()? {
-                println!("{n}");
+        AccountAction::ListUsers { keys, db } => {
+            let store = DirectoryStore::open(&db)?;
+            let pinned: std::collections::HashMap<String, [u8; 32]> = if keys {
+                store.all_keys()?.into_iter().collect()
+            } else {
+                Default::default()
+            };
+            for n in store.account_names()? {
+                match (keys, pinned.get(&n)) {
+                    (false, _) => println!("{n}"),
+                    (true, Some(k)) => println!("{n} {}", PublicKey::from_bytes(*k)),
+                    (true, None) => println!("{n} -"),
+                }
+            }
+        }
+        AccountAction::ResetKey { name, db } => {
+            let store = DirectoryStore::open(&db)?;
+            if store.account_hash(&name)?.is_none() {
+                bail!("no account named {name}");
+            }
+            match store.reset_key(&name)? {
+                Some(k) => println!(
+                    "reset the key of {name} (was {}); its next KEY pins a new one",
+                    PublicKey::from_bytes(k)
+                ),
+                None => println!("{name} has no pinned key; its next KEY pins one"),
             }
         }
     }

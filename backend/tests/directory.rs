@@ -1096,6 +1096,9 @@ async fn scripted_directory(
                             Request::Query { name: None } => script(
                                 all_queries.fetch_add(1, std::sync::atomic::Ordering::SeqCst),
                             ),
+                            Request::Key { .. }
+                            | Request::Rekey { .. }
+                            | Request::KeyQuery { .. } => wire(Reply::Nak("scripted".into())),
                         };
                         if s.write_all(&out).await.is_err() {
                             return;
@@ -1243,4 +1246,440 @@ async fn a_node_given_an_oversized_result_asks_one_user_at_a_time() {
     tokio::time::timeout(Duration::from_secs(5), tracker.wait())
         .await
         .unwrap();
+}
+
+// ---- Issue 13: identity keys published through the directory ----
+
+const K1: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+const K2: &str = "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210";
+const K3: &str = "0000000000000000000000000000000000000000000000000000000000000001";
+
+/// The exact `NAK` a `KEY` gets while another key is pinned for `name`.
+fn conflict_nak(name: &str) -> String {
+    let text = format!(
+        "a different key is pinned for {name}; replace it with REKEY 0 <pinned-hex> <new-hex>, or ask the operator to reset it"
+    );
+    format!("NAK {}\n{text}", text.len())
+}
+
+/// The exact `KEYRESULT` listing `lines` (`name,hex` each).
+fn key_result(lines: &[String]) -> String {
+    let payload = lines.join("\n");
+    format!("KEYRESULT {}\n{payload}", payload.len())
+}
+
+#[tokio::test]
+async fn a_published_key_is_pinned_looked_up_by_others_and_kept_across_a_restart() {
+    let users = [("alice", "a"), ("bob", "b")];
+    let server = Server::start(config(), &users).await;
+    let mut alice = Raw::login(server.addr, "alice", "a").await;
+    let mut bob = Raw::login(server.addr, "bob", "b").await;
+    bob.ask("KEYQUERY 0 alice\n", "KEYRESULT 0\n").await;
+    alice
+        .ask(&format!("KEY 0 {K1}\n"), "ACK 13\nkey published")
+        .await;
+    // Publishing the pinned key again is fine (a node does it every session).
+    alice
+        .ask(&format!("KEY 0 {K1}\n"), "ACK 13\nkey published")
+        .await;
+    bob.ask("KEYQUERY 0 alice\n", &key_result(&[format!("alice,{K1}")]))
+        .await;
+    // Several names: only those with a key, in the order asked, once each.
+    bob.ask(&format!("KEY 0 {K2}\n"), "ACK 13\nkey published")
+        .await;
+    bob.ask(
+        "KEYQUERY 0 nobody bob alice bob\n",
+        &key_result(&[format!("bob,{K2}"), format!("alice,{K1}")]),
+    )
+    .await;
+    let (db, dir) = server.stop().await;
+    let mut server = Server::start_on(db, config(), &[]).await;
+    server._dir = dir;
+    let mut bob = Raw::login(server.addr, "bob", "b").await;
+    bob.ask("KEYQUERY 0 alice\n", &key_result(&[format!("alice,{K1}")]))
+        .await;
+    let mut alice = Raw::login(server.addr, "alice", "a").await;
+    alice
+        .ask(&format!("KEY 0 {K3}\n"), &conflict_nak("alice"))
+        .await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_different_key_is_refused_while_one_is_pinned_and_the_session_goes_on() {
+    let server = Server::start(config(), &[("alice", "a"), ("bob", "b")]).await;
+    let peer = Peer::start().await;
+    let mut alice = Raw::login(server.addr, "alice", "a").await;
+    alice
+        .ask(&format!("KEY 0 {K1}\n"), "ACK 13\nkey published")
+        .await;
+    alice
+        .ask(&format!("KEY 0 {K2}\n"), &conflict_nak("alice"))
+        .await;
+    // Not closed: the same session binds and queries.
+    alice
+        .ask(
+            &format!("BIND 0 127.0.0.1 {}\n", peer.port),
+            &format!("ACK 37\nbound successfully to 127.0.0.1:{}", peer.port),
+        )
+        .await;
+    // A second session of the same account cannot replace it either.
+    let mut again = Raw::login(server.addr, "alice", "a").await;
+    again
+        .ask(&format!("KEY 0 {K2}\n"), &conflict_nak("alice"))
+        .await;
+    let mut bob = Raw::login(server.addr, "bob", "b").await;
+    bob.ask("KEYQUERY 0 alice\n", &key_result(&[format!("alice,{K1}")]))
+        .await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_owner_replaces_the_pinned_key_only_by_naming_it() {
+    let server = Server::start(config(), &[("alice", "a"), ("bob", "b")]).await;
+    let mut alice = Raw::login(server.addr, "alice", "a").await;
+    let nak = |t: &str| format!("NAK {}\n{t}", t.len());
+    alice
+        .ask(
+            &format!("REKEY 0 {K1} {K2}\n"),
+            &nak("no key is pinned for alice; publish one with KEY"),
+        )
+        .await;
+    alice
+        .ask(&format!("KEY 0 {K1}\n"), "ACK 13\nkey published")
+        .await;
+    alice
+        .ask(
+            &format!("REKEY 0 {K3} {K2}\n"),
+            &nak(&format!("the key pinned for alice is not {K3}")),
+        )
+        .await;
+    alice
+        .ask(&format!("REKEY 0 {K1} {K2}\n"), "ACK 12\nkey replaced")
+        .await;
+    let mut bob = Raw::login(server.addr, "bob", "b").await;
+    bob.ask("KEYQUERY 0 alice\n", &key_result(&[format!("alice,{K2}")]))
+        .await;
+    // The new pin holds like the first one did (a new session: the five
+    // key updates of this one are spent).
+    let mut alice = Raw::login(server.addr, "alice", "a").await;
+    alice
+        .ask(&format!("KEY 0 {K1}\n"), &conflict_nak("alice"))
+        .await;
+    alice
+        .ask(&format!("KEY 0 {K2}\n"), "ACK 13\nkey published")
+        .await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn nobody_publishes_or_replaces_a_key_for_a_name_they_did_not_log_in_as() {
+    let users = [("alice", "a"), ("mallory", "m")];
+    let server = Server::start(config(), &users).await;
+    let mut alice = Raw::login(server.addr, "alice", "a").await;
+    alice
+        .ask(&format!("KEY 0 {K1}\n"), "ACK 13\nkey published")
+        .await;
+
+    // Before log-in, or with the wrong password: refused and closed.
+    let mut c = Raw::connect(server.addr).await;
+    c.send(format!("KEY 0 {K2}\n").as_bytes()).await;
+    c.expect_err_and_close("a 'USER <username>' command was expected!")
+        .await;
+    let mut c = Raw::connect(server.addr).await;
+    c.send(format!("USER 0 alice\nKEY 0 {K2}\n").as_bytes())
+        .await;
+    c.frame().await;
+    c.expect_err_and_close("a 'PASS <password>' command was expected!")
+        .await;
+    let mut c = Raw::connect(server.addr).await;
+    c.send(format!("USER 0 alice\nPASS 0 m\nREKEY 0 {K1} {K2}\n").as_bytes())
+        .await;
+    c.frame().await;
+    c.expect_err_and_close("authentication failed").await;
+
+    // Logged in as herself, mallory cannot name alice in any key command.
+    let mut m = Raw::login(server.addr, "mallory", "m").await;
+    m.send(format!("KEY 0 alice {K2}\n").as_bytes()).await;
+    m.expect_err_and_close("I did not understand the message KEY")
+        .await;
+    let mut m = Raw::login(server.addr, "mallory", "m").await;
+    // Naming alice's pin replaces nothing: REKEY concerns mallory's own.
+    m.ask(
+        &format!("REKEY 0 {K1} {K2}\n"),
+        &format!(
+            "NAK {}\nno key is pinned for mallory; publish one with KEY",
+            "no key is pinned for mallory; publish one with KEY".len()
+        ),
+    )
+    .await;
+    m.ask(&format!("KEY 0 {K2}\n"), "ACK 13\nkey published")
+        .await;
+    m.ask(
+        "KEYQUERY 0 alice mallory\n",
+        &key_result(&[format!("alice,{K1}"), format!("mallory,{K2}")]),
+    )
+    .await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn classic_query_answers_are_byte_identical_with_keys_published() {
+    let server = Server::start(config(), &[("corrado", "mypass"), ("bob", "b")]).await;
+    let peer = Peer::start().await;
+    let p = peer.port;
+    let mut nc = Raw::login(server.addr, "corrado", "mypass").await;
+    nc.ask(
+        &format!("BIND 0 127.0.0.1 {p}\n"),
+        &format!("ACK 37\nbound successfully to 127.0.0.1:{p}"),
+    )
+    .await;
+    let all = format!("RESULT 23\ncorrado,127.0.0.1,{p}");
+    nc.ask("QUERY 0\n", &all).await;
+    nc.ask("QUERY 0 corrado\n", &all).await;
+    nc.ask("QUERY 0 bob\n", "RESULT 0\n").await;
+    // Both publish keys; bob has a key but no registration.
+    nc.ask(&format!("KEY 0 {K1}\n"), "ACK 13\nkey published")
+        .await;
+    let mut bob = Raw::login(server.addr, "bob", "b").await;
+    bob.ask(&format!("KEY 0 {K2}\n"), "ACK 13\nkey published")
+        .await;
+    // A classic client's answers are the same bytes as before.
+    let mut classic = Raw::login(server.addr, "bob", "b").await;
+    classic.ask("QUERY 0\n", &all).await;
+    classic.ask("QUERY 0 corrado\n", &all).await;
+    classic.ask("QUERY 0 bob\n", "RESULT 0\n").await;
+    nc.ask("QUERY 0\n", &all).await;
+    nc.ask("LEAVE 0\n", "ACK 27\nderegistered from directory")
+        .await;
+    nc.ask("QUERY 0\n", "RESULT 0\n").await;
+    // Leaving the directory does not unpin the key.
+    classic
+        .ask(
+            "KEYQUERY 0 corrado\n",
+            &key_result(&[format!("corrado,{K1}")]),
+        )
+        .await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn bad_key_text_and_bad_key_queries_are_refused_and_pin_nothing() {
+    let server = Server::start(config(), &[("alice", "a"), ("bob", "b")]).await;
+    let a = server.addr;
+    let upper = K1.to_uppercase();
+    let too_many: Vec<String> = (0..33).map(|i| format!("u{i}")).collect();
+    let cases = [
+        (format!("KEY 0 {upper}\n"), "invalid key"),
+        (format!("KEY 0 {}\n", &K1[1..]), "invalid key"),
+        (format!("KEY 0 {K1}0\n"), "invalid key"),
+        (format!("KEY 0 0x{}\n", &K1[2..]), "invalid key"),
+        (format!("KEY 0 {}\n", "g".repeat(64)), "invalid key"),
+        (
+            "KEY 0\n".to_string(),
+            "I did not understand the message KEY",
+        ),
+        (format!("REKEY 0 {K1} {upper}\n"), "invalid key"),
+        (
+            format!("REKEY 0 {K1}\n"),
+            "I did not understand the message REKEY",
+        ),
+        (
+            "KEYQUERY 0\n".to_string(),
+            "I did not understand the message KEYQUERY",
+        ),
+        ("KEYQUERY 0 a,b\n".to_string(), "invalid user name"),
+        (
+            format!("KEYQUERY 0 {}\n", too_many.join(" ")),
+            "1 to 32 user names",
+        ),
+    ];
+    for (line, reason) in cases {
+        let mut c = Raw::login(a, "alice", "a").await;
+        c.send(line.as_bytes()).await;
+        c.expect_err_and_close(reason).await;
+    }
+    let mut bob = Raw::login(a, "bob", "b").await;
+    bob.ask("KEYQUERY 0 alice\n", "KEYRESULT 0\n").await;
+    // After all that, alice's first valid key is still a first publication.
+    let mut alice = Raw::login(a, "alice", "a").await;
+    alice
+        .ask(&format!("KEY 0 {K1}\n"), "ACK 13\nkey published")
+        .await;
+    alice
+        .ask(&format!("KEY 0 {K2}\n"), &conflict_nak("alice"))
+        .await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn key_request_floods_are_refused() {
+    let server = Server::start(
+        DirectoryConfig {
+            max_key_queries_per_minute: 3,
+            ..config()
+        },
+        &[("alice", "a")],
+    )
+    .await;
+    let updates = DirectoryConfig::default().max_key_updates_per_minute;
+    assert!(updates > 0);
+    let mut c = Raw::login(server.addr, "alice", "a").await;
+    for _ in 0..updates {
+        c.ask(&format!("KEY 0 {K1}\n"), "ACK 13\nkey published")
+            .await;
+    }
+    // REKEY draws on the same budget.
+    c.send(format!("REKEY 0 {K1} {K2}\n").as_bytes()).await;
+    c.expect_err_and_close("too many key requests: at most 5 per minute")
+        .await;
+    let mut c = Raw::login(server.addr, "alice", "a").await;
+    for _ in 0..3 {
+        c.ask("KEYQUERY 0 alice\n", &key_result(&[format!("alice,{K1}")]))
+            .await;
+    }
+    c.send(b"KEYQUERY 0 alice\n").await;
+    c.expect_err_and_close("too many key requests: at most 3 per minute")
+        .await;
+    server.stop().await;
+}
+
+/// Runs `roundtable directory ARGS… --db DB` and returns (success, stdout, stderr).
+fn directory_cli(db: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_roundtable"))
+        .arg("directory")
+        .args(args)
+        .arg("--db")
+        .arg(db)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The operator's `reset-key`, run while the directory serves: the next
+/// `KEY` pins anew; `list-users --keys` shows the pins; `remove-user`
+/// takes the key with the account.
+#[tokio::test]
+async fn the_operator_resets_a_key_on_a_running_directory() {
+    let server = Server::start(config(), &[("alice", "a"), ("bob", "b")]).await;
+    let db = server.db.clone();
+    let mut alice = Raw::login(server.addr, "alice", "a").await;
+    alice
+        .ask(&format!("KEY 0 {K1}\n"), "ACK 13\nkey published")
+        .await;
+    let cli = |args: Vec<String>| {
+        let db = db.clone();
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            directory_cli(&db, &args)
+        })
+    };
+    let arg = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        cli(arg(&["list-users", "--keys"])).await.unwrap(),
+        (true, format!("alice {K1}\nbob -\n"), String::new())
+    );
+    // Plain list-users is unchanged.
+    assert_eq!(cli(arg(&["list-users"])).await.unwrap().1, "alice\nbob\n");
+    let (ok, out, _) = cli(arg(&["reset-key", "alice"])).await.unwrap();
+    assert!(ok);
+    assert_eq!(
+        out,
+        format!("reset the key of alice (was {K1}); its next KEY pins a new one\n")
+    );
+    let (ok, out, _) = cli(arg(&["reset-key", "alice"])).await.unwrap();
+    assert!(ok);
+    assert_eq!(out, "alice has no pinned key; its next KEY pins one\n");
+    let (ok, _, err) = cli(arg(&["reset-key", "nobody"])).await.unwrap();
+    assert!(!ok);
+    assert!(err.contains("no account named nobody"), "{err}");
+    // The running server sees it at once, on the session that was open.
+    alice
+        .ask(&format!("KEY 0 {K2}\n"), "ACK 13\nkey published")
+        .await;
+    let mut bob = Raw::login(server.addr, "bob", "b").await;
+    bob.ask("KEYQUERY 0 alice\n", &key_result(&[format!("alice,{K2}")]))
+        .await;
+    drop(alice);
+    let (ok, out, _) = cli(arg(&["remove-user", "alice"])).await.unwrap();
+    assert!(ok);
+    assert_eq!(
+        out,
+        format!("removed account alice and its pinned key {K2}\n")
+    );
+    bob.ask("KEYQUERY 0 alice\n", "KEYRESULT 0\n").await;
+    server.stop().await;
+}
+
+/// Logs a `Connection` in, as the node's directory client does.
+async fn node_session(addr: SocketAddr, user: &str, pass: &str) -> Connection<TcpStream> {
+    let mut c = Connection::new(TcpStream::connect(addr).await.unwrap(), Limits::default());
+    for req in [
+        Request::User { name: user.into() },
+        Request::Pass {
+            password: pass.into(),
+        },
+    ] {
+        c.write_frame(&req.to_frame()).await.unwrap();
+        let f = c.read_frame().await.unwrap().unwrap();
+        assert!(matches!(Reply::parse(&f), Ok(Reply::Ack(_))), "{f}");
+    }
+    c
+}
+
+#[tokio::test]
+async fn the_node_client_publishes_replaces_and_looks_up_keys() {
+    use directory_client::{lookup_keys, publish_key, replace_key, KeyOutcome};
+    use roundtable_shared::directory::PublicKey;
+    let server = Server::start(config(), &[("alice", "a"), ("bob", "b")]).await;
+    let (k1, k2, k3) = (
+        PublicKey::from_hex(K1).unwrap(),
+        PublicKey::from_hex(K2).unwrap(),
+        PublicKey::from_hex(K3).unwrap(),
+    );
+    let mut alice = node_session(server.addr, "alice", "a").await;
+    assert_eq!(
+        publish_key(&mut alice, k1).await.unwrap(),
+        KeyOutcome::Accepted
+    );
+    assert_eq!(
+        publish_key(&mut alice, k1).await.unwrap(),
+        KeyOutcome::Accepted
+    );
+    let KeyOutcome::Refused(reason) = publish_key(&mut alice, k2).await.unwrap() else {
+        panic!("a different key was accepted");
+    };
+    assert!(
+        reason.contains("a different key is pinned for alice"),
+        "{reason}"
+    );
+    assert!(matches!(
+        replace_key(&mut alice, k3, k2).await.unwrap(),
+        KeyOutcome::Refused(_)
+    ));
+    let mut bob = node_session(server.addr, "bob", "b").await;
+    assert_eq!(
+        publish_key(&mut bob, k3).await.unwrap(),
+        KeyOutcome::Accepted
+    );
+    // More names than one KEYQUERY takes, an impossible name and a repeat:
+    // asked in chunks, the session survives.
+    let mut names: Vec<String> = (0..70).map(|i| format!("user{i}")).collect();
+    names.extend(["alice", "bad,name", "bob", "alice"].map(String::from));
+    let found = lookup_keys(&mut bob, &names).await.unwrap();
+    assert_eq!(found.len(), 2);
+    assert_eq!(found["alice"], k1);
+    assert_eq!(found["bob"], k3);
+    // The owner's explicit replacement, seen by the other session.
+    assert_eq!(
+        replace_key(&mut alice, k1, k2).await.unwrap(),
+        KeyOutcome::Accepted
+    );
+    let found = lookup_keys(&mut bob, &["alice".to_string()]).await.unwrap();
+    assert_eq!(found.get("alice"), Some(&k2));
+    server.stop().await;
 }

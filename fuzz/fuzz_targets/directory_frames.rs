@@ -1,6 +1,8 @@
 //! Directory frames on arbitrary bytes: decoding and then parsing them as
-//! client requests and as server replies must never panic, and whatever
-//! parses must re-encode to a frame that parses the same
+//! client requests and as server replies (the classic commands and the
+//! key commands `KEY`/`REKEY`/`KEYQUERY`, `NAK`/`KEYRESULT`) must never
+//! panic, whatever parses must re-encode to a frame that parses the same,
+//! and a key text that parses must print as itself
 //! (`roundtable_shared::directory::decode_and_parse`, which the shared
 //! crate's proptests also run, so this code path is built by normal tests).
 #![no_main]

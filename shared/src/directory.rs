@@ -5,9 +5,29 @@
 //! Both sides parse and build frames here only, so the exact bytes a
 //! classic client sees (reply texts, the `RESULT` lines) are defined once.
 //!
-//! Adding a command (e.g. the overlay's `KEY`) means one variant, one arm
-//! in [`Request::parse`] and one in [`Request::to_frame`]; a server that
-//! does not know it keeps answering `I did not understand the message KEY`.
+//! Adding a command means one variant, one arm in [`Request::parse`] and
+//! one in [`Request::to_frame`]; a server that does not know it keeps
+//! answering `I did not understand the message <TYPE>`.
+//!
+//! # Identity keys (issue 13)
+//!
+//! After log-in a Roundtable node publishes the public half of its Noise
+//! X25519 static key, and looks up its peers' keys. These commands are
+//! Roundtable's own: a classic client never sends them, so it never sees
+//! their replies, and `QUERY`'s `RESULT` is unchanged by them.
+//!
+//! ```text
+//! KEY 0 <hex>                 -> ACK 13\nkey published       (pinned now, or already this key)
+//!                             -> NAK <n>\n<reason>           (another key is pinned; session stays open)
+//! REKEY 0 <old-hex> <new-hex> -> ACK 12\nkey replaced        (old-hex was the pin)
+//!                             -> NAK <n>\n<reason>           (no pin, or old-hex is not it)
+//! KEYQUERY 0 <name> [<name>…] -> KEYRESULT <n>\n<name>,<hex>\n<name>,<hex>…
+//!                                (1 to 32 names; only those with a pinned key are
+//!                                listed, in the order asked; empty payload: none)
+//! ```
+//! `<hex>` is exactly 64 lowercase hex digits (32 bytes, see [`PublicKey`]).
+//! `NAK` is a refusal that leaves the session open, unlike `ERR`, after
+//! which the server always closes.
 
 use std::net::IpAddr;
 
@@ -22,6 +42,93 @@ pub const MAX_ADDRESS: usize = 253;
 
 /// Longest `name,address,port` line a valid registration produces.
 pub const MAX_LINE: usize = 64 + 1 + MAX_ADDRESS + 1 + 5;
+
+/// Length of an X25519 public key in bytes.
+pub const KEY_LEN: usize = 32;
+
+/// Most names one `KEYQUERY` may ask about (its header line stays well
+/// under the 4 KiB header limit: 32 × 65 bytes).
+pub const MAX_KEYQUERY_NAMES: usize = 32;
+
+/// Longest `KEYRESULT` payload: [`MAX_KEYQUERY_NAMES`] lines of
+/// `name,hex` (64 + 1 + 64 bytes) and their separators.
+pub const MAX_KEYRESULT: usize = MAX_KEYQUERY_NAMES * (64 + 1 + 2 * KEY_LEN + 1);
+
+/// The public half of a node's Noise X25519 static key: its identity.
+///
+/// On the wire it is exactly 64 lowercase hex digits; anything else
+/// (upper case, a `0x` prefix, 63 or 65 digits) is refused, so that a key
+/// has one spelling and two texts of the same key always compare equal.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PublicKey([u8; KEY_LEN]);
+
+impl PublicKey {
+    pub const fn from_bytes(bytes: [u8; KEY_LEN]) -> Self {
+        PublicKey(bytes)
+    }
+
+    pub const fn as_bytes(&self) -> &[u8; KEY_LEN] {
+        &self.0
+    }
+
+    /// Parses exactly 64 lowercase hex digits.
+    pub fn from_hex(text: &str) -> Result<Self, ProtocolError> {
+        let digit = |b: u8| match b {
+            b'0'..=b'9' => Some(b - b'0'),
+            b'a'..=b'f' => Some(b - b'a' + 10),
+            _ => None,
+        };
+        let raw = text.as_bytes();
+        if raw.len() != 2 * KEY_LEN {
+            return Err(ProtocolError::BadKey);
+        }
+        let mut out = [0u8; KEY_LEN];
+        for (o, pair) in out.iter_mut().zip(raw.chunks_exact(2)) {
+            match (digit(pair[0]), digit(pair[1])) {
+                (Some(h), Some(l)) => *o = h << 4 | l,
+                _ => return Err(ProtocolError::BadKey),
+            }
+        }
+        Ok(PublicKey(out))
+    }
+
+    /// The 64 lowercase hex digits.
+    pub fn to_hex(&self) -> String {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut s = String::with_capacity(2 * KEY_LEN);
+        for b in self.0 {
+            s.push(DIGITS[usize::from(b >> 4)] as char);
+            s.push(DIGITS[usize::from(b & 15)] as char);
+        }
+        s
+    }
+}
+
+impl std::fmt::Display for PublicKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl std::fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PublicKey({})", self.to_hex())
+    }
+}
+
+impl std::str::FromStr for PublicKey {
+    type Err = ProtocolError;
+    fn from_str(s: &str) -> Result<Self, ProtocolError> {
+        PublicKey::from_hex(s)
+    }
+}
+
+/// One user's pinned key, as a `KEYRESULT` line lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct KeyEntry {
+    pub name: String,
+    pub key: PublicKey,
+}
 
 /// One registration, as a `RESULT` line lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -44,6 +151,13 @@ pub enum Request {
     Query { name: Option<String> },
     /// `LEAVE 0`: deregister.
     Leave,
+    /// `KEY 0 <hex>`: publish our identity key (pinned on first publication).
+    Key { key: PublicKey },
+    /// `REKEY 0 <old-hex> <new-hex>`: replace our pinned key, naming the pin.
+    Rekey { old: PublicKey, new: PublicKey },
+    /// `KEYQUERY 0 <name> [<name>…]`: the pinned keys of 1 to
+    /// [`MAX_KEYQUERY_NAMES`] users.
+    KeyQuery { names: Vec<String> },
 }
 
 impl std::fmt::Debug for Request {
@@ -58,6 +172,15 @@ impl std::fmt::Debug for Request {
                 .finish(),
             Request::Query { name } => f.debug_struct("Query").field("name", name).finish(),
             Request::Leave => f.write_str("Leave"),
+            Request::Key { key } => f.debug_struct("Key").field("key", key).finish(),
+            Request::Rekey { old, new } => f
+                .debug_struct("Rekey")
+                .field("old", old)
+                .field("new", new)
+                .finish(),
+            Request::KeyQuery { names } => {
+                f.debug_struct("KeyQuery").field("names", names).finish()
+            }
         }
     }
 }
@@ -69,6 +192,11 @@ pub enum Reply {
     /// The server closes the connection after sending it.
     Err(String),
     Result(Vec<Entry>),
+    /// `NAK`: the request was refused, the session stays open (used by the
+    /// key commands, never sent to a classic client).
+    Nak(String),
+    /// `KEYRESULT`: the answer to `KEYQUERY`.
+    KeyResult(Vec<KeyEntry>),
 }
 
 /// Why a frame is not a valid directory frame. The texts are what the
@@ -91,6 +219,12 @@ pub enum ProtocolError {
     NotUtf8(&'static str),
     #[error("RESULT line {line} is not a valid name,address,port entry")]
     BadEntry { line: usize },
+    #[error("invalid key: a key is exactly 64 lowercase hex digits")]
+    BadKey,
+    #[error("KEYQUERY takes 1 to 32 user names")]
+    TooManyNames,
+    #[error("KEYRESULT line {line} is not a valid name,key entry")]
+    BadKeyEntry { line: usize },
 }
 
 /// Whether `name` is acceptable as a user name: 1 to 64 of
@@ -172,7 +306,29 @@ impl Request {
                 name: Some(name.clone()),
             }),
             ("LEAVE", []) => Ok(Request::Leave),
-            ("USER" | "LOGIN" | "PASS" | "BIND" | "QUERY" | "LEAVE", _) => Err(arity()),
+            ("KEY", [key]) => Ok(Request::Key {
+                key: PublicKey::from_hex(key)?,
+            }),
+            ("REKEY", [old, new]) => Ok(Request::Rekey {
+                old: PublicKey::from_hex(old)?,
+                new: PublicKey::from_hex(new)?,
+            }),
+            ("KEYQUERY", names) if !names.is_empty() => {
+                if names.len() > MAX_KEYQUERY_NAMES {
+                    return Err(ProtocolError::TooManyNames);
+                }
+                if !names.iter().all(|n| valid_name(n)) {
+                    return Err(ProtocolError::BadName);
+                }
+                Ok(Request::KeyQuery {
+                    names: names.to_vec(),
+                })
+            }
+            (
+                "USER" | "LOGIN" | "PASS" | "BIND" | "QUERY" | "LEAVE" | "KEY" | "REKEY"
+                | "KEYQUERY",
+                _,
+            ) => Err(arity()),
             (other, _) => Err(ProtocolError::Unknown(other.to_owned())),
         }
     }
@@ -188,6 +344,11 @@ impl Request {
             Request::Query { name: None } => Frame::bare("QUERY", ""),
             Request::Query { name: Some(n) } => Frame::new("QUERY", [n.as_str()], ""),
             Request::Leave => Frame::bare("LEAVE", ""),
+            Request::Key { key } => Frame::new("KEY", [key.to_hex()], ""),
+            Request::Rekey { old, new } => Frame::new("REKEY", [old.to_hex(), new.to_hex()], ""),
+            Request::KeyQuery { names } => {
+                Frame::new("KEYQUERY", names.iter().map(String::as_str), "")
+            }
         }
     }
 }
@@ -213,6 +374,16 @@ impl Reply {
         Reply::Ack("deregistered from directory".into())
     }
 
+    /// Answer to a `KEY` that pinned the key or found it already pinned.
+    pub fn key_published() -> Reply {
+        Reply::Ack("key published".into())
+    }
+
+    /// Answer to a `REKEY` that replaced the pin.
+    pub fn key_replaced() -> Reply {
+        Reply::Ack("key replaced".into())
+    }
+
     /// Interprets a decoded frame (a client reading the server).
     pub fn parse(f: &Frame) -> Result<Reply, ProtocolError> {
         let text =
@@ -221,6 +392,8 @@ impl Reply {
             "ACK" => Ok(Reply::Ack(text("ACK")?)),
             "ERR" => Ok(Reply::Err(text("ERR")?)),
             "RESULT" => Ok(Reply::Result(decode_result(&f.payload)?)),
+            "NAK" => Ok(Reply::Nak(text("NAK")?)),
+            "KEYRESULT" => Ok(Reply::KeyResult(decode_key_result(&f.payload)?)),
             other => Err(ProtocolError::Unknown(other.to_owned())),
         }
     }
@@ -231,8 +404,52 @@ impl Reply {
             Reply::Ack(t) => Frame::bare("ACK", t.as_bytes()),
             Reply::Err(t) => Frame::bare("ERR", t.as_bytes()),
             Reply::Result(entries) => result_frame(encode_result(entries)),
+            Reply::Nak(t) => Frame::bare("NAK", t.as_bytes()),
+            Reply::KeyResult(entries) => Frame::bare("KEYRESULT", encode_key_result(entries)),
         }
     }
+}
+
+/// The `KEYRESULT` payload listing `entries`: `name,hex` lines joined by
+/// `\n`, no trailing newline (like `RESULT`).
+pub fn encode_key_result(entries: &[KeyEntry]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(entries.len() * (64 + 2 + 2 * KEY_LEN));
+    for e in entries {
+        if !out.is_empty() {
+            out.push(b'\n');
+        }
+        out.extend_from_slice(e.name.as_bytes());
+        out.push(b',');
+        out.extend_from_slice(e.key.to_hex().as_bytes());
+    }
+    out
+}
+
+/// Decodes a `KEYRESULT` payload. Strict, like [`decode_result`]: every
+/// non-empty line must be a valid name and a valid key, at most
+/// [`MAX_KEYQUERY_NAMES`] of them.
+pub fn decode_key_result(payload: &[u8]) -> Result<Vec<KeyEntry>, ProtocolError> {
+    let text = std::str::from_utf8(payload).map_err(|_| ProtocolError::NotUtf8("KEYRESULT"))?;
+    let entries = text
+        .split('\n')
+        .enumerate()
+        .filter(|(_, l)| !l.is_empty())
+        .map(|(i, l)| {
+            let bad = || ProtocolError::BadKeyEntry { line: i + 1 };
+            let (name, key) = l.split_once(',').ok_or_else(bad)?;
+            if !valid_name(name) {
+                return Err(bad());
+            }
+            Ok(KeyEntry {
+                name: name.to_owned(),
+                key: PublicKey::from_hex(key).map_err(|_| bad())?,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if entries.len() > MAX_KEYQUERY_NAMES {
+        return Err(ProtocolError::TooManyNames);
+    }
+    Ok(entries)
 }
 
 /// A `RESULT` frame around an already encoded payload (the server keeps
@@ -340,6 +557,16 @@ fn parse_any(f: &Frame) {
             let wire = encode_result(entries);
             assert!(wire.len() <= f.payload.len());
         }
+        if let Reply::KeyResult(entries) = &r {
+            let wire = encode_key_result(entries);
+            assert!(wire.len() <= f.payload.len() && wire.len() < MAX_KEYRESULT);
+        }
+    }
+    // A key has one spelling: whatever parses as a key prints as itself.
+    for arg in &f.args {
+        if let Ok(k) = PublicKey::from_hex(arg) {
+            assert_eq!(&k.to_hex(), arg);
+        }
     }
 }
 
@@ -428,6 +655,162 @@ mod tests {
                 name: "corrado".into()
             })
         );
+    }
+
+    const K1: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+    const K2: &str = "ffeeddccbbaa99887766554433221100ffeeddccbbaa99887766554433221100";
+
+    #[test]
+    fn key_commands_are_these_bytes() {
+        let (k1, k2) = (
+            PublicKey::from_hex(K1).unwrap(),
+            PublicKey::from_hex(K2).unwrap(),
+        );
+        assert_eq!(k1.as_bytes()[..3], [0x00, 0x11, 0x22]);
+        assert_eq!(k1.to_hex(), K1);
+        assert_eq!(format!("{k2}"), K2);
+        let cases = [
+            (Request::Key { key: k1 }, format!("KEY 0 {K1}\n")),
+            (
+                Request::Rekey { old: k1, new: k2 },
+                format!("REKEY 0 {K1} {K2}\n"),
+            ),
+            (
+                Request::KeyQuery {
+                    names: vec!["alice".into(), "bob".into()],
+                },
+                "KEYQUERY 0 alice bob\n".into(),
+            ),
+        ];
+        for (r, bytes) in cases {
+            assert_eq!(wire(r.to_frame()), bytes.as_bytes());
+            assert_eq!(Request::parse(&r.to_frame()), Ok(r));
+        }
+        assert_eq!(
+            wire(Reply::key_published().to_frame()),
+            b"ACK 13\nkey published"
+        );
+        assert_eq!(
+            wire(Reply::key_replaced().to_frame()),
+            b"ACK 12\nkey replaced"
+        );
+        assert_eq!(wire(Reply::Nak("no".into()).to_frame()), b"NAK 2\nno");
+        let entries = vec![
+            KeyEntry {
+                name: "alice".into(),
+                key: k1,
+            },
+            KeyEntry {
+                name: "bob".into(),
+                key: k2,
+            },
+        ];
+        assert_eq!(
+            wire(Reply::KeyResult(entries.clone()).to_frame()),
+            format!("KEYRESULT 139\nalice,{K1}\nbob,{K2}").as_bytes()
+        );
+        assert_eq!(wire(Reply::KeyResult(vec![]).to_frame()), b"KEYRESULT 0\n");
+        assert_eq!(
+            Reply::parse(&Reply::KeyResult(entries.clone()).to_frame()),
+            Ok(Reply::KeyResult(entries))
+        );
+    }
+
+    #[test]
+    fn keys_are_exactly_64_lowercase_hex_digits() {
+        let upper = K1.to_uppercase();
+        let short = &K1[1..];
+        let long = format!("{K1}0");
+        let prefixed = format!("0x{}", &K1[2..]);
+        let spaced = format!("{} ", &K1[1..]);
+        let non_ascii = format!("é{}", &K1[2..]);
+        let signed = format!("+{}", &K1[1..]);
+        for bad in [
+            "",
+            upper.as_str(),
+            short,
+            &long,
+            &prefixed,
+            &spaced,
+            &non_ascii,
+            &signed,
+            &"g".repeat(64),
+        ] {
+            assert_eq!(
+                PublicKey::from_hex(bad),
+                Err(ProtocolError::BadKey),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            Request::parse(&Frame::new("KEY", [upper.as_str()], "")),
+            Err(ProtocolError::BadKey)
+        );
+        assert_eq!(
+            Request::parse(&Frame::new("REKEY", [K1, short], "")),
+            Err(ProtocolError::BadKey)
+        );
+        let p =
+            |kind: &str, args: &[&str]| Request::parse(&Frame::new(kind, args.iter().copied(), ""));
+        assert!(matches!(
+            p("KEY", &[]),
+            Err(ProtocolError::WrongArity { .. })
+        ));
+        assert!(matches!(
+            p("KEY", &[K1, K2]),
+            Err(ProtocolError::WrongArity { .. })
+        ));
+        assert!(matches!(
+            p("REKEY", &[K1]),
+            Err(ProtocolError::WrongArity { .. })
+        ));
+        assert!(matches!(
+            p("KEYQUERY", &[]),
+            Err(ProtocolError::WrongArity { .. })
+        ));
+        assert_eq!(p("KEYQUERY", &["a,b"]), Err(ProtocolError::BadName));
+        let many: Vec<String> = (0..=MAX_KEYQUERY_NAMES).map(|i| format!("u{i}")).collect();
+        assert_eq!(
+            Request::parse(&Frame::new("KEYQUERY", many.iter().map(String::as_str), "")),
+            Err(ProtocolError::TooManyNames)
+        );
+        // The longest KEYQUERY fits in a header.
+        let longest: Vec<String> = (0..MAX_KEYQUERY_NAMES).map(|_| "a".repeat(64)).collect();
+        let f = Request::KeyQuery { names: longest }.to_frame();
+        assert!(f.encode().unwrap().len() < crate::frame::DEFAULT_MAX_HEADER);
+    }
+
+    #[test]
+    fn key_results_decode_strictly() {
+        assert_eq!(decode_key_result(b""), Ok(vec![]));
+        for bad in [
+            format!("alice {K1}"),
+            format!("alice,{}", K1.to_uppercase()),
+            format!("a,b,{K1}"),
+            format!(",{K1}"),
+            "alice,".to_string(),
+        ] {
+            assert_eq!(
+                decode_key_result(bad.as_bytes()),
+                Err(ProtocolError::BadKeyEntry { line: 1 }),
+                "{bad}"
+            );
+        }
+        assert!(decode_key_result(b"\xff").is_err());
+        let too_many: Vec<String> = (0..=MAX_KEYQUERY_NAMES)
+            .map(|i| format!("u{i},{K1}"))
+            .collect();
+        assert_eq!(
+            decode_key_result(too_many.join("\n").as_bytes()),
+            Err(ProtocolError::TooManyNames)
+        );
+        let full: Vec<KeyEntry> = (0..MAX_KEYQUERY_NAMES)
+            .map(|_| KeyEntry {
+                name: "a".repeat(64),
+                key: PublicKey::from_hex(K1).unwrap(),
+            })
+            .collect();
+        assert_eq!(encode_key_result(&full).len() + 1, MAX_KEYRESULT);
     }
 
     #[test]
@@ -576,7 +959,15 @@ mod tests {
             }),
             proptest::option::of("[!-~]{1,64}").prop_map(|name| Request::Query { name }),
             Just(Request::Leave),
+            arb_key().prop_map(|key| Request::Key { key }),
+            (arb_key(), arb_key()).prop_map(|(old, new)| Request::Rekey { old, new }),
+            proptest::collection::vec("[A-Za-z0-9_.-]{1,64}", 1..=MAX_KEYQUERY_NAMES)
+                .prop_map(|names| Request::KeyQuery { names }),
         ]
+    }
+
+    fn arb_key() -> impl Strategy<Value = PublicKey> {
+        any::<[u8; KEY_LEN]>().prop_map(PublicKey::from_bytes)
     }
 
     proptest! {
@@ -591,6 +982,38 @@ mod tests {
             let expected: usize = entries.iter().map(|e| line_len(&e.name, &e.address, e.port)).sum::<usize>()
                 + entries.len().saturating_sub(1);
             prop_assert_eq!(back.payload.len(), expected);
+        }
+
+        #[test]
+        fn keys_round_trip_through_hex(key in arb_key()) {
+            let hex = key.to_hex();
+            prop_assert_eq!(hex.len(), 64);
+            prop_assert!(hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+            prop_assert_eq!(PublicKey::from_hex(&hex), Ok(key));
+            prop_assert_eq!(PublicKey::from_hex(&hex.to_uppercase()).is_ok(), !hex.bytes().any(|b| b.is_ascii_lowercase()));
+        }
+
+        #[test]
+        fn key_hex_parser_accepts_only_what_it_prints(text in "[0-9a-fA-Fx +g-]{0,70}") {
+            match PublicKey::from_hex(&text) {
+                Ok(k) => prop_assert_eq!(k.to_hex(), text),
+                Err(e) => prop_assert_eq!(e, ProtocolError::BadKey),
+            }
+        }
+
+        #[test]
+        fn key_results_round_trip(
+            entries in proptest::collection::vec(
+                ("[A-Za-z0-9_.-]{1,64}", arb_key()).prop_map(|(name, key)| KeyEntry { name, key }),
+                0..=MAX_KEYQUERY_NAMES,
+            )
+        ) {
+            let bytes = Reply::KeyResult(entries.clone()).to_frame().encode().unwrap();
+            let Ok(Decoded::Frame(back, _)) = decode(&bytes, &Limits::default()) else {
+                panic!("does not decode");
+            };
+            prop_assert!(back.payload.len() < MAX_KEYRESULT);
+            prop_assert_eq!(Reply::parse(&back), Ok(Reply::KeyResult(entries)));
         }
 
         #[test]
@@ -609,9 +1032,18 @@ mod tests {
                 Just("USER".to_string()), Just("LOGIN".to_string()), Just("PASS".to_string()),
                 Just("BIND".to_string()), Just("QUERY".to_string()), Just("LEAVE".to_string()),
                 Just("ACK".to_string()), Just("ERR".to_string()), Just("RESULT".to_string()),
+                Just("KEY".to_string()), Just("REKEY".to_string()), Just("KEYQUERY".to_string()),
+                Just("NAK".to_string()), Just("KEYRESULT".to_string()),
                 "[A-Z]{1,8}",
             ],
-            args in proptest::collection::vec("[!-~\u{a0}-\u{400}]{1,300}", 0..4),
+            args in proptest::collection::vec(
+                prop_oneof![
+                    "[!-~\u{a0}-\u{400}]{1,300}",
+                    "[0-9a-f]{64}",
+                    "[0-9a-fA-F]{63,65}",
+                ],
+                0..4,
+            ),
             payload in proptest::collection::vec(any::<u8>(), 0..400),
         ) {
             let f = Frame { kind, args, payload };

@@ -4,10 +4,12 @@
 //! `serve` owns the accept loop, the connection caps (in all and per source
 //! address) and shutdown;
 //! [`session`] is the per-connection state machine; [`accounts`] decides
-//! who may log in; [`registry`] holds who is where; [`checker`] keeps it true.
+//! who may log in; [`registry`] holds who is where; [`checker`] keeps it true;
+//! [`keys`] holds each account's pinned identity key.
 
 pub mod accounts;
 pub mod checker;
+pub mod keys;
 pub mod registry;
 mod session;
 
@@ -24,6 +26,7 @@ use crate::framing::Connection;
 use crate::store::directory::DirectoryStore;
 use accounts::{Accounts, HashCost, ThrottlePolicy};
 use checker::CheckerConfig;
+use keys::Keys;
 use registry::Registry;
 
 /// Everything tunable about a directory server.
@@ -56,6 +59,14 @@ pub struct DirectoryConfig {
     /// every 60/n s); more get `ERR too many BIND requests` and the session
     /// is closed. 0: unlimited.
     pub max_binds_per_minute: u32,
+    /// `KEY` and `REKEY` requests allowed per session per minute (a burst
+    /// of this many, then one every 60/n s); more get `ERR too many key
+    /// requests` and the session is closed. 0: unlimited. Each one writes
+    /// to the store; a node needs one per session.
+    pub max_key_updates_per_minute: u32,
+    /// `KEYQUERY` requests (of up to 32 names each) allowed per session per
+    /// minute, the same way. 0: unlimited.
+    pub max_key_queries_per_minute: u32,
     /// Longest all-users RESULT payload; a BIND that would exceed it gets
     /// `ERR directory full`. At most the 1 MiB a Roundtable node reads.
     pub max_result_bytes: usize,
@@ -80,6 +91,8 @@ impl Default for DirectoryConfig {
             max_connections_per_source: 64,
             allow_foreign_bind: false,
             max_binds_per_minute: 5,
+            max_key_updates_per_minute: 5,
+            max_key_queries_per_minute: 120,
             max_result_bytes: roundtable_shared::directory::MAX_RESULT,
             max_payload: 64 * 1024,
             checker: CheckerConfig::default(),
@@ -105,6 +118,7 @@ struct Shared {
     config: DirectoryConfig,
     accounts: Accounts,
     registry: Registry,
+    keys: Keys,
 }
 
 /// Tells a refused client why, briefly, without holding up the accept loop.
@@ -131,6 +145,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), DirectoryError> {
     let registry = Registry::load_capped(store.clone(), config.max_result_bytes)?;
+    let keys = Keys::new(store.clone());
     let accounts = Accounts::new(
         store,
         config.open_registration,
@@ -141,6 +156,7 @@ pub async fn serve(
         config,
         accounts,
         registry: registry.clone(),
+        keys,
     });
     let tracker = TaskTracker::new();
     tracker.spawn(checker::run(

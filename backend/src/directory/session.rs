@@ -1,9 +1,57 @@
-//! One client's session: USER, PASS, then BIND / QUERY / LEAVE.
+//! One client's session: USER, PASS, then BIND / QUERY / LEAVE, and
+//! Roundtable's key commands KEY / REKEY / KEYQUERY.
 //!
 //! Any protocol violation gets one `ERR <reason>` and the connection is
 //! closed, as in the original server. Frames are read and built with
 //! `roundtable_shared::directory`; this module is only the state machine
-//! and the checks that need the server (log-in, port test, registry).
+//! and the checks that need the server (log-in, port test, registry, keys).
+//!
+//! # Identity keys (issue 13)
+//!
+//! A logged-in client publishes the public half of its Noise X25519
+//! static key (64 lowercase hex digits) and looks up others'. Exact bytes
+//! (`<n>` is the payload length):
+//!
+//! ```text
+//! KEY 0 <hex>                  -> ACK 13\nkey published
+//!                                 (first publication pins it; the pinned key again: same answer)
+//!                              -> NAK <n>\na different key is pinned for NAME; replace it with
+//!                                 REKEY 0 <pinned-hex> <new-hex>, or ask the operator to reset it
+//! REKEY 0 <old-hex> <new-hex>  -> ACK 12\nkey replaced
+//!                              -> NAK <n>\nno key is pinned for NAME; publish one with KEY
+//!                              -> NAK <n>\nthe key pinned for NAME is not <old-hex>
+//! KEYQUERY 0 <name> [<name>…]  -> KEYRESULT <n>\n<name>,<hex>[\n<name>,<hex>…]
+//! ```
+//!
+//! - The key is always the logged-in account's: no command names another
+//!   account, so nobody publishes or replaces a key for a name they did not
+//!   log in as. Before log-in these commands get `ERR` like any other.
+//! - `NAK` refuses and keeps the session open (the node goes on chatting
+//!   and can show the conflict); `ERR` still always closes. A bad key text,
+//!   a bad name, more than 32 names, or the wrong number of arguments is a
+//!   protocol error: `ERR` and close.
+//! - Replacement is an act of the account owner: `REKEY` must name the
+//!   pinned key, which makes it deliberate (a node that lost its key file
+//!   and made a new one cannot overwrite the pin with a plain `KEY`) and a
+//!   compare-and-swap (two sessions racing cannot both win). The old key is
+//!   public, so naming it proves no possession; what authorises the
+//!   replacement is the session's log-in, as for `BIND`. Asking for the
+//!   password again would prove nothing more on this connection, and an
+//!   X25519 key cannot sign. Whoever holds an account's password can
+//!   therefore replace its pin; peers' own pins (trust on first use) then
+//!   show "key changed". The operator's `reset-key NAME` clears the pin so
+//!   that the next `KEY` pins anew.
+//! - `KEYQUERY` lists only users with a pinned key, in the order asked,
+//!   each once; at most 32 names, so its answer stays under 4.2 KiB. There
+//!   is no all-users form: its size would grow with the directory.
+//! - Bounded like `BIND`: `KEY`+`REKEY` at most
+//!   [`max_key_updates_per_minute`](super::DirectoryConfig::max_key_updates_per_minute)
+//!   (5) and `KEYQUERY` at most
+//!   [`max_key_queries_per_minute`](super::DirectoryConfig::max_key_queries_per_minute)
+//!   (120) per session, token buckets; past them `ERR too many key
+//!   requests` and close.
+//! - A classic client never sends these, so it never sees `NAK` or
+//!   `KEYRESULT`, and `QUERY`'s `RESULT` does not mention keys.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -18,6 +66,7 @@ use super::accounts::Login;
 use super::registry::RegistryError;
 use super::Shared;
 use crate::framing::{Connection, FramingError};
+use crate::store::directory::{Pin, Replace};
 
 /// Why a session ended early; the text is what the client is told.
 enum End {
@@ -88,18 +137,19 @@ async fn send<S: AsyncRead + AsyncWrite + Unpin>(
         .map_err(|_| End::Quiet)
 }
 
-/// A per-session token bucket for BIND: `per_minute` at once, then one
-/// every `60 / per_minute` seconds. Each BIND makes the server open a
-/// connection (the port test), so a session must not turn it into a scanner.
-struct BindBudget {
+/// A per-session token bucket: `per_minute` at once, then one every
+/// `60 / per_minute` seconds. For BIND: each makes the server open a
+/// connection (the port test), so a session must not turn it into a
+/// scanner. For the key commands: each is a store call.
+struct Budget {
     per_minute: u32,
     tokens: f64,
     last: Instant,
 }
 
-impl BindBudget {
+impl Budget {
     fn new(per_minute: u32) -> Self {
-        BindBudget {
+        Budget {
             per_minute,
             tokens: f64::from(per_minute),
             last: Instant::now(),
@@ -165,6 +215,17 @@ async fn port_test_host(
     }
 }
 
+/// Takes one token for a key command, or ends the session like a BIND flood.
+fn spend(budget: &mut Budget, per_minute: u32, name: &str, peer: SocketAddr) -> Result<(), End> {
+    if budget.take() {
+        return Ok(());
+    }
+    tracing::warn!(user = %name, %peer, "key request rate exceeded");
+    Err(End::Err(format!(
+        "too many key requests: at most {per_minute} per minute"
+    )))
+}
+
 async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Connection<S>,
     peer: SocketAddr,
@@ -214,7 +275,9 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     send(conn, shared, Reply::authenticated().to_frame()).await?;
 
     // 3. BIND / QUERY / LEAVE, until the client goes away.
-    let mut binds = BindBudget::new(cfg.max_binds_per_minute);
+    let mut binds = Budget::new(cfg.max_binds_per_minute);
+    let mut key_updates = Budget::new(cfg.max_key_updates_per_minute);
+    let mut key_queries = Budget::new(cfg.max_key_queries_per_minute);
     loop {
         let f = next(conn, cfg.idle_timeout).await?;
         let reply = match Request::parse(&f) {
@@ -269,6 +332,73 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 }
                 tracing::info!(user = %name, "left");
                 Reply::deregistered().to_frame()
+            }
+            Ok(Request::Key { key }) => {
+                spend(
+                    &mut key_updates,
+                    cfg.max_key_updates_per_minute,
+                    &name,
+                    peer,
+                )?;
+                match shared.keys.publish(&name, key).await {
+                    Ok(Pin::Pinned) => {
+                        tracing::info!(user = %name, %key, "identity key pinned");
+                        Reply::key_published().to_frame()
+                    }
+                    Ok(Pin::Same) => Reply::key_published().to_frame(),
+                    Ok(Pin::Conflict) => {
+                        tracing::warn!(user = %name, %peer, offered = %key, "KEY refused: a different key is pinned");
+                        Reply::Nak(format!(
+                            "a different key is pinned for {name}; replace it with REKEY 0 <pinned-hex> <new-hex>, or ask the operator to reset it"
+                        ))
+                        .to_frame()
+                    }
+                    Err(e) => {
+                        tracing::error!(user = %name, %e, "cannot pin key");
+                        return Err(End::Err("key publication failed: server error".into()));
+                    }
+                }
+            }
+            Ok(Request::Rekey { old, new }) => {
+                spend(
+                    &mut key_updates,
+                    cfg.max_key_updates_per_minute,
+                    &name,
+                    peer,
+                )?;
+                match shared.keys.replace(&name, old, new).await {
+                    Ok(Replace::Replaced) => {
+                        tracing::warn!(user = %name, %peer, %old, %new, "identity key replaced by its owner");
+                        Reply::key_replaced().to_frame()
+                    }
+                    Ok(Replace::NotPinned) => {
+                        Reply::Nak(format!("no key is pinned for {name}; publish one with KEY"))
+                            .to_frame()
+                    }
+                    Ok(Replace::Mismatch) => {
+                        tracing::info!(user = %name, %peer, "REKEY refused: the old key is not the pinned one");
+                        Reply::Nak(format!("the key pinned for {name} is not {old}")).to_frame()
+                    }
+                    Err(e) => {
+                        tracing::error!(user = %name, %e, "cannot replace key");
+                        return Err(End::Err("key replacement failed: server error".into()));
+                    }
+                }
+            }
+            Ok(Request::KeyQuery { names }) => {
+                spend(
+                    &mut key_queries,
+                    cfg.max_key_queries_per_minute,
+                    &name,
+                    peer,
+                )?;
+                match shared.keys.lookup(names).await {
+                    Ok(found) => Reply::KeyResult(found).to_frame(),
+                    Err(e) => {
+                        tracing::error!(user = %name, %e, "cannot read keys");
+                        return Err(End::Err("key lookup failed: server error".into()));
+                    }
+                }
             }
             Ok(Request::User { .. } | Request::Pass { .. }) => {
                 return Err(End::Err(ProtocolError::Unknown(f.kind.clone()).to_string()))

@@ -10,13 +10,21 @@
 //! - its all-users answer is more than we read (1 MiB) or does not decode:
 //!   we log it and, for [`DEGRADED_FOR`], ask for the peers we know (and
 //!   ourselves) one at a time instead, rather than reconnecting in a loop.
+//!
+//! Identity keys (issue 13): [`publish_key`], [`replace_key`] and
+//! [`lookup_keys`] speak the directory's `KEY`/`REKEY`/`KEYQUERY` on a
+//! logged-in session (see `directory::session` for the bytes). They are
+//! not called from [`session`] yet: the node's identity wires them in.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use roundtable_shared::api::{Event, LinkState};
-use roundtable_shared::directory::{Entry, Reply, Request};
+use roundtable_shared::directory::{
+    valid_name, Entry, KeyEntry, PublicKey, Reply, Request, MAX_KEYQUERY_NAMES,
+};
 use roundtable_shared::frame::{FrameError, Limits};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -59,6 +67,32 @@ enum SessionError {
         "the all-users RESULT is larger than we read ({0}); asking one user at a time from now on"
     )]
     ResultTooLarge(FrameError),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+}
+
+/// Why a key command did not get an answer we can use. After any of
+/// these the session is lost (the directory closed it, or we cannot tell
+/// where the next answer starts).
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error(transparent)]
+    Framing(#[from] FramingError),
+    #[error("directory refused {step} and closed the session: {reason}")]
+    Closed { step: &'static str, reason: String },
+    #[error("unexpected answer to {step}: {what}")]
+    Unexpected { step: &'static str, what: String },
+}
+
+/// What the directory did with a `KEY` or `REKEY`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyOutcome {
+    /// `KEY`: pinned now or already this key. `REKEY`: replaced.
+    Accepted,
+    /// `NAK`: refused (another key is pinned, or `REKEY`'s old key is not
+    /// the pin); the session stays open and usable. The reason is the
+    /// directory's text, for logs and the dashboard.
+    Refused(String),
 }
 
 /// Handle to read the link state.
@@ -166,7 +200,103 @@ fn describe(r: &Reply) -> String {
         Reply::Ack(t) => format!("ACK {t:.80}"),
         Reply::Err(t) => format!("ERR {t:.80}"),
         Reply::Result(entries) => format!("RESULT of {} entries", entries.len()),
+        Reply::Nak(t) => format!("NAK {t:.80}"),
+        Reply::KeyResult(entries) => format!("KEYRESULT of {} entries", entries.len()),
     }
+}
+
+/// Sends `req` and reads the directory's typed answer; `ERR` (after which
+/// the directory closes) is an error.
+async fn key_request<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Connection<S>,
+    step: &'static str,
+    req: Request,
+) -> Result<Reply, KeyError> {
+    conn.write_frame(&req.to_frame()).await?;
+    let f = conn
+        .read_frame_within(REPLY_TIMEOUT)
+        .await?
+        .ok_or(FramingError::Truncated)?;
+    match Reply::parse(&f) {
+        Ok(Reply::Err(reason)) => Err(KeyError::Closed { step, reason }),
+        Ok(r) => Ok(r),
+        Err(e) => Err(KeyError::Unexpected {
+            step,
+            what: e.to_string(),
+        }),
+    }
+}
+
+fn key_outcome(step: &'static str, r: Reply) -> Result<KeyOutcome, KeyError> {
+    match r {
+        Reply::Ack(_) => Ok(KeyOutcome::Accepted),
+        Reply::Nak(reason) => Ok(KeyOutcome::Refused(reason)),
+        other => Err(KeyError::Unexpected {
+            step,
+            what: describe(&other),
+        }),
+    }
+}
+
+/// Publishes our identity key (`KEY`) on a logged-in session. The first
+/// publication pins it at the directory; the same key again is accepted;
+/// another key while one is pinned is [`KeyOutcome::Refused`].
+pub async fn publish_key<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Connection<S>,
+    key: PublicKey,
+) -> Result<KeyOutcome, KeyError> {
+    let r = key_request(conn, "KEY", Request::Key { key }).await?;
+    key_outcome("KEY", r)
+}
+
+/// Replaces our pinned key `old` with `new` (`REKEY`), an explicit act
+/// (say, after `roundtable node` made a new key and the user confirmed).
+pub async fn replace_key<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Connection<S>,
+    old: PublicKey,
+    new: PublicKey,
+) -> Result<KeyOutcome, KeyError> {
+    let r = key_request(conn, "REKEY", Request::Rekey { old, new }).await?;
+    key_outcome("REKEY", r)
+}
+
+/// The keys the directory has pinned for `names` (`KEYQUERY`, 32 names a
+/// request). Names without a key, and names that cannot be accounts, are
+/// absent from the map; entries the directory sent for names we did not
+/// ask about are ignored.
+pub async fn lookup_keys<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Connection<S>,
+    names: &[String],
+) -> Result<HashMap<String, PublicKey>, KeyError> {
+    let wanted: Vec<String> = names
+        .iter()
+        .filter(|n| valid_name(n))
+        .cloned()
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut found = HashMap::new();
+    for chunk in wanted.chunks(MAX_KEYQUERY_NAMES) {
+        let req = Request::KeyQuery {
+            names: chunk.to_vec(),
+        };
+        match key_request(conn, "KEYQUERY", req).await? {
+            Reply::KeyResult(entries) => {
+                for KeyEntry { name, key } in entries {
+                    if chunk.contains(&name) {
+                        found.insert(name, key);
+                    }
+                }
+            }
+            other => {
+                return Err(KeyError::Unexpected {
+                    step: "KEYQUERY",
+                    what: describe(&other),
+                })
+            }
+        }
+    }
+    Ok(found)
 }
 
 /// Sends `req` and expects an ACK.
