@@ -88,6 +88,11 @@ pub const FLAG_REKEY: u8 = 0x01;
 /// Largest `SEC` payload: the largest [`Inner`] record, sealed.
 pub const MAX_SEC_PAYLOAD: usize = sealed_len(INNER_HEADER + MAX_AD + MAX_PLAINTEXT);
 
+// A whole chat text, wrapped in its frame, fits one sealed frame, and a
+// sealed frame fits what a connection reads by default.
+const _: () = assert!(MAX_PLAINTEXT >= crate::api::MAX_TEXT + 512);
+const _: () = assert!(MAX_SEC_PAYLOAD <= crate::frame::DEFAULT_MAX_PAYLOAD);
+
 /// Bytes a record of `inner_len` bytes takes once sealed: one tag per chunk.
 pub const fn sealed_len(inner_len: usize) -> usize {
     inner_len + TAG_LEN * inner_len.div_ceil(CHUNK_PLAINTEXT)
@@ -484,6 +489,57 @@ impl SecureFrame {
     }
 }
 
+/// Decodes every frame in `data`, parses each as a secure frame, and
+/// checks that whatever parses re-encodes to the same frame and obeys the
+/// size limits; also reads `data`, each payload and each argument as a
+/// sealed record or a key text. The fuzz target `secure_frames` runs this;
+/// it is here so that normal tests build and run the same code path.
+pub fn decode_and_parse(data: &[u8]) {
+    use crate::frame::{decode_all, Limits};
+    let inner = |bytes: &[u8]| {
+        if let Ok(rec) = Inner::parse(bytes) {
+            assert_eq!(
+                rec.encode().as_deref(),
+                Ok(bytes),
+                "record re-encodes differently"
+            );
+        }
+    };
+    inner(data);
+    for limits in [
+        Limits::default(),
+        Limits {
+            max_header: 64,
+            max_payload: 64,
+        },
+    ] {
+        let Ok((frames, _)) = decode_all(data, &limits) else {
+            continue;
+        };
+        for f in &frames {
+            inner(&f.payload);
+            for arg in &f.args {
+                if let Ok(key) = PublicKey::from_text(arg) {
+                    assert_eq!(&key.to_text(), arg, "key text is not canonical");
+                }
+            }
+            let Ok(parsed) = SecureFrame::parse(f) else {
+                continue;
+            };
+            let again = parsed.to_frame();
+            assert_eq!(&again, f, "{parsed:?} re-encodes differently");
+            match &parsed {
+                SecureFrame::Hello(h) => assert!(h.payload.len() <= MAX_HELLO_PAYLOAD),
+                SecureFrame::Sealed(x) => {
+                    assert!(x.payload.len() <= MAX_SEC_PAYLOAD);
+                    assert!(x.counter.checked_add(x.chunks() as u64).is_some());
+                    assert!(x.validate().is_ok());
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -522,7 +578,6 @@ mod tests {
 
     #[test]
     fn sealed_sizes_cover_the_largest_chat_text() {
-        assert!(MAX_PLAINTEXT >= crate::api::MAX_TEXT + 512);
         assert_eq!(chunk_count(MAX_SEC_PAYLOAD), 2);
         assert_eq!(sealed_len(CHUNK_PLAINTEXT), NOISE_MAX_MESSAGE);
         assert_eq!(
@@ -688,6 +743,18 @@ mod tests {
             if let Ok(rec) = Inner::parse(&bytes) {
                 prop_assert_eq!(rec.encode().unwrap(), bytes);
             }
+        }
+
+        #[test]
+        fn decode_and_parse_holds_on_frames_and_noise(
+            frame in arb_frame(),
+            noise in proptest::collection::vec(any::<u8>(), 0..256),
+        ) {
+            let mut wire = frame.to_frame().encode().unwrap();
+            decode_and_parse(&wire);
+            wire.extend_from_slice(&noise);
+            decode_and_parse(&wire);
+            decode_and_parse(&noise);
         }
 
         #[test]
