@@ -422,6 +422,30 @@ impl SecureFrame {
     /// [`SecureError::Unknown`], so a caller can pass it on to the chat
     /// protocol's parser.
     pub fn parse(f: &Frame) -> Result<SecureFrame, SecureError> {
+        let mut parsed = Self::parse_header(f, f.payload.len())?;
+        *parsed.payload_mut() = f.payload.clone();
+        Ok(parsed)
+    }
+
+    /// Like [`parse`](Self::parse), taking the frame so the payload (up to
+    /// 67 KiB) is moved rather than copied on the hot path.
+    pub fn parse_owned(mut f: Frame) -> Result<SecureFrame, SecureError> {
+        let payload = std::mem::take(&mut f.payload);
+        let mut parsed = Self::parse_header(&f, payload.len())?;
+        *parsed.payload_mut() = payload;
+        Ok(parsed)
+    }
+
+    fn payload_mut(&mut self) -> &mut Vec<u8> {
+        match self {
+            SecureFrame::Hello(h) => &mut h.payload,
+            SecureFrame::Sealed(s) => &mut s.payload,
+        }
+    }
+
+    /// Checks everything but the payload's bytes (its length is `len`);
+    /// the result has an empty payload.
+    fn parse_header(f: &Frame, len: usize) -> Result<SecureFrame, SecureError> {
         let bad = || SecureError::BadArguments(f.kind.clone());
         match f.kind.as_str() {
             "HELLO" => {
@@ -434,10 +458,10 @@ impl SecureFrame {
                     "3" => 3,
                     other => return Err(SecureError::BadStep(other.to_owned())),
                 };
-                if f.payload.is_empty() || f.payload.len() > MAX_HELLO_PAYLOAD {
+                if len == 0 || len > MAX_HELLO_PAYLOAD {
                     return Err(SecureError::PayloadSize {
                         kind: "HELLO",
-                        len: f.payload.len(),
+                        len,
                         min: 1,
                         max: MAX_HELLO_PAYLOAD,
                     });
@@ -446,7 +470,7 @@ impl SecureFrame {
                     from: name("sender", from)?,
                     to: name("destination", to)?,
                     step,
-                    payload: f.payload.clone(),
+                    payload: Vec::new(),
                 }))
             }
             "SEC" => {
@@ -454,16 +478,30 @@ impl SecureFrame {
                     return Err(bad());
                 };
                 let counter = number("counter", counter)?;
-                check_sealed_shape(f.payload.len(), counter)?;
+                check_sealed_shape(len, counter)?;
                 Ok(SecureFrame::Sealed(Sealed {
                     from: name("sender", from)?,
                     to: name("destination", to)?,
                     epoch: number("epoch", epoch)?,
                     counter,
-                    payload: f.payload.clone(),
+                    payload: Vec::new(),
                 }))
             }
             other => Err(SecureError::Unknown(other.to_owned())),
+        }
+    }
+
+    /// The frame to send, taking the payload without a copy.
+    pub fn into_frame(self) -> Frame {
+        match self {
+            SecureFrame::Hello(h) => {
+                Frame::new("HELLO", [h.from, h.to, h.step.to_string()], h.payload)
+            }
+            SecureFrame::Sealed(s) => Frame::new(
+                Sealed::KIND,
+                [s.from, s.to, s.epoch.to_string(), s.counter.to_string()],
+                s.payload,
+            ),
         }
     }
 
@@ -528,6 +566,8 @@ pub fn decode_and_parse(data: &[u8]) {
             };
             let again = parsed.to_frame();
             assert_eq!(&again, f, "{parsed:?} re-encodes differently");
+            assert_eq!(SecureFrame::parse_owned(f.clone()).as_ref(), Ok(&parsed));
+            assert_eq!(&parsed.clone().into_frame(), f);
             match &parsed {
                 SecureFrame::Hello(h) => assert!(h.payload.len() <= MAX_HELLO_PAYLOAD),
                 SecureFrame::Sealed(x) => {
@@ -726,7 +766,9 @@ mod tests {
             match decode(&wire, &Limits::default()).unwrap() {
                 Decoded::Frame(f, used) => {
                     prop_assert_eq!(used, wire.len());
-                    prop_assert_eq!(SecureFrame::parse(&f), Ok(frame));
+                    prop_assert_eq!(SecureFrame::parse(&f), Ok(frame.clone()));
+                    prop_assert_eq!(SecureFrame::parse_owned(f), Ok(frame.clone()));
+                    prop_assert_eq!(frame.clone().into_frame(), frame.to_frame());
                 }
                 Decoded::NeedMore => prop_assert!(false, "incomplete"),
             }

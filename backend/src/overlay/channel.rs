@@ -546,11 +546,11 @@ async fn read_hello<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Connection<S>,
 ) -> Result<Hello, ChannelError> {
     let frame = conn.read_frame().await?.ok_or(ChannelError::Closed)?;
-    match SecureFrame::parse(&frame)? {
+    match SecureFrame::parse_owned(frame)? {
         SecureFrame::Hello(h) => Ok(h),
         SecureFrame::Sealed(_) => Err(ChannelError::Unexpected {
             expected: "HELLO",
-            got: frame.kind,
+            got: Sealed::KIND.to_owned(),
         }),
     }
 }
@@ -559,7 +559,7 @@ async fn send_hello<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Connection<S>,
     hello: Hello,
 ) -> Result<(), ChannelError> {
-    conn.write_frame(&SecureFrame::Hello(hello).to_frame())
+    conn.write_frame(&SecureFrame::Hello(hello).into_frame())
         .await?;
     Ok(())
 }
