@@ -9,5 +9,6 @@ pub mod fl_drive;
 pub mod framing;
 pub mod node;
 pub mod notify;
+pub mod overlay;
 pub mod store;
 pub mod web;

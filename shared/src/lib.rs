@@ -6,6 +6,7 @@ pub mod directory;
 pub mod frame;
 pub mod notify;
 pub mod peer;
+pub mod secure;
 pub mod training;
 
 /// The Roundtable version, as reported by `/api/health`.
