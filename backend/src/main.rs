@@ -329,10 +329,7 @@ fn run_accounts(action: AccountAction) -> Result<()> {
                 bail!("no account named {name}");
             }
             match key {
-                Some(k) => println!(
-                    "removed account {name} and its pinned key {}",
-                    PublicKey::from_bytes(k)
-                ),
+                Some(k) => println!("removed account {name} and its pinned key {}", PublicKey(k)),
                 None => println!("removed account {name}"),
             }
         }
@@ -346,7 +343,7 @@ fn run_accounts(action: AccountAction) -> Result<()> {
             for n in store.account_names()? {
                 match (keys, pinned.get(&n)) {
                     (false, _) => println!("{n}"),
-                    (true, Some(k)) => println!("{n} {}", PublicKey::from_bytes(*k)),
+                    (true, Some(k)) => println!("{n} {}", PublicKey(*k)),
                     (true, None) => println!("{n} -"),
                 }
             }
@@ -359,7 +356,7 @@ fn run_accounts(action: AccountAction) -> Result<()> {
             match store.reset_key(&name)? {
                 Some(k) => println!(
                     "reset the key of {name} (was {}); its next KEY pins a new one",
-                    PublicKey::from_bytes(k)
+                    PublicKey(k)
                 ),
                 None => println!("{name} has no pinned key; its next KEY pins one"),
             }

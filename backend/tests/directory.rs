@@ -1637,9 +1637,9 @@ async fn the_node_client_publishes_replaces_and_looks_up_keys() {
     use roundtable_shared::directory::PublicKey;
     let server = Server::start(config(), &[("alice", "a"), ("bob", "b")]).await;
     let (k1, k2, k3) = (
-        PublicKey::from_hex(K1).unwrap(),
-        PublicKey::from_hex(K2).unwrap(),
-        PublicKey::from_hex(K3).unwrap(),
+        PublicKey::from_text(K1).unwrap(),
+        PublicKey::from_text(K2).unwrap(),
+        PublicKey::from_text(K3).unwrap(),
     );
     let mut alice = node_session(server.addr, "alice", "a").await;
     assert_eq!(

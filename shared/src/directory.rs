@@ -54,73 +54,13 @@ pub const MAX_KEYQUERY_NAMES: usize = 32;
 /// `name,hex` (64 + 1 + 64 bytes) and their separators.
 pub const MAX_KEYRESULT: usize = MAX_KEYQUERY_NAMES * (64 + 1 + 2 * KEY_LEN + 1);
 
-/// The public half of a node's Noise X25519 static key: its identity.
-///
-/// On the wire it is exactly 64 lowercase hex digits; anything else
-/// (upper case, a `0x` prefix, 63 or 65 digits) is refused, so that a key
-/// has one spelling and two texts of the same key always compare equal.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct PublicKey([u8; KEY_LEN]);
+/// A node's identity key, as `KEY`, `REKEY` and `KEYRESULT` carry it:
+/// exactly 64 lowercase hex digits on the wire (see [`PublicKey::to_text`]).
+pub use crate::secure::PublicKey;
 
-impl PublicKey {
-    pub const fn from_bytes(bytes: [u8; KEY_LEN]) -> Self {
-        PublicKey(bytes)
-    }
-
-    pub const fn as_bytes(&self) -> &[u8; KEY_LEN] {
-        &self.0
-    }
-
-    /// Parses exactly 64 lowercase hex digits.
-    pub fn from_hex(text: &str) -> Result<Self, ProtocolError> {
-        let digit = |b: u8| match b {
-            b'0'..=b'9' => Some(b - b'0'),
-            b'a'..=b'f' => Some(b - b'a' + 10),
-            _ => None,
-        };
-        let raw = text.as_bytes();
-        if raw.len() != 2 * KEY_LEN {
-            return Err(ProtocolError::BadKey);
-        }
-        let mut out = [0u8; KEY_LEN];
-        for (o, pair) in out.iter_mut().zip(raw.chunks_exact(2)) {
-            match (digit(pair[0]), digit(pair[1])) {
-                (Some(h), Some(l)) => *o = h << 4 | l,
-                _ => return Err(ProtocolError::BadKey),
-            }
-        }
-        Ok(PublicKey(out))
-    }
-
-    /// The 64 lowercase hex digits.
-    pub fn to_hex(&self) -> String {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
-        let mut s = String::with_capacity(2 * KEY_LEN);
-        for b in self.0 {
-            s.push(DIGITS[usize::from(b >> 4)] as char);
-            s.push(DIGITS[usize::from(b & 15)] as char);
-        }
-        s
-    }
-}
-
-impl std::fmt::Display for PublicKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.to_hex())
-    }
-}
-
-impl std::fmt::Debug for PublicKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "PublicKey({})", self.to_hex())
-    }
-}
-
-impl std::str::FromStr for PublicKey {
-    type Err = ProtocolError;
-    fn from_str(s: &str) -> Result<Self, ProtocolError> {
-        PublicKey::from_hex(s)
-    }
+/// Reads a key argument.
+fn key_arg(text: &str) -> Result<PublicKey, ProtocolError> {
+    PublicKey::from_text(text).map_err(|_| ProtocolError::BadKey)
 }
 
 /// One user's pinned key, as a `KEYRESULT` line lists it.
@@ -306,12 +246,10 @@ impl Request {
                 name: Some(name.clone()),
             }),
             ("LEAVE", []) => Ok(Request::Leave),
-            ("KEY", [key]) => Ok(Request::Key {
-                key: PublicKey::from_hex(key)?,
-            }),
+            ("KEY", [key]) => Ok(Request::Key { key: key_arg(key)? }),
             ("REKEY", [old, new]) => Ok(Request::Rekey {
-                old: PublicKey::from_hex(old)?,
-                new: PublicKey::from_hex(new)?,
+                old: key_arg(old)?,
+                new: key_arg(new)?,
             }),
             ("KEYQUERY", names) if !names.is_empty() => {
                 if names.len() > MAX_KEYQUERY_NAMES {
@@ -344,8 +282,8 @@ impl Request {
             Request::Query { name: None } => Frame::bare("QUERY", ""),
             Request::Query { name: Some(n) } => Frame::new("QUERY", [n.as_str()], ""),
             Request::Leave => Frame::bare("LEAVE", ""),
-            Request::Key { key } => Frame::new("KEY", [key.to_hex()], ""),
-            Request::Rekey { old, new } => Frame::new("REKEY", [old.to_hex(), new.to_hex()], ""),
+            Request::Key { key } => Frame::new("KEY", [key.to_text()], ""),
+            Request::Rekey { old, new } => Frame::new("REKEY", [old.to_text(), new.to_text()], ""),
             Request::KeyQuery { names } => {
                 Frame::new("KEYQUERY", names.iter().map(String::as_str), "")
             }
@@ -420,7 +358,7 @@ pub fn encode_key_result(entries: &[KeyEntry]) -> Vec<u8> {
         }
         out.extend_from_slice(e.name.as_bytes());
         out.push(b',');
-        out.extend_from_slice(e.key.to_hex().as_bytes());
+        out.extend_from_slice(e.key.to_text().as_bytes());
     }
     out
 }
@@ -442,7 +380,7 @@ pub fn decode_key_result(payload: &[u8]) -> Result<Vec<KeyEntry>, ProtocolError>
             }
             Ok(KeyEntry {
                 name: name.to_owned(),
-                key: PublicKey::from_hex(key).map_err(|_| bad())?,
+                key: key_arg(key).map_err(|_| bad())?,
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -564,8 +502,8 @@ fn parse_any(f: &Frame) {
     }
     // A key has one spelling: whatever parses as a key prints as itself.
     for arg in &f.args {
-        if let Ok(k) = PublicKey::from_hex(arg) {
-            assert_eq!(&k.to_hex(), arg);
+        if let Ok(k) = key_arg(arg) {
+            assert_eq!(&k.to_text(), arg);
         }
     }
 }
@@ -662,12 +600,9 @@ mod tests {
 
     #[test]
     fn key_commands_are_these_bytes() {
-        let (k1, k2) = (
-            PublicKey::from_hex(K1).unwrap(),
-            PublicKey::from_hex(K2).unwrap(),
-        );
+        let (k1, k2) = (key_arg(K1).unwrap(), key_arg(K2).unwrap());
         assert_eq!(k1.as_bytes()[..3], [0x00, 0x11, 0x22]);
-        assert_eq!(k1.to_hex(), K1);
+        assert_eq!(k1.to_text(), K1);
         assert_eq!(format!("{k2}"), K2);
         let cases = [
             (Request::Key { key: k1 }, format!("KEY 0 {K1}\n")),
@@ -736,11 +671,7 @@ mod tests {
             &signed,
             &"g".repeat(64),
         ] {
-            assert_eq!(
-                PublicKey::from_hex(bad),
-                Err(ProtocolError::BadKey),
-                "{bad:?}"
-            );
+            assert_eq!(key_arg(bad), Err(ProtocolError::BadKey), "{bad:?}");
         }
         assert_eq!(
             Request::parse(&Frame::new("KEY", [upper.as_str()], "")),
@@ -807,7 +738,7 @@ mod tests {
         let full: Vec<KeyEntry> = (0..MAX_KEYQUERY_NAMES)
             .map(|_| KeyEntry {
                 name: "a".repeat(64),
-                key: PublicKey::from_hex(K1).unwrap(),
+                key: key_arg(K1).unwrap(),
             })
             .collect();
         assert_eq!(encode_key_result(&full).len() + 1, MAX_KEYRESULT);
@@ -967,7 +898,7 @@ mod tests {
     }
 
     fn arb_key() -> impl Strategy<Value = PublicKey> {
-        any::<[u8; KEY_LEN]>().prop_map(PublicKey::from_bytes)
+        any::<[u8; KEY_LEN]>().prop_map(PublicKey)
     }
 
     proptest! {
@@ -986,17 +917,17 @@ mod tests {
 
         #[test]
         fn keys_round_trip_through_hex(key in arb_key()) {
-            let hex = key.to_hex();
+            let hex = key.to_text();
             prop_assert_eq!(hex.len(), 64);
             prop_assert!(hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
-            prop_assert_eq!(PublicKey::from_hex(&hex), Ok(key));
-            prop_assert_eq!(PublicKey::from_hex(&hex.to_uppercase()).is_ok(), !hex.bytes().any(|b| b.is_ascii_lowercase()));
+            prop_assert_eq!(key_arg(&hex), Ok(key));
+            prop_assert_eq!(key_arg(&hex.to_uppercase()).is_ok(), !hex.bytes().any(|b| b.is_ascii_lowercase()));
         }
 
         #[test]
         fn key_hex_parser_accepts_only_what_it_prints(text in "[0-9a-fA-Fx +g-]{0,70}") {
-            match PublicKey::from_hex(&text) {
-                Ok(k) => prop_assert_eq!(k.to_hex(), text),
+            match key_arg(&text) {
+                Ok(k) => prop_assert_eq!(k.to_text(), text),
                 Err(e) => prop_assert_eq!(e, ProtocolError::BadKey),
             }
         }

@@ -38,7 +38,6 @@
 use std::fmt;
 use std::str::FromStr;
 
-use base64::Engine as _;
 use blake2::{Blake2s256, Digest};
 
 use crate::directory::valid_name;
@@ -108,7 +107,7 @@ pub const fn chunk_count(sealed: usize) -> usize {
 pub enum SecureError {
     #[error("a key is {KEY_LEN} bytes, not {0}")]
     KeyLength(usize),
-    #[error("a key's text form is {KEY_LEN} bytes in padded base64 (44 characters)")]
+    #[error("a key's text form is exactly {} lowercase hex digits", 2 * KEY_LEN)]
     KeyText,
     #[error("I did not understand the message {0}")]
     Unknown(String),
@@ -153,22 +152,39 @@ impl PublicKey {
         &self.0
     }
 
-    /// The text form published through the directory: standard padded
-    /// base64, 44 characters, no spaces (a valid frame argument).
+    /// The text form, as the directory publishes it and the key file
+    /// keeps it: exactly 64 lowercase hex digits (a valid frame argument).
     pub fn to_text(&self) -> String {
-        base64::engine::general_purpose::STANDARD.encode(self.0)
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut s = String::with_capacity(2 * KEY_LEN);
+        for b in self.0 {
+            s.push(char::from(DIGITS[usize::from(b >> 4)]));
+            s.push(char::from(DIGITS[usize::from(b & 15)]));
+        }
+        s
     }
 
-    /// Reads the text form; only the canonical encoding is accepted, so one
-    /// key has exactly one text (pins compare as strings too).
+    /// Reads the text form. Anything else (upper case, a `0x` prefix, 63
+    /// or 65 digits) is refused, so that one key has exactly one text and
+    /// pins compare as strings too.
     pub fn from_text(text: &str) -> Result<PublicKey, SecureError> {
-        if text.len() != 44 {
+        let digit = |b: u8| match b {
+            b'0'..=b'9' => Some(b - b'0'),
+            b'a'..=b'f' => Some(b - b'a' + 10),
+            _ => None,
+        };
+        let raw = text.as_bytes();
+        if raw.len() != 2 * KEY_LEN {
             return Err(SecureError::KeyText);
         }
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(text)
-            .map_err(|_| SecureError::KeyText)?;
-        PublicKey::from_bytes(&bytes).map_err(|_| SecureError::KeyText)
+        let mut out = [0u8; KEY_LEN];
+        for (o, pair) in out.iter_mut().zip(raw.chunks_exact(2)) {
+            match (digit(pair[0]), digit(pair[1])) {
+                (Some(h), Some(l)) => *o = (h << 4) | l,
+                _ => return Err(SecureError::KeyText),
+            }
+        }
+        Ok(PublicKey(out))
     }
 
     /// The fingerprint people compare to verify this key.
@@ -588,17 +604,16 @@ mod tests {
 
     #[test]
     fn key_text_round_trips_and_is_canonical() {
-        let key = PublicKey([7; KEY_LEN]);
+        let key = PublicKey([0xa7; KEY_LEN]);
         let text = key.to_text();
-        assert_eq!(text.len(), 44);
-        assert!(!text.contains(' '));
+        assert_eq!(text, "a7".repeat(KEY_LEN));
         assert_eq!(PublicKey::from_text(&text), Ok(key));
-        // Wrong length, non-base64, and a non-canonical last character.
-        assert!(PublicKey::from_text(&text[..43]).is_err());
-        assert!(PublicKey::from_text(&"*".repeat(44)).is_err());
-        let mut sloppy = text.clone().into_bytes();
-        sloppy[42] = if sloppy[42] == b'D' { b'E' } else { b'D' };
-        assert!(PublicKey::from_text(std::str::from_utf8(&sloppy).unwrap()).is_err());
+        // Wrong length, upper case, a prefix, non-hex.
+        assert!(PublicKey::from_text(&text[..63]).is_err());
+        assert!(PublicKey::from_text(&format!("{text}0")).is_err());
+        assert!(PublicKey::from_text(&text.to_uppercase()).is_err());
+        assert!(PublicKey::from_text(&format!("0x{}", &text[2..])).is_err());
+        assert!(PublicKey::from_text(&"g".repeat(64)).is_err());
     }
 
     #[test]

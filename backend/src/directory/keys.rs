@@ -52,7 +52,7 @@ impl Keys {
             .into_iter()
             .map(|(name, key)| KeyEntry {
                 name,
-                key: PublicKey::from_bytes(key),
+                key: PublicKey(key),
             })
             .collect())
     }

@@ -12,8 +12,8 @@
 //!
 //! ```text
 //! roundtable-identity v1
-//! private <base64 of 32 bytes>
-//! public <base64 of 32 bytes>
+//! private <64 lowercase hex digits>
+//! public <64 lowercase hex digits, as the directory publishes it>
 //! ```
 //!
 //! The public line is redundant on purpose: on load it must equal the key
@@ -25,7 +25,6 @@ use std::io::{Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use base64::Engine as _;
 use roundtable_shared::secure::{Fingerprint, PublicKey, KEY_LEN, NOISE_PARAMS};
 use snow::params::{DHChoice, NoiseParams};
 use snow::resolvers::{CryptoResolver, DefaultResolver};
@@ -184,10 +183,22 @@ impl Identity {
         }
         let field = |line: Option<&str>, label: &str| -> Option<Zeroizing<Vec<u8>>> {
             let value = line?.strip_prefix(label)?.strip_prefix(' ')?;
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(value)
-                .ok()?;
-            (bytes.len() == KEY_LEN).then(|| Zeroizing::new(bytes))
+            // The same strict text as a public key's: 64 lowercase hex
+            // digits, decoded straight into a buffer that is wiped.
+            let digit = |b: u8| match b {
+                b'0'..=b'9' => Some(b - b'0'),
+                b'a'..=b'f' => Some(b - b'a' + 10),
+                _ => None,
+            };
+            let raw = value.as_bytes();
+            if raw.len() != 2 * KEY_LEN {
+                return None;
+            }
+            let mut bytes = Zeroizing::new(vec![0u8; KEY_LEN]);
+            for (o, pair) in bytes.iter_mut().zip(raw.chunks_exact(2)) {
+                *o = (digit(pair[0])? << 4) | digit(pair[1])?;
+            }
+            Some(bytes)
         };
         let private = field(lines.next(), "private").ok_or_else(|| format("bad private line"))?;
         let public = field(lines.next(), "public").ok_or_else(|| format("bad public line"))?;
@@ -224,7 +235,11 @@ impl Identity {
         let mut contents = Zeroizing::new(String::with_capacity(MAX_FILE as usize));
         contents.push_str(MAGIC);
         contents.push_str("\nprivate ");
-        base64::engine::general_purpose::STANDARD.encode_string(&self.private[..], &mut contents);
+        for b in self.private.iter() {
+            const DIGITS: &[u8; 16] = b"0123456789abcdef";
+            contents.push(char::from(DIGITS[usize::from(b >> 4)]));
+            contents.push(char::from(DIGITS[usize::from(b & 15)]));
+        }
         contents.push_str("\npublic ");
         contents.push_str(&self.public.to_text());
         contents.push('\n');
@@ -385,8 +400,6 @@ mod tests {
     fn debug_output_never_shows_the_private_key() {
         let id = Identity::generate().unwrap();
         let shown = format!("{id:?} {id:#?}");
-        let private_b64 = base64::engine::general_purpose::STANDARD.encode(&id.private_key()[..]);
-        assert!(!shown.contains(&private_b64));
         for window in id.private_key().windows(4) {
             let hex: String = window.iter().map(|b| format!("{b:02x}")).collect();
             assert!(!shown.contains(&hex));
