@@ -1142,6 +1142,8 @@ fn start_client(
             chat_port: 4242,
             query_interval: Duration::from_millis(50),
             max_backoff: Duration::from_millis(500),
+            // The scripted directory speaks only the classic commands.
+            key: None,
         },
         peers.clone(),
         events,

@@ -444,6 +444,8 @@ mod tests {
             directory: "127.0.0.1:2".into(),
             directory_state: LinkState::Connected,
             version: "0".into(),
+            fingerprint: "0000 0000 0000 0000 0000 0000 0000 0000".into(),
+            key_at_directory: Default::default(),
         }
     }
 
@@ -454,6 +456,7 @@ mod tests {
             port: None,
             online,
             last_seen: Some(5),
+            fingerprint: None,
         }
     }
 

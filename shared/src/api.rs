@@ -76,6 +76,11 @@ pub struct PeerInfo {
     pub online: bool,
     /// Last time the directory listed it, Unix ms.
     pub last_seen: Option<i64>,
+    /// The fingerprint of the identity key the directory has pinned for
+    /// it (`None`: it published none, e.g. a classic eurechat client).
+    /// What the directory says, not yet proven by a handshake.
+    #[serde(default)]
+    pub fingerprint: Option<String>,
 }
 
 /// Which way a message went.
@@ -157,6 +162,28 @@ pub struct Me {
     pub directory: String,
     pub directory_state: LinkState,
     pub version: String,
+    /// The fingerprint of this node's identity key (eight groups of four
+    /// hex digits), for people to compare out of band.
+    #[serde(default)]
+    pub fingerprint: String,
+    /// Whether the directory pinned this node's key.
+    #[serde(default)]
+    pub key_at_directory: KeyAtDirectory,
+}
+
+/// What the directory said when this node published its identity key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyAtDirectory {
+    /// Not published yet (no session with the directory so far).
+    #[default]
+    Unknown,
+    /// Pinned: the directory gives this key to whoever asks for us.
+    Pinned,
+    /// The directory has another key pinned for this name: someone else
+    /// published one first, or this node lost its key file. The operator's
+    /// `roundtable directory reset-key NAME` clears it.
+    Conflict,
 }
 
 /// Longest chat text accepted, in bytes.

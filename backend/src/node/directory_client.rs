@@ -19,7 +19,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use roundtable_shared::api::{Event, LinkState};
+use roundtable_shared::api::{Event, KeyAtDirectory, LinkState};
 use roundtable_shared::directory::{
     valid_name, Entry, KeyEntry, PublicKey, Reply, Request, MAX_KEYQUERY_NAMES,
 };
@@ -53,6 +53,22 @@ pub struct DirectoryClientConfig {
     pub chat_port: u16,
     pub query_interval: Duration,
     pub max_backoff: Duration,
+    /// Our identity key, published with `KEY` after each login (`None`:
+    /// publish nothing, as a classic client).
+    pub key: Option<PublicKey>,
+}
+
+/// How long before asking the directory again for a peer that had no key.
+const KEY_RETRY: Duration = Duration::from_secs(60);
+
+/// What the client keeps about keys across its sessions.
+struct KeyWork {
+    state: watch::Sender<KeyAtDirectory>,
+    /// No key commands: we have no key, or the directory does not know
+    /// `KEY` (a classic one closed the session on it).
+    unsupported: bool,
+    /// When we last asked for each peer's key.
+    asked: HashMap<String, Instant>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -99,11 +115,17 @@ pub enum KeyOutcome {
 #[derive(Debug, Clone)]
 pub struct DirectoryLink {
     pub state: watch::Receiver<LinkState>,
+    /// What the directory did with our identity key.
+    pub key: watch::Receiver<KeyAtDirectory>,
 }
 
 impl DirectoryLink {
     pub fn current(&self) -> LinkState {
         *self.state.borrow()
+    }
+
+    pub fn key_at_directory(&self) -> KeyAtDirectory {
+        *self.key.borrow()
     }
 }
 
@@ -116,8 +138,18 @@ pub fn spawn(
     tracker: &tokio_util::task::TaskTracker,
 ) -> DirectoryLink {
     let (tx, rx) = watch::channel(LinkState::Connecting);
-    let link = DirectoryLink { state: rx };
-    tracker.spawn(run(cfg, peers, events, tx, shutdown));
+    let (key_tx, key_rx) = watch::channel(KeyAtDirectory::Unknown);
+    let link = DirectoryLink {
+        state: rx,
+        key: key_rx,
+    };
+    let keys = KeyWork {
+        state: key_tx,
+        // Without a key of our own we speak only the classic commands.
+        unsupported: cfg.key.is_none(),
+        asked: HashMap::new(),
+    };
+    tracker.spawn(run(cfg, peers, events, tx, keys, shutdown));
     link
 }
 
@@ -133,6 +165,7 @@ async fn run(
     peers: Peers,
     events: Events,
     state: watch::Sender<LinkState>,
+    mut keys: KeyWork,
     shutdown: CancellationToken,
 ) {
     let mut backoff = Duration::from_millis(250);
@@ -145,6 +178,7 @@ async fn run(
             &peers,
             &events,
             &state,
+            &mut keys,
             &shutdown,
             &mut degraded_until,
         )
@@ -373,11 +407,60 @@ async fn query_each(
     Ok((listed, answered))
 }
 
+impl KeyWork {
+    /// A key command's outcome; a directory that closed the session on it
+    /// does not know key commands: we stop sending them, and reconnect.
+    fn check<T>(&mut self, r: Result<T, KeyError>) -> Result<T, SessionError> {
+        if let Err(KeyError::Closed { reason, .. }) = &r {
+            tracing::warn!(%reason, "the directory does not take identity keys; carrying on without them");
+            self.unsupported = true;
+        }
+        Ok(r?)
+    }
+
+    /// Asks for the keys of up to one `KEYQUERY`'s worth of peers whose
+    /// key we do not know yet (each at most once per [`KEY_RETRY`]).
+    async fn look_up(
+        &mut self,
+        conn: &mut Connection<TcpStream>,
+        peers: &Peers,
+    ) -> Result<(), SessionError> {
+        if self.unsupported {
+            return Ok(());
+        }
+        let now = Instant::now();
+        if self.asked.len() > 10_000 {
+            self.asked.retain(|_, t| now.duration_since(*t) < KEY_RETRY);
+        }
+        let wanted: Vec<String> = peers
+            .without_fingerprint()
+            .into_iter()
+            .filter(|n| {
+                self.asked
+                    .get(n)
+                    .is_none_or(|t| now.duration_since(*t) >= KEY_RETRY)
+            })
+            .take(MAX_KEYQUERY_NAMES)
+            .collect();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        for n in &wanted {
+            self.asked.insert(n.clone(), now);
+        }
+        let found = lookup_keys(conn, &wanted).await;
+        let found = self.check(found)?;
+        peers.set_keys(&found);
+        Ok(())
+    }
+}
+
 async fn session(
     cfg: &DirectoryClientConfig,
     peers: &Peers,
     events: &Events,
     state: &watch::Sender<LinkState>,
+    keys: &mut KeyWork,
     shutdown: &CancellationToken,
     degraded_until: &mut Option<Instant>,
 ) -> Result<(), SessionError> {
@@ -410,6 +493,20 @@ async fn session(
     ack(&mut conn, "BIND", bind.clone()).await?;
     tracing::info!(server = %cfg.server, name = %cfg.name, "bound at the directory");
     set(state, events, LinkState::Connected);
+    if let Some(key) = cfg.key.filter(|_| !keys.unsupported) {
+        let outcome = publish_key(&mut conn, key).await;
+        let status = match keys.check(outcome)? {
+            KeyOutcome::Accepted => {
+                tracing::info!(fingerprint = %key.fingerprint(), "identity key pinned at the directory");
+                KeyAtDirectory::Pinned
+            }
+            KeyOutcome::Refused(reason) => {
+                tracing::warn!(%reason, "the directory has another identity key pinned for us; peers that trust it will refuse us until the operator runs `roundtable directory reset-key NAME`");
+                KeyAtDirectory::Conflict
+            }
+        };
+        keys.state.send_replace(status);
+    }
     loop {
         if degraded_until.is_some_and(|t| Instant::now() >= t) {
             *degraded_until = None;
@@ -440,6 +537,7 @@ async fn session(
         let registered = match listed {
             Some(entries) => {
                 peers.apply_directory(&entries);
+                keys.look_up(&mut conn, peers).await?;
                 is_me(&entries)
             }
             None => {

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::events::Events;
+use crate::overlay::identity::Identity;
 use crate::store::chat::ChatStore;
 use crate::web::{self, NodeApi, WebConfig};
 use chat::{Chat, ChatConfig};
@@ -86,6 +87,8 @@ pub struct Node {
     pub events: Events,
     pub directory: DirectoryLink,
     pub trainings: crate::notify::Trainings,
+    /// Our identity key's fingerprint.
+    pub fingerprint: String,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 }
@@ -108,6 +111,10 @@ impl Node {
         }
         std::fs::create_dir_all(&cfg.data)
             .with_context(|| format!("creating {}", cfg.data.display()))?;
+        // Made on first start; a key file others can read stops the node.
+        let identity = Identity::load_or_create(&cfg.data)?;
+        let fingerprint = identity.fingerprint().to_string();
+        tracing::info!(%fingerprint, "identity key");
         let store = ChatStore::open(&cfg.data.join("chat.db"))?;
         let chat_listener = TcpListener::bind(cfg.chat_listen)
             .await
@@ -174,6 +181,7 @@ impl Node {
                 chat_port: chat_addr.port(),
                 query_interval: cfg.query_interval,
                 max_backoff: Duration::from_secs(10),
+                key: Some(*identity.public_key()),
             },
             peers.clone(),
             events.clone(),
@@ -196,6 +204,7 @@ impl Node {
             events: events.clone(),
             directory: directory.clone(),
             trainings: trainings.clone(),
+            fingerprint: fingerprint.clone(),
         };
         let web_cfg = WebConfig {
             dist: cfg.dist.clone(),
@@ -219,6 +228,7 @@ impl Node {
             events,
             directory,
             trainings,
+            fingerprint,
             shutdown,
             tracker,
         })

@@ -6,12 +6,13 @@
 //! is forgotten ([`Event::PeerGone`]), so that `/api/peers` does not keep
 //! everyone who was ever registered (the audit's 270 bogus registrations).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use roundtable_shared::api::{Event, PeerInfo};
 use roundtable_shared::directory::Entry;
+use roundtable_shared::secure::PublicKey;
 use tokio::sync::Notify;
 
 use crate::events::Events;
@@ -107,6 +108,7 @@ impl Peers {
                     port: None,
                     online: false,
                     last_seen: None,
+                    fingerprint: None,
                 });
                 let moved = e.address.as_deref() != Some(address) || e.port != Some(*port);
                 let was_online = e.online;
@@ -152,6 +154,37 @@ impl Peers {
         self.read().peers.keys().cloned().collect()
     }
 
+    /// Online peers whose identity key the directory has not given us.
+    pub fn without_fingerprint(&self) -> Vec<String> {
+        self.read()
+            .peers
+            .values()
+            .filter(|p| p.online && p.fingerprint.is_none())
+            .map(|p| p.name.clone())
+            .collect()
+    }
+
+    /// Records the identity keys the directory gave for peers (as their
+    /// fingerprints) and publishes the peers that changed.
+    pub fn set_keys(&self, keys: &HashMap<String, PublicKey>) {
+        let mut changed = Vec::new();
+        {
+            let mut t = self.write();
+            for (name, key) in keys {
+                if let Some(p) = t.peers.get_mut(name) {
+                    let fp = Some(key.fingerprint().to_string());
+                    if p.fingerprint != fp {
+                        p.fingerprint = fp;
+                        changed.push(p.clone());
+                    }
+                }
+            }
+        }
+        for peer in changed {
+            self.events.publish(Event::Peer { peer });
+        }
+    }
+
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Table> {
         self.table.read().unwrap_or_else(|p| p.into_inner())
     }
@@ -181,6 +214,7 @@ impl Peers {
                     port: None,
                     online: false,
                     last_seen: None,
+                    fingerprint: None,
                 };
                 t.peers.insert(name.to_owned(), p.clone());
                 Some(p)

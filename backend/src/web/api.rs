@@ -29,6 +29,8 @@ pub async fn me(State(n): State<NodeApi>) -> Json<Me> {
         directory: n.directory_addr.clone(),
         directory_state: n.directory.current(),
         version: roundtable_shared::VERSION.into(),
+        fingerprint: n.fingerprint.clone(),
+        key_at_directory: n.directory.key_at_directory(),
     })
 }
 

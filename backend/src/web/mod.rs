@@ -71,6 +71,8 @@ pub struct NodeApi {
     pub events: Events,
     pub directory: DirectoryLink,
     pub trainings: crate::notify::Trainings,
+    /// Our identity key's fingerprint.
+    pub fingerprint: String,
 }
 
 fn static_files(config: &WebConfig) -> ServeDir<ServeFile> {
