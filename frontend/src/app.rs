@@ -170,6 +170,8 @@ fn shell(props: &ShellProps) -> Html {
                 ws={store.ws}
                 directory_state={store.directory.filter(|_| store.ws == Some(WsState::Connected))}
                 version={props.version.clone()}
+                fingerprint={me.map(|m| AttrValue::from(m.fingerprint.clone())).filter(|f| !f.is_empty())}
+                key_at_directory={me.map(|m| m.key_at_directory)}
             />
             <nav class="tabs" aria-label="Sections">
                 <Link<Route> to={Route::Peers} classes={classes!("tab", (!on_trainings).then_some("active"))}>

@@ -219,6 +219,7 @@ impl State {
                 online: p.is_some_and(|p| p.online),
                 last_seen: p.and_then(|p| p.last_seen),
                 unread: self.unread(name),
+                fingerprint: p.and_then(|p| p.fingerprint.clone()),
             })
             .collect();
         rows.sort_by(|a, b| {
@@ -407,6 +408,8 @@ pub struct PeerRow {
     pub online: bool,
     pub last_seen: Option<i64>,
     pub unread: usize,
+    /// The fingerprint of the key the directory pinned for it, if any.
+    pub fingerprint: Option<String>,
 }
 
 impl yew::Reducible for State {

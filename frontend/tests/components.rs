@@ -10,7 +10,9 @@ use roundtable_frontend::components::{
     Composer, ComposerProps, Header, HeaderProps, MessageList, Timeline, TimelineProps,
 };
 use roundtable_frontend::state::{Action, Chat, PeerRow, State, WsState};
-use roundtable_shared::api::{ChatMessage, Direction, Event, LinkState, MessageState};
+use roundtable_shared::api::{
+    ChatMessage, Direction, Event, KeyAtDirectory, LinkState, MessageState,
+};
 use roundtable_shared::training::{
     Phase, PhaseRecord, Round, Run, RunStatus, Training, TrainingState,
 };
@@ -71,8 +73,15 @@ async fn header_shows_name_identity_and_connection() {
         ws: Some(WsState::Connected),
         directory_state: Some(LinkState::Connected),
         version: Some("1.2.3".into()),
+        fingerprint: Some("3f2a 9c01 0000 1111 2222 3333 4444 5555".into()),
+        key_at_directory: Some(KeyAtDirectory::Pinned),
     })
     .await;
+    assert_eq!(
+        text_of(&root, "#fingerprint").as_deref(),
+        Some("3f2a 9c01 0000 1111 2222 3333 4444 5555")
+    );
+    assert_eq!(count(&root, "#key-conflict"), 0);
     assert_eq!(text_of(&root, "h1").as_deref(), Some("Roundtable"));
     assert_eq!(text_of(&root, "#me").as_deref(), Some("alice"));
     assert_eq!(text_of(&root, "#conn").as_deref(), Some("connected"));
@@ -86,9 +95,13 @@ async fn header_shows_name_identity_and_connection() {
 
     let root = render::<Header>(HeaderProps {
         ws: Some(WsState::Offline),
+        key_at_directory: Some(KeyAtDirectory::Conflict),
         ..Default::default()
     })
     .await;
+    assert!(text_of(&root, "#key-conflict")
+        .unwrap()
+        .contains("key conflict"));
     let conn = root.query_selector("#conn").unwrap().unwrap();
     assert_eq!(conn.text_content().as_deref(), Some("offline"));
     assert!(conn.get_attribute("class").unwrap().contains("bad"));
@@ -114,6 +127,7 @@ async fn peer_list_shows_state_unread_and_links() {
             online: i % 2 == 0,
             last_seen: Some(1_000_000 - 120_000),
             unread: if i == 0 { 3 } else { 0 },
+            fingerprint: (i == 2).then(|| "abcd ef01 2345 6789 abcd ef01 2345 6789".into()),
         })
         .collect();
     let start = now();
@@ -137,6 +151,12 @@ async fn peer_list_shows_state_unread_and_links() {
         .unwrap()
         .get_attribute("href");
     assert_eq!(href.as_deref(), Some("/chat/p0001"));
+    // A peer with a pinned key shows the start of its fingerprint.
+    assert_eq!(
+        text_of(&root, "li[data-name=p0002] .peer-key").as_deref(),
+        Some("abcd ef01 …")
+    );
+    assert_eq!(count(&root, ".peer-key"), 1);
 }
 
 fn message(seq: i64, dir: Direction, state: MessageState) -> ChatMessage {

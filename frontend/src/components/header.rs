@@ -1,4 +1,4 @@
-use roundtable_shared::api::LinkState;
+use roundtable_shared::api::{KeyAtDirectory, LinkState};
 use yew::prelude::*;
 
 use crate::state::WsState;
@@ -23,6 +23,12 @@ pub struct HeaderProps {
     /// The node's version, once known.
     #[prop_or_default]
     pub version: Option<AttrValue>,
+    /// The node's identity key fingerprint, once known.
+    #[prop_or_default]
+    pub fingerprint: Option<AttrValue>,
+    /// What the directory did with that key.
+    #[prop_or_default]
+    pub key_at_directory: Option<KeyAtDirectory>,
 }
 
 fn link_label(s: LinkState) -> &'static str {
@@ -70,6 +76,17 @@ pub fn header(props: &HeaderProps) -> Html {
                 }
                 if let Some(dir) = &props.directory {
                     <span title="Directory">{ " · directory " }<code>{ dir }</code></span>
+                }
+                if let Some(fp) = &props.fingerprint {
+                    <span title="This node's identity key fingerprint: compare it with your peers out of band">
+                        { " · key " }<code id="fingerprint">{ fp }</code>
+                    </span>
+                }
+                if props.key_at_directory == Some(KeyAtDirectory::Conflict) {
+                    <span class="pill bad" id="key-conflict"
+                          title="The directory has another key pinned for this name; ask its operator to run `roundtable directory reset-key NAME`">
+                        { "key conflict at the directory" }
+                    </span>
                 }
                 if let Some(v) = &props.version {
                     <span class="pill" title="Version">{ "v" }<span id="version">{ v }</span></span>

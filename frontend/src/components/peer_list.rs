@@ -40,6 +40,12 @@ pub fn peer_list(props: &PeerListProps) -> Html {
                                   aria-hidden="true"></span>
                             <span class="peer-name">{ &r.name }</span>
                             <span class="peer-seen">{ seen }</span>
+                            if let Some(fp) = &r.fingerprint {
+                                <code class="peer-key" data-fingerprint={fp.clone()}
+                                      title={format!("Key fingerprint, as the directory pinned it: {fp} (not yet proven by a handshake)")}>
+                                    { fp.split(' ').take(2).collect::<Vec<_>>().join(" ") }{ " …" }
+                                </code>
+                            }
                             if r.unread > 0 {
                                 <span class="badge unread" aria-label={format!("{} unread", r.unread)}>
                                     { r.unread }
