@@ -44,7 +44,7 @@ pub const MAX_ADDRESS: usize = 253;
 pub const MAX_LINE: usize = 64 + 1 + MAX_ADDRESS + 1 + 5;
 
 /// Length of an X25519 public key in bytes.
-pub const KEY_LEN: usize = 32;
+pub use crate::secure::KEY_LEN;
 
 /// Most names one `KEYQUERY` may ask about (its header line stays well
 /// under the 4 KiB header limit: 32 × 65 bytes).

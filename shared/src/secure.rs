@@ -134,6 +134,39 @@ pub enum SecureError {
     Inner(&'static str),
 }
 
+/// Appends `bytes` to `out` as lowercase hex, two digits a byte. Writes
+/// into the caller's buffer so that secrets (the key file's private key)
+/// can be encoded into memory that is wiped.
+pub fn hex_encode_into(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+}
+
+/// Fills `out` from exactly `2 * out.len()` lowercase hex digits; false
+/// (and `out` unspecified) for anything else. The one spelling of a key's
+/// text, for public and private keys alike.
+pub fn hex_decode_into(text: &str, out: &mut [u8]) -> bool {
+    let digit = |b: u8| match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        _ => None,
+    };
+    let raw = text.as_bytes();
+    if raw.len() != 2 * out.len() {
+        return false;
+    }
+    for (o, pair) in out.iter_mut().zip(raw.chunks_exact(2)) {
+        match (digit(pair[0]), digit(pair[1])) {
+            (Some(h), Some(l)) => *o = (h << 4) | l,
+            _ => return false,
+        }
+    }
+    true
+}
+
 /// A node's long-term X25519 public key.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PublicKey(pub [u8; KEY_LEN]);
@@ -155,12 +188,8 @@ impl PublicKey {
     /// The text form, as the directory publishes it and the key file
     /// keeps it: exactly 64 lowercase hex digits (a valid frame argument).
     pub fn to_text(&self) -> String {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
         let mut s = String::with_capacity(2 * KEY_LEN);
-        for b in self.0 {
-            s.push(char::from(DIGITS[usize::from(b >> 4)]));
-            s.push(char::from(DIGITS[usize::from(b & 15)]));
-        }
+        hex_encode_into(&mut s, &self.0);
         s
     }
 
@@ -168,21 +197,9 @@ impl PublicKey {
     /// or 65 digits) is refused, so that one key has exactly one text and
     /// pins compare as strings too.
     pub fn from_text(text: &str) -> Result<PublicKey, SecureError> {
-        let digit = |b: u8| match b {
-            b'0'..=b'9' => Some(b - b'0'),
-            b'a'..=b'f' => Some(b - b'a' + 10),
-            _ => None,
-        };
-        let raw = text.as_bytes();
-        if raw.len() != 2 * KEY_LEN {
-            return Err(SecureError::KeyText);
-        }
         let mut out = [0u8; KEY_LEN];
-        for (o, pair) in out.iter_mut().zip(raw.chunks_exact(2)) {
-            match (digit(pair[0]), digit(pair[1])) {
-                (Some(h), Some(l)) => *o = (h << 4) | l,
-                _ => return Err(SecureError::KeyText),
-            }
+        if !hex_decode_into(text, &mut out) {
+            return Err(SecureError::KeyText);
         }
         Ok(PublicKey(out))
     }

@@ -25,7 +25,9 @@ use std::io::{Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use roundtable_shared::secure::{Fingerprint, PublicKey, KEY_LEN, NOISE_PARAMS};
+use roundtable_shared::secure::{
+    hex_decode_into, hex_encode_into, Fingerprint, PublicKey, KEY_LEN, NOISE_PARAMS,
+};
 use snow::params::{DHChoice, NoiseParams};
 use snow::resolvers::{CryptoResolver, DefaultResolver};
 use zeroize::Zeroizing;
@@ -183,22 +185,10 @@ impl Identity {
         }
         let field = |line: Option<&str>, label: &str| -> Option<Zeroizing<Vec<u8>>> {
             let value = line?.strip_prefix(label)?.strip_prefix(' ')?;
-            // The same strict text as a public key's: 64 lowercase hex
-            // digits, decoded straight into a buffer that is wiped.
-            let digit = |b: u8| match b {
-                b'0'..=b'9' => Some(b - b'0'),
-                b'a'..=b'f' => Some(b - b'a' + 10),
-                _ => None,
-            };
-            let raw = value.as_bytes();
-            if raw.len() != 2 * KEY_LEN {
-                return None;
-            }
+            // The same strict text as a public key's, decoded straight
+            // into a buffer that is wiped.
             let mut bytes = Zeroizing::new(vec![0u8; KEY_LEN]);
-            for (o, pair) in bytes.iter_mut().zip(raw.chunks_exact(2)) {
-                *o = (digit(pair[0])? << 4) | digit(pair[1])?;
-            }
-            Some(bytes)
+            hex_decode_into(value, &mut bytes).then_some(bytes)
         };
         let private = field(lines.next(), "private").ok_or_else(|| format("bad private line"))?;
         let public = field(lines.next(), "public").ok_or_else(|| format("bad public line"))?;
@@ -235,11 +225,7 @@ impl Identity {
         let mut contents = Zeroizing::new(String::with_capacity(MAX_FILE as usize));
         contents.push_str(MAGIC);
         contents.push_str("\nprivate ");
-        for b in self.private.iter() {
-            const DIGITS: &[u8; 16] = b"0123456789abcdef";
-            contents.push(char::from(DIGITS[usize::from(b >> 4)]));
-            contents.push(char::from(DIGITS[usize::from(b & 15)]));
-        }
+        hex_encode_into(&mut contents, &self.private[..]);
         contents.push_str("\npublic ");
         contents.push_str(&self.public.to_text());
         contents.push('\n');
