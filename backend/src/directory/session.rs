@@ -142,18 +142,34 @@ async fn send<S: AsyncRead + AsyncWrite + Unpin>(
 /// connection (the port test), so a session must not turn it into a
 /// scanner. For the key commands: each is a store call.
 struct Budget {
+    /// What it counts, for the client's error ("BIND", "key").
+    what: &'static str,
     per_minute: u32,
     tokens: f64,
     last: Instant,
 }
 
 impl Budget {
-    fn new(per_minute: u32) -> Self {
+    fn new(what: &'static str, per_minute: u32) -> Self {
         Budget {
+            what,
             per_minute,
             tokens: f64::from(per_minute),
             last: Instant::now(),
         }
+    }
+
+    /// Takes one token, or ends the session: `ERR too many <what>
+    /// requests` and close.
+    fn spend(&mut self, name: &str, peer: SocketAddr) -> Result<(), End> {
+        if self.take() {
+            return Ok(());
+        }
+        tracing::warn!(user = %name, %peer, what = self.what, "request rate exceeded");
+        Err(End::Err(format!(
+            "too many {} requests: at most {} per minute",
+            self.what, self.per_minute
+        )))
     }
 
     fn take(&mut self) -> bool {
@@ -215,17 +231,6 @@ async fn port_test_host(
     }
 }
 
-/// Takes one token for a key command, or ends the session like a BIND flood.
-fn spend(budget: &mut Budget, per_minute: u32, name: &str, peer: SocketAddr) -> Result<(), End> {
-    if budget.take() {
-        return Ok(());
-    }
-    tracing::warn!(user = %name, %peer, "key request rate exceeded");
-    Err(End::Err(format!(
-        "too many key requests: at most {per_minute} per minute"
-    )))
-}
-
 async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Connection<S>,
     peer: SocketAddr,
@@ -275,20 +280,14 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     send(conn, shared, Reply::authenticated().to_frame()).await?;
 
     // 3. BIND / QUERY / LEAVE, until the client goes away.
-    let mut binds = Budget::new(cfg.max_binds_per_minute);
-    let mut key_updates = Budget::new(cfg.max_key_updates_per_minute);
-    let mut key_queries = Budget::new(cfg.max_key_queries_per_minute);
+    let mut binds = Budget::new("BIND", cfg.max_binds_per_minute);
+    let mut key_updates = Budget::new("key", cfg.max_key_updates_per_minute);
+    let mut key_queries = Budget::new("key", cfg.max_key_queries_per_minute);
     loop {
         let f = next(conn, cfg.idle_timeout).await?;
         let reply = match Request::parse(&f) {
             Ok(Request::Bind { address, port }) => {
-                if !binds.take() {
-                    tracing::warn!(user = %name, %peer, "BIND rate exceeded");
-                    return Err(End::Err(format!(
-                        "too many BIND requests: at most {} per minute",
-                        cfg.max_binds_per_minute
-                    )));
-                }
+                binds.spend(&name, peer)?;
                 let host = port_test_host(
                     &address,
                     peer.ip(),
@@ -334,12 +333,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 Reply::deregistered().to_frame()
             }
             Ok(Request::Key { key }) => {
-                spend(
-                    &mut key_updates,
-                    cfg.max_key_updates_per_minute,
-                    &name,
-                    peer,
-                )?;
+                key_updates.spend(&name, peer)?;
                 match shared.keys.publish(&name, key).await {
                     Ok(Pin::Pinned) => {
                         tracing::info!(user = %name, %key, "identity key pinned");
@@ -360,12 +354,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 }
             }
             Ok(Request::Rekey { old, new }) => {
-                spend(
-                    &mut key_updates,
-                    cfg.max_key_updates_per_minute,
-                    &name,
-                    peer,
-                )?;
+                key_updates.spend(&name, peer)?;
                 match shared.keys.replace(&name, old, new).await {
                     Ok(Replace::Replaced) => {
                         tracing::warn!(user = %name, %peer, %old, %new, "identity key replaced by its owner");
@@ -386,12 +375,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 }
             }
             Ok(Request::KeyQuery { names }) => {
-                spend(
-                    &mut key_queries,
-                    cfg.max_key_queries_per_minute,
-                    &name,
-                    peer,
-                )?;
+                key_queries.spend(&name, peer)?;
                 match shared.keys.lookup(names).await {
                     Ok(found) => Reply::KeyResult(found).to_frame(),
                     Err(e) => {
