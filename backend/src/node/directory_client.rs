@@ -13,15 +13,17 @@
 //!
 //! Identity keys (issue 13): [`publish_key`], [`replace_key`] and
 //! [`lookup_keys`] speak the directory's `KEY`/`REKEY`/`KEYQUERY` on a
-//! logged-in session (see `directory::session` for the bytes). They are
-//! not called from [`session`] yet: the node's identity wires them in.
+//! logged-in session (see `directory::session` for the bytes). Each
+//! session publishes our key after BIND and asks for the keys of peers we
+//! have none for; a directory that closes the session on `KEY` (a classic
+//! one) is used without key commands from then on.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use roundtable_shared::api::{Event, KeyAtDirectory, LinkState};
 use roundtable_shared::directory::{
-    valid_name, Entry, KeyEntry, PublicKey, Reply, Request, MAX_KEYQUERY_NAMES,
+    valid_name, Entry, KeyEntry, ProtocolError, PublicKey, Reply, Request, MAX_KEYQUERY_NAMES,
 };
 use roundtable_shared::frame::{FrameError, Limits};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -213,19 +215,26 @@ async fn run(
 async fn reply(
     conn: &mut Connection<TcpStream>,
     step: &'static str,
-) -> Result<Result<Reply, roundtable_shared::directory::ProtocolError>, SessionError> {
+) -> Result<Result<Reply, ProtocolError>, SessionError> {
+    match read_reply(conn, step).await? {
+        Ok(Reply::Err(reason)) => Err(SessionError::Refused { step, reason }),
+        r => Ok(r),
+    }
+}
+
+/// The next directory answer, `ERR` included; `Err(_)` inside when it
+/// arrived whole but does not decode (logged).
+async fn read_reply<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Connection<S>,
+    step: &'static str,
+) -> Result<Result<Reply, ProtocolError>, FramingError> {
     let f = conn
         .read_frame_within(REPLY_TIMEOUT)
         .await?
         .ok_or(FramingError::Truncated)?;
-    match Reply::parse(&f) {
-        Ok(Reply::Err(reason)) => Err(SessionError::Refused { step, reason }),
-        Ok(r) => Ok(Ok(r)),
-        Err(e) => {
-            tracing::debug!(step, frame = %f, %e, "undecodable directory answer");
-            Ok(Err(e))
-        }
-    }
+    Ok(Reply::parse(&f).inspect_err(|e| {
+        tracing::debug!(step, frame = %f, %e, "undecodable directory answer");
+    }))
 }
 
 /// A reply in a few words, for errors (a RESULT may be a megabyte).
@@ -247,11 +256,7 @@ async fn key_request<S: AsyncRead + AsyncWrite + Unpin>(
     req: Request,
 ) -> Result<Reply, KeyError> {
     conn.write_frame(&req.to_frame()).await?;
-    let f = conn
-        .read_frame_within(REPLY_TIMEOUT)
-        .await?
-        .ok_or(FramingError::Truncated)?;
-    match Reply::parse(&f) {
+    match read_reply(conn, step).await? {
         Ok(Reply::Err(reason)) => Err(KeyError::Closed { step, reason }),
         Ok(r) => Ok(r),
         Err(e) => Err(KeyError::Unexpected {
