@@ -29,6 +29,18 @@ struct Table {
     chatted: HashSet<String>,
 }
 
+/// A peer we know nothing about yet: offline, no address, no key.
+fn unknown(name: &str) -> PeerInfo {
+    PeerInfo {
+        name: name.to_owned(),
+        address: None,
+        port: None,
+        online: false,
+        last_seen: None,
+        fingerprint: None,
+    }
+}
+
 /// The peer table, fed by the directory client. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Peers {
@@ -102,14 +114,7 @@ impl Peers {
                     continue;
                 }
                 seen.insert(name.as_str());
-                let e = t.peers.entry(name.clone()).or_insert_with(|| PeerInfo {
-                    name: name.clone(),
-                    address: None,
-                    port: None,
-                    online: false,
-                    last_seen: None,
-                    fingerprint: None,
-                });
+                let e = t.peers.entry(name.clone()).or_insert_with(|| unknown(name));
                 let moved = e.address.as_deref() != Some(address) || e.port != Some(*port);
                 let was_online = e.online;
                 e.address = Some(address.clone());
@@ -208,14 +213,7 @@ impl Peers {
             if t.peers.contains_key(name) {
                 None
             } else {
-                let p = PeerInfo {
-                    name: name.to_owned(),
-                    address: None,
-                    port: None,
-                    online: false,
-                    last_seen: None,
-                    fingerprint: None,
-                };
+                let p = unknown(name);
                 t.peers.insert(name.to_owned(), p.clone());
                 Some(p)
             }
