@@ -98,6 +98,39 @@ impl Drop for Admission {
     }
 }
 
+/// How often at most a listener logs a refused connection at `warn`.
+pub const REFUSAL_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Logs a listener's refused connections: the first in each
+/// [`REFUSAL_LOG_INTERVAL`] at `warn`, the rest at `debug`, so that a flood
+/// of connections (the attack the caps are for) does not become a flood of
+/// log lines.
+#[derive(Debug, Default)]
+pub struct RefusalLog {
+    last_warn: Option<std::time::Instant>,
+}
+
+impl RefusalLog {
+    /// Notes that `listener` refused `peer` because of `why`.
+    pub fn refused(
+        &mut self,
+        listener: &str,
+        peer: std::net::SocketAddr,
+        why: &dyn std::fmt::Display,
+    ) {
+        let now = std::time::Instant::now();
+        if self
+            .last_warn
+            .is_none_or(|t| now.duration_since(t) >= REFUSAL_LOG_INTERVAL)
+        {
+            self.last_warn = Some(now);
+            tracing::warn!(listener, %peer, "{why}: connection refused (further refusals logged at debug for {REFUSAL_LOG_INTERVAL:?})");
+        } else {
+            tracing::debug!(listener, %peer, "{why}: connection refused");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

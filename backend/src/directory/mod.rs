@@ -21,7 +21,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::caps::{Caps, Refused};
+use crate::caps::{Caps, RefusalLog, Refused};
 use crate::framing::Connection;
 use crate::store::directory::DirectoryStore;
 use accounts::{Accounts, HashCost, ThrottlePolicy};
@@ -170,6 +170,7 @@ pub async fn serve(
         shared.config.max_connections_per_source,
     );
     let grace = shared.config.write_timeout.min(Duration::from_secs(1));
+    let mut refusals = RefusalLog::default();
     let limits = Limits {
         max_payload: shared.config.max_payload,
         ..Limits::default()
@@ -194,19 +195,13 @@ pub async fn serve(
         let conn = Connection::new(stream, limits);
         let admission = match caps.admit(peer.ip()) {
             Ok(a) => a,
-            Err(Refused::PerSource) => {
-                tracing::debug!(%peer, "per-source connection cap reached, refusing");
-                refuse(
-                    &tracker,
-                    conn,
-                    "too many connections from your address",
-                    grace,
-                );
-                continue;
-            }
-            Err(Refused::Total) => {
-                tracing::warn!(%peer, "connection cap reached, refusing");
-                refuse(&tracker, conn, "server busy", grace);
+            Err(why) => {
+                refusals.refused("directory", peer, &why);
+                let reason = match why {
+                    Refused::PerSource => "too many connections from your address",
+                    Refused::Total => "server busy",
+                };
+                refuse(&tracker, conn, reason, grace);
                 continue;
             }
         };

@@ -44,7 +44,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::peers::Peers;
-use crate::caps::Caps;
+use crate::caps::{Caps, RefusalLog};
 use crate::directory::accounts::valid_name;
 use crate::events::Events;
 use crate::framing::{Connection, FramingError};
@@ -544,6 +544,7 @@ impl Chat {
 
     /// Serves the chat port until shutdown.
     pub async fn serve(self, listener: TcpListener) {
+        let mut refusals = RefusalLog::default();
         loop {
             let (stream, peer) = tokio::select! {
                 _ = self.inner.shutdown.cancelled() => return,
@@ -559,7 +560,7 @@ impl Chat {
             let admission = match self.inner.inbound.admit(peer.ip()) {
                 Ok(a) => a,
                 Err(why) => {
-                    tracing::warn!(%peer, "chat connection refused: {why}");
+                    refusals.refused("chat", peer, &why);
                     continue;
                 }
             };

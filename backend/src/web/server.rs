@@ -25,7 +25,7 @@ use std::io;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::ConnectInfo;
 use axum::Router;
@@ -37,7 +37,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-use crate::caps::{Admission, Caps, Refused};
+use crate::caps::{Admission, Caps, RefusalLog, Refused};
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 use tower_http::timeout::RequestBodyTimeoutLayer;
@@ -165,9 +165,6 @@ impl AsyncWrite for Counted {
 /// Shortest and longest pause after a failed `accept`.
 const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(1));
 
-/// How often at most a refused source is logged at `warn`.
-const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
-
 /// Serves `app` on `listener` with `limits` until `shutdown`, then lets the
 /// requests in progress finish. `what` names the listener in logs.
 pub async fn serve(
@@ -185,7 +182,7 @@ pub async fn serve(
         .keep_alive(true);
     let connections = TaskTracker::new();
     let mut backoff = ACCEPT_BACKOFF.0;
-    let mut last_refusal_log: Option<Instant> = None;
+    let mut refusals = RefusalLog::default();
     loop {
         let (stream, peer) = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -220,13 +217,7 @@ pub async fn serve(
             Ok(s) => s,
             Err(why) => {
                 // Dropping the stream closes it at once.
-                let now = Instant::now();
-                if last_refusal_log.is_none_or(|t| now - t >= REFUSAL_LOG_INTERVAL) {
-                    last_refusal_log = Some(now);
-                    tracing::warn!(listener = what, %peer, "{why}: connection closed (further refusals logged at debug for {REFUSAL_LOG_INTERVAL:?})");
-                } else {
-                    tracing::debug!(listener = what, %peer, "{why}: connection closed");
-                }
+                refusals.refused(what, peer, &why);
                 continue;
             }
         };
