@@ -437,9 +437,6 @@ fn demo_train(args: DemoTrainArgs) -> Result<()> {
 }
 
 async fn run_node(args: NodeArgs) -> Result<()> {
-    if let Some(t) = &args.token {
-        roundtable::web::security::check_token(t)?;
-    }
     let password = if args.password_stdin {
         read_password()?
     } else {
