@@ -449,17 +449,16 @@ mod tests {
             version: "0".into(),
             fingerprint: "0000 0000 0000 0000 0000 0000 0000 0000".into(),
             key_at_directory: Default::default(),
+            relay_only: false,
+            require_secure: false,
         }
     }
 
     fn peer(name: &str, online: bool) -> PeerInfo {
         PeerInfo {
-            name: name.into(),
-            address: None,
-            port: None,
             online,
             last_seen: Some(5),
-            fingerprint: None,
+            ..PeerInfo::unknown(name)
         }
     }
 

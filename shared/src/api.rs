@@ -81,6 +81,121 @@ pub struct PeerInfo {
     /// What the directory says, not yet proven by a handshake.
     #[serde(default)]
     pub fingerprint: Option<String>,
+    /// What this node has proven about the peer's identity.
+    #[serde(default)]
+    pub trust: PeerTrust,
+    /// The fingerprint of the key this node pinned for the peer.
+    #[serde(default)]
+    pub pinned_fingerprint: Option<String>,
+    /// How the pin was made (`None`: no pin).
+    #[serde(default)]
+    pub pinned_by: Option<PinSource>,
+    /// With [`PeerTrust::KeyChanged`]: the fingerprint of the key the peer
+    /// (or the directory) now presents, which the user may accept with
+    /// `POST /api/peers/{name}/trust`.
+    #[serde(default)]
+    pub offered_fingerprint: Option<String>,
+    /// How our last successful exchange with it went (`None`: none yet).
+    #[serde(default)]
+    pub path: Option<PeerPath>,
+    /// Whether the directory relays to it (it holds a relay session now);
+    /// a peer with `--chat none` is online this way only.
+    #[serde(default)]
+    pub relay: bool,
+}
+
+impl PeerInfo {
+    /// A peer known by name only: offline, no address, no key, no pin.
+    pub fn unknown(name: &str) -> PeerInfo {
+        PeerInfo {
+            name: name.to_owned(),
+            address: None,
+            port: None,
+            online: false,
+            last_seen: None,
+            fingerprint: None,
+            trust: PeerTrust::Unknown,
+            pinned_fingerprint: None,
+            pinned_by: None,
+            offered_fingerprint: None,
+            path: None,
+            relay: false,
+        }
+    }
+}
+
+/// What a node has proven about a peer's identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PeerTrust {
+    /// No authenticated contact yet and no pin.
+    #[default]
+    Unknown,
+    /// A Roundtable node that proved the key this node pinned for it.
+    Verified,
+    /// A classic eurechat peer: it has no identity key, so what it sends
+    /// is only a claim.
+    Unverified,
+    /// It presented, or the directory now lists, a key other than the
+    /// pinned one: refused until the user accepts the new key.
+    KeyChanged,
+}
+
+/// How a peer's key came to be pinned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PinSource {
+    /// Trust on first use: the key of the first authenticated contact
+    /// (matching the directory's, when the directory had one).
+    FirstUse,
+    /// The user accepted it (dashboard or `roundtable node trust`).
+    Accepted,
+}
+
+/// How messages reach a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PeerPath {
+    /// A connection to its chat port.
+    Direct,
+    /// Sealed frames forwarded by the directory server.
+    Relayed,
+}
+
+/// `POST /api/peers/{name}/trust` body: accept the key the peer now
+/// presents. The fingerprint must be the one shown
+/// ([`PeerInfo::offered_fingerprint`]), so the user accepts exactly the key
+/// they saw (409 if it changed since).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrustKey {
+    pub fingerprint: String,
+}
+
+/// `GET /api/peers/check?timeout_ms=N`: one request sent to every online
+/// peer at once, and who answered within the deadline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeerCheck {
+    /// The deadline used, ms.
+    pub timeout_ms: u64,
+    /// One entry per peer asked, in name order.
+    pub results: Vec<PeerCheckResult>,
+}
+
+/// One peer's answer (or silence) to a check.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeerCheckResult {
+    pub name: String,
+    /// Whether it answered within the deadline.
+    pub answered: bool,
+    /// Round-trip time of the request, ms.
+    pub rtt_ms: Option<f64>,
+    /// The software it reported (`roundtable 0.x.y`).
+    pub version: Option<String>,
+    /// How the request went.
+    pub path: Option<PeerPath>,
+    /// Why it did not answer, in words (`no answer within 3000 ms`,
+    /// `classic eurechat peer: cannot answer requests`, ...).
+    pub error: Option<String>,
 }
 
 /// Which way a message went.
@@ -169,6 +284,14 @@ pub struct Me {
     /// Whether the directory pinned this node's key.
     #[serde(default)]
     pub key_at_directory: KeyAtDirectory,
+    /// Started with `--chat none`: no chat listener, reachable only
+    /// through the directory's relay (`chat` is then empty).
+    #[serde(default)]
+    pub relay_only: bool,
+    /// Started with `--require-secure`: plain connections (classic
+    /// eurechat peers, `nc`) are refused.
+    #[serde(default)]
+    pub require_secure: bool,
 }
 
 /// What the directory said when this node published its identity key.

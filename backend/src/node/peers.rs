@@ -31,14 +31,7 @@ struct Table {
 
 /// A peer we know nothing about yet: offline, no address, no key.
 fn unknown(name: &str) -> PeerInfo {
-    PeerInfo {
-        name: name.to_owned(),
-        address: None,
-        port: None,
-        online: false,
-        last_seen: None,
-        fingerprint: None,
-    }
+    PeerInfo::unknown(name)
 }
 
 /// The peer table, fed by the directory client. Cheap to clone.

@@ -31,6 +31,8 @@ pub async fn me(State(n): State<NodeApi>) -> Json<Me> {
         version: roundtable_shared::VERSION.into(),
         fingerprint: n.fingerprint.clone(),
         key_at_directory: n.directory.key_at_directory(),
+        relay_only: false,
+        require_secure: false,
     })
 }
 
