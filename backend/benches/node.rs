@@ -33,9 +33,16 @@ use roundtable::node::{Node, NodeConfig};
 use roundtable::store::directory::DirectoryStore;
 use roundtable_shared::api::{Direction, Event, MessageState};
 use roundtable_shared::frame::{Frame, Limits};
-use roundtable_shared::peer::PeerFrame;
+use roundtable_shared::peer::{Capabilities, PeerFrame};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
+
+/// The acknowledged extension without the secure channel: what a
+/// Roundtable node of before issue 13 spoke.
+const PLAIN: Capabilities = Capabilities {
+    roundtable: true,
+    secure: false,
+};
 
 fn text(i: usize) -> String {
     let mut t = format!("{i:>10} ");
@@ -52,14 +59,11 @@ async fn receive_path(bob: &Node, n: usize) -> f64 {
     let mut writer = Connection::new(tokio::io::join(tokio::io::empty(), w), Limits::default());
     let mut reader = Connection::new(tokio::io::join(r, tokio::io::sink()), Limits::default());
     writer
-        .write_frame(&PeerFrame::Ping { roundtable: true }.to_frame())
+        .write_frame(&PeerFrame::Ping { caps: PLAIN }.to_frame())
         .await
         .unwrap();
     let pong = reader.read_frame().await.unwrap().unwrap();
-    assert_eq!(
-        PeerFrame::parse(&pong),
-        Ok(PeerFrame::Pong { roundtable: true })
-    );
+    assert_eq!(PeerFrame::parse(&pong), Ok(PeerFrame::Pong { caps: PLAIN }));
     let started = Instant::now();
     let send = tokio::spawn(async move {
         let mut batch = Vec::with_capacity(512);

@@ -14,6 +14,7 @@ use roundtable::directory::{self, DirectoryConfig};
 use roundtable::node::chat::ChatConfig;
 use roundtable::node::{Node, NodeConfig};
 use roundtable::store::directory::DirectoryStore;
+use roundtable::store::pins::PinStore;
 use roundtable::web::Limits;
 use roundtable_shared::directory::PublicKey;
 use tokio::net::TcpListener;
@@ -34,8 +35,9 @@ struct Cli {
 enum Command {
     /// Run the eurechat directory server, or manage its accounts.
     Directory(DirectoryCmd),
-    /// Run a participant node: chat, FL notifications, dashboard.
-    Node(NodeArgs),
+    /// Run a participant node: chat, FL notifications, dashboard; or
+    /// manage its pinned peer keys.
+    Node(NodeCmd),
     /// Run a local demo: a directory, three nodes and a training driver.
     Demo(DemoArgs),
     /// The demo's stand-in for a local training script.
@@ -139,6 +141,32 @@ enum AccountAction {
 }
 
 #[derive(Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+struct NodeCmd {
+    #[command(subcommand)]
+    action: Option<NodeAction>,
+    #[command(flatten)]
+    serve: NodeArgs,
+}
+
+#[derive(Subcommand)]
+enum NodeAction {
+    /// Accept the new identity key a peer presents (after its key changed),
+    /// or show what is pinned for it. Works while the node runs.
+    Trust {
+        /// The peer's user name.
+        name: String,
+        /// The node's data folder.
+        #[arg(long)]
+        data: PathBuf,
+        /// Accept only if the new key has this fingerprint (as the peer
+        /// reads it out from its own dashboard).
+        #[arg(long)]
+        fingerprint: Option<String>,
+    },
+}
+
+#[derive(Args)]
 struct NodeArgs {
     /// Our user name at the directory.
     #[arg(long)]
@@ -178,6 +206,10 @@ struct NodeArgs {
     /// Read the directory password from standard input (else ROUNDTABLE_PASSWORD).
     #[arg(long)]
     password_stdin: bool,
+    /// Refuse classic eurechat peers and plain connections: chat only over
+    /// the authenticated, encrypted channel.
+    #[arg(long)]
+    require_secure: bool,
 }
 
 #[derive(Args)]
@@ -475,6 +507,7 @@ async fn run_node(args: NodeArgs) -> Result<()> {
         notify_limits,
         train_cmd,
         query_interval: Duration::from_secs(2),
+        require_secure: args.require_secure,
     };
     let node = Node::start(cfg).await?;
     println!("{} is up:", node.name);
@@ -485,6 +518,44 @@ async fn run_node(args: NodeArgs) -> Result<()> {
     }
     cancel_on_signal(node.shutdown_token());
     node.wait().await;
+    Ok(())
+}
+
+fn run_node_action(action: NodeAction) -> Result<()> {
+    match action {
+        NodeAction::Trust {
+            name,
+            data,
+            fingerprint,
+        } => {
+            let path = data.join("pins.db");
+            if !path.exists() {
+                bail!(
+                    "{} has no pinned keys (is --data the node's data folder?)",
+                    data.display()
+                );
+            }
+            let pins = PinStore::open(&path)?;
+            let Some(pin) = pins.get(&name)? else {
+                bail!("no key is pinned for {name}: its key is pinned at the first secure contact");
+            };
+            println!("{name}: pinned {}", pin.key.fingerprint());
+            let Some(offered) = pin.offered else {
+                println!("{name} presents the pinned key; nothing to accept");
+                return Ok(());
+            };
+            println!("{name}: now presents {}", offered.fingerprint());
+            let pin = pins.accept(
+                &name,
+                fingerprint.as_deref(),
+                roundtable::store::chat::now_ms(),
+            )?;
+            println!(
+                "accepted: {name} is pinned to {} (messages held for it are sent at the next connection)",
+                pin.key.fingerprint()
+            );
+        }
+    }
     Ok(())
 }
 
@@ -509,7 +580,10 @@ async fn main() -> Result<()> {
             Some(action) => run_accounts(action),
             None => run_directory(cmd.serve).await,
         },
-        Command::Node(args) => run_node(args).await,
+        Command::Node(cmd) => match cmd.action {
+            Some(action) => run_node_action(action),
+            None => run_node(cmd.serve).await,
+        },
         Command::Demo(args) => run_demo(args).await,
         Command::DemoTrain(args) => demo_train(args),
         Command::FlDrive(args) => roundtable::fl_drive::run(args).await,

@@ -24,15 +24,24 @@ async fn connect_from(from: &str, to: SocketAddr) -> std::io::Result<TcpStream> 
     s.connect(to).await
 }
 
-/// Finding 1: anyone who reaches a chat port can name any sender. Such a
-/// message is stored, served and shown as unverified, in both forms.
+/// Finding 1 (and issue 13): anyone who reaches a chat port can name any
+/// sender. A plain message naming a Roundtable node (one with a key) is
+/// refused and never shown as that node's; a plain message naming anyone
+/// else is stored, served and shown as unverified, in both forms; what
+/// bob really sends arrives over the secure channel, verified.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_claimed_sender_is_stored_and_served_as_unverified() {
+async fn a_claimed_sender_is_refused_or_unverified_and_the_real_one_verified() {
     let dir = Directory::start().await;
     let data = tempfile::tempdir().unwrap();
     let alice = node("alice", &dir, data.path()).await;
     let bob = node("bob", &dir, data.path()).await;
     sees_online(&alice, "bob").await;
+    eventually(
+        10,
+        "alice to learn bob's key from the directory",
+        || async { alice.peers.get("bob").and_then(|p| p.fingerprint) },
+    )
+    .await;
 
     let mut mallory = connect_from("127.0.0.2", alice.chat_addr).await.unwrap();
     mallory.write_all(b"PING 0 roundtable/1\n").await.unwrap();
@@ -41,27 +50,42 @@ async fn a_claimed_sender_is_stored_and_served_as_unverified() {
         .write_all(b"MSG 6 bob 0123abcd\nforgedMESSAGE 7 bob\nforged2")
         .await
         .unwrap();
-    exact(&mut mallory, "MSGACK 0 0123abcd\n").await;
-    alice.chat.send("bob", "mine").await.unwrap();
+    let refusal = "bob is a Roundtable node: its messages come over its secure channel only";
+    let err = format!("ERR {}\n{refusal}", refusal.len());
+    exact(&mut mallory, &format!("{err}{err}")).await;
+    // Someone without a key is a classic peer as far as anyone can tell.
+    mallory
+        .write_all(b"MSG 5 carol 4567cdef\nhello")
+        .await
+        .unwrap();
+    exact(&mut mallory, "MSGACK 0 4567cdef\n").await;
 
+    alice.chat.send("bob", "mine").await.unwrap();
+    bob.chat.send("alice", "really bob").await.unwrap();
     // Through the web API, as the dashboard reads it.
-    let page: Vec<ChatMessage> = eventually(10, "both forgeries stored", || async {
+    let page: Vec<ChatMessage> = eventually(10, "bob's real message", || async {
         let page: Vec<ChatMessage> =
             get_json(alice.http_addr, "/api/chats/bob/messages?limit=10").await;
-        (page.iter().filter(|m| m.direction == Direction::In).count() == 2).then_some(page)
+        page.iter()
+            .any(|m| m.direction == Direction::In)
+            .then_some(page)
     })
     .await;
-    for m in &page {
-        match m.direction {
-            Direction::In => assert!(!m.verified, "{:?} is shown as bob's", m.text),
-            Direction::Out => assert!(m.verified, "our own message is ours"),
-        }
-    }
+    let inbound: Vec<(&str, bool)> = page
+        .iter()
+        .filter(|m| m.direction == Direction::In)
+        .map(|m| (m.text.as_str(), m.verified))
+        .collect();
+    assert_eq!(inbound, [("really bob", true)], "no forgery shown as bob's");
+    let carol: Vec<ChatMessage> =
+        get_json(alice.http_addr, "/api/chats/carol/messages?limit=10").await;
+    assert_eq!(carol.len(), 1);
+    assert!(!carol[0].verified, "a claim is shown as a claim");
     // The raw JSON says so too (what other API clients see).
     let (_, body) = common::http(
         "GET",
         alice.http_addr,
-        "/api/chats/bob/messages?limit=10",
+        "/api/chats/carol/messages?limit=10",
         None,
     )
     .await;

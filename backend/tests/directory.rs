@@ -12,7 +12,9 @@ use roundtable::events::Events;
 use roundtable::framing::Connection;
 use roundtable::node::directory_client::{self, DirectoryClientConfig};
 use roundtable::node::peers::Peers;
+use roundtable::node::trust::Trust;
 use roundtable::store::directory::DirectoryStore;
+use roundtable::store::pins::PinStore;
 use roundtable_shared::directory::{Reply, Request};
 use roundtable_shared::frame::{decode, Decoded, Frame, Limits};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -1146,6 +1148,12 @@ fn start_client(
             key: None,
         },
         peers.clone(),
+        // Kept for the test process's life: the client checks keys against it.
+        Trust::load(
+            PinStore::open(&tempfile::tempdir().unwrap().keep().join("pins.db")).unwrap(),
+            peers.clone(),
+        )
+        .unwrap(),
         events,
         stop.clone(),
         &tracker,

@@ -355,7 +355,7 @@ async fn a_websocket_client_that_falls_behind_is_dropped() {
 async fn a_slow_acknowledgement_is_recorded_as_sent_then_delivered() {
     use roundtable::framing::Connection;
     use roundtable_shared::frame::Limits;
-    use roundtable_shared::peer::PeerFrame;
+    use roundtable_shared::peer::{Capabilities, PeerFrame};
 
     let dir = Directory::start().await;
     let data = tempfile::tempdir().unwrap();
@@ -372,8 +372,13 @@ async fn a_slow_acknowledgement_is_recorded_as_sent_then_delivered() {
                 let mut conn = Connection::new(s, Limits::default());
                 while let Ok(Some(f)) = conn.read_frame().await {
                     match PeerFrame::parse(&f) {
-                        Ok(PeerFrame::Ping { roundtable }) => {
-                            let pong = PeerFrame::Pong { roundtable }.to_frame();
+                        Ok(PeerFrame::Ping { .. }) => {
+                            // A Roundtable peer of before the secure channel.
+                            let caps = Capabilities {
+                                roundtable: true,
+                                secure: false,
+                            };
+                            let pong = PeerFrame::Pong { caps }.to_frame();
                             conn.write_frame(&pong).await.unwrap();
                         }
                         Ok(PeerFrame::Msg { id, .. }) => {

@@ -9,21 +9,79 @@
 //! roundtable/1`. Only then does the caller use `MSG <len> <sender> <id>`
 //! (a message with an id), answered by `MSGACK 0 <id>` once the receiver
 //! has stored it. Receivers drop duplicate ids, so retries are harmless.
+//!
+//! The secure overlay (issue 13) is a second capability,
+//! `roundtable-secure/1` ([`crate::secure::PROTOCOL`]): `PING 0
+//! roundtable/1 roundtable-secure/1`, answered with the capabilities both
+//! sides have. When both have it, the caller's next frame is the Noise
+//! handshake's first `HELLO` (see [`crate::secure`]) and every later frame
+//! on the connection is a `SEC` frame whose sealed plaintext is one frame
+//! of this module (`MSG`, `MSGACK`) or a request frame (`REQ`, `REP`), packed
+//! with [`crate::secure::pack`]. Only the
+//! capability exchange itself is ever in clear between Roundtable nodes.
 
 use crate::frame::Frame;
 
 /// The capability token of this extension.
 pub const CAPABILITY: &str = "roundtable/1";
 
+/// What a `PING` asks for and a `PONG` grants.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    /// `roundtable/1`: `MSG` with ids and `MSGACK`.
+    pub roundtable: bool,
+    /// `roundtable-secure/1`: the Noise channel.
+    pub secure: bool,
+}
+
+impl Capabilities {
+    /// A classic eurechat peer's: none.
+    pub const NONE: Capabilities = Capabilities {
+        roundtable: false,
+        secure: false,
+    };
+    /// Everything this build speaks.
+    pub const ALL: Capabilities = Capabilities {
+        roundtable: true,
+        secure: true,
+    };
+
+    /// What both `self` and `other` have.
+    pub fn and(self, other: Capabilities) -> Capabilities {
+        Capabilities {
+            roundtable: self.roundtable && other.roundtable,
+            secure: self.secure && other.secure,
+        }
+    }
+
+    fn parse(args: &[String]) -> Capabilities {
+        Capabilities {
+            roundtable: args.iter().any(|a| a == CAPABILITY),
+            secure: args.iter().any(|a| a == crate::secure::PROTOCOL),
+        }
+    }
+
+    fn args(self) -> Vec<String> {
+        let mut v = Vec::new();
+        if self.roundtable {
+            v.push(CAPABILITY.to_owned());
+        }
+        if self.secure {
+            v.push(crate::secure::PROTOCOL.to_owned());
+        }
+        v
+    }
+}
+
 /// A frame of the peer protocol.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PeerFrame {
-    /// Liveness test; `roundtable` asks whether the extension is spoken.
+    /// Liveness test; `caps` asks which extensions are spoken.
     Ping {
-        roundtable: bool,
+        caps: Capabilities,
     },
     Pong {
-        roundtable: bool,
+        caps: Capabilities,
     },
     /// A classic chat message.
     Message {
@@ -66,13 +124,12 @@ impl PeerFrame {
     pub fn parse(f: &Frame) -> Result<PeerFrame, PeerError> {
         let bad = || PeerError::BadArguments(f.kind.clone());
         let text = || String::from_utf8(f.payload.clone()).map_err(|_| PeerError::NotUtf8);
-        let cap = |args: &[String]| args.iter().any(|a| a == CAPABILITY);
         match f.kind.as_str() {
             "PING" => Ok(PeerFrame::Ping {
-                roundtable: cap(&f.args),
+                caps: Capabilities::parse(&f.args),
             }),
             "PONG" => Ok(PeerFrame::Pong {
-                roundtable: cap(&f.args),
+                caps: Capabilities::parse(&f.args),
             }),
             "MESSAGE" => match f.args.as_slice() {
                 [sender] => Ok(PeerFrame::Message {
@@ -99,16 +156,9 @@ impl PeerFrame {
 
     /// The frame to send.
     pub fn to_frame(&self) -> Frame {
-        let cap = |on: bool| {
-            if on {
-                vec![CAPABILITY.to_owned()]
-            } else {
-                vec![]
-            }
-        };
         match self {
-            PeerFrame::Ping { roundtable } => Frame::new("PING", cap(*roundtable), ""),
-            PeerFrame::Pong { roundtable } => Frame::new("PONG", cap(*roundtable), ""),
+            PeerFrame::Ping { caps } => Frame::new("PING", caps.args(), ""),
+            PeerFrame::Pong { caps } => Frame::new("PONG", caps.args(), ""),
             PeerFrame::Message { sender, text } => {
                 Frame::new("MESSAGE", [sender.as_str()], text.as_bytes())
             }
@@ -135,27 +185,59 @@ mod tests {
             b"MESSAGE 12 alice\nHello world!"
         );
         assert_eq!(
-            PeerFrame::Pong { roundtable: false }
-                .to_frame()
-                .encode()
-                .unwrap(),
+            PeerFrame::Pong {
+                caps: Capabilities::NONE
+            }
+            .to_frame()
+            .encode()
+            .unwrap(),
             b"PONG 0\n"
         );
         assert_eq!(
-            PeerFrame::Ping { roundtable: true }
-                .to_frame()
-                .encode()
-                .unwrap(),
+            PeerFrame::Ping {
+                caps: Capabilities {
+                    roundtable: true,
+                    secure: false
+                }
+            }
+            .to_frame()
+            .encode()
+            .unwrap(),
             b"PING 0 roundtable/1\n"
+        );
+        assert_eq!(
+            PeerFrame::Ping {
+                caps: Capabilities::ALL
+            }
+            .to_frame()
+            .encode()
+            .unwrap(),
+            b"PING 0 roundtable/1 roundtable-secure/1\n"
+        );
+        // A classic peer's PONG grants nothing, whatever was asked.
+        assert_eq!(
+            PeerFrame::parse(&Frame::bare("PONG", "")),
+            Ok(PeerFrame::Pong {
+                caps: Capabilities::NONE
+            })
         );
     }
 
     #[test]
     fn every_frame_round_trips() {
         for f in [
-            PeerFrame::Ping { roundtable: false },
-            PeerFrame::Ping { roundtable: true },
-            PeerFrame::Pong { roundtable: true },
+            PeerFrame::Ping {
+                caps: Capabilities::NONE,
+            },
+            PeerFrame::Ping {
+                caps: Capabilities::ALL,
+            },
+            PeerFrame::Pong {
+                caps: Capabilities {
+                    roundtable: true,
+                    secure: false,
+                },
+            },
             PeerFrame::Message {
                 sender: "bob".into(),
                 text: "hé\nthere".into(),

@@ -560,6 +560,40 @@ impl SecureFrame {
     }
 }
 
+/// Packs frames (the chat and request frames two nodes exchange) into
+/// plaintexts for [`Sealed`] frames: as many whole frames per plaintext as
+/// fit in [`MAX_PLAINTEXT`], so that a batch of small messages costs a few
+/// AEAD operations, not one each. A frame is never split; one larger than
+/// [`MAX_PLAINTEXT`] on its own is refused.
+pub fn pack(frames: &[Frame]) -> Result<Vec<Vec<u8>>, SecureError> {
+    let mut out: Vec<Vec<u8>> = Vec::new();
+    let mut one = Vec::new();
+    for f in frames {
+        one.clear();
+        f.encode_into(&mut one)
+            .map_err(|_| SecureError::Inner("a frame cannot be encoded"))?;
+        if one.len() > MAX_PLAINTEXT {
+            return Err(SecureError::Inner("a frame is larger than a sealed record"));
+        }
+        match out.last_mut() {
+            Some(cur) if cur.len() + one.len() <= MAX_PLAINTEXT => cur.extend_from_slice(&one),
+            _ => out.push(one.clone()),
+        }
+    }
+    Ok(out)
+}
+
+/// The frames of a plaintext made by [`pack`]: one or more whole frames
+/// within `limits`, nothing left over.
+pub fn unpack(plaintext: &[u8], limits: &crate::frame::Limits) -> Result<Vec<Frame>, SecureError> {
+    let (frames, used) = crate::frame::decode_all(plaintext, limits)
+        .map_err(|_| SecureError::Inner("sealed plaintext is not a sequence of frames"))?;
+    if used != plaintext.len() || frames.is_empty() {
+        return Err(SecureError::Inner("sealed plaintext ends inside a frame"));
+    }
+    Ok(frames)
+}
+
 /// Decodes every frame in `data`, parses each as a secure frame, and
 /// checks that whatever parses re-encodes to the same frame and obeys the
 /// size limits; also reads `data`, each payload and each argument as a
@@ -577,6 +611,17 @@ pub fn decode_and_parse(data: &[u8]) {
         }
     };
     inner(data);
+    if let Ok(frames) = unpack(data, &Limits::default()) {
+        // Frames decoded within the default limits may still exceed a
+        // sealed record; those that fit pack and unpack to themselves.
+        if let Ok(packed) = pack(&frames) {
+            let again: Vec<Frame> = packed
+                .iter()
+                .flat_map(|p| unpack(p, &Limits::default()).expect("packed plaintext unpacks"))
+                .collect();
+            assert_eq!(again, frames, "frames do not survive pack and unpack");
+        }
+    }
     for limits in [
         Limits::default(),
         Limits {
@@ -789,6 +834,32 @@ mod tests {
                     }
                 )),
         ]
+    }
+
+    #[test]
+    fn frames_pack_into_few_records_and_unpack_whole() {
+        use crate::frame::Limits;
+        let frames: Vec<Frame> = (0..3000)
+            .map(|i| Frame::new("MSG", ["alice", &format!("id{i}")], "hello there"))
+            .collect();
+        let packed = pack(&frames).unwrap();
+        assert!(
+            packed.len() > 1 && packed.len() < 10,
+            "{} records",
+            packed.len()
+        );
+        assert!(packed.iter().all(|p| p.len() <= MAX_PLAINTEXT));
+        let back: Vec<Frame> = packed
+            .iter()
+            .flat_map(|p| unpack(p, &Limits::default()).unwrap())
+            .collect();
+        assert_eq!(back, frames);
+        // A record cut inside a frame, or holding none, is refused.
+        let first = &packed[0];
+        assert!(unpack(&first[..first.len() - 1], &Limits::default()).is_err());
+        assert!(unpack(b"", &Limits::default()).is_err());
+        let huge = Frame::new("MSG", ["a", "b"], vec![b'x'; MAX_PLAINTEXT]);
+        assert!(pack(&[huge]).is_err());
     }
 
     proptest! {

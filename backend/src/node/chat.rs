@@ -10,17 +10,23 @@
 //! nothing leaves the outbox before the peer has stored it, so a crash at
 //! any point loses nothing; the receiver drops duplicates by id.
 //!
-//! Who is who (until the secure overlay): a connection to our chat port
-//! only *claims* a sender name, so what it delivers is stored as
-//! unverified, and the claim decides nothing else. Our messages to a user
-//! go only to the address the directory lists for that user, never back
-//! over a connection that merely said it was them (that let anyone who
-//! claimed an offline user's name receive their mail). A message counts as
-//! `sent` only once written to that address within `write_timeout`, and
-//! `delivered` only on acknowledgement. Inbound connections have a short
-//! deadline for their first frame, an idle timeout, and a cap per source
-//! address, so one source cannot take every inbound slot (and with them the
-//! directory's liveness check of this node).
+//! Who is who: between Roundtable nodes every chat frame travels inside
+//! the Noise channel (`link.rs`, `overlay::channel`), so a message that
+//! arrives that way is proven to come from the key pinned for its sender
+//! and is stored as verified. A plain connection to our chat port (a
+//! classic eurechat peer, `nc`) only *claims* a sender name: what it
+//! delivers is stored as unverified, and the claim decides nothing else;
+//! a plain message claiming to come from a known Roundtable node (pinned,
+//! or with a key at the directory) is refused and not stored, and with
+//! `--require-secure` every plain message is. Our messages to a user go
+//! only over a link to the address the directory lists for that user (or
+//! through the directory's relay), never back over a connection that
+//! merely said it was them. A message counts as `sent` only once written
+//! to that link within `write_timeout`, and `delivered` only on
+//! acknowledgement. Inbound connections have a short deadline for their
+//! first frame, an idle timeout, and a cap per source address, so one
+//! source cannot take every inbound slot (and with them the directory's
+//! liveness check of this node).
 //!
 //! Store calls run inline: they are short WAL appends that never wait for
 //! the disk, and a hop to another thread costs more than they do. The two
@@ -35,19 +41,23 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use roundtable_shared::api::{ChatMessage, Event, MessageState, MAX_TEXT};
-use roundtable_shared::frame::{Frame, Limits};
-use roundtable_shared::peer::PeerFrame;
+use roundtable_shared::api::{ChatMessage, Event, MessageState, PeerPath, MAX_TEXT};
+use roundtable_shared::frame::Frame;
+use roundtable_shared::peer::{Capabilities, PeerFrame};
+use roundtable_shared::secure::{Hello, SecureFrame};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::link::{chat_limits, open_direct, open_frame, seal_all, Link, LinkError, Overlay};
 use super::peers::Peers;
+use super::trust::Verdict;
 use crate::caps::{Caps, RefusalLog};
 use crate::directory::accounts::valid_name;
 use crate::events::Events;
 use crate::framing::{Connection, FramingError};
+use crate::overlay::channel::{self, ChannelError};
 use crate::store::chat::{ChatStore, Commit, Incoming};
 use crate::store::StoreError;
 
@@ -116,6 +126,7 @@ pub struct Chat {
 
 struct Inner {
     cfg: ChatConfig,
+    overlay: Overlay,
     store: ChatStore,
     peers: Peers,
     events: Events,
@@ -131,16 +142,30 @@ struct Inner {
 /// How long acknowledgements may take before `sent` is recorded.
 const RECORD_SENT_AFTER: Duration = Duration::from_millis(200);
 
-fn limits() -> Limits {
-    Limits {
-        max_payload: MAX_TEXT + 1024,
-        ..Limits::default()
+/// The frame as the first message of a Noise handshake, if it is one.
+fn as_hello(f: &Frame) -> Option<Hello> {
+    if f.kind != "HELLO" {
+        return None;
     }
+    match SecureFrame::parse(f) {
+        Ok(SecureFrame::Hello(h)) if h.step == 1 => Some(h),
+        _ => None,
+    }
+}
+
+/// Who sent frames we received.
+#[derive(Debug, Clone, Copy)]
+enum Origin<'a> {
+    /// A plain connection from this address: the sender names are claims.
+    Claimed(SocketAddr),
+    /// The secure channel with this peer: proven.
+    Proven(&'a str),
 }
 
 impl Chat {
     pub fn new(
         cfg: ChatConfig,
+        overlay: Overlay,
         store: ChatStore,
         peers: Peers,
         events: Events,
@@ -152,6 +177,7 @@ impl Chat {
                 links: Arc::new(Semaphore::new(cfg.max_links)),
                 inbound: Caps::new(cfg.max_inbound, cfg.max_inbound_per_source),
                 cfg,
+                overlay,
                 store,
                 peers,
                 events,
@@ -286,6 +312,22 @@ impl Chat {
                         }
                         continue;
                     }
+                    Err(e) if e.needs_user() => {
+                        // Held: retrying at once cannot help. The user may
+                        // accept a key (peer change) or the peer may come
+                        // back properly; look again now and then, since
+                        // `roundtable node trust` runs in another process.
+                        tracing::warn!(%peer, %e, "messages held");
+                        tokio::select! {
+                            _ = self.inner.shutdown.cancelled() => return,
+                            _ = self.inner.peers.changed() => {}
+                            _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+                        }
+                        if let Err(e) = self.inner.overlay.trust.reload() {
+                            tracing::error!(%e, "cannot read pins");
+                        }
+                        continue;
+                    }
                     Err(e) => {
                         tracing::debug!(%peer, %e, "cannot reach peer");
                         tokio::select! {
@@ -314,10 +356,10 @@ impl Chat {
         }
     }
 
-    /// A connection to `peer` at the address the directory lists for it
-    /// (negotiating the extension), or `None` while it is not listed: a
-    /// message waits in the outbox rather than go anywhere else.
-    async fn open_link(&self, peer: &str) -> Result<Option<Link>, FramingError> {
+    /// A link to `peer` at the address the directory lists for it, or
+    /// `None` while it is not listed: a message waits in the outbox rather
+    /// than go anywhere else.
+    async fn open_link(&self, peer: &str) -> Result<Option<Link>, LinkError> {
         let Some((address, port)) = self
             .inner
             .peers
@@ -334,32 +376,16 @@ impl Chat {
             .acquire_owned()
             .await
             .map_err(|_| FramingError::Truncated)?;
-        let t = self.inner.cfg.connect_timeout;
-        let stream = tokio::time::timeout(t, TcpStream::connect((address.as_str(), port)))
-            .await
-            .map_err(|_| FramingError::Timeout(t))??;
-        stream.set_nodelay(true)?;
-        let mut conn = Connection::new(stream, limits()).with_read_chunk(64 * 1024);
-        conn.write_frame_within(&PeerFrame::Ping { roundtable: true }.to_frame(), t)
-            .await?;
-        // The answer to our PING, skipping a few unrelated frames at most.
-        let mut roundtable = None;
-        for _ in 0..16 {
-            let f = conn
-                .read_frame_within(t)
-                .await?
-                .ok_or(FramingError::Truncated)?;
-            if let Ok(PeerFrame::Pong { roundtable: r }) = PeerFrame::parse(&f) {
-                roundtable = Some(r);
-                break;
-            }
-        }
-        let roundtable = roundtable.ok_or(FramingError::Truncated)?;
-        Ok(Some(Link {
-            conn,
-            roundtable,
-            _permit: permit,
-        }))
+        let link = open_direct(
+            &self.inner.overlay,
+            peer,
+            &address,
+            port,
+            self.inner.cfg.connect_timeout,
+            permit,
+        )
+        .await?;
+        Ok(Some(link))
     }
 
     /// Writes `pending` to the link and records what happened to it.
@@ -368,102 +394,91 @@ impl Chat {
         link: &mut Link,
         peer: &str,
         pending: &[ChatMessage],
-    ) -> Result<(), FramingError> {
+    ) -> Result<(), LinkError> {
         let me = &self.inner.cfg.name;
         let seqs: Vec<i64> = pending.iter().map(|m| m.seq).collect();
-        match link {
-            Link {
-                conn,
-                roundtable: true,
-                ..
-            } => {
-                let frames: Vec<Frame> = pending
-                    .iter()
-                    .map(|m| {
-                        PeerFrame::Msg {
-                            sender: me.clone(),
-                            id: m.id.clone(),
-                            text: m.text.clone(),
-                        }
-                        .to_frame()
-                    })
-                    .collect();
-                conn.write_frames_within(&frames, self.inner.cfg.write_timeout)
-                    .await?;
-                // `sent` is announced now but recorded only if the
-                // acknowledgements are slow: usually they follow within a
-                // millisecond, and `delivered` is the one write needed.
-                // Until recorded the store says `queued`, which is what a
-                // restart needs anyway (the peer drops the repeat by id).
-                self.announce_sent(peer, pending);
-                let mut waiting: HashMap<&str, i64> =
-                    pending.iter().map(|m| (m.id.as_str(), m.seq)).collect();
-                let mut recorded = false;
-                while !waiting.is_empty() {
-                    let wait = if recorded {
-                        self.inner.cfg.ack_timeout
-                    } else {
-                        RECORD_SENT_AFTER
-                    };
-                    let f = match conn.read_frame_within(wait).await {
-                        Err(FramingError::Timeout(_)) if !recorded => {
-                            let left: Vec<i64> = waiting.values().copied().collect();
-                            self.record_sent(peer, &left, true);
-                            recorded = true;
-                            continue;
-                        }
-                        r => r?.ok_or(FramingError::Truncated)?,
-                    };
-                    let mut acked = Vec::new();
-                    let mut next = Some(f);
-                    // Take every ack already buffered in one go.
-                    while let Some(f) = next {
-                        match PeerFrame::parse(&f) {
-                            Ok(PeerFrame::MsgAck { id }) => {
-                                acked.extend(waiting.remove(id.as_str()));
-                            }
-                            Ok(PeerFrame::Msg { sender, id, text }) if sender == peer => {
-                                // The peer may answer over our connection too.
-                                // Stored (unverified) before it is acknowledged.
-                                let incoming = Incoming {
-                                    sender,
-                                    id: Some(id.clone()),
-                                    text,
-                                    verified: false,
-                                };
-                                let stored = self.receive(vec![incoming]).await;
-                                if stored {
-                                    conn.write_frame_within(
-                                        &PeerFrame::MsgAck { id }.to_frame(),
-                                        self.inner.cfg.write_timeout,
-                                    )
-                                    .await?;
-                                }
-                            }
-                            _ => {}
-                        }
-                        next = conn.buffered_frame()?;
+        let write_timeout = self.inner.cfg.write_timeout;
+        if !link.caps.roundtable {
+            // A classic peer: no acknowledgements, so written is final.
+            let frames: Vec<Frame> = pending
+                .iter()
+                .map(|m| {
+                    PeerFrame::Message {
+                        sender: me.clone(),
+                        text: m.text.clone(),
                     }
-                    self.mark_delivered(peer, pending, &acked);
+                    .to_frame()
+                })
+                .collect();
+            link.send(&frames, write_timeout).await?;
+            self.record_sent(peer, &seqs, false);
+            self.announce_sent(peer, pending);
+            return Ok(());
+        }
+        let frames: Vec<Frame> = pending
+            .iter()
+            .map(|m| {
+                PeerFrame::Msg {
+                    sender: me.clone(),
+                    id: m.id.clone(),
+                    text: m.text.clone(),
                 }
-            }
-            Link { conn, .. } => {
-                // A classic peer: no acknowledgements, so written is final.
-                let frames: Vec<Frame> = pending
-                    .iter()
-                    .map(|m| {
-                        PeerFrame::Message {
-                            sender: me.clone(),
-                            text: m.text.clone(),
+                .to_frame()
+            })
+            .collect();
+        link.send(&frames, write_timeout).await?;
+        // `sent` is announced now but recorded only if the acknowledgements
+        // are slow: usually they follow within a millisecond, and
+        // `delivered` is the one write needed. Until recorded the store
+        // says `queued`, which is what a restart needs anyway (the peer
+        // drops the repeat by id).
+        self.announce_sent(peer, pending);
+        let mut waiting: HashMap<&str, i64> =
+            pending.iter().map(|m| (m.id.as_str(), m.seq)).collect();
+        let mut recorded = false;
+        while !waiting.is_empty() {
+            let wait = if recorded {
+                self.inner.cfg.ack_timeout
+            } else {
+                RECORD_SENT_AFTER
+            };
+            let f = match link.recv(wait).await {
+                Err(LinkError::Framing(FramingError::Timeout(_))) if !recorded => {
+                    let left: Vec<i64> = waiting.values().copied().collect();
+                    self.record_sent(peer, &left, true);
+                    recorded = true;
+                    continue;
+                }
+                r => r?,
+            };
+            let mut acked = Vec::new();
+            let mut next = Some(f);
+            // Take every ack already buffered in one go.
+            while let Some(f) = next {
+                match PeerFrame::parse(&f) {
+                    Ok(PeerFrame::MsgAck { id }) => {
+                        acked.extend(waiting.remove(id.as_str()));
+                    }
+                    Ok(PeerFrame::Msg { sender, id, text }) if sender == peer => {
+                        // The peer may answer over our link too; proven
+                        // only on a secure link. Stored before it is
+                        // acknowledged.
+                        let incoming = Incoming {
+                            sender,
+                            id: Some(id.clone()),
+                            text,
+                            verified: link.secure(),
+                        };
+                        if self.receive(vec![incoming]).await {
+                            link.send(&[PeerFrame::MsgAck { id }.to_frame()], write_timeout)
+                                .await?;
                         }
-                        .to_frame()
-                    })
-                    .collect();
-                conn.write_frames_within(&frames, self.inner.cfg.write_timeout)
-                    .await?;
-                self.record_sent(peer, &seqs, false);
-                self.announce_sent(peer, pending);
+                    }
+                    _ => {}
+                }
+                next = link.buffered()?;
             }
+            self.mark_delivered(peer, pending, &acked);
         }
         Ok(())
     }
@@ -568,7 +583,7 @@ impl Chat {
             let this = self.clone();
             self.inner.tracker.spawn(async move {
                 let _admission = admission;
-                let mut conn = Connection::new(stream, limits()).with_read_chunk(64 * 1024);
+                let mut conn = Connection::new(stream, chat_limits()).with_read_chunk(64 * 1024);
                 if let Err(e) = this.inbound(&mut conn, peer).await {
                     tracing::debug!(%peer, %e, "chat connection ended");
                 }
@@ -577,14 +592,17 @@ impl Chat {
         }
     }
 
-    /// One incoming connection: answers PING, stores MESSAGE and MSG as
-    /// unverified (acking MSG once stored). Nothing is ever sent to a user
-    /// over it: replies go to the user's listed address.
+    /// One incoming connection. In clear: answers PING, stores MESSAGE and
+    /// MSG as unverified (acking MSG once stored), unless refused (see the
+    /// module doc). A `HELLO` turns it into a secure connection
+    /// ([`Chat::inbound_secure`]). Nothing of ours is ever sent to a user
+    /// over a plain incoming connection: replies go to the user's listed
+    /// address.
     async fn inbound(
         &self,
         conn: &mut Connection<TcpStream>,
         addr: SocketAddr,
-    ) -> Result<(), FramingError> {
+    ) -> Result<(), LinkError> {
         let cfg = &self.inner.cfg;
         let mut wait = cfg.first_frame_timeout;
         loop {
@@ -595,63 +613,204 @@ impl Chat {
                     None => return Ok(()),
                 },
             };
+            // A malformed HELLO is answered like any unknown frame, as a
+            // classic peer would.
+            if let Some(hello) = as_hello(&first) {
+                return self.inbound_secure(conn, addr, hello).await;
+            }
             wait = cfg.inbound_idle_timeout;
             // Everything that arrived together is stored in one transaction.
             let mut frames = vec![first];
             while frames.len() < 1024 {
                 match conn.buffered_frame()? {
-                    Some(f) => frames.push(f),
+                    Some(f) => match as_hello(&f) {
+                        None => frames.push(f),
+                        Some(hello) => {
+                            // Handle what came before it, then switch.
+                            let (replies, end) = self.handle(frames, Origin::Claimed(addr)).await;
+                            if !replies.is_empty() {
+                                conn.write_frames_within(&replies, cfg.write_timeout)
+                                    .await?;
+                            }
+                            if end {
+                                return Ok(());
+                            }
+                            return self.inbound_secure(conn, addr, hello).await;
+                        }
+                    },
                     None => break,
                 }
             }
-            let mut batch = Vec::new();
-            let mut replies = Vec::new();
-            let mut acks = Vec::new();
-            for f in &frames {
-                match PeerFrame::parse(f) {
-                    Ok(PeerFrame::Ping { roundtable }) => {
-                        replies.push(PeerFrame::Pong { roundtable }.to_frame())
-                    }
-                    Ok(PeerFrame::Pong { .. } | PeerFrame::MsgAck { .. }) => {}
-                    Ok(PeerFrame::Message { sender, text }) if valid_name(&sender) => {
-                        batch.push(Incoming {
-                            sender,
-                            id: None,
-                            text,
-                            verified: false,
-                        });
-                    }
-                    Ok(PeerFrame::Msg { sender, id, text }) if valid_name(&sender) => {
-                        acks.push(PeerFrame::MsgAck { id: id.clone() }.to_frame());
-                        batch.push(Incoming {
-                            sender,
-                            id: Some(id),
-                            text,
-                            verified: false,
-                        });
-                    }
-                    Ok(PeerFrame::Message { .. } | PeerFrame::Msg { .. }) => {
-                        replies.push(Frame::bare("ERR", "invalid sender name"));
-                    }
-                    Err(e) => {
-                        tracing::debug!(%addr, %e, "bad peer frame");
-                        replies.push(Frame::bare("ERR", e.to_string()));
-                        conn.write_frames_within(&replies, cfg.write_timeout)
-                            .await?;
-                        return Ok(());
-                    }
-                }
-            }
-            if !self.receive(batch).await {
-                // Not stored: acknowledge nothing; the sender will retry.
-                return Ok(());
-            }
-            replies.extend(acks);
+            let (replies, end) = self.handle(frames, Origin::Claimed(addr)).await;
             if !replies.is_empty() {
                 conn.write_frames_within(&replies, cfg.write_timeout)
                     .await?;
             }
+            if end {
+                return Ok(());
+            }
         }
+    }
+
+    /// The responder's side of the Noise channel on an incoming connection,
+    /// then its sealed frames until the peer goes away.
+    async fn inbound_secure(
+        &self,
+        conn: &mut Connection<TcpStream>,
+        addr: SocketAddr,
+        hello: Hello,
+    ) -> Result<(), LinkError> {
+        let cfg = &self.inner.cfg;
+        let overlay = &self.inner.overlay;
+        let claimed = hello.from.clone();
+        let expected = overlay.trust.expected(&claimed)?;
+        let session = match channel::accept(
+            conn,
+            &overlay.identity,
+            &overlay.me,
+            Some(hello),
+            |_| expected,
+            &overlay.channel,
+        )
+        .await
+        {
+            Ok(s) => s,
+            Err(ChannelError::KeyMismatch { peer, found, .. }) => {
+                overlay.trust.refused(&peer, &found)?;
+                tracing::warn!(%addr, %peer, "incoming secure connection refused: key changed");
+                return Err(LinkError::KeyChanged { peer });
+            }
+            Err(e) => {
+                tracing::info!(%addr, claimed = %claimed, %e, "incoming secure handshake failed");
+                return Err(e.into());
+            }
+        };
+        let peer = session.peer().to_owned();
+        match overlay
+            .trust
+            .proven(&peer, session.remote_static(), PeerPath::Direct)?
+        {
+            Verdict::Trusted => {}
+            Verdict::Changed { .. } => return Err(LinkError::KeyChanged { peer }),
+        }
+        let mut session = session;
+        loop {
+            let f = tokio::select! {
+                _ = self.inner.shutdown.cancelled() => return Ok(()),
+                r = conn.read_frame_within(cfg.inbound_idle_timeout) => match r? {
+                    Some(f) => f,
+                    None => return Ok(()),
+                },
+            };
+            let mut frames = open_frame(&mut session, f)?;
+            while frames.len() < 1024 {
+                match conn.buffered_frame()? {
+                    Some(f) => frames.extend(open_frame(&mut session, f)?),
+                    None => break,
+                }
+            }
+            if frames.is_empty() {
+                continue;
+            }
+            let (replies, end) = self.handle(frames, Origin::Proven(&peer)).await;
+            if !replies.is_empty() {
+                let sealed = seal_all(&mut session, &replies)?;
+                conn.write_frames_within(&sealed, cfg.write_timeout).await?;
+            }
+            if end {
+                return Ok(());
+            }
+        }
+    }
+
+    /// What to do with frames received together: stores the messages in
+    /// one transaction and returns the replies (acks only once stored),
+    /// and whether to end the connection.
+    async fn handle(&self, frames: Vec<Frame>, origin: Origin<'_>) -> (Vec<Frame>, bool) {
+        let trust = &self.inner.overlay.trust;
+        let mut batch = Vec::new();
+        let mut replies = Vec::new();
+        let mut acks = Vec::new();
+        let mut end = false;
+        let claim_refused = |sender: &str| -> Option<String> {
+            let Origin::Claimed(_) = origin else {
+                return None;
+            };
+            if self.inner.overlay.require_secure {
+                Some("this node accepts messages over the secure channel only".to_owned())
+            } else if trust.is_secure_peer(sender) {
+                Some(format!(
+                    "{sender} is a Roundtable node: its messages come over its secure channel only"
+                ))
+            } else {
+                None
+            }
+        };
+        for f in &frames {
+            match (PeerFrame::parse(f), origin) {
+                (Ok(PeerFrame::Ping { caps }), _) => replies.push(
+                    PeerFrame::Pong {
+                        caps: caps.and(Capabilities::ALL),
+                    }
+                    .to_frame(),
+                ),
+                (Ok(PeerFrame::Pong { .. } | PeerFrame::MsgAck { .. }), _) => {}
+                (Ok(PeerFrame::Message { sender, .. } | PeerFrame::Msg { sender, .. }), _)
+                    if !valid_name(&sender) =>
+                {
+                    replies.push(Frame::bare("ERR", "invalid sender name"));
+                }
+                (
+                    Ok(PeerFrame::Message { sender, .. } | PeerFrame::Msg { sender, .. }),
+                    Origin::Proven(peer),
+                ) if sender != peer => {
+                    tracing::warn!(%peer, claimed = %sender, "secure peer sent a message in another's name: dropped");
+                }
+                (Ok(PeerFrame::Message { sender, text }), _) => {
+                    if let Some(why) = claim_refused(&sender) {
+                        tracing::info!(?origin, claimed = %sender, "plain message refused");
+                        replies.push(Frame::bare("ERR", why));
+                        continue;
+                    }
+                    batch.push(Incoming {
+                        sender,
+                        id: None,
+                        text,
+                        verified: matches!(origin, Origin::Proven(_)),
+                    });
+                }
+                (Ok(PeerFrame::Msg { sender, id, text }), _) => {
+                    if let Some(why) = claim_refused(&sender) {
+                        tracing::info!(?origin, claimed = %sender, "plain message refused");
+                        replies.push(Frame::bare("ERR", why));
+                        continue;
+                    }
+                    acks.push(PeerFrame::MsgAck { id: id.clone() }.to_frame());
+                    batch.push(Incoming {
+                        sender,
+                        id: Some(id),
+                        text,
+                        verified: matches!(origin, Origin::Proven(_)),
+                    });
+                }
+                (Err(e), Origin::Claimed(addr)) => {
+                    tracing::debug!(%addr, %e, "bad peer frame");
+                    replies.push(Frame::bare("ERR", e.to_string()));
+                    end = true;
+                    break;
+                }
+                (Err(e), Origin::Proven(peer)) => {
+                    // A newer peer may speak frames we do not know yet.
+                    tracing::debug!(%peer, %e, "unknown frame in the secure channel");
+                }
+            }
+        }
+        if !self.receive(batch).await {
+            // Not stored: acknowledge nothing; the sender will retry.
+            return (replies, true);
+        }
+        replies.extend(acks);
+        (replies, end)
     }
 
     /// The conversations, newest first (for the web bridge, so that it
@@ -672,12 +831,4 @@ impl Chat {
         let (store, peer) = (self.inner.store.clone(), peer.to_owned());
         Ok(crate::store::blocking(move || store.history(&peer, before, limit)).await?)
     }
-}
-
-/// Our connection to a peer's listed chat address.
-struct Link {
-    conn: Connection<TcpStream>,
-    /// Whether it speaks the acknowledged extension.
-    roundtable: bool,
-    _permit: tokio::sync::OwnedSemaphorePermit,
 }

@@ -33,6 +33,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::peers::Peers;
+use super::trust::Trust;
 use crate::events::Events;
 use crate::framing::{Connection, FramingError};
 
@@ -71,6 +72,8 @@ struct KeyWork {
     unsupported: bool,
     /// When we last asked for each peer's key.
     asked: HashMap<String, Instant>,
+    /// Our pins, checked against the keys the directory gives.
+    trust: Trust,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -135,6 +138,7 @@ impl DirectoryLink {
 pub fn spawn(
     cfg: DirectoryClientConfig,
     peers: Peers,
+    trust: Trust,
     events: Events,
     shutdown: CancellationToken,
     tracker: &tokio_util::task::TaskTracker,
@@ -150,6 +154,7 @@ pub fn spawn(
         // Without a key of our own we speak only the classic commands.
         unsupported: cfg.key.is_none(),
         asked: HashMap::new(),
+        trust,
     };
     tracker.spawn(run(cfg, peers, events, tx, keys, shutdown));
     link
@@ -456,6 +461,12 @@ impl KeyWork {
         let found = lookup_keys(conn, &wanted).await;
         let found = self.check(found)?;
         peers.set_keys(&found);
+        // A key other than the one we pinned is a key change to show.
+        for (name, key) in &found {
+            if let Err(e) = self.trust.directory_says(name, key) {
+                tracing::error!(%e, "cannot check a key against its pin");
+            }
+        }
         Ok(())
     }
 }

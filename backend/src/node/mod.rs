@@ -4,10 +4,14 @@
 
 pub mod chat;
 pub mod directory_client;
+pub mod link;
 pub mod peers;
+pub mod relay;
+pub mod trust;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -16,12 +20,16 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::events::Events;
+use crate::overlay::channel::ChannelConfig;
 use crate::overlay::identity::Identity;
 use crate::store::chat::ChatStore;
+use crate::store::pins::PinStore;
 use crate::web::{self, NodeApi, WebConfig};
 use chat::{Chat, ChatConfig};
 use directory_client::{DirectoryClientConfig, DirectoryLink};
+use link::Overlay;
 use peers::Peers;
+use trust::Trust;
 
 /// Everything `roundtable node` is told.
 #[derive(Debug, Clone)]
@@ -51,6 +59,8 @@ pub struct NodeConfig {
     /// Local training command (`--train-cmd`), split into words.
     pub train_cmd: Option<Vec<String>>,
     pub query_interval: Duration,
+    /// Refuse classic (plain) peers: `--require-secure`.
+    pub require_secure: bool,
 }
 
 impl NodeConfig {
@@ -72,6 +82,7 @@ impl NodeConfig {
             notify_limits: web::Limits::notify(),
             train_cmd: None,
             query_interval: Duration::from_secs(2),
+            require_secure: false,
         }
     }
 }
@@ -112,7 +123,7 @@ impl Node {
         std::fs::create_dir_all(&cfg.data)
             .with_context(|| format!("creating {}", cfg.data.display()))?;
         // Made on first start; a key file others can read stops the node.
-        let identity = Identity::load_or_create(&cfg.data)?;
+        let identity = Arc::new(Identity::load_or_create(&cfg.data)?);
         let fingerprint = identity.fingerprint().to_string();
         tracing::info!(%fingerprint, "identity key");
         let store = ChatStore::open(&cfg.data.join("chat.db"))?;
@@ -138,8 +149,17 @@ impl Node {
         let tracker = TaskTracker::new();
         let events = Events::new(4096);
         let peers = Peers::new(&cfg.name, events.clone());
+        let trust = Trust::load(PinStore::open(&cfg.data.join("pins.db"))?, peers.clone())?;
+        let overlay = Overlay {
+            me: cfg.name.clone(),
+            identity: identity.clone(),
+            trust: trust.clone(),
+            channel: ChannelConfig::default(),
+            require_secure: cfg.require_secure,
+        };
         let chat = Chat::new(
             chat_cfg,
+            overlay,
             store,
             peers.clone(),
             events.clone(),
@@ -184,6 +204,7 @@ impl Node {
                 key: Some(*identity.public_key()),
             },
             peers.clone(),
+            trust.clone(),
             events.clone(),
             shutdown.clone(),
             &tracker,
@@ -205,6 +226,9 @@ impl Node {
             directory: directory.clone(),
             trainings: trainings.clone(),
             fingerprint: fingerprint.clone(),
+            trust: trust.clone(),
+            relay_only: false,
+            require_secure: cfg.require_secure,
         };
         let web_cfg = WebConfig {
             dist: cfg.dist.clone(),

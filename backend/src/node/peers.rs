@@ -27,6 +27,8 @@ struct Table {
     peers: BTreeMap<String, PeerInfo>,
     /// Peers we have a chat with: kept (offline) when the directory drops them.
     chatted: HashSet<String>,
+    /// The identity keys the directory gave for peers.
+    keys: HashMap<String, PublicKey>,
 }
 
 /// A peer we know nothing about yet: offline, no address, no key.
@@ -118,7 +120,7 @@ impl Peers {
                     changes.push(e.clone());
                 }
             }
-            let Table { peers, chatted } = &mut *t;
+            let Table { peers, chatted, .. } = &mut *t;
             let forget_before = now.saturating_sub(self.forget_after_ms);
             peers.retain(|name, e| {
                 if seen.contains(name.as_str()) || !in_scope(name) {
@@ -169,6 +171,7 @@ impl Peers {
         {
             let mut t = self.write();
             for (name, key) in keys {
+                t.keys.insert(name.clone(), *key);
                 if let Some(p) = t.peers.get_mut(name) {
                     let fp = Some(key.fingerprint().to_string());
                     if p.fingerprint != fp {
@@ -179,6 +182,33 @@ impl Peers {
             }
         }
         for peer in changed {
+            self.events.publish(Event::Peer { peer });
+        }
+    }
+
+    /// The identity key the directory gave for `name`, if any.
+    pub fn directory_key(&self, name: &str) -> Option<PublicKey> {
+        self.read().keys.get(name).copied()
+    }
+
+    /// Changes what we know of `name` (making it known if it is not) and
+    /// publishes it if anything changed.
+    pub fn update(&self, name: &str, f: impl FnOnce(&mut PeerInfo)) {
+        if name == &*self.me {
+            return;
+        }
+        let changed = {
+            let mut t = self.write();
+            let p = t
+                .peers
+                .entry(name.to_owned())
+                .or_insert_with(|| unknown(name));
+            let before = p.clone();
+            f(p);
+            (*p != before).then(|| p.clone())
+        };
+        if let Some(peer) = changed {
+            self.changed.notify_waiters();
             self.events.publish(Event::Peer { peer });
         }
     }

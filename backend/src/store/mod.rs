@@ -6,6 +6,7 @@
 
 pub mod chat;
 pub mod directory;
+pub mod pins;
 pub mod trainings;
 
 use std::path::Path;

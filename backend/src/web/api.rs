@@ -7,7 +7,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
-use roundtable_shared::api::{ChatMessage, ChatSummary, Health, Me, PeerInfo, SendMessage};
+use roundtable_shared::api::{
+    ChatMessage, ChatSummary, Health, Me, PeerInfo, SendMessage, TrustKey,
+};
 use roundtable_shared::training::Training;
 use serde::Deserialize;
 
@@ -31,13 +33,31 @@ pub async fn me(State(n): State<NodeApi>) -> Json<Me> {
         version: roundtable_shared::VERSION.into(),
         fingerprint: n.fingerprint.clone(),
         key_at_directory: n.directory.key_at_directory(),
-        relay_only: false,
-        require_secure: false,
+        relay_only: n.relay_only,
+        require_secure: n.require_secure,
     })
 }
 
 pub async fn peers(State(n): State<NodeApi>) -> Json<Vec<PeerInfo>> {
     Json(n.peers.list())
+}
+
+/// The user accepts the key a peer now presents (the one they were shown).
+pub async fn trust_peer(
+    State(n): State<NodeApi>,
+    Path(name): Path<String>,
+    body: Result<Json<TrustKey>, JsonRejection>,
+) -> Result<Json<PeerInfo>, WebError> {
+    let Json(body) = body?;
+    let trust = n.trust.clone();
+    let peer = name.clone();
+    tokio::task::spawn_blocking(move || trust.accept(&peer, Some(&body.fingerprint)))
+        .await
+        .map_err(WebError::internal)??;
+    n.peers
+        .get(&name)
+        .map(Json)
+        .ok_or_else(|| WebError::NotFound(format!("no peer {name}")))
 }
 
 pub async fn chats(State(n): State<NodeApi>) -> Result<Json<Vec<ChatSummary>>, WebError> {

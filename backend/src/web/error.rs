@@ -10,6 +10,7 @@ use axum::Json;
 
 use crate::node::chat::ChatError;
 use crate::notify::NotifyError;
+use crate::store::pins::AcceptError;
 
 /// Why a web request was refused.
 #[derive(Debug, thiserror::Error)]
@@ -19,6 +20,10 @@ pub enum WebError {
     BadRequest(String),
     #[error("{0}")]
     NotFound(String),
+    /// The request no longer matches the state (e.g. the key to accept
+    /// changed since it was shown).
+    #[error("{0}")]
+    Conflict(String),
     #[error("missing or wrong token")]
     Unauthorized,
     /// A foreign page (a cross-origin request); the text says what.
@@ -46,6 +51,7 @@ impl WebError {
         match self {
             WebError::BadRequest(_) => StatusCode::BAD_REQUEST,
             WebError::NotFound(_) => StatusCode::NOT_FOUND,
+            WebError::Conflict(_) => StatusCode::CONFLICT,
             WebError::Unauthorized => StatusCode::UNAUTHORIZED,
             WebError::Forbidden(_) => StatusCode::FORBIDDEN,
             WebError::MisdirectedHost(_) => StatusCode::MISDIRECTED_REQUEST,
@@ -62,6 +68,16 @@ impl From<ChatError> for WebError {
                 WebError::BadRequest(e.to_string())
             }
             other => WebError::internal(other),
+        }
+    }
+}
+
+impl From<AcceptError> for WebError {
+    fn from(e: AcceptError) -> Self {
+        match e {
+            AcceptError::NothingOffered(_) => WebError::NotFound(e.to_string()),
+            AcceptError::Different { .. } => WebError::Conflict(e.to_string()),
+            AcceptError::Store(s) => WebError::internal(s),
         }
     }
 }

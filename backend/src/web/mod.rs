@@ -20,7 +20,7 @@ use std::path::PathBuf;
 
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use roundtable_shared::api::MAX_TEXT;
 use tokio::net::TcpListener;
@@ -73,6 +73,12 @@ pub struct NodeApi {
     pub trainings: crate::notify::Trainings,
     /// Our identity key's fingerprint.
     pub fingerprint: String,
+    /// Pinned peer keys.
+    pub trust: crate::node::trust::Trust,
+    /// `--chat none`.
+    pub relay_only: bool,
+    /// `--require-secure`.
+    pub require_secure: bool,
 }
 
 fn static_files(config: &WebConfig) -> ServeDir<ServeFile> {
@@ -119,6 +125,7 @@ pub fn node_router(config: &WebConfig, node: NodeApi) -> Router {
         .route("/health", get(api::health))
         .route("/me", get(api::me))
         .route("/peers", get(api::peers))
+        .route("/peers/{name}/trust", post(api::trust_peer))
         .route("/chats", get(api::chats))
         .route(
             "/chats/{peer}/messages",

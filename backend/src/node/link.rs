@@ -1,0 +1,315 @@
+//! Our connection to one peer, whatever carries it: a plain connection to a
+//! classic eurechat peer, the Noise channel over a connection to a
+//! Roundtable node's chat port, or the Noise channel relayed by the
+//! directory. The delivery worker (`chat.rs`) writes and reads chat frames
+//! through a [`Link`] and does not care which.
+//!
+//! Opening a direct link: connect to the address the directory lists,
+//! `PING 0 roundtable/1 roundtable-secure/1`; if the answer grants the
+//! secure capability, run the handshake expecting the key [`Trust`] names
+//! (pinned, else the directory's), and from then on every frame is sealed.
+//! A node that answers without the secure capability is a classic peer,
+//! unless [`Trust`] knows it as a Roundtable node: then it is a downgrade
+//! (someone else at its address, or a tampered `PONG`) and refused, so that
+//! nothing meant for a Roundtable node ever leaves in clear.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use roundtable_shared::api::PeerPath;
+use roundtable_shared::frame::{Frame, Limits};
+use roundtable_shared::peer::{Capabilities, PeerFrame};
+use roundtable_shared::secure::{pack, unpack, SecureFrame};
+use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::relay::RelayLink;
+use super::trust::{Trust, Verdict};
+use crate::framing::{Connection, FramingError};
+use crate::overlay::channel::{self, ChannelConfig, ChannelError, Session};
+use crate::overlay::identity::Identity;
+use crate::store::StoreError;
+
+/// What every secure link of this node needs.
+#[derive(Clone)]
+pub struct Overlay {
+    pub me: String,
+    pub identity: Arc<Identity>,
+    pub trust: Trust,
+    pub channel: ChannelConfig,
+    /// Refuse classic peers (`--require-secure`).
+    pub require_secure: bool,
+}
+
+/// Why a link could not be opened or used.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error(transparent)]
+    Framing(#[from] FramingError),
+    #[error(transparent)]
+    Channel(#[from] ChannelError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{peer}'s identity key changed: messages are held until the new key is accepted")]
+    KeyChanged { peer: String },
+    #[error("{peer} is a Roundtable node but answered without the secure channel: refused")]
+    Downgrade { peer: String },
+    #[error("{peer} is a classic eurechat peer, and this node accepts secure peers only")]
+    NotSecure { peer: String },
+    #[error("relay: {0}")]
+    Relay(String),
+}
+
+impl LinkError {
+    /// Whether retrying soon is pointless until the user acts (accepts a
+    /// key) or the peer changes.
+    pub fn needs_user(&self) -> bool {
+        matches!(
+            self,
+            LinkError::KeyChanged { .. }
+                | LinkError::Downgrade { .. }
+                | LinkError::NotSecure { .. }
+        )
+    }
+}
+
+/// The limits of a chat frame (also inside a sealed record).
+pub fn chat_limits() -> Limits {
+    Limits {
+        max_payload: roundtable_shared::api::MAX_TEXT + 1024,
+        ..Limits::default()
+    }
+}
+
+enum Carrier {
+    Plain(Connection<TcpStream>),
+    Secure(Connection<TcpStream>, Box<Session>),
+    Relayed(RelayLink),
+}
+
+/// An open link to a peer.
+pub struct Link {
+    carrier: Carrier,
+    /// What the peer speaks.
+    pub caps: Capabilities,
+    pub path: PeerPath,
+    /// Frames opened but not yet read.
+    pending: VecDeque<Frame>,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Link {
+    /// Whether frames on this link are sealed (and what arrives is proven
+    /// to come from the peer).
+    pub fn secure(&self) -> bool {
+        !matches!(self.carrier, Carrier::Plain(_))
+    }
+
+    /// A relayed link, once its session is established.
+    pub fn relayed(link: RelayLink) -> Link {
+        Link {
+            carrier: Carrier::Relayed(link),
+            caps: Capabilities::ALL,
+            path: PeerPath::Relayed,
+            pending: VecDeque::new(),
+            _permit: None,
+        }
+    }
+
+    /// Writes `frames` (sealed on a secure link) within `within`.
+    pub async fn send(&mut self, frames: &[Frame], within: Duration) -> Result<(), LinkError> {
+        match &mut self.carrier {
+            Carrier::Plain(conn) => conn.write_frames_within(frames, within).await?,
+            Carrier::Secure(conn, session) => {
+                let sealed = seal_all(session, frames)?;
+                conn.write_frames_within(&sealed, within).await?;
+            }
+            Carrier::Relayed(r) => r.send(frames, within).await?,
+        }
+        Ok(())
+    }
+
+    /// The next frame from the peer, waiting at most `within`. On a secure
+    /// link a frame that fails its checks (tampered, replayed, misrouted)
+    /// is dropped and the next one read.
+    pub async fn recv(&mut self, within: Duration) -> Result<Frame, LinkError> {
+        if let Some(f) = self.pending.pop_front() {
+            return Ok(f);
+        }
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match &mut self.carrier {
+                Carrier::Plain(conn) => {
+                    return conn
+                        .read_frame_within(left)
+                        .await?
+                        .ok_or(LinkError::Framing(FramingError::Truncated));
+                }
+                Carrier::Secure(conn, session) => {
+                    let f = conn
+                        .read_frame_within(left)
+                        .await?
+                        .ok_or(LinkError::Framing(FramingError::Truncated))?;
+                    self.pending.extend(open_frame(session, f)?);
+                }
+                Carrier::Relayed(r) => {
+                    let f = r.recv(left).await?;
+                    self.pending.push_back(f);
+                }
+            }
+            if let Some(f) = self.pending.pop_front() {
+                return Ok(f);
+            }
+        }
+    }
+
+    /// A frame already received, without waiting.
+    pub fn buffered(&mut self) -> Result<Option<Frame>, LinkError> {
+        loop {
+            if let Some(f) = self.pending.pop_front() {
+                return Ok(Some(f));
+            }
+            match &mut self.carrier {
+                Carrier::Plain(conn) => return Ok(conn.buffered_frame()?),
+                Carrier::Secure(conn, session) => match conn.buffered_frame()? {
+                    Some(f) => self.pending.extend(open_frame(session, f)?),
+                    None => return Ok(None),
+                },
+                Carrier::Relayed(r) => return Ok(r.try_recv()),
+            }
+        }
+    }
+}
+
+/// Seals `frames` into as few `SEC` frames as fit.
+pub fn seal_all(session: &mut Session, frames: &[Frame]) -> Result<Vec<Frame>, ChannelError> {
+    let mut out = Vec::new();
+    for plaintext in pack(frames)? {
+        out.push(session.seal(&plaintext)?.into_frame());
+    }
+    Ok(out)
+}
+
+/// Opens one frame from a secure connection into the frames it carries.
+/// A frame that fails the session's checks yields nothing (logged): the
+/// connection goes on. A frame that is not `SEC` at all, or a rekey that
+/// was missed, ends it.
+pub fn open_frame(session: &mut Session, f: Frame) -> Result<Vec<Frame>, LinkError> {
+    let sealed = match SecureFrame::parse_owned(f) {
+        Ok(SecureFrame::Sealed(s)) => s,
+        Ok(SecureFrame::Hello(_)) => {
+            return Err(ChannelError::Unexpected {
+                expected: "SEC",
+                got: "HELLO".into(),
+            }
+            .into())
+        }
+        Err(e) => return Err(ChannelError::Frame(e).into()),
+    };
+    match session.open(&sealed) {
+        Ok(plaintext) => Ok(unpack(&plaintext, &chat_limits()).map_err(ChannelError::Frame)?),
+        Err(e @ (ChannelError::EpochAhead { .. } | ChannelError::Exhausted)) => Err(e.into()),
+        Err(e) => {
+            tracing::warn!(peer = %session.peer(), %e, "sealed frame refused");
+            Ok(Vec::new())
+        }
+    }
+}
+
+/// Connects to `peer` at `address:port`, negotiates, and (with a
+/// Roundtable node) runs the handshake.
+pub async fn open_direct(
+    overlay: &Overlay,
+    peer: &str,
+    address: &str,
+    port: u16,
+    connect_timeout: Duration,
+    permit: OwnedSemaphorePermit,
+) -> Result<Link, LinkError> {
+    let t = connect_timeout;
+    let stream = tokio::time::timeout(t, TcpStream::connect((address, port)))
+        .await
+        .map_err(|_| FramingError::Timeout(t))?
+        .map_err(FramingError::Io)?;
+    stream.set_nodelay(true).map_err(FramingError::Io)?;
+    let mut conn = Connection::new(stream, chat_limits()).with_read_chunk(64 * 1024);
+    conn.write_frame_within(
+        &PeerFrame::Ping {
+            caps: Capabilities::ALL,
+        }
+        .to_frame(),
+        t,
+    )
+    .await?;
+    // The answer to our PING, skipping a few unrelated frames at most.
+    let mut caps = None;
+    for _ in 0..16 {
+        let f = conn
+            .read_frame_within(t)
+            .await?
+            .ok_or(FramingError::Truncated)?;
+        if let Ok(PeerFrame::Pong { caps: c }) = PeerFrame::parse(&f) {
+            caps = Some(c.and(Capabilities::ALL));
+            break;
+        }
+    }
+    let caps = caps.ok_or(FramingError::Truncated)?;
+    let trust = &overlay.trust;
+    if !caps.secure {
+        if trust.is_secure_peer(peer) {
+            return Err(LinkError::Downgrade {
+                peer: peer.to_owned(),
+            });
+        }
+        if overlay.require_secure {
+            return Err(LinkError::NotSecure {
+                peer: peer.to_owned(),
+            });
+        }
+        trust.classic(peer, PeerPath::Direct);
+        return Ok(Link {
+            carrier: Carrier::Plain(conn),
+            caps,
+            path: PeerPath::Direct,
+            pending: VecDeque::new(),
+            _permit: Some(permit),
+        });
+    }
+    let expected = trust.expected(peer)?;
+    let session = match channel::connect(
+        &mut conn,
+        &overlay.identity,
+        &overlay.me,
+        peer,
+        expected,
+        &overlay.channel,
+    )
+    .await
+    {
+        Ok(s) => s,
+        Err(ChannelError::KeyMismatch { found, .. }) => {
+            trust.refused(peer, &found)?;
+            return Err(LinkError::KeyChanged {
+                peer: peer.to_owned(),
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    match trust.proven(peer, session.remote_static(), PeerPath::Direct)? {
+        Verdict::Trusted => {}
+        Verdict::Changed { .. } => {
+            return Err(LinkError::KeyChanged {
+                peer: peer.to_owned(),
+            })
+        }
+    }
+    Ok(Link {
+        carrier: Carrier::Secure(conn, Box::new(session)),
+        caps,
+        path: PeerPath::Direct,
+        pending: VecDeque::new(),
+        _permit: Some(permit),
+    })
+}
