@@ -94,6 +94,16 @@ pub fn peers_page() -> Html {
     }
 }
 
+/// Fetches the peers and applies `peer`'s entry (while the dashboard
+/// still shows its key in question).
+async fn refetch_peer(dispatch: &UseReducerDispatcher<crate::state::State>, peer: &str) {
+    if let Ok(peers) = api::peers().await {
+        if let Some(p) = peers.into_iter().find(|p| p.name == peer) {
+            dispatch.dispatch(Action::PeerRefetched(p));
+        }
+    }
+}
+
 /// "1 message", "2 messages".
 fn plural(n: u64, word: &str) -> String {
     if n == 1 {
@@ -213,18 +223,16 @@ pub fn chat_page(props: &ChatPageProps) -> Html {
                     acceptance,
                 };
                 match api::trust(&peer, &fingerprint).await {
-                    // The node's peer event clears the banner.
-                    Ok(()) => dispatch.dispatch(step(KeyAcceptance::Accepted { fingerprint })),
+                    // The node's peer event clears the banner; the refetch
+                    // does too, should the event lag.
+                    Ok(()) => {
+                        dispatch.dispatch(step(KeyAcceptance::Accepted { fingerprint }));
+                        refetch_peer(&dispatch, &peer).await;
+                    }
+                    // The key changed again: the refetch shows the new one.
                     Err(e) if e.status() == Some(api::CONFLICT) => {
                         dispatch.dispatch(step(KeyAcceptance::ChangedAgain { fingerprint }));
-                        // Show the key offered now, should its event lag.
-                        if let Ok(peers) = api::peers().await {
-                            if let Some(p) = peers.into_iter().find(|p| p.name == peer) {
-                                dispatch.dispatch(Action::Event(
-                                    roundtable_shared::api::Event::Peer { peer: p },
-                                ));
-                            }
-                        }
+                        refetch_peer(&dispatch, &peer).await;
                     }
                     Err(e) => dispatch.dispatch(step(KeyAcceptance::Failed {
                         fingerprint,

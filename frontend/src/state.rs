@@ -270,6 +270,10 @@ pub enum Action {
         peer: String,
         acceptance: KeyAcceptance,
     },
+    /// A peer fetched after the node answered an acceptance, in case its
+    /// event lags. Applied only while the peer is still `key_changed`
+    /// here: a peer event that came first is newer than this.
+    PeerRefetched(PeerInfo),
 }
 
 impl State {
@@ -425,6 +429,15 @@ impl State {
                 };
             }
             Action::CheckFailed(error) => self.check.status = CheckStatus::Failed(error),
+            Action::PeerRefetched(peer) => {
+                let in_question = self
+                    .peers
+                    .get(&peer.name)
+                    .is_some_and(|p| p.trust == PeerTrust::KeyChanged);
+                if in_question {
+                    self.apply_event(Event::Peer { peer });
+                }
+            }
             Action::KeyAcceptance { peer, acceptance } => {
                 match self.peers.get(&peer).and_then(|p| acceptance.settle(p)) {
                     Some(a) => {
@@ -978,13 +991,36 @@ mod tests {
         assert_eq!(row.trust, PeerTrust::Verified);
         assert_eq!(row.pinned_by, Some(PinSource::Accepted));
         assert_eq!(row.pinned_fingerprint.as_deref(), Some(NEW));
-        // The POST's answer arriving after the event changes nothing.
+        // The POST's answer arriving after the event changes nothing, nor
+        // does the peer fetched after it, older than the event.
         accept(
             &mut s,
             KeyAcceptance::Accepted {
                 fingerprint: NEW.into(),
             },
         );
+        s.apply(Action::PeerRefetched(key_changed(NEW)));
+        assert!(s.key_acceptance.is_empty());
+        assert_eq!(s.peers["bob"].trust, PeerTrust::Verified);
+    }
+
+    #[test]
+    fn a_refetched_peer_settles_an_acceptance_whose_event_lags() {
+        let mut s = State::default();
+        snapshot(&mut s, vec![key_changed(NEW)]);
+        accept(
+            &mut s,
+            KeyAcceptance::Accepted {
+                fingerprint: NEW.into(),
+            },
+        );
+        s.apply(Action::PeerRefetched(PeerInfo {
+            trust: PeerTrust::Verified,
+            pinned_fingerprint: Some(NEW.into()),
+            pinned_by: Some(PinSource::Accepted),
+            ..peer("bob", true)
+        }));
+        assert_eq!(s.peers["bob"].trust, PeerTrust::Verified);
         assert!(s.key_acceptance.is_empty());
     }
 

@@ -4,7 +4,8 @@ use roundtable_shared::api::PeerTrust;
 use yew::prelude::*;
 use yew_router::prelude::*;
 
-use super::{PeerPathMark, PeerTrustMark};
+use super::peer_path::{path_mark, PeerPathMarkProps};
+use super::peer_trust::{trust_mark, PeerTrustMarkProps};
 use crate::route::Route;
 use crate::state::PeerRow;
 use crate::view;
@@ -43,10 +44,13 @@ pub fn peer_list(props: &PeerListProps) -> Html {
                                   aria-hidden="true"></span>
                             <span class="peer-name">{ &r.name }</span>
                             <span class="peer-seen">{ seen }</span>
-                            <PeerTrustMark trust={r.trust}
-                                pinned_fingerprint={r.pinned_fingerprint.clone().map(AttrValue::from)}
-                                pinned_by={r.pinned_by} />
-                            <PeerPathMark path={r.path} relay_only={r.relay_only} />
+                            { trust_mark(&PeerTrustMarkProps {
+                                trust: r.trust,
+                                pinned_fingerprint: r.pinned_fingerprint.clone().map(AttrValue::from),
+                                pinned_by: r.pinned_by,
+                                details: false,
+                            }) }
+                            { path_mark(&PeerPathMarkProps { path: r.path, relay_only: r.relay_only }) }
                             if let Some(fp) = &r.fingerprint {
                                 <code class="peer-key" data-fingerprint={fp.clone()}
                                       title={format!("Key fingerprint, as the directory pinned it: {fp} (not yet proven by a handshake)")}>

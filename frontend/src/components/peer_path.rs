@@ -20,6 +20,12 @@ pub struct PeerPathMarkProps {
 /// nothing when neither is known.
 #[component(PeerPathMark)]
 pub fn peer_path_mark(props: &PeerPathMarkProps) -> Html {
+    path_mark(props)
+}
+
+/// The mark's markup, for lists that render it without a component per
+/// row (the peer list has up to thousands).
+pub fn path_mark(props: &PeerPathMarkProps) -> Html {
     let path = view::path_mark(props.path);
     if path.is_none() && !props.relay_only {
         return Html::default();

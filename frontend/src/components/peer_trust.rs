@@ -25,6 +25,12 @@ pub struct PeerTrustMarkProps {
 /// readers.
 #[component(PeerTrustMark)]
 pub fn peer_trust_mark(props: &PeerTrustMarkProps) -> Html {
+    trust_mark(props)
+}
+
+/// The mark's markup, for lists that render it without a component per
+/// row (the peer list has up to thousands).
+pub fn trust_mark(props: &PeerTrustMarkProps) -> Html {
     let mark = view::trust_mark(
         props.trust,
         props.pinned_fingerprint.as_deref(),
