@@ -1,7 +1,9 @@
 //! Typed calls to the node's JSON API, and the state of a request.
 
 use gloo_net::http::Request;
-use roundtable_shared::api::{ChatMessage, ChatSummary, Health, Me, PeerInfo, SendMessage};
+use roundtable_shared::api::{
+    ChatMessage, ChatSummary, Health, Me, PeerCheck, PeerInfo, SendMessage, TrustKey,
+};
 use roundtable_shared::training::Training;
 use serde::de::DeserializeOwned;
 
@@ -10,6 +12,9 @@ pub const HEALTH_PATH: &str = "/api/health";
 
 /// Messages per history page.
 pub const PAGE: usize = 100;
+
+/// The deadline "Check peers" asks for, ms (the request lasts up to it).
+pub const CHECK_TIMEOUT_MS: u64 = 3000;
 
 /// Why an API call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -20,6 +25,9 @@ pub enum ApiError {
     /// The server answered with an error status.
     #[error("the server answered {status} {text}")]
     Status { status: u16, text: String },
+    /// The node refused and said why (its `{"error": "…"}` body).
+    #[error("the node refused: {error} (HTTP {status})")]
+    Refused { status: u16, error: String },
     /// The answer was not the expected JSON.
     #[error("unexpected answer from the server: {0}")]
     Decode(String),
@@ -42,17 +50,47 @@ impl<T> From<Result<T, ApiError>> for Remote<T> {
     }
 }
 
+impl ApiError {
+    /// The HTTP status, when the server answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ApiError::Status { status, .. } | ApiError::Refused { status, .. } => Some(*status),
+            ApiError::Network(_) | ApiError::Decode(_) => None,
+        }
+    }
+}
+
+/// The node's refusals: `{"error": "…"}`.
+#[derive(serde::Deserialize)]
+struct ErrorBody {
+    error: String,
+}
+
+/// The response, when its status is a success; else its error.
+async fn checked(
+    resp: Result<gloo_net::http::Response, gloo_net::Error>,
+) -> Result<gloo_net::http::Response, ApiError> {
+    let resp = resp.map_err(|e| ApiError::Network(e.to_string()))?;
+    if resp.ok() {
+        return Ok(resp);
+    }
+    let status = resp.status();
+    let text = resp.status_text();
+    Err(match resp.json::<ErrorBody>().await {
+        Ok(body) => ApiError::Refused {
+            status,
+            error: body.error,
+        },
+        Err(_) => ApiError::Status { status, text },
+    })
+}
+
 async fn decode<T: DeserializeOwned>(
     resp: Result<gloo_net::http::Response, gloo_net::Error>,
 ) -> Result<T, ApiError> {
-    let resp = resp.map_err(|e| ApiError::Network(e.to_string()))?;
-    if !resp.ok() {
-        return Err(ApiError::Status {
-            status: resp.status(),
-            text: resp.status_text(),
-        });
-    }
-    resp.json::<T>()
+    checked(resp)
+        .await?
+        .json::<T>()
         .await
         .map_err(|e| ApiError::Decode(e.to_string()))
 }
@@ -124,6 +162,27 @@ pub async fn send(peer: &str, text: &str) -> Result<ChatMessage, ApiError> {
     decode(req.send().await).await
 }
 
+/// `GET /api/peers/check?timeout_ms=N`: asks every online peer at once and
+/// answers at the deadline at the latest.
+pub async fn check_peers(timeout_ms: u64) -> Result<PeerCheck, ApiError> {
+    get_json(&format!("/api/peers/check?timeout_ms={timeout_ms}")).await
+}
+
+/// `POST /api/peers/{name}/trust`: accepts the key `fingerprint`, the one
+/// the user was shown (409 when the peer's key changed again since).
+pub async fn trust(peer: &str, fingerprint: &str) -> Result<(), ApiError> {
+    let body = TrustKey {
+        fingerprint: fingerprint.into(),
+    };
+    let req = Request::post(&format!("/api/peers/{}/trust", segment(peer)))
+        .json(&body)
+        .map_err(|e| ApiError::Decode(e.to_string()))?;
+    checked(req.send().await).await.map(drop)
+}
+
+/// HTTP 409: what the user acted on changed in the meantime.
+pub const CONFLICT: u16 = 409;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,6 +194,17 @@ mod tests {
             text: "Bad Gateway".into(),
         };
         assert_eq!(e.to_string(), "the server answered 502 Bad Gateway");
+        assert_eq!(e.status(), Some(502));
+        let e = ApiError::Refused {
+            status: 409,
+            error: "bob's key changed again".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "the node refused: bob's key changed again (HTTP 409)"
+        );
+        assert_eq!(e.status(), Some(CONFLICT));
+        assert_eq!(ApiError::Network("refused".into()).status(), None);
         let r: Remote<u8> = Err(ApiError::Network("refused".into())).into();
         assert_eq!(r, Remote::Failed(ApiError::Network("refused".into())));
         assert_eq!(Remote::from(Ok::<_, ApiError>(1u8)), Remote::Ready(1));

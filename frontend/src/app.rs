@@ -172,6 +172,8 @@ fn shell(props: &ShellProps) -> Html {
                 version={props.version.clone()}
                 fingerprint={me.map(|m| AttrValue::from(m.fingerprint.clone())).filter(|f| !f.is_empty())}
                 key_at_directory={me.map(|m| m.key_at_directory)}
+                relay_only={me.is_some_and(|m| m.relay_only)}
+                require_secure={me.is_some_and(|m| m.require_secure)}
             />
             <nav class="tabs" aria-label="Sections">
                 <Link<Route> to={Route::Peers} classes={classes!("tab", (!on_trainings).then_some("active"))}>

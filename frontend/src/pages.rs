@@ -4,16 +4,20 @@
 use std::cell::Cell;
 use std::rc::Rc;
 
+use roundtable_shared::api::PeerTrust;
 use roundtable_shared::training::{RunStatus, Training};
 use web_sys::HtmlInputElement;
 use yew::prelude::*;
 use yew_router::prelude::*;
 
 use crate::api;
-use crate::components::{local_offset_min, now_ms, Composer, MessageList, PeerList, Timeline};
+use crate::components::{
+    local_offset_min, now_ms, Composer, KeyChangedBanner, MessageList, PeerCheckPanel, PeerList,
+    PeerPathMark, PeerTrustMark, Timeline,
+};
 use crate::hooks::{use_store, use_tick};
 use crate::route::Route;
-use crate::state::Action;
+use crate::state::{Action, CheckStatus, KeyAcceptance};
 use crate::view;
 
 /// Marks the first render of the peer list (read by the end-to-end test).
@@ -26,7 +30,7 @@ fn mark_first_peers() {
     }
 }
 
-/// Every peer, filterable by name.
+/// Every peer, filterable by name, and "Check peers".
 #[component(PeersPage)]
 pub fn peers_page() -> Html {
     let store = use_store();
@@ -43,6 +47,25 @@ pub fn peers_page() -> Html {
             mark_first_peers();
         }
     });
+    let on_check = {
+        let dispatch = store.dispatcher();
+        let running = store.check.status == CheckStatus::Running;
+        Callback::from(move |()| {
+            if running {
+                return;
+            }
+            let dispatch = dispatch.clone();
+            dispatch.dispatch(Action::CheckStarted);
+            yew::platform::spawn_local(async move {
+                match api::check_peers(api::CHECK_TIMEOUT_MS).await {
+                    Ok(check) => dispatch.dispatch(Action::Checked(check)),
+                    Err(e) => dispatch.dispatch(Action::CheckFailed(format!(
+                        "The check did not complete: {e}."
+                    ))),
+                }
+            });
+        })
+    };
     let oninput = {
         let filter = filter.clone();
         Callback::from(move |e: InputEvent| {
@@ -61,12 +84,23 @@ pub fn peers_page() -> Html {
                 </label>
                 <span class="count">{ format!("{} shown", rows.len()) }</span>
             </div>
+            <PeerCheckPanel check={store.check.clone()} timeout_ms={api::CHECK_TIMEOUT_MS} {on_check} />
             if loaded {
                 <PeerList rows={(*rows).clone()} now={now_ms()} />
             } else {
                 <p class="status loading" role="status">{ "loading…" }</p>
             }
         </section>
+    }
+}
+
+/// Fetches the peers and applies `peer`'s entry (while the dashboard
+/// still shows its key in question).
+async fn refetch_peer(dispatch: &UseReducerDispatcher<crate::state::State>, peer: &str) {
+    if let Ok(peers) = api::peers().await {
+        if let Some(p) = peers.into_iter().find(|p| p.name == peer) {
+            dispatch.dispatch(Action::PeerRefetched(p));
+        }
     }
 }
 
@@ -170,6 +204,44 @@ pub fn chat_page(props: &ChatPageProps) -> Html {
             });
         })
     };
+    let on_accept = {
+        let dispatch = store.dispatcher();
+        let peer = peer.clone();
+        Callback::from(move |fingerprint: String| {
+            let dispatch = dispatch.clone();
+            let peer = peer.clone();
+            let step = |acceptance| Action::KeyAcceptance {
+                peer: peer.clone(),
+                acceptance,
+            };
+            dispatch.dispatch(step(KeyAcceptance::Pending {
+                fingerprint: fingerprint.clone(),
+            }));
+            yew::platform::spawn_local(async move {
+                let step = |acceptance| Action::KeyAcceptance {
+                    peer: peer.clone(),
+                    acceptance,
+                };
+                match api::trust(&peer, &fingerprint).await {
+                    // The node's peer event clears the banner; the refetch
+                    // does too, should the event lag.
+                    Ok(()) => {
+                        dispatch.dispatch(step(KeyAcceptance::Accepted { fingerprint }));
+                        refetch_peer(&dispatch, &peer).await;
+                    }
+                    // The key changed again: the refetch shows the new one.
+                    Err(e) if e.status() == Some(api::CONFLICT) => {
+                        dispatch.dispatch(step(KeyAcceptance::ChangedAgain { fingerprint }));
+                        refetch_peer(&dispatch, &peer).await;
+                    }
+                    Err(e) => dispatch.dispatch(step(KeyAcceptance::Failed {
+                        fingerprint,
+                        error: e.to_string(),
+                    })),
+                }
+            });
+        })
+    };
     let info = store.peers.get(&peer);
     let status = match info {
         Some(p) if p.online => "online".to_string(),
@@ -185,8 +257,23 @@ pub fn chat_page(props: &ChatPageProps) -> Html {
                 <Link<Route> to={Route::Peers} classes="back">{ "← Peers" }</Link<Route>>
                 <h2 id="chat-title">{ &peer }</h2>
                 <span class="peer-seen">{ status }</span>
+                if let Some(p) = info {
+                    <span class="chat-identity" id="chat-identity">
+                        <PeerTrustMark trust={p.trust} details=true
+                            pinned_fingerprint={p.pinned_fingerprint.clone().map(AttrValue::from)}
+                            pinned_by={p.pinned_by} />
+                        <PeerPathMark path={p.path} relay_only={view::relay_only(p)} />
+                    </span>
+                }
                 <span class="count">{ plural(chat.count.max(chat.messages.len() as u64), "message") }</span>
             </div>
+            if let Some(p) = info.filter(|p| p.trust == PeerTrust::KeyChanged) {
+                <KeyChangedBanner peer={props.peer.clone()}
+                    pinned={p.pinned_fingerprint.clone().map(AttrValue::from)}
+                    offered={p.offered_fingerprint.clone().map(AttrValue::from)}
+                    acceptance={store.key_acceptance.get(&peer).cloned()}
+                    {on_accept} />
+            }
             <MessageList key={peer.clone()} chat={chat} {on_load_older} {on_seen} offset_min={local_offset_min()} />
             <Composer peer={props.peer.clone()} {on_send} error={(*error).clone()} />
         </section>

@@ -3,7 +3,8 @@
 //!
 //! Every change comes in as an [`Action`]: a snapshot fetched over HTTP, an
 //! [`Event`] pushed on `/ws`, a page of history, a message the node accepted,
-//! a change of the WebSocket's state, or the user reading a conversation.
+//! a change of the WebSocket's state, the user reading a conversation, a
+//! peer check's progress, or the user accepting a peer's new key.
 //! Applying the same information twice, or in a different order, gives the
 //! same state: messages are de-duplicated by `seq` and by id, and a
 //! message's state never goes backwards.
@@ -12,7 +13,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
 use roundtable_shared::api::{
-    ChatMessage, ChatSummary, Direction, Event, LinkState, Me, MessageState, PeerInfo,
+    ChatMessage, ChatSummary, Direction, Event, LinkState, Me, MessageState, PeerCheck, PeerInfo,
+    PeerPath, PeerTrust, PinSource,
 };
 use roundtable_shared::training::Training;
 
@@ -125,6 +127,78 @@ impl Chat {
     }
 }
 
+/// Where "Check peers" stands.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum CheckStatus {
+    /// No check asked for since the page loaded.
+    #[default]
+    Idle,
+    /// The request is out; it lasts up to the check's deadline.
+    Running,
+    /// The newest check's result is [`Checks::last`].
+    Done,
+    /// The request itself failed (the sentence to show); [`Checks::last`]
+    /// still holds the previous result, shown as such.
+    Failed(String),
+}
+
+/// The peer check: its status and the newest result. A result stays until
+/// another check succeeds: while a check runs, and after one fails, the
+/// previous answers are still worth seeing (marked as previous).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Checks {
+    pub status: CheckStatus,
+    /// Results in name order.
+    pub last: Option<Rc<PeerCheck>>,
+}
+
+/// The user's acceptance of a peer's new identity key, from the click until
+/// the node's peer event settles it (the peer is then no longer
+/// `key_changed`, and the entry goes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyAcceptance {
+    /// `POST /api/peers/{name}/trust` sent for this fingerprint.
+    Pending { fingerprint: String },
+    /// The node took it; its peer event has not arrived yet.
+    Accepted { fingerprint: String },
+    /// The peer's key changed again before the acceptance took effect (the
+    /// node answered 409, or the peer now offers another key): the user must
+    /// compare the new one.
+    ChangedAgain { fingerprint: String },
+    /// The request failed (the sentence to show).
+    Failed { fingerprint: String, error: String },
+}
+
+impl KeyAcceptance {
+    /// The fingerprint the user accepted.
+    pub fn fingerprint(&self) -> &str {
+        match self {
+            KeyAcceptance::Pending { fingerprint }
+            | KeyAcceptance::Accepted { fingerprint }
+            | KeyAcceptance::ChangedAgain { fingerprint }
+            | KeyAcceptance::Failed { fingerprint, .. } => fingerprint,
+        }
+    }
+
+    /// What is left of it once `peer` is as the node now says: nothing when
+    /// the key is no longer in question; `ChangedAgain` when the peer now
+    /// offers another key than the one accepted and no answer said otherwise.
+    fn settle(self, peer: &PeerInfo) -> Option<KeyAcceptance> {
+        if peer.trust != PeerTrust::KeyChanged {
+            return None;
+        }
+        let offered = peer.offered_fingerprint.as_deref();
+        Some(match self {
+            KeyAcceptance::Pending { fingerprint } | KeyAcceptance::Accepted { fingerprint }
+                if offered != Some(fingerprint.as_str()) =>
+            {
+                KeyAcceptance::ChangedAgain { fingerprint }
+            }
+            other => other,
+        })
+    }
+}
+
 /// Everything the dashboard shows.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct State {
@@ -145,6 +219,10 @@ pub struct State {
     pub peers_rev: u64,
     /// Whether a snapshot has been applied.
     pub loaded: bool,
+    /// "Check peers".
+    pub check: Checks,
+    /// Per peer whose key changed, the user's acceptance of the new key.
+    pub key_acceptance: BTreeMap<String, KeyAcceptance>,
 }
 
 /// A change to the state.
@@ -181,6 +259,21 @@ pub enum Action {
         peer: String,
         seq: i64,
     },
+    /// "Check peers" sent its request.
+    CheckStarted,
+    /// The check's answer.
+    Checked(PeerCheck),
+    /// The check's request failed: the sentence to show.
+    CheckFailed(String),
+    /// The user's acceptance of `peer`'s new key moved on (sent, answered).
+    KeyAcceptance {
+        peer: String,
+        acceptance: KeyAcceptance,
+    },
+    /// A peer fetched after the node answered an acceptance, in case its
+    /// event lags. Applied only while the peer is still `key_changed`
+    /// here: a peer event that came first is newer than this.
+    PeerRefetched(PeerInfo),
 }
 
 impl State {
@@ -220,6 +313,11 @@ impl State {
                 last_seen: p.and_then(|p| p.last_seen),
                 unread: self.unread(name),
                 fingerprint: p.and_then(|p| p.fingerprint.clone()),
+                trust: p.map_or(PeerTrust::Unknown, |p| p.trust),
+                pinned_fingerprint: p.and_then(|p| p.pinned_fingerprint.clone()),
+                pinned_by: p.and_then(|p| p.pinned_by),
+                path: p.and_then(|p| p.path),
+                relay_only: p.is_some_and(crate::view::relay_only),
             })
             .collect();
         rows.sort_by(|a, b| {
@@ -243,6 +341,14 @@ impl State {
                 self.directory = Some(me.directory_state);
                 self.me = Some(me);
                 self.peers = Rc::new(peers.into_iter().map(|p| (p.name.clone(), p)).collect());
+                let acceptances = std::mem::take(&mut self.key_acceptance);
+                self.key_acceptance = acceptances
+                    .into_iter()
+                    .filter_map(|(name, a)| {
+                        let settled = a.settle(self.peers.get(&name)?)?;
+                        Some((name, settled))
+                    })
+                    .collect();
                 self.trainings =
                     Rc::new(trainings.into_iter().map(|t| (t.uuid.clone(), t)).collect());
                 for s in chats {
@@ -314,6 +420,35 @@ impl State {
                 *e = (*e).max(seq);
                 self.peers_rev += 1;
             }
+            Action::CheckStarted => self.check.status = CheckStatus::Running,
+            Action::Checked(mut check) => {
+                check.results.sort_by(|a, b| a.name.cmp(&b.name));
+                self.check = Checks {
+                    status: CheckStatus::Done,
+                    last: Some(Rc::new(check)),
+                };
+            }
+            Action::CheckFailed(error) => self.check.status = CheckStatus::Failed(error),
+            Action::PeerRefetched(peer) => {
+                let in_question = self
+                    .peers
+                    .get(&peer.name)
+                    .is_some_and(|p| p.trust == PeerTrust::KeyChanged);
+                if in_question {
+                    self.apply_event(Event::Peer { peer });
+                }
+            }
+            Action::KeyAcceptance { peer, acceptance } => {
+                match self.peers.get(&peer).and_then(|p| acceptance.settle(p)) {
+                    Some(a) => {
+                        self.key_acceptance.insert(peer, a);
+                    }
+                    // Settled already (the peer event came first), or unknown.
+                    None => {
+                        self.key_acceptance.remove(&peer);
+                    }
+                }
+            }
         }
     }
 
@@ -343,6 +478,11 @@ impl State {
                 Rc::make_mut(&mut self.trainings).insert(training.uuid.clone(), training);
             }
             Event::Peer { peer } => {
+                if let Some(a) = self.key_acceptance.remove(&peer.name) {
+                    if let Some(a) = a.settle(&peer) {
+                        self.key_acceptance.insert(peer.name.clone(), a);
+                    }
+                }
                 Rc::make_mut(&mut self.peers).insert(peer.name.clone(), peer);
                 self.peers_rev += 1;
             }
@@ -352,6 +492,7 @@ impl State {
                 }
             }
             Event::PeerGone { name } => {
+                self.key_acceptance.remove(&name);
                 if Rc::make_mut(&mut self.peers).remove(&name).is_some() {
                     self.peers_rev += 1;
                 }
@@ -402,7 +543,7 @@ impl State {
 }
 
 /// One line of the peer list.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PeerRow {
     pub name: String,
     pub online: bool,
@@ -410,6 +551,15 @@ pub struct PeerRow {
     pub unread: usize,
     /// The fingerprint of the key the directory pinned for it, if any.
     pub fingerprint: Option<String>,
+    /// What this node proved about it (unknown for a conversation only).
+    pub trust: PeerTrust,
+    /// The fingerprint this node pinned for it, and how.
+    pub pinned_fingerprint: Option<String>,
+    pub pinned_by: Option<PinSource>,
+    /// How the last exchange with it went.
+    pub path: Option<PeerPath>,
+    /// Online only through the directory's relay.
+    pub relay_only: bool,
 }
 
 impl yew::Reducible for State {
@@ -770,6 +920,243 @@ mod tests {
         assert_eq!(s.trainings.len(), 1);
         s.apply(Action::Event(Event::TrainingGone { uuid: "t1".into() }));
         assert!(s.trainings.is_empty());
+    }
+
+    const OLD: &str = "aaaa aaaa aaaa aaaa aaaa aaaa aaaa aaaa";
+    const NEW: &str = "bbbb bbbb bbbb bbbb bbbb bbbb bbbb bbbb";
+    const NEWER: &str = "cccc cccc cccc cccc cccc cccc cccc cccc";
+
+    fn key_changed(offered: &str) -> PeerInfo {
+        PeerInfo {
+            trust: PeerTrust::KeyChanged,
+            pinned_fingerprint: Some(OLD.into()),
+            pinned_by: Some(PinSource::FirstUse),
+            offered_fingerprint: Some(offered.into()),
+            ..peer("bob", true)
+        }
+    }
+
+    fn accept(s: &mut State, acceptance: KeyAcceptance) {
+        s.apply(Action::KeyAcceptance {
+            peer: "bob".into(),
+            acceptance,
+        });
+    }
+
+    #[test]
+    fn an_accepted_key_is_settled_by_the_peer_event() {
+        let mut s = State::default();
+        snapshot(&mut s, vec![key_changed(NEW)]);
+        let row = &s.peer_list("")[0];
+        assert_eq!(row.trust, PeerTrust::KeyChanged);
+        assert_eq!(row.pinned_fingerprint.as_deref(), Some(OLD));
+        accept(
+            &mut s,
+            KeyAcceptance::Pending {
+                fingerprint: NEW.into(),
+            },
+        );
+        accept(
+            &mut s,
+            KeyAcceptance::Accepted {
+                fingerprint: NEW.into(),
+            },
+        );
+        assert_eq!(
+            s.key_acceptance.get("bob").map(|a| a.fingerprint()),
+            Some(NEW)
+        );
+        // An event about something else (still key_changed, same offer) keeps it.
+        s.apply(Action::Event(Event::Peer {
+            peer: key_changed(NEW),
+        }));
+        assert!(matches!(
+            s.key_acceptance.get("bob"),
+            Some(KeyAcceptance::Accepted { .. })
+        ));
+        // The node's event: bob verified with the new key, accepted by us.
+        let rev = s.peers_rev;
+        s.apply(Action::Event(Event::Peer {
+            peer: PeerInfo {
+                trust: PeerTrust::Verified,
+                pinned_fingerprint: Some(NEW.into()),
+                pinned_by: Some(PinSource::Accepted),
+                offered_fingerprint: None,
+                ..peer("bob", true)
+            },
+        }));
+        assert!(s.key_acceptance.is_empty(), "the banner's state is gone");
+        assert!(s.peers_rev > rev, "the list is redrawn");
+        let row = &s.peer_list("")[0];
+        assert_eq!(row.trust, PeerTrust::Verified);
+        assert_eq!(row.pinned_by, Some(PinSource::Accepted));
+        assert_eq!(row.pinned_fingerprint.as_deref(), Some(NEW));
+        // The POST's answer arriving after the event changes nothing, nor
+        // does the peer fetched after it, older than the event.
+        accept(
+            &mut s,
+            KeyAcceptance::Accepted {
+                fingerprint: NEW.into(),
+            },
+        );
+        s.apply(Action::PeerRefetched(key_changed(NEW)));
+        assert!(s.key_acceptance.is_empty());
+        assert_eq!(s.peers["bob"].trust, PeerTrust::Verified);
+    }
+
+    #[test]
+    fn a_refetched_peer_settles_an_acceptance_whose_event_lags() {
+        let mut s = State::default();
+        snapshot(&mut s, vec![key_changed(NEW)]);
+        accept(
+            &mut s,
+            KeyAcceptance::Accepted {
+                fingerprint: NEW.into(),
+            },
+        );
+        s.apply(Action::PeerRefetched(PeerInfo {
+            trust: PeerTrust::Verified,
+            pinned_fingerprint: Some(NEW.into()),
+            pinned_by: Some(PinSource::Accepted),
+            ..peer("bob", true)
+        }));
+        assert_eq!(s.peers["bob"].trust, PeerTrust::Verified);
+        assert!(s.key_acceptance.is_empty());
+    }
+
+    #[test]
+    fn a_key_that_changes_again_asks_for_a_new_comparison() {
+        let mut s = State::default();
+        snapshot(&mut s, vec![key_changed(NEW)]);
+        accept(
+            &mut s,
+            KeyAcceptance::Pending {
+                fingerprint: NEW.into(),
+            },
+        );
+        // Before the node's answer, bob offers yet another key.
+        s.apply(Action::Event(Event::Peer {
+            peer: key_changed(NEWER),
+        }));
+        assert_eq!(
+            s.key_acceptance.get("bob"),
+            Some(&KeyAcceptance::ChangedAgain {
+                fingerprint: NEW.into()
+            })
+        );
+        assert_eq!(
+            s.peers["bob"].offered_fingerprint.as_deref(),
+            Some(NEWER),
+            "the banner shows the newest key"
+        );
+        // A failure is kept until the user tries again or it settles.
+        accept(
+            &mut s,
+            KeyAcceptance::Failed {
+                fingerprint: NEWER.into(),
+                error: "cannot reach the node".into(),
+            },
+        );
+        s.apply(Action::Event(Event::Peer {
+            peer: key_changed(NEWER),
+        }));
+        assert!(matches!(
+            s.key_acceptance.get("bob"),
+            Some(KeyAcceptance::Failed { .. })
+        ));
+        // A snapshot where bob is no longer in question drops it; so does leaving.
+        snapshot(&mut s, vec![peer("bob", true)]);
+        assert!(s.key_acceptance.is_empty());
+        snapshot(&mut s, vec![key_changed(NEW)]);
+        accept(
+            &mut s,
+            KeyAcceptance::Pending {
+                fingerprint: NEW.into(),
+            },
+        );
+        s.apply(Action::Event(Event::PeerGone { name: "bob".into() }));
+        assert!(s.key_acceptance.is_empty());
+    }
+
+    fn result(name: &str, answered: bool) -> roundtable_shared::api::PeerCheckResult {
+        roundtable_shared::api::PeerCheckResult {
+            name: name.into(),
+            answered,
+            rtt_ms: answered.then_some(1.25),
+            version: answered.then(|| "roundtable 0.1.0".into()),
+            path: answered.then_some(PeerPath::Direct),
+            error: (!answered).then(|| "no answer within 3000 ms".into()),
+        }
+    }
+
+    #[test]
+    fn a_check_result_is_stored_sorted_and_survives_a_failed_check() {
+        let mut s = State::default();
+        assert_eq!(s.check.status, CheckStatus::Idle);
+        s.apply(Action::CheckStarted);
+        assert_eq!(s.check.status, CheckStatus::Running);
+        s.apply(Action::Checked(PeerCheck {
+            timeout_ms: 3000,
+            results: vec![
+                result("zed", false),
+                result("bob", true),
+                result("carol", true),
+            ],
+        }));
+        assert_eq!(s.check.status, CheckStatus::Done);
+        let last = s.check.last.clone().unwrap();
+        let names: Vec<_> = last.results.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["bob", "carol", "zed"]);
+        // The next check: the previous answers stay on screen while it runs...
+        s.apply(Action::CheckStarted);
+        assert_eq!(s.check.status, CheckStatus::Running);
+        assert_eq!(s.check.last.as_ref(), Some(&last));
+        // ...and when it fails, beside its error.
+        s.apply(Action::CheckFailed("cannot reach the node".into()));
+        assert_eq!(
+            s.check.status,
+            CheckStatus::Failed("cannot reach the node".into())
+        );
+        assert_eq!(s.check.last.as_ref(), Some(&last));
+        // A successful check replaces them.
+        s.apply(Action::CheckStarted);
+        s.apply(Action::Checked(PeerCheck {
+            timeout_ms: 1000,
+            results: vec![],
+        }));
+        assert_eq!(s.check.status, CheckStatus::Done);
+        assert!(s.check.last.as_ref().unwrap().results.is_empty());
+    }
+
+    #[test]
+    fn peer_rows_carry_path_and_relay_only() {
+        let mut s = State::default();
+        snapshot(
+            &mut s,
+            vec![
+                PeerInfo {
+                    relay: true,
+                    path: Some(PeerPath::Relayed),
+                    ..peer("bob", true)
+                },
+                PeerInfo {
+                    relay: true,
+                    address: Some("127.0.0.1".into()),
+                    port: Some(7000),
+                    path: Some(PeerPath::Direct),
+                    ..peer("carol", true)
+                },
+            ],
+        );
+        let rows = s.peer_list("");
+        assert_eq!(
+            (rows[0].name.as_str(), rows[0].path, rows[0].relay_only),
+            ("bob", Some(PeerPath::Relayed), true)
+        );
+        assert_eq!(
+            (rows[1].name.as_str(), rows[1].path, rows[1].relay_only),
+            ("carol", Some(PeerPath::Direct), false)
+        );
     }
 
     #[test]

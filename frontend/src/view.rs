@@ -1,6 +1,8 @@
 //! Pure helpers for what the views draw: times, durations, the chat's
-//! virtual window and the training timeline. Tested natively.
+//! virtual window, the training timeline, and the words of the peer marks
+//! (trust, path, check results). Tested natively.
 
+use roundtable_shared::api::{PeerInfo, PeerPath, PeerTrust, PinSource};
 use roundtable_shared::training::{Phase, Training};
 
 /// `1.2 s`, `3 min 04 s`, `2 h 05 min`.
@@ -33,6 +35,98 @@ pub fn ago(at: i64, now: i64) -> String {
         3600..=86_399 => format!("{} h ago", s / 3600),
         _ => format!("{} d ago", s / 86_400),
     }
+}
+
+/// A mark shown next to a peer: its CSS class (also the end-to-end
+/// test's hook), the words on screen, and the longer explanation for the
+/// tooltip and screen readers. Words, never only a symbol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mark {
+    pub class: &'static str,
+    pub label: &'static str,
+    pub title: String,
+}
+
+/// How a pin came to be, in the user's words.
+pub fn pin_source(p: PinSource) -> &'static str {
+    match p {
+        PinSource::FirstUse => "pinned on first contact",
+        PinSource::Accepted => "accepted by you",
+    }
+}
+
+/// What the node has proven about a peer's identity, as the peer list and
+/// the conversation show it.
+pub fn trust_mark(trust: PeerTrust, pinned: Option<&str>, pinned_by: Option<PinSource>) -> Mark {
+    match trust {
+        PeerTrust::Verified => {
+            let how = pinned_by.map_or("pinned", pin_source);
+            let title = match pinned {
+                Some(fp) => format!(
+                    "Verified: a Roundtable node that proved the key this node pinned ({how}). Fingerprint {fp}"
+                ),
+                None => format!("Verified: a Roundtable node that proved its pinned key ({how})"),
+            };
+            Mark {
+                class: "verified",
+                label: "✓ verified",
+                title,
+            }
+        }
+        PeerTrust::Unverified => Mark {
+            class: "unverified",
+            label: "unverified",
+            title: "Unverified: a classic eurechat peer without an identity key, so the sender of its messages is only claimed".into(),
+        },
+        PeerTrust::KeyChanged => Mark {
+            class: "key-changed",
+            label: "⚠ key changed",
+            title: "Key changed: this peer now presents another identity key than the pinned one; messages from and to it are held until you accept the new key".into(),
+        },
+        PeerTrust::Unknown => Mark {
+            class: "unknown",
+            label: "not yet verified",
+            title: "Not yet verified: no authenticated contact with this peer so far".into(),
+        },
+    }
+}
+
+/// Whether a peer is online only through the directory's relay (it runs
+/// with `--chat none`: a relay session and no chat address).
+pub fn relay_only(p: &PeerInfo) -> bool {
+    p.relay && p.address.is_none()
+}
+
+/// How messages reach a peer (how the last exchange went); `None` when
+/// nothing went yet.
+pub fn path_mark(path: Option<PeerPath>) -> Option<Mark> {
+    Some(match path? {
+        PeerPath::Direct => Mark {
+            class: "direct",
+            label: "direct",
+            title: "Direct: the last exchange went over a connection to its chat port".into(),
+        },
+        PeerPath::Relayed => Mark {
+            class: "relayed",
+            label: "relayed via directory",
+            title: "Relayed: sealed frames forwarded by the directory server, which cannot read or alter them".into(),
+        },
+    })
+}
+
+/// The mark of a peer online only through the relay ([`relay_only`]).
+pub fn relay_only_mark() -> Mark {
+    Mark {
+        class: "relay-only",
+        label: "relay only",
+        title: "Relay only: no chat address; it is online only through the directory's relay"
+            .into(),
+    }
+}
+
+/// A round-trip time, to a tenth of a millisecond: `12.3 ms`.
+pub fn rtt(ms: f64) -> String {
+    format!("{ms:.1} ms")
 }
 
 /// Estimated pixel height of a chat row showing `text` in a column `width`
@@ -132,6 +226,48 @@ mod tests {
         assert_eq!(ago(0, 5_000), "just now");
         assert_eq!(ago(0, 125_000), "2 min ago");
         assert_eq!(ago(0, 7_200_000), "2 h ago");
+    }
+
+    #[test]
+    fn peer_marks_use_words_and_explain_themselves() {
+        let fp = "abcd ef01 2345 6789 abcd ef01 2345 6789";
+        let v = trust_mark(PeerTrust::Verified, Some(fp), Some(PinSource::FirstUse));
+        assert_eq!((v.class, v.label), ("verified", "✓ verified"));
+        assert!(
+            v.title.contains(fp),
+            "the full pinned fingerprint: {}",
+            v.title
+        );
+        assert!(v.title.contains("pinned on first contact"), "{}", v.title);
+        let v = trust_mark(PeerTrust::Verified, Some(fp), Some(PinSource::Accepted));
+        assert!(v.title.contains("accepted by you"), "{}", v.title);
+        let u = trust_mark(PeerTrust::Unverified, None, None);
+        assert_eq!(u.class, "unverified");
+        assert!(u.title.contains("claimed"), "{}", u.title);
+        let k = trust_mark(PeerTrust::KeyChanged, Some(fp), Some(PinSource::FirstUse));
+        assert_eq!((k.class, k.label), ("key-changed", "⚠ key changed"));
+        assert!(k.title.contains("held"), "{}", k.title);
+        assert_eq!(
+            trust_mark(PeerTrust::Unknown, None, None).label,
+            "not yet verified"
+        );
+
+        assert_eq!(path_mark(None), None);
+        assert_eq!(path_mark(Some(PeerPath::Direct)).unwrap().label, "direct");
+        assert_eq!(
+            path_mark(Some(PeerPath::Relayed)).unwrap().label,
+            "relayed via directory"
+        );
+        let mut p = PeerInfo::unknown("bob");
+        p.relay = true;
+        assert!(relay_only(&p), "a relay session and no address");
+        p.address = Some("127.0.0.1".into());
+        assert!(!relay_only(&p), "reachable directly too");
+        p.relay = false;
+        p.address = None;
+        assert!(!relay_only(&p), "offline is not relay only");
+        assert_eq!(rtt(12.345), "12.3 ms");
+        assert_eq!(rtt(0.04), "0.0 ms");
     }
 
     #[test]

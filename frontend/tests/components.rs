@@ -7,11 +7,15 @@
 use std::rc::Rc;
 
 use roundtable_frontend::components::{
-    Composer, ComposerProps, Header, HeaderProps, MessageList, Timeline, TimelineProps,
+    Composer, ComposerProps, Header, HeaderProps, KeyChangedBanner, KeyChangedBannerProps,
+    MessageList, PeerCheckPanel, PeerCheckPanelProps, Timeline, TimelineProps,
 };
-use roundtable_frontend::state::{Action, Chat, PeerRow, State, WsState};
+use roundtable_frontend::state::{
+    Action, Chat, CheckStatus, Checks, KeyAcceptance, PeerRow, State, WsState,
+};
 use roundtable_shared::api::{
-    ChatMessage, Direction, Event, KeyAtDirectory, LinkState, MessageState,
+    ChatMessage, Direction, Event, KeyAtDirectory, LinkState, MessageState, PeerCheck,
+    PeerCheckResult, PeerPath, PeerTrust, PinSource,
 };
 use roundtable_shared::training::{
     Phase, PhaseRecord, Round, Run, RunStatus, Training, TrainingState,
@@ -75,8 +79,12 @@ async fn header_shows_name_identity_and_connection() {
         version: Some("1.2.3".into()),
         fingerprint: Some("3f2a 9c01 0000 1111 2222 3333 4444 5555".into()),
         key_at_directory: Some(KeyAtDirectory::Pinned),
+        relay_only: false,
+        require_secure: false,
     })
     .await;
+    assert_eq!(count(&root, "#relay-only"), 0);
+    assert_eq!(count(&root, "#require-secure"), 0);
     assert_eq!(
         text_of(&root, "#fingerprint").as_deref(),
         Some("3f2a 9c01 0000 1111 2222 3333 4444 5555")
@@ -96,9 +104,24 @@ async fn header_shows_name_identity_and_connection() {
     let root = render::<Header>(HeaderProps {
         ws: Some(WsState::Offline),
         key_at_directory: Some(KeyAtDirectory::Conflict),
+        chat: Some("".into()),
+        relay_only: true,
+        require_secure: true,
         ..Default::default()
     })
     .await;
+    assert!(text_of(&root, "#relay-only")
+        .unwrap()
+        .contains("reachable through the directory's relay"));
+    assert_eq!(
+        count(&root, ".identity [title='Chat address']"),
+        0,
+        "no chat address"
+    );
+    assert_eq!(
+        text_of(&root, "#require-secure").as_deref(),
+        Some("secure peers only")
+    );
     assert!(text_of(&root, "#key-conflict")
         .unwrap()
         .contains("key conflict"));
@@ -128,6 +151,20 @@ async fn peer_list_shows_state_unread_and_links() {
             last_seen: Some(1_000_000 - 120_000),
             unread: if i == 0 { 3 } else { 0 },
             fingerprint: (i == 2).then(|| "abcd ef01 2345 6789 abcd ef01 2345 6789".into()),
+            trust: match i {
+                2 => PeerTrust::Verified,
+                3 => PeerTrust::Unverified,
+                4 => PeerTrust::KeyChanged,
+                _ => PeerTrust::Unknown,
+            },
+            pinned_fingerprint: (i == 2).then(|| "abcd ef01 2345 6789 abcd ef01 2345 6789".into()),
+            pinned_by: (i == 2).then_some(PinSource::FirstUse),
+            path: match i {
+                2 => Some(PeerPath::Direct),
+                5 => Some(PeerPath::Relayed),
+                _ => None,
+            },
+            relay_only: i == 5,
         })
         .collect();
     let start = now();
@@ -157,6 +194,182 @@ async fn peer_list_shows_state_unread_and_links() {
         Some("abcd ef01 …")
     );
     assert_eq!(count(&root, ".peer-key"), 1);
+    // Trust marks, in words, with the pinned fingerprint and how it was pinned in the tooltip.
+    let verified = root
+        .query_selector("li[data-name=p0002] .peer-trust.verified")
+        .unwrap()
+        .unwrap();
+    assert_eq!(verified.text_content().as_deref(), Some("✓ verified"));
+    let title = verified.get_attribute("title").unwrap();
+    assert!(
+        title.contains("abcd ef01 2345 6789 abcd ef01 2345 6789"),
+        "{title}"
+    );
+    assert!(title.contains("pinned on first contact"), "{title}");
+    assert_eq!(
+        text_of(&root, "li[data-name=p0003] .peer-trust.unverified").as_deref(),
+        Some("unverified")
+    );
+    assert_eq!(
+        text_of(&root, "li[data-name=p0004] .peer-trust.key-changed").as_deref(),
+        Some("⚠ key changed")
+    );
+    assert_eq!(count(&root, "li.key-changed"), 1);
+    assert_eq!(count(&root, ".peer-trust.unknown"), 997);
+    // Paths.
+    assert_eq!(
+        text_of(&root, "li[data-name=p0002] .peer-path").as_deref(),
+        Some("direct")
+    );
+    assert_eq!(
+        text_of(&root, "li[data-name=p0005] .peer-path").as_deref(),
+        Some("relayed via directory · relay only")
+    );
+    assert_eq!(count(&root, ".peer-path"), 2);
+}
+
+#[wasm_bindgen_test]
+async fn key_changed_banner_compares_keys_and_accepts_the_offered_one() {
+    let old = "aaaa 1111 2222 3333 4444 5555 6666 7777";
+    let new = "bbbb 1111 2222 3333 4444 5555 6666 8888";
+    let accepted = Rc::new(std::cell::RefCell::new(Vec::<String>::new()));
+    let on_accept = {
+        let accepted = accepted.clone();
+        Callback::from(move |fp: String| accepted.borrow_mut().push(fp))
+    };
+    let root = render::<KeyChangedBanner>(KeyChangedBannerProps {
+        peer: "bob".into(),
+        pinned: Some(old.into()),
+        offered: Some(new.into()),
+        acceptance: None,
+        on_accept,
+    })
+    .await;
+    assert_eq!(
+        text_of(&root, ".key-changed-banner .key-changed-text").as_deref(),
+        Some("bob's identity key changed. Messages from and to bob are held until you accept the new key.")
+    );
+    assert_eq!(text_of(&root, "#old-fingerprint").as_deref(), Some(old));
+    assert_eq!(text_of(&root, "#new-fingerprint").as_deref(), Some(new));
+    let button: HtmlElement = root
+        .query_selector("#accept-key")
+        .unwrap()
+        .unwrap()
+        .dyn_into()
+        .unwrap();
+    assert_eq!(button.text_content().as_deref(), Some("Accept new key"));
+    button.click();
+    yew::scheduler::flush().await;
+    assert_eq!(*accepted.borrow(), [new.to_string()]);
+
+    // The node answered 409: the key changed again.
+    let root = render::<KeyChangedBanner>(KeyChangedBannerProps {
+        peer: "bob".into(),
+        pinned: Some(old.into()),
+        offered: Some(new.into()),
+        acceptance: Some(KeyAcceptance::ChangedAgain {
+            fingerprint: old.into(),
+        }),
+        on_accept: Callback::noop(),
+    })
+    .await;
+    let status = text_of(&root, "#accept-status").unwrap();
+    assert!(status.contains("bob's key changed again"), "{status}");
+    // While the request is out, the button waits.
+    let root = render::<KeyChangedBanner>(KeyChangedBannerProps {
+        peer: "bob".into(),
+        pinned: Some(old.into()),
+        offered: Some(new.into()),
+        acceptance: Some(KeyAcceptance::Pending {
+            fingerprint: new.into(),
+        }),
+        on_accept: Callback::noop(),
+    })
+    .await;
+    assert_eq!(count(&root, "#accept-key[disabled]"), 1);
+}
+
+#[wasm_bindgen_test]
+async fn peer_check_shows_who_answered_and_why_not() {
+    let root = render::<PeerCheckPanel>(PeerCheckPanelProps {
+        check: Checks {
+            status: CheckStatus::Running,
+            last: None,
+        },
+        timeout_ms: 3000,
+        on_check: Callback::noop(),
+    })
+    .await;
+    assert_eq!(count(&root, "#check-peers[disabled]"), 1);
+    assert!(text_of(&root, "#checking").unwrap().contains("checking…"));
+
+    let check = PeerCheck {
+        timeout_ms: 3000,
+        results: vec![
+            PeerCheckResult {
+                name: "bob".into(),
+                answered: true,
+                rtt_ms: Some(1.26),
+                version: Some("roundtable 0.1.0".into()),
+                path: Some(PeerPath::Relayed),
+                error: None,
+            },
+            PeerCheckResult {
+                name: "carol".into(),
+                answered: false,
+                rtt_ms: None,
+                version: None,
+                path: None,
+                error: Some("no answer within 3000 ms".into()),
+            },
+        ],
+    };
+    let root = render::<PeerCheckPanel>(PeerCheckPanelProps {
+        check: Checks {
+            status: CheckStatus::Done,
+            last: Some(Rc::new(check.clone())),
+        },
+        timeout_ms: 3000,
+        on_check: Callback::noop(),
+    })
+    .await;
+    assert_eq!(count(&root, "#check-peers[disabled]"), 0);
+    assert_eq!(count(&root, ".check-result"), 2);
+    assert_eq!(
+        text_of(&root, ".check-result[data-peer=bob].answered .rtt").as_deref(),
+        Some("1.3 ms")
+    );
+    assert!(text_of(&root, ".check-result[data-peer=bob]")
+        .unwrap()
+        .contains("relayed via directory"));
+    assert!(text_of(&root, ".check-result[data-peer=carol].no-answer")
+        .unwrap()
+        .contains("no answer within 3000 ms"));
+    assert_eq!(
+        text_of(&root, "#check-summary").as_deref(),
+        Some("1 of 2 answered within 3000 ms")
+    );
+
+    // A failed request reads as a sentence; the previous answers stay, marked.
+    let root = render::<PeerCheckPanel>(PeerCheckPanelProps {
+        check: Checks {
+            status: CheckStatus::Failed(
+                "The check did not complete: cannot reach the server.".into(),
+            ),
+            last: Some(Rc::new(check)),
+        },
+        timeout_ms: 3000,
+        on_check: Callback::noop(),
+    })
+    .await;
+    assert_eq!(
+        text_of(&root, "#check-error").as_deref(),
+        Some("The check did not complete: cannot reach the server.")
+    );
+    assert!(text_of(&root, ".check-previous")
+        .unwrap()
+        .starts_with("Previous check"));
+    assert_eq!(count(&root, "#check-results.stale .check-result"), 2);
 }
 
 fn message(seq: i64, dir: Direction, state: MessageState) -> ChatMessage {

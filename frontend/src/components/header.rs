@@ -29,6 +29,13 @@ pub struct HeaderProps {
     /// What the directory did with that key.
     #[prop_or_default]
     pub key_at_directory: Option<KeyAtDirectory>,
+    /// No chat listener (`--chat none`): reachable only through the
+    /// directory's relay.
+    #[prop_or_default]
+    pub relay_only: bool,
+    /// Plain connections refused (`--require-secure`).
+    #[prop_or_default]
+    pub require_secure: bool,
 }
 
 fn link_label(s: LinkState) -> &'static str {
@@ -71,7 +78,12 @@ pub fn header(props: &HeaderProps) -> Html {
                 </span>
             }
             <span class="identity">
-                if let Some(chat) = &props.chat {
+                if props.relay_only {
+                    <span class="pill relay-only" id="relay-only"
+                          title="Started with --chat none: no chat listener; peers reach this node through the directory's relay, which forwards sealed frames it cannot read">
+                        { "no chat listener · reachable through the directory's relay" }
+                    </span>
+                } else if let Some(chat) = props.chat.as_ref().filter(|c| !c.is_empty()) {
                     <span title="Chat address">{ "chat " }<code>{ chat }</code></span>
                 }
                 if let Some(dir) = &props.directory {
@@ -86,6 +98,12 @@ pub fn header(props: &HeaderProps) -> Html {
                     <span class="pill bad" id="key-conflict"
                           title="The directory has another key pinned for this name; ask its operator to run `roundtable directory reset-key NAME`">
                         { "key conflict at the directory" }
+                    </span>
+                }
+                if props.require_secure {
+                    <span class="pill secure" id="require-secure"
+                          title="Started with --require-secure: plain connections (classic eurechat peers, nc) are refused">
+                        { "secure peers only" }
                     </span>
                 }
                 if let Some(v) = &props.version {

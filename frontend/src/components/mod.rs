@@ -3,14 +3,22 @@
 
 mod composer;
 mod header;
+mod key_changed_banner;
 mod message_list;
+mod peer_check;
 mod peer_list;
+mod peer_path;
+mod peer_trust;
 mod timeline;
 
 pub use composer::{Composer, ComposerProps};
 pub use header::{Header, HeaderProps};
+pub use key_changed_banner::{KeyChangedBanner, KeyChangedBannerProps};
 pub use message_list::{MessageList, MessageListProps};
+pub use peer_check::{PeerCheckPanel, PeerCheckPanelProps};
 pub use peer_list::{PeerList, PeerListProps};
+pub use peer_path::{PeerPathMark, PeerPathMarkProps};
+pub use peer_trust::{PeerTrustMark, PeerTrustMarkProps};
 pub use timeline::{Timeline, TimelineProps};
 
 /// Minutes to add to UTC for the browser's local time.

@@ -1,8 +1,11 @@
 use std::rc::Rc;
 
+use roundtable_shared::api::PeerTrust;
 use yew::prelude::*;
 use yew_router::prelude::*;
 
+use super::peer_path::{path_mark, PeerPathMarkProps};
+use super::peer_trust::{trust_mark, PeerTrustMarkProps};
 use crate::route::Route;
 use crate::state::PeerRow;
 use crate::view;
@@ -15,7 +18,7 @@ pub struct PeerListProps {
     pub now: i64,
 }
 
-/// The peers, each a link to its conversation.
+/// The peers, each a link to its conversation, with its trust mark and path.
 #[component(PeerList)]
 pub fn peer_list(props: &PeerListProps) -> Html {
     if props.rows.is_empty() {
@@ -33,13 +36,21 @@ pub fn peer_list(props: &PeerListProps) -> Html {
                     }
                 };
                 html! {
-                    <li key={r.name.clone()} class={classes!("peer", r.online.then_some("online"))}
+                    <li key={r.name.clone()}
+                        class={classes!("peer", r.online.then_some("online"), (r.trust == PeerTrust::KeyChanged).then_some("key-changed"))}
                         data-name={r.name.clone()}>
                         <Link<Route> to={Route::Chat { peer: r.name.clone() }} classes="peer-link">
                             <span class={classes!("dot", if r.online { "ok" } else { "off" })}
                                   aria-hidden="true"></span>
                             <span class="peer-name">{ &r.name }</span>
                             <span class="peer-seen">{ seen }</span>
+                            { trust_mark(&PeerTrustMarkProps {
+                                trust: r.trust,
+                                pinned_fingerprint: r.pinned_fingerprint.clone().map(AttrValue::from),
+                                pinned_by: r.pinned_by,
+                                details: false,
+                            }) }
+                            { path_mark(&PeerPathMarkProps { path: r.path, relay_only: r.relay_only }) }
                             if let Some(fp) = &r.fingerprint {
                                 <code class="peer-key" data-fingerprint={fp.clone()}
                                       title={format!("Key fingerprint, as the directory pinned it: {fp} (not yet proven by a handshake)")}>
