@@ -708,6 +708,43 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn fan_out_sends_to_every_peer_at_once() {
+        let mut net = Net::new();
+        for name in ["bob", "dave", "erin"] {
+            net.live(name, answering(Duration::ZERO, "hi"));
+        }
+        // Each send takes 150 ms (a slow link): one after another, the
+        // second would finish at 300 ms, past the 250 ms deadline; at once,
+        // all finish by 150 ms.
+        let direct = net.send();
+        let slow_send = |peer: &str, frame: Frame| {
+            let sent = direct(peer, frame);
+            async move {
+                tokio::time::sleep(Duration::from_millis(150)).await;
+                sent.await
+            }
+        };
+        let started = Instant::now();
+        let lines = fan_out(
+            &net.requests,
+            ["bob", "dave", "erin"],
+            "echo",
+            b"",
+            Duration::from_millis(250),
+            slow_send,
+        )
+        .await
+        .unwrap();
+        assert!(
+            lines
+                .iter()
+                .all(|l| matches!(l.outcome, Outcome::Answered { .. })),
+            "{lines:?} (started {:?} ago)",
+            started.elapsed()
+        );
+    }
+
+    #[tokio::test]
     async fn fan_out_returns_as_soon_as_everyone_answered() {
         let mut net = Net::new();
         net.live("bob", answering(Duration::ZERO, "b"));
