@@ -25,8 +25,9 @@
 //! - **Bounds.** At most [`DEFAULT_MAX_OUTSTANDING`] requests wait for a
 //!   reply at once (more is [`CallError::Full`]); at most
 //!   [`DEFAULT_MAX_RUNNING`] handlers run at once for all peers together
-//!   (more is answered `busy` at once), so a peer cannot make us spawn
-//!   unbounded work. Bodies are at most [`MAX_BODY`] bytes both ways.
+//!   and [`DEFAULT_MAX_RUNNING_PER_PEER`] for any one peer (more is
+//!   answered `busy` at once), so a peer can neither make us spawn
+//!   unbounded work nor take every slot from the others. Bodies are at most [`MAX_BODY`] bytes both ways.
 //! - **Deadlines, caller side.** [`fan_out`] sends to every peer at once
 //!   and returns at its deadline at the latest, earlier when everyone has
 //!   answered; a dead or slow peer delays nobody else's result. An entry
@@ -62,7 +63,7 @@ use roundtable_shared::rpc::{
     valid_kind, valid_timeout, InfoReply, RequestId, RpcError, RpcFrame, Status, ID_LEN, INFO,
     MAX_BODY,
 };
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::oneshot;
 use tokio::time::{timeout_at, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -71,6 +72,10 @@ pub const DEFAULT_MAX_OUTSTANDING: usize = 4_096;
 
 /// Handlers that may run at once, by default, for all peers together.
 pub const DEFAULT_MAX_RUNNING: usize = 64;
+
+/// Handlers that may run at once, by default, for any one peer, so one
+/// peer cannot take every slot and leave the others `busy`.
+pub const DEFAULT_MAX_RUNNING_PER_PEER: usize = 16;
 
 /// A reply that reached the caller in time.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,9 +151,7 @@ impl Requests {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
-        // The table is consistent after every statement, so a panic
-        // elsewhere while it was held leaves nothing to repair.
-        self.table.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.table)
     }
 
     /// Registers a request about to be sent to `peer`: a fresh random id
@@ -377,33 +380,72 @@ struct Handler {
     final_step: Option<Box<FinalFn>>,
 }
 
-/// The request kinds this node answers, and the bound on handlers running
-/// at once. Cheap to clone: clones share the bound.
+/// Handlers running now, in total and per peer.
+struct Running {
+    total: usize,
+    per_peer: HashMap<String, usize>,
+    max_total: usize,
+    max_per_peer: usize,
+}
+
+/// One running handler's place in [`Running`], given back when dropped
+/// (the handler finished, failed, panicked or was cancelled).
+struct Slot {
+    running: Arc<Mutex<Running>>,
+    peer: String,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut running = lock(&self.running);
+        running.total -= 1;
+        if let Some(n) = running.per_peer.get_mut(&self.peer) {
+            *n -= 1;
+            if *n == 0 {
+                running.per_peer.remove(&self.peer);
+            }
+        }
+    }
+}
+
+/// Locks a mutex whose data is consistent after every statement, so a
+/// panic elsewhere while it was held leaves nothing to repair.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The request kinds this node answers, and the bounds on handlers running
+/// at once. Cheap to clone: clones share the bounds.
 #[derive(Clone)]
 pub struct Handlers {
     kinds: HashMap<String, Arc<Handler>>,
-    running: Arc<Semaphore>,
-    max_running: usize,
+    running: Arc<Mutex<Running>>,
 }
 
 impl Default for Handlers {
     fn default() -> Self {
-        Handlers::with_limit(DEFAULT_MAX_RUNNING)
+        Handlers::with_limits(DEFAULT_MAX_RUNNING, DEFAULT_MAX_RUNNING_PER_PEER)
     }
 }
 
 impl Handlers {
-    /// No handlers yet; at most [`DEFAULT_MAX_RUNNING`] run at once.
+    /// No handlers yet; at most [`DEFAULT_MAX_RUNNING`] run at once, at
+    /// most [`DEFAULT_MAX_RUNNING_PER_PEER`] for one peer.
     pub fn new() -> Handlers {
         Handlers::default()
     }
 
-    /// No handlers yet; at most `max_running` run at once.
-    pub fn with_limit(max_running: usize) -> Handlers {
+    /// No handlers yet; at most `max_running` run at once, at most
+    /// `max_per_peer` of them for one peer.
+    pub fn with_limits(max_running: usize, max_per_peer: usize) -> Handlers {
         Handlers {
             kinds: HashMap::new(),
-            running: Arc::new(Semaphore::new(max_running)),
-            max_running,
+            running: Arc::new(Mutex::new(Running {
+                total: 0,
+                per_peer: HashMap::new(),
+                max_total: max_running,
+                max_per_peer,
+            })),
         }
     }
 
@@ -479,7 +521,31 @@ impl Handlers {
 
     /// Handlers running now.
     pub fn running(&self) -> usize {
-        self.max_running - self.running.available_permits()
+        lock(&self.running).total
+    }
+
+    /// A place for one more handler for `peer`, or why there is none.
+    fn take_slot(&self, peer: &str) -> Result<Slot, String> {
+        let mut running = lock(&self.running);
+        if running.total >= running.max_total {
+            return Err(format!(
+                "{} requests are running already; try again later",
+                running.max_total
+            ));
+        }
+        let max_per_peer = running.max_per_peer;
+        let mine = running.per_peer.entry(peer.to_owned()).or_insert(0);
+        if *mine >= max_per_peer {
+            return Err(format!(
+                "{max_per_peer} of your requests are running already; try again later"
+            ));
+        }
+        *mine += 1;
+        running.total += 1;
+        Ok(Slot {
+            running: self.running.clone(),
+            peer: peer.to_owned(),
+        })
     }
 
     /// Runs the handler for a request that arrived over `from_peer`'s
@@ -488,7 +554,7 @@ impl Handlers {
     /// frame was a reply, which belongs to [`Requests::complete`]).
     ///
     /// Unknown kinds are answered `unknown_kind` and requests beyond the
-    /// running bound `busy`, both at once. Dropping the future (the link
+    /// running bounds `busy`, both at once. Dropping the future (the link
     /// closed) cancels the handler like its deadline does.
     pub async fn serve(&self, from_peer: &str, req: RpcFrame) -> Option<RpcFrame> {
         let RpcFrame::Req {
@@ -509,15 +575,12 @@ impl Handlers {
                 sentence(format!("no handler for requests of kind {kind}")),
             );
         };
-        let Ok(_permit) = self.running.clone().try_acquire_owned() else {
-            tracing::debug!(peer = from_peer, %kind, "request refused: handlers all busy");
-            return reply(
-                Status::Busy,
-                sentence(format!(
-                    "{} requests are running already; try again later",
-                    self.max_running
-                )),
-            );
+        let _slot = match self.take_slot(from_peer) {
+            Ok(slot) => slot,
+            Err(why) => {
+                tracing::debug!(peer = from_peer, %kind, "request refused: {why}");
+                return reply(Status::Busy, sentence(why));
+            }
         };
         let cancel = CancellationToken::new();
         // Cancels the token if this future is dropped mid-way, or at the
@@ -573,7 +636,7 @@ fn sentence(mut text: String) -> Vec<u8> {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use tokio::sync::{mpsc, Notify};
+    use tokio::sync::mpsc;
 
     const ALICE: &str = "alice";
 
@@ -955,13 +1018,13 @@ mod tests {
 
     #[tokio::test]
     async fn unknown_kinds_failures_and_the_running_bound_get_their_statuses() {
-        let release = Arc::new(Notify::new());
-        let mut h = Handlers::with_limit(1);
+        let release = CancellationToken::new();
+        let mut h = Handlers::with_limits(2, 1);
         let gate = release.clone();
         h.register("wait", move |_p, _b, _c| {
             let gate = gate.clone();
             async move {
-                gate.notified().await;
+                gate.cancelled().await;
                 Ok(vec![])
             }
         })
@@ -989,19 +1052,35 @@ mod tests {
             Status::Error
         );
 
-        let first = tokio::spawn({
+        let spawn_wait = |peer: &'static str| {
             let h = h.clone();
-            async move { h.serve("bob", request("wait", 10_000)).await }
-        });
-        while h.running() == 0 {
+            tokio::spawn(async move { h.serve(peer, request("wait", 10_000)).await })
+        };
+        let bob = spawn_wait("bob");
+        while h.running() < 1 {
             tokio::task::yield_now().await;
         }
-        // The bound is per node: another peer is refused too.
-        let (s, _) = status(h.serve("carol", request("wait", 10_000)).await);
+        // One per peer: bob's second is refused, carol's first runs.
+        let (s, why) = status(h.serve("bob", request("wait", 10_000)).await);
         assert_eq!(s, Status::Busy);
-        release.notify_one();
-        assert_eq!(status(first.await.unwrap()).0, Status::Ok);
+        assert!(why.contains("your requests"), "{why}");
+        let carol = spawn_wait("carol");
+        while h.running() < 2 {
+            tokio::task::yield_now().await;
+        }
+        // Two per node: dave, with none running, is refused too.
+        let (s, why) = status(h.serve("dave", request("wait", 10_000)).await);
+        assert_eq!(s, Status::Busy);
+        assert!(why.starts_with("2 requests are running"), "{why}");
+        release.cancel();
+        assert_eq!(status(bob.await.unwrap()).0, Status::Ok);
+        assert_eq!(status(carol.await.unwrap()).0, Status::Ok);
         assert_eq!(h.running(), 0);
+        // The slots are free again.
+        assert_eq!(
+            status(h.serve("dave", request("wait", 10_000)).await).0,
+            Status::Ok
+        );
         // A reply is not served.
         assert_eq!(
             h.serve(
