@@ -27,7 +27,8 @@
 //!   [`DEFAULT_MAX_RUNNING`] handlers run at once for all peers together
 //!   and [`DEFAULT_MAX_RUNNING_PER_PEER`] for any one peer (more is
 //!   answered `busy` at once), so a peer can neither make us spawn
-//!   unbounded work nor take every slot from the others. Bodies are at most [`MAX_BODY`] bytes both ways.
+//!   unbounded work nor take every slot from the others. Bodies are at
+//!   most [`MAX_BODY`] bytes both ways.
 //! - **Deadlines, caller side.** [`fan_out`] sends to every peer at once
 //!   and returns at its deadline at the latest, earlier when everyone has
 //!   answered; a dead or slow peer delays nobody else's result. An entry
@@ -646,6 +647,8 @@ mod tests {
     struct Net {
         requests: Requests,
         links: HashMap<String, mpsc::UnboundedSender<Frame>>,
+        /// The dead peers' ends of their links: kept open, never read.
+        unread: Vec<mpsc::UnboundedReceiver<Frame>>,
     }
 
     impl Net {
@@ -653,6 +656,7 @@ mod tests {
             Net {
                 requests: Requests::new(),
                 links: HashMap::new(),
+                unread: Vec::new(),
             }
         }
 
@@ -681,8 +685,7 @@ mod tests {
         /// A peer whose link accepts frames but which never answers.
         fn dead(&mut self, name: &str) {
             let (tx, rx) = mpsc::unbounded_channel::<Frame>();
-            // Keep the receiver alive so sends succeed.
-            std::mem::forget(rx);
+            self.unread.push(rx);
             self.links.insert(name.to_owned(), tx);
         }
 
@@ -805,6 +808,21 @@ mod tests {
             "{lines:?} (started {:?} ago)",
             started.elapsed()
         );
+    }
+
+    #[test]
+    fn fan_out_can_run_on_any_task() {
+        fn assert_send<T: Send>(_: &T) {}
+        let requests = Requests::new();
+        let ask = fan_out(
+            &requests,
+            ["bob"],
+            INFO,
+            b"",
+            Duration::from_secs(1),
+            |_: &str, _| async { Ok::<(), String>(()) },
+        );
+        assert_send(&ask);
     }
 
     #[tokio::test]
