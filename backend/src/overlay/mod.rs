@@ -52,3 +52,4 @@
 
 pub mod channel;
 pub mod identity;
+pub mod rpc;
