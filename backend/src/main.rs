@@ -180,6 +180,10 @@ struct NodeArgs {
     /// Host others use to reach our chat port, when it differs from the listen IP.
     #[arg(long)]
     advertise: Option<String>,
+    /// Port others use to reach our chat port, when it differs from the
+    /// listen port (a port forward).
+    #[arg(long)]
+    advertise_port: Option<u16>,
     /// DLR FL notification endpoint address.
     #[arg(long)]
     notify: Option<SocketAddr>,
@@ -498,6 +502,7 @@ async fn run_node(args: NodeArgs) -> Result<()> {
         directory: args.directory,
         chat_listen: args.chat,
         advertise: args.advertise,
+        advertise_port: args.advertise_port,
         notify_listen: args.notify,
         http_listen: args.http,
         data: args.data,

@@ -41,6 +41,9 @@ pub struct NodeConfig {
     pub chat_listen: SocketAddr,
     /// Host others use to reach our chat port (default: the listen IP).
     pub advertise: Option<String>,
+    /// Port others use to reach our chat port, when it differs from the
+    /// one we listen on (a port forward, or a test's proxy in between).
+    pub advertise_port: Option<u16>,
     /// DLR notification endpoint address, if any.
     pub notify_listen: Option<SocketAddr>,
     pub http_listen: SocketAddr,
@@ -73,6 +76,7 @@ impl NodeConfig {
             directory: directory.to_owned(),
             chat_listen: any,
             advertise: None,
+            advertise_port: None,
             notify_listen: Some(any),
             http_listen: any,
             data,
@@ -198,7 +202,7 @@ impl Node {
                     .advertise
                     .clone()
                     .unwrap_or_else(|| chat_addr.ip().to_string()),
-                chat_port: chat_addr.port(),
+                chat_port: cfg.advertise_port.unwrap_or(chat_addr.port()),
                 query_interval: cfg.query_interval,
                 max_backoff: Duration::from_secs(10),
                 key: Some(*identity.public_key()),
@@ -217,7 +221,7 @@ impl Node {
                 cfg.advertise
                     .clone()
                     .unwrap_or_else(|| chat_addr.ip().to_string()),
-                chat_addr.port()
+                cfg.advertise_port.unwrap_or(chat_addr.port())
             ),
             directory_addr: cfg.directory.clone(),
             chat: chat.clone(),
