@@ -44,6 +44,7 @@ use std::time::Duration;
 use roundtable_shared::api::{ChatMessage, Event, MessageState, PeerPath, MAX_TEXT};
 use roundtable_shared::frame::Frame;
 use roundtable_shared::peer::{Capabilities, PeerFrame};
+use roundtable_shared::rpc::RpcFrame;
 use roundtable_shared::secure::{Hello, SecureFrame};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, Semaphore};
@@ -58,6 +59,7 @@ use crate::directory::accounts::valid_name;
 use crate::events::Events;
 use crate::framing::{Connection, FramingError};
 use crate::overlay::channel::{self, ChannelError};
+use crate::overlay::rpc::{Handlers, Requests};
 use crate::store::chat::{ChatStore, Commit, Incoming};
 use crate::store::StoreError;
 
@@ -127,6 +129,10 @@ pub struct Chat {
 struct Inner {
     cfg: ChatConfig,
     overlay: Overlay,
+    /// Requests we sent over secure links and wait for (check peers).
+    requests: Requests,
+    /// The request kinds we answer over secure links.
+    handlers: Handlers,
     store: ChatStore,
     peers: Peers,
     events: Events,
@@ -176,6 +182,8 @@ impl Chat {
             inner: Arc::new(Inner {
                 links: Arc::new(Semaphore::new(cfg.max_links)),
                 inbound: Caps::new(cfg.max_inbound, cfg.max_inbound_per_source),
+                requests: Requests::new(),
+                handlers: Handlers::with_info(&cfg.name),
                 cfg,
                 overlay,
                 store,
@@ -190,6 +198,14 @@ impl Chat {
 
     pub fn store(&self) -> &ChatStore {
         &self.inner.store
+    }
+
+    pub(super) fn peers(&self) -> &Peers {
+        &self.inner.peers
+    }
+
+    pub(super) fn requests(&self) -> &Requests {
+        &self.inner.requests
     }
 
     /// Accepts a message for `peer`: committed as `queued`, announced,
@@ -359,7 +375,7 @@ impl Chat {
     /// A link to `peer` at the address the directory lists for it, or
     /// `None` while it is not listed: a message waits in the outbox rather
     /// than go anywhere else.
-    async fn open_link(&self, peer: &str) -> Result<Option<Link>, LinkError> {
+    pub(super) async fn open_link(&self, peer: &str) -> Result<Option<Link>, LinkError> {
         let Some((address, port)) = self
             .inner
             .peers
@@ -747,6 +763,27 @@ impl Chat {
             }
         };
         for f in &frames {
+            if let (Origin::Proven(peer), RpcFrame::REQ | RpcFrame::REP) = (origin, f.kind.as_str())
+            {
+                match RpcFrame::parse(f) {
+                    Ok(req @ RpcFrame::Req { .. }) => {
+                        // Handlers are bounded by the caller's deadline and
+                        // by count; ours (`info`) answer at once.
+                        replies.extend(
+                            self.inner
+                                .handlers
+                                .serve(peer, req)
+                                .await
+                                .map(|r| r.to_frame()),
+                        );
+                    }
+                    Ok(rep @ RpcFrame::Rep { .. }) => {
+                        self.inner.requests.complete(peer, rep);
+                    }
+                    Err(e) => tracing::debug!(%peer, %e, "bad request frame dropped"),
+                }
+                continue;
+            }
             match (PeerFrame::parse(f), origin) {
                 (Ok(PeerFrame::Ping { caps }), _) => replies.push(
                     PeerFrame::Pong {

@@ -3,6 +3,7 @@
 //! in order (LEAVE sent, connections closed) on request.
 
 pub mod chat;
+pub mod check;
 pub mod directory_client;
 pub mod link;
 pub mod peers;

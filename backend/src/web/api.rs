@@ -2,13 +2,15 @@
 //! owning service (never a store), and answer; every failure is a
 //! [`WebError`].
 
+use std::time::Duration;
+
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
 use roundtable_shared::api::{
-    ChatMessage, ChatSummary, Health, Me, PeerInfo, SendMessage, TrustKey,
+    ChatMessage, ChatSummary, Health, Me, PeerCheck, PeerInfo, SendMessage, TrustKey,
 };
 use roundtable_shared::training::Training;
 use serde::Deserialize;
@@ -40,6 +42,29 @@ pub async fn me(State(n): State<NodeApi>) -> Json<Me> {
 
 pub async fn peers(State(n): State<NodeApi>) -> Json<Vec<PeerInfo>> {
     Json(n.peers.list())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CheckParams {
+    timeout_ms: Option<u64>,
+}
+
+/// Default deadline of a check, ms.
+const CHECK_TIMEOUT_MS: u64 = 3000;
+
+/// One request to every online peer at once; who answered in time.
+pub async fn check_peers(
+    State(n): State<NodeApi>,
+    Query(p): Query<CheckParams>,
+) -> Result<Json<PeerCheck>, WebError> {
+    let ms = p.timeout_ms.unwrap_or(CHECK_TIMEOUT_MS);
+    let max = crate::node::check::MAX_TIMEOUT.as_millis() as u64;
+    if !(1..=max).contains(&ms) {
+        return Err(WebError::BadRequest(format!(
+            "timeout_ms must be 1 to {max}"
+        )));
+    }
+    Ok(Json(n.chat.check_peers(Duration::from_millis(ms)).await))
 }
 
 /// The user accepts the key a peer now presents (the one they were shown).

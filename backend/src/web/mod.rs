@@ -125,6 +125,7 @@ pub fn node_router(config: &WebConfig, node: NodeApi) -> Router {
         .route("/health", get(api::health))
         .route("/me", get(api::me))
         .route("/peers", get(api::peers))
+        .route("/peers/check", get(api::check_peers))
         .route("/peers/{name}/trust", post(api::trust_peer))
         .route("/chats", get(api::chats))
         .route(
