@@ -174,9 +174,10 @@ struct NodeArgs {
     /// Directory server `host:port`.
     #[arg(long, default_value = "127.0.0.1:8888")]
     directory: String,
-    /// Chat listen address.
-    #[arg(long, default_value = "127.0.0.1:0")]
-    chat: SocketAddr,
+    /// Chat listen address, or `none`: no chat listener at all; the node
+    /// logs in without BIND and is reached through the directory's relay.
+    #[arg(long, default_value = "127.0.0.1:0", value_parser = parse_chat)]
+    chat: ChatListen,
     /// Host others use to reach our chat port, when it differs from the listen IP.
     #[arg(long)]
     advertise: Option<String>,
@@ -252,6 +253,22 @@ struct DemoTrainArgs {
 
 /// A network for an allow-list: `10.0.0.0/8`, `2001:db8::/32`, or a single
 /// address.
+/// `--chat`: an address, or `none`.
+#[derive(Debug, Clone, Copy)]
+enum ChatListen {
+    At(SocketAddr),
+    None,
+}
+
+fn parse_chat(s: &str) -> Result<ChatListen, String> {
+    if s == "none" {
+        return Ok(ChatListen::None);
+    }
+    s.parse()
+        .map(ChatListen::At)
+        .map_err(|e| format!("{s:?} is neither host:port nor none: {e}"))
+}
+
 fn parse_net(s: &str) -> Result<IpNet, String> {
     let s = s.trim();
     s.parse::<IpNet>()
@@ -500,7 +517,10 @@ async fn run_node(args: NodeArgs) -> Result<()> {
         name: args.name,
         password,
         directory: args.directory,
-        chat_listen: args.chat,
+        chat_listen: match args.chat {
+            ChatListen::At(a) => Some(a),
+            ChatListen::None => None,
+        },
         advertise: args.advertise,
         advertise_port: args.advertise_port,
         notify_listen: args.notify,
@@ -517,7 +537,11 @@ async fn run_node(args: NodeArgs) -> Result<()> {
     let node = Node::start(cfg).await?;
     println!("{} is up:", node.name);
     println!("  dashboard  http://{}", node.http_addr);
-    println!("  chat       {}", node.chat_addr);
+    if node.chat_addr.port() == 0 {
+        println!("  chat       none (reached through the directory's relay)");
+    } else {
+        println!("  chat       {}", node.chat_addr);
+    }
     if let Some(n) = node.notify_addr {
         println!("  notify     http://{n}/");
     }

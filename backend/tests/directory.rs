@@ -1100,7 +1100,10 @@ async fn scripted_directory(
                             ),
                             Request::Key { .. }
                             | Request::Rekey { .. }
-                            | Request::KeyQuery { .. } => wire(Reply::Nak("scripted".into())),
+                            | Request::KeyQuery { .. }
+                            | Request::Relay
+                            | Request::RelayQuery { .. }
+                            | Request::Forward(_) => wire(Reply::Nak("scripted".into())),
                         };
                         if s.write_all(&out).await.is_err() {
                             return;
@@ -1142,6 +1145,7 @@ fn start_client(
             password: "pw".into(),
             advertise_host: "127.0.0.1".into(),
             chat_port: 4242,
+            bind: true,
             query_interval: Duration::from_millis(50),
             max_backoff: Duration::from_millis(500),
             // The scripted directory speaks only the classic commands.

@@ -53,6 +53,14 @@ use tokio_util::task::TaskTracker;
 
 use super::link::{chat_limits, open_direct, open_frame, seal_all, Link, LinkError, Overlay};
 use super::peers::Peers;
+use super::relay::Relay;
+
+/// How chat reaches peers: the secure channel's settings, and the
+/// directory's relay for peers it cannot reach directly.
+pub struct Transports {
+    pub overlay: Overlay,
+    pub relay: Option<Relay>,
+}
 use super::trust::Verdict;
 use crate::caps::{Caps, RefusalLog};
 use crate::directory::accounts::valid_name;
@@ -129,6 +137,8 @@ pub struct Chat {
 struct Inner {
     cfg: ChatConfig,
     overlay: Overlay,
+    /// The directory's relay, for peers we cannot reach directly.
+    relay: Option<Relay>,
     /// Requests we sent over secure links and wait for (check peers).
     requests: Requests,
     /// The request kinds we answer over secure links.
@@ -171,7 +181,7 @@ enum Origin<'a> {
 impl Chat {
     pub fn new(
         cfg: ChatConfig,
-        overlay: Overlay,
+        Transports { overlay, relay }: Transports,
         store: ChatStore,
         peers: Peers,
         events: Events,
@@ -186,6 +196,7 @@ impl Chat {
                 handlers: Handlers::with_info(&cfg.name),
                 cfg,
                 overlay,
+                relay,
                 store,
                 peers,
                 events,
@@ -361,6 +372,7 @@ impl Chat {
                 Ok(()) => backoff = Duration::from_millis(200),
                 Err(e) => {
                     tracing::debug!(%peer, %e, "delivery interrupted; will retry");
+                    l.fail();
                     link = None;
                     tokio::select! {
                         _ = self.inner.shutdown.cancelled() => return,
@@ -372,36 +384,83 @@ impl Chat {
         }
     }
 
-    /// A link to `peer` at the address the directory lists for it, or
-    /// `None` while it is not listed: a message waits in the outbox rather
-    /// than go anywhere else.
+    /// A link to `peer`: to the address the directory lists for it, or
+    /// through the directory's relay when it has no address or its
+    /// address does not answer; `None` while it is not online either way
+    /// (a message waits in the outbox rather than go anywhere else).
     pub(super) async fn open_link(&self, peer: &str) -> Result<Option<Link>, LinkError> {
-        let Some((address, port)) = self
-            .inner
-            .peers
-            .get(peer)
-            .filter(|p| p.online)
-            .and_then(|p| Some((p.address?, p.port?)))
-        else {
+        let Some(info) = self.inner.peers.get(peer).filter(|p| p.online) else {
             return Ok(None);
         };
-        let permit = self
-            .inner
-            .links
+        let relay = self.inner.relay.as_ref().filter(|_| info.relay);
+        let direct = info
+            .address
             .clone()
-            .acquire_owned()
+            .zip(info.port)
+            .filter(|_| self.inner.peers.listed(peer));
+        if let Some((address, port)) = direct {
+            let permit = self
+                .inner
+                .links
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| FramingError::Truncated)?;
+            match open_direct(
+                &self.inner.overlay,
+                peer,
+                &address,
+                port,
+                self.inner.cfg.connect_timeout,
+                permit,
+            )
             .await
-            .map_err(|_| FramingError::Truncated)?;
-        let link = open_direct(
-            &self.inner.overlay,
-            peer,
-            &address,
-            port,
-            self.inner.cfg.connect_timeout,
-            permit,
-        )
-        .await?;
-        Ok(Some(link))
+            {
+                Ok(link) => return Ok(Some(link)),
+                Err(e) if e.needs_user() || relay.is_none() => return Err(e),
+                Err(e) => {
+                    tracing::info!(%peer, %e, "direct connection failed; trying the relay");
+                }
+            }
+        }
+        let Some(relay) = relay else {
+            return Ok(None);
+        };
+        let link = relay
+            .link(peer, self.inner.overlay.channel.handshake_timeout)
+            .await?;
+        self.inner.overlay.trust.reached(peer, PeerPath::Relayed);
+        Ok(Some(Link::relayed(link)))
+    }
+
+    /// Handles what peers send us through the relay (their messages and
+    /// requests, already opened), answering over the relay, until
+    /// shutdown.
+    pub async fn run_relay_inbound(
+        self,
+        mut rx: tokio::sync::mpsc::Receiver<(String, Vec<Frame>)>,
+    ) {
+        let Some(relay) = self.inner.relay.clone() else {
+            return;
+        };
+        loop {
+            let (peer, frames) = tokio::select! {
+                _ = self.inner.shutdown.cancelled() => return,
+                m = rx.recv() => match m {
+                    Some(m) => m,
+                    None => return,
+                },
+            };
+            let (replies, _) = self.handle(frames, Origin::Proven(&peer)).await;
+            if !replies.is_empty() {
+                if let Err(e) = relay
+                    .send_to(&peer, None, &replies, self.inner.cfg.write_timeout)
+                    .await
+                {
+                    tracing::debug!(%peer, %e, "relayed replies not sent");
+                }
+            }
+        }
     }
 
     /// Writes `pending` to the link and records what happened to it.

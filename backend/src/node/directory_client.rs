@@ -54,6 +54,9 @@ pub struct DirectoryClientConfig {
     /// The host others should connect to for our chat port.
     pub advertise_host: String,
     pub chat_port: u16,
+    /// Register the chat port with `BIND` (false with `--chat none`: the
+    /// node only logs in, and is reached through the relay).
+    pub bind: bool,
     pub query_interval: Duration,
     pub max_backoff: Duration,
     /// Our identity key, published with `KEY` after each login (`None`:
@@ -512,8 +515,12 @@ async fn session(
         address: cfg.advertise_host.clone(),
         port: cfg.chat_port,
     };
-    ack(&mut conn, "BIND", bind.clone()).await?;
-    tracing::info!(server = %cfg.server, name = %cfg.name, "bound at the directory");
+    if cfg.bind {
+        ack(&mut conn, "BIND", bind.clone()).await?;
+        tracing::info!(server = %cfg.server, name = %cfg.name, "bound at the directory");
+    } else {
+        tracing::info!(server = %cfg.server, name = %cfg.name, "logged in at the directory (no chat port: reached through the relay)");
+    }
     set(state, events, LinkState::Connected);
     if let Some(key) = cfg.key.filter(|_| !keys.unsupported) {
         let outcome = publish_key(&mut conn, key).await;
@@ -571,7 +578,7 @@ async fn session(
                 !answered.contains(&cfg.name) || is_me(&entries)
             }
         };
-        if !registered {
+        if cfg.bind && !registered {
             tracing::warn!(server = %cfg.server, name = %cfg.name, "our registration is missing from the directory (or points elsewhere); binding again");
             ack(&mut conn, "BIND", bind.clone()).await?;
             tracing::info!(server = %cfg.server, name = %cfg.name, "bound at the directory again");

@@ -106,6 +106,14 @@ impl Link {
         !matches!(self.carrier, Carrier::Plain(_))
     }
 
+    /// Marks the link as broken (acknowledgements stopped): a relayed
+    /// channel is then dropped with it, so the next link makes a new one.
+    pub fn fail(&mut self) {
+        if let Carrier::Relayed(r) = &mut self.carrier {
+            r.fail();
+        }
+    }
+
     /// A relayed link, once its session is established.
     pub fn relayed(link: RelayLink) -> Link {
         Link {

@@ -26,10 +26,11 @@ use crate::overlay::identity::Identity;
 use crate::store::chat::ChatStore;
 use crate::store::pins::PinStore;
 use crate::web::{self, NodeApi, WebConfig};
-use chat::{Chat, ChatConfig};
+use chat::{Chat, ChatConfig, Transports};
 use directory_client::{DirectoryClientConfig, DirectoryLink};
 use link::Overlay;
 use peers::Peers;
+use relay::{Relay, RelayConfig};
 use trust::Trust;
 
 /// Everything `roundtable node` is told.
@@ -39,7 +40,9 @@ pub struct NodeConfig {
     pub password: String,
     /// Directory `host:port`.
     pub directory: String,
-    pub chat_listen: SocketAddr,
+    /// Chat listen address (`None`: `--chat none`, no listener; the node
+    /// is reached through the directory's relay only).
+    pub chat_listen: Option<SocketAddr>,
     /// Host others use to reach our chat port (default: the listen IP).
     pub advertise: Option<String>,
     /// Port others use to reach our chat port, when it differs from the
@@ -75,7 +78,7 @@ impl NodeConfig {
             name: name.to_owned(),
             password: password.to_owned(),
             directory: directory.to_owned(),
-            chat_listen: any,
+            chat_listen: Some(any),
             advertise: None,
             advertise_port: None,
             notify_listen: Some(any),
@@ -132,10 +135,19 @@ impl Node {
         let fingerprint = identity.fingerprint().to_string();
         tracing::info!(%fingerprint, "identity key");
         let store = ChatStore::open(&cfg.data.join("chat.db"))?;
-        let chat_listener = TcpListener::bind(cfg.chat_listen)
-            .await
-            .with_context(|| format!("chat port {}", cfg.chat_listen))?;
-        let chat_addr = chat_listener.local_addr()?;
+        let chat_listener = match cfg.chat_listen {
+            Some(a) => Some(
+                TcpListener::bind(a)
+                    .await
+                    .with_context(|| format!("chat port {a}"))?,
+            ),
+            None => None,
+        };
+        let chat_addr = match &chat_listener {
+            Some(l) => l.local_addr()?,
+            None => SocketAddr::from(([0, 0, 0, 0], 0)),
+        };
+        let relay_only = chat_listener.is_none();
         let http_listener = TcpListener::bind(cfg.http_listen)
             .await
             .with_context(|| format!("web port {}", cfg.http_listen))?;
@@ -162,16 +174,35 @@ impl Node {
             channel: ChannelConfig::default(),
             require_secure: cfg.require_secure,
         };
+        let (relay, relay_inbound) = Relay::spawn(
+            RelayConfig {
+                server: cfg.directory.clone(),
+                name: cfg.name.clone(),
+                password: cfg.password.clone(),
+                query_interval: cfg.query_interval,
+                max_backoff: Duration::from_secs(10),
+            },
+            overlay.clone(),
+            peers.clone(),
+            shutdown.clone(),
+            &tracker,
+        );
         let chat = Chat::new(
             chat_cfg,
-            overlay,
+            Transports {
+                overlay,
+                relay: Some(relay),
+            },
             store,
             peers.clone(),
             events.clone(),
             shutdown.clone(),
             tracker.clone(),
         );
-        tracker.spawn(chat.clone().serve(chat_listener));
+        if let Some(l) = chat_listener {
+            tracker.spawn(chat.clone().serve(l));
+        }
+        tracker.spawn(chat.clone().run_relay_inbound(relay_inbound));
         tracker.spawn(chat.clone().run_dispatcher());
 
         let trainings = crate::notify::Trainings::open(
@@ -204,6 +235,7 @@ impl Node {
                     .clone()
                     .unwrap_or_else(|| chat_addr.ip().to_string()),
                 chat_port: cfg.advertise_port.unwrap_or(chat_addr.port()),
+                bind: !relay_only,
                 query_interval: cfg.query_interval,
                 max_backoff: Duration::from_secs(10),
                 key: Some(*identity.public_key()),
@@ -217,13 +249,17 @@ impl Node {
 
         let api = NodeApi {
             name: cfg.name.clone(),
-            chat_addr: format!(
-                "{}:{}",
-                cfg.advertise
-                    .clone()
-                    .unwrap_or_else(|| chat_addr.ip().to_string()),
-                cfg.advertise_port.unwrap_or(chat_addr.port())
-            ),
+            chat_addr: if relay_only {
+                String::new()
+            } else {
+                format!(
+                    "{}:{}",
+                    cfg.advertise
+                        .clone()
+                        .unwrap_or_else(|| chat_addr.ip().to_string()),
+                    cfg.advertise_port.unwrap_or(chat_addr.port())
+                )
+            },
             directory_addr: cfg.directory.clone(),
             chat: chat.clone(),
             peers: peers.clone(),
@@ -232,7 +268,7 @@ impl Node {
             trainings: trainings.clone(),
             fingerprint: fingerprint.clone(),
             trust: trust.clone(),
-            relay_only: false,
+            relay_only,
             require_secure: cfg.require_secure,
         };
         let web_cfg = WebConfig {

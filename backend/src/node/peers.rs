@@ -29,6 +29,10 @@ struct Table {
     chatted: HashSet<String>,
     /// The identity keys the directory gave for peers.
     keys: HashMap<String, PublicKey>,
+    /// Peers the last full `QUERY` listed (online with an address).
+    listed: HashSet<String>,
+    /// Peers the relay said it reaches (online through the relay).
+    relayed: HashSet<String>,
 }
 
 /// A peer we know nothing about yet: offline, no address, no key.
@@ -120,10 +124,24 @@ impl Peers {
                     changes.push(e.clone());
                 }
             }
-            let Table { peers, chatted, .. } = &mut *t;
+            for name in &seen {
+                t.listed.insert((*name).to_owned());
+            }
+            let Table {
+                peers,
+                chatted,
+                listed,
+                relayed,
+                ..
+            } = &mut *t;
             let forget_before = now.saturating_sub(self.forget_after_ms);
             peers.retain(|name, e| {
                 if seen.contains(name.as_str()) || !in_scope(name) {
+                    return true;
+                }
+                listed.remove(name);
+                if relayed.contains(name) {
+                    // Online through the relay only.
                     return true;
                 }
                 if !chatted.contains(name) && e.last_seen.is_none_or(|t| t <= forget_before) {
@@ -184,6 +202,53 @@ impl Peers {
         for peer in changed {
             self.events.publish(Event::Peer { peer });
         }
+    }
+
+    /// Applies a `RELAYRESULT`: who the directory's relay reaches now.
+    /// Such a peer is online even with no listed address (`--chat none`).
+    pub fn set_relay(&self, names: &[String]) {
+        let now = now_ms();
+        let mut changes = Vec::new();
+        {
+            let mut t = self.write();
+            let names: HashSet<String> =
+                names.iter().filter(|n| **n != *self.me).cloned().collect();
+            for name in &names {
+                if !t.peers.contains_key(name) {
+                    t.peers.insert(name.clone(), unknown(name));
+                }
+            }
+            let Table {
+                peers,
+                listed,
+                relayed,
+                ..
+            } = &mut *t;
+            for (name, p) in peers.iter_mut() {
+                let relay = names.contains(name);
+                let online = relay || listed.contains(name);
+                if relay {
+                    p.last_seen = Some(now);
+                }
+                if p.relay != relay || p.online != online {
+                    p.relay = relay;
+                    p.online = online;
+                    changes.push(p.clone());
+                }
+            }
+            *relayed = names;
+        }
+        if !changes.is_empty() {
+            self.changed.notify_waiters();
+        }
+        for peer in changes {
+            self.events.publish(Event::Peer { peer });
+        }
+    }
+
+    /// Whether the last full `QUERY` listed `name` with an address.
+    pub fn listed(&self, name: &str) -> bool {
+        self.read().listed.contains(name)
     }
 
     /// The identity key the directory gave for `name`, if any.

@@ -1,26 +1,626 @@
-//! Links to peers through the directory's relay (filled in below).
+//! Links to peers through the directory's relay (issue 13): for a peer we
+//! cannot reach directly (it runs with `--chat none`, or its address does
+//! not answer), the same Noise channel runs over the directory, which
+//! forwards the `HELLO` and `SEC` frames between our two sessions and can
+//! neither read, alter nor replay them (`directory::relay` on its side).
+//!
+//! # One session of its own
+//!
+//! The node keeps a second directory session for the relay, apart from
+//! the one that binds and queries (`directory_client.rs`): log in, `RELAY`,
+//! then only relayed frames and `RELAYQUERY` (every query interval, which
+//! also keeps the session alive). Relayed frames arrive at any moment, so
+//! this session has one reader that dispatches everything it receives; the
+//! other session's request/reply code stays as simple as the protocol.
+//!
+//! # One channel per pair
+//!
+//! Over the relay there is no connection to tell two channels apart, so a
+//! pair of nodes has one channel, used both ways: our delivery worker
+//! sends `MSG` over it and gets `MSGACK` back ([`RelayLink`]), and the
+//! peer's worker does the same the other way (its frames go to chat's
+//! handler through [`Relay::inbound`], the replies are sealed back here).
+//! When both start a handshake at once, the one from the smaller name
+//! wins and the other side answers it. A peer that restarted starts a new
+//! handshake, which replaces the old channel; a link whose acknowledgements
+//! stop coming drops the channel, so the next attempt makes a new one.
+//!
+//! The same guarantees as the direct path: pinned keys checked by
+//! [`Trust`](super::trust::Trust), ids, acknowledgements and the durable
+//! outbox end to end (the directory keeps nothing).
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use roundtable_shared::frame::Frame;
+use roundtable_shared::api::PeerPath;
+use roundtable_shared::directory::{Reply, Request};
+use roundtable_shared::frame::{Frame, Limits};
+use roundtable_shared::secure::{unpack, Hello, Sealed, SecureFrame, MAX_SEC_PAYLOAD};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch, Notify};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
-use super::link::LinkError;
+use super::link::{chat_limits, seal_all, LinkError, Overlay};
+use super::peers::Peers;
+use super::trust::Verdict;
+use crate::framing::{Connection, FramingError};
+use crate::overlay::channel::{ChannelError, Handshake, Session};
 
-/// A secure session with a peer whose frames travel through the directory.
+/// How to reach the directory's relay.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// `host:port` of the directory.
+    pub server: String,
+    pub name: String,
+    pub password: String,
+    /// How often to ask who is reachable through the relay.
+    pub query_interval: Duration,
+    pub max_backoff: Duration,
+}
+
+/// Frames waiting to be written to the relay session.
+const OUT_QUEUE: usize = 1024;
+/// Frames from one peer's channel waiting for its delivery worker.
+const ACK_QUEUE: usize = 1024;
+
+enum State {
+    Initiating(Handshake),
+    Responding(Handshake),
+    Up(Box<Session>),
+}
+
+#[derive(Default)]
+struct Slot {
+    state: Option<State>,
+    /// Which channel is up: a link made on an older one is stale.
+    generation: u64,
+    /// Why the last attempt failed, for whoever waits on it.
+    error: Option<String>,
+    /// The links on this channel (the delivery worker's, a check's), fed
+    /// the frames they wait for (`MSGACK`); each ignores ids not its own.
+    links: Vec<mpsc::Sender<Result<Frame, String>>>,
+}
+
+struct Inner {
+    overlay: Overlay,
+    peers: Peers,
+    out: mpsc::Sender<Frame>,
+    /// Whether the relay session is registered now.
+    up: watch::Sender<bool>,
+    slots: Mutex<HashMap<String, Slot>>,
+    /// Signalled whenever a slot changes.
+    changed: Notify,
+    next_generation: AtomicU64,
+    /// Frames from peers for chat's handler.
+    inbound: mpsc::Sender<(String, Vec<Frame>)>,
+}
+
+/// The node's side of the relay. Cheap to clone.
+#[derive(Clone)]
+pub struct Relay {
+    inner: Arc<Inner>,
+}
+
+/// A secure channel with a peer whose frames travel through the directory.
 pub struct RelayLink {
-    _private: (),
+    relay: Relay,
+    peer: String,
+    generation: u64,
+    from_peer: mpsc::Receiver<Result<Frame, String>>,
+    /// Set when the channel stopped answering: dropping the link then
+    /// drops the channel, so the next link makes a new one.
+    failed: bool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Relay {
+    /// Starts the relay session; frames from peers for chat arrive on the
+    /// returned receiver.
+    pub fn spawn(
+        cfg: RelayConfig,
+        overlay: Overlay,
+        peers: Peers,
+        shutdown: CancellationToken,
+        tracker: &tokio_util::task::TaskTracker,
+    ) -> (Relay, mpsc::Receiver<(String, Vec<Frame>)>) {
+        let (out, out_rx) = mpsc::channel(OUT_QUEUE);
+        let (inbound, inbound_rx) = mpsc::channel(OUT_QUEUE);
+        let relay = Relay {
+            inner: Arc::new(Inner {
+                overlay,
+                peers,
+                out,
+                up: watch::channel(false).0,
+                slots: Mutex::default(),
+                changed: Notify::new(),
+                next_generation: AtomicU64::new(1),
+                inbound,
+            }),
+        };
+        tracker.spawn(relay.clone().run(cfg, out_rx, shutdown));
+        (relay, inbound_rx)
+    }
+
+    /// Whether the relay session is registered at the directory.
+    pub fn is_up(&self) -> bool {
+        *self.inner.up.borrow()
+    }
+
+    fn me(&self) -> &str {
+        &self.inner.overlay.me
+    }
+
+    async fn send_frame(&self, f: Frame, within: Duration) -> Result<(), LinkError> {
+        tokio::time::timeout(within, self.inner.out.send(f))
+            .await
+            .map_err(|_| LinkError::Relay("the relay session is not taking frames".into()))?
+            .map_err(|_| LinkError::Relay("the relay session is gone".into()))
+    }
+
+    /// A link over the channel with `peer`, made (handshake through the
+    /// directory) if there is none, within `timeout`.
+    pub async fn link(&self, peer: &str, timeout: Duration) -> Result<RelayLink, LinkError> {
+        if !self.is_up() {
+            return Err(LinkError::Relay(
+                "no relay session with the directory".into(),
+            ));
+        }
+        let deadline = Instant::now() + timeout;
+        let mut started = false;
+        loop {
+            let changed = self.inner.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let hello = {
+                let mut slots = lock(&self.inner.slots);
+                let slot = slots.entry(peer.to_owned()).or_default();
+                match &slot.state {
+                    Some(State::Up(_)) => {
+                        let (tx, rx) = mpsc::channel(ACK_QUEUE);
+                        slot.links.retain(|l| !l.is_closed());
+                        slot.links.push(tx);
+                        return Ok(RelayLink {
+                            relay: self.clone(),
+                            peer: peer.to_owned(),
+                            generation: slot.generation,
+                            from_peer: rx,
+                            failed: false,
+                        });
+                    }
+                    Some(_) => None,
+                    None if started => {
+                        let why = slot
+                            .error
+                            .take()
+                            .unwrap_or_else(|| "handshake failed".into());
+                        if why.contains("key") {
+                            return Err(LinkError::KeyChanged {
+                                peer: peer.to_owned(),
+                            });
+                        }
+                        return Err(LinkError::Relay(why));
+                    }
+                    None => {
+                        started = true;
+                        slot.error = None;
+                        let expected = self.inner.overlay.trust.expected(peer)?;
+                        let o = &self.inner.overlay;
+                        let (hs, hello) = Handshake::initiate(
+                            &o.identity,
+                            &o.me,
+                            peer,
+                            expected,
+                            o.channel.rekey,
+                        )?;
+                        slot.state = Some(State::Initiating(hs));
+                        Some(hello)
+                    }
+                }
+            };
+            if let Some(h) = hello {
+                self.send_frame(SecureFrame::Hello(h).into_frame(), timeout)
+                    .await?;
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                let mut slots = lock(&self.inner.slots);
+                if let Some(slot) = slots.get_mut(peer) {
+                    if matches!(slot.state, Some(State::Initiating(_))) {
+                        slot.state = None;
+                    }
+                }
+                return Err(LinkError::Relay(format!(
+                    "{peer} did not answer the handshake through the relay within {timeout:?}"
+                )));
+            }
+        }
+    }
+
+    /// Seals `frames` on the current channel with `peer` (of `generation`,
+    /// if given) and queues them for the directory.
+    pub async fn send_to(
+        &self,
+        peer: &str,
+        generation: Option<u64>,
+        frames: &[Frame],
+        within: Duration,
+    ) -> Result<(), LinkError> {
+        let sealed = {
+            let mut slots = lock(&self.inner.slots);
+            let slot = slots.get_mut(peer);
+            match slot {
+                Some(Slot {
+                    state: Some(State::Up(session)),
+                    generation: g,
+                    ..
+                }) if generation.is_none_or(|want| want == *g) => seal_all(session, frames)?,
+                _ => return Err(LinkError::Relay(format!("no channel with {peer}"))),
+            }
+        };
+        for f in sealed {
+            self.send_frame(f, within).await?;
+        }
+        Ok(())
+    }
+
+    /// Drops the channel with `peer` if it is still `generation`.
+    fn drop_channel(&self, peer: &str, generation: u64) {
+        let mut slots = lock(&self.inner.slots);
+        if let Some(slot) = slots.get_mut(peer) {
+            if slot.generation == generation && matches!(slot.state, Some(State::Up(_))) {
+                tracing::debug!(%peer, "relayed channel dropped");
+                slot.state = None;
+                slot.links.clear();
+            }
+        }
+    }
+
+    fn set(&self, peer: &str, f: impl FnOnce(&mut Slot)) {
+        f(lock(&self.inner.slots).entry(peer.to_owned()).or_default());
+        self.inner.changed.notify_waiters();
+    }
+
+    /// A handshake message from `h.from`.
+    async fn on_hello(&self, h: Hello) {
+        let peer = h.from.clone();
+        let o = &self.inner.overlay;
+        let reply = match h.step {
+            1 => {
+                let ours_wins = {
+                    let slots = lock(&self.inner.slots);
+                    matches!(
+                        slots.get(&peer).and_then(|s| s.state.as_ref()),
+                        Some(State::Initiating(_))
+                    ) && self.me() < peer.as_str()
+                };
+                if ours_wins {
+                    return;
+                }
+                let expected = match o.trust.expected(&peer) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        tracing::error!(%e, "cannot read pins");
+                        return;
+                    }
+                };
+                match Handshake::respond(&o.identity, &o.me, &h, expected, o.channel.rekey) {
+                    Ok((hs, answer)) => {
+                        self.set(&peer, |s| s.state = Some(State::Responding(hs)));
+                        Some(answer)
+                    }
+                    Err(e) => {
+                        tracing::info!(%peer, %e, "relayed handshake refused");
+                        None
+                    }
+                }
+            }
+            2 | 3 => {
+                let hs = {
+                    let mut slots = lock(&self.inner.slots);
+                    let slot = slots.entry(peer.clone()).or_default();
+                    match (slot.state.take(), h.step) {
+                        (Some(State::Initiating(hs)), 2) | (Some(State::Responding(hs)), 3) => hs,
+                        (other, _) => {
+                            slot.state = other;
+                            tracing::debug!(%peer, step = h.step, "unexpected relayed HELLO dropped");
+                            return;
+                        }
+                    }
+                };
+                match hs.finish(&h) {
+                    Ok((session, last)) => {
+                        let verdict =
+                            o.trust
+                                .proven(&peer, session.remote_static(), PeerPath::Relayed);
+                        match verdict {
+                            Ok(Verdict::Trusted) => {
+                                let generation =
+                                    self.inner.next_generation.fetch_add(1, Ordering::Relaxed);
+                                tracing::info!(%peer, "secure channel through the relay");
+                                self.set(&peer, |s| {
+                                    s.state = Some(State::Up(Box::new(session)));
+                                    s.generation = generation;
+                                    s.links.clear();
+                                    s.error = None;
+                                });
+                            }
+                            Ok(Verdict::Changed { .. }) => {
+                                self.set(&peer, |s| s.error = Some(format!("{peer}'s key changed")))
+                            }
+                            Err(e) => {
+                                tracing::error!(%e, "cannot check a pin");
+                                self.set(&peer, |s| s.error = Some("cannot check the pin".into()))
+                            }
+                        }
+                        last
+                    }
+                    Err(ChannelError::KeyMismatch { found, .. }) => {
+                        if let Err(e) = o.trust.refused(&peer, &found) {
+                            tracing::error!(%e, "cannot record a changed key");
+                        }
+                        self.set(&peer, |s| s.error = Some(format!("{peer}'s key changed")));
+                        None
+                    }
+                    Err(e) => {
+                        tracing::info!(%peer, %e, "relayed handshake failed");
+                        self.set(&peer, |s| s.error = Some(e.to_string()));
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        if let Some(answer) = reply {
+            let _ = self
+                .send_frame(
+                    SecureFrame::Hello(answer).into_frame(),
+                    Duration::from_secs(5),
+                )
+                .await;
+        }
+    }
+
+    /// A sealed frame from `s.from`: opened on its channel, `MSGACK`s to
+    /// our worker, the rest to chat.
+    async fn on_sealed(&self, s: Sealed) {
+        let peer = s.from.clone();
+        let (frames, links) = {
+            let mut slots = lock(&self.inner.slots);
+            let Some(slot) = slots.get_mut(&peer) else {
+                tracing::debug!(%peer, "relayed frame without a channel dropped");
+                return;
+            };
+            let Some(State::Up(session)) = &mut slot.state else {
+                tracing::debug!(%peer, "relayed frame without a channel dropped");
+                return;
+            };
+            let plaintext = match session.open(&s) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(%peer, %e, "relayed sealed frame refused");
+                    return;
+                }
+            };
+            match unpack(&plaintext, &chat_limits()) {
+                Ok(frames) => (frames, slot.links.clone()),
+                Err(e) => {
+                    tracing::warn!(%peer, %e, "relayed plaintext refused");
+                    return;
+                }
+            }
+        };
+        let (acks, rest): (Vec<Frame>, Vec<Frame>) =
+            frames.into_iter().partition(|f| f.kind == "MSGACK");
+        for l in &links {
+            for a in &acks {
+                let _ = l.try_send(Ok(a.clone()));
+            }
+        }
+        if !rest.is_empty() {
+            let _ = self.inner.inbound.send((peer, rest)).await;
+        }
+    }
+
+    async fn on_nak(&self, to: String, reason: String) {
+        tracing::debug!(peer = %to, %reason, "relay refused a frame");
+        let links = {
+            let mut slots = lock(&self.inner.slots);
+            let Some(slot) = slots.get_mut(&to) else {
+                return;
+            };
+            if matches!(slot.state, Some(State::Initiating(_))) {
+                slot.state = None;
+                slot.error = Some(reason.clone());
+            }
+            slot.links.clone()
+        };
+        self.inner.changed.notify_waiters();
+        for l in links {
+            let _ = l.try_send(Err(reason.clone()));
+        }
+    }
+
+    /// Runs the relay session, reconnecting with backoff, until shutdown.
+    async fn run(
+        self,
+        cfg: RelayConfig,
+        mut out: mpsc::Receiver<Frame>,
+        shutdown: CancellationToken,
+    ) {
+        let mut backoff = Duration::from_millis(250);
+        loop {
+            let r = self.session(&cfg, &mut out, &shutdown).await;
+            self.inner.up.send_replace(false);
+            {
+                // Channels do not survive the session: the peer's frames
+                // for them went nowhere meanwhile.
+                let mut slots = lock(&self.inner.slots);
+                slots.clear();
+            }
+            self.inner.changed.notify_waiters();
+            if shutdown.is_cancelled() {
+                return;
+            }
+            match r {
+                Ok(()) => backoff = Duration::from_millis(250),
+                Err(LinkError::Relay(why)) if why.contains("did not understand") => {
+                    tracing::warn!(server = %cfg.server, "the directory has no relay (a classic one); chatting directly only");
+                    return;
+                }
+                Err(e) => tracing::info!(server = %cfg.server, %e, "relay session lost"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(cfg.max_backoff);
+        }
+    }
+
+    async fn session(
+        &self,
+        cfg: &RelayConfig,
+        out: &mut mpsc::Receiver<Frame>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), LinkError> {
+        let t = Duration::from_secs(5);
+        let stream = tokio::time::timeout(t, TcpStream::connect(&cfg.server))
+            .await
+            .map_err(|_| FramingError::Timeout(t))?
+            .map_err(FramingError::Io)?;
+        stream.set_nodelay(true).map_err(FramingError::Io)?;
+        let limits = Limits {
+            max_payload: MAX_SEC_PAYLOAD.max(Limits::default().max_payload),
+            ..Limits::default()
+        };
+        let mut conn = Connection::new(stream, limits).with_read_chunk(64 * 1024);
+        let steps = [
+            Request::User {
+                name: cfg.name.clone(),
+            },
+            Request::Pass {
+                password: cfg.password.clone(),
+            },
+            Request::Relay,
+        ];
+        for req in steps {
+            conn.write_frame_within(&req.to_frame(), t).await?;
+            let f = conn
+                .read_frame_within(Duration::from_secs(10))
+                .await?
+                .ok_or(FramingError::Truncated)?;
+            match Reply::parse(&f) {
+                Ok(Reply::Ack(_)) => {}
+                Ok(Reply::Nak(reason) | Reply::Err(reason)) => {
+                    return Err(LinkError::Relay(format!("the directory refused: {reason}")))
+                }
+                _ => return Err(LinkError::Relay(format!("unexpected answer {}", f.kind))),
+            }
+        }
+        self.inner.up.send_replace(true);
+        tracing::info!(server = %cfg.server, "relay session registered");
+        let mut tick = tokio::time::interval(cfg.query_interval);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = tick.tick() => {
+                    conn.write_frame_within(&Request::RelayQuery { name: None }.to_frame(), t).await?;
+                }
+                f = out.recv() => {
+                    let Some(f) = f else { return Ok(()) };
+                    let mut batch = vec![f];
+                    while batch.len() < 256 {
+                        match out.try_recv() {
+                            Ok(f) => batch.push(f),
+                            Err(_) => break,
+                        }
+                    }
+                    conn.write_frames_within(&batch, Duration::from_secs(10)).await?;
+                }
+                f = conn.read_frame() => {
+                    let f = f?.ok_or(FramingError::Truncated)?;
+                    self.dispatch(f).await?;
+                    while let Some(f) = conn.buffered_frame()? {
+                        self.dispatch(f).await?;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn dispatch(&self, f: Frame) -> Result<(), LinkError> {
+        match Reply::parse_owned(f) {
+            Ok(Reply::Relayed(SecureFrame::Hello(h))) if h.to == self.me() => {
+                self.on_hello(h).await
+            }
+            Ok(Reply::Relayed(SecureFrame::Sealed(s))) if s.to == self.me() => {
+                self.on_sealed(s).await
+            }
+            Ok(Reply::RelayNak { to, reason }) => self.on_nak(to, reason).await,
+            Ok(Reply::RelayResult(names)) => self.inner.peers.set_relay(&names),
+            Ok(Reply::Err(reason)) => {
+                return Err(LinkError::Relay(format!("the directory closed: {reason}")))
+            }
+            Ok(other) => tracing::debug!(?other, "unexpected frame on the relay session"),
+            Err(e) => tracing::debug!(%e, "undecodable frame on the relay session"),
+        }
+        Ok(())
+    }
 }
 
 impl RelayLink {
-    pub async fn send(&mut self, _frames: &[Frame], _within: Duration) -> Result<(), LinkError> {
-        Err(LinkError::Relay("not yet".into()))
+    pub async fn send(&mut self, frames: &[Frame], within: Duration) -> Result<(), LinkError> {
+        let r = self
+            .relay
+            .send_to(&self.peer, Some(self.generation), frames, within)
+            .await;
+        if r.is_err() {
+            self.failed = true;
+        }
+        r
     }
 
-    pub async fn recv(&mut self, _within: Duration) -> Result<Frame, LinkError> {
-        Err(LinkError::Relay("not yet".into()))
+    pub async fn recv(&mut self, within: Duration) -> Result<Frame, LinkError> {
+        match tokio::time::timeout(within, self.from_peer.recv()).await {
+            Ok(Some(Ok(f))) => Ok(f),
+            Ok(Some(Err(reason))) => {
+                self.failed = true;
+                Err(LinkError::Relay(reason))
+            }
+            Ok(None) => {
+                self.failed = true;
+                Err(LinkError::Relay("the relayed channel was replaced".into()))
+            }
+            Err(_) => {
+                // Not yet a failure: the caller decides (it may only be
+                // recording `sent`); a link dropped after a timeout is.
+                Err(LinkError::Framing(FramingError::Timeout(within)))
+            }
+        }
     }
 
     pub fn try_recv(&mut self) -> Option<Frame> {
-        None
+        match self.from_peer.try_recv() {
+            Ok(Ok(f)) => Some(f),
+            _ => None,
+        }
+    }
+
+    /// Marks the channel as not answering: dropping the link drops it.
+    pub fn fail(&mut self) {
+        self.failed = true;
+    }
+}
+
+impl Drop for RelayLink {
+    fn drop(&mut self) {
+        if self.failed {
+            self.relay.drop_channel(&self.peer, self.generation);
+        }
     }
 }
