@@ -28,10 +28,46 @@
 //! `<hex>` is exactly 64 lowercase hex digits (32 bytes, see [`PublicKey`]).
 //! `NAK` is a refusal that leaves the session open, unlike `ERR`, after
 //! which the server always closes.
+//!
+//! # Relay (issue 13)
+//!
+//! A node others cannot reach directly chats through the directory: the
+//! directory forwards the overlay's sealed frames (`HELLO`, `SEC`, typed in
+//! [`crate::secure`]) between two logged-in users' sessions. It cannot read
+//! them (Noise end to end); it checks that `<from>` is the sending
+//! session's user and that `<to>` holds a relay registration.
+//!
+//! ```text
+//! RELAY 0                   -> ACK 8\nrelay on
+//!                              (this session now receives frames addressed to its
+//!                              user; no BIND needed; a later RELAY session of the
+//!                              same user replaces this one; again: same answer)
+//!                           -> NAK <n>\nrelay is disabled on this directory
+//!                           -> NAK <n>\nthe relay is full on this directory
+//! RELAYQUERY 0 [<name>]     -> RELAYRESULT <n>\n<name>\n<name>…
+//!                              (users holding a relay registration, sorted; with a
+//!                              name: that user or an empty payload; at most
+//!                              MAX_RELAYRESULT bytes)
+//! HELLO <len> <from> <to> <step>             + handshake message
+//! SEC <len> <from> <to> <epoch> <counter>    + sealed payload
+//!                           -> (nothing: forwarded, the same frame, to <to>'s relay
+//!                              session, between whole frames of its own replies)
+//!                           -> RELAYNAK <n> <to>\n<reason>   (not forwarded; session
+//!                              stays open; reasons: see RelayRefusal)
+//! ```
+//!
+//! Parsing: [`Request::Forward`] is a `HELLO`/`SEC` a client sends;
+//! [`Reply::Relayed`] is the same frame as the destination's session
+//! receives it, interleaved with the replies to its own requests, so a
+//! client reads everything arriving on its session with [`Reply::parse`]
+//! (or [`Reply::parse_owned`], which moves the payload). A classic client
+//! never sends `RELAY`, so it never receives a relayed frame, and `QUERY`
+//! never lists a user who only relays.
 
 use std::net::IpAddr;
 
 use crate::frame::{Frame, DEFAULT_MAX_PAYLOAD};
+use crate::secure::{SecureError, SecureFrame};
 
 /// Largest `RESULT` payload a server may send: the payload limit a
 /// Roundtable node reads frames with (a classic client has none).
@@ -53,6 +89,14 @@ pub const MAX_KEYQUERY_NAMES: usize = 32;
 /// Longest `KEYRESULT` payload: [`MAX_KEYQUERY_NAMES`] lines of
 /// `name,hex` (64 + 1 + 64 bytes) and their separators.
 pub const MAX_KEYRESULT: usize = MAX_KEYQUERY_NAMES * (64 + 1 + 2 * KEY_LEN + 1);
+
+/// Longest `RELAYRESULT` payload a server may send: the same bound as
+/// `RESULT` (a server refuses new relay registrations past it).
+pub const MAX_RELAYRESULT: usize = MAX_RESULT;
+
+/// Largest payload a logged-in session must accept from a client: the
+/// largest relayed frame (a `SEC`), bigger than any other directory frame.
+pub const MAX_RELAY_PAYLOAD: usize = crate::secure::MAX_SEC_PAYLOAD;
 
 /// A node's identity key, as `KEY`, `REKEY` and `KEYRESULT` carry it:
 /// exactly 64 lowercase hex digits on the wire (see [`PublicKey::to_text`]).
@@ -98,6 +142,34 @@ pub enum Request {
     /// `KEYQUERY 0 <name> [<name>…]`: the pinned keys of 1 to
     /// [`MAX_KEYQUERY_NAMES`] users.
     KeyQuery { names: Vec<String> },
+    /// `RELAY 0`: receive relayed frames addressed to us on this session.
+    Relay,
+    /// `RELAYQUERY 0` (everyone holding a relay registration) or
+    /// `RELAYQUERY 0 <name>`.
+    RelayQuery { name: Option<String> },
+    /// `HELLO …` or `SEC …`: a sealed overlay frame for the directory to
+    /// forward to its `to`.
+    Forward(SecureFrame),
+}
+
+/// A relayed frame in logs and `Debug` output: kind, names and length,
+/// never the payload's bytes.
+struct FrameSummary<'a>(&'a SecureFrame);
+
+impl std::fmt::Debug for FrameSummary<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (kind, from, to, len) = summary(self.0);
+        write!(f, "{kind} {len} {from} -> {to}")
+    }
+}
+
+/// `(kind, from, to, payload length)` of a relayed frame: what the
+/// directory may log about it.
+pub fn summary(f: &SecureFrame) -> (&'static str, &str, &str, usize) {
+    match f {
+        SecureFrame::Hello(h) => ("HELLO", &h.from, &h.to, h.payload.len()),
+        SecureFrame::Sealed(s) => ("SEC", &s.from, &s.to, s.payload.len()),
+    }
 }
 
 impl std::fmt::Debug for Request {
@@ -121,12 +193,18 @@ impl std::fmt::Debug for Request {
             Request::KeyQuery { names } => {
                 f.debug_struct("KeyQuery").field("names", names).finish()
             }
+            Request::Relay => f.write_str("Relay"),
+            Request::RelayQuery { name } => {
+                f.debug_struct("RelayQuery").field("name", name).finish()
+            }
+            Request::Forward(sf) => f.debug_tuple("Forward").field(&FrameSummary(sf)).finish(),
         }
     }
 }
 
-/// A server's answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A server's answer, or a relayed frame arriving on the session. Its
+/// `Debug` form hides relayed payloads.
+#[derive(Clone, PartialEq, Eq)]
 pub enum Reply {
     Ack(String),
     /// The server closes the connection after sending it.
@@ -137,6 +215,104 @@ pub enum Reply {
     Nak(String),
     /// `KEYRESULT`: the answer to `KEYQUERY`.
     KeyResult(Vec<KeyEntry>),
+    /// `RELAYRESULT`: the answer to `RELAYQUERY`, user names in order.
+    RelayResult(Vec<String>),
+    /// `RELAYNAK <n> <to>`: a `HELLO`/`SEC` for `to` was not forwarded;
+    /// the session stays open. [`RelayRefusal::classify`] reads `reason`.
+    RelayNak {
+        to: String,
+        reason: String,
+    },
+    /// A `HELLO`/`SEC` another user sent us through the relay (only on a
+    /// session that sent `RELAY`).
+    Relayed(SecureFrame),
+}
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reply::Ack(t) => f.debug_tuple("Ack").field(t).finish(),
+            Reply::Err(t) => f.debug_tuple("Err").field(t).finish(),
+            Reply::Result(e) => f.debug_tuple("Result").field(e).finish(),
+            Reply::Nak(t) => f.debug_tuple("Nak").field(t).finish(),
+            Reply::KeyResult(e) => f.debug_tuple("KeyResult").field(e).finish(),
+            Reply::RelayResult(n) => f.debug_tuple("RelayResult").field(n).finish(),
+            Reply::RelayNak { to, reason } => f
+                .debug_struct("RelayNak")
+                .field("to", to)
+                .field("reason", reason)
+                .finish(),
+            Reply::Relayed(sf) => f.debug_tuple("Relayed").field(&FrameSummary(sf)).finish(),
+        }
+    }
+}
+
+/// Why the directory did not forward a frame (`RELAYNAK`) or refused
+/// `RELAY` (`NAK`). The texts are the wire's; [`classify`](Self::classify)
+/// reads them back so a client can tell "retry later" from "give up".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RelayRefusal {
+    /// `<to>` holds no relay registration now.
+    Unreachable,
+    /// `<to>`'s queue is full (its session is not reading fast enough): retry later.
+    QueueFull,
+    /// The sender is over its frame or byte rate: slow down and retry.
+    RateLimited,
+    /// `<from>` is not the session's user.
+    NotYou,
+    /// `<to>` is the session's own user.
+    ToYourself,
+    /// This directory does not relay (`--no-relay`).
+    Disabled,
+    /// The directory holds as many relay registrations as `RELAYRESULT`
+    /// can list (answer to `RELAY`).
+    Full,
+}
+
+impl RelayRefusal {
+    /// The reason text for a frame to `to` sent by the session of `user`.
+    pub fn text(self, to: &str, user: &str) -> String {
+        match self {
+            RelayRefusal::Unreachable => format!("{to} is not reachable through the relay"),
+            RelayRefusal::QueueFull => format!("the relay queue for {to} is full"),
+            RelayRefusal::RateLimited => "relay rate limit: slow down".into(),
+            RelayRefusal::NotYou => format!("relayed frames must come from you ({user})"),
+            RelayRefusal::ToYourself => format!("{to}: cannot relay to yourself"),
+            RelayRefusal::Disabled => "relay is disabled on this directory".into(),
+            RelayRefusal::Full => "the relay is full on this directory".into(),
+        }
+    }
+
+    /// Which refusal a reason text (from `RELAYNAK <to>` or `NAK`) is,
+    /// if it is one of ours.
+    pub fn classify(to: &str, reason: &str) -> Option<RelayRefusal> {
+        use RelayRefusal::*;
+        [
+            Unreachable,
+            QueueFull,
+            RateLimited,
+            ToYourself,
+            Disabled,
+            Full,
+        ]
+        .into_iter()
+        .find(|r| r.text(to, "") == reason)
+        .or_else(|| {
+            reason
+                .strip_prefix("relayed frames must come from you (")
+                .and_then(|rest| rest.strip_suffix(')'))
+                .filter(|user| valid_name(user))
+                .map(|_| NotYou)
+        })
+    }
+
+    /// The `RELAYNAK` frame refusing a frame for `to` from `user`'s session.
+    pub fn nak(self, to: &str, user: &str) -> Reply {
+        Reply::RelayNak {
+            to: to.to_owned(),
+            reason: self.text(to, user),
+        }
+    }
 }
 
 /// Why a frame is not a valid directory frame. The texts are what the
@@ -165,6 +341,10 @@ pub enum ProtocolError {
     TooManyNames,
     #[error("KEYRESULT line {line} is not a valid name,key entry")]
     BadKeyEntry { line: usize },
+    #[error("RELAYRESULT line {line} is not a valid user name")]
+    BadRelayEntry { line: usize },
+    #[error("invalid relayed frame: {0}")]
+    Secure(#[from] SecureError),
 }
 
 /// Whether `name` is acceptable as a user name: 1 to 64 of
@@ -262,9 +442,15 @@ impl Request {
                     names: names.to_vec(),
                 })
             }
+            ("RELAY", []) => Ok(Request::Relay),
+            ("RELAYQUERY", []) => Ok(Request::RelayQuery { name: None }),
+            ("RELAYQUERY", [name]) => Ok(Request::RelayQuery {
+                name: Some(name.clone()),
+            }),
+            ("HELLO" | "SEC", _) => Ok(Request::Forward(SecureFrame::parse(f)?)),
             (
                 "USER" | "LOGIN" | "PASS" | "BIND" | "QUERY" | "LEAVE" | "KEY" | "REKEY"
-                | "KEYQUERY",
+                | "KEYQUERY" | "RELAY" | "RELAYQUERY",
                 _,
             ) => Err(arity()),
             (other, _) => Err(ProtocolError::Unknown(other.to_owned())),
@@ -287,6 +473,27 @@ impl Request {
             Request::KeyQuery { names } => {
                 Frame::new("KEYQUERY", names.iter().map(String::as_str), "")
             }
+            Request::Relay => Frame::bare("RELAY", ""),
+            Request::RelayQuery { name: None } => Frame::bare("RELAYQUERY", ""),
+            Request::RelayQuery { name: Some(n) } => Frame::new("RELAYQUERY", [n.as_str()], ""),
+            Request::Forward(sf) => sf.to_frame(),
+        }
+    }
+
+    /// Like [`parse`](Self::parse), taking the frame so that a relayed
+    /// payload (up to 66 KiB) is moved rather than copied.
+    pub fn parse_owned(f: Frame) -> Result<Request, ProtocolError> {
+        match f.kind.as_str() {
+            "HELLO" | "SEC" => Ok(Request::Forward(SecureFrame::parse_owned(f)?)),
+            _ => Request::parse(&f),
+        }
+    }
+
+    /// Like [`to_frame`](Self::to_frame), moving a relayed payload.
+    pub fn into_frame(self) -> Frame {
+        match self {
+            Request::Forward(sf) => sf.into_frame(),
+            other => other.to_frame(),
         }
     }
 }
@@ -322,6 +529,28 @@ impl Reply {
         Reply::Ack("key replaced".into())
     }
 
+    /// Answer to `RELAY`.
+    pub fn relay_on() -> Reply {
+        Reply::Ack("relay on".into())
+    }
+
+    /// Like [`parse`](Self::parse), taking the frame so that a relayed
+    /// payload is moved rather than copied.
+    pub fn parse_owned(f: Frame) -> Result<Reply, ProtocolError> {
+        match f.kind.as_str() {
+            "HELLO" | "SEC" => Ok(Reply::Relayed(SecureFrame::parse_owned(f)?)),
+            _ => Reply::parse(&f),
+        }
+    }
+
+    /// Like [`to_frame`](Self::to_frame), moving a relayed payload.
+    pub fn into_frame(self) -> Frame {
+        match self {
+            Reply::Relayed(sf) => sf.into_frame(),
+            other => other.to_frame(),
+        }
+    }
+
     /// Interprets a decoded frame (a client reading the server).
     pub fn parse(f: &Frame) -> Result<Reply, ProtocolError> {
         let text =
@@ -332,6 +561,19 @@ impl Reply {
             "RESULT" => Ok(Reply::Result(decode_result(&f.payload)?)),
             "NAK" => Ok(Reply::Nak(text("NAK")?)),
             "KEYRESULT" => Ok(Reply::KeyResult(decode_key_result(&f.payload)?)),
+            "RELAYRESULT" => Ok(Reply::RelayResult(decode_relay_result(&f.payload)?)),
+            "RELAYNAK" => match f.args.as_slice() {
+                [to] if valid_name(to) => Ok(Reply::RelayNak {
+                    to: to.clone(),
+                    reason: text("RELAYNAK")?,
+                }),
+                [_] => Err(ProtocolError::BadName),
+                args => Err(ProtocolError::WrongArity {
+                    kind: f.kind.clone(),
+                    got: args.len(),
+                }),
+            },
+            "HELLO" | "SEC" => Ok(Reply::Relayed(SecureFrame::parse(f)?)),
             other => Err(ProtocolError::Unknown(other.to_owned())),
         }
     }
@@ -344,8 +586,43 @@ impl Reply {
             Reply::Result(entries) => result_frame(encode_result(entries)),
             Reply::Nak(t) => Frame::bare("NAK", t.as_bytes()),
             Reply::KeyResult(entries) => Frame::bare("KEYRESULT", encode_key_result(entries)),
+            Reply::RelayResult(names) => Frame::bare("RELAYRESULT", encode_relay_result(names)),
+            Reply::RelayNak { to, reason } => {
+                Frame::new("RELAYNAK", [to.as_str()], reason.as_bytes())
+            }
+            Reply::Relayed(sf) => sf.to_frame(),
         }
     }
+}
+
+/// The `RELAYRESULT` payload listing `names`: one per line, joined by
+/// `\n`, no trailing newline (like `RESULT`).
+pub fn encode_relay_result<S: AsRef<str>>(names: &[S]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(names.iter().map(|n| n.as_ref().len() + 1).sum());
+    for n in names {
+        if !out.is_empty() {
+            out.push(b'\n');
+        }
+        out.extend_from_slice(n.as_ref().as_bytes());
+    }
+    out
+}
+
+/// Decodes a `RELAYRESULT` payload. Strict, like [`decode_result`]: every
+/// non-empty line must be a valid user name.
+pub fn decode_relay_result(payload: &[u8]) -> Result<Vec<String>, ProtocolError> {
+    let text = std::str::from_utf8(payload).map_err(|_| ProtocolError::NotUtf8("RELAYRESULT"))?;
+    text.split('\n')
+        .enumerate()
+        .filter(|(_, l)| !l.is_empty())
+        .map(|(i, l)| {
+            if valid_name(l) {
+                Ok(l.to_owned())
+            } else {
+                Err(ProtocolError::BadRelayEntry { line: i + 1 })
+            }
+        })
+        .collect()
 }
 
 /// The `KEYRESULT` payload listing `entries`: `name,hex` lines joined by
@@ -499,6 +776,30 @@ fn parse_any(f: &Frame) {
             let wire = encode_key_result(entries);
             assert!(wire.len() <= f.payload.len() && wire.len() < MAX_KEYRESULT);
         }
+        if let Reply::RelayResult(names) = &r {
+            assert!(encode_relay_result(names).len() <= f.payload.len());
+        }
+        if let Reply::RelayNak { to, reason } = &r {
+            if let Some(why) = RelayRefusal::classify(to, reason) {
+                if why != RelayRefusal::NotYou {
+                    assert_eq!(&why.text(to, ""), reason);
+                }
+            }
+        }
+    }
+    // A relayed frame reads the same as a request and as a reply, and
+    // moving its payload changes nothing.
+    match (Request::parse(f), Reply::parse(f)) {
+        (Ok(Request::Forward(a)), Ok(Reply::Relayed(b))) => {
+            assert_eq!(a, b);
+            assert_eq!(&a.clone().into_frame(), f);
+            assert_eq!(Request::parse_owned(f.clone()), Ok(Request::Forward(a)));
+            assert_eq!(Reply::parse_owned(f.clone()), Ok(Reply::Relayed(b)));
+        }
+        (Ok(Request::Forward(_)), _) | (_, Ok(Reply::Relayed(_))) => {
+            panic!("{f} parses as a relayed frame one way only")
+        }
+        _ => {}
     }
     // A key has one spelling: whatever parses as a key prints as itself.
     for arg in &f.args {
@@ -759,7 +1060,15 @@ mod tests {
                 .unwrap_err()
                 .to_string()
         };
-        assert_eq!(p("HELLO", &[]), "I did not understand the message HELLO");
+        assert_eq!(p("HOWDY", &[]), "I did not understand the message HOWDY");
+        assert_eq!(
+            p("HELLO", &[]),
+            "invalid relayed frame: message HELLO has the wrong arguments"
+        );
+        assert!(p("RELAY", &["now"]).starts_with("I did not understand the message RELAY"));
+        assert!(
+            p("RELAYQUERY", &["a", "b"]).starts_with("I did not understand the message RELAYQUERY")
+        );
         assert_eq!(
             p("BIND", &["127.0.0.1"]),
             "I did not understand the message BIND (wrong number of arguments: 1)"
@@ -864,6 +1173,217 @@ mod tests {
         assert_eq!(line_len(&longest, &address, 65535), MAX_LINE);
     }
 
+    fn sealed(from: &str, to: &str, payload: Vec<u8>) -> SecureFrame {
+        SecureFrame::Sealed(crate::secure::Sealed {
+            from: from.into(),
+            to: to.into(),
+            epoch: 2,
+            counter: 7,
+            payload,
+        })
+    }
+
+    #[test]
+    fn relay_commands_are_these_bytes() {
+        let cases = [
+            (Request::Relay, &b"RELAY 0\n"[..]),
+            (Request::RelayQuery { name: None }, b"RELAYQUERY 0\n"),
+            (
+                Request::RelayQuery {
+                    name: Some("alice".into()),
+                },
+                b"RELAYQUERY 0 alice\n",
+            ),
+        ];
+        for (r, bytes) in cases {
+            assert_eq!(wire(r.to_frame()), bytes);
+            assert_eq!(Request::parse(&r.to_frame()), Ok(r));
+        }
+        assert_eq!(wire(Reply::relay_on().to_frame()), b"ACK 8\nrelay on");
+        let names = vec!["alice".to_string(), "bob".to_string()];
+        assert_eq!(
+            wire(Reply::RelayResult(names.clone()).to_frame()),
+            b"RELAYRESULT 9\nalice\nbob"
+        );
+        assert_eq!(
+            wire(Reply::RelayResult(vec![]).to_frame()),
+            b"RELAYRESULT 0\n"
+        );
+        assert_eq!(
+            Reply::parse(&Reply::RelayResult(names.clone()).to_frame()),
+            Ok(Reply::RelayResult(names))
+        );
+        let nak = RelayRefusal::QueueFull.nak("bob", "alice");
+        assert_eq!(
+            wire(nak.to_frame()),
+            b"RELAYNAK 31 bob\nthe relay queue for bob is full"
+        );
+        assert_eq!(Reply::parse(&nak.to_frame()), Ok(nak));
+    }
+
+    #[test]
+    fn relayed_frames_are_requests_one_way_and_replies_the_other() {
+        let sf = sealed("alice", "bob", vec![0x5a; 40]);
+        let f = sf.to_frame();
+        let mut expected = b"SEC 40 alice bob 2 7\n".to_vec();
+        expected.extend_from_slice(&[0x5a; 40]);
+        assert_eq!(wire(f.clone()), expected);
+        assert_eq!(Request::parse(&f), Ok(Request::Forward(sf.clone())));
+        assert_eq!(
+            Request::parse_owned(f.clone()),
+            Ok(Request::Forward(sf.clone()))
+        );
+        assert_eq!(Reply::parse(&f), Ok(Reply::Relayed(sf.clone())));
+        assert_eq!(
+            Reply::parse_owned(f.clone()),
+            Ok(Reply::Relayed(sf.clone()))
+        );
+        assert_eq!(Request::Forward(sf.clone()).into_frame(), f);
+        assert_eq!(Reply::Relayed(sf.clone()).into_frame(), f);
+        let hello = Frame::new("HELLO", ["alice", "bob", "1"], vec![1u8; 32]);
+        assert!(matches!(
+            Request::parse(&hello),
+            Ok(Request::Forward(SecureFrame::Hello(_)))
+        ));
+        // Bad shapes are protocol errors, named.
+        let short = Frame::new("SEC", ["alice", "bob", "0", "0"], "abc");
+        assert!(matches!(
+            Request::parse(&short),
+            Err(ProtocolError::Secure(SecureError::PayloadSize { .. }))
+        ));
+        assert!(matches!(
+            Reply::parse(&Frame::new("HELLO", ["a,b", "bob", "1"], "x")),
+            Err(ProtocolError::Secure(SecureError::BadName { .. }))
+        ));
+        // The payload never shows in Debug output (logs).
+        let marker = sealed(
+            "alice",
+            "bob",
+            b"PLAINTEXT-MARKER-xxxxxxxxxxxxxxxxxxx".to_vec(),
+        );
+        for shown in [
+            format!("{:?}", Request::Forward(marker.clone())),
+            format!("{:?}", Reply::Relayed(marker.clone())),
+        ] {
+            assert!(shown.contains("SEC 36 alice -> bob"), "{shown}");
+            assert!(
+                !shown.contains("MARKER") && !shown.contains("80, 76"),
+                "{shown}"
+            );
+        }
+    }
+
+    #[test]
+    fn relay_refusals_are_these_sentences_and_read_back() {
+        use RelayRefusal::*;
+        let expected = [
+            (Unreachable, "bob is not reachable through the relay"),
+            (QueueFull, "the relay queue for bob is full"),
+            (RateLimited, "relay rate limit: slow down"),
+            (NotYou, "relayed frames must come from you (alice)"),
+            (ToYourself, "bob: cannot relay to yourself"),
+            (Disabled, "relay is disabled on this directory"),
+            (Full, "the relay is full on this directory"),
+        ];
+        for (r, text) in expected {
+            assert_eq!(r.text("bob", "alice"), text);
+            assert_eq!(RelayRefusal::classify("bob", text), Some(r), "{text}");
+        }
+        assert_eq!(RelayRefusal::classify("bob", "something else"), None);
+        assert_eq!(
+            RelayRefusal::classify("carol", "bob is not reachable through the relay"),
+            None
+        );
+    }
+
+    #[test]
+    fn relay_results_and_naks_decode_strictly() {
+        assert_eq!(decode_relay_result(b""), Ok(vec![]));
+        assert_eq!(
+            decode_relay_result(b"alice\n\nbob\n"),
+            Ok(vec!["alice".into(), "bob".into()])
+        );
+        assert_eq!(
+            decode_relay_result(b"alice\nb,c"),
+            Err(ProtocolError::BadRelayEntry { line: 2 })
+        );
+        assert!(decode_relay_result(b"\xff").is_err());
+        assert_eq!(
+            Reply::parse(&Frame::new("RELAYNAK", ["a b"], "x")),
+            Err(ProtocolError::BadName)
+        );
+        assert!(matches!(
+            Reply::parse(&Frame::bare("RELAYNAK", "x")),
+            Err(ProtocolError::WrongArity { .. })
+        ));
+        assert_eq!(
+            Reply::parse(&Frame::new("RELAYNAK", ["bob"], b"\xff".to_vec())),
+            Err(ProtocolError::NotUtf8("RELAYNAK"))
+        );
+    }
+
+    #[test]
+    fn the_largest_sealed_frame_fits_the_relay_payload_limit() {
+        let sf = sealed("alice", "bob", vec![0; crate::secure::MAX_SEC_PAYLOAD]);
+        let f = sf.to_frame();
+        assert!(f.payload.len() <= MAX_RELAY_PAYLOAD);
+        let limits = Limits {
+            max_payload: MAX_RELAY_PAYLOAD,
+            ..Limits::default()
+        };
+        let bytes = f.encode().unwrap();
+        let Ok(Decoded::Frame(back, _)) = decode(&bytes, &limits) else {
+            panic!("does not decode");
+        };
+        assert_eq!(Request::parse_owned(back), Ok(Request::Forward(sf)));
+    }
+
+    fn arb_name() -> impl Strategy<Value = String> {
+        "[A-Za-z0-9_.-]{1,64}"
+    }
+
+    fn arb_secure() -> impl Strategy<Value = SecureFrame> {
+        use crate::secure::{Hello, Sealed, INNER_HEADER, MAX_HELLO_PAYLOAD, TAG_LEN};
+        prop_oneof![
+            (
+                arb_name(),
+                arb_name(),
+                1u8..=3,
+                proptest::collection::vec(any::<u8>(), 1..=MAX_HELLO_PAYLOAD)
+            )
+                .prop_map(|(from, to, step, payload)| SecureFrame::Hello(Hello {
+                    from,
+                    to,
+                    step,
+                    payload
+                })),
+            (
+                arb_name(),
+                arb_name(),
+                any::<u32>(),
+                0..u64::MAX - 2,
+                proptest::collection::vec(any::<u8>(), TAG_LEN + INNER_HEADER..1024)
+            )
+                .prop_map(|(from, to, epoch, counter, payload)| {
+                    SecureFrame::Sealed(Sealed {
+                        from,
+                        to,
+                        epoch,
+                        counter,
+                        payload,
+                    })
+                }),
+        ]
+    }
+
+    fn arb_relay_reply() -> impl Strategy<Value = Reply> {
+        prop_oneof![
+            proptest::collection::vec(arb_name(), 0..40).prop_map(Reply::RelayResult),
+            (arb_name(), "[ -~]{0,120}").prop_map(|(to, reason)| Reply::RelayNak { to, reason }),
+            arb_secure().prop_map(Reply::Relayed),
+        ]
+    }
+
     fn arb_entry() -> impl Strategy<Value = Entry> {
         (
             "[A-Za-z0-9_.-]{1,64}",
@@ -894,6 +1414,9 @@ mod tests {
             (arb_key(), arb_key()).prop_map(|(old, new)| Request::Rekey { old, new }),
             proptest::collection::vec("[A-Za-z0-9_.-]{1,64}", 1..=MAX_KEYQUERY_NAMES)
                 .prop_map(|names| Request::KeyQuery { names }),
+            Just(Request::Relay),
+            proptest::option::of("[!-~]{1,64}").prop_map(|name| Request::RelayQuery { name }),
+            arb_secure().prop_map(Request::Forward),
         ]
     }
 
@@ -948,13 +1471,38 @@ mod tests {
         }
 
         #[test]
+        fn relay_replies_round_trip(r in arb_relay_reply()) {
+            let bytes = r.to_frame().encode().unwrap();
+            let Ok(Decoded::Frame(back, n)) = decode(&bytes, &Limits::default()) else {
+                panic!("does not decode");
+            };
+            prop_assert_eq!(n, bytes.len());
+            prop_assert_eq!(Reply::parse(&back), Ok(r.clone()));
+            prop_assert_eq!(Reply::parse_owned(back), Ok(r.clone()));
+            prop_assert_eq!(r.clone().into_frame(), r.to_frame());
+            if let Reply::RelayResult(names) = &r {
+                prop_assert!(names.iter().all(|n| valid_name(n)));
+            }
+        }
+
+        #[test]
+        fn refusals_read_back_for_any_names(to in arb_name(), user in arb_name()) {
+            use RelayRefusal::*;
+            for r in [Unreachable, QueueFull, RateLimited, NotYou, ToYourself, Disabled, Full] {
+                prop_assert_eq!(RelayRefusal::classify(&to, &r.text(&to, &user)), Some(r));
+            }
+        }
+
+        #[test]
         fn requests_round_trip(r in arb_request()) {
             let bytes = r.to_frame().encode().unwrap();
             let Ok(Decoded::Frame(back, n)) = decode(&bytes, &Limits::default()) else {
                 panic!("does not decode");
             };
             prop_assert_eq!(n, bytes.len());
-            prop_assert_eq!(Request::parse(&back), Ok(r));
+            prop_assert_eq!(Request::parse(&back), Ok(r.clone()));
+            prop_assert_eq!(Request::parse_owned(back), Ok(r.clone()));
+            prop_assert_eq!(r.clone().into_frame(), r.to_frame());
         }
 
         #[test]
@@ -965,6 +1513,9 @@ mod tests {
                 Just("ACK".to_string()), Just("ERR".to_string()), Just("RESULT".to_string()),
                 Just("KEY".to_string()), Just("REKEY".to_string()), Just("KEYQUERY".to_string()),
                 Just("NAK".to_string()), Just("KEYRESULT".to_string()),
+                Just("RELAY".to_string()), Just("RELAYQUERY".to_string()),
+                Just("RELAYRESULT".to_string()), Just("RELAYNAK".to_string()),
+                Just("HELLO".to_string()), Just("SEC".to_string()),
                 "[A-Z]{1,8}",
             ],
             args in proptest::collection::vec(
@@ -972,6 +1523,8 @@ mod tests {
                     "[!-~\u{a0}-\u{400}]{1,300}",
                     "[0-9a-f]{64}",
                     "[0-9a-fA-F]{63,65}",
+                    "[0-9]{1,3}",
+                    "[a-z]{1,8}",
                 ],
                 0..4,
             ),
@@ -979,6 +1532,17 @@ mod tests {
         ) {
             let f = Frame { kind, args, payload };
             parse_any(&f);
+        }
+
+        #[test]
+        fn relayed_frames_and_noise_pass_the_fuzz_checks(
+            sf in arb_secure(),
+            noise in proptest::collection::vec(any::<u8>(), 0..200),
+        ) {
+            let mut bytes = sf.to_frame().encode().unwrap();
+            decode_and_parse(&bytes);
+            bytes.extend_from_slice(&noise);
+            decode_and_parse(&bytes);
         }
 
         #[test]

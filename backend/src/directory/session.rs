@@ -384,7 +384,10 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                     }
                 }
             }
-            Ok(Request::User { .. } | Request::Pass { .. }) => {
+            // The relay is served from the next commit on; until then these
+            // are unknown commands, as before.
+            Ok(Request::User { .. } | Request::Pass { .. })
+            | Ok(Request::Relay | Request::RelayQuery { .. } | Request::Forward(_)) => {
                 return Err(End::Err(ProtocolError::Unknown(f.kind.clone()).to_string()))
             }
             Err(e) => return Err(End::Err(e.to_string())),

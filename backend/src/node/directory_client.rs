@@ -245,6 +245,12 @@ fn describe(r: &Reply) -> String {
         Reply::Result(entries) => format!("RESULT of {} entries", entries.len()),
         Reply::Nak(t) => format!("NAK {t:.80}"),
         Reply::KeyResult(entries) => format!("KEYRESULT of {} entries", entries.len()),
+        Reply::RelayResult(names) => format!("RELAYRESULT of {} names", names.len()),
+        Reply::RelayNak { to, reason } => format!("RELAYNAK {to} {reason:.80}"),
+        Reply::Relayed(f) => {
+            let (kind, from, to, len) = roundtable_shared::directory::summary(f);
+            format!("relayed {kind} of {len} bytes from {from} to {to}")
+        }
     }
 }
 
