@@ -1098,7 +1098,10 @@ async fn scripted_directory(
                             ),
                             Request::Key { .. }
                             | Request::Rekey { .. }
-                            | Request::KeyQuery { .. } => wire(Reply::Nak("scripted".into())),
+                            | Request::KeyQuery { .. }
+                            | Request::Relay
+                            | Request::RelayQuery { .. }
+                            | Request::Forward(_) => wire(Reply::Nak("scripted".into())),
                         };
                         if s.write_all(&out).await.is_err() {
                             return;
