@@ -58,6 +58,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         self
     }
 
+    /// Like [`with_read_chunk`](Self::with_read_chunk), on a connection in use.
+    pub fn set_read_chunk(&mut self, bytes: usize) {
+        self.read_chunk = bytes.max(64);
+    }
+
+    /// Changes the limits for the frames read from now on (the directory
+    /// admits larger frames once a client has logged in).
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
     /// The next frame, or `None` when the peer closed cleanly between frames.
     pub async fn read_frame(&mut self) -> Result<Option<Frame>, FramingError> {
         loop {
@@ -137,6 +148,45 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         limit: Duration,
     ) -> Result<(), FramingError> {
         tokio::time::timeout(limit, self.write_frames(frames))
+            .await
+            .map_err(|_| FramingError::Timeout(limit))?
+    }
+
+    /// Writes frames that are already encoded, whole and in order, and
+    /// flushes: small ones are joined into one write of at most 16 KiB
+    /// (so the connection's buffer stays small), larger ones are written
+    /// as they are, without a copy.
+    pub async fn write_encoded(&mut self, frames: &[impl AsRef<[u8]>]) -> Result<(), FramingError> {
+        const JOIN: usize = 16 * 1024;
+        self.out.clear();
+        for f in frames {
+            let f = f.as_ref();
+            if self.out.len() + f.len() > JOIN {
+                if !self.out.is_empty() {
+                    self.stream.write_all(&self.out).await?;
+                    self.out.clear();
+                }
+                if f.len() > JOIN {
+                    self.stream.write_all(f).await?;
+                    continue;
+                }
+            }
+            self.out.extend_from_slice(f);
+        }
+        if !self.out.is_empty() {
+            self.stream.write_all(&self.out).await?;
+        }
+        self.stream.flush().await?;
+        Ok(())
+    }
+
+    /// Like [`write_encoded`](Self::write_encoded), giving up after `limit`.
+    pub async fn write_encoded_within(
+        &mut self,
+        frames: &[impl AsRef<[u8]>],
+        limit: Duration,
+    ) -> Result<(), FramingError> {
+        tokio::time::timeout(limit, self.write_encoded(frames))
             .await
             .map_err(|_| FramingError::Timeout(limit))?
     }
@@ -224,6 +274,29 @@ mod tests {
             conn.read_frame().await,
             Err(FramingError::Frame(FrameError::PayloadTooLarge { .. }))
         ));
+    }
+
+    #[tokio::test]
+    async fn encoded_frames_are_written_whole_and_in_order() {
+        let (a, b) = duplex(1 << 20);
+        let mut w = Connection::new(a, Limits::default());
+        let frames: Vec<Vec<u8>> = [10, 20_000, 30, 40, 17_000]
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| {
+                Frame::new("SEC", [i.to_string()], vec![i as u8; n])
+                    .encode()
+                    .unwrap()
+            })
+            .collect();
+        w.write_encoded(&frames).await.unwrap();
+        drop(w);
+        let mut r = Connection::new(b, Limits::default());
+        for f in &frames {
+            let got = r.read_frame().await.unwrap().unwrap();
+            assert_eq!(&got.encode().unwrap(), f);
+        }
+        assert!(r.read_frame().await.unwrap().is_none());
     }
 
     #[tokio::test]

@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use ipnet::IpNet;
 use roundtable::directory::accounts::{self, HashCost};
 use roundtable::directory::checker::CheckerConfig;
+use roundtable::directory::relay::RelayConfig;
 use roundtable::directory::{self, DirectoryConfig};
 use roundtable::node::chat::ChatConfig;
 use roundtable::node::{Node, NodeConfig};
@@ -103,6 +104,27 @@ struct DirectoryArgs {
     /// minute (0: unlimited).
     #[arg(long, default_value_t = 120)]
     max_key_queries_per_minute: u32,
+    /// Relayed frames queued for one destination at most (past it the
+    /// sender gets RELAYNAK).
+    #[arg(long, default_value_t = 256)]
+    relay_queue_frames: usize,
+    /// Relayed bytes queued for one destination at most.
+    #[arg(long, default_value_t = 4 * 1024 * 1024)]
+    relay_queue_bytes: usize,
+    /// Relayed bytes queued for all destinations together at most.
+    #[arg(long, default_value_t = 256 * 1024 * 1024)]
+    relay_total_bytes: usize,
+    /// Relayed frames one user may send per second, in bursts of twice
+    /// this (0: unlimited).
+    #[arg(long, default_value_t = 2000)]
+    relay_frames_per_second: u32,
+    /// Relayed bytes one user may send per second, in bursts of twice this
+    /// (0: unlimited).
+    #[arg(long, default_value_t = 16 * 1024 * 1024)]
+    relay_bytes_per_second: u64,
+    /// Do not relay: RELAY gets NAK, HELLO/SEC get RELAYNAK.
+    #[arg(long)]
+    no_relay: bool,
 }
 
 #[derive(Subcommand)]
@@ -348,6 +370,14 @@ async fn run_directory(args: DirectoryArgs) -> Result<()> {
         max_binds_per_minute: args.max_binds_per_minute,
         max_key_updates_per_minute: args.max_key_updates_per_minute,
         max_key_queries_per_minute: args.max_key_queries_per_minute,
+        relay: RelayConfig {
+            enabled: !args.no_relay,
+            queue_frames: args.relay_queue_frames.max(1),
+            queue_bytes: args.relay_queue_bytes,
+            total_bytes: args.relay_total_bytes,
+            frames_per_second: args.relay_frames_per_second,
+            bytes_per_second: args.relay_bytes_per_second,
+        },
         checker: CheckerConfig {
             interval: secs(args.check_interval)?,
             timeout: secs(args.check_timeout)?,

@@ -343,8 +343,20 @@ pub enum ProtocolError {
     BadKeyEntry { line: usize },
     #[error("RELAYRESULT line {line} is not a valid user name")]
     BadRelayEntry { line: usize },
-    #[error("invalid relayed frame: {0}")]
-    Secure(#[from] SecureError),
+    /// A `HELLO`/`SEC` that is not a valid overlay frame. Worded like the
+    /// other refusals ("I did not understand the message HELLO: …"), so a
+    /// client that sends `HELLO` to a directory by mistake reads the same
+    /// kind of answer as before the relay.
+    #[error("I did not understand the message {kind}: {error}")]
+    Secure { kind: String, error: SecureError },
+}
+
+/// A relayed frame's parse result, its error named after the frame's type.
+fn secure(kind: &str, r: Result<SecureFrame, SecureError>) -> Result<SecureFrame, ProtocolError> {
+    r.map_err(|error| ProtocolError::Secure {
+        kind: kind.to_owned(),
+        error,
+    })
 }
 
 /// Whether `name` is acceptable as a user name: 1 to 64 of
@@ -447,7 +459,10 @@ impl Request {
             ("RELAYQUERY", [name]) => Ok(Request::RelayQuery {
                 name: Some(name.clone()),
             }),
-            ("HELLO" | "SEC", _) => Ok(Request::Forward(SecureFrame::parse(f)?)),
+            ("HELLO" | "SEC", _) => Ok(Request::Forward(secure(
+                f.kind.as_str(),
+                SecureFrame::parse(f),
+            )?)),
             (
                 "USER" | "LOGIN" | "PASS" | "BIND" | "QUERY" | "LEAVE" | "KEY" | "REKEY"
                 | "KEYQUERY" | "RELAY" | "RELAYQUERY",
@@ -484,7 +499,13 @@ impl Request {
     /// payload (up to 66 KiB) is moved rather than copied.
     pub fn parse_owned(f: Frame) -> Result<Request, ProtocolError> {
         match f.kind.as_str() {
-            "HELLO" | "SEC" => Ok(Request::Forward(SecureFrame::parse_owned(f)?)),
+            "HELLO" | "SEC" => {
+                let kind = f.kind.clone();
+                Ok(Request::Forward(secure(
+                    &kind,
+                    SecureFrame::parse_owned(f),
+                )?))
+            }
             _ => Request::parse(&f),
         }
     }
@@ -538,7 +559,10 @@ impl Reply {
     /// payload is moved rather than copied.
     pub fn parse_owned(f: Frame) -> Result<Reply, ProtocolError> {
         match f.kind.as_str() {
-            "HELLO" | "SEC" => Ok(Reply::Relayed(SecureFrame::parse_owned(f)?)),
+            "HELLO" | "SEC" => {
+                let kind = f.kind.clone();
+                Ok(Reply::Relayed(secure(&kind, SecureFrame::parse_owned(f))?))
+            }
             _ => Reply::parse(&f),
         }
     }
@@ -573,7 +597,7 @@ impl Reply {
                     got: args.len(),
                 }),
             },
-            "HELLO" | "SEC" => Ok(Reply::Relayed(SecureFrame::parse(f)?)),
+            "HELLO" | "SEC" => Ok(Reply::Relayed(secure(&f.kind, SecureFrame::parse(f))?)),
             other => Err(ProtocolError::Unknown(other.to_owned())),
         }
     }
@@ -1063,7 +1087,7 @@ mod tests {
         assert_eq!(p("HOWDY", &[]), "I did not understand the message HOWDY");
         assert_eq!(
             p("HELLO", &[]),
-            "invalid relayed frame: message HELLO has the wrong arguments"
+            "I did not understand the message HELLO: message HELLO has the wrong arguments"
         );
         assert!(p("RELAY", &["now"]).starts_with("I did not understand the message RELAY"));
         assert!(
@@ -1249,11 +1273,17 @@ mod tests {
         let short = Frame::new("SEC", ["alice", "bob", "0", "0"], "abc");
         assert!(matches!(
             Request::parse(&short),
-            Err(ProtocolError::Secure(SecureError::PayloadSize { .. }))
+            Err(ProtocolError::Secure {
+                error: SecureError::PayloadSize { .. },
+                ..
+            })
         ));
         assert!(matches!(
             Reply::parse(&Frame::new("HELLO", ["a,b", "bob", "1"], "x")),
-            Err(ProtocolError::Secure(SecureError::BadName { .. }))
+            Err(ProtocolError::Secure {
+                error: SecureError::BadName { .. },
+                ..
+            })
         ));
         // The payload never shows in Debug output (logs).
         let marker = sealed(

@@ -5,12 +5,14 @@
 //! address) and shutdown;
 //! [`session`] is the per-connection state machine; [`accounts`] decides
 //! who may log in; [`registry`] holds who is where; [`checker`] keeps it true;
-//! [`keys`] holds each account's pinned identity key.
+//! [`keys`] holds each account's pinned identity key; [`relay`] forwards
+//! sealed overlay frames between logged-in sessions.
 
 pub mod accounts;
 pub mod checker;
 pub mod keys;
 pub mod registry;
+pub mod relay;
 mod session;
 
 use std::sync::Arc;
@@ -28,6 +30,7 @@ use accounts::{Accounts, HashCost, ThrottlePolicy};
 use checker::CheckerConfig;
 use keys::Keys;
 use registry::Registry;
+use relay::{Relay, RelayConfig};
 
 /// Everything tunable about a directory server.
 #[derive(Debug, Clone)]
@@ -70,8 +73,12 @@ pub struct DirectoryConfig {
     /// Longest all-users RESULT payload; a BIND that would exceed it gets
     /// `ERR directory full`. At most the 1 MiB a Roundtable node reads.
     pub max_result_bytes: usize,
-    /// Largest payload accepted from a client.
+    /// Largest payload accepted from a client before log-in. Once logged
+    /// in, the largest relayed frame is admitted too
+    /// ([`MAX_RELAY_PAYLOAD`](roundtable_shared::directory::MAX_RELAY_PAYLOAD)).
     pub max_payload: usize,
+    /// The relay's switch, queue bounds and rate limits.
+    pub relay: RelayConfig,
     pub checker: CheckerConfig,
     /// How long shutdown waits for sessions to finish.
     pub shutdown_grace: Duration,
@@ -95,6 +102,7 @@ impl Default for DirectoryConfig {
             max_key_queries_per_minute: 120,
             max_result_bytes: roundtable_shared::directory::MAX_RESULT,
             max_payload: 64 * 1024,
+            relay: RelayConfig::default(),
             checker: CheckerConfig::default(),
             shutdown_grace: Duration::from_secs(5),
         }
@@ -119,6 +127,7 @@ struct Shared {
     accounts: Accounts,
     registry: Registry,
     keys: Keys,
+    relay: Relay,
 }
 
 /// Tells a refused client why, briefly, without holding up the accept loop.
@@ -152,7 +161,9 @@ pub async fn serve(
         config.hash_cost,
         config.throttle,
     )?;
+    let relay = Relay::new(config.relay, config.max_result_bytes);
     let shared = Arc::new(Shared {
+        relay,
         config,
         accounts,
         registry: registry.clone(),

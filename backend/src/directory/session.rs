@@ -1,5 +1,6 @@
 //! One client's session: USER, PASS, then BIND / QUERY / LEAVE, and
-//! Roundtable's key commands KEY / REKEY / KEYQUERY.
+//! Roundtable's key commands KEY / REKEY / KEYQUERY and relay commands
+//! RELAY / RELAYQUERY / HELLO / SEC.
 //!
 //! Any protocol violation gets one `ERR <reason>` and the connection is
 //! closed, as in the original server. Frames are read and built with
@@ -53,17 +54,43 @@
 //! - A classic client never sends these, so it never sees `NAK` or
 //!   `KEYRESULT`, and `QUERY`'s `RESULT` does not mention keys.
 
+//!
+//! # Relay (issue 13)
+//!
+//! ```text
+//! RELAY 0                 -> ACK 8\nrelay on    (no BIND needed; again: same answer)
+//!                         -> NAK <n>\nrelay is disabled on this directory   (--no-relay)
+//!                         -> NAK <n>\nthe relay is full on this directory
+//! RELAYQUERY 0 [<name>]   -> RELAYRESULT <n>\n<name>\n<name>…   (sorted)
+//! HELLO <len> <from> <to> <step> + payload
+//! SEC <len> <from> <to> <epoch> <counter> + payload
+//!                         -> nothing: forwarded to <to>'s relay session
+//!                         -> RELAYNAK <n> <to>\n<reason>   (session stays open)
+//! ```
+//!
+//! After log-in the session reads frames up to the largest `SEC`
+//! (66 KiB; 64 KiB before). The loop below waits for the client's next
+//! request and, once it sent `RELAY`, for frames queued for it
+//! ([`super::relay`]), and writes each whole. A destination that does not
+//! take a write within the write timeout is closed; the idle timeout
+//! counts only the client's own frames (a node sends `QUERY`
+//! periodically). Checks and limits are in [`super::relay`]; a malformed
+//! `HELLO`/`SEC` is a protocol error (`ERR` and close) like any other.
+
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use roundtable_shared::directory::{result_frame, ProtocolError, Reply, Request};
-use roundtable_shared::frame::Frame;
+use roundtable_shared::directory::{
+    result_frame, summary, ProtocolError, Reply, Request, MAX_RELAY_PAYLOAD,
+};
+use roundtable_shared::frame::{Frame, Limits};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::accounts::Login;
 use super::registry::RegistryError;
+use super::relay::{self, Next, Queued, Registration};
 use super::Shared;
 use crate::framing::{Connection, FramingError};
 use crate::store::directory::{Pin, Replace};
@@ -120,12 +147,18 @@ async fn next_before<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-async fn next<S: AsyncRead + AsyncWrite + Unpin>(
-    conn: &mut Connection<S>,
-    limit: Duration,
-) -> Result<Frame, End> {
-    conn.read_frame_within(limit).await?.ok_or(End::Quiet)
+/// Frames queued for this session's user, once it registered for relay
+/// (never, before).
+async fn next_relayed(reg: &mut Option<Registration>, out: &mut Vec<Queued>) -> Next {
+    match reg {
+        Some(r) => r.next(out).await,
+        None => std::future::pending().await,
+    }
 }
+
+/// Bytes read per system call once a session relays: its frames are up
+/// to 66 KiB, where classic sessions send a few bytes.
+const RELAY_READ_CHUNK: usize = 16 * 1024;
 
 async fn send<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Connection<S>,
@@ -283,9 +316,54 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     let mut binds = Budget::new("BIND", cfg.max_binds_per_minute);
     let mut key_updates = Budget::new("key", cfg.max_key_updates_per_minute);
     let mut key_queries = Budget::new("key", cfg.max_key_queries_per_minute);
+    // Logged in: the largest relayed frame is admitted from now on.
+    conn.set_limits(Limits {
+        max_payload: cfg.max_payload.max(MAX_RELAY_PAYLOAD),
+        ..Limits::default()
+    });
+    // This session's relay registration (after RELAY), its right to send
+    // relayed frames (after the first one), and frames taken from its queue.
+    let mut relaying: Option<Registration> = None;
+    let mut sending: Option<relay::Sender> = None;
+    let mut relayed: Vec<Queued> = Vec::new();
+    let mut idle_deadline = Instant::now() + cfg.idle_timeout;
     loop {
-        let f = next(conn, cfg.idle_timeout).await?;
-        let reply = match Request::parse(&f) {
+        // The client's next request, or frames relayed to it, whichever
+        // comes first; both are written whole, so they interleave only
+        // between frames. Only the client's own frames reset the idle timer.
+        let f = tokio::select! {
+            r = conn.read_frame() => r?.ok_or(End::Quiet)?,
+            next = next_relayed(&mut relaying, &mut relayed) => {
+                match next {
+                    Next::Frames => {
+                        let bytes: usize = relayed.iter().map(Vec::len).sum();
+                        let written = conn.write_encoded_within(&relayed, cfg.write_timeout).await;
+                        relayed.clear();
+                        if let Some(reg) = &relaying {
+                            reg.release(bytes);
+                        }
+                        if let Err(e) = written {
+                            tracing::info!(user = %name, %peer, %e, "relay destination does not take its frames, closing");
+                            return Err(End::Quiet);
+                        }
+                    }
+                    Next::Replaced => {
+                        tracing::info!(user = %name, %peer, "relay registration taken over by a later session");
+                        relaying = None;
+                    }
+                }
+                continue;
+            }
+            _ = tokio::time::sleep_until(idle_deadline) => {
+                return Err(End::Err(format!(
+                    "idle for {} s, closing",
+                    cfg.idle_timeout.as_secs()
+                )));
+            }
+        };
+        idle_deadline = Instant::now() + cfg.idle_timeout;
+        let kind = f.kind.clone();
+        let reply = match Request::parse_owned(f) {
             Ok(Request::Bind { address, port }) => {
                 binds.spend(&name, peer)?;
                 let host = port_test_host(
@@ -384,11 +462,45 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                     }
                 }
             }
-            // The relay is served from the next commit on; until then these
-            // are unknown commands, as before.
-            Ok(Request::User { .. } | Request::Pass { .. })
-            | Ok(Request::Relay | Request::RelayQuery { .. } | Request::Forward(_)) => {
-                return Err(End::Err(ProtocolError::Unknown(f.kind.clone()).to_string()))
+            Ok(Request::Relay) => {
+                if relaying.as_ref().is_some_and(Registration::is_current) {
+                    Reply::relay_on().to_frame()
+                } else {
+                    match shared.relay.register(&name) {
+                        Ok(reg) => {
+                            tracing::info!(user = %name, %peer, "relay registered");
+                            relaying = Some(reg);
+                            conn.set_read_chunk(RELAY_READ_CHUNK);
+                            Reply::relay_on().to_frame()
+                        }
+                        Err(why) => {
+                            tracing::warn!(user = %name, %peer, reason = ?why, "RELAY refused");
+                            Reply::Nak(why.text("", &name)).to_frame()
+                        }
+                    }
+                }
+            }
+            Ok(Request::RelayQuery { name: who }) => {
+                Reply::RelayResult(shared.relay.query(who.as_deref())).to_frame()
+            }
+            Ok(Request::Forward(frame)) => {
+                let s = sending.get_or_insert_with(|| {
+                    conn.set_read_chunk(RELAY_READ_CHUNK);
+                    shared.relay.sender(&name)
+                });
+                let (kind, _, to, len) = summary(&frame);
+                let to = to.to_owned();
+                match s.forward(frame) {
+                    Ok(()) => continue,
+                    Err(why) => {
+                        // Names and sizes only: the payload is never logged.
+                        tracing::debug!(user = %name, %to, kind, len, reason = ?why, "relayed frame refused");
+                        why.nak(&to, &name).to_frame()
+                    }
+                }
+            }
+            Ok(Request::User { .. } | Request::Pass { .. }) => {
+                return Err(End::Err(ProtocolError::Unknown(kind).to_string()))
             }
             Err(e) => return Err(End::Err(e.to_string())),
         };

@@ -52,13 +52,36 @@ impl Directory {
         Directory::start_on("127.0.0.1:0".parse().unwrap(), checker).await
     }
 
+    /// A directory on port 0 whose configuration `edit` adjusts (after the
+    /// test defaults: open registration, cheap hashes, a slow checker).
+    pub async fn start_with(edit: impl FnOnce(&mut DirectoryConfig)) -> Directory {
+        Directory::start_edited(
+            "127.0.0.1:0".parse().unwrap(),
+            CheckerConfig {
+                interval: Duration::from_secs(3600),
+                timeout: Duration::from_millis(500),
+                parallelism: 16,
+            },
+            edit,
+        )
+        .await
+    }
+
     async fn start_on(addr: SocketAddr, checker: CheckerConfig) -> Directory {
+        Directory::start_edited(addr, checker, |_| {}).await
+    }
+
+    async fn start_edited(
+        addr: SocketAddr,
+        checker: CheckerConfig,
+        edit: impl FnOnce(&mut DirectoryConfig),
+    ) -> Directory {
         let dir = tempfile::tempdir().unwrap();
         let store = DirectoryStore::open(&dir.path().join("d.db")).unwrap();
         let l = TcpListener::bind(addr).await.unwrap();
         let addr = l.local_addr().unwrap();
         let stop = CancellationToken::new();
-        let cfg = DirectoryConfig {
+        let mut cfg = DirectoryConfig {
             open_registration: true,
             hash_cost: HashCost {
                 memory_kib: 64,
@@ -68,6 +91,7 @@ impl Directory {
             checker,
             ..DirectoryConfig::default()
         };
+        edit(&mut cfg);
         let task = tokio::spawn({
             let stop = stop.clone();
             async move { serve(l, store, cfg, stop).await.unwrap() }
