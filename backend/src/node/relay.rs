@@ -391,12 +391,18 @@ impl Relay {
         let peer = s.from.clone();
         let (frames, links) = {
             let mut slots = lock(&self.inner.slots);
-            let Some(slot) = slots.get_mut(&peer) else {
-                tracing::debug!(%peer, "relayed frame without a channel dropped");
-                return;
-            };
+            let slot = slots.entry(peer.clone()).or_default();
             let Some(State::Up(session)) = &mut slot.state else {
-                tracing::debug!(%peer, "relayed frame without a channel dropped");
+                // The peer still uses a channel we lost (we restarted):
+                // offer a new one, which replaces it at the peer, rather
+                // than let it wait for acknowledgements that cannot come.
+                if slot.state.is_none() {
+                    tracing::debug!(%peer, "relayed frame without a channel: starting a new one");
+                    let this = self.clone();
+                    tokio::spawn(async move {
+                        let _ = this.link(&peer, Duration::from_secs(10)).await;
+                    });
+                }
                 return;
             };
             let plaintext = match session.open(&s) {
