@@ -1,15 +1,22 @@
 //! Node benchmark: `cargo bench -p roundtable --bench node` (or
 //! `cargo xtask bench`). Prints its figures; asserts only correctness.
 //!
-//! A directory and two nodes (alice, bob) run in this process on loopback.
-//! - latency (first, on quiet stores): `POST /api/chats/bob/messages` on
+//! A directory and pairs of nodes run in this process on loopback, side by
+//! side (issue 13): a **plain** pair (`ChatConfig::secure = false`: plain
+//! `MSG`, as before the secure channel), an **encrypted** pair (the Noise
+//! channel, the default) and a **relayed** pair (bob with `--chat none`, so
+//! alice reaches him through the directory's relay). For each:
+//! - latency (first, on quiet stores): `POST /api/chats/{bob}/messages` on
 //!   alice at 1,000 messages/s until the WebSocket event on bob, with the
 //!   times at which each node had stored the message, as percentiles;
-//! - receive path: MSG frames with 100-byte texts pipelined to bob's chat
-//!   port over one connection, each stored durably and acknowledged;
-//! - end to end: alice accepts messages for bob (stored, queued) and her
-//!   delivery worker drains them over one connection until all are
-//!   acknowledged.
+//! - end to end (plain and encrypted): alice accepts messages for bob
+//!   (stored, queued) and her delivery worker drains them over one
+//!   connection until all are acknowledged.
+//!
+//! Also: the receive path (MSG frames with 100-byte texts pipelined to a
+//! node's chat port by a plain client over one connection, each stored
+//! durably and acknowledged), and the time to open a link: TCP connect and
+//! capability exchange (plain) against that plus the Noise handshake.
 //!
 //! Environment: `BENCH_MESSAGES` (default 100000), `BENCH_SECS` (default 10).
 
@@ -28,9 +35,17 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use roundtable::directory::accounts::HashCost;
 use roundtable::directory::{serve, DirectoryConfig};
+use roundtable::events::Events;
 use roundtable::framing::Connection;
+use roundtable::node::chat::ChatConfig;
+use roundtable::node::link::{open_direct, Overlay};
+use roundtable::node::peers::Peers;
+use roundtable::node::trust::Trust;
 use roundtable::node::{Node, NodeConfig};
+use roundtable::overlay::channel::ChannelConfig;
+use roundtable::overlay::identity::Identity;
 use roundtable::store::directory::DirectoryStore;
+use roundtable::store::pins::PinStore;
 use roundtable_shared::api::{Direction, Event, MessageState};
 use roundtable_shared::frame::{Frame, Limits};
 use roundtable_shared::peer::{Capabilities, PeerFrame};
@@ -98,11 +113,11 @@ async fn receive_path(bob: &Node, n: usize) -> f64 {
     rate
 }
 
-async fn end_to_end(alice: &Node, n: usize) -> (f64, f64) {
+async fn end_to_end(alice: &Node, bob: &str, n: usize) -> (f64, f64) {
     let mut events = alice.events.subscribe();
     let started = Instant::now();
     for i in 0..n {
-        alice.chat.send("bob", &text(i)).await.unwrap();
+        alice.chat.send(bob, &text(i)).await.unwrap();
     }
     let accept_rate = n as f64 / started.elapsed().as_secs_f64();
     let mut delivered = 0;
@@ -116,7 +131,7 @@ async fn end_to_end(alice: &Node, n: usize) -> (f64, f64) {
             Err(tokio::sync::broadcast::error::RecvError::Lagged(k)) => {
                 // Count from the store instead when the bus overflows.
                 let _ = k;
-                let left = alice.chat.store().outbox("bob", n).unwrap().len();
+                let left = alice.chat.store().outbox(bob, n).unwrap().len();
                 delivered = delivered.max(n.saturating_sub(left));
             }
             Err(e) => panic!("{e}"),
@@ -167,7 +182,7 @@ async fn latency(alice: &Node, bob: &Node, secs: u64) -> [Stage; 3] {
         .await
         .unwrap();
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let url = format!("http://{}/api/chats/bob/messages", alice.http_addr);
+    let url = format!("http://{}/api/chats/{}/messages", alice.http_addr, bob.name);
     type Stamps = HashMap<String, [Option<Instant>; 3]>;
     let sent_at = Arc::new(Mutex::new(HashMap::<String, Instant>::new()));
     // In-process stamps of the stored messages' events on each node.
@@ -217,7 +232,7 @@ async fn latency(alice: &Node, bob: &Node, secs: u64) -> [Stage; 3] {
             .unwrap();
         let Ok(text) = msg.into_text() else { continue };
         if let Ok(Event::Message { message }) = serde_json::from_str::<Event>(&text) {
-            if message.direction == Direction::In && message.peer == "alice" {
+            if message.direction == Direction::In && message.peer == alice.name {
                 if let Some(t0) = sent_at.lock().unwrap().get(message.text.as_str()) {
                     seen.push((message.text.to_string(), *t0, Instant::now()));
                 }
@@ -236,6 +251,76 @@ async fn latency(alice: &Node, bob: &Node, secs: u64) -> [Stage; 3] {
         stages[2].push(at_ws - t0);
     }
     stages.map(Stage::of)
+}
+
+/// Time to open `n` links to `bob`: plain (connect, `PING`/`PONG`) or
+/// secure (that, then the Noise handshake and the pin check).
+async fn open_links(bob: &Node, secure: bool, tmp: &std::path::Path, n: usize) -> Stage {
+    let peers = Peers::new("probe", Events::default());
+    let trust = Trust::load(
+        PinStore::open(&tmp.join(format!("probe-pins-{secure}.db"))).unwrap(),
+        peers,
+    )
+    .unwrap();
+    let overlay = Overlay {
+        me: "probe".into(),
+        identity: Arc::new(Identity::generate().unwrap()),
+        trust,
+        channel: ChannelConfig::default(),
+        require_secure: false,
+        secure,
+    };
+    let permits = Arc::new(tokio::sync::Semaphore::new(1));
+    let addr = bob.chat_addr;
+    let mut times = Vec::with_capacity(n);
+    for _ in 0..n {
+        let permit = permits.clone().acquire_owned().await.unwrap();
+        let t0 = Instant::now();
+        let link = open_direct(
+            &overlay,
+            &bob.name,
+            &addr.ip().to_string(),
+            addr.port(),
+            Duration::from_secs(5),
+            permit,
+        )
+        .await
+        .unwrap();
+        times.push(t0.elapsed());
+        assert_eq!(link.secure(), secure);
+    }
+    Stage::of(times)
+}
+
+/// Starts a node pair named `a`, `b` (`b` without a chat listener when
+/// `relayed`) and waits until `a` can reach `b`.
+async fn pair(
+    dir: &str,
+    tmp: &std::path::Path,
+    (a, b): (&str, &str),
+    secure: bool,
+    relayed: bool,
+) -> (Node, Node) {
+    let start = |name: &str, listen: bool| {
+        let mut cfg = NodeConfig::local(name, "pw", dir, tmp.join(name));
+        cfg.query_interval = Duration::from_millis(200);
+        if !listen {
+            cfg.chat_listen = None;
+        }
+        let mut chat = ChatConfig::new(name);
+        chat.secure = secure;
+        Node::start_with(cfg, chat)
+    };
+    let alice = start(a, true).await.unwrap();
+    let bob = start(b, !relayed).await.unwrap();
+    while !alice
+        .peers
+        .get(b)
+        .is_some_and(|p| p.online && (!relayed || p.relay))
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (alice, bob)
 }
 
 fn main() {
@@ -262,34 +347,52 @@ fn main() {
             ..DirectoryConfig::default()
         };
         tokio::spawn(serve(l, store, cfg, stop.clone()));
-        let mut a = NodeConfig::local("alice", "pw", &dir, tmp.path().join("alice"));
-        a.query_interval = Duration::from_millis(200);
-        let mut b = NodeConfig::local("bob", "pw", &dir, tmp.path().join("bob"));
-        b.query_interval = Duration::from_millis(200);
-        let alice = Node::start(a).await.unwrap();
-        let bob = Node::start(b).await.unwrap();
-        while !alice.peers.get("bob").is_some_and(|p| p.online) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-
-        // Latency first: it is measured at a steady rate, not while the
-        // stores are still copying the long WAL a flat-out phase leaves.
-        let [on_alice, on_bob, on_ws] = latency(&alice, &bob, secs).await;
-        let recv = receive_path(&bob, n).await;
         let e2e_n = n / 5;
-        let (accept, e2e) = end_to_end(&alice, e2e_n).await;
+        let mut rows = Vec::new();
+        for (label, names, secure, relayed) in [
+            ("plain", ("alice", "bob"), false, false),
+            ("encrypted", ("ann", "ben"), true, false),
+            ("relayed", ("amy", "bea"), true, true),
+        ] {
+            let (alice, bob) = pair(&dir, tmp.path(), names, secure, relayed).await;
+            // Latency first: it is measured at a steady rate, not while the
+            // stores are still copying the long WAL a flat-out phase leaves.
+            let [on_alice, on_bob, on_ws] = latency(&alice, &bob, secs).await;
+            let e2e = if relayed {
+                None
+            } else {
+                Some(end_to_end(&alice, &bob.name, e2e_n).await)
+            };
+            let links = if relayed {
+                None
+            } else {
+                Some(open_links(&bob, secure, tmp.path(), 200).await)
+            };
+            let recv = if secure { None } else { Some(receive_path(&bob, n).await) };
+            rows.push((label, on_alice, on_bob, on_ws, e2e, links, recv));
+            alice.stop(Duration::from_secs(5)).await;
+            bob.stop(Duration::from_secs(5)).await;
+        }
 
         println!();
         println!("node benchmark: 100-byte texts, one connection, {}", machine());
-        println!("  receive path (MSG -> stored -> MSGACK), {n} msgs   {recv:>10.0} msg/s (goal >= 100,000)");
-        println!("  alice accepts (stored, queued), {e2e_n} msgs        {accept:>10.0} msg/s");
-        println!("  alice -> bob end to end until acknowledged   {e2e:>10.0} msg/s");
-        println!("  POST on alice at 1,000/s for {secs} s, {} messages, time from the POST until:", secs * 1000);
-        println!("    stored on alice                   {on_alice}");
-        println!("    stored on bob                     {on_bob}");
-        println!("    WebSocket event on bob            {on_ws}   (goal p99 < 5 ms)");
-        alice.stop(Duration::from_secs(5)).await;
-        bob.stop(Duration::from_secs(5)).await;
+        for (label, on_alice, on_bob, on_ws, e2e, links, recv) in rows {
+            println!("[{label}]");
+            if let Some(recv) = recv {
+                println!("  receive path (MSG -> stored -> MSGACK), {n} msgs   {recv:>10.0} msg/s (goal >= 100,000)");
+            }
+            if let Some((accept, e2e)) = e2e {
+                println!("  alice accepts (stored, queued), {e2e_n} msgs        {accept:>10.0} msg/s");
+                println!("  alice -> bob end to end until acknowledged   {e2e:>10.0} msg/s");
+            }
+            if let Some(links) = links {
+                println!("  open a link (200 times)          {links}");
+            }
+            println!("  POST on alice at 1,000/s for {secs} s, {} messages, time from the POST until:", secs * 1000);
+            println!("    stored on alice                   {on_alice}");
+            println!("    stored on bob                     {on_bob}");
+            println!("    WebSocket event on bob            {on_ws}   (goal p99 < 5 ms)");
+        }
         stop.cancel();
     });
 }

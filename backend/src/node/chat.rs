@@ -43,7 +43,7 @@ use std::time::Duration;
 
 use roundtable_shared::api::{ChatMessage, Event, MessageState, PeerPath, MAX_TEXT};
 use roundtable_shared::frame::Frame;
-use roundtable_shared::peer::{Capabilities, PeerFrame};
+use roundtable_shared::peer::PeerFrame;
 use roundtable_shared::rpc::RpcFrame;
 use roundtable_shared::secure::{Hello, SecureFrame};
 use tokio::net::{TcpListener, TcpStream};
@@ -95,6 +95,11 @@ pub struct ChatConfig {
     pub write_timeout: Duration,
     /// Messages written per batch before waiting for acknowledgements.
     pub batch: usize,
+    /// Speak the secure channel (default). `false` makes the node talk to
+    /// everyone as Roundtable nodes did before it: plain `MSG`, nothing
+    /// proven. It exists only so that the benchmark can put a number on
+    /// what the channel costs; no command-line flag sets it.
+    pub secure: bool,
 }
 
 impl ChatConfig {
@@ -111,6 +116,7 @@ impl ChatConfig {
             inbound_idle_timeout: Duration::from_secs(120),
             write_timeout: Duration::from_secs(10),
             batch: 256,
+            secure: true,
         }
     }
 }
@@ -690,7 +696,7 @@ impl Chat {
             };
             // A malformed HELLO is answered like any unknown frame, as a
             // classic peer would.
-            if let Some(hello) = as_hello(&first) {
+            if let Some(hello) = as_hello(&first).filter(|_| self.inner.overlay.secure) {
                 return self.inbound_secure(conn, addr, hello).await;
             }
             wait = cfg.inbound_idle_timeout;
@@ -698,7 +704,7 @@ impl Chat {
             let mut frames = vec![first];
             while frames.len() < 1024 {
                 match conn.buffered_frame()? {
-                    Some(f) => match as_hello(&f) {
+                    Some(f) => match as_hello(&f).filter(|_| self.inner.overlay.secure) {
                         None => frames.push(f),
                         Some(hello) => {
                             // Handle what came before it, then switch.
@@ -813,7 +819,7 @@ impl Chat {
             };
             if self.inner.overlay.require_secure {
                 Some("this node accepts messages over the secure channel only".to_owned())
-            } else if trust.is_secure_peer(sender) {
+            } else if self.inner.overlay.secure && trust.is_secure_peer(sender) {
                 Some(format!(
                     "{sender} is a Roundtable node: its messages come over its secure channel only"
                 ))
@@ -846,7 +852,7 @@ impl Chat {
             match (PeerFrame::parse(f), origin) {
                 (Ok(PeerFrame::Ping { caps }), _) => replies.push(
                     PeerFrame::Pong {
-                        caps: caps.and(Capabilities::ALL),
+                        caps: caps.and(self.inner.overlay.capabilities()),
                     }
                     .to_frame(),
                 ),

@@ -40,6 +40,19 @@ pub struct Overlay {
     pub channel: ChannelConfig,
     /// Refuse classic peers (`--require-secure`).
     pub require_secure: bool,
+    /// [`ChatConfig::secure`](super::chat::ChatConfig::secure): false only
+    /// in the benchmark's plain baseline.
+    pub secure: bool,
+}
+
+impl Overlay {
+    /// What this node offers in `PING` and grants in `PONG`.
+    pub fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            roundtable: true,
+            secure: self.secure,
+        }
+    }
 }
 
 /// Why a link could not be opened or used.
@@ -245,7 +258,7 @@ pub async fn open_direct(
     let mut conn = Connection::new(stream, chat_limits()).with_read_chunk(64 * 1024);
     conn.write_frame_within(
         &PeerFrame::Ping {
-            caps: Capabilities::ALL,
+            caps: overlay.capabilities(),
         }
         .to_frame(),
         t,
@@ -259,14 +272,14 @@ pub async fn open_direct(
             .await?
             .ok_or(FramingError::Truncated)?;
         if let Ok(PeerFrame::Pong { caps: c }) = PeerFrame::parse(&f) {
-            caps = Some(c.and(Capabilities::ALL));
+            caps = Some(c.and(overlay.capabilities()));
             break;
         }
     }
     let caps = caps.ok_or(FramingError::Truncated)?;
     let trust = &overlay.trust;
     if !caps.secure {
-        if trust.is_secure_peer(peer) {
+        if overlay.secure && trust.is_secure_peer(peer) {
             return Err(LinkError::Downgrade {
                 peer: peer.to_owned(),
             });

@@ -173,6 +173,7 @@ impl Node {
             trust: trust.clone(),
             channel: ChannelConfig::default(),
             require_secure: cfg.require_secure,
+            secure: chat_cfg.secure,
         };
         let (relay, relay_inbound) = Relay::spawn(
             RelayConfig {
