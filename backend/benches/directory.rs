@@ -13,9 +13,16 @@
 //!   one request in flight per connection,
 //! - one full liveness sweep of all peers, as the restarted server re-verifies
 //!   the registrations it loads,
-//! - the server's peak resident memory (VmHWM) over the whole run.
+//! - the server's peak resident memory (VmHWM) over the whole run,
+//! - relay throughput (issue 13): `SEC` frames per second through one
+//!   directory from N senders to N receivers (1 and 16 pairs, 200-byte and
+//!   4 KiB payloads; rate limits off), each sender keeping at most 128
+//!   frames in flight (as a node's end-to-end acks would),
+//! - relay memory: a fresh server's resident memory with 1,000 logged-in
+//!   `RELAY` sessions, idle and then with 500 pairs exchanging frames.
 //!
-//! Environment: `BENCH_PEERS` (default 10000), `BENCH_SECS` (default 5).
+//! Environment: `BENCH_PEERS` (default 10000, at least 1000), `BENCH_SECS`
+//! (default 5), `BENCH_RELAY_SECS` (default 3, per throughput figure).
 
 mod common;
 
@@ -33,6 +40,7 @@ use roundtable::directory::accounts::HashCost;
 use roundtable::framing::Connection;
 use roundtable::store::directory::DirectoryStore;
 use roundtable_shared::frame::{Frame, Limits};
+use roundtable_shared::secure::{Sealed, SecureFrame};
 use tokio::net::{TcpListener, TcpStream};
 
 const BIN: &str = env!("CARGO_BIN_EXE_roundtable");
@@ -47,6 +55,11 @@ struct Server {
 
 impl Server {
     fn start(db: &Path) -> Server {
+        Server::start_with(db, &[])
+    }
+
+    /// A server with `extra` arguments after the benchmark's own.
+    fn start_with(db: &Path, extra: &[&str]) -> Server {
         let mut child = Command::new(BIN)
             .args(["directory", "--listen", "127.0.0.1:0", "--db"])
             .arg(db)
@@ -56,6 +69,7 @@ impl Server {
             // and per-session BIND limits that protect a real server.
             .args(["--max-connections-per-source", "8192"])
             .args(["--max-binds-per-minute", "0"])
+            .args(extra)
             .env(
                 "RUST_LOG",
                 "warn,roundtable::directory=info,roundtable::directory::checker=debug",
@@ -94,6 +108,17 @@ impl Server {
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Current resident set size in KiB.
+    fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
             .and_then(|v| v.split_whitespace().next()?.parse().ok())
             .unwrap_or(0)
     }
@@ -156,6 +181,166 @@ async fn login(addr: &str, name: &str) -> Connection<TcpStream> {
 
 fn bind(port: u16) -> Frame {
     Frame::new("BIND", ["127.0.0.1".to_string(), port.to_string()], "")
+}
+
+/// Limits that admit the largest relayed frame.
+const RELAY_LIMITS: Limits = Limits {
+    max_header: roundtable_shared::frame::DEFAULT_MAX_HEADER,
+    max_payload: roundtable_shared::directory::MAX_RELAY_PAYLOAD,
+};
+
+/// A logged-in session that sent `RELAY 0`.
+async fn relay_session(addr: &str, name: &str) -> Connection<TcpStream> {
+    let mut c = login(addr, name).await;
+    c.set_limits(RELAY_LIMITS);
+    request(&mut c, Frame::bare("RELAY", ""), "ACK").await;
+    c
+}
+
+/// An encoded `SEC` from `from` to `to` with a `len`-byte payload.
+fn sec(from: &str, to: &str, counter: u64, len: usize) -> Vec<u8> {
+    SecureFrame::Sealed(Sealed {
+        from: from.into(),
+        to: to.into(),
+        epoch: 0,
+        counter,
+        payload: vec![0x5a; len],
+    })
+    .into_frame()
+    .encode()
+    .unwrap()
+}
+
+/// Most frames a sender has in flight (sent, not yet read by its receiver).
+const WINDOW: u64 = 128;
+
+/// Frames per second relayed from `pairs` senders (peer{2i}) to as many
+/// receivers (peer{2i+1}), `len`-byte payloads, for `secs` seconds. Also
+/// returns the RELAYNAKs the senders got (0 expected: the window is below
+/// the queue bound and the rate limits are off).
+async fn relay_throughput(addr: &str, pairs: usize, len: usize, secs: u64) -> (f64, u64) {
+    use std::sync::atomic::AtomicBool;
+    use tokio::sync::Notify;
+    let mut tasks = Vec::new();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut conns = Vec::new();
+    for p in 0..pairs {
+        let sender = relay_session(addr, &format!("peer{}", 2 * p)).await;
+        let receiver = relay_session(addr, &format!("peer{}", 2 * p + 1)).await;
+        conns.push((sender, receiver));
+    }
+    let started = Instant::now();
+    for (p, (mut sender, mut receiver)) in conns.into_iter().enumerate() {
+        let delivered = Arc::new(AtomicU64::new(0));
+        let sent_total = Arc::new(AtomicU64::new(u64::MAX));
+        let notify = Arc::new(Notify::new());
+        let (d, n, total) = (delivered.clone(), notify.clone(), sent_total.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut got = 0u64;
+            let mut quiet_since = Instant::now();
+            while got < total.load(Ordering::Acquire) {
+                // Short waits, so that the end (the sender's total) is seen
+                // promptly; reading is cancel-safe.
+                match tokio::time::timeout(Duration::from_millis(50), receiver.read_frame()).await {
+                    Err(_) if quiet_since.elapsed() < Duration::from_secs(10) => continue,
+                    Ok(Ok(Some(f))) => {
+                        quiet_since = Instant::now();
+                        assert_eq!(f.kind, "SEC");
+                        got += 1;
+                        // Everything already buffered counts before waking the sender.
+                        while let Ok(Some(f)) = receiver.buffered_frame() {
+                            assert_eq!(f.kind, "SEC");
+                            got += 1;
+                        }
+                        d.store(got, Ordering::Release);
+                        n.notify_one();
+                    }
+                    _ => break,
+                }
+            }
+            (got, 0u64)
+        }));
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let (from, to) = (format!("peer{}", 2 * p), format!("peer{}", 2 * p + 1));
+            let mut sent = 0u64;
+            let mut batch = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                while sent - delivered.load(Ordering::Acquire) >= WINDOW {
+                    notify.notified().await;
+                }
+                let room = WINDOW - (sent - delivered.load(Ordering::Acquire));
+                batch.clear();
+                for _ in 0..room.min(32) {
+                    batch.push(sec(&from, &to, sent, len));
+                    sent += 1;
+                }
+                sender.write_encoded(&batch).await.unwrap();
+            }
+            sent_total.store(sent, Ordering::Release);
+            notify.notify_one();
+            // Refusals, if any, arrived before the answer to this QUERY.
+            sender
+                .write_frame(&Frame::new("QUERY", ["nobody"], ""))
+                .await
+                .unwrap();
+            let mut naks = 0;
+            loop {
+                let f = sender.read_frame().await.unwrap().expect("a reply");
+                match f.kind.as_str() {
+                    "RELAYNAK" => naks += 1,
+                    "RESULT" => break,
+                    other => panic!("unexpected {other}"),
+                }
+            }
+            (0u64, naks)
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (mut frames, mut naks) = (0, 0);
+    for t in tasks {
+        let (f, n) = t.await.unwrap();
+        frames += f;
+        naks += n;
+    }
+    (frames as f64 / started.elapsed().as_secs_f64(), naks)
+}
+
+/// A fresh server's resident memory (KiB): with no session, with 1,000
+/// logged-in RELAY sessions, and after 500 pairs of them exchanged
+/// `rounds` frames each way (200-byte payloads), sessions still open.
+async fn relay_memory(server: &Server, rounds: u64) -> (u64, u64, u64) {
+    let addr = server.addr.clone();
+    let empty = server.rss_kib();
+    let mut sessions = Vec::with_capacity(1000);
+    for i in 0..1000 {
+        sessions.push(relay_session(&addr, &format!("peer{i}")).await);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let idle = server.rss_kib();
+    let mut tasks = Vec::new();
+    let mut it = sessions.into_iter();
+    for p in 0..500 {
+        let (mut a, mut b) = (it.next().unwrap(), it.next().unwrap());
+        tasks.push(tokio::spawn(async move {
+            let (na, nb) = (format!("peer{}", 2 * p), format!("peer{}", 2 * p + 1));
+            for r in 0..rounds {
+                a.write_encoded(&[sec(&na, &nb, r, 200)]).await.unwrap();
+                assert_eq!(b.read_frame().await.unwrap().unwrap().kind, "SEC");
+                b.write_encoded(&[sec(&nb, &na, r, 200)]).await.unwrap();
+                assert_eq!(a.read_frame().await.unwrap().unwrap().kind, "SEC");
+            }
+            (a, b)
+        }));
+    }
+    let mut kept = Vec::new();
+    for t in tasks {
+        kept.push(t.await.unwrap());
+    }
+    let busy = server.rss_kib();
+    drop(kept);
+    (empty, idle, busy)
 }
 
 fn progress(len: usize, what: &str) -> ProgressBar {
@@ -314,6 +499,31 @@ fn main() {
     server.stop();
     assert_eq!(after, peers, "every live peer stays registered");
 
+    // 5. Relay throughput, rate limits off, on a fresh server.
+    assert!(peers >= 1000, "the relay figures need 1,000 accounts");
+    let relay_secs = env_usize("BENCH_RELAY_SECS", 3) as u64;
+    let unlimited = [
+        "--relay-frames-per-second",
+        "0",
+        "--relay-bytes-per-second",
+        "0",
+    ];
+    let server = Server::start_with(&db, &unlimited);
+    let mut relay_rates = Vec::new();
+    for pairs in [1, 16] {
+        for len in [200, 4096] {
+            let (rate, naks) = rt.block_on(relay_throughput(&server.addr, pairs, len, relay_secs));
+            relay_rates.push((pairs, len, rate, naks));
+        }
+    }
+    server.stop();
+
+    // 6. Relay memory: 1,000 RELAY sessions, 500 pairs exchanging frames.
+    let server = Server::start_with(&db, &unlimited);
+    let (rss_empty, rss_idle, rss_busy) = rt.block_on(relay_memory(&server, 100));
+    let relay_peak = server.peak_kib();
+    server.stop();
+
     println!();
     println!(
         "directory benchmark: {peers} registered peers, {CLIENTS} client connections, {}",
@@ -332,5 +542,18 @@ fn main() {
     println!(
         "  server peak memory (VmHWM)              {:>10.1} MiB (goal < 100)",
         peak_first.max(peak_second) as f64 / 1024.0
+    );
+    for (pairs, len, rate, naks) in relay_rates {
+        println!(
+            "  relay: {pairs:>2} pair(s), {len:>4}-byte SEC        {rate:>10.0} frames/s ({:.1} MiB/s payload, {naks} RELAYNAK)",
+            rate * len as f64 / (1024.0 * 1024.0)
+        );
+    }
+    println!(
+        "  relay memory: server RSS empty {:.1} MiB, 1,000 RELAY sessions idle {:.1} MiB, 500 pairs after 100 round trips {:.1} MiB, peak {:.1} MiB",
+        rss_empty as f64 / 1024.0,
+        rss_idle as f64 / 1024.0,
+        rss_busy as f64 / 1024.0,
+        relay_peak as f64 / 1024.0
     );
 }

@@ -156,6 +156,32 @@ async fn next_relayed(reg: &mut Option<Registration>, out: &mut Vec<Queued>) -> 
     }
 }
 
+/// Most bytes of relayed frames written under one write timeout: a
+/// destination must take this much (or one frame) within the timeout, so
+/// a slow but reading link is not mistaken for a dead one.
+const RELAY_WRITE_SLICE: usize = 256 * 1024;
+
+/// Writes `frames` whole and in order, in slices of at most
+/// [`RELAY_WRITE_SLICE`] bytes (or one frame), each within `limit`.
+async fn write_relayed<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Connection<S>,
+    frames: &[Queued],
+    limit: Duration,
+) -> Result<(), crate::framing::FramingError> {
+    let mut rest = frames;
+    while !rest.is_empty() {
+        let mut end = 1;
+        let mut bytes = rest[0].len();
+        while end < rest.len() && bytes + rest[end].len() <= RELAY_WRITE_SLICE {
+            bytes += rest[end].len();
+            end += 1;
+        }
+        conn.write_encoded_within(&rest[..end], limit).await?;
+        rest = &rest[end..];
+    }
+    Ok(())
+}
+
 /// Bytes read per system call once a session relays: its frames are up
 /// to 66 KiB, where classic sessions send a few bytes.
 const RELAY_READ_CHUNK: usize = 16 * 1024;
@@ -337,7 +363,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 match next {
                     Next::Frames => {
                         let bytes: usize = relayed.iter().map(Vec::len).sum();
-                        let written = conn.write_encoded_within(&relayed, cfg.write_timeout).await;
+                        let written = write_relayed(conn, &relayed, cfg.write_timeout).await;
                         relayed.clear();
                         if let Some(reg) = &relaying {
                             reg.release(bytes);
