@@ -421,6 +421,15 @@ async fn all_delivered(n: &Node, peer: &str, msgs: &[&ChatMessage]) {
     .await;
 }
 
+/// What `n` received from `peer` (its history without its own messages).
+async fn received(n: &Node, peer: &str) -> Vec<ChatMessage> {
+    history(n, peer)
+        .await
+        .into_iter()
+        .filter(|m| m.direction == Direction::In)
+        .collect()
+}
+
 /// `(id, text)` of a history, for exact comparison.
 fn ids_texts(h: &[ChatMessage]) -> Vec<(String, String)> {
     h.iter().map(|m| (m.id.clone(), m.text.clone())).collect()
@@ -432,7 +441,7 @@ fn ids_texts(h: &[ChatMessage]) -> Vec<(String, String)> {
 async fn holds_exactly(n: &Node, peer: &str, msgs: &[&ChatMessage]) {
     let want: Vec<(String, String)> = msgs.iter().map(|m| (m.id.clone(), m.text.clone())).collect();
     let got = eventually(20, &format!("{} to hold {} messages", n.name, msgs.len()), || async {
-        let h = history(n, peer).await;
+        let h = received(n, peer).await;
         (h.len() >= msgs.len()).then_some(h)
     })
     .await;
@@ -444,7 +453,7 @@ async fn holds_exactly(n: &Node, peer: &str, msgs: &[&ChatMessage]) {
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
-        ids_texts(&history(n, peer).await),
+        ids_texts(&received(n, peer).await),
         want,
         "nothing extra arrived"
     );
@@ -520,7 +529,7 @@ async fn a_replayed_frame_is_refused_and_the_session_goes_on() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let s = &proxy.sessions()[0];
     assert_eq!(secs(&s.b2a).len(), 1, "bob answered a replayed frame");
-    assert_eq!(ids_texts(&history(&bob, "alice").await), ids_texts(&[m1.clone()]));
+    assert_eq!(ids_texts(&received(&bob, "alice").await), ids_texts(&[m1.clone()]));
 
     let m2 = alice.chat.send("bob", "said next").await.unwrap();
     all_delivered(&alice, "bob", &[&m2]).await;
@@ -546,14 +555,17 @@ async fn a_reordered_frame_is_refused_and_resent_once() {
     let dir = Directory::start().await;
     let data = tempfile::tempdir().unwrap();
     let (alice, bob, proxy) = alice_and_bob_behind_a_proxy(&dir, data.path()).await;
-    proxy.plan(Plan::Swap(1));
+    proxy.plan(Plan::Swap(2));
+    // The session first (holding answers would hold bob's HELLO too).
+    let m0 = alice.chat.send("bob", "warm-up").await.unwrap();
+    all_delivered(&alice, "bob", &[&m0]).await;
 
     // m2 and m3 must leave in one batch: queue them while alice waits for
     // m1's acknowledgement, which the proxy holds back.
     proxy.hold_answers(true);
     let m1 = alice.chat.send("bob", "short one").await.unwrap();
     eventually(10, "bob to store m1", || async {
-        (history(&bob, "alice").await.len() == 1).then_some(())
+        (received(&bob, "alice").await.len() == 2).then_some(())
     })
     .await;
     // 40,000 bytes each: two do not fit one sealed record.
@@ -562,7 +574,7 @@ async fn a_reordered_frame_is_refused_and_resent_once() {
     proxy.hold_answers(false);
 
     eventually(10, "bob to store m3", || async {
-        history(&bob, "alice")
+        received(&bob, "alice")
             .await
             .iter()
             .any(|m| m.id == m3.id)
@@ -572,14 +584,14 @@ async fn a_reordered_frame_is_refused_and_resent_once() {
     // The resend can come only after alice's 2 s acknowledgement timeout.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
-        ids_texts(&history(&bob, "alice").await),
-        ids_texts(&[m1.clone(), m3.clone()]),
+        ids_texts(&received(&bob, "alice").await),
+        ids_texts(&[m0.clone(), m1.clone(), m3.clone()]),
         "the late frame (m2) was refused"
     );
-    assert_eq!(secs(&proxy.sessions()[0].a2b).len(), 3);
+    assert_eq!(secs(&proxy.sessions()[0].a2b).len(), 4);
 
-    holds_exactly(&bob, "alice", &[&m1, &m3, &m2]).await;
-    all_delivered(&alice, "bob", &[&m1, &m2, &m3]).await;
+    holds_exactly(&bob, "alice", &[&m0, &m1, &m3, &m2]).await;
+    all_delivered(&alice, "bob", &[&m0, &m1, &m2, &m3]).await;
     assert_eq!(proxy.sessions().len(), 2, "m2 came on a second connection");
     stop_all(vec![alice, bob], dir).await;
 }
@@ -754,7 +766,7 @@ async fn frames_injected_from_a_third_connection_are_refused() {
     );
 
     assert_eq!(
-        ids_texts(&history(&bob, "alice").await),
+        ids_texts(&received(&bob, "alice").await),
         ids_texts(&[m1.clone()]),
         "nothing injected is stored as alice's"
     );
@@ -912,7 +924,7 @@ async fn bob_changes_his_key(
         Some(MessageState::Queued),
         "the message for the changed key stays queued"
     );
-    assert_eq!(ids_texts(&history(&bob, "alice").await), ids_texts(&[m1.clone()]));
+    assert_eq!(ids_texts(&received(&bob, "alice").await), ids_texts(&[m1.clone()]));
     (bob, old_fp, new_fp, m1, m2)
 }
 
