@@ -436,19 +436,34 @@ async fn received(n: &Node, peer: &str) -> Vec<ChatMessage> {
         .collect()
 }
 
-/// `(id, text)` of a history, for exact comparison.
+/// A message's id and text, for exact comparison; a long text is shown by
+/// its start, length and hash so that a failure stays readable.
+fn id_text(m: &ChatMessage) -> (String, String) {
+    let text = if m.text.len() <= 64 {
+        m.text.clone()
+    } else {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        m.text.hash(&mut h);
+        format!(
+            "{}… ({} bytes, hash {:016x})",
+            &m.text[..16],
+            m.text.len(),
+            h.finish()
+        )
+    };
+    (m.id.clone(), text)
+}
+
 fn ids_texts(h: &[ChatMessage]) -> Vec<(String, String)> {
-    h.iter().map(|m| (m.id.clone(), m.text.clone())).collect()
+    h.iter().map(id_text).collect()
 }
 
 /// Waits until `n` holds `msgs.len()` messages from `peer`, then checks
 /// they are exactly `msgs` (ids and texts, in this order), received and
 /// verified; and still exactly those a moment later.
 async fn holds_exactly(n: &Node, peer: &str, msgs: &[&ChatMessage]) {
-    let want: Vec<(String, String)> = msgs
-        .iter()
-        .map(|m| (m.id.clone(), m.text.clone()))
-        .collect();
+    let want: Vec<(String, String)> = msgs.iter().map(|m| id_text(m)).collect();
     let got = eventually(
         20,
         &format!("{} to hold {} messages", n.name, msgs.len()),
