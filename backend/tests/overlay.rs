@@ -1156,6 +1156,15 @@ impl Drop for PlainListener {
 
 impl PlainListener {
     async fn register(name: &str, directory: SocketAddr) -> PlainListener {
+        PlainListener::register_with(name, directory, b"PONG 0\n").await
+    }
+
+    /// Like [`PlainListener::register`], answering `PING` with `pong`.
+    async fn register_with(
+        name: &str,
+        directory: SocketAddr,
+        pong: &'static [u8],
+    ) -> PlainListener {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
         let frames = Arc::new(Mutex::new(Vec::new()));
@@ -1171,7 +1180,7 @@ impl PlainListener {
                             buf.drain(..used);
                             let ping = f.kind == "PING";
                             rec.lock().unwrap().push(f);
-                            if ping && s.write_all(b"PONG 0\n").await.is_err() {
+                            if ping && s.write_all(pong).await.is_err() {
                                 return;
                             }
                         }
@@ -1323,6 +1332,18 @@ async fn require_secure_refuses_plain_peers_both_ways_and_still_chats_securely()
 /// secure capability, and sends it nothing; her message stays queued.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_downgrade_to_a_plain_listener_under_a_pinned_name_is_refused() {
+    downgrade_is_refused(b"PONG 0\n").await;
+}
+
+/// The same with a listener that claims the Roundtable extension but not
+/// the secure channel (`PONG 0 roundtable/1`, as before issue 13): still
+/// nothing in clear, not even the acknowledged `MSG` form.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_downgrade_to_the_plain_roundtable_extension_is_refused() {
+    downgrade_is_refused(b"PONG 0 roundtable/1\n").await;
+}
+
+async fn downgrade_is_refused(pong: &'static [u8]) {
     let dir = Directory::start().await;
     let data = tempfile::tempdir().unwrap();
     let alice = node("alice", &dir, data.path()).await;
@@ -1333,7 +1354,7 @@ async fn a_downgrade_to_a_plain_listener_under_a_pinned_name_is_refused() {
     let bob_port = bob.chat_addr.port();
     bob.stop(Duration::from_secs(5)).await;
 
-    let impostor = PlainListener::register("bob", dir.addr).await;
+    let impostor = PlainListener::register_with("bob", dir.addr, pong).await;
     eventually(15, "alice to see bob at the impostor's port", || async {
         alice
             .peers
