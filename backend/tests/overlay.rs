@@ -83,6 +83,8 @@ struct Shared {
     plans: Mutex<VecDeque<Plan>>,
     /// Every byte either side sent, in arrival order.
     wire: Mutex<Vec<u8>>,
+    /// Flip a bit in the next `SEC` frame the target sends back.
+    flip_next_answer: std::sync::atomic::AtomicBool,
 }
 
 /// A TCP proxy to the node it is pointed at, which logs every frame both
@@ -144,6 +146,12 @@ impl Proxy {
 
     fn plan(&self, p: Plan) {
         self.shared.plans.lock().unwrap().push_back(p);
+    }
+
+    fn flip_next_answer(&self) {
+        self.shared
+            .flip_next_answer
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     fn hold_answers(&self, hold: bool) {
@@ -304,11 +312,8 @@ async fn forward(
                     sec_no += 1;
                     match plan {
                         Plan::Flip(k) if k == n => {
-                            let mut r = raw;
-                            let body = r.iter().position(|&b| b == b'\n').unwrap() + 1;
-                            let mid = body + (r.len() - body) / 2;
-                            r[mid] ^= 0x01;
-                            out = r;
+                            out = raw;
+                            flip_payload(&mut out);
                         }
                         Plan::Swap(k) if k == n => held = Some(raw),
                         Plan::Swap(k) if k + 1 == n => {
@@ -347,29 +352,43 @@ async fn answer(
             Ok(n) => n,
         };
         shared.wire.lock().unwrap().extend_from_slice(&chunk[..n]);
-        if parse {
-            buf.extend_from_slice(&chunk[..n]);
-            loop {
-                match decode(&buf, &Limits::default()) {
-                    Ok(Decoded::Frame(_, used)) => {
-                        let raw: Vec<u8> = buf.drain(..used).collect();
-                        shared.conns.lock().unwrap()[idx].log.b2a.push(raw);
+        buf.extend_from_slice(&chunk[..n]);
+        let mut out = Vec::new();
+        while parse {
+            match decode(&buf, &Limits::default()) {
+                Ok(Decoded::Frame(_, used)) => {
+                    let mut raw: Vec<u8> = buf.drain(..used).collect();
+                    shared.conns.lock().unwrap()[idx].log.b2a.push(raw.clone());
+                    if is_sec(&raw)
+                        && shared
+                            .flip_next_answer
+                            .swap(false, std::sync::atomic::Ordering::SeqCst)
+                    {
+                        flip_payload(&mut raw);
                     }
-                    Ok(Decoded::NeedMore) => break,
-                    Err(_) => {
-                        parse = false;
-                        break;
-                    }
+                    out.extend(raw);
                 }
+                Ok(Decoded::NeedMore) => break,
+                Err(_) => parse = false,
             }
+        }
+        if !parse {
+            out.append(&mut buf);
         }
         if hold.wait_for(|h| !*h).await.is_err() {
             return;
         }
-        if to.write_all(&chunk[..n]).await.is_err() {
+        if to.write_all(&out).await.is_err() {
             return;
         }
     }
+}
+
+/// Flips one bit in the middle of a frame's payload.
+fn flip_payload(raw: &mut [u8]) {
+    let body = raw.iter().position(|&b| b == b'\n').unwrap() + 1;
+    let mid = body + (raw.len() - body) / 2;
+    raw[mid] ^= 0x01;
 }
 
 // ---------------------------------------------------------------------------
@@ -576,6 +595,39 @@ async fn a_replayed_frame_is_refused_and_the_session_goes_on() {
     let sessions = proxy.sessions();
     assert_eq!(sessions.len(), 1, "the replays did not end the connection");
     assert_eq!(secs(&sessions[0].b2a).len(), 2, "one answer per message");
+    stop_all(vec![alice, bob], dir).await;
+}
+
+/// A bit flipped in bob's sealed acknowledgement: alice refuses it, so the
+/// message is not `delivered` on its strength; she resends on a new
+/// connection, bob drops the repeat by id and acknowledges again: stored
+/// once, delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampered_acknowledgement_is_refused_and_the_message_stored_once() {
+    let dir = Directory::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let (alice, bob, proxy) = alice_and_bob_behind_a_proxy(&dir, data.path()).await;
+    let m1 = alice.chat.send("bob", "acknowledged").await.unwrap();
+    all_delivered(&alice, "bob", &[&m1]).await;
+
+    proxy.flip_next_answer();
+    let m2 = alice.chat.send("bob", "its ack is tampered").await.unwrap();
+    eventually(10, "bob's (tampered) acknowledgement", || async {
+        (secs(&proxy.sessions()[0].b2a).len() == 2).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let state = |h: Vec<ChatMessage>| h.iter().find(|m| m.id == m2.id).map(|m| m.state);
+    assert_ne!(
+        state(history(&alice, "bob").await),
+        Some(MessageState::Delivered),
+        "a tampered acknowledgement counted"
+    );
+    all_delivered(&alice, "bob", &[&m2]).await;
+    holds_exactly(&bob, "alice", &[&m1, &m2]).await;
+    let sessions = proxy.sessions();
+    assert_eq!(sessions.len(), 2, "resent on a new connection");
+    assert_eq!(secs(&sessions[1].a2b).len(), 1, "m2 sent again, once");
     stop_all(vec![alice, bob], dir).await;
 }
 
