@@ -354,6 +354,7 @@ fn main() {
             ("encrypted", ("ann", "ben"), true, false),
             ("relayed", ("amy", "bea"), true, true),
         ] {
+            eprintln!("[{label}] ...");
             let (alice, bob) = pair(&dir, tmp.path(), names, secure, relayed).await;
             // Latency first: it is measured at a steady rate, not while the
             // stores are still copying the long WAL a flat-out phase leaves.

@@ -163,12 +163,13 @@ enum AccountAction {
 }
 
 #[derive(Args)]
-#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+#[command(args_conflicts_with_subcommands = true)]
 struct NodeCmd {
     #[command(subcommand)]
     action: Option<NodeAction>,
+    /// Optional so that `node trust` needs none of the node's own flags.
     #[command(flatten)]
-    serve: NodeArgs,
+    serve: Option<NodeArgs>,
 }
 
 #[derive(Subcommand)]
@@ -639,9 +640,10 @@ async fn main() -> Result<()> {
             Some(action) => run_accounts(action),
             None => run_directory(cmd.serve).await,
         },
-        Command::Node(cmd) => match cmd.action {
-            Some(action) => run_node_action(action),
-            None => run_node(cmd.serve).await,
+        Command::Node(cmd) => match (cmd.action, cmd.serve) {
+            (Some(action), _) => run_node_action(action),
+            (None, Some(args)) => run_node(args).await,
+            (None, None) => bail!("roundtable node needs --name and --data (see --help)"),
         },
         Command::Demo(args) => run_demo(args).await,
         Command::DemoTrain(args) => demo_train(args),

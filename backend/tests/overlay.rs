@@ -694,7 +694,8 @@ async fn a_reordered_frame_is_refused_and_resent_once() {
 /// the message, once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_truncated_handshake_makes_no_session_and_the_next_one_delivers() {
-    let dir = Directory::start().await;
+    // No relay to fall back to: the next attempt must be a direct one.
+    let dir = Directory::start_with(|c| c.relay.enabled = false).await;
     let data = tempfile::tempdir().unwrap();
     let (alice, bob, proxy) = alice_and_bob_behind_a_proxy(&dir, data.path()).await;
 
@@ -1115,9 +1116,6 @@ async fn a_changed_key_is_refused_until_accepted_in_the_api() {
 /// alice runs: a wrong `--fingerprint` fails and changes nothing, the
 /// offered one is accepted, and the held message is then delivered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: `roundtable node trust NAME --data DIR` never parses (main.rs NodeCmd flattens a \
-            non-optional NodeArgs whose --name is required: \"required argument was not provided: name\"); \
-            passes with `serve: Option<NodeArgs>`"]
 async fn a_changed_key_is_accepted_with_the_cli() {
     let dir = Directory::start().await;
     let data = tempfile::tempdir().unwrap();
@@ -1520,10 +1518,6 @@ async fn a_strangers_handshake_in_a_pinned_name_is_refused() {
 /// key again, bob's dashboard should not keep warning that alice's key
 /// changed, nor keep offering the stranger's key for acceptance.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: a stranger's refused handshake records her key as alice's offered key (chat.rs \
-            inbound_secure -> Trust::refused -> PinStore::check), and a later handshake proving \
-            the pinned key (Check::Matches) never clears it: alice stays key_changed with the \
-            stranger's fingerprint offered"]
 async fn a_strangers_refused_key_is_not_left_on_offer() {
     let dir = Directory::start().await;
     let data = tempfile::tempdir().unwrap();

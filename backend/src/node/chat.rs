@@ -354,7 +354,7 @@ impl Chat {
                         tokio::select! {
                             _ = self.inner.shutdown.cancelled() => return,
                             _ = self.inner.peers.changed() => {}
-                            _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+                            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
                         }
                         if let Err(e) = self.inner.overlay.trust.reload() {
                             tracing::error!(%e, "cannot read pins");
@@ -757,8 +757,8 @@ impl Chat {
         {
             Ok(s) => s,
             Err(ChannelError::KeyMismatch { peer, found, .. }) => {
-                overlay.trust.refused(&peer, &found)?;
-                tracing::warn!(%addr, %peer, "incoming secure connection refused: key changed");
+                // Anyone can claim a name here: refused, not offered.
+                tracing::warn!(%addr, %peer, presented = %found.fingerprint(), "incoming secure connection refused: not the key pinned for that name");
                 return Err(LinkError::KeyChanged { peer });
             }
             Err(e) => {
@@ -767,10 +767,7 @@ impl Chat {
             }
         };
         let peer = session.peer().to_owned();
-        match overlay
-            .trust
-            .proven(&peer, session.remote_static(), PeerPath::Direct)?
-        {
+        match overlay.trust.claimed(&peer, session.remote_static())? {
             Verdict::Trusted => {}
             Verdict::Changed { .. } => return Err(LinkError::KeyChanged { peer }),
         }

@@ -474,8 +474,10 @@ impl Relay {
             }
             match r {
                 Ok(()) => backoff = Duration::from_millis(250),
-                Err(LinkError::Relay(why)) if why.contains("did not understand") => {
-                    tracing::warn!(server = %cfg.server, "the directory has no relay (a classic one); chatting directly only");
+                Err(LinkError::Relay(why))
+                    if why.contains("did not understand") || why.contains("disabled") =>
+                {
+                    tracing::warn!(server = %cfg.server, %why, "the directory does not relay; chatting directly only");
                     return;
                 }
                 Err(e) => tracing::info!(server = %cfg.server, %e, "relay session lost"),

@@ -14,7 +14,7 @@
 //!   connection claiming its name is not believed (see `chat.rs`), and we
 //!   never send it anything in clear (a downgrade is refused).
 
-use roundtable_shared::api::{PeerInfo, PeerPath, PeerTrust, PinSource};
+use roundtable_shared::api::{PeerInfo, PeerPath, PeerTrust};
 use roundtable_shared::secure::PublicKey;
 
 use super::peers::Peers;
@@ -75,14 +75,35 @@ impl Trust {
         self.peers.directory_key(peer).is_some() || matches!(self.pins.get(peer), Ok(Some(_)))
     }
 
-    /// Records the key `peer` proved in a handshake over `path`.
+    /// Records the key `peer` proved in a handshake over `path` that we
+    /// opened to its listed address or through the relay (so the key is
+    /// what `peer`'s account presents: a different one is offered to the
+    /// user).
     pub fn proven(
         &self,
         peer: &str,
         key: &PublicKey,
         path: PeerPath,
     ) -> Result<Verdict, StoreError> {
-        let verdict = match self.pins.check(peer, key, now_ms())? {
+        self.verdict(peer, key, path, true)
+    }
+
+    /// Like [`Trust::proven`] for a handshake someone opened to our chat
+    /// port naming `peer`: anyone can, so a different key is refused but
+    /// not offered (else a stranger could put a key up for acceptance in
+    /// `peer`'s name).
+    pub fn claimed(&self, peer: &str, key: &PublicKey) -> Result<Verdict, StoreError> {
+        self.verdict(peer, key, PeerPath::Direct, false)
+    }
+
+    fn verdict(
+        &self,
+        peer: &str,
+        key: &PublicKey,
+        path: PeerPath,
+        offer: bool,
+    ) -> Result<Verdict, StoreError> {
+        let verdict = match self.pins.check(peer, key, now_ms(), offer)? {
             Check::Pinned => {
                 tracing::info!(%peer, fingerprint = %key.fingerprint(), "peer key pinned on first contact");
                 Verdict::Trusted
@@ -93,12 +114,14 @@ impl Trust {
                 Verdict::Changed { pinned }
             }
         };
-        self.refresh(peer, Some(path))?;
+        let path = (verdict == Verdict::Trusted).then_some(path);
+        self.refresh(peer, path)?;
         Ok(verdict)
     }
 
-    /// Records that a handshake refused `peer`'s key `found` (the channel
-    /// checked it against [`Trust::expected`] before we saw it).
+    /// Records that a handshake we opened refused `peer`'s key `found`
+    /// (the channel checked it against [`Trust::expected`] before we saw
+    /// it).
     pub fn refused(&self, peer: &str, found: &PublicKey) -> Result<(), StoreError> {
         if self.pins.get(peer)?.is_none() {
             // The directory's key was expected and not proven: nothing is
@@ -106,7 +129,7 @@ impl Trust {
             // logged by the caller.
             return Ok(());
         }
-        self.pins.check(peer, found, now_ms())?;
+        self.pins.check(peer, found, now_ms(), true)?;
         self.refresh(peer, None)
     }
 
@@ -114,7 +137,7 @@ impl Trust {
     /// one is a key change to show (and to accept or not).
     pub fn directory_says(&self, peer: &str, key: &PublicKey) -> Result<(), StoreError> {
         if self.pins.get(peer)?.is_some_and(|p| p.key != *key) {
-            self.pins.check(peer, key, now_ms())?;
+            self.pins.check(peer, key, now_ms(), true)?;
             self.refresh(peer, None)?;
         }
         Ok(())
@@ -168,9 +191,5 @@ impl Trust {
             self.peers.update(&pin.name, |p| show(p, &pin));
         }
         Ok(())
-    }
-
-    pub fn pinned_source(&self, peer: &str) -> Option<PinSource> {
-        self.pins.get(peer).ok().flatten().map(|p| p.source)
     }
 }

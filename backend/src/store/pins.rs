@@ -158,12 +158,17 @@ impl PinStore {
 
     /// Checks the key `name` proved in a handshake (or that the directory
     /// lists for it) against the pin, in one transaction: pins it if there
-    /// was none, records it as offered if another key is pinned.
+    /// was none; if another key is pinned, records this one as offered when
+    /// `offer` (the caller knows the key belongs to `name`'s account: an
+    /// outgoing connection to its listed address, the relay, the
+    /// directory), else only reports it. Proving the pinned key again
+    /// withdraws any offer: it was stale, or not the peer's.
     pub fn check(
         &self,
         name: &str,
         presented: &PublicKey,
         now_ms: i64,
+        offer: bool,
     ) -> Result<Check, StoreError> {
         self.with(|c| {
             let tx = c.transaction().ctx("starting a pin check")?;
@@ -182,7 +187,15 @@ impl PinStore {
                     .ctx("pinning a key")?;
                     Check::Pinned
                 }
-                Some(k) if k == *presented => Check::Matches,
+                Some(k) if k == *presented => {
+                    tx.execute(
+                        "UPDATE pins SET offered = NULL, offered_at = NULL WHERE name = ?1 AND offered IS NOT NULL",
+                        [name],
+                    )
+                    .ctx("withdrawing an offered key")?;
+                    Check::Matches
+                }
+                Some(pinned) if !offer => Check::Changed { pinned },
                 Some(pinned) => {
                     tx.execute(
                         "UPDATE pins SET offered = ?2, offered_at = ?3 WHERE name = ?1",
@@ -269,10 +282,10 @@ mod tests {
     fn first_use_pins_then_a_change_is_held_until_accepted() {
         let dir = tempfile::tempdir().unwrap();
         let s = PinStore::open(&dir.path().join("pins.db")).unwrap();
-        assert_eq!(s.check("bob", &k(1), 10).unwrap(), Check::Pinned);
-        assert_eq!(s.check("bob", &k(1), 11).unwrap(), Check::Matches);
+        assert_eq!(s.check("bob", &k(1), 10, true).unwrap(), Check::Pinned);
+        assert_eq!(s.check("bob", &k(1), 11, true).unwrap(), Check::Matches);
         assert_eq!(
-            s.check("bob", &k(2), 12).unwrap(),
+            s.check("bob", &k(2), 12, true).unwrap(),
             Check::Changed { pinned: k(1) }
         );
         // Still the old pin: a changed key is not trusted by being seen.
@@ -282,7 +295,7 @@ mod tests {
             (k(1), Some(k(2)), PinSource::FirstUse)
         );
         assert_eq!(
-            s.check("bob", &k(2), 13).unwrap(),
+            s.check("bob", &k(2), 13, true).unwrap(),
             Check::Changed { pinned: k(1) }
         );
 
@@ -298,11 +311,29 @@ mod tests {
             (p.key, p.offered, p.source),
             (k(2), None, PinSource::Accepted)
         );
-        assert_eq!(s.check("bob", &k(2), 16).unwrap(), Check::Matches);
+        assert_eq!(s.check("bob", &k(2), 16, true).unwrap(), Check::Matches);
         assert!(matches!(
             s.accept("bob", None, 17),
             Err(AcceptError::NothingOffered(_))
         ));
+    }
+
+    #[test]
+    fn an_unproven_claim_offers_nothing_and_the_pinned_key_withdraws_offers() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = PinStore::open(&dir.path().join("pins.db")).unwrap();
+        s.check("alice", &k(1), 1, true).unwrap();
+        // Someone claiming alice's name on an incoming connection.
+        assert_eq!(
+            s.check("alice", &k(6), 2, false).unwrap(),
+            Check::Changed { pinned: k(1) }
+        );
+        assert_eq!(s.get("alice").unwrap().unwrap().offered, None);
+        // An offer, then alice proves her pinned key: the offer goes.
+        s.check("alice", &k(7), 3, true).unwrap();
+        assert_eq!(s.get("alice").unwrap().unwrap().offered, Some(k(7)));
+        assert_eq!(s.check("alice", &k(1), 4, true).unwrap(), Check::Matches);
+        assert_eq!(s.get("alice").unwrap().unwrap().offered, None);
     }
 
     #[test]
@@ -311,12 +342,12 @@ mod tests {
         let path = dir.path().join("pins.db");
         PinStore::open(&path)
             .unwrap()
-            .check("bob", &k(1), 1)
+            .check("bob", &k(1), 1, true)
             .unwrap();
         let s = PinStore::open(&path).unwrap();
         assert_eq!(s.list().unwrap().len(), 1);
         assert_eq!(
-            s.check("bob", &k(9), 2).unwrap(),
+            s.check("bob", &k(9), 2, true).unwrap(),
             Check::Changed { pinned: k(1) }
         );
     }

@@ -122,10 +122,14 @@ pub async fn history(n: &Node, peer: &str) -> Vec<ChatMessage> {
     n.chat.store().history(peer, None, 500).unwrap()
 }
 
-/// Waits until `n` sees `peer` online.
+/// Waits until `n` sees `peer` online at a chat address.
 pub async fn sees_online(n: &Node, peer: &str) {
     eventually(10, &format!("{} to see {peer} online", n.name), || async {
-        n.peers.get(peer).filter(|p| p.online).map(|_| ())
+        // Listed with its chat address, not only reachable by relay.
+        n.peers
+            .get(peer)
+            .filter(|p| p.online && p.port.is_some())
+            .map(|_| ())
     })
     .await;
 }
