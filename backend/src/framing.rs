@@ -141,6 +141,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             .map_err(|_| FramingError::Timeout(limit))?
     }
 
+    /// The stream back, with any bytes read but not yet taken as frames
+    /// (so that a caller switching to another framing loses nothing).
+    pub fn into_parts(self) -> (S, BytesMut) {
+        (self.stream, self.buf)
+    }
+
     /// Like [`write_frames`](Self::write_frames), giving up after `limit`.
     pub async fn write_frames_within(
         &mut self,
