@@ -1,6 +1,9 @@
-//! The secure overlay between Roundtable nodes (issue 13), first slice:
-//! node identities and the authenticated, encrypted channel. Library code
-//! only; nothing here is wired into chat yet.
+//! The secure overlay between Roundtable nodes (issue 13): node identities,
+//! the authenticated, encrypted channel, and request/reply over it. The
+//! node (`crate::node`) puts them to work: `link.rs` opens channels to
+//! peers (directly or through the directory's relay, `relay.rs`),
+//! `trust.rs` checks the keys they prove against the pins, `chat.rs`
+//! carries messages and requests over them, `check.rs` asks every peer.
 //!
 //! # What is here
 //!
@@ -16,39 +19,15 @@
 //!   [`channel::Session`]) plus [`channel::connect`] / [`channel::accept`],
 //!   which run the handshake over a [`crate::framing::Connection`] within a
 //!   timeout.
+//! - [`rpc`]: typed requests with ids and deadlines, fan-out reporting who
+//!   did not answer, handlers cancelled at the deadline with a final step
+//!   only on completion.
 //!
 //! The wire formats (the `HELLO` and `SEC` frames, the sealed record, the
-//! key's text form and the fingerprint) live in
-//! [`roundtable_shared::secure`], pure and fuzzed, so the dashboard and the
-//! directory use the same definitions. No cryptographic primitive is ours:
-//! `snow` does the handshake and the AEAD, BLAKE2s the fingerprint.
-//!
-//! # How the pieces fit
-//!
-//! A node loads its [`identity::Identity`] at start. To talk to a peer it
-//! opens a connection, negotiates the capability (the `PING 0
-//! roundtable/…` exchange chat already does), then runs
-//! [`channel::connect`] with the peer's pinned key; the peer's listener
-//! sees a `HELLO` and runs [`channel::accept`]. The resulting
-//! [`channel::Session`] turns each chat frame (encoded as usual) into a
-//! `SEC` frame with [`channel::Session::seal`] and back with
-//! [`channel::Session::open`]. A refused frame is reported and dropped; the
-//! session carries on.
-//!
-//! # What comes next
-//!
-//! - Pinning: a per-node store of peers' keys (trust on first use, "key
-//!   changed" refused until accepted with `roundtable node trust`), checked
-//!   against [`channel::Session::remote_static`].
-//! - `KEY` in the directory: publish one's key after login, query a
-//!   peer's, pinned by the directory on first publication.
-//! - Relay: the directory forwards `HELLO` and `SEC` frames between the
-//!   two users' directory sessions; the state machine above already works
-//!   on frames, not sockets, so the relayed path reuses it unchanged.
-//! - Request/reply: typed requests with ids and deadlines over a session,
-//!   and fan-out reporting who did not answer.
-//! - Wiring into chat (`node/chat.rs`): encrypt chat and acks between
-//!   Roundtable nodes, `--require-secure`.
+//! key's text form, the fingerprint, `REQ`/`REP`) live in
+//! [`roundtable_shared::secure`] and [`roundtable_shared::rpc`], pure and
+//! fuzzed. No cryptographic primitive is ours: `snow` does the handshake
+//! and the AEAD, BLAKE2s the fingerprint.
 
 pub mod channel;
 pub mod identity;
