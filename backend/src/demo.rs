@@ -2,7 +2,9 @@
 //! newcomer sees a live system: a directory, three nodes (alice, bob,
 //! carol), a repeating DLR-shaped training driven through their real
 //! notification endpoints over HTTP, a local training step run for each
-//! round, and bob and carol answering chat messages.
+//! round, and bob and carol answering chat messages. Carol runs with no
+//! chat listener (`--chat none`), as a site behind NAT would: her chat
+//! goes through the directory's relay, and the dashboards show it.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -99,6 +101,9 @@ pub async fn start(cfg: DemoConfig) -> anyhow::Result<Running> {
         n.notify_listen = Some(shifted(cfg.notify, i as u16));
         n.dist = cfg.dist.clone();
         n.train_cmd = cfg.train_cmd.clone();
+        if *name == "carol" {
+            n.chat_listen = None;
+        }
         nodes.push(
             Node::start(n)
                 .await

@@ -486,7 +486,12 @@ async fn run_demo(args: DemoArgs) -> Result<()> {
     );
     for n in &running.nodes {
         if let Some(a) = n.notify_addr {
-            println!("  {:<6} chat {}  notify http://{a}/", n.name, n.chat_addr);
+            let chat = if n.chat_addr.port() == 0 {
+                "none (relayed)".to_owned()
+            } else {
+                n.chat_addr.to_string()
+            };
+            println!("  {:<6} chat {chat}  notify http://{a}/", n.name);
         }
     }
     println!("Data       {}", data.display());

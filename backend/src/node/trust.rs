@@ -85,22 +85,23 @@ impl Trust {
         key: &PublicKey,
         path: PeerPath,
     ) -> Result<Verdict, StoreError> {
-        self.verdict(peer, key, path, true)
+        self.verdict(peer, key, Some(path), true)
     }
 
     /// Like [`Trust::proven`] for a handshake someone opened to our chat
     /// port naming `peer`: anyone can, so a different key is refused but
     /// not offered (else a stranger could put a key up for acceptance in
     /// `peer`'s name).
+    /// The path shown stays how *we* last reached the peer.
     pub fn claimed(&self, peer: &str, key: &PublicKey) -> Result<Verdict, StoreError> {
-        self.verdict(peer, key, PeerPath::Direct, false)
+        self.verdict(peer, key, None, false)
     }
 
     fn verdict(
         &self,
         peer: &str,
         key: &PublicKey,
-        path: PeerPath,
+        path: Option<PeerPath>,
         offer: bool,
     ) -> Result<Verdict, StoreError> {
         let verdict = match self.pins.check(peer, key, now_ms(), offer)? {
@@ -114,7 +115,7 @@ impl Trust {
                 Verdict::Changed { pinned }
             }
         };
-        let path = (verdict == Verdict::Trusted).then_some(path);
+        let path = path.filter(|_| verdict == Verdict::Trusted);
         self.refresh(peer, path)?;
         Ok(verdict)
     }
