@@ -364,7 +364,7 @@ impl Xtask {
         step("e2e", &mut || {
             // One browser at a time: real processes and Chromium on a small machine.
             run(
-                "cargo test -p roundtable --test browser --test dashboard -- --ignored (dashboard end to end)",
+                "cargo test -p roundtable --test browser --test dashboard --test secure_dashboard -- --ignored (dashboard end to end)",
                 self.cargo([
                     "test",
                     "-p",
@@ -373,6 +373,8 @@ impl Xtask {
                     "browser",
                     "--test",
                     "dashboard",
+                    "--test",
+                    "secure_dashboard",
                     "--",
                     "--ignored",
                     "--test-threads=1",
