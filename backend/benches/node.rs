@@ -386,6 +386,10 @@ async fn pair(
     let start = |name: &str, listen: bool| {
         let mut cfg = NodeConfig::local(name, "pw", dir, tmp.join(name));
         cfg.query_interval = Duration::from_millis(200);
+        // The load generator is one source opening a connection per
+        // request in flight: the web caps are not what is measured.
+        cfg.web_limits.max_per_source = 4096;
+        cfg.web_limits.max_connections = 4096;
         if !listen {
             cfg.chat_listen = None;
         }

@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::classic::ClassicPeer;
-use common::{get_json, node, sees_online, Directory};
+use common::{bind_raw, get_json, node, sees_online, Directory};
 use roundtable_shared::api::{PeerCheck, PeerPath};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -32,25 +32,7 @@ async fn dead_peer(name: &str, dir: &Directory) -> (TcpStream, tokio::task::Join
             }
         }
     });
-    let mut session = TcpStream::connect(dir.addr).await.unwrap();
-    session
-        .write_all(format!("USER 0 {name}\nPASS 0 pw\nBIND 0 127.0.0.1 {port}\n").as_bytes())
-        .await
-        .unwrap();
-    let mut seen = Vec::new();
-    while !String::from_utf8_lossy(&seen).contains("bound successfully") {
-        let mut b = [0u8; 256];
-        let n = tokio::time::timeout(Duration::from_secs(10), session.read(&mut b))
-            .await
-            .expect("directory answers")
-            .unwrap();
-        assert!(
-            n > 0,
-            "directory closed: {}",
-            String::from_utf8_lossy(&seen)
-        );
-        seen.extend_from_slice(&b[..n]);
-    }
+    let session = bind_raw(dir.addr, name, port).await;
     (session, task)
 }
 

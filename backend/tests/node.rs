@@ -7,13 +7,13 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::classic::ClassicPeer;
-use common::{eventually, exact, get_json, history, http, node, sees_online, Directory};
+use common::{bind_raw, eventually, exact, get_json, history, http, node, sees_online, Directory};
 use futures_util::StreamExt;
 use roundtable::node::{Node, NodeConfig};
 use roundtable_shared::api::{
     ChatMessage, Direction, Event, LinkState, Me, MessageState, PeerInfo,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -393,25 +393,7 @@ async fn a_slow_acknowledgement_is_recorded_as_sent_then_delivered() {
         }
     });
     // zed registers where that peer listens (the directory tests the port).
-    let mut session = TcpStream::connect(dir.addr).await.unwrap();
-    session
-        .write_all(format!("USER 0 zed\nPASS 0 pw\nBIND 0 127.0.0.1 {port}\n").as_bytes())
-        .await
-        .unwrap();
-    let mut seen = Vec::new();
-    while !String::from_utf8_lossy(&seen).contains("bound successfully") {
-        let mut b = [0u8; 256];
-        let n = tokio::time::timeout(Duration::from_secs(10), session.read(&mut b))
-            .await
-            .expect("directory answers")
-            .unwrap();
-        assert!(
-            n > 0,
-            "directory closed: {}",
-            String::from_utf8_lossy(&seen)
-        );
-        seen.extend_from_slice(&b[..n]);
-    }
+    let _session = bind_raw(dir.addr, "zed", port).await;
     sees_online(&alice, "zed").await;
 
     let sent = alice.chat.send("zed", "take your time").await.unwrap();
@@ -426,6 +408,67 @@ async fn a_slow_acknowledgement_is_recorded_as_sent_then_delivered() {
     })
     .await;
     assert!(alice.chat.store().outbox("zed", 10).unwrap().is_empty());
+    alice.stop(Duration::from_secs(5)).await;
+    dir.stop().await;
+}
+
+/// A link that breaks after the message was written but before it was
+/// acknowledged: the browser is told `sent`, then `queued` again (the
+/// store still says queued, and the message waits for the next attempt),
+/// not left believing it sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_whose_link_breaks_before_its_ack_reads_queued_again() {
+    use roundtable::framing::Connection;
+    use roundtable_shared::frame::Limits;
+    use roundtable_shared::peer::{Capabilities, PeerFrame};
+
+    let dir = Directory::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let alice = node("alice", &dir, data.path()).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut conn = Connection::new(s, Limits::default());
+                while let Ok(Some(f)) = conn.read_frame().await {
+                    match PeerFrame::parse(&f) {
+                        Ok(PeerFrame::Ping { .. }) => {
+                            let caps = Capabilities {
+                                roundtable: true,
+                                secure: false,
+                            };
+                            let pong = PeerFrame::Pong { caps }.to_frame();
+                            conn.write_frame(&pong).await.unwrap();
+                        }
+                        // Takes the message and hangs up without an ack.
+                        Ok(PeerFrame::Msg { .. }) => return,
+                        _ => {}
+                    }
+                }
+            });
+        }
+    });
+    let _session = bind_raw(dir.addr, "zed", port).await;
+    sees_online(&alice, "zed").await;
+
+    let mut events = alice.events.subscribe();
+    let sent = alice.chat.send("zed", "will you take it").await.unwrap();
+    let mut states = Vec::new();
+    while states.len() < 2 {
+        let e = tokio::time::timeout(Duration::from_secs(10), events.recv())
+            .await
+            .expect("state events")
+            .unwrap();
+        if let Event::MessageState { id, state, .. } = e {
+            if id == sent.id {
+                states.push(state);
+            }
+        }
+    }
+    assert_eq!(states, [MessageState::Sent, MessageState::Queued]);
+    let stored = alice.chat.store().get(sent.seq).unwrap().unwrap();
+    assert_eq!(stored.state, MessageState::Queued);
     alice.stop(Duration::from_secs(5)).await;
     dir.stop().await;
 }

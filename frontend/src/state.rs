@@ -107,19 +107,25 @@ impl Chat {
     }
 
     /// Raises the state of our message `id`; returns whether it was found.
+    /// States only go up (events and a refetch may cross), except that a
+    /// `sent` message whose link broke goes back to `queued` (the node
+    /// says so when the attempt fails); `delivered` is final.
     fn raise(&mut self, id: &str, state: MessageState) -> bool {
+        let moves = |from: MessageState| {
+            state > from || (state == MessageState::Queued && from == MessageState::Sent)
+        };
         let mut found = false;
         for m in self.messages.iter_mut().rev() {
             if m.id == id && m.direction == Direction::Out {
                 found = true;
-                if state > m.state {
+                if moves(m.state) {
                     Rc::make_mut(m).state = state;
                 }
                 break;
             }
         }
         if let Some(l) = &mut self.last {
-            if l.id == id && l.direction == Direction::Out && state > l.state {
+            if l.id == id && l.direction == Direction::Out && moves(l.state) {
                 Rc::make_mut(l).state = state;
             }
         }
@@ -707,6 +713,30 @@ mod tests {
             s.chats["bob"].last.as_ref().unwrap().state,
             MessageState::Delivered
         );
+    }
+
+    #[test]
+    fn a_sent_message_whose_link_broke_is_queued_again_but_delivered_is_final() {
+        let mut s = State::default();
+        s.apply(Action::Accepted(msg(
+            1,
+            "x",
+            Direction::Out,
+            MessageState::Queued,
+        )));
+        let state = |st| {
+            Action::Event(Event::MessageState {
+                peer: "bob".into(),
+                id: "x".into(),
+                state: st,
+            })
+        };
+        s.apply(state(MessageState::Sent));
+        s.apply(state(MessageState::Queued));
+        assert_eq!(s.chats["bob"].messages[0].state, MessageState::Queued);
+        s.apply(state(MessageState::Delivered));
+        s.apply(state(MessageState::Queued));
+        assert_eq!(s.chats["bob"].messages[0].state, MessageState::Delivered);
     }
 
     #[test]

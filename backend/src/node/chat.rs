@@ -380,6 +380,7 @@ impl Chat {
                     tracing::debug!(%peer, %e, "delivery interrupted; will retry");
                     l.fail();
                     link = None;
+                    self.announce_requeued(peer, &pending);
                     tokio::select! {
                         _ = self.inner.shutdown.cancelled() => return,
                         _ = tokio::time::sleep(backoff) => {}
@@ -581,6 +582,25 @@ impl Chat {
                 id: m.id.clone(),
                 state: MessageState::Sent,
             });
+        }
+    }
+
+    /// After a failed attempt: the messages announced `sent` in it that
+    /// the store still has `queued` (the link broke before they were
+    /// recorded or acknowledged) are announced `queued` again, so that the
+    /// browser does not show as sent what waits (for instance for a key
+    /// to be accepted).
+    fn announce_requeued(&self, peer: &str, pending: &[ChatMessage]) {
+        for m in pending.iter().filter(|m| m.state == MessageState::Queued) {
+            if let Ok(Some(now)) = self.inner.store.get(m.seq) {
+                if now.state == MessageState::Queued {
+                    self.inner.events.publish(Event::MessageState {
+                        peer: peer.to_owned(),
+                        id: m.id.clone(),
+                        state: MessageState::Queued,
+                    });
+                }
+            }
         }
     }
 

@@ -239,3 +239,30 @@ pub fn logged_addr(line: &str) -> Option<String> {
             .to_owned(),
     )
 }
+
+/// Logs in as `name` (password `pw`, open registration) and binds
+/// 127.0.0.1:`port`, whose listener must answer the directory's `PING`
+/// port test. Returns the session: dropping it ends the registration.
+pub async fn bind_raw(directory: SocketAddr, name: &str, port: u16) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut session = tokio::net::TcpStream::connect(directory).await.unwrap();
+    session
+        .write_all(format!("USER 0 {name}\nPASS 0 pw\nBIND 0 127.0.0.1 {port}\n").as_bytes())
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("bound successfully") {
+        let mut b = [0u8; 256];
+        let n = tokio::time::timeout(Duration::from_secs(10), session.read(&mut b))
+            .await
+            .expect("directory answers")
+            .unwrap();
+        assert!(
+            n > 0,
+            "directory closed: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&b[..n]);
+    }
+    session
+}
