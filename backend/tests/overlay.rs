@@ -1109,6 +1109,12 @@ async fn a_changed_key_is_refused_until_accepted_in_the_api() {
     );
     all_delivered(&alice, "bob", &[&m2]).await;
     holds_exactly(&bob, "alice", &[&m1, &m2]).await;
+    // What alice shows as the directory's key follows the directory too.
+    eventually(20, "the directory's new key for bob", || async {
+        (peer_info(&alice, "bob").await.fingerprint.as_deref() == Some(new_fp.as_str()))
+            .then_some(())
+    })
+    .await;
     stop_all(vec![alice, bob], dir).await;
 }
 

@@ -64,8 +64,10 @@ pub struct DirectoryClientConfig {
     pub key: Option<PublicKey>,
 }
 
-/// How long before asking the directory again for a peer that had no key.
-const KEY_RETRY: Duration = Duration::from_secs(60);
+/// How long before asking the directory again about a peer's key (one
+/// that had none, or whose key we may have stale): a few `KEYQUERY`s a
+/// minute, well inside the directory's limit.
+const KEY_RETRY: Duration = Duration::from_secs(10);
 
 /// What the client keeps about keys across its sessions.
 struct KeyWork {
@@ -438,7 +440,8 @@ impl KeyWork {
     }
 
     /// Asks for the keys of up to one `KEYQUERY`'s worth of peers whose
-    /// key we do not know yet (each at most once per [`KEY_RETRY`]).
+    /// key we do not know yet or may know stale (each at most once per
+    /// [`KEY_RETRY`]).
     async fn look_up(
         &mut self,
         conn: &mut Connection<TcpStream>,
@@ -452,7 +455,7 @@ impl KeyWork {
             self.asked.retain(|_, t| now.duration_since(*t) < KEY_RETRY);
         }
         let wanted: Vec<String> = peers
-            .without_fingerprint()
+            .keys_wanted()
             .into_iter()
             .filter(|n| {
                 self.asked

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use roundtable_shared::api::{Event, PeerInfo};
+use roundtable_shared::api::{Event, PeerInfo, PeerTrust};
 use roundtable_shared::directory::Entry;
 use roundtable_shared::secure::PublicKey;
 use tokio::sync::Notify;
@@ -172,12 +172,21 @@ impl Peers {
         self.read().peers.keys().cloned().collect()
     }
 
-    /// Online peers whose identity key the directory has not given us.
-    pub fn without_fingerprint(&self) -> Vec<String> {
+    /// Online peers whose identity key to ask the directory for: none
+    /// known yet, or what we know may be stale (a key change is shown, or
+    /// our pin differs from the directory's key we last heard).
+    pub fn keys_wanted(&self) -> Vec<String> {
         self.read()
             .peers
             .values()
-            .filter(|p| p.online && p.fingerprint.is_none())
+            .filter(|p| {
+                p.online
+                    && (p.fingerprint.is_none()
+                        || p.trust == PeerTrust::KeyChanged
+                        || p.pinned_fingerprint
+                            .as_ref()
+                            .is_some_and(|pin| Some(pin) != p.fingerprint.as_ref()))
+            })
             .map(|p| p.name.clone())
             .collect()
     }
