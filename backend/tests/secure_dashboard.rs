@@ -439,12 +439,13 @@ async fn trust_marks_check_and_key_change() {
             (shown_old.as_str(), shown_new.as_str()),
             (old_fp.as_str(), new_fp.as_str())
         );
-        // Held: the message waits in alice's outbox, not sent to the new key.
-        let state = wait_for(&c, &format!(".msg[data-seq='{}'] .state", held.seq)).await?;
-        assert!(
-            !state.contains("delivered"),
-            "held, not delivered: {state:?}"
-        );
+        // Held: the message waits in alice's outbox, not sent to the new
+        // key, and the page says so (queued, not "sent").
+        wait_for(
+            &c,
+            &format!(".msg[data-seq='{}'] .state[data-state=queued]", held.seq),
+        )
+        .await?;
         let outbox: Vec<ChatMessage> = get_json(alice.http, "/api/chats/bob/messages").await;
         let stored = outbox.iter().find(|m| m.seq == held.seq).map(|m| m.state);
         assert_eq!(stored, Some(MessageState::Queued), "held in alice's outbox");
