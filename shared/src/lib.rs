@@ -2,6 +2,7 @@
 //! dashboard, the fuzzers and the tests. Pure: no I/O, builds for wasm32.
 
 pub mod api;
+pub mod binary;
 pub mod directory;
 pub mod frame;
 pub mod notify;
