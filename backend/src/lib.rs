@@ -11,4 +11,5 @@ pub mod node;
 pub mod notify;
 pub mod overlay;
 pub mod store;
+pub mod transfer;
 pub mod web;

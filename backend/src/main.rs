@@ -46,6 +46,38 @@ enum Command {
     DemoTrain(DemoTrainArgs),
     /// Play a DLR-shaped training against notification endpoints.
     FlDrive(roundtable::fl_drive::FlDriveArgs),
+    /// Send a file as one NVIDIA FLARE binary exchange to any compatible
+    /// receiver (NVFlare's `receive_all`, `roundtable receive-file`).
+    SendFile(SendFileArgs),
+    /// Receive NVIDIA FLARE binary exchanges, one per connection, each
+    /// written atomically under --out once its CRC-32 checks out.
+    ReceiveFile(ReceiveFileArgs),
+}
+
+#[derive(Args)]
+struct SendFileArgs {
+    /// Receiver `host:port`: speak the bare NVFlare exchange to it.
+    #[arg(long)]
+    raw: String,
+    /// Meta section (UTF-8). Default: `{"file_name": <the file's name>}`,
+    /// which `roundtable receive-file` stores the file under.
+    #[arg(long)]
+    meta: Option<String>,
+    /// The file to send.
+    path: PathBuf,
+}
+
+#[derive(Args)]
+struct ReceiveFileArgs {
+    /// Address to listen on.
+    #[arg(long)]
+    listen: SocketAddr,
+    /// Folder the received files go to (created if missing).
+    #[arg(long)]
+    out: PathBuf,
+    /// Drop a connection silent for this many seconds (and its partial file).
+    #[arg(long, default_value_t = 30.0)]
+    idle_timeout: f64,
 }
 
 #[derive(Args)]
@@ -624,6 +656,74 @@ fn run_node_action(action: NodeAction) -> Result<()> {
     Ok(())
 }
 
+async fn send_file(args: SendFileArgs) -> Result<()> {
+    let name = args
+        .path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .context("the path names no file")?
+        .to_owned();
+    let meta = args
+        .meta
+        .unwrap_or_else(|| serde_json::json!({ "file_name": name }).to_string());
+    let size = std::fs::metadata(&args.path)
+        .with_context(|| format!("cannot read {}", args.path.display()))?
+        .len();
+    let mut stream = tokio::net::TcpStream::connect(&args.raw)
+        .await
+        .with_context(|| format!("cannot connect to {}", args.raw))?;
+    stream.set_nodelay(true)?;
+    let bar = indicatif::ProgressBar::new(size);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )?
+        .progress_chars("=> "),
+    );
+    bar.set_message(name.clone());
+    let started = std::time::Instant::now();
+    let sent =
+        roundtable::transfer::raw::send(&mut stream, &args.path, &meta, |n| bar.set_position(n))
+            .await
+            .with_context(|| format!("sending {} to {}", args.path.display(), args.raw))?;
+    tokio::io::AsyncWriteExt::shutdown(&mut stream).await?;
+    bar.finish();
+    println!(
+        "sent {name}: {} bytes, crc32 {:08x}, in {:.2} s",
+        sent.size,
+        sent.crc,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+async fn receive_file(args: ReceiveFileArgs) -> Result<()> {
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    println!(
+        "receiving on {} into {}",
+        listener.local_addr()?,
+        args.out.display()
+    );
+    let mut cfg = roundtable::transfer::raw::ServeConfig::new(args.out);
+    cfg.idle = secs(args.idle_timeout)?;
+    let shutdown = CancellationToken::new();
+    cancel_on_signal(shutdown.clone());
+    roundtable::transfer::raw::serve(listener, cfg, shutdown, |r, from| {
+        println!(
+            "received {} ({} bytes, sha256 {}) from {from}",
+            r.path.display(),
+            r.size,
+            r.sha256
+        );
+    })
+    .await;
+    Ok(())
+}
+
 fn tempfile_dir() -> Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!("roundtable-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
@@ -653,5 +753,7 @@ async fn main() -> Result<()> {
         Command::Demo(args) => run_demo(args).await,
         Command::DemoTrain(args) => demo_train(args),
         Command::FlDrive(args) => roundtable::fl_drive::run(args).await,
+        Command::SendFile(args) => send_file(args).await,
+        Command::ReceiveFile(args) => receive_file(args).await,
     }
 }

@@ -382,10 +382,7 @@ mod tests {
             Err(BinaryError::NotBinary(b'M'))
         );
         // Truncated: never done.
-        assert_eq!(
-            decode_in_pieces(&good[..good.len() - 1], 4, lim).unwrap().2,
-            false
-        );
+        assert!(!decode_in_pieces(&good[..good.len() - 1], 4, lim).unwrap().2);
     }
 
     proptest! {

@@ -128,6 +128,32 @@ impl Xtask {
     }
 
     // ---- setup -------------------------------------------------------------
+    /// NVIDIA FLARE's own `binary_proto`, the interoperability peer of the
+    /// file-transfer tests: one virtual environment under target/, made
+    /// once and reused (only `test` needs it).
+    fn nvflare_venv(&self) -> Result<()> {
+        let venv = self.root.join("target").join("nvflare-venv");
+        let python = venv.join("bin").join("python");
+        let probe = self.cmd_with(
+            python.to_str().unwrap_or("python"),
+            ["-c", "import nvflare.fuel.hci.binary_proto"],
+        );
+        if python.exists() && self.output(probe).is_some() {
+            println!("setup: nvflare present (target/nvflare-venv)");
+            return Ok(());
+        }
+        run(
+            "setup: python venv for nvflare",
+            &mut self.cmd_with("python3", ["-m", "venv", venv.to_str().unwrap_or_default()]),
+        )?;
+        run(
+            "setup: pip install nvflare",
+            &mut self.cmd_with(
+                venv.join("bin").join("pip").to_str().unwrap_or("pip"),
+                ["install", "--quiet", "nvflare"],
+            ),
+        )
+    }
 
     fn setup(&self) -> Result<()> {
         let mut installed = Vec::new();
@@ -301,7 +327,10 @@ impl Xtask {
             result.with_context(|| format!("step `{name}` failed"))
         };
 
-        step("setup", &mut || self.setup())?;
+        step("setup", &mut || {
+            self.setup()?;
+            self.nvflare_venv()
+        })?;
         step("fmt", &mut || {
             run(
                 "cargo fmt --all --check",
