@@ -17,7 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::browser::workspace_root;
-use common::eventually;
+use common::{eventually, exact, history, node, Directory};
 use roundtable::transfer::raw::{self, ServeConfig, BLOCK};
 use roundtable_shared::binary::{encode, footer, Header};
 use sha2::{Digest, Sha256};
@@ -320,4 +320,51 @@ fn send_file_without_a_receiver_says_why() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot connect to 127.0.0.1"), "{err}");
+}
+
+/// The node's chat port serves both protocols, as NVFlare's receiver
+/// decides: NVFlare's `send_binary_file` into it is stored as a file from
+/// that address, and eurechat text on the same port still chats.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nvflare_send_binary_file_into_a_nodes_chat_port() {
+    let dir = Directory::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let alice = node("alice", &dir, data.path()).await;
+    let body = bytes(2 * BLOCK + 99, 5);
+    let src = data.path().join("weights.bin");
+    std::fs::write(&src, &body).unwrap();
+    let script = format!(
+        "import socket\nfrom nvflare.fuel.hci.binary_proto import send_binary_file\n\
+         s = socket.create_connection(('127.0.0.1', {}))\nsend_binary_file(s, {:?}, '')\ns.close()\n",
+        alice.chat_addr.port(),
+        src.display().to_string()
+    );
+    let py = python();
+    let status = tokio::task::spawn_blocking(move || {
+        Command::new(py).args(["-c", &script]).status().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(status.success());
+    let files = data.path().join("alice/files/received");
+    let name = eventually(10, "the file on alice's node", || async {
+        std::fs::read_dir(&files).ok().and_then(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .find(|n| !n.starts_with('.'))
+        })
+    })
+    .await;
+    assert!(name.starts_with("from-127.0.0.1-"), "{name}");
+    assert_eq!(std::fs::read(files.join(&name)).unwrap(), body);
+
+    let mut nc = TcpStream::connect(alice.chat_addr).await.unwrap();
+    nc.write_all(b"PING 0\n").await.unwrap();
+    exact(&mut nc, "PONG 0\n").await;
+    nc.write_all(b"MESSAGE 5 zed\nhello").await.unwrap();
+    eventually(10, "the text message too", || async {
+        history(&alice, "zed").await.into_iter().next()
+    })
+    .await;
+    alice.stop(Duration::from_secs(5)).await;
+    dir.stop().await;
 }

@@ -28,6 +28,11 @@
 //! source cannot take every inbound slot (and with them the directory's
 //! liveness check of this node).
 //!
+//! The chat port also takes NVIDIA FLARE binary exchanges, as NVFlare's
+//! own receiver decides: a connection whose first byte is `0x01` is a
+//! file (stored under `files_dir` by `transfer::raw`), anything else is
+//! eurechat text.
+//!
 //! Store calls run inline: they are short WAL appends that never wait for
 //! the disk, and a hop to another thread costs more than they do. The two
 //! writes someone is told about (`queue`, answered 202 to the browser, and
@@ -95,6 +100,10 @@ pub struct ChatConfig {
     pub write_timeout: Duration,
     /// Messages written per batch before waiting for acknowledgements.
     pub batch: usize,
+    /// Where NVFlare binary exchanges that arrive on the chat port are
+    /// stored (`None`: refused). NVFlare's receiver decides the same way:
+    /// a first byte `0x01` is a binary exchange, anything else is text.
+    pub files_dir: Option<std::path::PathBuf>,
     /// Speak the secure channel (default). `false` makes the node talk to
     /// everyone as Roundtable nodes did before it: plain `MSG`, nothing
     /// proven. It exists only so that the benchmark can put a number on
@@ -116,6 +125,7 @@ impl ChatConfig {
             inbound_idle_timeout: Duration::from_secs(120),
             write_timeout: Duration::from_secs(10),
             batch: 256,
+            files_dir: None,
             secure: true,
         }
     }
@@ -684,12 +694,68 @@ impl Chat {
             let this = self.clone();
             self.inner.tracker.spawn(async move {
                 let _admission = admission;
+                let mut stream = stream;
+                match this.first_byte(&stream).await {
+                    Some(roundtable_shared::binary::MARKER) => {
+                        this.receive_exchange(&mut stream, peer).await;
+                        return;
+                    }
+                    Some(_) => {}
+                    // Silent past the first-frame deadline, or gone.
+                    None => return,
+                }
                 let mut conn = Connection::new(stream, chat_limits()).with_read_chunk(64 * 1024);
                 if let Err(e) = this.inbound(&mut conn, peer).await {
                     tracing::debug!(%peer, %e, "chat connection ended");
                 }
                 conn.shutdown().await;
             });
+        }
+    }
+
+    /// The first byte of an incoming connection, left in place: `0x01`
+    /// starts an NVFlare binary exchange, eurechat frames start with a
+    /// letter. `None` if nothing came within the first-frame deadline.
+    async fn first_byte(&self, stream: &TcpStream) -> Option<u8> {
+        let mut first = [0u8; 1];
+        match tokio::time::timeout(self.inner.cfg.first_frame_timeout, stream.peek(&mut first))
+            .await
+        {
+            Ok(Ok(1)) => Some(first[0]),
+            _ => None,
+        }
+    }
+
+    /// A bare binary exchange from an NVFlare-compatible sender: stored as
+    /// a file from that address under `files_dir`, atomically (nothing
+    /// kept if it fails). Refused under `--require-secure` (it is a plain
+    /// connection) or when the node keeps no files.
+    async fn receive_exchange(&self, stream: &mut TcpStream, from: SocketAddr) {
+        let Some(dir) = self
+            .inner
+            .cfg
+            .files_dir
+            .as_ref()
+            .filter(|_| !self.inner.overlay.require_secure)
+        else {
+            tracing::info!(%from, "binary exchange refused on the chat port");
+            return;
+        };
+        if let Err(e) = tokio::fs::create_dir_all(dir).await {
+            tracing::error!(dir = %dir.display(), %e, "cannot create the files folder");
+            return;
+        }
+        let limits = roundtable_shared::binary::Limits::default();
+        let idle = self
+            .inner
+            .cfg
+            .inbound_idle_timeout
+            .min(Duration::from_secs(30));
+        match crate::transfer::raw::receive(stream, dir, from, limits, idle).await {
+            Ok(r) => {
+                tracing::info!(%from, path = %r.path.display(), size = r.size, sha256 = %r.sha256, "file received on the chat port")
+            }
+            Err(e) => tracing::warn!(%from, %e, "binary exchange refused; nothing kept"),
         }
     }
 

@@ -122,6 +122,9 @@ impl Node {
     /// [`Node::start`] with chat tuned (timeouts, caps); its name is the node's.
     pub async fn start_with(cfg: NodeConfig, mut chat_cfg: ChatConfig) -> anyhow::Result<Node> {
         chat_cfg.name.clone_from(&cfg.name);
+        if chat_cfg.files_dir.is_none() {
+            chat_cfg.files_dir = Some(cfg.data.join("files").join("received"));
+        }
         if !cfg.http_listen.ip().is_loopback() && cfg.token.is_none() {
             anyhow::bail!("--http {} is not loopback: set --token", cfg.http_listen);
         }
