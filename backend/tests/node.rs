@@ -349,31 +349,28 @@ async fn a_websocket_client_that_falls_behind_is_dropped() {
     dir.stop().await;
 }
 
-/// A Roundtable peer that holds its acknowledgements until told: the sender
-/// records `sent` while it waits, then `delivered` when the ack comes.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_slow_acknowledgement_is_recorded_as_sent_then_delivered() {
+/// A Roundtable peer of before the secure channel (`roundtable/1` only),
+/// listening on 127.0.0.1: answers `PING`, and for each `MSG` waits for
+/// `on_msg(id)`: `true` acknowledges it, `false` hangs up. Returns its port.
+async fn plain_roundtable_peer<F, Fut>(on_msg: F) -> u16
+where
+    F: Fn(String) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
     use roundtable::framing::Connection;
     use roundtable_shared::frame::Limits;
     use roundtable_shared::peer::{Capabilities, PeerFrame};
 
-    let dir = Directory::start().await;
-    let data = tempfile::tempdir().unwrap();
-    let alice = node("alice", &dir, data.path()).await;
-
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let (release_tx, release_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
-        loop {
-            let (s, _) = listener.accept().await.unwrap();
-            let mut release = release_rx.clone();
+        while let Ok((s, _)) = listener.accept().await {
+            let on_msg = on_msg.clone();
             tokio::spawn(async move {
                 let mut conn = Connection::new(s, Limits::default());
                 while let Ok(Some(f)) = conn.read_frame().await {
                     match PeerFrame::parse(&f) {
                         Ok(PeerFrame::Ping { .. }) => {
-                            // A Roundtable peer of before the secure channel.
                             let caps = Capabilities {
                                 roundtable: true,
                                 secure: false,
@@ -382,7 +379,9 @@ async fn a_slow_acknowledgement_is_recorded_as_sent_then_delivered() {
                             conn.write_frame(&pong).await.unwrap();
                         }
                         Ok(PeerFrame::Msg { id, .. }) => {
-                            release.wait_for(|go| *go).await.unwrap();
+                            if !on_msg(id.clone()).await {
+                                return;
+                            }
                             let ack = PeerFrame::MsgAck { id }.to_frame();
                             conn.write_frame(&ack).await.unwrap();
                         }
@@ -392,6 +391,23 @@ async fn a_slow_acknowledgement_is_recorded_as_sent_then_delivered() {
             });
         }
     });
+    port
+}
+
+/// A Roundtable peer that holds its acknowledgements until told: the sender
+/// records `sent` while it waits, then `delivered` when the ack comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_acknowledgement_is_recorded_as_sent_then_delivered() {
+    let dir = Directory::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let alice = node("alice", &dir, data.path()).await;
+
+    let (release_tx, release_rx) = tokio::sync::watch::channel(false);
+    let port = plain_roundtable_peer(move |_| {
+        let mut release = release_rx.clone();
+        async move { release.wait_for(|go| *go).await.is_ok() }
+    })
+    .await;
     // zed registers where that peer listens (the directory tests the port).
     let _session = bind_raw(dir.addr, "zed", port).await;
     sees_online(&alice, "zed").await;
@@ -418,37 +434,11 @@ async fn a_slow_acknowledgement_is_recorded_as_sent_then_delivered() {
 /// not left believing it sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_whose_link_breaks_before_its_ack_reads_queued_again() {
-    use roundtable::framing::Connection;
-    use roundtable_shared::frame::Limits;
-    use roundtable_shared::peer::{Capabilities, PeerFrame};
-
     let dir = Directory::start().await;
     let data = tempfile::tempdir().unwrap();
     let alice = node("alice", &dir, data.path()).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        while let Ok((s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut conn = Connection::new(s, Limits::default());
-                while let Ok(Some(f)) = conn.read_frame().await {
-                    match PeerFrame::parse(&f) {
-                        Ok(PeerFrame::Ping { .. }) => {
-                            let caps = Capabilities {
-                                roundtable: true,
-                                secure: false,
-                            };
-                            let pong = PeerFrame::Pong { caps }.to_frame();
-                            conn.write_frame(&pong).await.unwrap();
-                        }
-                        // Takes the message and hangs up without an ack.
-                        Ok(PeerFrame::Msg { .. }) => return,
-                        _ => {}
-                    }
-                }
-            });
-        }
-    });
+    // Takes the message and hangs up without an ack.
+    let port = plain_roundtable_peer(|_| async { false }).await;
     let _session = bind_raw(dir.addr, "zed", port).await;
     sees_online(&alice, "zed").await;
 

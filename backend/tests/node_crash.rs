@@ -3,58 +3,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-
+use common::process::NodeProc;
 use common::{eventually, get_json, http, Directory};
 use roundtable_shared::api::{ChatMessage, MessageState};
 
-const BIN: &str = env!("CARGO_BIN_EXE_roundtable");
-
-/// A node process and its web address (read from what it prints).
-struct Proc {
-    child: Child,
-    http: SocketAddr,
-}
-
-fn spawn(name: &str, dir: SocketAddr, data: &Path) -> Proc {
-    let mut child = Command::new(BIN)
-        .args(["node", "--name", name, "--directory", &dir.to_string()])
-        .args(["--chat", "127.0.0.1:0", "--http", "127.0.0.1:0", "--data"])
-        .arg(data.join(name))
-        .env("ROUNDTABLE_PASSWORD", "pw")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let http = loop {
-        let line = lines
-            .next()
-            .expect("the node prints its addresses")
-            .unwrap();
-        if let Some(url) = line.trim().strip_prefix("dashboard  http://") {
-            break url.parse().unwrap();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    Proc { child, http }
-}
-
-impl Proc {
-    fn kill9(mut self) {
-        let status = Command::new("kill")
-            .args(["-9", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let _ = self.child.wait();
-    }
-}
-
-async fn messages(p: &Proc, peer: &str) -> Vec<ChatMessage> {
+async fn messages(p: &NodeProc, peer: &str) -> Vec<ChatMessage> {
     get_json(p.http, &format!("/api/chats/{peer}/messages?limit=100")).await
 }
 
@@ -64,7 +17,7 @@ async fn sigkill_loses_no_accepted_message_sent_or_received() {
     let data = tempfile::tempdir().unwrap();
 
     // Bob is away; Alice accepts three messages for him, then dies hard.
-    let alice = spawn("alice", dir.addr, data.path());
+    let alice = NodeProc::spawn("alice", dir.addr, data.path(), "127.0.0.1:0");
     for i in 0..3 {
         let (status, body) = http(
             "POST",
@@ -77,14 +30,14 @@ async fn sigkill_loses_no_accepted_message_sent_or_received() {
     }
     alice.kill9();
 
-    let alice = spawn("alice", dir.addr, data.path());
+    let alice = NodeProc::spawn("alice", dir.addr, data.path(), "127.0.0.1:0");
     let kept = messages(&alice, "bob").await;
     let texts: Vec<_> = kept.iter().map(|m| m.text.as_str()).collect();
     assert_eq!(texts, ["note 0", "note 1", "note 2"]);
     assert!(kept.iter().all(|m| m.state == MessageState::Queued));
 
     // Bob comes; the outbox drains into his history.
-    let bob = spawn("bob", dir.addr, data.path());
+    let bob = NodeProc::spawn("bob", dir.addr, data.path(), "127.0.0.1:0");
     eventually(20, "all three delivered", || async {
         let m = messages(&alice, "bob").await;
         m.iter()
@@ -96,7 +49,7 @@ async fn sigkill_loses_no_accepted_message_sent_or_received() {
 
     // Bob dies hard too: what he received is still there.
     bob.kill9();
-    let bob = spawn("bob", dir.addr, data.path());
+    let bob = NodeProc::spawn("bob", dir.addr, data.path(), "127.0.0.1:0");
     let got = messages(&bob, "alice").await;
     let texts: Vec<_> = got.iter().map(|m| m.text.as_str()).collect();
     assert_eq!(texts, ["note 0", "note 1", "note 2"]);

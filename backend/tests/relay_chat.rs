@@ -8,53 +8,17 @@ mod common;
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 
-use common::{eventually, get_json, http, watch_output, Directory};
+use common::process::NodeProc;
+use common::{eventually, get_json, http, Directory};
 use roundtable_shared::api::{
     ChatMessage, Direction, Me, MessageState, PeerInfo, PeerPath, PeerTrust,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-const BIN: &str = env!("CARGO_BIN_EXE_roundtable");
 const MARKER: &str = "MARKER-5e1f-relayed-text";
-
-struct Proc {
-    child: Child,
-    http: SocketAddr,
-}
-
-fn spawn(name: &str, dir: SocketAddr, data: &Path, chat: &str) -> Proc {
-    let mut child = Command::new(BIN)
-        .args(["node", "--name", name, "--directory", &dir.to_string()])
-        .args(["--chat", chat, "--http", "127.0.0.1:0", "--data"])
-        .arg(data.join(name))
-        .env("ROUNDTABLE_PASSWORD", "pw")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let http = watch_output(child.stdout.take().unwrap(), |line| {
-        line.trim()
-            .strip_prefix("dashboard  http://")
-            .map(|u| u.parse().unwrap())
-    });
-    Proc { child, http }
-}
-
-impl Proc {
-    fn kill9(mut self) {
-        let status = Command::new("kill")
-            .args(["-9", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let _ = self.child.wait();
-    }
-}
 
 /// Copies `r` to `w`, recording the bytes.
 async fn pump(
@@ -110,7 +74,7 @@ impl Write for Logs {
     }
 }
 
-async fn post(p: &Proc, to: &str, text: &str) {
+async fn post(p: &NodeProc, to: &str, text: &str) {
     let (status, body) = http(
         "POST",
         p.http,
@@ -121,12 +85,12 @@ async fn post(p: &Proc, to: &str, text: &str) {
     assert_eq!(status, 202, "{body}");
 }
 
-async fn messages(p: &Proc, peer: &str) -> Vec<ChatMessage> {
+async fn messages(p: &NodeProc, peer: &str) -> Vec<ChatMessage> {
     get_json(p.http, &format!("/api/chats/{peer}/messages?limit=200")).await
 }
 
 /// Waits until `p` holds exactly `want` (texts, in order) received from `peer`.
-async fn received(p: &Proc, peer: &str, want: &[String]) {
+async fn received(p: &NodeProc, peer: &str, want: &[String]) {
     let got = eventually(
         30,
         &format!("{} received from {peer}", want.len()),
@@ -148,7 +112,7 @@ async fn received(p: &Proc, peer: &str, want: &[String]) {
     );
 }
 
-async fn all_delivered(p: &Proc, peer: &str) {
+async fn all_delivered(p: &NodeProc, peer: &str) {
     eventually(30, "every message delivered", || async {
         messages(p, peer)
             .await
@@ -172,8 +136,8 @@ async fn a_relayed_conversation_is_exactly_once_across_sigkill_and_the_directory
     let dir = Directory::start().await;
     let (via, wire) = capturing_proxy(dir.addr).await;
     let data = tempfile::tempdir().unwrap();
-    let alice = spawn("alice", via, data.path(), "127.0.0.1:0");
-    let bob = spawn("bob", via, data.path(), "none");
+    let alice = NodeProc::spawn("alice", via, data.path(), "127.0.0.1:0");
+    let bob = NodeProc::spawn("bob", via, data.path(), "none");
 
     // bob has no chat address: classic QUERY does not list him, the
     // relay does.
@@ -207,7 +171,7 @@ async fn a_relayed_conversation_is_exactly_once_across_sigkill_and_the_directory
         post(&alice, "bob", &t).await;
         sent.push(t);
     }
-    let bob = spawn("bob", via, data.path(), "none");
+    let bob = NodeProc::spawn("bob", via, data.path(), "none");
     received(&bob, "alice", &sent).await;
     all_delivered(&alice, "bob").await;
 
@@ -218,7 +182,7 @@ async fn a_relayed_conversation_is_exactly_once_across_sigkill_and_the_directory
         sent.push(t);
     }
     alice.kill9();
-    let alice = spawn("alice", via, data.path(), "127.0.0.1:0");
+    let alice = NodeProc::spawn("alice", via, data.path(), "127.0.0.1:0");
     received(&bob, "alice", &sent).await;
     all_delivered(&alice, "bob").await;
 

@@ -788,22 +788,13 @@ impl Chat {
             wait = cfg.inbound_idle_timeout;
             // Everything that arrived together is stored in one transaction.
             let mut frames = vec![first];
-            while frames.len() < 1024 {
+            let mut hello = None;
+            while frames.len() < 1024 && hello.is_none() {
                 match conn.buffered_frame()? {
                     Some(f) => match as_hello(&f).filter(|_| self.inner.overlay.secure) {
                         None => frames.push(f),
-                        Some(hello) => {
-                            // Handle what came before it, then switch.
-                            let (replies, end) = self.handle(frames, Origin::Claimed(addr)).await;
-                            if !replies.is_empty() {
-                                conn.write_frames_within(&replies, cfg.write_timeout)
-                                    .await?;
-                            }
-                            if end {
-                                return Ok(());
-                            }
-                            return self.inbound_secure(conn, addr, hello).await;
-                        }
+                        // Handle what came before it, then switch.
+                        Some(h) => hello = Some(h),
                     },
                     None => break,
                 }
@@ -815,6 +806,9 @@ impl Chat {
             }
             if end {
                 return Ok(());
+            }
+            if let Some(h) = hello {
+                return self.inbound_secure(conn, addr, h).await;
             }
         }
     }

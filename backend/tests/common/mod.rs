@@ -4,6 +4,7 @@
 
 pub mod browser;
 pub mod classic;
+pub mod process;
 
 use std::future::Future;
 use std::net::SocketAddr;

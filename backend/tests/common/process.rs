@@ -1,0 +1,47 @@
+//! `roundtable node` as a real process, for tests that kill it hard.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use super::watch_output;
+
+const BIN: &str = env!("CARGO_BIN_EXE_roundtable");
+
+/// A node process and its web address (read from what it prints).
+pub struct NodeProc {
+    child: Child,
+    pub http: SocketAddr,
+}
+
+impl NodeProc {
+    /// `roundtable node --name NAME` against directory `dir`, its data
+    /// under `data/NAME`, chat on `chat` (`127.0.0.1:0`, or `none`).
+    pub fn spawn(name: &str, dir: SocketAddr, data: &Path, chat: &str) -> NodeProc {
+        let mut child = Command::new(BIN)
+            .args(["node", "--name", name, "--directory", &dir.to_string()])
+            .args(["--chat", chat, "--http", "127.0.0.1:0", "--data"])
+            .arg(data.join(name))
+            .env("ROUNDTABLE_PASSWORD", "pw")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let http = watch_output(child.stdout.take().unwrap(), |line| {
+            line.trim()
+                .strip_prefix("dashboard  http://")
+                .map(|u| u.parse().unwrap())
+        });
+        NodeProc { child, http }
+    }
+
+    /// SIGKILL: no shutdown, no LEAVE, nothing flushed.
+    pub fn kill9(mut self) {
+        let status = Command::new("kill")
+            .args(["-9", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let _ = self.child.wait();
+    }
+}
