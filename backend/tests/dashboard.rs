@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use common::browser::{artifacts_dir, browser, dist_dir, free_port, Chromedriver};
-use common::{logged_addr, watch_output};
+use common::watch_output;
 use fantoccini::{Client, Locator};
 
 const BIN: &str = env!("CARGO_BIN_EXE_roundtable");
@@ -34,22 +34,7 @@ impl Drop for Proc {
 
 /// `roundtable directory` on a free port, open registration.
 fn directory(data: &Path) -> (Proc, String) {
-    let mut child = Command::new(BIN)
-        .args([
-            "directory",
-            "--listen",
-            "127.0.0.1:0",
-            "--open-registration",
-        ])
-        .arg("--db")
-        .arg(data.join("directory.db"))
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting roundtable directory");
-    let addr = watch_output(child.stderr.take().unwrap(), logged_addr);
+    let (child, addr) = common::process::directory_process(data);
     (Proc(child), addr)
 }
 

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use common::browser::{artifacts_dir, browser, dist_dir, Chromedriver};
 use common::classic::ClassicPeer;
-use common::{get_json, http, logged_addr, watch_output};
+use common::{get_json, http, watch_output};
 use fantoccini::{Client, Locator};
 use roundtable::overlay::identity::{Identity, KEY_FILE};
 use roundtable_shared::api::{ChatMessage, Me, MessageState, PeerInfo};
@@ -68,22 +68,7 @@ fn log_file(name: &str) -> Stdio {
 
 /// `roundtable directory` on a free port, open registration.
 fn directory(data: &Path) -> (Proc, SocketAddr) {
-    let mut child = Command::new(BIN)
-        .args([
-            "directory",
-            "--listen",
-            "127.0.0.1:0",
-            "--open-registration",
-        ])
-        .arg("--db")
-        .arg(data.join("directory.db"))
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting roundtable directory");
-    let addr = watch_output(child.stderr.take().unwrap(), logged_addr);
+    let (child, addr) = common::process::directory_process(data);
     (Proc(child), addr.parse().expect("the directory's address"))
 }
 

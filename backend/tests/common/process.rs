@@ -1,4 +1,5 @@
-//! `roundtable node` as a real process, for tests that kill it hard.
+//! `roundtable node` and `roundtable directory` as real processes, for
+//! tests that kill them hard or drive them from a browser.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -44,4 +45,26 @@ impl NodeProc {
         assert!(status.success());
         let _ = self.child.wait();
     }
+}
+
+/// `roundtable directory` on a free port with open registration, its
+/// database under `data`: the child and the address it logged.
+pub fn directory_process(data: &Path) -> (Child, String) {
+    let mut child = Command::new(BIN)
+        .args([
+            "directory",
+            "--listen",
+            "127.0.0.1:0",
+            "--open-registration",
+        ])
+        .arg("--db")
+        .arg(data.join("directory.db"))
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting roundtable directory");
+    let addr = watch_output(child.stderr.take().unwrap(), super::logged_addr);
+    (child, addr)
 }
