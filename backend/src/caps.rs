@@ -98,6 +98,29 @@ impl Drop for Admission {
     }
 }
 
+/// The next connection on `listener`, or `None` once `shutdown` fires.
+/// An accept error (out of descriptors and the like) is logged and retried
+/// after a short pause rather than ending the listener: pending
+/// connections wait in the backlog while open ones finish.
+pub async fn accept(
+    listener: &tokio::net::TcpListener,
+    shutdown: &tokio_util::sync::CancellationToken,
+    what: &str,
+) -> Option<(tokio::net::TcpStream, std::net::SocketAddr)> {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            r = listener.accept() => match r {
+                Ok(x) => return Some(x),
+                Err(e) => {
+                    tracing::warn!(listener = what, %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+}
+
 /// How often at most a listener logs a refused connection at `warn`.
 pub const REFUSAL_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 

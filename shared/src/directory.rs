@@ -1368,43 +1368,7 @@ mod tests {
         assert_eq!(Request::parse_owned(back), Ok(Request::Forward(sf)));
     }
 
-    fn arb_name() -> impl Strategy<Value = String> {
-        "[A-Za-z0-9_.-]{1,64}"
-    }
-
-    fn arb_secure() -> impl Strategy<Value = SecureFrame> {
-        use crate::secure::{Hello, Sealed, INNER_HEADER, MAX_HELLO_PAYLOAD, TAG_LEN};
-        prop_oneof![
-            (
-                arb_name(),
-                arb_name(),
-                1u8..=3,
-                proptest::collection::vec(any::<u8>(), 1..=MAX_HELLO_PAYLOAD)
-            )
-                .prop_map(|(from, to, step, payload)| SecureFrame::Hello(Hello {
-                    from,
-                    to,
-                    step,
-                    payload
-                })),
-            (
-                arb_name(),
-                arb_name(),
-                any::<u32>(),
-                0..u64::MAX - 2,
-                proptest::collection::vec(any::<u8>(), TAG_LEN + INNER_HEADER..1024)
-            )
-                .prop_map(|(from, to, epoch, counter, payload)| {
-                    SecureFrame::Sealed(Sealed {
-                        from,
-                        to,
-                        epoch,
-                        counter,
-                        payload,
-                    })
-                }),
-        ]
-    }
+    use crate::secure::arb::{frame as arb_secure, name as arb_name};
 
     fn arb_relay_reply() -> impl Strategy<Value = Reply> {
         prop_oneof![

@@ -658,6 +658,53 @@ pub fn decode_and_parse(data: &[u8]) {
     }
 }
 
+/// Proptest strategies for the overlay's frames, shared by the tests of
+/// this module and of the directory's relay frames.
+#[cfg(test)]
+pub(crate) mod arb {
+    use super::{Hello, Sealed, SecureFrame, INNER_HEADER, MAX_HELLO_PAYLOAD, TAG_LEN};
+    use proptest::prelude::*;
+
+    /// A valid node name.
+    pub fn name() -> impl Strategy<Value = String> {
+        "[A-Za-z0-9_.-]{1,64}"
+    }
+
+    /// A valid `HELLO` or `SEC` frame (a sealed payload of valid shape).
+    pub fn frame() -> impl Strategy<Value = SecureFrame> {
+        prop_oneof![
+            (
+                name(),
+                name(),
+                1u8..=3,
+                proptest::collection::vec(any::<u8>(), 1..=MAX_HELLO_PAYLOAD)
+            )
+                .prop_map(|(from, to, step, payload)| SecureFrame::Hello(Hello {
+                    from,
+                    to,
+                    step,
+                    payload
+                })),
+            (
+                name(),
+                name(),
+                any::<u32>(),
+                0..u64::MAX - 2,
+                proptest::collection::vec(any::<u8>(), TAG_LEN + INNER_HEADER..2048)
+            )
+                .prop_map(|(from, to, epoch, counter, payload)| SecureFrame::Sealed(
+                    Sealed {
+                        from,
+                        to,
+                        epoch,
+                        counter,
+                        payload
+                    }
+                )),
+        ]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -799,43 +846,6 @@ mod tests {
         ));
     }
 
-    fn arb_name() -> impl Strategy<Value = String> {
-        "[A-Za-z0-9_.-]{1,64}"
-    }
-
-    fn arb_frame() -> impl Strategy<Value = SecureFrame> {
-        prop_oneof![
-            (
-                arb_name(),
-                arb_name(),
-                1u8..=3,
-                proptest::collection::vec(any::<u8>(), 1..=MAX_HELLO_PAYLOAD)
-            )
-                .prop_map(|(from, to, step, payload)| SecureFrame::Hello(Hello {
-                    from,
-                    to,
-                    step,
-                    payload
-                })),
-            (
-                arb_name(),
-                arb_name(),
-                any::<u32>(),
-                0..u64::MAX - 2,
-                proptest::collection::vec(any::<u8>(), TAG_LEN + INNER_HEADER..2048)
-            )
-                .prop_map(|(from, to, epoch, counter, payload)| SecureFrame::Sealed(
-                    Sealed {
-                        from,
-                        to,
-                        epoch,
-                        counter,
-                        payload
-                    }
-                )),
-        ]
-    }
-
     #[test]
     fn frames_pack_into_few_records_and_unpack_whole() {
         use crate::frame::Limits;
@@ -864,7 +874,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn frames_round_trip_through_the_wire(frame in arb_frame()) {
+        fn frames_round_trip_through_the_wire(frame in arb::frame()) {
             let wire = frame.to_frame().encode().unwrap();
             match decode(&wire, &Limits::default()).unwrap() {
                 Decoded::Frame(f, used) => {
@@ -892,7 +902,7 @@ mod tests {
 
         #[test]
         fn decode_and_parse_holds_on_frames_and_noise(
-            frame in arb_frame(),
+            frame in arb::frame(),
             noise in proptest::collection::vec(any::<u8>(), 0..256),
         ) {
             let mut wire = frame.to_frame().encode().unwrap();

@@ -190,17 +190,9 @@ pub async fn serve(
         tracing::info!(%addr, "directory listening");
     }
     loop {
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // Out of descriptors and the like: wait and retry rather than die.
-                    tracing::warn!(%e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        let Some((stream, peer)) = crate::caps::accept(&listener, &shutdown, "directory").await
+        else {
+            break;
         };
         let _ = stream.set_nodelay(true);
         let conn = Connection::new(stream, limits);

@@ -67,7 +67,7 @@ pub struct Transports {
     pub relay: Option<Relay>,
 }
 use super::trust::Verdict;
-use crate::caps::{Caps, RefusalLog};
+use crate::caps::{accept, Caps, RefusalLog};
 use crate::directory::accounts::valid_name;
 use crate::events::Events;
 use crate::framing::{Connection, FramingError};
@@ -672,16 +672,8 @@ impl Chat {
     pub async fn serve(self, listener: TcpListener) {
         let mut refusals = RefusalLog::default();
         loop {
-            let (stream, peer) = tokio::select! {
-                _ = self.inner.shutdown.cancelled() => return,
-                r = listener.accept() => match r {
-                    Ok(x) => x,
-                    Err(e) => {
-                        tracing::warn!(%e, "chat accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
+            let Some((stream, peer)) = accept(&listener, &self.inner.shutdown, "chat").await else {
+                return;
             };
             let admission = match self.inner.inbound.admit(peer.ip()) {
                 Ok(a) => a,

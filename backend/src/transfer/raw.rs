@@ -11,7 +11,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::caps::{Caps, RefusalLog};
+use crate::caps::{accept, Caps, RefusalLog};
 
 /// Bytes read from disk or the socket at a time.
 pub const BLOCK: usize = 1 << 20;
@@ -266,16 +266,8 @@ pub async fn serve(
     let on_file = std::sync::Arc::new(on_file);
     let mut refusals = RefusalLog::default();
     loop {
-        let (mut stream, from) = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(%e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        let Some((mut stream, from)) = accept(&listener, &shutdown, "receive-file").await else {
+            return;
         };
         let admission = match caps.admit(from.ip()) {
             Ok(a) => a,
