@@ -20,7 +20,7 @@ use std::time::Duration;
 use roundtable_shared::api::PeerPath;
 use roundtable_shared::frame::{Frame, Limits};
 use roundtable_shared::peer::{Capabilities, PeerFrame};
-use roundtable_shared::secure::{pack, unpack, SecureFrame};
+use roundtable_shared::secure::{pack, unpack, Sealed, SecureFrame};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -229,7 +229,15 @@ pub fn open_frame(session: &mut Session, f: Frame) -> Result<Vec<Frame>, LinkErr
         }
         Err(e) => return Err(ChannelError::Frame(e).into()),
     };
-    match session.open(&sealed) {
+    open_sealed(session, &sealed)
+}
+
+/// The frames a sealed frame carries, on whatever carried it (a
+/// connection, the relay). A frame that fails the session's checks yields
+/// nothing (logged); a missed rekey, a used-up session or a plaintext that
+/// is not whole frames is an error.
+pub fn open_sealed(session: &mut Session, sealed: &Sealed) -> Result<Vec<Frame>, LinkError> {
+    match session.open(sealed) {
         Ok(plaintext) => Ok(unpack(&plaintext, &chat_limits()).map_err(ChannelError::Frame)?),
         Err(e @ (ChannelError::EpochAhead { .. } | ChannelError::Exhausted)) => Err(e.into()),
         Err(e) => {

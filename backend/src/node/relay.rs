@@ -37,13 +37,13 @@ use std::time::Duration;
 use roundtable_shared::api::PeerPath;
 use roundtable_shared::directory::{Reply, Request};
 use roundtable_shared::frame::{Frame, Limits};
-use roundtable_shared::secure::{unpack, Hello, Sealed, SecureFrame, MAX_SEC_PAYLOAD};
+use roundtable_shared::secure::{Hello, Sealed, SecureFrame, MAX_SEC_PAYLOAD};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::link::{chat_limits, seal_all, LinkError, Overlay};
+use super::link::{open_sealed, seal_all, LinkError, Overlay};
 use super::peers::Peers;
 use super::trust::Verdict;
 use crate::framing::{Connection, FramingError};
@@ -405,17 +405,10 @@ impl Relay {
                 }
                 return;
             };
-            let plaintext = match session.open(&s) {
-                Ok(p) => p,
-                Err(e) => {
-                    tracing::warn!(%peer, %e, "relayed sealed frame refused");
-                    return;
-                }
-            };
-            match unpack(&plaintext, &chat_limits()) {
+            match open_sealed(session, &s) {
                 Ok(frames) => (frames, slot.links.clone()),
                 Err(e) => {
-                    tracing::warn!(%peer, %e, "relayed plaintext refused");
+                    tracing::warn!(%peer, %e, "relayed sealed frame refused");
                     return;
                 }
             }
