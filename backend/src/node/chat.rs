@@ -918,52 +918,16 @@ impl Chat {
                 }
                 continue;
             }
-            match (PeerFrame::parse(f), origin) {
-                (Ok(PeerFrame::Ping { caps }), _) => replies.push(
-                    PeerFrame::Pong {
-                        caps: caps.and(self.inner.overlay.capabilities()),
-                    }
-                    .to_frame(),
-                ),
-                (Ok(PeerFrame::Pong { .. } | PeerFrame::MsgAck { .. }), _) => {}
-                (Ok(PeerFrame::Message { sender, .. } | PeerFrame::Msg { sender, .. }), _)
-                    if !valid_name(&sender) =>
-                {
-                    replies.push(Frame::bare("ERR", "invalid sender name"));
+            // A message (with its id when it is a MSG), or handled here.
+            let (sender, id, text) = match (PeerFrame::parse(f), origin) {
+                (Ok(PeerFrame::Ping { caps }), _) => {
+                    let caps = caps.and(self.inner.overlay.capabilities());
+                    replies.push(PeerFrame::Pong { caps }.to_frame());
+                    continue;
                 }
-                (
-                    Ok(PeerFrame::Message { sender, .. } | PeerFrame::Msg { sender, .. }),
-                    Origin::Proven(peer),
-                ) if sender != peer => {
-                    tracing::warn!(%peer, claimed = %sender, "secure peer sent a message in another's name: dropped");
-                }
-                (Ok(PeerFrame::Message { sender, text }), _) => {
-                    if let Some(why) = claim_refused(&sender) {
-                        tracing::info!(?origin, claimed = %sender, "plain message refused");
-                        replies.push(Frame::bare("ERR", why));
-                        continue;
-                    }
-                    batch.push(Incoming {
-                        sender,
-                        id: None,
-                        text,
-                        verified: matches!(origin, Origin::Proven(_)),
-                    });
-                }
-                (Ok(PeerFrame::Msg { sender, id, text }), _) => {
-                    if let Some(why) = claim_refused(&sender) {
-                        tracing::info!(?origin, claimed = %sender, "plain message refused");
-                        replies.push(Frame::bare("ERR", why));
-                        continue;
-                    }
-                    acks.push(PeerFrame::MsgAck { id: id.clone() }.to_frame());
-                    batch.push(Incoming {
-                        sender,
-                        id: Some(id),
-                        text,
-                        verified: matches!(origin, Origin::Proven(_)),
-                    });
-                }
+                (Ok(PeerFrame::Pong { .. } | PeerFrame::MsgAck { .. }), _) => continue,
+                (Ok(PeerFrame::Message { sender, text }), _) => (sender, None, text),
+                (Ok(PeerFrame::Msg { sender, id, text }), _) => (sender, Some(id), text),
                 (Err(e), Origin::Claimed(addr)) => {
                     tracing::debug!(%addr, %e, "bad peer frame");
                     replies.push(Frame::bare("ERR", e.to_string()));
@@ -973,8 +937,33 @@ impl Chat {
                 (Err(e), Origin::Proven(peer)) => {
                     // A newer peer may speak frames we do not know yet.
                     tracing::debug!(%peer, %e, "unknown frame in the secure channel");
+                    continue;
+                }
+            };
+            if !valid_name(&sender) {
+                replies.push(Frame::bare("ERR", "invalid sender name"));
+                continue;
+            }
+            if let Origin::Proven(peer) = origin {
+                if sender != peer {
+                    tracing::warn!(%peer, claimed = %sender, "secure peer sent a message in another's name: dropped");
+                    continue;
                 }
             }
+            if let Some(why) = claim_refused(&sender) {
+                tracing::info!(?origin, claimed = %sender, "plain message refused");
+                replies.push(Frame::bare("ERR", why));
+                continue;
+            }
+            if let Some(id) = &id {
+                acks.push(PeerFrame::MsgAck { id: id.clone() }.to_frame());
+            }
+            batch.push(Incoming {
+                sender,
+                id,
+                text,
+                verified: matches!(origin, Origin::Proven(_)),
+            });
         }
         if !self.receive(batch).await {
             // Not stored: acknowledge nothing; the sender will retry.
