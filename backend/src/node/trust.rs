@@ -123,20 +123,20 @@ impl Trust {
     /// Records that a handshake we opened refused `peer`'s key `found`
     /// (the channel checked it against [`Trust::expected`] before we saw
     /// it).
+    /// With no pin (the directory's key was expected and not proven),
+    /// nothing is offered; the channel's error is logged by the caller.
     pub fn refused(&self, peer: &str, found: &PublicKey) -> Result<(), StoreError> {
-        if self.pins.get(peer)?.is_none() {
-            // The directory's key was expected and not proven: nothing is
-            // pinned, so nothing is offered either; the channel's error is
-            // logged by the caller.
-            return Ok(());
-        }
-        self.pins.check(peer, found, now_ms(), true)?;
-        self.refresh(peer, None)
+        self.offer(peer, found)
     }
 
     /// Checks the directory's key for `peer` against our pin: a different
     /// one is a key change to show (and to accept or not).
     pub fn directory_says(&self, peer: &str, key: &PublicKey) -> Result<(), StoreError> {
+        self.offer(peer, key)
+    }
+
+    /// Records `key` as offered for `peer` if another key is pinned for it.
+    fn offer(&self, peer: &str, key: &PublicKey) -> Result<(), StoreError> {
         if self.pins.get(peer)?.is_some_and(|p| p.key != *key) {
             self.pins.check(peer, key, now_ms(), true)?;
             self.refresh(peer, None)?;
