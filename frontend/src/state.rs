@@ -492,6 +492,8 @@ impl State {
                 Rc::make_mut(&mut self.peers).insert(peer.name.clone(), peer);
                 self.peers_rev += 1;
             }
+            // Transfers are shown from issue 14's next slice on.
+            Event::Transfer { .. } => {}
             Event::TrainingGone { uuid } => {
                 if self.trainings.contains_key(&uuid) {
                     Rc::make_mut(&mut self.trainings).remove(&uuid);

@@ -57,6 +57,9 @@ pub enum Event {
     },
     /// The node's session with the directory changed state.
     Directory { state: LinkState },
+    /// A file transfer was created or changed (full current state; while
+    /// bytes move, at most about ten times a second per transfer).
+    Transfer { transfer: TransferInfo },
     /// A line of output from a local training run.
     RunOutput {
         training: String,
@@ -307,6 +310,65 @@ pub enum KeyAtDirectory {
     /// published one first, or this node lost its key file. The operator's
     /// `roundtable directory reset-key NAME` clears it.
     Conflict,
+}
+
+/// Where a file transfer stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransferState {
+    /// Stored in the outbox, not started yet.
+    Queued,
+    /// Bytes are moving (sent by us, or arriving).
+    Sending,
+    /// Waiting for the peer: offline, unreachable, or interrupted and about
+    /// to resume (`error` says why).
+    Waiting,
+    /// Whole and verified at the receiver (SHA-256), in place.
+    Delivered,
+    /// Given up: `error` says why.
+    Failed,
+}
+
+impl TransferState {
+    /// Whether nothing more will happen to it.
+    pub fn is_final(self) -> bool {
+        matches!(self, TransferState::Delivered | TransferState::Failed)
+    }
+}
+
+/// One file sent to or received from one peer. `GET /api/files`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TransferInfo {
+    /// This node's number for it (in URLs: `/api/files/{seq}/content`).
+    pub seq: i64,
+    /// The transfer id (32 hex digits, chosen by the sender).
+    pub id: String,
+    /// The other party: a user name, or for a bare NVFlare exchange the
+    /// sender's `ip:port`.
+    pub peer: String,
+    pub direction: Direction,
+    pub name: String,
+    /// The whole file, bytes.
+    pub size: u64,
+    /// SHA-256 of the whole file, lowercase hex.
+    pub sha256: String,
+    pub state: TransferState,
+    /// Bytes the receiver holds so far.
+    pub bytes: u64,
+    /// Bytes per second while moving (`None` when not moving).
+    pub rate: Option<f64>,
+    /// Why it failed or waits, in words.
+    pub error: Option<String>,
+    /// Unix ms.
+    pub created_at: i64,
+    pub updated_at: i64,
+    /// A bare NVFlare exchange (from `peer`'s address, sender unproven).
+    #[serde(default)]
+    pub bare: bool,
+    /// Whether the bytes can be downloaded from this node now (our own
+    /// outgoing file, or a received one once delivered).
+    #[serde(default)]
+    pub downloadable: bool,
 }
 
 /// Longest chat text accepted, in bytes.

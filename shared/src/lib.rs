@@ -10,6 +10,7 @@ pub mod peer;
 pub mod rpc;
 pub mod secure;
 pub mod training;
+pub mod transfer;
 
 /// The Roundtable version, as reported by `/api/health`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
