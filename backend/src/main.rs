@@ -270,6 +270,30 @@ struct NodeArgs {
     /// the authenticated, encrypted channel.
     #[arg(long)]
     require_secure: bool,
+    /// Largest file this node sends or receives, bytes (suffixes K, M, G,
+    /// T: powers of 1024).
+    #[arg(long, default_value = "64G", value_parser = parse_size)]
+    max_file_size: u64,
+    /// Remove the part files of incoming transfers untouched for this many hours.
+    #[arg(long = "part-max-age", default_value_t = 168.0)]
+    part_max_age_hours: f64,
+}
+
+/// A size in bytes with an optional K, M, G or T suffix (powers of 1024).
+fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let (digits, shift) = match t.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&t[..i], 10),
+        Some((i, 'M' | 'm')) => (&t[..i], 20),
+        Some((i, 'G' | 'g')) => (&t[..i], 30),
+        Some((i, 'T' | 't')) => (&t[..i], 40),
+        _ => (t, 0),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size such as 1048576, 512M or 64G"))?;
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("{text:?} is too large"))
 }
 
 #[derive(Args)]
@@ -601,6 +625,8 @@ async fn run_node(args: NodeArgs) -> Result<()> {
         train_cmd,
         query_interval: Duration::from_secs(2),
         require_secure: args.require_secure,
+        max_file_size: args.max_file_size,
+        part_max_age: secs(args.part_max_age_hours * 3600.0)?,
     };
     let node = Node::start(cfg).await?;
     println!("{} is up:", node.name);

@@ -51,6 +51,7 @@ use roundtable_shared::frame::Frame;
 use roundtable_shared::peer::PeerFrame;
 use roundtable_shared::rpc::RpcFrame;
 use roundtable_shared::secure::{Hello, SecureFrame};
+use roundtable_shared::transfer::TransferFrame;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -65,6 +66,8 @@ use super::relay::Relay;
 pub struct Transports {
     pub overlay: Overlay,
     pub relay: Option<Relay>,
+    /// The file service, handed transfer connections (`None`: refused).
+    pub transfers: Option<crate::transfer::Transfers>,
 }
 use super::trust::Verdict;
 use crate::caps::{accept, Caps, RefusalLog};
@@ -155,6 +158,7 @@ struct Inner {
     overlay: Overlay,
     /// The directory's relay, for peers we cannot reach directly.
     relay: Option<Relay>,
+    transfers: Option<crate::transfer::Transfers>,
     /// Requests we sent over secure links and wait for (check peers).
     requests: Requests,
     /// The request kinds we answer over secure links.
@@ -197,7 +201,11 @@ enum Origin<'a> {
 impl Chat {
     pub fn new(
         cfg: ChatConfig,
-        Transports { overlay, relay }: Transports,
+        Transports {
+            overlay,
+            relay,
+            transfers,
+        }: Transports,
         store: ChatStore,
         peers: Peers,
         events: Events,
@@ -213,6 +221,7 @@ impl Chat {
                 cfg,
                 overlay,
                 relay,
+                transfers,
                 store,
                 peers,
                 events,
@@ -745,7 +754,10 @@ impl Chat {
             .min(Duration::from_secs(30));
         match crate::transfer::raw::receive(stream, dir, from, limits, idle).await {
             Ok(r) => {
-                tracing::info!(%from, path = %r.path.display(), size = r.size, sha256 = %r.sha256, "file received on the chat port")
+                tracing::info!(%from, path = %r.path.display(), size = r.size, sha256 = %r.sha256, "file received on the chat port");
+                if let Some(t) = &self.inner.transfers {
+                    t.record_bare(&r, from).await;
+                }
             }
             Err(e) => tracing::warn!(%from, %e, "binary exchange refused; nothing kept"),
         }
@@ -844,6 +856,7 @@ impl Chat {
             Verdict::Changed { .. } => return Err(LinkError::KeyChanged { peer }),
         }
         let mut session = session;
+        let mut first = true;
         loop {
             let f = tokio::select! {
                 _ = self.inner.shutdown.cancelled() => return Ok(()),
@@ -861,6 +874,13 @@ impl Chat {
             }
             if frames.is_empty() {
                 continue;
+            }
+            // A connection that starts with a file offer carries a file.
+            if std::mem::take(&mut first) && TransferFrame::is_transfer(&frames[0].kind) {
+                let Some(t) = &self.inner.transfers else {
+                    return Ok(());
+                };
+                return t.receive(conn, &mut session, &peer, frames).await;
             }
             let (replies, end) = self.handle(frames, Origin::Proven(&peer)).await;
             if !replies.is_empty() {

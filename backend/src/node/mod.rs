@@ -25,6 +25,7 @@ use crate::overlay::channel::ChannelConfig;
 use crate::overlay::identity::Identity;
 use crate::store::chat::ChatStore;
 use crate::store::pins::PinStore;
+use crate::transfer::{TransferConfig, Transfers};
 use crate::web::{self, NodeApi, WebConfig};
 use chat::{Chat, ChatConfig, Transports};
 use directory_client::{DirectoryClientConfig, DirectoryLink};
@@ -68,6 +69,11 @@ pub struct NodeConfig {
     pub query_interval: Duration,
     /// Refuse classic (plain) peers: `--require-secure`.
     pub require_secure: bool,
+    /// Largest file sent or received (`--max-file-size`).
+    pub max_file_size: u64,
+    /// Part files of abandoned incoming transfers are removed after this
+    /// long (`--part-max-age`).
+    pub part_max_age: Duration,
 }
 
 impl NodeConfig {
@@ -91,6 +97,8 @@ impl NodeConfig {
             train_cmd: None,
             query_interval: Duration::from_secs(2),
             require_secure: false,
+            max_file_size: crate::transfer::TransferConfig::new(PathBuf::new()).max_file_size,
+            part_max_age: crate::transfer::TransferConfig::new(PathBuf::new()).part_max_age,
         }
     }
 }
@@ -106,6 +114,7 @@ pub struct Node {
     pub events: Events,
     pub directory: DirectoryLink,
     pub trainings: crate::notify::Trainings,
+    pub transfers: Transfers,
     /// Our identity key's fingerprint.
     pub fingerprint: String,
     shutdown: CancellationToken,
@@ -191,11 +200,26 @@ impl Node {
             shutdown.clone(),
             &tracker,
         );
+        let transfers = Transfers::open(
+            TransferConfig {
+                max_file_size: cfg.max_file_size,
+                part_max_age: cfg.part_max_age,
+                ..TransferConfig::new(cfg.data.join("files"))
+            },
+            &cfg.data,
+            overlay.clone(),
+            peers.clone(),
+            events.clone(),
+            shutdown.clone(),
+            tracker.clone(),
+        )?;
+        tracker.spawn(transfers.clone().run());
         let chat = Chat::new(
             chat_cfg,
             Transports {
                 overlay,
                 relay: Some(relay),
+                transfers: Some(transfers.clone()),
             },
             store,
             peers.clone(),
@@ -270,6 +294,7 @@ impl Node {
             events: events.clone(),
             directory: directory.clone(),
             trainings: trainings.clone(),
+            transfers: transfers.clone(),
             fingerprint: fingerprint.clone(),
             trust: trust.clone(),
             relay_only,
@@ -297,6 +322,7 @@ impl Node {
             events,
             directory,
             trainings,
+            transfers,
             fingerprint,
             shutdown,
             tracker,

@@ -8,6 +8,7 @@ pub mod chat;
 pub mod directory;
 pub mod pins;
 pub mod trainings;
+pub mod transfers;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,20 +1,540 @@
-//! File transfer (issue 14), first slice: NVIDIA FLARE's binary exchange
-//! on a bare connection, streamed disk to socket to disk, byte-compatible
-//! with NVFlare's own `binary_proto` (`send_binary_file`, `receive_all`).
+//! File transfer (issue 14): NVIDIA FLARE's binary exchange, between our
+//! nodes inside the secure channel and, bare, with any NVFlare-compatible
+//! peer.
 //!
-//! - [`raw::send`] streams a file as one exchange: header and meta, the
-//!   body in blocks with its CRC-32 computed on the way, the footer.
-//! - [`raw::receive`] takes one exchange into a hidden temporary file in
-//!   the output folder, hashing it (SHA-256) as it comes, and renames it
-//!   into place only once the footer's end marker and CRC-32 check out; on
-//!   any error the temporary file is removed, so nothing partial is ever
-//!   visible (NVFlare's `receive_all` leaves its temporary file behind).
-//! - [`raw::serve`] accepts exchanges on a listener, one per connection,
-//!   with an idle timeout and per-source and total caps.
+//! - [`raw`]: one exchange on a bare connection (`send-file --raw`,
+//!   `receive-file`, and bare exchanges arriving on the chat port),
+//!   byte-compatible with NVFlare's own `binary_proto`.
+//! - [`Transfers`] (this file): the node's file service. A file handed to
+//!   it (browser upload, `roundtable send-file --node`) is streamed into
+//!   the outbox folder and hashed on the way, then gets one durable
+//!   transfer per recipient (`store::transfers`), delivered like a chat
+//!   message: retried with backoff, resumed where the receiver stopped,
+//!   delivered exactly once.
+//! - [`outbound`]: one transfer's sending side: its own secure connection
+//!   to the peer's chat port, the offer, the exchange from the offset.
+//! - [`inbound`]: the receiving side, on a secure connection the chat
+//!   port handed over: part file, checkpoints, verification, rename.
 //!
-//! The codec itself (bounded, incremental, any split) is
-//! `roundtable_shared::binary`. Still to come (issue 14): transfers between
-//! nodes on the chat port inside the secure channel, resumable by offset,
-//! with a durable outbox and the dashboard's progress.
+//! Progress reaches the dashboard as `Event::Transfer`, at most about ten
+//! a second per transfer ([`Progress`]).
+//!
+//! Layout under the node's data folder: `files/outbox/` (what we send),
+//! `files/partial/<seq>.part` (what is arriving), `files/received/` (what
+//! arrived whole and verified, under its own name, never overwriting).
 
+pub mod inbound;
+pub mod outbound;
 pub mod raw;
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use roundtable_shared::api::{Event, TransferInfo, TransferState};
+use roundtable_shared::transfer::{valid_file_name, MAX_SIZE};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::directory::accounts::valid_name;
+use crate::events::Events;
+use crate::node::link::Overlay;
+use crate::node::peers::Peers;
+use crate::store::chat::now_ms;
+use crate::store::transfers::{TransferRecord, TransferStore};
+use crate::store::StoreError;
+
+/// Transfer tuning.
+#[derive(Debug, Clone)]
+pub struct TransferConfig {
+    /// `files/` under the node's data folder.
+    pub files_dir: PathBuf,
+    /// Largest file accepted, sent or received (`--max-file-size`).
+    pub max_file_size: u64,
+    /// Free space a received file must leave on the disk.
+    pub free_margin: u64,
+    /// Part files of transfers untouched this long are removed
+    /// (`--part-max-age`).
+    pub part_max_age: Duration,
+    /// Transfers sending at once, and receiving at once.
+    pub max_outbound: usize,
+    pub max_inbound: usize,
+    /// Most recipients of one upload.
+    pub max_recipients: usize,
+    pub connect_timeout: Duration,
+    /// A connection silent this long (no byte either way) is dropped and
+    /// the transfer resumes later.
+    pub idle_timeout: Duration,
+}
+
+impl TransferConfig {
+    pub fn new(files_dir: PathBuf) -> Self {
+        TransferConfig {
+            files_dir,
+            max_file_size: 64 << 30,
+            free_margin: 256 << 20,
+            part_max_age: Duration::from_secs(7 * 24 * 3600),
+            max_outbound: 8,
+            max_inbound: 16,
+            max_recipients: 32,
+            connect_timeout: Duration::from_secs(3),
+            idle_timeout: Duration::from_secs(30),
+        }
+    }
+
+    pub fn outbox(&self) -> PathBuf {
+        self.files_dir.join("outbox")
+    }
+
+    pub fn partial(&self) -> PathBuf {
+        self.files_dir.join("partial")
+    }
+
+    pub fn received(&self) -> PathBuf {
+        self.files_dir.join("received")
+    }
+}
+
+/// Why the file service refused or failed a request.
+#[derive(Debug, thiserror::Error)]
+pub enum FilesError {
+    #[error("invalid recipient name {0:?}")]
+    BadPeer(String),
+    #[error("name at least one recipient (at most {0})")]
+    Recipients(usize),
+    #[error("you cannot send a file to yourself")]
+    ToSelf,
+    #[error("{0:?} is not a plain file name (no folders, no leading dot, at most 255 bytes)")]
+    BadName(String),
+    #[error("the file is larger than this node accepts ({max} bytes)")]
+    TooLarge { max: u64 },
+    #[error("the upload broke off: {0}")]
+    Upload(String),
+    #[error("no such transfer")]
+    NotFound,
+    #[error("file i/o failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The node's file service. Cheap to clone.
+#[derive(Clone)]
+pub struct Transfers {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    cfg: TransferConfig,
+    me: String,
+    store: TransferStore,
+    overlay: Overlay,
+    peers: Peers,
+    events: Events,
+    /// Outgoing transfers with a running worker.
+    running: Mutex<HashSet<i64>>,
+    /// Incoming transfers being received now (one connection each).
+    receiving: Mutex<HashSet<i64>>,
+    /// The running SHA-256 of an incoming transfer whose connection broke,
+    /// with the offset it covers, so that resuming in the same process
+    /// does not read the part file again.
+    hashes: Mutex<HashMap<i64, (u64, Sha256)>>,
+    outbound: Arc<Semaphore>,
+    inbound: Arc<Semaphore>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+}
+
+/// Lowercase hex of a digest.
+pub fn hex(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(2 * bytes.len());
+    roundtable_shared::secure::hex_encode_into(&mut s, bytes);
+    s
+}
+
+/// A fresh transfer id: 128 random bits.
+fn new_id() -> String {
+    let mut b = [0u8; 16];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut b);
+    hex(&b)
+}
+
+/// Bytes free for unprivileged writers on the disk holding `dir`.
+pub fn free_space(dir: &Path) -> std::io::Result<u64> {
+    let s = rustix::fs::statvfs(dir).map_err(std::io::Error::from)?;
+    Ok(s.f_bavail.saturating_mul(s.f_frsize))
+}
+
+/// Throttles one transfer's progress events: at most one every
+/// [`Progress::EVERY`], with the rate over the last interval.
+#[derive(Debug)]
+pub struct Progress {
+    last: Instant,
+    last_bytes: u64,
+    rate: Option<f64>,
+}
+
+impl Progress {
+    pub const EVERY: Duration = Duration::from_millis(100);
+
+    pub fn new(bytes: u64) -> Self {
+        Progress {
+            last: Instant::now(),
+            last_bytes: bytes,
+            rate: None,
+        }
+    }
+
+    /// The rate to publish if an event is due now, else `None`.
+    pub fn due(&mut self, bytes: u64) -> Option<f64> {
+        let dt = self.last.elapsed();
+        if dt < Self::EVERY {
+            return None;
+        }
+        let r = bytes.saturating_sub(self.last_bytes) as f64 / dt.as_secs_f64();
+        // Smoothed, so the time left does not jump with every sample.
+        let rate = self.rate.map_or(r, |old| 0.7 * r + 0.3 * old);
+        self.rate = Some(rate);
+        self.last = Instant::now();
+        self.last_bytes = bytes;
+        Some(rate)
+    }
+}
+
+impl Transfers {
+    /// Opens `transfers.db` in `data` and makes the file folders.
+    pub fn open(
+        cfg: TransferConfig,
+        data: &Path,
+        overlay: Overlay,
+        peers: Peers,
+        events: Events,
+        shutdown: CancellationToken,
+        tracker: TaskTracker,
+    ) -> anyhow::Result<Transfers> {
+        use anyhow::Context;
+        for d in [cfg.outbox(), cfg.partial(), cfg.received()] {
+            std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+        }
+        let store = TransferStore::open(&data.join("transfers.db"))?;
+        Ok(Transfers {
+            inner: Arc::new(Inner {
+                me: overlay.me.clone(),
+                outbound: Arc::new(Semaphore::new(cfg.max_outbound)),
+                inbound: Arc::new(Semaphore::new(cfg.max_inbound)),
+                cfg,
+                store,
+                overlay,
+                peers,
+                events,
+                running: Mutex::default(),
+                receiving: Mutex::default(),
+                hashes: Mutex::default(),
+                shutdown,
+                tracker,
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &TransferConfig {
+        &self.inner.cfg
+    }
+
+    /// Publishes a transfer's state (with `rate` while it moves).
+    pub(crate) fn announce(&self, rec: &TransferRecord, rate: Option<f64>) {
+        let mut info = rec.info.clone();
+        info.rate = rate;
+        self.inner
+            .events
+            .publish(Event::Transfer { transfer: info });
+    }
+
+    /// Updates a transfer's state in the store and announces it.
+    pub(crate) async fn set(
+        &self,
+        seq: i64,
+        state: TransferState,
+        bytes: u64,
+        error: Option<String>,
+    ) -> Option<TransferRecord> {
+        let store = self.inner.store.clone();
+        let r = crate::store::blocking(move || {
+            store.update(seq, state, bytes, error.as_deref(), now_ms())
+        })
+        .await;
+        match r {
+            Ok(Some(rec)) => {
+                self.announce(&rec, None);
+                Some(rec)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::error!(seq, %e, "cannot record a transfer's state");
+                None
+            }
+        }
+    }
+
+    /// Transfers newest first, all or with one peer.
+    pub async fn list(&self, peer: Option<String>) -> Result<Vec<TransferInfo>, FilesError> {
+        let store = self.inner.store.clone();
+        let rows = crate::store::blocking(move || store.list(peer.as_deref(), 10_000)).await?;
+        Ok(rows.into_iter().map(|r| r.info).collect())
+    }
+
+    /// One transfer.
+    pub async fn get(&self, seq: i64) -> Result<TransferRecord, FilesError> {
+        let store = self.inner.store.clone();
+        crate::store::blocking(move || store.get(seq))
+            .await?
+            .ok_or(FilesError::NotFound)
+    }
+
+    /// The file behind a transfer, if it can be downloaded now, and its name.
+    pub async fn content(&self, seq: i64) -> Result<(PathBuf, TransferInfo), FilesError> {
+        let rec = self.get(seq).await?;
+        match rec.path {
+            Some(p) if rec.info.downloadable => Ok((p, rec.info)),
+            _ => Err(FilesError::NotFound),
+        }
+    }
+
+    /// Accepts a file for `to`: streams `body` into the outbox (hashing it
+    /// on the way, never holding more than one chunk), then records one
+    /// transfer per recipient and starts them. Nothing is recorded unless
+    /// the whole upload arrived.
+    pub async fn upload<S, E>(
+        &self,
+        to: &[String],
+        name: &str,
+        body: S,
+    ) -> Result<Vec<TransferInfo>, FilesError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let cfg = &self.inner.cfg;
+        if to.is_empty() || to.len() > cfg.max_recipients {
+            return Err(FilesError::Recipients(cfg.max_recipients));
+        }
+        let mut peers: Vec<String> = Vec::new();
+        for p in to {
+            if !valid_name(p) {
+                return Err(FilesError::BadPeer(p.clone()));
+            }
+            if *p == self.inner.me {
+                return Err(FilesError::ToSelf);
+            }
+            if !peers.contains(p) {
+                peers.push(p.clone());
+            }
+        }
+        if !valid_file_name(name) {
+            return Err(FilesError::BadName(name.to_owned()));
+        }
+        let max = cfg.max_file_size.min(MAX_SIZE);
+        let outbox = cfg.outbox();
+        let temp = tempfile::Builder::new()
+            .prefix(".upload-")
+            .tempfile_in(&outbox)?;
+        let mut file = tokio::io::BufWriter::with_capacity(
+            1 << 20,
+            tokio::fs::File::from_std(temp.as_file().try_clone()?),
+        );
+        let mut sha = Sha256::new();
+        let mut size = 0u64;
+        let mut body = body;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| FilesError::Upload(e.to_string()))?;
+            size += chunk.len() as u64;
+            if size > max {
+                return Err(FilesError::TooLarge { max });
+            }
+            sha.update(&chunk);
+            file.write_all(&chunk).await?;
+        }
+        file.flush().await?;
+        file.into_inner().sync_all().await?;
+        let ids: Vec<String> = peers.iter().map(|_| new_id()).collect();
+        let path = outbox.join(&ids[0]);
+        temp.persist_noclobber(&path).map_err(|e| e.error)?;
+        std::fs::File::open(&outbox)?.sync_all()?;
+        let sha256 = hex(&sha.finalize());
+        let store = self.inner.store.clone();
+        let (name, p) = (name.to_owned(), path.clone());
+        let recs = crate::store::blocking(move || {
+            store.queue(&peers, &ids, &name, size, &sha256, &p, now_ms())
+        })
+        .await?;
+        for r in &recs {
+            self.announce(r, None);
+            self.start(r.info.seq);
+        }
+        Ok(recs.into_iter().map(|r| r.info).collect())
+    }
+
+    /// Starts the worker of an outgoing transfer unless it runs already.
+    fn start(&self, seq: i64) {
+        if self.inner.shutdown.is_cancelled() {
+            return;
+        }
+        if !self
+            .inner
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(seq)
+        {
+            return;
+        }
+        let this = self.clone();
+        self.inner.tracker.spawn(async move {
+            outbound::run(&this, seq).await;
+            this.inner
+                .running
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&seq);
+        });
+    }
+
+    /// Starts every unfinished outgoing transfer (at start; workers then
+    /// retry on their own), and removes abandoned part files now and then,
+    /// until shutdown.
+    pub async fn run(self) {
+        let store = self.inner.store.clone();
+        match crate::store::blocking(move || store.pending_out()).await {
+            Ok(pending) => {
+                for r in pending {
+                    self.start(r.info.seq);
+                }
+            }
+            Err(e) => tracing::error!(%e, "cannot read the transfer outbox"),
+        }
+        loop {
+            self.clean_abandoned().await;
+            tokio::select! {
+                _ = self.inner.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(3600).min(self.inner.cfg.part_max_age)) => {}
+            }
+        }
+    }
+
+    /// Fails incoming transfers untouched for `part_max_age` and removes
+    /// their part files, and part files no transfer knows.
+    pub async fn clean_abandoned(&self) {
+        let age = self.inner.cfg.part_max_age;
+        let before = now_ms() - i64::try_from(age.as_millis()).unwrap_or(i64::MAX);
+        let store = self.inner.store.clone();
+        let stale = match crate::store::blocking(move || store.stale_in(before)).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(%e, "cannot list abandoned transfers");
+                return;
+            }
+        };
+        for r in stale {
+            if self.is_receiving(r.info.seq) {
+                continue;
+            }
+            let part = self.part_path(r.info.seq);
+            let _ = std::fs::remove_file(&part);
+            tracing::info!(seq = r.info.seq, peer = %r.info.peer, name = %r.info.name, "abandoned transfer removed");
+            self.set(
+                r.info.seq,
+                TransferState::Failed,
+                0,
+                Some(format!(
+                    "abandoned: nothing arrived for {} h",
+                    age.as_secs() / 3600
+                )),
+            )
+            .await;
+        }
+    }
+
+    /// Where an incoming transfer's bytes wait until verified.
+    pub(crate) fn part_path(&self, seq: i64) -> PathBuf {
+        self.inner.cfg.partial().join(format!("{seq}.part"))
+    }
+
+    fn is_receiving(&self, seq: i64) -> bool {
+        self.inner
+            .receiving
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&seq)
+    }
+
+    /// Records a file that arrived as a bare NVFlare exchange and shows it.
+    pub async fn record_bare(&self, r: &raw::Received, from: std::net::SocketAddr) {
+        let store = self.inner.store.clone();
+        let name = r
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let (path, size, sha256, from) =
+            (r.path.clone(), r.size, r.sha256.clone(), from.to_string());
+        match crate::store::blocking(move || {
+            store.bare(&new_id(), &from, &name, size, &sha256, &path, now_ms())
+        })
+        .await
+        {
+            Ok(rec) => self.announce(&rec, None),
+            Err(e) => tracing::error!(%e, "cannot record a received file"),
+        }
+    }
+}
+
+/// The paths to try for `name` in `dir`: the name itself, then ` (1)`,
+/// ` (2)`… before the extension, so nothing is ever overwritten.
+pub fn candidates(dir: &Path, name: &str) -> impl Iterator<Item = PathBuf> {
+    let (stem, ext) = match name.rsplit_once('.') {
+        Some((s, e)) if !s.is_empty() => (s.to_owned(), format!(".{e}")),
+        _ => (name.to_owned(), String::new()),
+    };
+    let (dir, name) = (dir.to_owned(), name.to_owned());
+    (0..1000).map(move |i| {
+        if i == 0 {
+            dir.join(&name)
+        } else {
+            dir.join(format!("{stem} ({i}){ext}"))
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candidates_never_repeat_and_keep_the_extension() {
+        let c: Vec<_> = candidates(Path::new("/d"), "model.pt").take(3).collect();
+        assert_eq!(
+            c,
+            [
+                PathBuf::from("/d/model.pt"),
+                PathBuf::from("/d/model (1).pt"),
+                PathBuf::from("/d/model (2).pt")
+            ]
+        );
+        let c: Vec<_> = candidates(Path::new("/d"), "README").take(2).collect();
+        assert_eq!(c[1], PathBuf::from("/d/README (1)"));
+    }
+
+    #[test]
+    fn progress_is_throttled() {
+        let mut p = Progress::new(0);
+        assert_eq!(p.due(10), None);
+        std::thread::sleep(Progress::EVERY);
+        assert!(p.due(1000).is_some_and(|r| r > 0.0));
+        assert_eq!(p.due(2000), None);
+    }
+}

@@ -20,6 +20,9 @@ pub enum WebError {
     BadRequest(String),
     #[error("{0}")]
     NotFound(String),
+    /// A body over what the node accepts (an upload too large).
+    #[error("{0}")]
+    TooLarge(String),
     /// The request no longer matches the state (e.g. the key to accept
     /// changed since it was shown).
     #[error("{0}")]
@@ -52,6 +55,7 @@ impl WebError {
             WebError::BadRequest(_) => StatusCode::BAD_REQUEST,
             WebError::NotFound(_) => StatusCode::NOT_FOUND,
             WebError::Conflict(_) => StatusCode::CONFLICT,
+            WebError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             WebError::Unauthorized => StatusCode::UNAUTHORIZED,
             WebError::Forbidden(_) => StatusCode::FORBIDDEN,
             WebError::MisdirectedHost(_) => StatusCode::MISDIRECTED_REQUEST,

@@ -12,6 +12,7 @@
 
 pub mod api;
 pub mod error;
+pub mod files;
 pub mod security;
 pub mod server;
 pub mod ws;
@@ -71,6 +72,8 @@ pub struct NodeApi {
     pub events: Events,
     pub directory: DirectoryLink,
     pub trainings: crate::notify::Trainings,
+    /// Files sent and received.
+    pub transfers: crate::transfer::Transfers,
     /// Our identity key's fingerprint.
     pub fingerprint: String,
     /// Pinned peer keys.
@@ -134,6 +137,9 @@ pub fn node_router(config: &WebConfig, node: NodeApi) -> Router {
         )
         .route("/trainings", get(api::trainings))
         .route("/trainings/{uuid}", get(api::training))
+        .route("/files", get(files::list).post(files::upload))
+        .route("/files/{seq}", get(files::get))
+        .route("/files/{seq}/content", get(files::content))
         .with_state(node.clone())
         .merge(api_fallback());
     let router = Router::new()

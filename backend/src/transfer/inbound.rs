@@ -1,0 +1,669 @@
+//! Receiving a file from another Roundtable node, on a secure connection
+//! the chat port handed over once its first sealed frame was a `FILEQ`
+//! (see `roundtable_shared::transfer` for the frames).
+//!
+//! The bytes go into `files/partial/<seq>.part` on a writer thread that
+//! hashes them (SHA-256) as they come. Every [`CHECKPOINT_BYTES`] or
+//! [`CHECKPOINT_EVERY`], whichever first, it syncs the part file and only
+//! then records the offset in `transfers.db`: that recorded offset is the
+//! one an offer resumes from, and anything past it (written but perhaps
+//! not on disk when the node was killed) is cut off first. Each byte
+//! arrived in an authenticated `SEC` frame, so what is on disk is what the
+//! sender sent. Once the exchange's footer (end marker and CRC-32) checks
+//! out, the part file is synced, its whole-file SHA-256 compared with the
+//! offer's, and only then linked into `files/received/` under its own
+//! name (never over another file) and recorded delivered. A mismatch
+//! throws the part away and asks the sender to start again.
+
+use std::collections::VecDeque;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use roundtable_shared::api::TransferState;
+use roundtable_shared::binary::{Decoder, Limits, Step};
+use roundtable_shared::frame::Frame;
+use roundtable_shared::transfer::{ExchangeMeta, FileOffer, FileReply, TransferFrame};
+use sha2::{Digest, Sha256};
+use tokio::net::TcpStream;
+
+use super::{candidates, free_space, hex, Progress, Transfers};
+use crate::framing::{Connection, FramingError};
+use crate::node::link::{open_frame, seal_all, LinkError};
+use crate::overlay::channel::Session;
+use crate::store::chat::now_ms;
+use crate::store::transfers::{Offered, TransferRecord, TransferStore};
+
+/// Bytes between two checkpoints (sync, then record the offset).
+pub const CHECKPOINT_BYTES: u64 = 64 << 20;
+
+/// Longest time between two checkpoints while bytes arrive.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(2);
+
+/// Chunks queued for the writer thread (each at most 64 KiB).
+const WRITER_QUEUE: usize = 64;
+
+/// How a receiving connection ended, for the log.
+#[derive(Debug, thiserror::Error)]
+enum ReceiveError {
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("the connection closed mid-transfer")]
+    Closed,
+    #[error("part file: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl From<FramingError> for ReceiveError {
+    fn from(e: FramingError) -> Self {
+        ReceiveError::Link(e.into())
+    }
+}
+
+/// The sealed frames of one connection, one at a time.
+struct Frames<'a> {
+    conn: &'a mut Connection<TcpStream>,
+    session: &'a mut Session,
+    pending: VecDeque<Frame>,
+    idle: Duration,
+}
+
+impl Frames<'_> {
+    async fn next(&mut self) -> Result<Frame, ReceiveError> {
+        loop {
+            if let Some(f) = self.pending.pop_front() {
+                return Ok(f);
+            }
+            let f = self
+                .conn
+                .read_frame_within(self.idle)
+                .await?
+                .ok_or(ReceiveError::Closed)?;
+            self.pending.extend(open_frame(self.session, f)?);
+        }
+    }
+
+    async fn reply(&mut self, id: &str, reply: FileReply) -> Result<(), ReceiveError> {
+        let f = TransferFrame::Reply {
+            id: id.to_owned(),
+            reply,
+        }
+        .to_frame();
+        let sealed = seal_all(self.session, &[f]).map_err(LinkError::from)?;
+        self.conn.write_frames_within(&sealed, self.idle).await?;
+        Ok(())
+    }
+}
+
+/// Marks a transfer as being received for as long as it lives.
+struct Receiving<'a> {
+    transfers: &'a Transfers,
+    seq: i64,
+}
+
+impl Drop for Receiving<'_> {
+    fn drop(&mut self) {
+        self.transfers
+            .inner
+            .receiving
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.seq);
+    }
+}
+
+/// What the writer thread hands back: the offset it reached (all synced
+/// and recorded) and the hash of everything before it.
+type Written = std::io::Result<(u64, Sha256)>;
+
+/// The part file's writer thread.
+struct PartWriter {
+    tx: tokio::sync::mpsc::Sender<Vec<u8>>,
+    join: tokio::task::JoinHandle<Written>,
+    /// Bytes of the file written so far (for progress).
+    at: Arc<AtomicU64>,
+}
+
+impl PartWriter {
+    fn start(
+        part: PathBuf,
+        offset: u64,
+        sha: Sha256,
+        store: TransferStore,
+        seq: i64,
+    ) -> PartWriter {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(WRITER_QUEUE);
+        let at = Arc::new(AtomicU64::new(offset));
+        let shown = at.clone();
+        let join = tokio::task::spawn_blocking(move || -> Written {
+            let mut sha = sha;
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&part)?;
+            // Anything past the recorded offset may never have reached the disk.
+            file.set_len(offset)?;
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+            w.seek(SeekFrom::Start(offset))?;
+            let mut pos = offset;
+            let mut synced = offset;
+            let mut last = Instant::now();
+            let checkpoint =
+                |w: &mut std::io::BufWriter<std::fs::File>, pos: u64| -> std::io::Result<()> {
+                    w.flush()?;
+                    w.get_ref().sync_data()?;
+                    store
+                        .synced(seq, pos, now_ms())
+                        .map_err(|e| std::io::Error::other(e.to_string()))
+                };
+            while let Some(chunk) = rx.blocking_recv() {
+                w.write_all(&chunk)?;
+                sha.update(&chunk);
+                pos += chunk.len() as u64;
+                shown.store(pos, Ordering::Relaxed);
+                if pos - synced >= CHECKPOINT_BYTES || last.elapsed() >= CHECKPOINT_EVERY {
+                    checkpoint(&mut w, pos)?;
+                    synced = pos;
+                    last = Instant::now();
+                }
+            }
+            checkpoint(&mut w, pos)?;
+            Ok((pos, sha))
+        });
+        PartWriter { tx, join, at }
+    }
+
+    /// Queues bytes; false if the writer has stopped (it failed).
+    async fn write(&self, chunk: &[u8]) -> bool {
+        self.tx.send(chunk.to_vec()).await.is_ok()
+    }
+
+    /// Waits for everything queued to be written and synced.
+    async fn finish(self) -> Written {
+        drop(self.tx);
+        self.join
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
+    }
+}
+
+/// SHA-256 state of the first `len` bytes of `path`.
+fn hash_prefix(path: &Path, len: u64) -> std::io::Result<Sha256> {
+    let mut sha = Sha256::new();
+    if len == 0 {
+        return Ok(sha);
+    }
+    let mut f = std::fs::File::open(path)?.take(len);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        sha.update(&buf[..n]);
+    }
+    Ok(sha)
+}
+
+/// Links the verified part file into `dir` under `name` (or a free
+/// variant of it) without replacing anything, then removes the part.
+fn place(part: &Path, dir: &Path, name: &str) -> std::io::Result<PathBuf> {
+    for candidate in candidates(dir, name) {
+        match std::fs::hard_link(part, &candidate) {
+            Ok(()) => {
+                std::fs::remove_file(part)?;
+                std::fs::File::open(dir)?.sync_all()?;
+                return Ok(candidate);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AlreadyExists,
+        format!("too many files named like {name}"),
+    ))
+}
+
+impl Transfers {
+    /// Serves one transfer connection from `peer` (proven by the channel),
+    /// whose first opened frames are `first`.
+    pub async fn receive(
+        &self,
+        conn: &mut Connection<TcpStream>,
+        session: &mut Session,
+        peer: &str,
+        first: Vec<Frame>,
+    ) -> Result<(), LinkError> {
+        let mut frames = Frames {
+            conn,
+            session,
+            pending: first.into(),
+            idle: self.inner.cfg.idle_timeout,
+        };
+        let r = tokio::select! {
+            _ = self.inner.shutdown.cancelled() => Ok(()),
+            r = self.receive_inner(&mut frames, peer) => r,
+        };
+        match r {
+            Ok(()) => Ok(()),
+            Err(ReceiveError::Link(e)) => Err(e),
+            Err(e) => {
+                tracing::info!(%peer, %e, "file transfer connection ended");
+                Ok(())
+            }
+        }
+    }
+
+    async fn receive_inner(&self, frames: &mut Frames<'_>, peer: &str) -> Result<(), ReceiveError> {
+        let offer = match TransferFrame::parse(&frames.next().await?) {
+            Ok(TransferFrame::Offer(o)) => o,
+            Ok(_) => return Err(ReceiveError::Refused("expected an offer".into())),
+            Err(e) => return Err(ReceiveError::Refused(e.to_string())),
+        };
+        let Some(_permit) = self.inner.inbound.clone().try_acquire_owned().ok() else {
+            let reason = "busy: receiving as many files as it allows; will retry".to_owned();
+            frames
+                .reply(
+                    &offer.id,
+                    FileReply::Refused {
+                        reason: reason.clone(),
+                        retry: true,
+                    },
+                )
+                .await?;
+            return Err(ReceiveError::Refused(reason));
+        };
+        let (rec, offset, sha) = match self.accept_offer(peer, &offer).await {
+            Ok(accepted) => accepted,
+            Err(reply) => {
+                let reason = format!("{reply:?}");
+                frames.reply(&offer.id, reply).await?;
+                return Err(ReceiveError::Refused(reason));
+            }
+        };
+        let seq = rec.info.seq;
+        let _receiving = Receiving {
+            transfers: self,
+            seq,
+        };
+        frames
+            .reply(&offer.id, FileReply::Resume { offset })
+            .await?;
+        let rec = self
+            .set(seq, TransferState::Sending, offset, None)
+            .await
+            .unwrap_or(rec);
+        let outcome = self.exchange(frames, peer, &offer, &rec, offset, sha).await;
+        match outcome {
+            Ok(path) => {
+                let store = self.inner.store.clone();
+                let p = path.clone();
+                match crate::store::blocking(move || store.delivered_in(seq, &p, now_ms())).await {
+                    Ok(Some(r)) => self.announce(&r, None),
+                    Ok(None) => {}
+                    Err(e) => {
+                        // Not recorded: the sender will offer again and
+                        // hear "done" only once it is.
+                        tracing::error!(%e, "cannot record a delivery");
+                        return Err(ReceiveError::Refused(e.to_string()));
+                    }
+                }
+                tracing::info!(%peer, name = %offer.name, path = %path.display(), size = offer.size, "file received");
+                frames.reply(&offer.id, FileReply::Done).await?;
+                Ok(())
+            }
+            Err((e, reply)) => {
+                if let Some(reply) = reply {
+                    // Best effort: the connection may be gone.
+                    let _ = frames.reply(&offer.id, reply).await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Checks an offer against the store, the limits and the disk, and
+    /// returns where to resume (with the hash of what is before it), or the
+    /// refusal to send.
+    async fn accept_offer(
+        &self,
+        peer: &str,
+        offer: &FileOffer,
+    ) -> Result<(TransferRecord, u64, Sha256), FileReply> {
+        let cfg = &self.inner.cfg;
+        let refuse = |reason: String, retry: bool| FileReply::Refused { reason, retry };
+        let store = self.inner.store.clone();
+        let (p, o) = (peer.to_owned(), offer.clone());
+        let found = crate::store::blocking(move || store.offer(&p, &o, now_ms()))
+            .await
+            .map_err(|e| refuse(format!("the receiver's store failed: {e}"), true))?;
+        let rec = match found {
+            Offered::Conflict => {
+                return Err(refuse(
+                    "this transfer id was already used for another file".into(),
+                    false,
+                ))
+            }
+            Offered::Known(r) if r.info.state == TransferState::Delivered => {
+                return Err(FileReply::Done)
+            }
+            Offered::New(r) => {
+                self.announce(&r, None);
+                r
+            }
+            Offered::Known(r) => r,
+        };
+        let seq = rec.info.seq;
+        if !self
+            .inner
+            .receiving
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(seq)
+        {
+            return Err(refuse(
+                "already receiving this file on another connection".into(),
+                true,
+            ));
+        }
+        // From here on the caller's `Receiving` guard removes `seq` again;
+        // on a refusal we remove it ourselves.
+        let unmark = || {
+            self.inner
+                .receiving
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&seq);
+        };
+        if offer.size > cfg.max_file_size {
+            unmark();
+            let reason = format!(
+                "the file ({} bytes) is larger than {} accepts ({} bytes)",
+                offer.size, self.inner.me, cfg.max_file_size
+            );
+            self.set(seq, TransferState::Failed, 0, Some(reason.clone()))
+                .await;
+            return Err(refuse(reason, false));
+        }
+        let part = self.part_path(seq);
+        let on_disk = std::fs::metadata(&part).map_or(0, |m| m.len());
+        let mut offset = if rec.info.state == TransferState::Failed {
+            0
+        } else {
+            rec.info.bytes.min(on_disk)
+        };
+        let need = (offer.size - offset).saturating_add(cfg.free_margin);
+        match free_space(&cfg.partial()) {
+            Ok(free) if free < need => {
+                unmark();
+                let reason = format!(
+                    "not enough free disk space at {}: {} bytes needed, {} free",
+                    self.inner.me, need, free
+                );
+                self.set(seq, TransferState::Waiting, offset, Some(reason.clone()))
+                    .await;
+                return Err(refuse(reason, true));
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(%e, "cannot read the free disk space"),
+        }
+        let cached = self
+            .inner
+            .hashes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&seq)
+            .filter(|(at, _)| *at == offset)
+            .map(|(_, sha)| sha);
+        let sha = match cached {
+            Some(sha) => sha,
+            None => {
+                let p = part.clone();
+                match tokio::task::spawn_blocking(move || hash_prefix(&p, offset)).await {
+                    Ok(Ok(sha)) => sha,
+                    _ => {
+                        offset = 0;
+                        Sha256::new()
+                    }
+                }
+            }
+        };
+        Ok((rec, offset, sha))
+    }
+
+    /// Reads the exchange from the offset to its footer into the part file
+    /// and puts the verified file in place. On failure: the error, and the
+    /// reply to send if the sender should hear one.
+    async fn exchange(
+        &self,
+        frames: &mut Frames<'_>,
+        peer: &str,
+        offer: &FileOffer,
+        rec: &TransferRecord,
+        offset: u64,
+        sha: Sha256,
+    ) -> Result<PathBuf, (ReceiveError, Option<FileReply>)> {
+        let seq = rec.info.seq;
+        let refuse = |reason: String, retry: bool| {
+            (
+                ReceiveError::Refused(reason.clone()),
+                Some(FileReply::Refused { reason, retry }),
+            )
+        };
+        let mut decoder = Decoder::new(Limits {
+            max_meta: 64 * 1024,
+            // A body_size other than the rest of the file is refused here,
+            // before any body byte is read.
+            max_body: offer.size - offset,
+        });
+        let part = self.part_path(seq);
+        let mut writer: Option<PartWriter> = None;
+        let mut progress = Progress::new(offset);
+        let result = loop {
+            let f = match frames.next().await {
+                Ok(f) => f,
+                Err(e) => break Err((e, None)),
+            };
+            let data = match TransferFrame::parse(&f) {
+                Ok(TransferFrame::Data(d)) => d,
+                Ok(_) | Err(_) => break Err(refuse(format!("unexpected {} frame", f.kind), true)),
+            };
+            let mut at = 0;
+            let mut done = false;
+            while at < data.len() {
+                let (step, used) = match decoder.step(&data[at..]) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        return self
+                            .abandon(
+                                writer,
+                                seq,
+                                offset,
+                                refuse(format!("bad exchange: {e}"), true),
+                            )
+                            .await
+                    }
+                };
+                at += used;
+                match step {
+                    Step::NeedMore => break,
+                    Step::Head { header, meta } => {
+                        let Some(m) = ExchangeMeta::parse(&meta) else {
+                            return Err(refuse(
+                                "the exchange's meta is not a transfer's".into(),
+                                true,
+                            ));
+                        };
+                        if let Err(e) = m.validate(header.body_size) {
+                            return Err(refuse(format!("bad exchange meta: {e}"), true));
+                        }
+                        let matches = m.id == offer.id
+                            && m.sender == peer
+                            && m.file_name == offer.name
+                            && m.size == offer.size
+                            && m.sha256 == offer.sha256
+                            && m.offset == offset;
+                        if !matches {
+                            return Err(refuse(
+                                "the exchange's meta does not match the offer".into(),
+                                true,
+                            ));
+                        }
+                        writer = Some(PartWriter::start(
+                            part.clone(),
+                            offset,
+                            sha.clone(),
+                            self.inner.store.clone(),
+                            seq,
+                        ));
+                    }
+                    Step::Body(chunk) => {
+                        let Some(w) = &writer else {
+                            unreachable!("the body comes after the head");
+                        };
+                        if !w.write(chunk).await {
+                            break;
+                        }
+                    }
+                    Step::Done { .. } => {
+                        done = true;
+                        break;
+                    }
+                }
+            }
+            if let Some(w) = &writer {
+                let bytes = w.at.load(Ordering::Relaxed);
+                if let Some(rate) = progress.due(bytes) {
+                    let mut r = rec.clone();
+                    r.info.bytes = bytes;
+                    self.announce(&r, Some(rate));
+                }
+                if w.tx.is_closed() {
+                    break Ok(false);
+                }
+            }
+            if done {
+                break Ok(true);
+            }
+        };
+        let Some(w) = writer else {
+            return match result {
+                Err(e) => Err(e),
+                Ok(_) => Err(refuse("the exchange ended before its head".into(), true)),
+            };
+        };
+        let written = w.finish().await;
+        let (pos, sha) = match written {
+            Ok(w) => w,
+            Err(e) => {
+                let reason = format!("cannot write the file at {}: {e}", self.inner.me);
+                self.set(seq, TransferState::Waiting, offset, Some(reason.clone()))
+                    .await;
+                return Err(refuse(reason, true));
+            }
+        };
+        match result {
+            Ok(true) => {}
+            Ok(false) => return Err(refuse("the part file's writer stopped".into(), true)),
+            Err(e) => {
+                // Interrupted: what was written is synced and recorded; the
+                // next offer resumes there, in this process without
+                // reading the part file again.
+                self.inner
+                    .hashes
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(seq, (pos, sha));
+                self.set(
+                    seq,
+                    TransferState::Waiting,
+                    pos,
+                    Some("interrupted: waiting for the sender to resume".into()),
+                )
+                .await;
+                return Err(e);
+            }
+        }
+        let got = hex(&sha.finalize());
+        if pos != offer.size || got != offer.sha256 {
+            let _ = std::fs::remove_file(&part);
+            let reason = format!(
+                "the file arrived with SHA-256 {got}, not the offered {}; sending it again from the start",
+                offer.sha256
+            );
+            self.set(seq, TransferState::Waiting, 0, Some(reason.clone()))
+                .await;
+            return Err(refuse(reason, true));
+        }
+        let dir = self.inner.cfg.received();
+        let name = offer.name.clone();
+        match tokio::task::spawn_blocking(move || place(&part, &dir, &name)).await {
+            Ok(Ok(path)) => Ok(path),
+            Ok(Err(e)) => Err(refuse(format!("cannot put the file in place: {e}"), true)),
+            Err(e) => Err(refuse(format!("cannot put the file in place: {e}"), true)),
+        }
+    }
+
+    /// A broken exchange: what it wrote is thrown away (the part goes back
+    /// to where it started), so a bad CRC or end marker keeps nothing.
+    async fn abandon<T>(
+        &self,
+        writer: Option<PartWriter>,
+        seq: i64,
+        offset: u64,
+        err: (ReceiveError, Option<FileReply>),
+    ) -> Result<T, (ReceiveError, Option<FileReply>)> {
+        if let Some(w) = writer {
+            let _ = w.finish().await;
+        }
+        let store = self.inner.store.clone();
+        let _ = crate::store::blocking(move || {
+            store.update(seq, TransferState::Waiting, offset, None, now_ms())
+        })
+        .await;
+        let reason = match &err.0 {
+            ReceiveError::Refused(r) => r.clone(),
+            e => e.to_string(),
+        };
+        self.set(seq, TransferState::Waiting, offset, Some(reason))
+            .await;
+        Err(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placing_never_overwrites_and_removes_the_part() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("received");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("m.bin"), b"earlier").unwrap();
+        let part = d.path().join("1.part");
+        std::fs::write(&part, b"new").unwrap();
+        let placed = place(&part, &dir, "m.bin").unwrap();
+        assert_eq!(placed, dir.join("m (1).bin"));
+        assert_eq!(std::fs::read(dir.join("m.bin")).unwrap(), b"earlier");
+        assert_eq!(std::fs::read(&placed).unwrap(), b"new");
+        assert!(!part.exists());
+    }
+
+    #[test]
+    fn a_prefix_hash_continues_like_the_whole() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f");
+        let body: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+        std::fs::write(&p, &body).unwrap();
+        let mut sha = hash_prefix(&p, 1_234_567).unwrap();
+        sha.update(&body[1_234_567..]);
+        assert_eq!(sha.finalize(), Sha256::digest(&body));
+    }
+}

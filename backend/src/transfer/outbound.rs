@@ -1,0 +1,320 @@
+//! Sending one file to one peer: the worker of an outgoing transfer.
+//!
+//! Each attempt opens its own link to the peer's chat port (negotiated
+//! and sealed like chat's, `node::link::open_direct`, so chat's own link
+//! never waits behind a file), offers the file, and, told where to resume,
+//! streams one binary exchange from that offset in `FILEDATA` frames: the
+//! header and the JSON meta, the body read from the outbox file 1 MiB at a
+//! time with its CRC-32 computed on the way, the footer. Then it waits for
+//! the receiver's verdict. A broken attempt is retried with backoff (0.5 s
+//! doubling to 30 s); an offline peer is waited for; a refusal the receiver
+//! marks final fails the transfer with its reason.
+
+use std::io::SeekFrom;
+use std::time::Duration;
+
+use roundtable_shared::api::{TransferInfo, TransferState};
+use roundtable_shared::binary::{footer, Header};
+use roundtable_shared::frame::Frame;
+use roundtable_shared::transfer::{ExchangeMeta, FileOffer, FileReply, TransferFrame, MAX_DATA};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+use super::{Progress, Transfers};
+use crate::node::link::{open_direct, Link, LinkError};
+use crate::store::transfers::TransferRecord;
+
+/// Bytes read from the outbox file, and sealed and written, at a time.
+const READ_BLOCK: usize = 1 << 20;
+
+/// How long the receiver may take to answer an offer.
+const OFFER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long the receiver may take after the footer (a final sync, the
+/// rename) to say it has the file.
+const VERDICT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How one attempt ended.
+enum Attempt {
+    Delivered,
+    /// The peer is not reachable directly now: why, in words.
+    Unreachable(String),
+    Refused {
+        reason: String,
+        retry: bool,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+enum AttemptError {
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    #[error("cannot read the outbox file: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the receiver sent an unexpected frame ({0})")]
+    Protocol(String),
+    #[error("the outbox file changed size since it was queued")]
+    Changed,
+}
+
+/// Runs the transfer numbered `seq` until it is delivered, failed, or the
+/// node stops.
+pub async fn run(t: &Transfers, seq: i64) {
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        let rec = match t.get(seq).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(seq, %e, "cannot read an outgoing transfer");
+                return;
+            }
+        };
+        if rec.info.state.is_final() {
+            return;
+        }
+        let permit = tokio::select! {
+            _ = t.inner.shutdown.cancelled() => return,
+            p = t.inner.outbound.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+        };
+        let attempt = tokio::select! {
+            _ = t.inner.shutdown.cancelled() => return,
+            a = attempt(t, &rec, permit) => a,
+        };
+        let info = &rec.info;
+        match attempt {
+            Ok(Attempt::Delivered) => {
+                tracing::info!(peer = %info.peer, name = %info.name, size = info.size, "file delivered");
+                t.set(seq, TransferState::Delivered, info.size, None).await;
+                return;
+            }
+            Ok(Attempt::Refused {
+                reason,
+                retry: false,
+            }) => {
+                tracing::warn!(peer = %info.peer, name = %info.name, %reason, "file refused");
+                t.set(seq, TransferState::Failed, 0, Some(reason)).await;
+                return;
+            }
+            Ok(Attempt::Refused {
+                reason,
+                retry: true,
+            }) => {
+                let bytes = latest_bytes(t, seq).await;
+                t.set(seq, TransferState::Waiting, bytes, Some(reason))
+                    .await;
+            }
+            Ok(Attempt::Unreachable(why)) => {
+                let bytes = latest_bytes(t, seq).await;
+                t.set(seq, TransferState::Waiting, bytes, Some(why)).await;
+                // Until presence changes (or a while, to look again).
+                tokio::select! {
+                    _ = t.inner.shutdown.cancelled() => return,
+                    _ = t.inner.peers.changed() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                }
+                continue;
+            }
+            Err(AttemptError::Changed) => {
+                t.set(
+                    seq,
+                    TransferState::Failed,
+                    0,
+                    Some("the file changed in the outbox after it was queued".into()),
+                )
+                .await;
+                return;
+            }
+            Err(e) => {
+                tracing::debug!(peer = %info.peer, %e, "transfer interrupted; will resume");
+                let bytes = latest_bytes(t, seq).await;
+                t.set(
+                    seq,
+                    TransferState::Waiting,
+                    bytes,
+                    Some(format!("interrupted ({e}); resuming")),
+                )
+                .await;
+            }
+        }
+        tokio::select! {
+            _ = t.inner.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// What the store last recorded as held by the receiver.
+async fn latest_bytes(t: &Transfers, seq: i64) -> u64 {
+    t.get(seq).await.map_or(0, |r| r.info.bytes)
+}
+
+/// One attempt: connect, offer, stream from the receiver's offset, hear
+/// the verdict.
+async fn attempt(
+    t: &Transfers,
+    rec: &TransferRecord,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> Result<Attempt, AttemptError> {
+    let info = &rec.info;
+    let peer = &info.peer;
+    let Some(p) = t.inner.peers.get(peer).filter(|p| p.online) else {
+        return Ok(Attempt::Unreachable(format!("{peer} is offline")));
+    };
+    let direct = p
+        .address
+        .clone()
+        .zip(p.port)
+        .filter(|_| t.inner.peers.listed(peer));
+    let Some((address, port)) = direct else {
+        return Ok(Attempt::Unreachable(format!(
+            "{peer} is reachable only through the directory's relay; files need a direct connection to its chat port"
+        )));
+    };
+    let Some(path) = rec.path.clone() else {
+        return Err(AttemptError::Changed);
+    };
+    let mut link = match open_direct(
+        &t.inner.overlay,
+        peer,
+        &address,
+        port,
+        t.inner.cfg.connect_timeout,
+        permit,
+    )
+    .await
+    {
+        Ok(l) => l,
+        Err(e) if e.needs_user() => {
+            return Ok(Attempt::Unreachable(format!("held: {e}")));
+        }
+        Err(e) => return Ok(Attempt::Unreachable(format!("cannot reach {peer}: {e}"))),
+    };
+    if !link.secure() {
+        return Ok(Attempt::Refused {
+            reason: format!("{peer} is a classic eurechat peer: it cannot receive files"),
+            retry: false,
+        });
+    }
+    let idle = t.inner.cfg.idle_timeout;
+    let offer = FileOffer {
+        id: info.id.clone(),
+        name: info.name.clone(),
+        size: info.size,
+        sha256: info.sha256.clone(),
+    };
+    link.send(&[TransferFrame::Offer(offer).to_frame()], idle)
+        .await?;
+    let offset = match verdict(&mut link, &info.id, OFFER_TIMEOUT).await? {
+        FileReply::Resume { offset } if offset <= info.size => offset,
+        FileReply::Resume { offset } => {
+            return Err(AttemptError::Protocol(format!(
+                "resume at {offset}, past the end"
+            )))
+        }
+        FileReply::Done => return Ok(Attempt::Delivered),
+        FileReply::Refused { reason, retry } => return Ok(Attempt::Refused { reason, retry }),
+    };
+    let mut sending = rec.clone();
+    if let Some(r) = t.set(info.seq, TransferState::Sending, offset, None).await {
+        sending = r;
+    }
+    stream(t, &mut link, &sending.info, &path, offset).await?;
+    Ok(match verdict(&mut link, &info.id, VERDICT_TIMEOUT).await? {
+        FileReply::Done => Attempt::Delivered,
+        FileReply::Refused { reason, retry } => Attempt::Refused { reason, retry },
+        FileReply::Resume { .. } => {
+            return Err(AttemptError::Protocol("resume after the footer".into()))
+        }
+    })
+}
+
+/// The receiver's next reply about transfer `id`.
+async fn verdict(link: &mut Link, id: &str, within: Duration) -> Result<FileReply, AttemptError> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let f = link.recv(left).await?;
+        match TransferFrame::parse(&f) {
+            Ok(TransferFrame::Reply { id: got, reply }) if got == id => return Ok(reply),
+            Ok(_) => return Err(AttemptError::Protocol(f.kind)),
+            // A newer receiver may say more; skip what we do not know.
+            Err(_) if !TransferFrame::is_transfer(&f.kind) => continue,
+            Err(e) => return Err(AttemptError::Protocol(e.to_string())),
+        }
+    }
+}
+
+/// Streams the exchange for the file from `offset` to its end.
+async fn stream(
+    t: &Transfers,
+    link: &mut Link,
+    info: &TransferInfo,
+    path: &std::path::Path,
+    offset: u64,
+) -> Result<(), AttemptError> {
+    let idle = t.inner.cfg.idle_timeout;
+    let mut file = tokio::fs::File::open(path).await?;
+    if file.metadata().await?.len() != info.size {
+        return Err(AttemptError::Changed);
+    }
+    file.seek(SeekFrom::Start(offset)).await?;
+    let meta = ExchangeMeta {
+        id: info.id.clone(),
+        sender: t.inner.me.clone(),
+        file_name: info.name.clone(),
+        size: info.size,
+        sha256: info.sha256.clone(),
+        offset,
+    };
+    let meta = serde_json::to_vec(&meta).expect("a meta serializes");
+    let header = Header {
+        // The meta is a few hundred bytes.
+        meta_size: meta.len() as u32,
+        body_size: info.size - offset,
+    };
+    let mut head = header.encode().to_vec();
+    head.extend_from_slice(&meta);
+    link.send(&[Frame::bare(TransferFrame::DATA, head)], idle)
+        .await?;
+    let mut crc = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; READ_BLOCK];
+    let mut sent = offset;
+    let mut progress = Progress::new(offset);
+    let mut frames = Vec::with_capacity(READ_BLOCK / MAX_DATA);
+    while sent < info.size {
+        let want = (info.size - sent).min(READ_BLOCK as u64) as usize;
+        let n = file.read(&mut buf[..want]).await?;
+        if n == 0 {
+            return Err(AttemptError::Changed);
+        }
+        crc.update(&buf[..n]);
+        frames.clear();
+        frames.extend(
+            buf[..n]
+                .chunks(MAX_DATA)
+                .map(|c| Frame::bare(TransferFrame::DATA, c.to_vec())),
+        );
+        link.send(&frames, idle).await?;
+        sent += n as u64;
+        if let Some(rate) = progress.due(sent) {
+            let mut shown = info.clone();
+            shown.bytes = sent;
+            shown.rate = Some(rate);
+            t.inner
+                .events
+                .publish(roundtable_shared::api::Event::Transfer { transfer: shown });
+        }
+    }
+    link.send(
+        &[Frame::bare(
+            TransferFrame::DATA,
+            footer(crc.finalize()).to_vec(),
+        )],
+        idle,
+    )
+    .await?;
+    Ok(())
+}

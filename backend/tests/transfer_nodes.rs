@@ -1,0 +1,321 @@
+//! Files between two Roundtable nodes (issue 14): handed to alice's node
+//! over its web API, delivered to bob inside the secure channel, verified,
+//! downloadable on both sides; waiting for an offline peer; refusals with
+//! reasons; several at once while chat keeps flowing.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use common::{eventually, get_json, history, sees_online, Directory};
+use roundtable::node::{Node, NodeConfig};
+use roundtable_shared::api::{Direction, TransferInfo, TransferState};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A raw HTTP/1.1 request with a binary body; status, head and body.
+async fn request(
+    method: &str,
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String, Vec<u8>) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(body).await.unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    let split = out
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head");
+    let head = String::from_utf8_lossy(&out[..split]).into_owned();
+    let status = head[9..12].parse().unwrap();
+    (status, head, out[split + 4..].to_vec())
+}
+
+/// Hands `body` to `n` for `to`; the transfers it created.
+async fn upload(n: &Node, to: &str, name: &str, body: &[u8]) -> Vec<TransferInfo> {
+    let path = format!("/api/files?to={to}&name={name}");
+    let (status, _, out) = request("POST", n.http_addr, &path, &[], body).await;
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&out));
+    serde_json::from_slice(&out).unwrap()
+}
+
+fn sha_hex(b: &[u8]) -> String {
+    Sha256::digest(b)
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect()
+}
+
+fn body(len: usize, seed: u32) -> Vec<u8> {
+    (0..len as u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761).wrapping_add(seed) >> 13) as u8)
+        .collect()
+}
+
+/// Waits until `n` has a transfer with `id` in `state`.
+async fn reaches(n: &Node, id: &str, state: TransferState, secs: u64) -> TransferInfo {
+    eventually(
+        secs,
+        &format!("{} to see {id} {state:?}", n.name),
+        || async {
+            let all: Vec<TransferInfo> = get_json(n.http_addr, "/api/files").await;
+            all.into_iter().find(|t| t.id == id && t.state == state)
+        },
+    )
+    .await
+}
+
+async fn node_with(
+    name: &str,
+    dir: &Directory,
+    data: &Path,
+    edit: impl FnOnce(&mut NodeConfig),
+) -> Node {
+    let mut cfg = NodeConfig::local(name, "pw", &dir.addr.to_string(), data.join(name));
+    edit(&mut cfg);
+    Node::start(cfg).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_reaches_the_peer_verified_and_downloads_on_both_sides() {
+    let dir = Directory::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let alice = node_with("alice", &dir, data.path(), |_| {}).await;
+    let bob = node_with("bob", &dir, data.path(), |_| {}).await;
+    sees_online(&alice, "bob").await;
+    let mut events = bob.events.subscribe();
+
+    let file = body(5 * 1024 * 1024 + 123, 1);
+    let sent = upload(&alice, "bob", "model%20v1.pt", &file).await;
+    assert_eq!(sent.len(), 1);
+    let t = &sent[0];
+    assert_eq!(
+        (t.name.as_str(), t.size, t.direction),
+        ("model v1.pt", file.len() as u64, Direction::Out)
+    );
+    assert_eq!(t.sha256, sha_hex(&file));
+
+    let out = reaches(&alice, &t.id, TransferState::Delivered, 20).await;
+    assert_eq!(out.bytes, file.len() as u64);
+    let got = reaches(&bob, &t.id, TransferState::Delivered, 5).await;
+    assert_eq!((got.direction, got.peer.as_str()), (Direction::In, "alice"));
+    assert!(got.downloadable);
+    // In place under its own name, whole; no part file left.
+    let placed = data.path().join("bob/files/received/model v1.pt");
+    assert_eq!(std::fs::read(&placed).unwrap(), file);
+    assert_eq!(
+        std::fs::read_dir(data.path().join("bob/files/partial"))
+            .unwrap()
+            .count(),
+        0
+    );
+    // Bob's dashboard heard about it on its event stream.
+    let mut heard = false;
+    while let Ok(ev) = events.try_recv() {
+        if let roundtable_shared::api::Event::Transfer { transfer } = ev {
+            heard |= transfer.id == t.id && transfer.state == TransferState::Delivered;
+        }
+    }
+    assert!(heard, "bob's event stream announced the delivery");
+
+    // Both sides download it, whole or by range.
+    for (n, seq) in [(&alice, out.seq), (&bob, got.seq)] {
+        let path = format!("/api/files/{seq}/content");
+        let (status, head, bytes) = request("GET", n.http_addr, &path, &[], b"").await;
+        assert_eq!(status, 200);
+        assert_eq!(sha_hex(&bytes), sha_hex(&file));
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("content-disposition: attachment; filename=\"model v1.pt\""),
+            "{head}"
+        );
+        let (status, head, bytes) = request(
+            "GET",
+            n.http_addr,
+            &path,
+            &[("Range", "bytes=1000-1999")],
+            b"",
+        )
+        .await;
+        assert_eq!(status, 206, "{head}");
+        assert_eq!(bytes, &file[1000..2000]);
+    }
+
+    // The same name again is a second file, not an overwrite.
+    let again = upload(&alice, "bob", "model%20v1.pt", b"second").await;
+    reaches(&bob, &again[0].id, TransferState::Delivered, 20).await;
+    assert_eq!(
+        std::fs::read(data.path().join("bob/files/received/model v1 (1).pt")).unwrap(),
+        b"second"
+    );
+    assert_eq!(std::fs::read(&placed).unwrap(), file);
+    alice.stop(Duration::from_secs(2)).await;
+    bob.stop(Duration::from_secs(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_for_an_offline_peer_waits_and_arrives_when_it_comes() {
+    let dir = Directory::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let alice = node_with("alice", &dir, data.path(), |_| {}).await;
+    let file = body(300_000, 2);
+    let t = upload(&alice, "bob", "later.bin", &file).await.remove(0);
+    let waiting = reaches(&alice, &t.id, TransferState::Waiting, 10).await;
+    assert!(
+        waiting
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("offline")),
+        "{waiting:?}"
+    );
+    let bob = node_with("bob", &dir, data.path(), |_| {}).await;
+    reaches(&alice, &t.id, TransferState::Delivered, 30).await;
+    assert_eq!(
+        std::fs::read(data.path().join("bob/files/received/later.bin")).unwrap(),
+        file
+    );
+    alice.stop(Duration::from_secs(2)).await;
+    bob.stop(Duration::from_secs(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_uploads_are_refused_with_reasons_and_leave_nothing() {
+    let dir = Directory::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let alice = node_with("alice", &dir, data.path(), |c| c.max_file_size = 1 << 20).await;
+    for (path, want) in [
+        ("/api/files?to=bob&name=..%2Fescape", "plain file name"),
+        ("/api/files?to=bob&name=.hidden", "plain file name"),
+        ("/api/files?to=alice&name=x.bin", "yourself"),
+        ("/api/files?to=&name=x.bin", "recipient"),
+        ("/api/files?to=b%20b&name=x.bin", "invalid recipient"),
+    ] {
+        let (status, _, out) = request("POST", alice.http_addr, path, &[], b"abc").await;
+        assert_eq!(status, 400, "{path}");
+        assert!(
+            String::from_utf8_lossy(&out).contains(want),
+            "{path}: {}",
+            String::from_utf8_lossy(&out)
+        );
+    }
+    let big = vec![7u8; (1 << 20) + 1];
+    let (status, _, out) = request(
+        "POST",
+        alice.http_addr,
+        "/api/files?to=bob&name=big.bin",
+        &[],
+        &big,
+    )
+    .await;
+    assert_eq!(status, 413, "{}", String::from_utf8_lossy(&out));
+    // No transfer recorded and no upload left behind in the outbox.
+    let all: Vec<TransferInfo> = get_json(alice.http_addr, "/api/files").await;
+    assert!(all.is_empty(), "{all:?}");
+    assert_eq!(
+        std::fs::read_dir(data.path().join("alice/files/outbox"))
+            .unwrap()
+            .count(),
+        0
+    );
+    let (status, _, _) = request("GET", alice.http_addr, "/api/files/99/content", &[], b"").await;
+    assert_eq!(status, 404);
+    alice.stop(Duration::from_secs(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_that_refuses_the_size_fails_the_transfer_with_its_reason() {
+    let dir = Directory::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let alice = node_with("alice", &dir, data.path(), |_| {}).await;
+    let bob = node_with("bob", &dir, data.path(), |c| c.max_file_size = 100_000).await;
+    sees_online(&alice, "bob").await;
+    let t = upload(&alice, "bob", "big.bin", &body(200_000, 3))
+        .await
+        .remove(0);
+    let failed = reaches(&alice, &t.id, TransferState::Failed, 20).await;
+    assert!(
+        failed
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("larger than bob accepts")),
+        "{failed:?}"
+    );
+    assert_eq!(
+        std::fs::read_dir(data.path().join("bob/files/received"))
+            .unwrap()
+            .count(),
+        0
+    );
+    alice.stop(Duration::from_secs(2)).await;
+    bob.stop(Duration::from_secs(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_files_both_ways_at_once_while_chat_flows() {
+    let dir = Directory::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let alice = node_with("alice", &dir, data.path(), |_| {}).await;
+    let bob = node_with("bob", &dir, data.path(), |_| {}).await;
+    sees_online(&alice, "bob").await;
+    sees_online(&bob, "alice").await;
+    let mut ids = Vec::new();
+    for i in 0..3u32 {
+        let a = body(3_000_000 + i as usize, 10 + i);
+        let b = body(2_000_000 + i as usize, 20 + i);
+        ids.push((
+            upload(&alice, "bob", &format!("a{i}.bin"), &a)
+                .await
+                .remove(0)
+                .id,
+            a,
+            "bob",
+            format!("a{i}.bin"),
+        ));
+        ids.push((
+            upload(&bob, "alice", &format!("b{i}.bin"), &b)
+                .await
+                .remove(0)
+                .id,
+            b,
+            "alice",
+            format!("b{i}.bin"),
+        ));
+    }
+    // Chat goes through while the files move.
+    alice.chat.send("bob", "files on the way").await.unwrap();
+    eventually(10, "bob to read alice's message", || async {
+        history(&bob, "alice")
+            .await
+            .iter()
+            .any(|m| m.text == "files on the way")
+            .then_some(())
+    })
+    .await;
+    for (id, bytes, to, name) in &ids {
+        let (sender, receiver) = if *to == "bob" {
+            (&alice, &bob)
+        } else {
+            (&bob, &alice)
+        };
+        reaches(sender, id, TransferState::Delivered, 60).await;
+        reaches(receiver, id, TransferState::Delivered, 5).await;
+        let got = std::fs::read(data.path().join(to).join("files/received").join(name)).unwrap();
+        assert_eq!(sha_hex(&got), sha_hex(bytes), "{name}");
+    }
+    alice.stop(Duration::from_secs(2)).await;
+    bob.stop(Duration::from_secs(2)).await;
+}
