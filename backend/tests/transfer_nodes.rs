@@ -5,45 +5,13 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{eventually, get_json, history, sees_online, Directory};
+use common::{eventually, get_json, history, request, sees_online, Directory};
 use roundtable::node::{Node, NodeConfig};
 use roundtable_shared::api::{Direction, TransferInfo, TransferState};
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// A raw HTTP/1.1 request with a binary body; status, head and body.
-async fn request(
-    method: &str,
-    addr: SocketAddr,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> (u16, String, Vec<u8>) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let extra: String = headers
-        .iter()
-        .map(|(k, v)| format!("{k}: {v}\r\n"))
-        .collect();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).await.unwrap();
-    s.write_all(body).await.unwrap();
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).await.unwrap();
-    let split = out
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a response head");
-    let head = String::from_utf8_lossy(&out[..split]).into_owned();
-    let status = head[9..12].parse().unwrap();
-    (status, head, out[split + 4..].to_vec())
-}
 
 /// Hands `body` to `n` for `to`; the transfers it created.
 async fn upload(n: &Node, to: &str, name: &str, body: &[u8]) -> Vec<TransferInfo> {

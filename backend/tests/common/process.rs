@@ -19,10 +19,22 @@ impl NodeProc {
     /// `roundtable node --name NAME` against directory `dir`, its data
     /// under `data/NAME`, chat on `chat` (`127.0.0.1:0`, or `none`).
     pub fn spawn(name: &str, dir: SocketAddr, data: &Path, chat: &str) -> NodeProc {
+        NodeProc::spawn_with(name, dir, data, chat, &[])
+    }
+
+    /// [`NodeProc::spawn`] with more arguments.
+    pub fn spawn_with(
+        name: &str,
+        dir: SocketAddr,
+        data: &Path,
+        chat: &str,
+        extra: &[&str],
+    ) -> NodeProc {
         let mut child = Command::new(BIN)
             .args(["node", "--name", name, "--directory", &dir.to_string()])
             .args(["--chat", chat, "--http", "127.0.0.1:0", "--data"])
             .arg(data.join(name))
+            .args(extra)
             .env("ROUNDTABLE_PASSWORD", "pw")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())

@@ -1,0 +1,254 @@
+//! Resumable transfers (issue 14): a node killed with SIGKILL halfway
+//! through a large file, then restarted, finishes it from the last synced
+//! offset without anyone doing anything; the file arrives whole and
+//! verified, once, and fewer bytes than the whole file cross the wire
+//! after the restart.
+//!
+//! Bob's chat port is advertised behind a proxy that slows alice's bytes
+//! to a few MiB/s (so that the kill lands mid-file) and counts them.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::browser::free_port;
+use common::process::NodeProc;
+use common::{eventually, get_json, request, Directory};
+use roundtable_shared::api::{TransferInfo, TransferState};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Bytes per second the proxy lets through towards bob.
+const RATE: u64 = 12 << 20;
+const SIZE: usize = 64 << 20;
+
+/// A proxy from `listen` to `target`, throttling the client's direction to
+/// [`RATE`] and counting its bytes.
+async fn proxy(target: SocketAddr) -> (SocketAddr, Arc<AtomicU64>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let count = Arc::new(AtomicU64::new(0));
+    let c = count.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((client, _)) = l.accept().await else {
+                return;
+            };
+            let c = c.clone();
+            tokio::spawn(async move {
+                let Ok(server) = TcpStream::connect(target).await else {
+                    return;
+                };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                let up = async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    let started = tokio::time::Instant::now();
+                    let mut sent = 0u64;
+                    loop {
+                        let n = match cr.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        if sw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                        c.fetch_add(n as u64, Ordering::Relaxed);
+                        sent += n as u64;
+                        let due = started + Duration::from_secs_f64(sent as f64 / RATE as f64);
+                        tokio::time::sleep_until(due).await;
+                    }
+                    let _ = sw.shutdown().await;
+                };
+                let down = async move {
+                    let _ = tokio::io::copy(&mut sr, &mut cw).await;
+                    let _ = cw.shutdown().await;
+                };
+                tokio::join!(up, down);
+            });
+        }
+    });
+    (addr, count)
+}
+
+fn sha_hex(b: &[u8]) -> String {
+    Sha256::digest(b)
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect()
+}
+
+fn file(len: usize) -> Vec<u8> {
+    (0..len as u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect()
+}
+
+async fn transfer(http: SocketAddr, id: &str) -> Option<TransferInfo> {
+    let all: Vec<TransferInfo> = get_json(http, "/api/files").await;
+    all.into_iter().find(|t| t.id == id)
+}
+
+/// Alice (a process) and bob (a process behind the proxy): the file
+/// handed to alice for bob, and the pieces to restart either.
+struct Setup {
+    dir: Directory,
+    data: tempfile::TempDir,
+    bob_chat: u16,
+    proxy: SocketAddr,
+    count: Arc<AtomicU64>,
+}
+
+impl Setup {
+    async fn new() -> Setup {
+        let dir = Directory::start().await;
+        let data = tempfile::tempdir().unwrap();
+        let bob_chat = free_port();
+        let (proxy, count) = proxy(SocketAddr::from(([127, 0, 0, 1], bob_chat))).await;
+        Setup {
+            dir,
+            data,
+            bob_chat,
+            proxy,
+            count,
+        }
+    }
+
+    fn alice(&self) -> NodeProc {
+        NodeProc::spawn("alice", self.dir.addr, self.data.path(), "127.0.0.1:0")
+    }
+
+    fn bob(&self) -> NodeProc {
+        let port = self.proxy.port().to_string();
+        NodeProc::spawn_with(
+            "bob",
+            self.dir.addr,
+            self.data.path(),
+            &format!("127.0.0.1:{}", self.bob_chat),
+            &["--advertise-port", &port],
+        )
+    }
+
+    fn received(&self) -> std::path::PathBuf {
+        self.data.path().join("bob/files/received/big.bin")
+    }
+}
+
+async fn upload(alice: &NodeProc, body: &[u8]) -> TransferInfo {
+    let (status, _, out) = request(
+        "POST",
+        alice.http,
+        "/api/files?to=bob&name=big.bin",
+        &[],
+        body,
+    )
+    .await;
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&out));
+    let mut ts: Vec<TransferInfo> = serde_json::from_slice(&out).unwrap();
+    ts.remove(0)
+}
+
+/// Waits until the proxy has let `bytes` through.
+async fn forwarded(count: &AtomicU64, bytes: u64) {
+    eventually(60, "the transfer to get halfway", || async {
+        (count.load(Ordering::Relaxed) >= bytes).then_some(())
+    })
+    .await;
+}
+
+/// The part of bob's file synced before the kill, as bob's store recorded it.
+fn synced_part(data: &Path) -> u64 {
+    std::fs::read_dir(data.join("bob/files/partial"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.metadata().unwrap().len())
+        .max()
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_receiver_killed_halfway_resumes_and_gets_the_file_once() {
+    let s = Setup::new().await;
+    let alice = s.alice();
+    let bob = s.bob();
+    let body = file(SIZE);
+    let t = upload(&alice, &body).await;
+    forwarded(&s.count, SIZE as u64 / 2).await;
+    bob.kill9();
+    let before_restart = s.count.load(Ordering::Relaxed);
+    assert!(
+        before_restart < SIZE as u64,
+        "the kill came too late to test anything"
+    );
+    let kept = synced_part(s.data.path());
+    s.count.store(0, Ordering::Relaxed);
+    let bob = s.bob();
+    let done = eventually(
+        90,
+        "the file to be delivered after bob's restart",
+        || async {
+            transfer(alice.http, &t.id)
+                .await
+                .filter(|t| t.state == TransferState::Delivered)
+        },
+    )
+    .await;
+    assert_eq!(done.bytes, SIZE as u64);
+    let got = std::fs::read(s.received()).unwrap();
+    assert_eq!(sha_hex(&got), sha_hex(&body));
+    let after = s.count.load(Ordering::Relaxed);
+    assert!(
+        after < SIZE as u64,
+        "{after} bytes were sent after the restart: the whole file again"
+    );
+    assert!(kept > 0, "bob had synced part of the file before the kill");
+    // Delivered once: one file, one record, no part left.
+    let received: Vec<_> = std::fs::read_dir(s.data.path().join("bob/files/received"))
+        .unwrap()
+        .collect();
+    assert_eq!(received.len(), 1);
+    let bobs: Vec<TransferInfo> = get_json(bob.http, "/api/files").await;
+    assert_eq!(bobs.len(), 1);
+    assert_eq!(bobs[0].state, TransferState::Delivered);
+    assert_eq!(synced_part(s.data.path()), 0);
+    alice.kill9();
+    bob.kill9();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sender_killed_halfway_resumes_after_its_restart() {
+    let s = Setup::new().await;
+    let alice = s.alice();
+    let bob = s.bob();
+    let body = file(SIZE);
+    let t = upload(&alice, &body).await;
+    forwarded(&s.count, SIZE as u64 / 2).await;
+    alice.kill9();
+    s.count.store(0, Ordering::Relaxed);
+    // Nothing to do but start it again: its outbox resumes on its own.
+    let alice = s.alice();
+    eventually(
+        90,
+        "the file to be delivered after alice's restart",
+        || async {
+            transfer(alice.http, &t.id)
+                .await
+                .filter(|t| t.state == TransferState::Delivered)
+        },
+    )
+    .await;
+    let got = std::fs::read(s.received()).unwrap();
+    assert_eq!(sha_hex(&got), sha_hex(&body));
+    let after = s.count.load(Ordering::Relaxed);
+    assert!(
+        after < SIZE as u64,
+        "{after} bytes were sent again after the restart"
+    );
+    alice.kill9();
+    bob.kill9();
+}
