@@ -46,25 +46,49 @@ enum Command {
     DemoTrain(DemoTrainArgs),
     /// Play a DLR-shaped training against notification endpoints.
     FlDrive(roundtable::fl_drive::FlDriveArgs),
-    /// Send a file as one NVIDIA FLARE binary exchange to any compatible
-    /// receiver (NVFlare's `receive_all`, `roundtable receive-file`).
+    /// Send a file to peers through your node (--node URL --to bob,carol),
+    /// with a progress bar per recipient; or, with --raw HOST:PORT, as one
+    /// bare NVIDIA FLARE binary exchange to any compatible receiver
+    /// (NVFlare's `receive_all`, `roundtable receive-file`).
     SendFile(SendFileArgs),
+    /// List the files a node sent and received.
+    Files(FilesArgs),
     /// Receive NVIDIA FLARE binary exchanges, one per connection, each
     /// written atomically under --out once its CRC-32 checks out.
     ReceiveFile(ReceiveFileArgs),
 }
 
 #[derive(Args)]
+#[command(group(clap::ArgGroup::new("how").required(true).args(["node", "raw"])))]
 struct SendFileArgs {
+    /// Your node's web address: hand the file to it for --to.
+    #[arg(long, requires = "to")]
+    node: Option<String>,
+    /// Recipients (user names, comma-separated), with --node.
+    #[arg(long, value_delimiter = ',')]
+    to: Vec<String>,
+    /// The node's web token, with --node (if it has one).
+    #[arg(long, env = "ROUNDTABLE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     /// Receiver `host:port`: speak the bare NVFlare exchange to it.
-    #[arg(long)]
-    raw: String,
-    /// Meta section (UTF-8). Default: `{"file_name": <the file's name>}`,
-    /// which `roundtable receive-file` stores the file under.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["node", "to"])]
+    raw: Option<String>,
+    /// Meta section (UTF-8), with --raw. Default: `{"file_name": <the
+    /// file's name>}`, which `roundtable receive-file` stores the file under.
+    #[arg(long, requires = "raw")]
     meta: Option<String>,
     /// The file to send.
     path: PathBuf,
+}
+
+#[derive(Args)]
+struct FilesArgs {
+    /// The node's web address.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    node: String,
+    /// The node's web token (if it has one).
+    #[arg(long, env = "ROUNDTABLE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 #[derive(Args)]
@@ -683,6 +707,12 @@ fn run_node_action(action: NodeAction) -> Result<()> {
 }
 
 async fn send_file(args: SendFileArgs) -> Result<()> {
+    use roundtable::transfer::cli;
+    if let Some(node) = &args.node {
+        let client = cli::NodeClient::new(node, args.token.clone())?;
+        return cli::send(&client, &args.to, &args.path).await;
+    }
+    let raw = args.raw.context("--raw HOST:PORT or --node URL")?;
     let name = args
         .path
         .file_name()
@@ -695,9 +725,9 @@ async fn send_file(args: SendFileArgs) -> Result<()> {
     let size = std::fs::metadata(&args.path)
         .with_context(|| format!("cannot read {}", args.path.display()))?
         .len();
-    let mut stream = tokio::net::TcpStream::connect(&args.raw)
+    let mut stream = tokio::net::TcpStream::connect(&raw)
         .await
-        .with_context(|| format!("cannot connect to {}", args.raw))?;
+        .with_context(|| format!("cannot connect to {raw}"))?;
     stream.set_nodelay(true)?;
     let bar = indicatif::ProgressBar::new(size);
     bar.set_style(
@@ -711,7 +741,7 @@ async fn send_file(args: SendFileArgs) -> Result<()> {
     let sent =
         roundtable::transfer::raw::send(&mut stream, &args.path, &meta, |n| bar.set_position(n))
             .await
-            .with_context(|| format!("sending {} to {}", args.path.display(), args.raw))?;
+            .with_context(|| format!("sending {} to {raw}", args.path.display()))?;
     tokio::io::AsyncWriteExt::shutdown(&mut stream).await?;
     bar.finish();
     println!(
@@ -720,6 +750,13 @@ async fn send_file(args: SendFileArgs) -> Result<()> {
         sent.crc,
         started.elapsed().as_secs_f64()
     );
+    Ok(())
+}
+
+async fn files(args: FilesArgs) -> Result<()> {
+    use roundtable::transfer::cli;
+    let client = cli::NodeClient::new(&args.node, args.token)?;
+    print!("{}", cli::table(&client.files().await?));
     Ok(())
 }
 
@@ -780,6 +817,7 @@ async fn main() -> Result<()> {
         Command::DemoTrain(args) => demo_train(args),
         Command::FlDrive(args) => roundtable::fl_drive::run(args).await,
         Command::SendFile(args) => send_file(args).await,
+        Command::Files(args) => files(args).await,
         Command::ReceiveFile(args) => receive_file(args).await,
     }
 }

@@ -287,3 +287,71 @@ async fn several_files_both_ways_at_once_while_chat_flows() {
     alice.stop(Duration::from_secs(2)).await;
     bob.stop(Duration::from_secs(2)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_terminal_sends_through_the_node_to_two_peers_and_lists_them() {
+    let dir = Directory::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let alice = node_with("alice", &dir, data.path(), |_| {}).await;
+    let bob = node_with("bob", &dir, data.path(), |_| {}).await;
+    let carol = node_with("carol", &dir, data.path(), |c| c.max_file_size = 1000).await;
+    sees_online(&alice, "bob").await;
+    sees_online(&alice, "carol").await;
+    let src = data.path().join("weights.bin");
+    let bytes = body(1_500_000, 7);
+    std::fs::write(&src, &bytes).unwrap();
+    let node = format!("http://{}", alice.http_addr);
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_roundtable"))
+        .args(["send-file", "--node", &node, "--to", "bob,carol"])
+        .arg(&src)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Carol's node refuses files over 1000 bytes: the command says so and fails.
+    assert!(!out.status.success(), "{stdout}{stderr}");
+    assert!(
+        stdout.contains(&format!(
+            "bob: delivered weights.bin (1.4 MiB, SHA-256 {})",
+            sha_hex(&bytes)
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "carol: not delivered: the file (1500000 bytes) is larger than carol accepts"
+        ),
+        "{stdout}"
+    );
+    assert!(stderr.contains("not delivered to carol"), "{stderr}");
+    assert_eq!(
+        std::fs::read(data.path().join("bob/files/received/weights.bin")).unwrap(),
+        bytes
+    );
+
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_roundtable"))
+        .args(["files", "--node", &node])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success());
+    let table = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].starts_with("SEQ"), "{table}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("bob") && l.contains("weights.bin") && l.contains("delivered")),
+        "{table}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("carol") && l.contains("failed")),
+        "{table}"
+    );
+    for n in [alice, bob, carol] {
+        n.stop(Duration::from_secs(2)).await;
+    }
+}

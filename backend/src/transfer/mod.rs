@@ -23,6 +23,7 @@
 //! `files/partial/<seq>.part` (what is arriving), `files/received/` (what
 //! arrived whole and verified, under its own name, never overwriting).
 
+pub mod cli;
 pub mod inbound;
 pub mod outbound;
 pub mod raw;
