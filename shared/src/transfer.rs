@@ -406,7 +406,8 @@ mod tests {
 
     #[test]
     fn bad_offers_are_refused() {
-        let frame = |o: &FileOffer, id: &str| Frame::new("FILEQ", [id], serde_json::to_vec(o).unwrap());
+        let frame =
+            |o: &FileOffer, id: &str| Frame::new("FILEQ", [id], serde_json::to_vec(o).unwrap());
         let mut o = offer();
         o.name = "../etc/passwd".into();
         assert!(matches!(
@@ -451,7 +452,9 @@ mod tests {
         for good in ["model.pt", "a b (1).txt", "данные.csv", "x"] {
             assert!(valid_file_name(good), "{good}");
         }
-        for bad in ["", ".", "..", "../x", "a/b", "a\\b", ".hidden", "a\0b", "a\nb"] {
+        for bad in [
+            "", ".", "..", "../x", "a/b", "a\\b", ".hidden", "a\0b", "a\nb",
+        ] {
             assert!(!valid_file_name(bad), "{bad:?}");
         }
         assert!(!valid_file_name(&"a".repeat(MAX_NAME + 1)));
