@@ -3,6 +3,8 @@
 
 use std::cell::Cell;
 
+use wasm_bindgen::closure::Closure;
+use wasm_bindgen::JsCast;
 use web_sys::{DragEvent, File, FileList, HtmlInputElement};
 use yew::prelude::*;
 
@@ -79,10 +81,46 @@ pub struct FileDropProps {
     pub children: Html,
 }
 
+/// While mounted, a file dropped anywhere else on the page does nothing
+/// (the browser would otherwise leave the dashboard to show the file).
+#[hook]
+fn use_no_stray_drops() {
+    use_effect_with((), |_| {
+        let guard = Closure::<dyn FnMut(web_sys::Event)>::new(|e: web_sys::Event| {
+            let Some(e) = e.dyn_ref::<DragEvent>() else {
+                return;
+            };
+            // The drop zone already took it.
+            if e.default_prevented() || !carries_files(e) {
+                return;
+            }
+            e.prevent_default();
+            if let Some(dt) = e.data_transfer() {
+                dt.set_drop_effect("none");
+            }
+        });
+        let window = web_sys::window();
+        if let Some(w) = &window {
+            for kind in ["dragover", "drop"] {
+                let _ = w.add_event_listener_with_callback(kind, guard.as_ref().unchecked_ref());
+            }
+        }
+        move || {
+            if let Some(w) = &window {
+                for kind in ["dragover", "drop"] {
+                    let _ =
+                        w.remove_event_listener_with_callback(kind, guard.as_ref().unchecked_ref());
+                }
+            }
+        }
+    });
+}
+
 /// Wraps the conversation: files dropped on it are sent; while files are
 /// dragged over it, it is highlighted (`.file-drop.dragging`).
 #[component(FileDrop)]
 pub fn file_drop(props: &FileDropProps) -> Html {
+    use_no_stray_drops();
     let dragging = use_state(|| false);
     // dragenter/dragleave fire for every child crossed: count them.
     let depth = use_mut_ref(|| Cell::new(0u32));

@@ -54,7 +54,7 @@ pub fn file_message(props: &FileMessageProps) -> Html {
                     <span class="file-peer">{ view::transfer_peer(t) }</span>
                 }
                 <time>{ view::clock(t.created_at, props.offset_min) }</time>
-                <code class="file-sha256" title={format!("SHA-256 {}", t.sha256)}>
+                <code class="file-sha256" title={t.sha256.clone()}>
                     { view::short_sha(&t.sha256) }
                 </code>
                 <span class={classes!("file-state", state)} data-state={state}>
