@@ -1795,5 +1795,18 @@ mod tests {
             message: msg(1, "a", Direction::In, MessageState::Delivered),
         }));
         assert!(Rc::ptr_eq(&peers, &next.peers), "peers not copied");
+        // Transfers moving ten times a second copy neither peers nor chats.
+        let chat = next.chats["bob"].clone();
+        let moved = next.reduce(transfer_event(transfer(1, TransferState::Sending, 5, 1)));
+        assert!(Rc::ptr_eq(&peers, &moved.peers));
+        assert!(Rc::ptr_eq(&chat, &moved.chats["bob"]));
+        let transfers = moved.transfers.clone();
+        let next = moved.reduce(Action::Event(Event::Message {
+            message: msg(2, "b", Direction::In, MessageState::Delivered),
+        }));
+        assert!(
+            Rc::ptr_eq(&transfers, &next.transfers),
+            "transfers not copied"
+        );
     }
 }
