@@ -2,7 +2,7 @@
 
 use gloo_net::http::Request;
 use roundtable_shared::api::{
-    ChatMessage, ChatSummary, Health, Me, PeerCheck, PeerInfo, SendMessage, TrustKey,
+    ChatMessage, ChatSummary, Health, Me, PeerCheck, PeerInfo, SendMessage, TransferInfo, TrustKey,
 };
 use roundtable_shared::training::Training;
 use serde::de::DeserializeOwned;
@@ -180,6 +180,39 @@ pub async fn trust(peer: &str, fingerprint: &str) -> Result<(), ApiError> {
     checked(req.send().await).await.map(drop)
 }
 
+/// `GET /api/files`: every transfer, newest first.
+pub async fn files() -> Result<Vec<TransferInfo>, ApiError> {
+    get_json("/api/files").await
+}
+
+/// The URL that hands `name` to the node for `peer` (`POST` it the bytes).
+pub fn upload_url(peer: &str, name: &str) -> String {
+    format!("/api/files?to={}&name={}", segment(peer), segment(name))
+}
+
+/// `POST /api/files?to=PEER&name=NAME` with the file as the body: the
+/// browser streams the `File` (a `Blob`) from disk, it is never read into
+/// wasm memory. The node answers with one transfer per recipient.
+pub async fn upload(peer: &str, file: &web_sys::File) -> Result<Vec<TransferInfo>, ApiError> {
+    let req = Request::post(&upload_url(peer, &file.name()))
+        .header("Content-Type", "application/octet-stream")
+        .header("Accept", "application/json")
+        .body(file.clone())
+        .map_err(|e| ApiError::Network(e.to_string()))?;
+    decode(req.send().await).await
+}
+
+impl ApiError {
+    /// What to tell the user: the node's own sentence when it refused,
+    /// else what went wrong.
+    pub fn sentence(&self) -> String {
+        match self {
+            ApiError::Refused { error, .. } => error.clone(),
+            other => other.to_string(),
+        }
+    }
+}
+
 /// HTTP 409: what the user acted on changed in the meantime.
 pub const CONFLICT: u16 = 409;
 
@@ -214,5 +247,28 @@ mod tests {
     fn segments_are_encoded() {
         assert_eq!(segment("bob"), "bob");
         assert_eq!(segment("a b/c"), "a%20b%2Fc");
+    }
+
+    #[test]
+    fn upload_urls_encode_peer_and_name() {
+        assert_eq!(
+            upload_url("bob", "model v2 (final)&x=1.pt"),
+            "/api/files?to=bob&name=model%20v2%20%28final%29%26x%3D1.pt"
+        );
+        assert_eq!(
+            upload_url("bob", "résumé.txt"),
+            "/api/files?to=bob&name=r%C3%A9sum%C3%A9.txt"
+        );
+    }
+
+    #[test]
+    fn a_refusal_reads_as_the_nodes_sentence() {
+        let e = ApiError::Refused {
+            status: 413,
+            error: "the file is larger than bob accepts".into(),
+        };
+        assert_eq!(e.sentence(), "the file is larger than bob accepts");
+        let e = ApiError::Network("refused".into());
+        assert_eq!(e.sentence(), "cannot reach the server: refused");
     }
 }

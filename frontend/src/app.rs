@@ -10,7 +10,7 @@ use yew_router::prelude::*;
 use crate::api;
 use crate::components::Header;
 use crate::hooks::{use_store, Store};
-use crate::pages::{ChatPage, PeersPage, TrainingPage, TrainingsPage};
+use crate::pages::{ChatPage, FilesPage, PeersPage, TrainingPage, TrainingsPage};
 use crate::route::Route;
 use crate::state::{Action, State, WsState};
 use crate::ws::{Connection, Handlers};
@@ -21,6 +21,7 @@ fn switch(route: Route) -> Html {
         Route::Chat { peer } => html! { <ChatPage {peer} /> },
         Route::Trainings => html! { <TrainingsPage /> },
         Route::Training { uuid } => html! { <TrainingPage {uuid} /> },
+        Route::Files => html! { <FilesPage /> },
         Route::NotFound => html! {
             <section class="card"><h2>{ "Not found" }</h2>
                 <p><Link<Route> to={Route::Peers}>{ "Back to the peers" }</Link<Route>></p>
@@ -49,8 +50,8 @@ fn save_read_marks(marks: &BTreeMap<String, i64>) {
     }
 }
 
-/// Fetches the node's current state; then the newest page of each
-/// conversation that may hold unread messages.
+/// Fetches the node's current state and its file transfers; then the
+/// newest page of each conversation that may hold unread messages.
 async fn refresh(store: UseReducerDispatcher<State>, last_read: BTreeMap<String, i64>) {
     let snapshot = async {
         Ok::<_, api::ApiError>((
@@ -78,6 +79,11 @@ async fn refresh(store: UseReducerDispatcher<State>, last_read: BTreeMap<String,
         chats,
         trainings,
     });
+    // Events that arrive while this runs are newer than its answer.
+    store.dispatch(Action::TransfersRequested);
+    if let Ok(list) = api::files().await {
+        store.dispatch(Action::Transfers(list));
+    }
     for peer in unread {
         if let Ok(messages) = api::history(&peer, None, api::PAGE).await {
             store.dispatch(Action::Latest {
@@ -160,6 +166,8 @@ fn shell(props: &ShellProps) -> Html {
     let store = use_store();
     let route = use_route::<Route>();
     let on_trainings = matches!(route, Some(Route::Trainings | Route::Training { .. }));
+    let on_files = matches!(route, Some(Route::Files));
+    let on_peers = !on_trainings && !on_files;
     let me = store.me.as_ref();
     html! {
         <>
@@ -176,11 +184,14 @@ fn shell(props: &ShellProps) -> Html {
                 require_secure={me.is_some_and(|m| m.require_secure)}
             />
             <nav class="tabs" aria-label="Sections">
-                <Link<Route> to={Route::Peers} classes={classes!("tab", (!on_trainings).then_some("active"))}>
+                <Link<Route> to={Route::Peers} classes={classes!("tab", on_peers.then_some("active"))}>
                     { "Peers & chats" }
                 </Link<Route>>
                 <Link<Route> to={Route::Trainings} classes={classes!("tab", on_trainings.then_some("active"))}>
                     { format!("Trainings ({})", store.trainings.len()) }
+                </Link<Route>>
+                <Link<Route> to={Route::Files} classes={classes!("tab", on_files.then_some("active"))}>
+                    <span id="files-tab">{ format!("Files ({})", store.transfers.by_seq.len()) }</span>
                 </Link<Route>>
             </nav>
             <main class="content">

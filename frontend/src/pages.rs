@@ -4,20 +4,20 @@
 use std::cell::Cell;
 use std::rc::Rc;
 
-use roundtable_shared::api::PeerTrust;
+use roundtable_shared::api::{Direction, PeerTrust, TransferInfo, TransferState};
 use roundtable_shared::training::{RunStatus, Training};
-use web_sys::HtmlInputElement;
+use web_sys::{HtmlInputElement, HtmlSelectElement};
 use yew::prelude::*;
 use yew_router::prelude::*;
 
 use crate::api;
 use crate::components::{
-    local_offset_min, now_ms, Composer, KeyChangedBanner, MessageList, PeerCheckPanel, PeerList,
-    PeerPathMark, PeerTrustMark, Timeline,
+    local_offset_min, now_ms, AttachFiles, Composer, FileDrop, KeyChangedBanner, MessageList,
+    PeerCheckPanel, PeerList, PeerPathMark, PeerTrustMark, Timeline,
 };
 use crate::hooks::{use_store, use_tick};
 use crate::route::Route;
-use crate::state::{Action, CheckStatus, KeyAcceptance};
+use crate::state::{Action, CheckStatus, KeyAcceptance, Upload};
 use crate::view;
 
 /// Marks the first render of the peer list (read by the end-to-end test).
@@ -110,6 +110,45 @@ fn plural(n: u64, word: &str) -> String {
         format!("1 {word}")
     } else {
         format!("{n} {word}s")
+    }
+}
+
+/// The dashboard's number for the next upload (the node numbers it once
+/// it has it).
+fn next_upload_id() -> u64 {
+    thread_local!(static NEXT: Cell<u64> = const { Cell::new(1) });
+    NEXT.with(|n| n.replace(n.get() + 1))
+}
+
+/// Hands each file to the node for `peer`, one request per file, the file
+/// streamed from disk: shown as uploading until the node answers with its
+/// transfer, or with why not (kept on screen).
+fn upload_files(
+    dispatch: &UseReducerDispatcher<crate::state::State>,
+    peer: &str,
+    files: Vec<web_sys::File>,
+) {
+    for file in files {
+        let id = next_upload_id();
+        dispatch.dispatch(Action::UploadStarted(Upload {
+            id,
+            peer: peer.to_owned(),
+            name: file.name(),
+            size: file.size().max(0.0) as u64,
+            started_at: now_ms(),
+            error: None,
+        }));
+        let dispatch = dispatch.clone();
+        let peer = peer.to_owned();
+        yew::platform::spawn_local(async move {
+            match api::upload(&peer, &file).await {
+                Ok(transfers) => dispatch.dispatch(Action::UploadDone { id, transfers }),
+                Err(e) => dispatch.dispatch(Action::UploadFailed {
+                    id,
+                    error: e.sentence(),
+                }),
+            }
+        });
     }
 }
 
@@ -242,6 +281,27 @@ pub fn chat_page(props: &ChatPageProps) -> Html {
             });
         })
     };
+    let transfers = {
+        let store = store.clone();
+        use_memo((peer.clone(), store.transfers_rev), move |(p, _)| {
+            store.peer_transfers(p)
+        })
+    };
+    let uploads = {
+        let store = store.clone();
+        use_memo((peer.clone(), store.transfers_rev), move |(p, _)| {
+            store.peer_uploads(p)
+        })
+    };
+    let on_files = {
+        let dispatch = store.dispatcher();
+        let peer = peer.clone();
+        Callback::from(move |files: Vec<web_sys::File>| upload_files(&dispatch, &peer, files))
+    };
+    let on_dismiss_upload = {
+        let dispatch = store.dispatcher();
+        Callback::from(move |id: u64| dispatch.dispatch(Action::UploadDismissed(id)))
+    };
     let info = store.peers.get(&peer);
     let status = match info {
         Some(p) if p.online => "online".to_string(),
@@ -274,8 +334,14 @@ pub fn chat_page(props: &ChatPageProps) -> Html {
                     acceptance={store.key_acceptance.get(&peer).cloned()}
                     {on_accept} />
             }
-            <MessageList key={peer.clone()} chat={chat} {on_load_older} {on_seen} offset_min={local_offset_min()} />
-            <Composer peer={props.peer.clone()} {on_send} error={(*error).clone()} />
+            <FileDrop peer={props.peer.clone()} on_files={on_files.clone()}>
+                <MessageList key={peer.clone()} chat={chat} {on_load_older} {on_seen}
+                    {transfers} {uploads} {on_dismiss_upload} offset_min={local_offset_min()} />
+            </FileDrop>
+            <div class="composer-bar">
+                <AttachFiles peer={props.peer.clone()} {on_files} />
+                <Composer peer={props.peer.clone()} {on_send} error={(*error).clone()} />
+            </div>
         </section>
     }
 }
@@ -412,6 +478,137 @@ pub fn training_page(props: &TrainingPageProps) -> Html {
                 }) }
                 </tbody>
             </table>
+        </section>
+    }
+}
+
+/// One transfer's line on the files page.
+fn transfer_row(t: &TransferInfo, offset: i64) -> Html {
+    let state = view::transfer_state_name(t.state);
+    let (arrow, way) = match t.direction {
+        Direction::Out => ("↑", "sent"),
+        Direction::In => ("↓", "received"),
+    };
+    let direction = match t.direction {
+        Direction::Out => "out",
+        Direction::In => "in",
+    };
+    let trouble = matches!(t.state, TransferState::Failed | TransferState::Waiting);
+    html! {
+        <tr key={t.seq} class={classes!("transfer-row", state)} data-seq={t.seq.to_string()}
+            data-state={state} data-direction={direction}>
+            <td class="file-name">{ &t.name }</td>
+            <td class="file-direction" title={way}>
+                <span aria-hidden="true">{ arrow }</span>
+                <span class="visually-hidden">{ way }</span>
+            </td>
+            <td class="file-peer">
+                if t.bare {
+                    { view::transfer_peer(t) }
+                } else {
+                    { if t.direction == Direction::Out { "to " } else { "from " } }
+                    <Link<Route> to={Route::Chat { peer: t.peer.clone() }}>{ &t.peer }</Link<Route>>
+                }
+            </td>
+            <td class="file-size" data-size={t.size.to_string()} title={format!("{} bytes", t.size)}>
+                { view::size(t.size) }
+            </td>
+            <td>
+                <span class={classes!("file-state", state)} data-state={state}>
+                    { view::transfer_state_label(t.state, t.direction) }
+                </span>
+                if let Some(e) = t.error.as_ref().filter(|_| trouble) {
+                    <p class="file-error">{ e }</p>
+                }
+            </td>
+            <td class="file-progress-cell">
+                <progress class="file-progress" max={t.size.max(1).to_string()}
+                          value={if t.size == 0 { (view::fraction(t) as u64).to_string() } else { t.bytes.min(t.size).to_string() }}
+                          data-bytes={t.bytes.to_string()} data-size={t.size.to_string()} />
+                <span class="file-progress-text">{ view::progress(t) }</span>
+            </td>
+            <td class="file-started">{ view::date_time(t.created_at, offset) }</td>
+            <td class="file-updated">{ view::date_time(t.updated_at, offset) }</td>
+            <td><code class="file-sha256" title={t.sha256.clone()}>{ view::short_sha(&t.sha256) }</code></td>
+            <td>
+                if view::downloadable(t) {
+                    <a class="file-download" href={view::content_url(t.seq)} download={t.name.clone()}>
+                        { "⤓ download" }
+                    </a>
+                }
+            </td>
+        </tr>
+    }
+}
+
+/// Every file this node sent or received, newest first, filterable by state.
+#[component(FilesPage)]
+pub fn files_page() -> Html {
+    let store = use_store();
+    let filter = use_state(|| None::<TransferState>);
+    let all = {
+        let store = store.clone();
+        use_memo(store.transfers_rev, move |_| store.transfer_list(None))
+    };
+    let shown: Vec<&Rc<TransferInfo>> = all
+        .iter()
+        .filter(|t| filter.is_none_or(|s| t.state == s))
+        .collect();
+    let onchange = {
+        let filter = filter.clone();
+        Callback::from(move |e: Event| {
+            let select: HtmlSelectElement = e.target_unchecked_into();
+            let value = select.value();
+            filter.set(
+                view::TRANSFER_STATES
+                    .into_iter()
+                    .find(|s| view::transfer_state_name(*s) == value),
+            );
+        })
+    };
+    let in_state = |s: TransferState| all.iter().filter(|t| t.state == s).count();
+    let offset = local_offset_min();
+    html! {
+        <section class="card" aria-labelledby="files-title">
+            <div class="card-head">
+                <h2 id="files-title">{ "Files" }</h2>
+                <label class="filter">
+                    <span class="visually-hidden">{ "Show files in state" }</span>
+                    <select id="files-filter" class="files-filter" {onchange}>
+                        <option value="" selected={filter.is_none()}>{ format!("all states ({})", all.len()) }</option>
+                        { for view::TRANSFER_STATES.into_iter().map(|s| {
+                            let name = view::transfer_state_name(s);
+                            html! {
+                                <option value={name} selected={*filter == Some(s)}>
+                                    { format!("{name} ({})", in_state(s)) }
+                                </option>
+                            }
+                        }) }
+                    </select>
+                </label>
+                <span class="count" id="files-count">{ format!("{} shown", shown.len()) }</span>
+            </div>
+            if !store.transfers.loaded && all.is_empty() {
+                <p class="status loading" role="status">{ "loading…" }</p>
+            } else if shown.is_empty() {
+                <p class="empty" id="no-files">
+                    { if all.is_empty() { "No files sent or received yet: attach one in a conversation." } else { "No files in this state." } }
+                </p>
+            } else {
+                <table class="files" id="files">
+                    <thead><tr>
+                        <th scope="col">{ "File" }</th>
+                        <th scope="col"><span title="↑ sent, ↓ received">{ "↑↓" }</span></th>
+                        <th scope="col">{ "Peer" }</th><th scope="col">{ "Size" }</th>
+                        <th scope="col">{ "State" }</th><th scope="col">{ "Progress" }</th>
+                        <th scope="col">{ "Started" }</th><th scope="col">{ "Updated" }</th>
+                        <th scope="col">{ "SHA-256" }</th><th scope="col"><span class="visually-hidden">{ "Download" }</span></th>
+                    </tr></thead>
+                    <tbody>
+                        { for shown.iter().map(|t| transfer_row(t, offset)) }
+                    </tbody>
+                </table>
+            }
         </section>
     }
 }

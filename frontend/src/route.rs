@@ -14,6 +14,9 @@ pub enum Route {
     Trainings,
     #[at("/trainings/:uuid")]
     Training { uuid: String },
+    /// Every file sent and received.
+    #[at("/files")]
+    Files,
     #[not_found]
     #[at("/404")]
     NotFound,

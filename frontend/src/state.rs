@@ -4,17 +4,19 @@
 //! Every change comes in as an [`Action`]: a snapshot fetched over HTTP, an
 //! [`Event`] pushed on `/ws`, a page of history, a message the node accepted,
 //! a change of the WebSocket's state, the user reading a conversation, a
-//! peer check's progress, or the user accepting a peer's new key.
+//! peer check's progress, the user accepting a peer's new key, or a file
+//! upload's progress.
 //! Applying the same information twice, or in a different order, gives the
 //! same state: messages are de-duplicated by `seq` and by id, and a
-//! message's state never goes backwards.
+//! message's state never goes backwards; transfers are keyed by `seq` and
+//! an older copy (by `updated_at`) never replaces a newer one.
 
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
 use roundtable_shared::api::{
     ChatMessage, ChatSummary, Direction, Event, LinkState, Me, MessageState, PeerCheck, PeerInfo,
-    PeerPath, PeerTrust, PinSource,
+    PeerPath, PeerTrust, PinSource, TransferInfo, TransferState,
 };
 use roundtable_shared::training::Training;
 
@@ -205,6 +207,172 @@ impl KeyAcceptance {
     }
 }
 
+/// A file the user chose in a conversation, while its `POST /api/files`
+/// runs (the node has no transfer for it yet), or after that request failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upload {
+    /// The dashboard's own number for it (the node has none yet).
+    pub id: u64,
+    /// The recipient.
+    pub peer: String,
+    pub name: String,
+    pub size: u64,
+    /// When the user chose it, Unix ms (browser clock).
+    pub started_at: i64,
+    /// Why the node refused it (its sentence), once it did. Kept on screen
+    /// until the user dismisses it.
+    pub error: Option<String>,
+}
+
+/// One row of a conversation: a chat message, a file transfer, or a file
+/// still being uploaded to the node.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Item {
+    Message(Rc<ChatMessage>),
+    Transfer(Rc<TransferInfo>),
+    Upload(Rc<Upload>),
+}
+
+/// A conversation row's identity, stable across renders (messages and
+/// transfers are numbered separately by the node, uploads by the dashboard).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RowKey {
+    Message(i64),
+    Transfer(i64),
+    Upload(u64),
+}
+
+impl std::fmt::Display for RowKey {
+    /// `m12`, `f3`, `u1`: the row's `data-row` attribute and Yew key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RowKey::Message(seq) => write!(f, "m{seq}"),
+            RowKey::Transfer(seq) => write!(f, "f{seq}"),
+            RowKey::Upload(id) => write!(f, "u{id}"),
+        }
+    }
+}
+
+impl std::str::FromStr for RowKey {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, ()> {
+        let (kind, n) = s.split_at_checked(1).ok_or(())?;
+        match kind {
+            "m" => n.parse().map(RowKey::Message).map_err(drop),
+            "f" => n.parse().map(RowKey::Transfer).map_err(drop),
+            "u" => n.parse().map(RowKey::Upload).map_err(drop),
+            _ => Err(()),
+        }
+    }
+}
+
+impl Item {
+    pub fn key(&self) -> RowKey {
+        match self {
+            Item::Message(m) => RowKey::Message(m.seq),
+            Item::Transfer(t) => RowKey::Transfer(t.seq),
+            Item::Upload(u) => RowKey::Upload(u.id),
+        }
+    }
+}
+
+/// A conversation's rows in time order: `chat`'s loaded messages (by
+/// `seq`) with the peer's `transfers` placed by `created_at` against the
+/// messages' `at`, then the `uploads` still running or refused (they are
+/// happening now, and their times come from the browser's clock).
+///
+/// While older history is still to load, transfers older than the first
+/// loaded message are left out: they come in with the history around
+/// them, so rows appear only at the top when scrolling up.
+pub fn timeline(chat: &Chat, transfers: &[Rc<TransferInfo>], uploads: &[Rc<Upload>]) -> Vec<Item> {
+    let mut transfers: Vec<&Rc<TransferInfo>> = transfers.iter().collect();
+    transfers.sort_by_key(|t| (t.created_at, t.seq));
+    let from = match chat.messages.first() {
+        Some(first) if chat.has_more => first.at,
+        _ => i64::MIN,
+    };
+    let mut transfers = transfers
+        .into_iter()
+        .filter(|t| t.created_at >= from)
+        .peekable();
+    let mut out = Vec::with_capacity(chat.messages.len() + uploads.len());
+    for m in &chat.messages {
+        while let Some(t) = transfers.next_if(|t| t.created_at < m.at) {
+            out.push(Item::Transfer(t.clone()));
+        }
+        out.push(Item::Message(m.clone()));
+    }
+    out.extend(transfers.map(|t| Item::Transfer(t.clone())));
+    out.extend(uploads.iter().map(|u| Item::Upload(u.clone())));
+    out
+}
+
+/// Whether `new`, a copy of the same transfer as `old`, is at least as
+/// recent. The node's events and its list may cross: the newer
+/// `updated_at` wins; at the same millisecond a final state beats a
+/// non-final one, then more bytes beat fewer.
+fn supersedes(new: &TransferInfo, old: &TransferInfo) -> bool {
+    use std::cmp::Ordering;
+    match new.updated_at.cmp(&old.updated_at) {
+        Ordering::Greater => true,
+        Ordering::Less => false,
+        Ordering::Equal => match (new.state.is_final(), old.state.is_final()) {
+            (false, true) => false,
+            (true, false) => true,
+            _ => new.bytes >= old.bytes,
+        },
+    }
+}
+
+/// The file transfers the dashboard knows, by `seq`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Transfers {
+    pub by_seq: BTreeMap<i64, Rc<TransferInfo>>,
+    /// Per transfer, the value of `clock` when it last changed here.
+    touched: HashMap<i64, u64>,
+    /// Counts changes; `fetch_mark` is its value when the newest
+    /// `GET /api/files` was sent.
+    clock: u64,
+    fetch_mark: u64,
+    /// Whether a list was fetched at all.
+    pub loaded: bool,
+}
+
+impl Transfers {
+    /// Stores `t` unless the copy held is newer; returns whether it changed.
+    fn merge(&mut self, t: TransferInfo) -> bool {
+        if self
+            .by_seq
+            .get(&t.seq)
+            .is_some_and(|old| **old == t || !supersedes(&t, old))
+        {
+            return false;
+        }
+        self.clock += 1;
+        self.touched.insert(t.seq, self.clock);
+        self.by_seq.insert(t.seq, Rc::new(t));
+        true
+    }
+
+    /// Applies the fetched list: transfers not in it are dropped, unless
+    /// they changed here after it was asked for (an event or an upload's
+    /// answer newer than the list).
+    fn replace(&mut self, list: Vec<TransferInfo>) {
+        let listed: std::collections::HashSet<i64> = list.iter().map(|t| t.seq).collect();
+        let mark = self.fetch_mark;
+        let touched = &self.touched;
+        self.by_seq
+            .retain(|seq, _| listed.contains(seq) || touched.get(seq).is_some_and(|&c| c > mark));
+        let by_seq = &self.by_seq;
+        self.touched.retain(|seq, _| by_seq.contains_key(seq));
+        for t in list {
+            self.merge(t);
+        }
+        self.loaded = true;
+    }
+}
+
 /// Everything the dashboard shows.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct State {
@@ -229,6 +397,12 @@ pub struct State {
     pub check: Checks,
     /// Per peer whose key changed, the user's acceptance of the new key.
     pub key_acceptance: BTreeMap<String, KeyAcceptance>,
+    /// File transfers sent and received, by `seq`.
+    pub transfers: Rc<Transfers>,
+    /// Files chosen by the user whose upload to the node runs or failed, by id.
+    pub uploads: Rc<BTreeMap<u64, Rc<Upload>>>,
+    /// Bumped whenever a transfer or an upload changed.
+    pub transfers_rev: u64,
 }
 
 /// A change to the state.
@@ -280,6 +454,25 @@ pub enum Action {
     /// event lags. Applied only while the peer is still `key_changed`
     /// here: a peer event that came first is newer than this.
     PeerRefetched(PeerInfo),
+    /// `GET /api/files` is about to be sent (after each (re)connection).
+    TransfersRequested,
+    /// Its answer: every transfer the node has. Replaces what is held,
+    /// except for what changed here since it was asked for.
+    Transfers(Vec<TransferInfo>),
+    /// The user chose a file; its `POST /api/files` is being sent.
+    UploadStarted(Upload),
+    /// The node took upload `id`: its transfers (one per recipient).
+    UploadDone {
+        id: u64,
+        transfers: Vec<TransferInfo>,
+    },
+    /// Upload `id` failed: the sentence to show.
+    UploadFailed {
+        id: u64,
+        error: String,
+    },
+    /// The user dismissed the failed upload `id`.
+    UploadDismissed(u64),
 }
 
 impl State {
@@ -333,6 +526,53 @@ impl State {
                 .then_with(|| a.name.cmp(&b.name))
         });
         rows
+    }
+
+    /// `peer`'s transfers, in no particular order (bare NVFlare exchanges
+    /// have the sender's address as their peer).
+    pub fn peer_transfers(&self, peer: &str) -> Vec<Rc<TransferInfo>> {
+        self.transfers
+            .by_seq
+            .values()
+            .filter(|t| t.peer == peer)
+            .cloned()
+            .collect()
+    }
+
+    /// The uploads to `peer` running or failed, oldest first.
+    pub fn peer_uploads(&self, peer: &str) -> Vec<Rc<Upload>> {
+        self.uploads
+            .values()
+            .filter(|u| u.peer == peer)
+            .cloned()
+            .collect()
+    }
+
+    /// `peer`'s conversation: its loaded messages and its transfers merged
+    /// by time, then the uploads to it (see [`timeline`]).
+    pub fn conversation(&self, peer: &str) -> Vec<Item> {
+        let chat = self.chats.get(peer).cloned().unwrap_or_default();
+        timeline(&chat, &self.peer_transfers(peer), &self.peer_uploads(peer))
+    }
+
+    /// The files page: every transfer newest first (by `created_at`, then
+    /// `seq`), only those in `state` when given.
+    pub fn transfer_list(&self, state: Option<TransferState>) -> Vec<Rc<TransferInfo>> {
+        let mut list: Vec<Rc<TransferInfo>> = self
+            .transfers
+            .by_seq
+            .values()
+            .filter(|t| state.is_none_or(|s| t.state == s))
+            .cloned()
+            .collect();
+        list.sort_by_key(|t| std::cmp::Reverse((t.created_at, t.seq)));
+        list
+    }
+
+    fn merge_transfer(&mut self, t: TransferInfo) {
+        if Rc::make_mut(&mut self.transfers).merge(t) {
+            self.transfers_rev += 1;
+        }
     }
 
     /// Applies `action` in place.
@@ -444,6 +684,36 @@ impl State {
                     self.apply_event(Event::Peer { peer });
                 }
             }
+            Action::TransfersRequested => {
+                let t = Rc::make_mut(&mut self.transfers);
+                t.fetch_mark = t.clock;
+            }
+            Action::Transfers(list) => {
+                Rc::make_mut(&mut self.transfers).replace(list);
+                self.transfers_rev += 1;
+            }
+            Action::UploadStarted(u) => {
+                Rc::make_mut(&mut self.uploads).insert(u.id, Rc::new(u));
+                self.transfers_rev += 1;
+            }
+            Action::UploadDone { id, transfers } => {
+                Rc::make_mut(&mut self.uploads).remove(&id);
+                for t in transfers {
+                    self.merge_transfer(t);
+                }
+                self.transfers_rev += 1;
+            }
+            Action::UploadFailed { id, error } => {
+                if let Some(u) = Rc::make_mut(&mut self.uploads).get_mut(&id) {
+                    Rc::make_mut(u).error = Some(error);
+                    self.transfers_rev += 1;
+                }
+            }
+            Action::UploadDismissed(id) => {
+                if Rc::make_mut(&mut self.uploads).remove(&id).is_some() {
+                    self.transfers_rev += 1;
+                }
+            }
             Action::KeyAcceptance { peer, acceptance } => {
                 match self.peers.get(&peer).and_then(|p| acceptance.settle(p)) {
                     Some(a) => {
@@ -492,8 +762,7 @@ impl State {
                 Rc::make_mut(&mut self.peers).insert(peer.name.clone(), peer);
                 self.peers_rev += 1;
             }
-            // Transfers are shown from issue 14's next slice on.
-            Event::Transfer { .. } => {}
+            Event::Transfer { transfer } => self.merge_transfer(transfer),
             Event::TrainingGone { uuid } => {
                 if self.trainings.contains_key(&uuid) {
                     Rc::make_mut(&mut self.trainings).remove(&uuid);
@@ -1191,6 +1460,327 @@ mod tests {
         );
     }
 
+    fn transfer(seq: i64, state: TransferState, bytes: u64, updated_at: i64) -> TransferInfo {
+        TransferInfo {
+            seq,
+            id: format!("{seq:032x}"),
+            peer: "bob".into(),
+            direction: Direction::Out,
+            name: format!("file{seq}.bin"),
+            size: 1000,
+            sha256: "ab".repeat(32),
+            state,
+            bytes,
+            rate: (state == TransferState::Sending).then_some(100.0),
+            error: None,
+            created_at: seq * 1000,
+            updated_at,
+            bare: false,
+            downloadable: true,
+        }
+    }
+
+    fn transfer_event(t: TransferInfo) -> Action {
+        Action::Event(Event::Transfer { transfer: t })
+    }
+
+    fn held(s: &State, seq: i64) -> (TransferState, u64) {
+        let t = &s.transfers.by_seq[&seq];
+        (t.state, t.bytes)
+    }
+
+    #[test]
+    fn transfer_events_update_by_seq_and_never_go_backwards() {
+        let mut s = State::default();
+        s.apply(transfer_event(transfer(1, TransferState::Queued, 0, 10)));
+        s.apply(transfer_event(transfer(1, TransferState::Sending, 400, 20)));
+        assert_eq!(s.transfers.by_seq.len(), 1, "one transfer, updated");
+        assert_eq!(held(&s, 1), (TransferState::Sending, 400));
+        // A progress event overtaken by a newer one arrives late.
+        s.apply(transfer_event(transfer(1, TransferState::Sending, 900, 40)));
+        s.apply(transfer_event(transfer(1, TransferState::Sending, 600, 30)));
+        assert_eq!(held(&s, 1), (TransferState::Sending, 900));
+        // Delivered is not undone by an older "sending" or "waiting".
+        s.apply(transfer_event(transfer(
+            1,
+            TransferState::Delivered,
+            1000,
+            50,
+        )));
+        s.apply(transfer_event(transfer(1, TransferState::Sending, 950, 45)));
+        s.apply(transfer_event(transfer(1, TransferState::Waiting, 950, 49)));
+        assert_eq!(held(&s, 1), (TransferState::Delivered, 1000));
+        // Nor, at the same millisecond, by a non-final copy.
+        s.apply(transfer_event(transfer(
+            1,
+            TransferState::Sending,
+            1000,
+            50,
+        )));
+        assert_eq!(held(&s, 1), (TransferState::Delivered, 1000));
+        // Failed is final too.
+        s.apply(transfer_event(TransferInfo {
+            error: Some("bob refused the file: no space left".into()),
+            ..transfer(2, TransferState::Failed, 10, 70)
+        }));
+        s.apply(transfer_event(transfer(2, TransferState::Sending, 10, 60)));
+        assert_eq!(held(&s, 2), (TransferState::Failed, 10));
+        assert_eq!(
+            s.transfers.by_seq[&2].error.as_deref(),
+            Some("bob refused the file: no space left")
+        );
+    }
+
+    #[test]
+    fn an_upload_answer_and_its_event_make_one_transfer_in_either_order() {
+        for event_first in [false, true] {
+            let mut s = State::default();
+            s.apply(Action::UploadStarted(Upload {
+                id: 7,
+                peer: "bob".into(),
+                name: "model.pt".into(),
+                size: 1000,
+                started_at: 5,
+                error: None,
+            }));
+            assert_eq!(s.peer_uploads("bob").len(), 1, "shown as uploading");
+            let created = transfer(3, TransferState::Queued, 0, 100);
+            let moving = transfer(3, TransferState::Sending, 500, 200);
+            if event_first {
+                s.apply(transfer_event(created.clone()));
+                s.apply(transfer_event(moving.clone()));
+            }
+            let rev = s.transfers_rev;
+            s.apply(Action::UploadDone {
+                id: 7,
+                transfers: vec![created],
+            });
+            assert!(s.transfers_rev > rev);
+            if !event_first {
+                s.apply(transfer_event(moving));
+            }
+            assert!(s.uploads.is_empty(), "no longer uploading");
+            assert_eq!(s.transfers.by_seq.len(), 1, "no duplicate");
+            assert_eq!(held(&s, 3), (TransferState::Sending, 500));
+            assert_eq!(s.conversation("bob").len(), 1);
+        }
+    }
+
+    #[test]
+    fn a_failed_upload_keeps_its_sentence_until_dismissed() {
+        let mut s = State::default();
+        let up = |id| Upload {
+            id,
+            peer: "bob".into(),
+            name: format!("f{id}"),
+            size: 1,
+            started_at: 1,
+            error: None,
+        };
+        s.apply(Action::UploadStarted(up(1)));
+        s.apply(Action::UploadStarted(up(2)));
+        s.apply(Action::UploadFailed {
+            id: 1,
+            error: "the file is larger than this node accepts (10 GiB)".into(),
+        });
+        // Other changes (a refetch, events) keep it.
+        s.apply(Action::TransfersRequested);
+        s.apply(Action::Transfers(vec![]));
+        s.apply(transfer_event(transfer(1, TransferState::Queued, 0, 1)));
+        let ups = s.peer_uploads("bob");
+        assert_eq!(ups.len(), 2);
+        assert_eq!(
+            ups[0].error.as_deref(),
+            Some("the file is larger than this node accepts (10 GiB)")
+        );
+        assert_eq!(ups[1].error, None, "the other one still runs");
+        assert!(s.peer_uploads("carol").is_empty());
+        s.apply(Action::UploadDismissed(1));
+        assert_eq!(s.peer_uploads("bob").len(), 1);
+        // An answer for an unknown upload changes nothing else.
+        s.apply(Action::UploadFailed {
+            id: 99,
+            error: "x".into(),
+        });
+        assert_eq!(s.uploads.len(), 1);
+    }
+
+    #[test]
+    fn a_refetched_list_replaces_but_keeps_newer_changes() {
+        let mut s = State::default();
+        assert!(!s.transfers.loaded);
+        s.apply(transfer_event(transfer(1, TransferState::Sending, 100, 10)));
+        s.apply(transfer_event(transfer(2, TransferState::Sending, 100, 10)));
+        s.apply(Action::TransfersRequested);
+        // While the request runs: transfer 1 moves on, 3 is created.
+        s.apply(transfer_event(transfer(
+            1,
+            TransferState::Delivered,
+            1000,
+            30,
+        )));
+        s.apply(transfer_event(transfer(3, TransferState::Queued, 0, 31)));
+        // The list was made before those: 1 older, 2 gone, 4 new.
+        s.apply(Action::Transfers(vec![
+            transfer(4, TransferState::Delivered, 1000, 20),
+            transfer(1, TransferState::Sending, 500, 20),
+        ]));
+        assert!(s.transfers.loaded);
+        let seqs: Vec<i64> = s.transfers.by_seq.keys().copied().collect();
+        assert_eq!(
+            seqs,
+            [1, 3, 4],
+            "2 dropped, 3 kept: it changed after the request"
+        );
+        assert_eq!(held(&s, 1), (TransferState::Delivered, 1000));
+        // The next refetch without 3 drops it: nothing changed it since.
+        s.apply(Action::TransfersRequested);
+        s.apply(Action::Transfers(vec![transfer(
+            1,
+            TransferState::Delivered,
+            1000,
+            30,
+        )]));
+        let seqs: Vec<i64> = s.transfers.by_seq.keys().copied().collect();
+        assert_eq!(seqs, [1]);
+    }
+
+    #[test]
+    fn the_files_list_is_newest_first_and_filtered_by_state() {
+        let mut s = State::default();
+        s.apply(Action::TransfersRequested);
+        s.apply(Action::Transfers(vec![
+            transfer(2, TransferState::Failed, 0, 1),
+            transfer(5, TransferState::Delivered, 1000, 1),
+            transfer(1, TransferState::Delivered, 1000, 1),
+            TransferInfo {
+                peer: "127.0.0.1:5555".into(),
+                direction: Direction::In,
+                bare: true,
+                ..transfer(9, TransferState::Sending, 10, 1)
+            },
+        ]));
+        let seqs = |l: Vec<Rc<TransferInfo>>| l.iter().map(|t| t.seq).collect::<Vec<_>>();
+        assert_eq!(seqs(s.transfer_list(None)), [9, 5, 2, 1]);
+        assert_eq!(
+            seqs(s.transfer_list(Some(TransferState::Delivered))),
+            [5, 1]
+        );
+        assert_eq!(
+            seqs(s.transfer_list(Some(TransferState::Waiting))),
+            [] as [i64; 0]
+        );
+        assert_eq!(s.peer_transfers("127.0.0.1:5555").len(), 1);
+        assert_eq!(s.peer_transfers("bob").len(), 3);
+    }
+
+    #[test]
+    fn a_conversation_merges_messages_and_transfers_by_time() {
+        let mut s = State::default();
+        // Messages at 1000, 2000, ... 5000 (seq * 1000).
+        s.apply(Action::Latest {
+            peer: "bob".into(),
+            messages: (1..=5)
+                .map(|i| msg(i, &format!("i{i}"), Direction::In, MessageState::Delivered))
+                .collect(),
+            limit: 50,
+        });
+        // Transfers created at 2500, 0 and 9000, out of order.
+        for t in [
+            TransferInfo {
+                created_at: 9000,
+                ..transfer(12, TransferState::Queued, 0, 9000)
+            },
+            TransferInfo {
+                created_at: 2500,
+                ..transfer(10, TransferState::Delivered, 1000, 3000)
+            },
+            TransferInfo {
+                created_at: 0,
+                ..transfer(11, TransferState::Failed, 0, 1)
+            },
+            TransferInfo {
+                peer: "carol".into(),
+                ..transfer(13, TransferState::Queued, 0, 1)
+            },
+        ] {
+            s.apply(transfer_event(t));
+        }
+        s.apply(Action::UploadStarted(Upload {
+            id: 1,
+            peer: "bob".into(),
+            name: "big.bin".into(),
+            size: 5,
+            started_at: 1,
+            error: None,
+        }));
+        let keys: Vec<String> = s
+            .conversation("bob")
+            .iter()
+            .map(|i| i.key().to_string())
+            .collect();
+        assert_eq!(
+            keys,
+            ["f11", "m1", "m2", "f10", "m3", "m4", "m5", "f12", "u1"],
+            "carol's transfer is not in bob's conversation"
+        );
+        for k in &keys {
+            assert_eq!(k.parse::<RowKey>().unwrap().to_string(), *k);
+        }
+        assert!("x1".parse::<RowKey>().is_err());
+        assert!("".parse::<RowKey>().is_err());
+    }
+
+    #[test]
+    fn transfers_older_than_the_loaded_history_wait_for_it() {
+        let mut s = State::default();
+        // The newest page (seq 51..=100, at 51000..) of a longer history.
+        s.apply(Action::Latest {
+            peer: "bob".into(),
+            messages: (51..=100)
+                .map(|i| msg(i, &format!("i{i}"), Direction::In, MessageState::Delivered))
+                .collect(),
+            limit: 50,
+        });
+        s.apply(transfer_event(TransferInfo {
+            created_at: 10_500,
+            ..transfer(1, TransferState::Delivered, 1000, 11_000)
+        }));
+        s.apply(transfer_event(TransferInfo {
+            created_at: 60_500,
+            ..transfer(2, TransferState::Delivered, 1000, 61_000)
+        }));
+        let keys =
+            |s: &State| -> Vec<RowKey> { s.conversation("bob").iter().map(Item::key).collect() };
+        assert!(
+            !keys(&s).contains(&RowKey::Transfer(1)),
+            "older than the loaded page"
+        );
+        assert!(keys(&s).contains(&RowKey::Transfer(2)));
+        // Once the older history is loaded, it takes its place in it.
+        s.apply(Action::Older {
+            peer: "bob".into(),
+            messages: (1..=50)
+                .map(|i| msg(i, &format!("i{i}"), Direction::In, MessageState::Delivered))
+                .collect(),
+            limit: 100,
+        });
+        let k = keys(&s);
+        let pos = |key| k.iter().position(|x| *x == key).unwrap();
+        assert_eq!(pos(RowKey::Transfer(1)), pos(RowKey::Message(10)) + 1);
+        assert_eq!(pos(RowKey::Transfer(2)), pos(RowKey::Message(60)) + 1);
+        // A conversation with transfers only.
+        assert_eq!(
+            State {
+                chats: BTreeMap::new(),
+                ..s.clone()
+            }
+            .conversation("bob")
+            .len(),
+            2
+        );
+    }
+
     #[test]
     fn reducer_keeps_unchanged_parts_shared() {
         use yew::Reducible;
@@ -1205,5 +1795,18 @@ mod tests {
             message: msg(1, "a", Direction::In, MessageState::Delivered),
         }));
         assert!(Rc::ptr_eq(&peers, &next.peers), "peers not copied");
+        // Transfers moving ten times a second copy neither peers nor chats.
+        let chat = next.chats["bob"].clone();
+        let moved = next.reduce(transfer_event(transfer(1, TransferState::Sending, 5, 1)));
+        assert!(Rc::ptr_eq(&peers, &moved.peers));
+        assert!(Rc::ptr_eq(&chat, &moved.chats["bob"]));
+        let transfers = moved.transfers.clone();
+        let next = moved.reduce(Action::Event(Event::Message {
+            message: msg(2, "b", Direction::In, MessageState::Delivered),
+        }));
+        assert!(
+            Rc::ptr_eq(&transfers, &next.transfers),
+            "transfers not copied"
+        );
     }
 }

@@ -1,8 +1,11 @@
 //! Pure helpers for what the views draw: times, durations, the chat's
-//! virtual window, the training timeline, and the words of the peer marks
-//! (trust, path, check results). Tested natively.
+//! virtual window, the training timeline, the words of the peer marks
+//! (trust, path, check results) and of file transfers (sizes, rates,
+//! states). Tested natively.
 
-use roundtable_shared::api::{PeerInfo, PeerPath, PeerTrust, PinSource};
+use roundtable_shared::api::{
+    Direction, PeerInfo, PeerPath, PeerTrust, PinSource, TransferInfo, TransferState,
+};
 use roundtable_shared::training::{Phase, Training};
 
 /// `1.2 s`, `3 min 04 s`, `2 h 05 min`.
@@ -128,6 +131,171 @@ pub fn relay_only_mark() -> Mark {
 pub fn rtt(ms: f64) -> String {
     format!("{ms:.1} ms")
 }
+
+/// `YYYY-MM-DD HH:MM:SS` of Unix ms `at`, shifted by `offset_min` minutes.
+pub fn date_time(at: i64, offset_min: i64) -> String {
+    let secs = at.div_euclid(1000) + offset_min * 60;
+    let days = secs.div_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02} {}", clock(at, offset_min))
+}
+
+/// A size in bytes for people: `512 B`, `1.5 KiB`, `12.3 MiB`, `100 MiB`,
+/// `2.0 GiB` (three significant digits at most, binary units).
+pub fn size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut v = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    // Rounding up to 1024 moves to the next unit.
+    if v >= 1023.95 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if v >= 99.95 {
+        format!("{v:.0} {}", UNITS[unit])
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+/// A transfer rate: `45.6 MiB/s`.
+pub fn rate(bytes_per_s: f64) -> String {
+    format!("{}/s", size(bytes_per_s.max(0.0) as u64))
+}
+
+/// Time left for `remaining` bytes at `bytes_per_s`: `2 s left`,
+/// `3 min 04 s left`, `1 h 05 min left`; `None` without a usable rate.
+pub fn time_left(remaining: u64, bytes_per_s: f64) -> Option<String> {
+    if !(bytes_per_s.is_finite() && bytes_per_s > 0.0) {
+        return None;
+    }
+    let s = (remaining as f64 / bytes_per_s)
+        .ceil()
+        .min(i64::MAX as f64 / 2.0) as i64;
+    Some(if s < 60 {
+        format!("{s} s left")
+    } else if s < 3600 {
+        format!("{} min {:02} s left", s / 60, s % 60)
+    } else {
+        format!("{} h {:02} min left", s / 3600, (s / 60) % 60)
+    })
+}
+
+/// Where a transfer is: `12.3 MiB of 100 MiB · 45.6 MiB/s · 2 s left`
+/// while bytes move, `12.3 MiB of 100 MiB` otherwise, the size alone once
+/// delivered.
+pub fn progress(t: &TransferInfo) -> String {
+    if t.state == TransferState::Delivered {
+        return size(t.size);
+    }
+    let mut out = format!("{} of {}", size(t.bytes.min(t.size)), size(t.size));
+    if t.state == TransferState::Sending {
+        if let Some(r) = t.rate {
+            out.push_str(&format!(" · {}", rate(r)));
+            if let Some(left) = time_left(t.size.saturating_sub(t.bytes), r) {
+                out.push_str(&format!(" · {left}"));
+            }
+        }
+    }
+    out
+}
+
+/// The state's name: the files page's filter values and the `data-state`
+/// attribute the end-to-end test reads.
+pub fn transfer_state_name(s: TransferState) -> &'static str {
+    match s {
+        TransferState::Queued => "queued",
+        TransferState::Sending => "sending",
+        TransferState::Waiting => "waiting",
+        TransferState::Delivered => "delivered",
+        TransferState::Failed => "failed",
+    }
+}
+
+/// Every state, in the order they happen (the files page's filter).
+pub const TRANSFER_STATES: [TransferState; 5] = [
+    TransferState::Queued,
+    TransferState::Sending,
+    TransferState::Waiting,
+    TransferState::Delivered,
+    TransferState::Failed,
+];
+
+/// The state in words, as seen from this side.
+pub fn transfer_state_label(s: TransferState, d: Direction) -> &'static str {
+    match (s, d) {
+        (TransferState::Queued, _) => "◷ queued",
+        (TransferState::Sending, Direction::Out) => "↑ sending",
+        (TransferState::Sending, Direction::In) => "↓ receiving",
+        (TransferState::Waiting, Direction::Out) => "◷ waiting for the peer",
+        (TransferState::Waiting, Direction::In) => "◷ waiting for the sender",
+        (TransferState::Delivered, Direction::Out) => "✓✓ delivered, verified",
+        (TransferState::Delivered, Direction::In) => "✓✓ received, verified",
+        (TransferState::Failed, _) => "✗ failed",
+    }
+}
+
+/// Who the other party is: `to bob`, `from bob`, or for a bare NVFlare
+/// exchange `from 127.0.0.1:5555 (NVFlare)`.
+pub fn transfer_peer(t: &TransferInfo) -> String {
+    match (t.bare, t.direction) {
+        (true, _) => format!("from {} (NVFlare)", t.peer),
+        (false, Direction::Out) => format!("to {}", t.peer),
+        (false, Direction::In) => format!("from {}", t.peer),
+    }
+}
+
+/// Whether to offer the download link: the node serves the bytes, and a
+/// received file only once it is whole and verified.
+pub fn downloadable(t: &TransferInfo) -> bool {
+    t.downloadable && (t.direction == Direction::Out || t.state == TransferState::Delivered)
+}
+
+/// Where the bytes are served (a plain link: the cookie carries the token).
+pub fn content_url(seq: i64) -> String {
+    format!("/api/files/{seq}/content")
+}
+
+/// The first 12 hex digits of a SHA-256 and an ellipsis (the full one
+/// goes in a tooltip).
+pub fn short_sha(sha: &str) -> String {
+    match sha.get(..12) {
+        Some(head) if sha.len() > 12 => format!("{head}…"),
+        _ => sha.to_owned(),
+    }
+}
+
+/// Progress as a fraction in [0, 1] (an empty file counts as done once delivered).
+pub fn fraction(t: &TransferInfo) -> f64 {
+    if t.size == 0 {
+        return if t.state == TransferState::Delivered {
+            1.0
+        } else {
+            0.0
+        };
+    }
+    (t.bytes as f64 / t.size as f64).clamp(0.0, 1.0)
+}
+
+/// Estimated pixel height of a file row in a conversation (name, bar,
+/// progress line, meta line): measured once rendered, like text rows.
+pub const FILE_ROW_HEIGHT: f64 = 112.0;
 
 /// Estimated pixel height of a chat row showing `text` in a column `width`
 /// px wide: where a row is placed before it has been rendered and measured.
@@ -268,6 +436,113 @@ mod tests {
         assert!(!relay_only(&p), "offline is not relay only");
         assert_eq!(rtt(12.345), "12.3 ms");
         assert_eq!(rtt(0.04), "0.0 ms");
+    }
+
+    fn file(state: TransferState, bytes: u64, rate: Option<f64>) -> TransferInfo {
+        TransferInfo {
+            seq: 4,
+            id: "0".repeat(32),
+            peer: "bob".into(),
+            direction: Direction::Out,
+            name: "model.pt".into(),
+            size: 100 * 1024 * 1024,
+            sha256: "0123456789abcdef".repeat(4),
+            state,
+            bytes,
+            rate,
+            error: None,
+            created_at: 0,
+            updated_at: 0,
+            bare: false,
+            downloadable: true,
+        }
+    }
+
+    #[test]
+    fn transfer_words() {
+        assert_eq!(size(0), "0 B");
+        assert_eq!(size(1023), "1023 B");
+        assert_eq!(size(1536), "1.5 KiB");
+        assert_eq!(size(12_897_484), "12.3 MiB");
+        assert_eq!(size(100 * 1024 * 1024), "100 MiB");
+        assert_eq!(size(1024 * 1024 - 1), "1.0 MiB");
+        assert_eq!(size(2 * 1024 * 1024 * 1024), "2.0 GiB");
+        assert_eq!(size(u64::MAX), "16384 PiB");
+        assert_eq!(rate(47_815_065.6), "45.6 MiB/s");
+        assert_eq!(time_left(100, 50.0).as_deref(), Some("2 s left"));
+        assert_eq!(time_left(101, 50.0).as_deref(), Some("3 s left"));
+        assert_eq!(time_left(184, 1.0).as_deref(), Some("3 min 04 s left"));
+        assert_eq!(time_left(3900, 1.0).as_deref(), Some("1 h 05 min left"));
+        assert_eq!(time_left(1, 0.0), None);
+        assert_eq!(time_left(1, f64::NAN), None);
+        assert!(
+            time_left(u64::MAX, f64::MIN_POSITIVE).is_some(),
+            "no overflow"
+        );
+
+        let mib = 1024 * 1024;
+        let moving = file(TransferState::Sending, 12_897_484, Some(47_815_065.6));
+        assert_eq!(
+            progress(&moving),
+            "12.3 MiB of 100 MiB · 45.6 MiB/s · 2 s left"
+        );
+        assert_eq!(
+            progress(&file(TransferState::Waiting, 50 * mib, None)),
+            "50.0 MiB of 100 MiB"
+        );
+        assert_eq!(
+            progress(&file(TransferState::Delivered, 100 * mib, None)),
+            "100 MiB"
+        );
+        assert_eq!(fraction(&file(TransferState::Sending, 50 * mib, None)), 0.5);
+        let empty = TransferInfo {
+            size: 0,
+            ..file(TransferState::Delivered, 0, None)
+        };
+        assert_eq!(fraction(&empty), 1.0);
+
+        assert_eq!(transfer_peer(&moving), "to bob");
+        let bare = TransferInfo {
+            peer: "127.0.0.1:5555".into(),
+            direction: Direction::In,
+            bare: true,
+            ..moving.clone()
+        };
+        assert_eq!(transfer_peer(&bare), "from 127.0.0.1:5555 (NVFlare)");
+        assert_eq!(short_sha(&moving.sha256), "0123456789ab…");
+        assert_eq!(short_sha("abc"), "abc");
+        assert_eq!(content_url(4), "/api/files/4/content");
+
+        // Our own file can be downloaded at once; a received one once delivered.
+        assert!(downloadable(&moving));
+        let incoming = TransferInfo {
+            direction: Direction::In,
+            ..moving
+        };
+        assert!(!downloadable(&incoming));
+        let arrived = TransferInfo {
+            state: TransferState::Delivered,
+            ..incoming.clone()
+        };
+        assert!(downloadable(&arrived));
+        assert!(!downloadable(&TransferInfo {
+            downloadable: false,
+            ..arrived
+        }));
+        assert_eq!(
+            transfer_state_label(TransferState::Delivered, Direction::In),
+            "✓✓ received, verified"
+        );
+        assert_eq!(transfer_state_name(TransferState::Waiting), "waiting");
+    }
+
+    #[test]
+    fn dates() {
+        assert_eq!(date_time(0, 0), "1970-01-01 00:00:00");
+        assert_eq!(date_time(0, -60), "1969-12-31 23:00:00");
+        // 2026-12-01 13:25:35 UTC.
+        assert_eq!(date_time(1_796_131_535_000, 0), "2026-12-01 13:25:35");
+        assert_eq!(date_time(951_782_400_000, 0), "2000-02-29 00:00:00");
     }
 
     #[test]

@@ -1,12 +1,13 @@
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use roundtable_shared::api::{Direction, MessageState};
+use roundtable_shared::api::{ChatMessage, Direction, MessageState, TransferInfo};
 use wasm_bindgen::JsCast;
 use web_sys::{Element, HtmlElement};
 use yew::prelude::*;
 
-use crate::state::Chat;
+use super::file_message::{FileMessage, UploadMessage};
+use crate::state::{timeline, Chat, Item, RowKey, Upload};
 use crate::view;
 
 /// Rows rendered above and below the visible ones.
@@ -19,6 +20,15 @@ const FOLLOW_MARGIN: f64 = 40.0;
 #[derive(Properties, PartialEq)]
 pub struct MessageListProps {
     pub chat: Rc<Chat>,
+    /// The peer's file transfers (any order): shown among the messages by time.
+    #[prop_or_default]
+    pub transfers: Rc<Vec<Rc<TransferInfo>>>,
+    /// Files on their way to the node for this peer, or refused by it.
+    #[prop_or_default]
+    pub uploads: Rc<Vec<Rc<Upload>>>,
+    /// The user dismisses a refused upload.
+    #[prop_or_default]
+    pub on_dismiss_upload: Callback<u64>,
     /// Asks for the page before the first loaded message.
     #[prop_or_default]
     pub on_load_older: Callback<()>,
@@ -44,12 +54,20 @@ fn state_label(s: MessageState) -> &'static str {
 #[derive(Default)]
 struct Measured {
     width: i64,
-    heights: HashMap<i64, f64>,
+    heights: HashMap<RowKey, f64>,
 }
 
-/// A conversation, rendering only the rows in view: rows are placed
-/// absolutely at their offsets, with measured heights where known and
-/// estimates elsewhere.
+/// The rows of a conversation and where each starts.
+struct Layout {
+    items: Vec<Item>,
+    /// `offsets[i]` is where row i starts; the last entry is the total height.
+    offsets: Vec<f64>,
+    index: HashMap<RowKey, usize>,
+}
+
+/// A conversation, rendering only the rows in view: rows (messages, and
+/// file transfers among them by time) are placed absolutely at their
+/// offsets, with measured heights where known and estimates elsewhere.
 #[component(MessageList)]
 pub fn message_list(props: &MessageListProps) -> Html {
     let node = use_node_ref();
@@ -57,19 +75,25 @@ pub fn message_list(props: &MessageListProps) -> Html {
     let viewport = use_state(|| (600.0f64, 640.0f64)); // (height, width)
                                                        // Whether the view follows new messages (the user has not scrolled up).
     let follow = use_mut_ref(|| true);
-    // The first message's seq at the last render (to keep the view on prepend).
-    let anchor = use_mut_ref(|| None::<i64>);
+    // The first row at the last render (to keep the view on prepend).
+    let anchor = use_mut_ref(|| None::<RowKey>);
 
     let measured = use_mut_ref(Measured::default);
     // Bumped when measuring changed a height: lays the rows out again.
     let remeasured = use_state(|| 0u32);
 
     let width = viewport.1;
-    let offsets = {
+    let layout = {
         let measured = measured.clone();
         use_memo(
-            (props.chat.clone(), width as i64, *remeasured),
-            move |(chat, w, _)| {
+            (
+                props.chat.clone(),
+                props.transfers.clone(),
+                props.uploads.clone(),
+                width as i64,
+                *remeasured,
+            ),
+            move |(chat, transfers, uploads, w, _)| {
                 let mut m = measured.borrow_mut();
                 if m.width != *w {
                     *m = Measured {
@@ -77,22 +101,37 @@ pub fn message_list(props: &MessageListProps) -> Html {
                         heights: HashMap::new(),
                     };
                 }
-                view::offsets(chat.messages.iter().map(|msg| {
+                let items = timeline(chat, transfers, uploads);
+                let offsets = view::offsets(items.iter().map(|item| {
                     m.heights
-                        .get(&msg.seq)
+                        .get(&item.key())
                         .copied()
-                        .unwrap_or_else(|| view::row_height(&msg.text, *w as f64))
-                }))
+                        .unwrap_or_else(|| match item {
+                            Item::Message(msg) => view::row_height(&msg.text, *w as f64),
+                            Item::Transfer(_) | Item::Upload(_) => view::FILE_ROW_HEIGHT,
+                        })
+                }));
+                let index = items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, it)| (it.key(), i))
+                    .collect();
+                Layout {
+                    items,
+                    offsets,
+                    index,
+                }
             },
         )
     };
+    let offsets = &layout.offsets;
     let total = *offsets.last().unwrap_or(&0.0);
-    // Older messages came in above since the last render: shift the view
+    // Older rows came in above since the last render: shift the view
     // by their height, in this very render, so the same rows stay on screen.
-    let first = props.chat.messages.first().map(|m| m.seq);
+    let first = layout.items.first().map(Item::key);
     let shift = match (*anchor.borrow(), first) {
-        (Some(prev), Some(first)) if first < prev && !*follow.borrow() => {
-            offsets[props.chat.messages.partition_point(|m| m.seq < prev)]
+        (Some(prev), Some(first)) if first != prev && !*follow.borrow() => {
+            layout.index.get(&prev).map_or(0.0, |&i| offsets[i])
         }
         _ => 0.0,
     };
@@ -101,7 +140,7 @@ pub fn message_list(props: &MessageListProps) -> Html {
     } else {
         *scroll_top + shift
     };
-    let range = view::window(&offsets, top, viewport.0, OVERSCAN);
+    let range = view::window(offsets, top, viewport.0, OVERSCAN);
 
     let onscroll = {
         let scroll_top = scroll_top.clone();
@@ -128,7 +167,7 @@ pub fn message_list(props: &MessageListProps) -> Html {
         let viewport = viewport.clone();
         let follow = follow.clone();
         let anchor = anchor.clone();
-        let offsets = offsets.clone();
+        let layout = layout.clone();
         let chat = props.chat.clone();
         let on_seen = props.on_seen.clone();
         let on_load_older = props.on_load_older.clone();
@@ -148,13 +187,16 @@ pub fn message_list(props: &MessageListProps) -> Html {
             // changed move what is shown, so the view moves with them.
             let mut above = 0.0;
             let mut changed = false;
-            if let Ok(rows) = el.query_selector_all(".msg[data-seq]") {
+            if let Ok(rows) = el.query_selector_all("[data-row]") {
+                let offsets = &layout.offsets;
                 let mut m = measured.borrow_mut();
                 for i in 0..rows.length() {
                     let Some(row) = rows.item(i).and_then(|n| n.dyn_into::<Element>().ok()) else {
                         continue;
                     };
-                    let Some(seq) = row.get_attribute("data-seq").and_then(|s| s.parse().ok())
+                    let Some(key) = row
+                        .get_attribute("data-row")
+                        .and_then(|s| s.parse::<RowKey>().ok())
                     else {
                         continue;
                     };
@@ -167,12 +209,12 @@ pub fn message_list(props: &MessageListProps) -> Html {
                     // The bubble sits at the row's top padding; the bottom
                     // padding is the same.
                     let natural = (2 * bubble.offset_top() + bubble.offset_height()) as f64;
-                    let Ok(idx) = chat.messages.binary_search_by_key(&seq, |m| m.seq) else {
+                    let Some(&idx) = layout.index.get(&key) else {
                         continue;
                     };
                     let placed = offsets[idx + 1] - offsets[idx];
                     if natural > 0.0 && (natural - placed).abs() > 1.0 {
-                        m.heights.insert(seq, natural);
+                        m.heights.insert(key, natural);
                         changed = true;
                         if offsets[idx] < top {
                             above += natural - placed;
@@ -184,7 +226,7 @@ pub fn message_list(props: &MessageListProps) -> Html {
                 remeasured.set(*remeasured + 1);
             }
             if *follow.borrow() {
-                let total = *offsets.last().unwrap_or(&0.0);
+                let total = *layout.offsets.last().unwrap_or(&0.0);
                 el.set_scroll_top(total as i32);
                 if let Some(last) = chat.messages.last() {
                     on_seen.emit(last.seq);
@@ -200,37 +242,28 @@ pub fn message_list(props: &MessageListProps) -> Html {
         });
     }
 
+    let offset_min = props.offset_min;
     let rows = range.map(|i| {
-        let m = &props.chat.messages[i];
         let h = offsets[i + 1] - offsets[i];
-        let out = m.direction == Direction::Out;
         let style = format!("top:{}px;height:{}px", offsets[i], h);
-        html! {
-            <div key={m.seq} class={classes!("msg", if out { "out" } else { "in" })}
-                 data-seq={m.seq.to_string()} {style} role="listitem">
-                <div class="bubble">
-                    <p class="text">{ &m.text }</p>
-                    <p class="meta">
-                        <time>{ view::clock(m.at, props.offset_min) }</time>
-                        if !out && !m.verified {
-                            <span class="unverified" data-verified="false"
-                                  title={format!("Sent over a plain connection: \"{}\" is only what the sender claimed to be", m.peer)}>
-                                { "⚠ unverified sender" }
-                            </span>
-                        }
-                        if out {
-                            <span class={classes!("state", state_label(m.state))}
-                                  data-state={state_label(m.state)}>
-                                { match m.state {
-                                    MessageState::Queued => "◷ queued",
-                                    MessageState::Sent => "✓ sent",
-                                    MessageState::Delivered => "✓✓ delivered",
-                                } }
-                            </span>
-                        }
-                    </p>
+        let item = &layout.items[i];
+        let key = item.key().to_string();
+        match item {
+            Item::Message(m) => message_row(m, key, style, offset_min),
+            Item::Transfer(t) => {
+                let out = t.direction == Direction::Out;
+                html! {
+                    <div key={key.clone()} class={classes!("file-item", if out { "out" } else { "in" })}
+                         data-row={key} {style} role="listitem">
+                        <FileMessage transfer={t.clone()} {offset_min} />
+                    </div>
+                }
+            }
+            Item::Upload(u) => html! {
+                <div key={key.clone()} class="file-item out" data-row={key} {style} role="listitem">
+                    <UploadMessage upload={u.clone()} on_dismiss={props.on_dismiss_upload.clone()} />
                 </div>
-            </div>
+            },
         }
     });
 
@@ -242,6 +275,38 @@ pub fn message_list(props: &MessageListProps) -> Html {
             }
             <div class="spacer" style={format!("height:{total}px")}>
                 { for rows }
+            </div>
+        </div>
+    }
+}
+
+/// One chat message's row.
+fn message_row(m: &ChatMessage, key: String, style: String, offset_min: i64) -> Html {
+    let out = m.direction == Direction::Out;
+    html! {
+        <div key={key.clone()} class={classes!("msg", if out { "out" } else { "in" })}
+             data-seq={m.seq.to_string()} data-row={key} {style} role="listitem">
+            <div class="bubble">
+                <p class="text">{ &m.text }</p>
+                <p class="meta">
+                    <time>{ view::clock(m.at, offset_min) }</time>
+                    if !out && !m.verified {
+                        <span class="unverified" data-verified="false"
+                              title={format!("Sent over a plain connection: \"{}\" is only what the sender claimed to be", m.peer)}>
+                            { "⚠ unverified sender" }
+                        </span>
+                    }
+                    if out {
+                        <span class={classes!("state", state_label(m.state))}
+                              data-state={state_label(m.state)}>
+                            { match m.state {
+                                MessageState::Queued => "◷ queued",
+                                MessageState::Sent => "✓ sent",
+                                MessageState::Delivered => "✓✓ delivered",
+                            } }
+                        </span>
+                    }
+                </p>
             </div>
         </div>
     }

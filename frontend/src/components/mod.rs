@@ -1,7 +1,9 @@
 //! Presentational components: they render their props and hold no
 //! request logic, so tests can render them with any state.
 
+mod attach;
 mod composer;
+mod file_message;
 mod header;
 mod key_changed_banner;
 mod message_list;
@@ -11,7 +13,9 @@ mod peer_path;
 mod peer_trust;
 mod timeline;
 
+pub use attach::{AttachFiles, AttachFilesProps, FileDrop, FileDropProps};
 pub use composer::{Composer, ComposerProps};
+pub use file_message::{FileMessage, FileMessageProps, UploadMessage, UploadMessageProps};
 pub use header::{Header, HeaderProps};
 pub use key_changed_banner::{KeyChangedBanner, KeyChangedBannerProps};
 pub use message_list::{MessageList, MessageListProps};

@@ -1,0 +1,119 @@
+//! A file in a conversation: a transfer the node holds, or one still being
+//! uploaded to it.
+
+use std::rc::Rc;
+
+use roundtable_shared::api::{Direction, TransferInfo, TransferState};
+use yew::prelude::*;
+
+use crate::state::Upload;
+use crate::view;
+
+#[derive(Properties, PartialEq)]
+pub struct FileMessageProps {
+    pub transfer: Rc<TransferInfo>,
+    /// Local time offset, minutes.
+    #[prop_or_default]
+    pub offset_min: i64,
+}
+
+/// A transfer as a chat message: name, size, state in words, a progress
+/// bar with bytes, rate and time left while it moves, the reason when it
+/// fails or waits, and the download link once the bytes can be had.
+///
+/// Hooks for tests: `.file-message[data-seq][data-state][data-direction]`,
+/// `.file-progress[data-bytes][data-size]`, `.file-download`.
+#[component(FileMessage)]
+pub fn file_message(props: &FileMessageProps) -> Html {
+    let t = &props.transfer;
+    let state = view::transfer_state_name(t.state);
+    let direction = match t.direction {
+        Direction::Out => "out",
+        Direction::In => "in",
+    };
+    let trouble = matches!(t.state, TransferState::Failed | TransferState::Waiting);
+    html! {
+        <div class={classes!("file-message", state)} data-seq={t.seq.to_string()}
+             data-state={state} data-direction={direction}>
+            <p class="file-head">
+                <span class="file-icon" aria-hidden="true">{ "📄" }</span>
+                <span class="file-name" title={t.name.clone()}>{ &t.name }</span>
+                <span class="file-size" data-size={t.size.to_string()}>{ view::size(t.size) }</span>
+            </p>
+            <progress class="file-progress" max={t.size.max(1).to_string()}
+                      value={if t.size == 0 { (view::fraction(t) as u64).to_string() } else { t.bytes.min(t.size).to_string() }}
+                      data-bytes={t.bytes.to_string()} data-size={t.size.to_string()}
+                      aria-label={format!("{} of {}", view::size(t.bytes.min(t.size)), view::size(t.size))} />
+            <p class="file-progress-text" aria-live="polite">{ view::progress(t) }</p>
+            if let Some(e) = t.error.as_ref().filter(|_| trouble) {
+                <p class={classes!("file-error", (t.state == TransferState::Failed).then_some("error"))}
+                   role={(t.state == TransferState::Failed).then_some("alert")}>{ e }</p>
+            }
+            <p class="meta file-meta">
+                if t.bare {
+                    <span class="file-peer">{ view::transfer_peer(t) }</span>
+                }
+                <time>{ view::clock(t.created_at, props.offset_min) }</time>
+                <code class="file-sha256" title={t.sha256.clone()}>
+                    { view::short_sha(&t.sha256) }
+                </code>
+                <span class={classes!("file-state", state)} data-state={state}>
+                    { view::transfer_state_label(t.state, t.direction) }
+                </span>
+                if view::downloadable(t) {
+                    <a class="file-download" href={view::content_url(t.seq)} download={t.name.clone()}>
+                        { "⤓ download" }
+                    </a>
+                }
+            </p>
+        </div>
+    }
+}
+
+#[derive(Properties, PartialEq)]
+pub struct UploadMessageProps {
+    pub upload: Rc<Upload>,
+    /// The user dismisses a failed upload.
+    #[prop_or_default]
+    pub on_dismiss: Callback<u64>,
+}
+
+/// A file on its way to the node ("uploading…"), or refused by it with the
+/// node's sentence, kept until dismissed.
+///
+/// Hooks for tests: `.file-message.upload[data-upload][data-state=uploading|refused]`,
+/// `.file-error`, `.upload-dismiss`.
+#[component(UploadMessage)]
+pub fn upload_message(props: &UploadMessageProps) -> Html {
+    let u = &props.upload;
+    let state = if u.error.is_some() {
+        "refused"
+    } else {
+        "uploading"
+    };
+    let onclick = {
+        let on_dismiss = props.on_dismiss.clone();
+        let id = u.id;
+        Callback::from(move |_: MouseEvent| on_dismiss.emit(id))
+    };
+    html! {
+        <div class={classes!("file-message", "upload", state)} data-upload={u.id.to_string()}
+             data-state={state} data-direction="out">
+            <p class="file-head">
+                <span class="file-icon" aria-hidden="true">{ "📄" }</span>
+                <span class="file-name" title={u.name.clone()}>{ &u.name }</span>
+                <span class="file-size" data-size={u.size.to_string()}>{ view::size(u.size) }</span>
+            </p>
+            if let Some(e) = &u.error {
+                <p class="file-error error" role="alert">{ format!("Not sent: {e}") }</p>
+                <p class="meta file-meta">
+                    <button type="button" class="upload-dismiss" {onclick}
+                            aria-label={format!("Dismiss {}", u.name)}>{ "Dismiss" }</button>
+                </p>
+            } else {
+                <progress class="file-progress uploading" aria-label="uploading to this node" />
+                <p class="file-progress-text" role="status">{ "uploading…" }</p>
+            }
+        </div>
+    }
+}
