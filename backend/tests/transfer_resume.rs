@@ -13,68 +13,17 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use common::browser::free_port;
 use common::process::NodeProc;
+use common::proxy::throttled_proxy;
 use common::{eventually, get_json, request, Directory};
 use roundtable_shared::api::{TransferInfo, TransferState};
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 
 /// Bytes per second the proxy lets through towards bob.
 const RATE: u64 = 12 << 20;
 const SIZE: usize = 64 << 20;
-
-/// A proxy from `listen` to `target`, throttling the client's direction to
-/// [`RATE`] and counting its bytes.
-async fn proxy(target: SocketAddr) -> (SocketAddr, Arc<AtomicU64>) {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let count = Arc::new(AtomicU64::new(0));
-    let c = count.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((client, _)) = l.accept().await else {
-                return;
-            };
-            let c = c.clone();
-            tokio::spawn(async move {
-                let Ok(server) = TcpStream::connect(target).await else {
-                    return;
-                };
-                let (mut cr, mut cw) = client.into_split();
-                let (mut sr, mut sw) = server.into_split();
-                let up = async move {
-                    let mut buf = vec![0u8; 64 * 1024];
-                    let started = tokio::time::Instant::now();
-                    let mut sent = 0u64;
-                    loop {
-                        let n = match cr.read(&mut buf).await {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => n,
-                        };
-                        if sw.write_all(&buf[..n]).await.is_err() {
-                            break;
-                        }
-                        c.fetch_add(n as u64, Ordering::Relaxed);
-                        sent += n as u64;
-                        let due = started + Duration::from_secs_f64(sent as f64 / RATE as f64);
-                        tokio::time::sleep_until(due).await;
-                    }
-                    let _ = sw.shutdown().await;
-                };
-                let down = async move {
-                    let _ = tokio::io::copy(&mut sr, &mut cw).await;
-                    let _ = cw.shutdown().await;
-                };
-                tokio::join!(up, down);
-            });
-        }
-    });
-    (addr, count)
-}
 
 fn sha_hex(b: &[u8]) -> String {
     Sha256::digest(b)
@@ -109,7 +58,8 @@ impl Setup {
         let dir = Directory::start().await;
         let data = tempfile::tempdir().unwrap();
         let bob_chat = free_port();
-        let (proxy, count) = proxy(SocketAddr::from(([127, 0, 0, 1], bob_chat))).await;
+        let (proxy, count) =
+            throttled_proxy(SocketAddr::from(([127, 0, 0, 1], bob_chat)), RATE).await;
         Setup {
             dir,
             data,

@@ -4,7 +4,9 @@
 
 pub mod browser;
 pub mod classic;
+pub mod e2e;
 pub mod process;
+pub mod proxy;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -62,7 +62,7 @@ pub fn attach_files(props: &AttachFilesProps) -> Html {
         <>
             <button type="button" class="attach-file" id="attach-file" {onclick}
                     title={format!("Send files to {} (or drop them on the conversation)", props.peer)}>
-                { "📎 Attach" }
+                { "Attach file" }
             </button>
             <input type="file" multiple=true ref={input} {onchange}
                    class="attach-input visually-hidden" id="attach-input" tabindex="-1"

@@ -36,7 +36,7 @@ pub fn file_message(props: &FileMessageProps) -> Html {
         <div class={classes!("file-message", state)} data-seq={t.seq.to_string()}
              data-state={state} data-direction={direction}>
             <p class="file-head">
-                <span class="file-icon" aria-hidden="true">{ "📄" }</span>
+                <span class="file-icon" aria-hidden="true"></span>
                 <span class="file-name" title={t.name.clone()}>{ &t.name }</span>
                 <span class="file-size" data-size={t.size.to_string()}>{ view::size(t.size) }</span>
             </p>
@@ -100,7 +100,7 @@ pub fn upload_message(props: &UploadMessageProps) -> Html {
         <div class={classes!("file-message", "upload", state)} data-upload={u.id.to_string()}
              data-state={state} data-direction="out">
             <p class="file-head">
-                <span class="file-icon" aria-hidden="true">{ "📄" }</span>
+                <span class="file-icon" aria-hidden="true"></span>
                 <span class="file-name" title={u.name.clone()}>{ &u.name }</span>
                 <span class="file-size" data-size={u.size.to_string()}>{ view::size(u.size) }</span>
             </p>
