@@ -10,7 +10,15 @@
 //!   the SHA-256 computed, the file synced and renamed into place; with the
 //!   peak resident memory of each process;
 //! - NVFlare's own Python `send_binary_file` into `receive_all` (the venv
-//!   `cargo xtask test` makes under target/; skipped if it is missing).
+//!   `cargo xtask test` makes under target/; skipped if it is missing);
+//! - between two `roundtable node` release processes (and a directory):
+//!   `roundtable send-file --node` hands the file to alice's node, which
+//!   sends it to bob inside the secure channel (Noise, ChaCha20-Poly1305),
+//!   with the CRC-32 and the whole-file SHA-256 checked and checkpoints
+//!   synced every 64 MiB; timed from the transfer's creation (upload done)
+//!   to its delivery, with each node's peak resident memory;
+//! - chat latency between two in-process nodes (a message every 10 ms,
+//!   send to the receiver's event), without and then during a transfer.
 //!
 //! Environment: `BENCH_TRANSFER_MIB` (default 1024; 2048 for the issue's
 //! 2 GiB), `BENCH_SMALL_MIB` (default 64: the same Roundtable run on a
@@ -24,6 +32,8 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use roundtable_shared::api::{TransferInfo, TransferState};
 
 const BIN: &str = env!("CARGO_BIN_EXE_roundtable");
 
@@ -210,6 +220,248 @@ os.remove(tmp)
     Duration::from_secs_f64(secs)
 }
 
+/// A tiny blocking HTTP GET: the body.
+fn get(addr: &str, path: &str) -> String {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "GET {path}: {head}");
+    body.to_owned()
+}
+
+/// A release process killed when dropped.
+struct Proc(std::process::Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A directory and two nodes, alice and bob, as release processes.
+struct Nodes {
+    _dir: Proc,
+    alice: Proc,
+    bob: Proc,
+    alice_http: String,
+    bob_http: String,
+}
+
+fn start_nodes(data: &Path) -> Nodes {
+    let mut dir = Command::new(BIN)
+        .args([
+            "directory",
+            "--listen",
+            "127.0.0.1:0",
+            "--open-registration",
+            "--db",
+        ])
+        .arg(data.join("directory.db"))
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(dir.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let l = lines.next().unwrap().unwrap();
+        if let Some(a) = l.split("addr=").nth(1) {
+            break a.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let node = |name: &str| {
+        let mut c = Command::new(BIN)
+            .args(["node", "--name", name, "--directory", &addr])
+            .args(["--chat", "127.0.0.1:0", "--http", "127.0.0.1:0", "--data"])
+            .arg(data.join(name))
+            .env("ROUNDTABLE_PASSWORD", "pw")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(c.stdout.take().unwrap()).lines();
+        let http = loop {
+            let l = out.next().unwrap().unwrap();
+            if let Some(a) = l.trim().strip_prefix("dashboard  http://") {
+                break a.trim().to_owned();
+            }
+        };
+        std::thread::spawn(move || for _ in out {});
+        (Proc(c), http)
+    };
+    let (alice, alice_http) = node("alice");
+    let (bob, bob_http) = node("bob");
+    let started = Instant::now();
+    while !get(&alice_http, "/api/peers").contains("\"name\":\"bob\",\"address\":\"127.0.0.1\"") {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "alice never saw bob"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Nodes {
+        _dir: Proc(dir),
+        alice,
+        bob,
+        alice_http,
+        bob_http,
+    }
+}
+
+/// alice's node to bob's: the transfer's time (creation to delivery, as
+/// alice's node recorded them), the whole command's, each node's peak RSS,
+/// and where bob put the file.
+fn node_to_node(nodes: &Nodes, data: &Path, src: &Path) -> (Duration, Duration, f64, f64, PathBuf) {
+    let started = Instant::now();
+    let ok = Command::new(BIN)
+        .args([
+            "send-file",
+            "--node",
+            &format!("http://{}", nodes.alice_http),
+            "--to",
+            "bob",
+        ])
+        .arg(src)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success();
+    let total = started.elapsed();
+    assert!(ok, "send-file --node failed");
+    let files: Vec<TransferInfo> =
+        serde_json::from_str(&get(&nodes.alice_http, "/api/files")).unwrap();
+    let t = &files[0];
+    assert_eq!(t.state, TransferState::Delivered);
+    let took = Duration::from_millis((t.updated_at - t.created_at).max(1) as u64);
+    let theirs: Vec<TransferInfo> =
+        serde_json::from_str(&get(&nodes.bob_http, "/api/files")).unwrap();
+    assert!(theirs
+        .iter()
+        .any(|x| x.id == t.id && x.state == TransferState::Delivered));
+    let path = data.join("bob/files/received").join(&t.name);
+    let (a, b) = (
+        vm_hwm(nodes.alice.0.id()).unwrap_or(0.0),
+        vm_hwm(nodes.bob.0.id()).unwrap_or(0.0),
+    );
+    (took, total, a, b, path)
+}
+
+/// p50 and p99 of `samples`, ms.
+fn p50_p99(mut samples: Vec<Duration>) -> (f64, f64) {
+    samples.sort();
+    let at =
+        |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1e3;
+    (at(0.50), at(0.99))
+}
+
+/// Chat latency between two in-process nodes, a message every 10 ms:
+/// `n` messages alone, then as many as fit while a file of `src` moves
+/// from alice to bob. (p50, p99) of each, and the samples taken during.
+fn chat_latency(src: &Path, n: usize) -> ((f64, f64), (f64, f64), usize) {
+    use roundtable::node::{Node, NodeConfig};
+    use roundtable_shared::api::Event;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let tmp = tempfile::tempdir_in(src.parent().unwrap()).unwrap();
+        let mut dir = Command::new(BIN)
+            .args([
+                "directory",
+                "--listen",
+                "127.0.0.1:0",
+                "--open-registration",
+                "--db",
+            ])
+            .arg(tmp.path().join("directory.db"))
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(dir.stderr.take().unwrap()).lines();
+        let addr = loop {
+            let l = lines.next().unwrap().unwrap();
+            if let Some(a) = l.split("addr=").nth(1) {
+                break a.split_whitespace().next().unwrap().to_owned();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        let _dir = Proc(dir);
+        let start = |name: &str| {
+            let mut cfg = NodeConfig::local(name, "pw", &addr, tmp.path().join(name));
+            cfg.query_interval = Duration::from_millis(200);
+            Node::start(cfg)
+        };
+        let alice = start("alice").await.unwrap();
+        let bob = start("bob").await.unwrap();
+        while !alice
+            .peers
+            .get("bob")
+            .is_some_and(|p| p.online && p.port.is_some())
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut events = bob.events.subscribe();
+        let mut one = async |i: usize| {
+            let text = format!("latency probe {i}");
+            let t = Instant::now();
+            alice.chat.send("bob", &text).await.unwrap();
+            loop {
+                match events.recv().await {
+                    Ok(Event::Message { message }) if message.text == text => return t.elapsed(),
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        };
+        // What earlier runs left to write back would be measured too.
+        let _ = Command::new("sync").status();
+        let mut alone = Vec::new();
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        for i in 0..n {
+            tick.tick().await;
+            alone.push(one(i).await);
+        }
+        let file = tokio::fs::File::open(src).await.unwrap();
+        let stream = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20);
+        let t = alice
+            .transfers
+            .upload(&["bob".to_owned()], "during.bin", stream)
+            .await
+            .unwrap()
+            .remove(0);
+        let mut during = Vec::new();
+        let mut i = n;
+        loop {
+            let now = alice.transfers.get(t.seq).await.unwrap().info;
+            if now.state == TransferState::Delivered {
+                break;
+            }
+            tick.tick().await;
+            during.push(one(i).await);
+            i += 1;
+        }
+        alice.stop(Duration::from_secs(5)).await;
+        bob.stop(Duration::from_secs(5)).await;
+        let k = during.len();
+        (p50_p99(alone), p50_p99(during), k)
+    })
+}
+
 fn main() {
     let big = env_usize("BENCH_TRANSFER_MIB", 1024);
     let small = env_usize("BENCH_SMALL_MIB", 64);
@@ -253,6 +505,26 @@ fn main() {
                 );
             }
             None => println!("  NVFlare Python: skipped (no target/nvflare-venv)"),
+        }
+        let data = tmp.path().join(format!("nodes-{mib}"));
+        std::fs::create_dir_all(&data).unwrap();
+        let nodes = start_nodes(&data);
+        let (took, total, a_mem, b_mem, got) = node_to_node(&nodes, &data, &src);
+        assert!(same_file(&src, &got), "bob's copy is whole");
+        drop(nodes);
+        std::fs::remove_dir_all(&data).unwrap();
+        println!(
+            "  node -> node, sealed, SHA-256 verified    {:>8.0} MB/s ({:.2} of plain), peak RSS alice {a_mem:.1} MiB, bob {b_mem:.1} MiB; with the upload to alice's node {:.0} MB/s",
+            rate(bytes, took),
+            plain.as_secs_f64() / took.as_secs_f64(),
+            rate(bytes, total)
+        );
+        if mib == big {
+            let ((a50, a99), (d50, d99), k) = chat_latency(&src, 300);
+            println!(
+                "  chat send -> delivered event, 100 msg/s: alone p50 {a50:.2} ms p99 {a99:.2} ms; during the transfer ({k} messages) p50 {d50:.2} ms p99 {d99:.2} ms ({:.2}x)",
+                d99 / a99
+            );
         }
         std::fs::remove_file(&src).unwrap();
     }

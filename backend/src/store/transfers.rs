@@ -5,11 +5,11 @@
 //! Its own database (`transfers.db`), written with `synchronous = FULL`:
 //! rows change a few times per transfer (created, started, a checkpoint
 //! every [`crate::transfer::inbound::CHECKPOINT_BYTES`], delivered), so
-//! durability costs nothing measurable, and two writes must never be lost
-//! once someone acted on them: a receiver's "delivered" (else a repeated
-//! offer would deliver the file twice) and its synced offset (else a
-//! resume could skip bytes it never wrote; it only ever records an offset
-//! after the part file's bytes up to it were synced).
+//! durability costs nothing measurable, and a receiver's "delivered" must
+//! never be lost once the sender heard it (else a repeated offer would
+//! deliver the file twice). The offset a receiver records is of bytes
+//! handed to the kernel, not synced (see `transfer::inbound` for why a
+//! machine crash still cannot deliver a wrong file).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -32,7 +32,7 @@ const MIGRATIONS: &[&str] = &["
         state       TEXT NOT NULL CHECK (state IN
                         ('queued', 'sending', 'waiting', 'delivered', 'failed')),
         -- Out: what the receiver last said it holds. In: bytes of the part
-        -- file synced to disk (or the whole size once delivered).
+        -- file written (or the whole size once delivered).
         bytes       INTEGER NOT NULL DEFAULT 0 CHECK (bytes >= 0 AND bytes <= size),
         error       TEXT,
         -- Out: the outbox file. In: the file in place, once delivered.
@@ -334,9 +334,9 @@ impl TransferStore {
         })
     }
 
-    /// Records that the bytes of an incoming transfer up to `bytes` are on
-    /// disk (called only after they were synced).
-    pub fn synced(&self, seq: i64, bytes: u64, now: i64) -> Result<(), StoreError> {
+    /// Records that the bytes of an incoming transfer up to `bytes` were
+    /// written to its part file.
+    pub fn written(&self, seq: i64, bytes: u64, now: i64) -> Result<(), StoreError> {
         self.with(|c| {
             c.execute(
                 "UPDATE transfers SET bytes = min(?2, size), updated_at = ?3
@@ -444,7 +444,7 @@ mod tests {
             let Offered::New(r) = s.offer("alice", &offer(id, 100), 1).unwrap() else {
                 panic!("new offer expected");
             };
-            s.synced(r.info.seq, 40, 2).unwrap();
+            s.written(r.info.seq, 40, 2).unwrap();
             // The same sender may reuse nothing: another file under this id conflicts.
             assert_eq!(
                 s.offer("alice", &offer(id, 99), 3).unwrap(),

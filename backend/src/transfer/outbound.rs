@@ -23,8 +23,10 @@ use super::{Progress, Transfers};
 use crate::node::link::{open_direct, Link, LinkError};
 use crate::store::transfers::TransferRecord;
 
-/// Bytes read from the outbox file, and sealed and written, at a time.
-const READ_BLOCK: usize = 1 << 20;
+/// Bytes read from the outbox file, and sealed and written, at a time:
+/// about a quarter of a millisecond of sealing, so that a file never holds
+/// a runtime thread long enough to delay chat.
+const READ_BLOCK: usize = 256 << 10;
 
 /// How long the receiver may take to answer an offer.
 const OFFER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -298,6 +300,9 @@ async fn stream(
                 .map(|c| Frame::bare(TransferFrame::DATA, c.to_vec())),
         );
         link.send(&frames, idle).await?;
+        // A socket with room never makes the send wait: let chat's tasks
+        // in between.
+        tokio::task::yield_now().await;
         sent += n as u64;
         if let Some(rate) = progress.due(sent) {
             let mut shown = info.clone();
