@@ -322,6 +322,35 @@ fn send_file_without_a_receiver_says_why() {
     assert!(err.contains("cannot connect to 127.0.0.1"), "{err}");
 }
 
+/// A bare exchange whose body is over the node's `--max-file-size` is
+/// refused before its body is read: nothing kept, nothing listed, and the
+/// chat port goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bare_exchange_over_the_nodes_limit_is_refused_on_the_chat_port() {
+    let dir = Directory::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let mut cfg = roundtable::node::NodeConfig::local(
+        "alice",
+        "pw",
+        &dir.addr.to_string(),
+        data.path().join("alice"),
+    );
+    cfg.max_file_size = 1000;
+    let alice = roundtable::node::Node::start(cfg).await.unwrap();
+    send_bytes(alice.chat_addr, &encode(b"", &bytes(1001, 3)).unwrap()).await;
+    send_bytes(alice.chat_addr, &encode(b"", &bytes(1000, 4)).unwrap()).await;
+    let files = data.path().join("alice/files/received");
+    let kept = eventually(10, "the small file on alice's node", || async {
+        let l = listing(&files);
+        (!l.is_empty()).then_some(l)
+    })
+    .await;
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(std::fs::read(files.join(&kept[0])).unwrap(), bytes(1000, 4));
+    alice.stop(Duration::from_secs(5)).await;
+    dir.stop().await;
+}
+
 /// The node's chat port serves both protocols, as NVFlare's receiver
 /// decides: NVFlare's `send_binary_file` into it is stored as a file from
 /// that address, and eurechat text on the same port still chats.
@@ -356,6 +385,33 @@ async fn nvflare_send_binary_file_into_a_nodes_chat_port() {
     .await;
     assert!(name.starts_with("from-127.0.0.1-"), "{name}");
     assert_eq!(std::fs::read(files.join(&name)).unwrap(), body);
+    // The dashboard lists it as a file from that address, downloadable.
+    let listed: Vec<roundtable_shared::api::TransferInfo> =
+        eventually(10, "the file listed", || async {
+            let all: Vec<roundtable_shared::api::TransferInfo> =
+                common::get_json(alice.http_addr, "/api/files").await;
+            (!all.is_empty()).then_some(all)
+        })
+        .await;
+    assert_eq!(listed.len(), 1);
+    let t = &listed[0];
+    assert!(t.bare && t.downloadable, "{t:?}");
+    assert!(t.peer.starts_with("127.0.0.1:"), "{t:?}");
+    assert_eq!(
+        (t.name.as_str(), t.size),
+        (name.as_str(), body.len() as u64)
+    );
+    assert_eq!(t.sha256, sha256(&body));
+    let (status, _, got) = common::request(
+        "GET",
+        alice.http_addr,
+        &format!("/api/files/{}/content", t.seq),
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(got, body);
 
     let mut nc = TcpStream::connect(alice.chat_addr).await.unwrap();
     nc.write_all(b"PING 0\n").await.unwrap();

@@ -746,7 +746,10 @@ impl Chat {
             tracing::error!(dir = %dir.display(), %e, "cannot create the files folder");
             return;
         }
-        let limits = roundtable_shared::binary::Limits::default();
+        let mut limits = roundtable_shared::binary::Limits::default();
+        if let Some(t) = &self.inner.transfers {
+            limits.max_body = limits.max_body.min(t.config().max_file_size);
+        }
         let idle = self
             .inner
             .cfg

@@ -51,6 +51,9 @@ use crate::store::chat::now_ms;
 use crate::store::transfers::{TransferRecord, TransferStore};
 use crate::store::StoreError;
 
+/// Free disk space a received file must leave (both kinds of receiving).
+pub const FREE_MARGIN: u64 = 256 << 20;
+
 /// Transfer tuning.
 #[derive(Debug, Clone)]
 pub struct TransferConfig {
@@ -79,7 +82,7 @@ impl TransferConfig {
         TransferConfig {
             files_dir,
             max_file_size: 64 << 30,
-            free_margin: 256 << 20,
+            free_margin: FREE_MARGIN,
             part_max_age: Duration::from_secs(7 * 24 * 3600),
             max_outbound: 8,
             max_inbound: 16,

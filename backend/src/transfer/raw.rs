@@ -16,9 +16,6 @@ use crate::caps::{accept, Caps, RefusalLog};
 /// Bytes read from disk or the socket at a time.
 pub const BLOCK: usize = 1 << 20;
 
-/// Longest file name accepted from a sender's meta.
-const MAX_NAME: usize = 255;
-
 /// Why a transfer failed.
 #[derive(Debug, thiserror::Error)]
 pub enum TransferError {
@@ -34,6 +31,8 @@ pub enum TransferError {
     Idle(Duration),
     #[error("refused file name {0:?}: only a plain name, no folders")]
     BadName(String),
+    #[error("not enough free disk space: {need} bytes needed, {free} free")]
+    NoSpace { need: u64, free: u64 },
     #[error("{path} changed size while it was sent ({want} bytes declared)")]
     FileChanged { path: String, want: u64 },
 }
@@ -113,15 +112,7 @@ pub fn file_name(meta: &str, from: SocketAddr, now_ms: i64) -> Result<String, Tr
     let Some(name) = given else {
         return Ok(format!("from-{}-{now_ms}.bin", from.ip()));
     };
-    let plain = !name.is_empty()
-        && name.len() <= MAX_NAME
-        && name != "."
-        && name != ".."
-        && !name.starts_with('.')
-        && !name
-            .chars()
-            .any(|c| c == '/' || c == '\\' || c == '\0' || c.is_control());
-    if plain {
+    if roundtable_shared::transfer::valid_file_name(&name) {
         Ok(name)
     } else {
         Err(TransferError::BadName(name))
@@ -163,8 +154,15 @@ pub async fn receive<R: AsyncRead + Unpin>(
             at += used;
             match step {
                 Step::NeedMore => break,
-                Step::Head { meta, .. } => {
+                Step::Head { meta, header } => {
                     let name = file_name(&meta, from, crate::store::chat::now_ms())?;
+                    // Refused before a body byte is read, like a body over
+                    // the limit (the decoder's).
+                    let need = header.body_size.saturating_add(super::FREE_MARGIN);
+                    let free = super::free_space(out_dir)?;
+                    if need > free {
+                        return Err(TransferError::NoSpace { need, free });
+                    }
                     let t = tempfile::Builder::new()
                         .prefix(".partial-")
                         .tempfile_in(out_dir)?;
@@ -203,17 +201,8 @@ pub async fn receive<R: AsyncRead + Unpin>(
 /// Renames the verified temporary file to `name` in `dir` without
 /// replacing an existing file.
 fn place(t: tempfile::NamedTempFile, dir: &Path, name: &str) -> Result<PathBuf, TransferError> {
-    let (stem, ext) = match name.rsplit_once('.') {
-        Some((s, e)) if !s.is_empty() => (s.to_owned(), format!(".{e}")),
-        _ => (name.to_owned(), String::new()),
-    };
     let mut t = t;
-    for i in 0..1000 {
-        let candidate = if i == 0 {
-            dir.join(name)
-        } else {
-            dir.join(format!("{stem} ({i}){ext}"))
-        };
+    for candidate in super::candidates(dir, name) {
         match t.persist_noclobber(&candidate) {
             Ok(_) => {
                 // The rename is durable once the folder is synced.
