@@ -355,3 +355,58 @@ async fn the_terminal_sends_through_the_node_to_two_peers_and_lists_them() {
         n.stop(Duration::from_secs(2)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_part_file_its_sender_abandoned_is_removed_after_its_age() {
+    let dir = Directory::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let bob_chat = common::browser::free_port();
+    // Slow enough that alice stops halfway.
+    let (proxy, count) = common::proxy::throttled_proxy(
+        std::net::SocketAddr::from(([127, 0, 0, 1], bob_chat)),
+        2 << 20,
+    )
+    .await;
+    let alice = node_with("alice", &dir, data.path(), |_| {}).await;
+    let bob = node_with("bob", &dir, data.path(), |c| {
+        c.chat_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], bob_chat)));
+        c.advertise_port = Some(proxy.port());
+        c.part_max_age = Duration::from_secs(2);
+    })
+    .await;
+    sees_online(&alice, "bob").await;
+    let t = upload(&alice, "bob", "left.bin", &body(16 << 20, 9))
+        .await
+        .remove(0);
+    eventually(20, "some bytes on their way", || async {
+        (count.load(std::sync::atomic::Ordering::Relaxed) > 1 << 20).then_some(())
+    })
+    .await;
+    alice.stop(Duration::from_secs(2)).await;
+    let partial = data.path().join("bob/files/partial");
+    assert_eq!(
+        std::fs::read_dir(&partial).unwrap().count(),
+        1,
+        "a part file while it waits"
+    );
+    let failed = reaches(&bob, &t.id, TransferState::Failed, 20).await;
+    assert!(
+        failed
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("abandoned")),
+        "{failed:?}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&partial).unwrap().count(),
+        0,
+        "the part file is gone"
+    );
+    assert_eq!(
+        std::fs::read_dir(data.path().join("bob/files/received"))
+            .unwrap()
+            .count(),
+        0
+    );
+    bob.stop(Duration::from_secs(2)).await;
+}

@@ -455,8 +455,8 @@ impl Transfers {
                 TransferState::Failed,
                 0,
                 Some(format!(
-                    "abandoned: nothing arrived for {} h",
-                    age.as_secs() / 3600
+                    "abandoned: nothing arrived for {}",
+                    for_people(age)
                 )),
             )
             .await;
@@ -494,6 +494,15 @@ impl Transfers {
             Ok(rec) => self.announce(&rec, None),
             Err(e) => tracing::error!(%e, "cannot record a received file"),
         }
+    }
+}
+
+/// `3 h`, `90 s`: a duration as a person reads it.
+fn for_people(d: Duration) -> String {
+    match d.as_secs() {
+        s if s >= 3600 && s % 3600 == 0 => format!("{} h", s / 3600),
+        s if s >= 60 && s % 60 == 0 => format!("{} min", s / 60),
+        s => format!("{s} s"),
     }
 }
 
