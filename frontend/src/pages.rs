@@ -483,7 +483,7 @@ pub fn training_page(props: &TrainingPageProps) -> Html {
 }
 
 /// One transfer's line on the files page.
-fn transfer_row(t: &TransferInfo, offset: i64) -> Html {
+fn transfer_row(t: &TransferInfo, now: i64, offset: i64) -> Html {
     let state = view::transfer_state_name(t.state);
     let (arrow, way) = match t.direction {
         Direction::Out => ("↑", "sent"),
@@ -527,8 +527,8 @@ fn transfer_row(t: &TransferInfo, offset: i64) -> Html {
                           data-bytes={t.bytes.to_string()} data-size={t.size.to_string()} />
                 <span class="file-progress-text">{ view::progress(t) }</span>
             </td>
-            <td class="file-started">{ view::date_time(t.created_at, offset) }</td>
-            <td class="file-updated">{ view::date_time(t.updated_at, offset) }</td>
+            <td class="file-started" title={view::date_time(t.created_at, offset)}>{ view::when(t.created_at, now, offset) }</td>
+            <td class="file-updated" title={view::date_time(t.updated_at, offset)}>{ view::when(t.updated_at, now, offset) }</td>
             <td><code class="file-sha256" title={t.sha256.clone()}>{ view::short_sha(&t.sha256) }</code></td>
             <td>
                 if view::downloadable(t) {
@@ -568,6 +568,7 @@ pub fn files_page() -> Html {
     };
     let in_state = |s: TransferState| all.iter().filter(|t| t.state == s).count();
     let offset = local_offset_min();
+    let now = now_ms();
     html! {
         <section class="card" aria-labelledby="files-title">
             <div class="card-head">
@@ -605,7 +606,7 @@ pub fn files_page() -> Html {
                         <th scope="col">{ "SHA-256" }</th><th scope="col"><span class="visually-hidden">{ "Download" }</span></th>
                     </tr></thead>
                     <tbody>
-                        { for shown.iter().map(|t| transfer_row(t, offset)) }
+                        { for shown.iter().map(|t| transfer_row(t, now, offset)) }
                     </tbody>
                 </table>
             }

@@ -149,6 +149,17 @@ pub fn date_time(at: i64, offset_min: i64) -> String {
     format!("{year:04}-{month:02}-{day:02} {}", clock(at, offset_min))
 }
 
+/// `HH:MM:SS` for a moment of the local day of `now`, else the date too:
+/// what a table column needs to be read at a glance.
+pub fn when(at: i64, now: i64, offset_min: i64) -> String {
+    let day = |t: i64| (t.div_euclid(1000) + offset_min * 60).div_euclid(86_400);
+    if day(at) == day(now) {
+        clock(at, offset_min)
+    } else {
+        date_time(at, offset_min)
+    }
+}
+
 /// A size in bytes for people: `512 B`, `1.5 KiB`, `12.3 MiB`, `100 MiB`,
 /// `2.0 GiB` (three significant digits at most, binary units).
 pub fn size(bytes: u64) -> String {
@@ -534,6 +545,16 @@ mod tests {
             "✓✓ received, verified"
         );
         assert_eq!(transfer_state_name(TransferState::Waiting), "waiting");
+    }
+
+    #[test]
+    fn today_reads_as_a_time_other_days_with_their_date() {
+        // 2026-12-01 13:25:35 UTC.
+        let now = 1_796_131_535_000;
+        assert_eq!(when(now - 3_600_000, now, 0), "12:25:35");
+        assert_eq!(when(now - 86_400_000, now, 0), "2026-11-30 13:25:35");
+        // 00:30 local at UTC+1 is still the 1st there.
+        assert_eq!(when(now - 13 * 3_600_000, now, 60), "01:25:35");
     }
 
     #[test]
