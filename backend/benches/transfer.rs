@@ -255,7 +255,9 @@ struct Nodes {
     bob_http: String,
 }
 
-fn start_nodes(data: &Path) -> Nodes {
+/// `roundtable directory` with open registration, its database in `data`,
+/// and the address it logged.
+fn directory(data: &Path) -> (Proc, String) {
     let mut dir = Command::new(BIN)
         .args([
             "directory",
@@ -278,6 +280,11 @@ fn start_nodes(data: &Path) -> Nodes {
         }
     };
     std::thread::spawn(move || for _ in lines {});
+    (Proc(dir), addr)
+}
+
+fn start_nodes(data: &Path) -> Nodes {
+    let (dir, addr) = directory(data);
     let node = |name: &str| {
         let mut c = Command::new(BIN)
             .args(["node", "--name", name, "--directory", &addr])
@@ -309,7 +316,7 @@ fn start_nodes(data: &Path) -> Nodes {
         std::thread::sleep(Duration::from_millis(50));
     }
     Nodes {
-        _dir: Proc(dir),
+        _dir: dir,
         alice,
         bob,
         alice_http,
@@ -377,29 +384,7 @@ fn chat_latency(src: &Path, n: usize) -> ((f64, f64), (f64, f64), usize) {
         .unwrap();
     rt.block_on(async {
         let tmp = tempfile::tempdir_in(src.parent().unwrap()).unwrap();
-        let mut dir = Command::new(BIN)
-            .args([
-                "directory",
-                "--listen",
-                "127.0.0.1:0",
-                "--open-registration",
-                "--db",
-            ])
-            .arg(tmp.path().join("directory.db"))
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(dir.stderr.take().unwrap()).lines();
-        let addr = loop {
-            let l = lines.next().unwrap().unwrap();
-            if let Some(a) = l.split("addr=").nth(1) {
-                break a.split_whitespace().next().unwrap().to_owned();
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
-        let _dir = Proc(dir);
+        let (_dir, addr) = directory(tmp.path());
         let start = |name: &str| {
             let mut cfg = NodeConfig::local(name, "pw", &addr, tmp.path().join(name));
             cfg.query_interval = Duration::from_millis(200);

@@ -89,6 +89,17 @@ impl Setup {
     }
 }
 
+/// Alice and bob running, the file handed to alice for bob and halfway
+/// through the proxy: the two nodes, the file, and its transfer.
+async fn halfway(s: &Setup) -> (NodeProc, NodeProc, Vec<u8>, TransferInfo) {
+    let alice = s.alice();
+    let bob = s.bob();
+    let body = file(SIZE);
+    let t = upload(&alice, &body).await;
+    forwarded(&s.count, SIZE as u64 / 2).await;
+    (alice, bob, body, t)
+}
+
 async fn upload(alice: &NodeProc, body: &[u8]) -> TransferInfo {
     let (status, _, out) = request(
         "POST",
@@ -121,11 +132,7 @@ fn part_files(data: &Path) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_receiver_killed_halfway_resumes_and_gets_the_file_once() {
     let s = Setup::new().await;
-    let alice = s.alice();
-    let bob = s.bob();
-    let body = file(SIZE);
-    let t = upload(&alice, &body).await;
-    forwarded(&s.count, SIZE as u64 / 2).await;
+    let (alice, bob, body, t) = halfway(&s).await;
     bob.kill9();
     let before_restart = s.count.load(Ordering::Relaxed);
     assert!(
@@ -168,11 +175,7 @@ async fn the_receiver_killed_halfway_resumes_and_gets_the_file_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sender_killed_halfway_resumes_after_its_restart() {
     let s = Setup::new().await;
-    let alice = s.alice();
-    let bob = s.bob();
-    let body = file(SIZE);
-    let t = upload(&alice, &body).await;
-    forwarded(&s.count, SIZE as u64 / 2).await;
+    let (alice, bob, body, t) = halfway(&s).await;
     alice.kill9();
     s.count.store(0, Ordering::Relaxed);
     // Nothing to do but start it again: its outbox resumes on its own.

@@ -132,6 +132,17 @@ fn record(r: &rusqlite::Row<'_>) -> rusqlite::Result<TransferRecord> {
     })
 }
 
+/// The row numbered `seq` (`None`: no such row).
+fn by_seq(c: &Connection, seq: i64) -> Result<Option<TransferRecord>, StoreError> {
+    c.query_row(
+        &format!("SELECT {COLUMNS} FROM transfers WHERE seq = ?1"),
+        [seq],
+        record,
+    )
+    .optional()
+    .ctx("reading a transfer")
+}
+
 /// A size or offset as SQLite stores it (files are far below 2^63 bytes).
 fn int(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
@@ -158,15 +169,7 @@ impl TransferStore {
 
     /// The transfer numbered `seq`.
     pub fn get(&self, seq: i64) -> Result<Option<TransferRecord>, StoreError> {
-        self.with(|c| {
-            c.query_row(
-                &format!("SELECT {COLUMNS} FROM transfers WHERE seq = ?1"),
-                [seq],
-                record,
-            )
-            .optional()
-            .ctx("reading a transfer")
-        })
+        self.with(|c| by_seq(c, seq))
     }
 
     /// Transfers newest first, all or with one peer, at most `limit`.
@@ -247,12 +250,7 @@ impl TransferStore {
             let mut out = Vec::new();
             for seq in seqs {
                 out.push(
-                    tx.query_row(
-                        &format!("SELECT {COLUMNS} FROM transfers WHERE seq = ?1"),
-                        [seq],
-                        record,
-                    )
-                    .ctx("reading a transfer")?,
+                    by_seq(&tx, seq)?.ok_or(StoreError::Worker("a row just written is gone".into()))?,
                 );
             }
             tx.commit().ctx("committing transfers")?;
@@ -293,12 +291,8 @@ impl TransferStore {
                     .ctx("recording an offer")?;
                     let seq = tx.last_insert_rowid();
                     Offered::New(
-                        tx.query_row(
-                            &format!("SELECT {COLUMNS} FROM transfers WHERE seq = ?1"),
-                            [seq],
-                            record,
-                        )
-                        .ctx("reading a transfer")?,
+                        by_seq(&tx, seq)?
+                            .ok_or(StoreError::Worker("a row just written is gone".into()))?,
                     )
                 }
             };
@@ -324,13 +318,7 @@ impl TransferStore {
                 params![seq, state_text(state), int(bytes), error, now],
             )
             .ctx("updating a transfer")?;
-            c.query_row(
-                &format!("SELECT {COLUMNS} FROM transfers WHERE seq = ?1"),
-                [seq],
-                record,
-            )
-            .optional()
-            .ctx("reading a transfer")
+            by_seq(c, seq)
         })
     }
 
@@ -362,13 +350,7 @@ impl TransferStore {
                 params![seq, path.to_string_lossy(), now],
             )
             .ctx("recording a delivery")?;
-            c.query_row(
-                &format!("SELECT {COLUMNS} FROM transfers WHERE seq = ?1"),
-                [seq],
-                record,
-            )
-            .optional()
-            .ctx("reading a transfer")
+            by_seq(c, seq)
         })
     }
 
@@ -392,12 +374,7 @@ impl TransferStore {
             )
             .ctx("recording a received file")?;
             let seq = c.last_insert_rowid();
-            c.query_row(
-                &format!("SELECT {COLUMNS} FROM transfers WHERE seq = ?1"),
-                [seq],
-                record,
-            )
-            .ctx("reading a transfer")
+            by_seq(c, seq)?.ok_or(StoreError::Worker("a row just written is gone".into()))
         })
     }
 
