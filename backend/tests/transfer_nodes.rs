@@ -410,3 +410,110 @@ async fn a_part_file_its_sender_abandoned_is_removed_after_its_age() {
     );
     bob.stop(Duration::from_secs(2)).await;
 }
+
+/// A peer that offers a huge file and sends a few bytes of it reserves no
+/// more disk than it sent, plus the 64 MiB the receiver allocates ahead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offer_reserves_no_disk_beyond_what_arrives() {
+    use roundtable::events::Events;
+    use roundtable::node::link::{open_direct, Overlay};
+    use roundtable::node::peers::Peers;
+    use roundtable::node::trust::Trust;
+    use roundtable::overlay::channel::ChannelConfig;
+    use roundtable::overlay::identity::Identity;
+    use roundtable::store::pins::PinStore;
+    use roundtable_shared::binary::Header;
+    use roundtable_shared::frame::Frame;
+    use roundtable_shared::transfer::{ExchangeMeta, FileOffer, TransferFrame};
+    use std::os::unix::fs::MetadataExt;
+
+    let dir = Directory::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let bob = node_with("bob", &dir, data.path(), |_| {}).await;
+    // Mallory: a Roundtable peer of its own making, first contact with bob.
+    let m = data.path().join("mallory");
+    std::fs::create_dir_all(&m).unwrap();
+    let events = Events::new(16);
+    let peers = Peers::new("mallory", events);
+    let overlay = Overlay {
+        me: "mallory".into(),
+        identity: std::sync::Arc::new(Identity::load_or_create(&m).unwrap()),
+        trust: Trust::load(PinStore::open(&m.join("pins.db")).unwrap(), peers).unwrap(),
+        channel: ChannelConfig::default(),
+        require_secure: false,
+        secure: true,
+    };
+    let permit = std::sync::Arc::new(tokio::sync::Semaphore::new(1))
+        .acquire_owned()
+        .await
+        .unwrap();
+    let port = bob.chat_addr.port();
+    let mut link = open_direct(
+        &overlay,
+        "bob",
+        "127.0.0.1",
+        port,
+        Duration::from_secs(5),
+        permit,
+    )
+    .await
+    .unwrap();
+    let size: u64 = 8 << 30;
+    let sha = "ab".repeat(32);
+    let id = "0123456789abcdef0123456789abcdef".to_owned();
+    let offer = FileOffer {
+        id: id.clone(),
+        name: "huge.bin".into(),
+        size,
+        sha256: sha.clone(),
+    };
+    link.send(
+        &[TransferFrame::Offer(offer).to_frame()],
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    let reply = TransferFrame::parse(&link.recv(Duration::from_secs(10)).await.unwrap()).unwrap();
+    assert!(matches!(reply, TransferFrame::Reply { .. }), "{reply:?}");
+    let meta = serde_json::to_vec(&ExchangeMeta {
+        id,
+        sender: "mallory".into(),
+        file_name: "huge.bin".into(),
+        size,
+        sha256: sha,
+        offset: 0,
+    })
+    .unwrap();
+    let mut head = Header {
+        meta_size: meta.len() as u32,
+        body_size: size,
+    }
+    .encode()
+    .to_vec();
+    head.extend_from_slice(&meta);
+    let mut frames = vec![Frame::bare("FILEDATA", head)];
+    frames.extend((0..16).map(|_| Frame::bare("FILEDATA", vec![7u8; 64 * 1024])));
+    link.send(&frames, Duration::from_secs(5)).await.unwrap();
+    let partial = data.path().join("bob/files/partial");
+    let used = eventually(10, "bob's part file", || async {
+        let part = std::fs::read_dir(&partial).ok()?.next()?.ok()?;
+        let m = part.metadata().ok()?;
+        (m.len() > 0).then(|| m.blocks() * 512)
+    })
+    .await;
+    // Give the writer time to allocate whatever it would.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let part = std::fs::read_dir(&partial)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    let now = part.metadata().unwrap().blocks() * 512;
+    assert!(
+        used.max(now) <= (64 << 20) + (2 << 20),
+        "{} MiB of disk taken for 1 MiB sent",
+        used.max(now) >> 20
+    );
+    drop(link);
+    bob.stop(Duration::from_secs(2)).await;
+}

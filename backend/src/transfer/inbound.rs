@@ -2,8 +2,8 @@
 //! the chat port handed over once its first sealed frame was a `FILEQ`
 //! (see `roundtable_shared::transfer` for the frames).
 //!
-//! The bytes go into `files/partial/<seq>.part` (allocated at its full
-//! length up front) on a writer thread that hashes them (SHA-256) as they
+//! The bytes go into `files/partial/<seq>.part` (allocated up to 64 MiB
+//! ahead of them) on a writer thread that hashes them (SHA-256) as they
 //! come. Every [`CHECKPOINT_BYTES`] or [`CHECKPOINT_EVERY`], whichever
 //! first, it hands what it buffered to the kernel and then records the
 //! offset in `transfers.db`: the offset an offer resumes from. Each byte
@@ -53,6 +53,9 @@ pub const CHECKPOINT_BYTES: u64 = 64 << 20;
 
 /// Longest time between two checkpoints while bytes arrive.
 pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(2);
+
+/// How far ahead of the bytes that arrived the part file is allocated.
+const PREALLOCATE: u64 = 64 << 20;
 
 /// Chunks queued for the writer thread (each at most 64 KiB).
 const WRITER_QUEUE: usize = 64;
@@ -173,18 +176,30 @@ impl PartWriter {
                 .open(&part)?;
             // Anything past the recorded offset may never have reached the disk.
             file.set_len(offset)?;
-            // The rest of the file allocated now, at its full length: writes
-            // then neither allocate blocks nor move the file's end, so the
-            // other stores' fsyncs (chat's) do not have to flush this
-            // file's data with their journal commit (ext4's ordered mode).
-            // The recorded offset, not the length, says what arrived. Not
-            // every filesystem can; then it only costs that.
-            if size > offset {
-                let mode = rustix::fs::FallocateFlags::empty();
-                if let Err(e) = rustix::fs::fallocate(&file, mode, offset, size - offset) {
-                    tracing::debug!(%e, "cannot preallocate the part file");
+            // The file's blocks are allocated ahead of the writes, at most
+            // PREALLOCATE past what arrived (so a peer cannot reserve disk
+            // it never sends): writes then neither allocate blocks nor move
+            // the file's end, so the other stores' fsyncs (chat's) do not
+            // have to flush this file's data with their journal commit
+            // (ext4's ordered mode). The recorded offset, not the length,
+            // says what arrived. Not every filesystem can; then it only
+            // costs that.
+            let mut allocated = offset;
+            let mut allocate_to = |file: &std::fs::File, pos: u64| {
+                if allocated >= size || pos + PREALLOCATE / 2 < allocated {
+                    return;
                 }
-            }
+                let len = (PREALLOCATE / 2).min(size - allocated);
+                let mode = rustix::fs::FallocateFlags::empty();
+                match rustix::fs::fallocate(file, mode, allocated, len) {
+                    Ok(()) => allocated += len,
+                    Err(e) => {
+                        tracing::debug!(%e, "cannot preallocate the part file");
+                        allocated = size;
+                    }
+                }
+            };
+            allocate_to(&file, offset);
             file.seek(SeekFrom::Start(offset))?;
             let mut pos = offset;
             let mut recorded = offset;
@@ -196,6 +211,7 @@ impl PartWriter {
             };
             // Chunks are up to 64 KiB: written as they come, no buffer copy.
             while let Some(chunk) = rx.blocking_recv() {
+                allocate_to(&file, pos + chunk.len() as u64);
                 file.write_all(&chunk)?;
                 pos += chunk.len() as u64;
                 shown.store(pos, Ordering::Relaxed);
