@@ -120,6 +120,20 @@ struct Receiving<'a> {
     seq: i64,
 }
 
+impl<'a> Receiving<'a> {
+    /// Marks `seq`; `None` if it is being received already.
+    fn mark(transfers: &'a Transfers, seq: i64) -> Option<Receiving<'a>> {
+        transfers
+            .inner
+            .receiving
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(seq)
+            // Not `then_some`: a guard made and dropped would unmark it.
+            .then(|| Receiving { transfers, seq })
+    }
+}
+
 impl Drop for Receiving<'_> {
     fn drop(&mut self) {
         self.transfers
@@ -343,7 +357,7 @@ impl Transfers {
                 .await?;
             return Err(ReceiveError::Refused(reason));
         };
-        let (rec, offset, sha) = match self.accept_offer(peer, &offer).await {
+        let (rec, offset, sha, _receiving) = match self.accept_offer(peer, &offer).await {
             Ok(accepted) => accepted,
             Err(reply) => {
                 let reason = format!("{reply:?}");
@@ -352,10 +366,6 @@ impl Transfers {
             }
         };
         let seq = rec.info.seq;
-        let _receiving = Receiving {
-            transfers: self,
-            seq,
-        };
         frames
             .reply(&offer.id, FileReply::Resume { offset })
             .await?;
@@ -369,7 +379,7 @@ impl Transfers {
                 let store = self.inner.store.clone();
                 let p = path.clone();
                 match crate::store::blocking(move || store.delivered_in(seq, &p, now_ms())).await {
-                    Ok(Some(r)) => self.announce(&r, None),
+                    Ok(Some(r)) => self.announce(&r),
                     Ok(None) => {}
                     Err(e) => {
                         // Not recorded: the sender will offer again and
@@ -399,7 +409,7 @@ impl Transfers {
         &self,
         peer: &str,
         offer: &FileOffer,
-    ) -> Result<(TransferRecord, u64, Sha256), FileReply> {
+    ) -> Result<(TransferRecord, u64, Sha256, Receiving<'_>), FileReply> {
         let cfg = &self.inner.cfg;
         let refuse = |reason: String, retry: bool| FileReply::Refused { reason, retry };
         let store = self.inner.store.clone();
@@ -418,35 +428,21 @@ impl Transfers {
                 return Err(FileReply::Done)
             }
             Offered::New(r) => {
-                self.announce(&r, None);
+                self.announce(&r);
                 r
             }
             Offered::Known(r) => r,
         };
         let seq = rec.info.seq;
-        if !self
-            .inner
-            .receiving
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(seq)
-        {
+        // Unmarked again when this is dropped: on a refusal here, or when
+        // the caller is done.
+        let Some(receiving) = Receiving::mark(self, seq) else {
             return Err(refuse(
                 "already receiving this file on another connection".into(),
                 true,
             ));
-        }
-        // From here on the caller's `Receiving` guard removes `seq` again;
-        // on a refusal we remove it ourselves.
-        let unmark = || {
-            self.inner
-                .receiving
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&seq);
         };
         if offer.size > cfg.max_file_size {
-            unmark();
             let reason = format!(
                 "the file ({} bytes) is larger than {} accepts ({} bytes)",
                 offer.size, self.inner.me, cfg.max_file_size
@@ -465,7 +461,6 @@ impl Transfers {
         let need = (offer.size - offset).saturating_add(cfg.free_margin);
         match free_space(&cfg.partial()) {
             Ok(free) if free < need => {
-                unmark();
                 let reason = format!(
                     "not enough free disk space at {}: {} bytes needed, {} free",
                     self.inner.me, need, free
@@ -498,7 +493,7 @@ impl Transfers {
                 }
             }
         };
-        Ok((rec, offset, sha))
+        Ok((rec, offset, sha, receiving))
     }
 
     /// Reads the exchange from the offset to its footer into the part file
@@ -605,9 +600,7 @@ impl Transfers {
             if let Some(w) = &writer {
                 let bytes = w.at.load(Ordering::Relaxed);
                 if let Some(rate) = progress.due(bytes) {
-                    let mut r = rec.clone();
-                    r.info.bytes = bytes;
-                    self.announce(&r, Some(rate));
+                    self.announce_progress(&rec.info, bytes, rate);
                 }
                 if w.stopped() {
                     break Ok(false);
@@ -687,11 +680,6 @@ impl Transfers {
         if let Some(w) = writer {
             let _ = w.finish().await;
         }
-        let store = self.inner.store.clone();
-        let _ = crate::store::blocking(move || {
-            store.update(seq, TransferState::Waiting, offset, None, now_ms())
-        })
-        .await;
         let reason = match &err.0 {
             ReceiveError::Refused(r) => r.clone(),
             e => e.to_string(),

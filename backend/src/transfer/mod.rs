@@ -250,10 +250,19 @@ impl Transfers {
         &self.inner.cfg
     }
 
-    /// Publishes a transfer's state (with `rate` while it moves).
-    pub(crate) fn announce(&self, rec: &TransferRecord, rate: Option<f64>) {
-        let mut info = rec.info.clone();
-        info.rate = rate;
+    /// Publishes a transfer's state as stored.
+    pub(crate) fn announce(&self, rec: &TransferRecord) {
+        self.inner.events.publish(Event::Transfer {
+            transfer: rec.info.clone(),
+        });
+    }
+
+    /// Publishes a moving transfer: `bytes` so far at `rate` bytes/s (a
+    /// [`Progress`] says when one is due).
+    pub(crate) fn announce_progress(&self, info: &TransferInfo, bytes: u64, rate: f64) {
+        let mut info = info.clone();
+        info.bytes = bytes;
+        info.rate = Some(rate);
         self.inner
             .events
             .publish(Event::Transfer { transfer: info });
@@ -274,7 +283,7 @@ impl Transfers {
         .await;
         match r {
             Ok(Some(rec)) => {
-                self.announce(&rec, None);
+                self.announce(&rec);
                 Some(rec)
             }
             Ok(None) => None,
@@ -365,19 +374,22 @@ impl Transfers {
         }
         file.flush().await?;
         file.into_inner().sync_all().await?;
-        let ids: Vec<String> = peers.iter().map(|_| new_id()).collect();
-        let path = outbox.join(&ids[0]);
-        temp.persist_noclobber(&path).map_err(|e| e.error)?;
-        std::fs::File::open(&outbox)?.sync_all()?;
         let sha256 = hex(&sha.finalize());
         let store = self.inner.store.clone();
-        let (name, p) = (name.to_owned(), path.clone());
-        let recs = crate::store::blocking(move || {
-            store.queue(&peers, &ids, &name, size, &sha256, &p, now_ms())
+        let name = name.to_owned();
+        // In place and recorded, off the runtime's threads (a rename, a
+        // folder fsync, a durable commit).
+        let recs = tokio::task::spawn_blocking(move || -> Result<_, FilesError> {
+            let ids: Vec<String> = peers.iter().map(|_| new_id()).collect();
+            let path = outbox.join(&ids[0]);
+            temp.persist_noclobber(&path).map_err(|e| e.error)?;
+            std::fs::File::open(&outbox)?.sync_all()?;
+            Ok(store.queue(&peers, &ids, &name, size, &sha256, &path, now_ms())?)
         })
-        .await?;
+        .await
+        .map_err(|e| FilesError::Io(std::io::Error::other(e.to_string())))??;
         for r in &recs {
-            self.announce(r, None);
+            self.announce(r);
             self.start(r.info.seq);
         }
         Ok(recs.into_iter().map(|r| r.info).collect())
@@ -491,7 +503,7 @@ impl Transfers {
         })
         .await
         {
-            Ok(rec) => self.announce(&rec, None),
+            Ok(rec) => self.announce(&rec),
             Err(e) => tracing::error!(%e, "cannot record a received file"),
         }
     }

@@ -305,12 +305,7 @@ async fn stream(
         tokio::task::yield_now().await;
         sent += n as u64;
         if let Some(rate) = progress.due(sent) {
-            let mut shown = info.clone();
-            shown.bytes = sent;
-            shown.rate = Some(rate);
-            t.inner
-                .events
-                .publish(roundtable_shared::api::Event::Transfer { transfer: shown });
+            t.announce_progress(info, sent, rate);
         }
     }
     link.send(
