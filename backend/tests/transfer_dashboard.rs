@@ -92,7 +92,7 @@ async fn a_file_attached_in_alices_chat_downloads_whole_from_bobs() {
 
         // ---- the progress bar moves -------------------------------------
         let bar = ".file-message[data-direction=out] progress.file-progress";
-        wait_for(&c, &format!(".file-message[data-direction=out][data-state=sending] {}", "progress.file-progress")).await?;
+        wait_for(&c, ".file-message[data-direction=out][data-state=sending] progress.file-progress").await?;
         let first = until("the progress bar to show bytes", || async {
             progress_bytes(&c, bar).await.ok().filter(|b| *b > 0)
         })
