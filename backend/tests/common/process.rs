@@ -59,6 +59,15 @@ impl NodeProc {
     }
 }
 
+/// A test that fails before its `kill9` leaves no node behind (one would
+/// hold the test's output open and keep the run from ending).
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// `roundtable directory` on a free port with open registration, its
 /// database under `data`: the child and the address it logged.
 pub fn directory_process(data: &Path) -> (Child, String) {
