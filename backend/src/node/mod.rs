@@ -97,8 +97,8 @@ impl NodeConfig {
             train_cmd: None,
             query_interval: Duration::from_secs(2),
             require_secure: false,
-            max_file_size: crate::transfer::TransferConfig::new(PathBuf::new()).max_file_size,
-            part_max_age: crate::transfer::TransferConfig::new(PathBuf::new()).part_max_age,
+            max_file_size: crate::transfer::DEFAULT_MAX_FILE_SIZE,
+            part_max_age: crate::transfer::DEFAULT_PART_MAX_AGE,
         }
     }
 }

@@ -54,6 +54,12 @@ use crate::store::StoreError;
 /// Free disk space a received file must leave (both kinds of receiving).
 pub const FREE_MARGIN: u64 = 256 << 20;
 
+/// Default largest file sent or received (`--max-file-size 64G`).
+pub const DEFAULT_MAX_FILE_SIZE: u64 = 64 << 30;
+
+/// Default age at which an abandoned part file goes (`--part-max-age 168`).
+pub const DEFAULT_PART_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// Transfer tuning.
 #[derive(Debug, Clone)]
 pub struct TransferConfig {
@@ -81,9 +87,9 @@ impl TransferConfig {
     pub fn new(files_dir: PathBuf) -> Self {
         TransferConfig {
             files_dir,
-            max_file_size: 64 << 30,
+            max_file_size: DEFAULT_MAX_FILE_SIZE,
             free_margin: FREE_MARGIN,
-            part_max_age: Duration::from_secs(7 * 24 * 3600),
+            part_max_age: DEFAULT_PART_MAX_AGE,
             max_outbound: 8,
             max_inbound: 16,
             max_recipients: 32,
