@@ -791,6 +791,8 @@ impl State {
                     me.directory_state = state;
                 }
             }
+            // Participants' lanes are not shown yet (issue 15, in progress).
+            Event::Participant { .. } => {}
             Event::RunOutput {
                 training,
                 round,
@@ -1169,6 +1171,7 @@ mod tests {
             LinkState::Reconnecting
         );
         let t = Training {
+            name: None,
             uuid: "t1".into(),
             state: TrainingState::InRound,
             current_round: Some(0),

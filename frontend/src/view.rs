@@ -608,6 +608,7 @@ mod tests {
     #[test]
     fn timeline_durations() {
         let mut t = Training {
+            name: None,
             uuid: "t".into(),
             state: TrainingState::InRound,
             current_round: Some(1),

@@ -60,6 +60,13 @@ pub enum Event {
     /// A file transfer was created or changed (full current state; while
     /// bytes move, at most about ten times a second per transfer).
     Transfer { transfer: TransferInfo },
+    /// A participant's progress in a training changed: this node's own
+    /// (`local`) or a peer's that shared it. `lane.phases` holds only the
+    /// phases that changed; apply with
+    /// [`Participant::merge`](crate::progress::Participant::merge).
+    Participant {
+        participant: crate::progress::Participant,
+    },
     /// A line of output from a local training run.
     RunOutput {
         training: String,
@@ -291,6 +298,10 @@ pub struct Me {
     /// through the directory's relay (`chat` is then empty).
     #[serde(default)]
     pub relay_only: bool,
+    /// Whether this node shares its trainings' progress with the peers
+    /// that take part in them (`--share-progress`, on by default).
+    #[serde(default)]
+    pub share_progress: bool,
     /// Started with `--require-secure`: plain connections (classic
     /// eurechat peers, `nc`) are refused.
     #[serde(default)]

@@ -7,6 +7,7 @@ pub mod directory;
 pub mod frame;
 pub mod notify;
 pub mod peer;
+pub mod progress;
 pub mod rpc;
 pub mod secure;
 pub mod training;

@@ -190,6 +190,10 @@ pub struct Run {
     pub exit_code: Option<i32>,
     /// The last lines of its output (stdout and stderr interleaved).
     pub output_tail: Vec<String>,
+    /// Metric lines it printed (or posted) that were malformed or over the
+    /// limits, and so ignored (see [`crate::progress`]).
+    #[serde(default)]
+    pub metrics_ignored: u32,
 }
 
 /// One phase of one round.
@@ -222,6 +226,11 @@ impl Round {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Training {
     pub uuid: String,
+    /// The name a person gave it (`PUT /api/trainings/{uuid}/name`);
+    /// `None`: the dashboard shows [`Training::short_id`] and its start
+    /// time.
+    #[serde(default)]
+    pub name: Option<String>,
     pub state: TrainingState,
     /// The round of the latest phase (by DLR order, not arrival order).
     pub current_round: Option<u32>,
@@ -235,7 +244,24 @@ pub struct Training {
     pub rounds: Vec<Round>,
 }
 
+/// Longest training name, characters.
+pub const MAX_TRAINING_NAME: usize = 80;
+
+/// A training name as a person sets it: trimmed, 1 to
+/// [`MAX_TRAINING_NAME`] characters, no control characters. `None`: not a
+/// valid name (an empty one resets to the default).
+pub fn clean_training_name(s: &str) -> Option<String> {
+    let s = s.trim();
+    (!s.is_empty() && s.chars().count() <= MAX_TRAINING_NAME && !s.chars().any(char::is_control))
+        .then(|| s.to_owned())
+}
+
 impl Training {
+    /// The first eight characters of the UUID, for a default name.
+    pub fn short_id(&self) -> &str {
+        self.uuid.get(..8).unwrap_or(&self.uuid)
+    }
+
     /// Round `n`, if any of its phases started.
     pub fn round(&self, n: u32) -> Option<&Round> {
         self.rounds.iter().find(|r| r.round == n)
@@ -317,6 +343,7 @@ mod tests {
     fn lookups() {
         let t = Training {
             uuid: "t".into(),
+            name: None,
             state: TrainingState::Testing,
             current_round: Some(1),
             started_at: 1,

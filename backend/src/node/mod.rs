@@ -299,6 +299,7 @@ impl Node {
             trust: trust.clone(),
             relay_only,
             require_secure: cfg.require_secure,
+            share_progress: true,
         };
         let web_cfg = WebConfig {
             dist: cfg.dist.clone(),

@@ -66,6 +66,98 @@ const MIGRATIONS: &[&str] = &[
         coalesce((SELECT max(p.started_at) FROM phases p WHERE p.training = trainings.uuid), 0));
     CREATE INDEX trainings_updated ON trainings(updated_at);
 ",
+    // Issue 15: names, metrics, and the progress shared with peers (see
+    // store/progress.rs for why the triggers).
+    "
+    ALTER TABLE trainings ADD COLUMN name TEXT;
+    ALTER TABLE runs ADD COLUMN metrics_ignored INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE metrics (
+        phase_id INTEGER NOT NULL REFERENCES phases(id) ON DELETE CASCADE,
+        name     TEXT NOT NULL,
+        value    REAL NOT NULL,
+        at       INTEGER NOT NULL,
+        PRIMARY KEY (phase_id, name)
+    ) STRICT, WITHOUT ROWID;
+
+    -- This node's progress sequence: every change to what it shares takes
+    -- the next number, in the transaction that makes the change.
+    CREATE TABLE progress_seq (n INTEGER NOT NULL) STRICT;
+    INSERT INTO progress_seq VALUES ((SELECT coalesce(max(id), 0) + 1 FROM phases));
+    ALTER TABLE trainings ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE phases ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
+    UPDATE phases SET seq = id;
+    UPDATE trainings SET seq = (SELECT n FROM progress_seq);
+    CREATE INDEX phases_seq ON phases(training, seq);
+
+    CREATE TRIGGER training_created AFTER INSERT ON trainings BEGIN
+        UPDATE progress_seq SET n = n + 1;
+        UPDATE trainings SET seq = (SELECT n FROM progress_seq) WHERE uuid = NEW.uuid;
+    END;
+    CREATE TRIGGER training_changed
+    AFTER UPDATE OF state, current_round, finished_at ON trainings BEGIN
+        UPDATE progress_seq SET n = n + 1;
+        UPDATE trainings SET seq = (SELECT n FROM progress_seq) WHERE uuid = NEW.uuid;
+    END;
+    CREATE TRIGGER phase_created AFTER INSERT ON phases BEGIN
+        UPDATE progress_seq SET n = n + 1;
+        UPDATE phases SET seq = (SELECT n FROM progress_seq) WHERE id = NEW.id;
+        UPDATE trainings SET seq = (SELECT n FROM progress_seq) WHERE uuid = NEW.training;
+    END;
+    CREATE TRIGGER run_created AFTER INSERT ON runs BEGIN
+        UPDATE progress_seq SET n = n + 1;
+        UPDATE phases SET seq = (SELECT n FROM progress_seq) WHERE id = NEW.phase_id;
+        UPDATE trainings SET seq = (SELECT n FROM progress_seq)
+        WHERE uuid = (SELECT training FROM phases WHERE id = NEW.phase_id);
+    END;
+    CREATE TRIGGER run_changed AFTER UPDATE OF status, ended_at, exit_code ON runs BEGIN
+        UPDATE progress_seq SET n = n + 1;
+        UPDATE phases SET seq = (SELECT n FROM progress_seq) WHERE id = NEW.phase_id;
+        UPDATE trainings SET seq = (SELECT n FROM progress_seq)
+        WHERE uuid = (SELECT training FROM phases WHERE id = NEW.phase_id);
+    END;
+    CREATE TRIGGER metric_created AFTER INSERT ON metrics BEGIN
+        UPDATE progress_seq SET n = n + 1;
+        UPDATE phases SET seq = (SELECT n FROM progress_seq) WHERE id = NEW.phase_id;
+        UPDATE trainings SET seq = (SELECT n FROM progress_seq)
+        WHERE uuid = (SELECT training FROM phases WHERE id = NEW.phase_id);
+    END;
+    CREATE TRIGGER metric_changed AFTER UPDATE OF value ON metrics BEGIN
+        UPDATE progress_seq SET n = n + 1;
+        UPDATE phases SET seq = (SELECT n FROM progress_seq) WHERE id = NEW.phase_id;
+        UPDATE trainings SET seq = (SELECT n FROM progress_seq)
+        WHERE uuid = (SELECT training FROM phases WHERE id = NEW.phase_id);
+    END;
+
+    -- Peers' progress, as they shared it. Only for trainings this node
+    -- knows; evicted with them.
+    CREATE TABLE peer_lanes (
+        training      TEXT NOT NULL REFERENCES trainings(uuid) ON DELETE CASCADE,
+        peer          TEXT NOT NULL,
+        state         TEXT NOT NULL,
+        current_round INTEGER,
+        started_at    INTEGER NOT NULL,
+        finished_at   INTEGER,
+        seq           INTEGER NOT NULL,
+        -- Unix ms this node last heard from the peer about it.
+        updated_at    INTEGER NOT NULL,
+        PRIMARY KEY (training, peer)
+    ) STRICT;
+    CREATE TABLE peer_phases (
+        training   TEXT NOT NULL,
+        peer       TEXT NOT NULL,
+        round      INTEGER NOT NULL,
+        phase      TEXT NOT NULL,
+        started_at INTEGER NOT NULL,
+        -- JSON RunReport, NULL when the peer runs no command.
+        run        TEXT,
+        -- JSON array of metrics.
+        metrics    TEXT NOT NULL DEFAULT '[]',
+        seq        INTEGER NOT NULL,
+        PRIMARY KEY (training, peer, round, phase),
+        FOREIGN KEY (training, peer) REFERENCES peer_lanes(training, peer) ON DELETE CASCADE
+    ) STRICT;
+    CREATE INDEX peer_phases_peer ON peer_phases(peer);
+",
 ];
 
 /// The line added to the tail of a run the node lost track of.
@@ -305,7 +397,7 @@ impl TrainingStore {
                 let mut st = c
                     .prepare(
                         "SELECT uuid, state, current_round, started_at, finished_at,
-                                global_model_id
+                                global_model_id, name
                          FROM trainings ORDER BY started_at, uuid",
                     )
                     .ctx("listing trainings")?;
@@ -557,6 +649,7 @@ fn read_row(c: &Connection, uuid: &str) -> Result<Option<Row>, StoreError> {
 fn training_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Training> {
     Ok(Training {
         uuid: r.get(0)?,
+        name: r.get(6)?,
         state: state_of(r.get(1)?)?,
         current_round: r.get(2)?,
         started_at: r.get(3)?,
@@ -568,7 +661,8 @@ fn training_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Training> {
 
 const PHASES_SELECT: &str = "
     SELECT p.training, p.round, p.phase, p.started_at, p.model_id,
-           r.status, r.started_at, r.ended_at, r.exit_code, r.output_tail
+           r.status, r.started_at, r.ended_at, r.exit_code, r.output_tail,
+           r.metrics_ignored
     FROM phases p LEFT JOIN runs r ON r.phase_id = p.id";
 
 /// Reads columns 1.. of a [`PHASES_SELECT`] row.
@@ -581,6 +675,7 @@ fn phase_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(u32, PhaseRecord)> {
             ended_at: r.get(7)?,
             exit_code: r.get(8)?,
             output_tail: tail_of(r.get(9)?)?,
+            metrics_ignored: r.get(10)?,
         }),
     };
     Ok((
@@ -603,7 +698,7 @@ fn into_rounds(map: BTreeMap<u32, Vec<PhaseRecord>>) -> Vec<Round> {
 fn snapshot(c: &Connection, uuid: &str) -> Result<Option<Training>, StoreError> {
     let Some(mut t) = c
         .prepare_cached(
-            "SELECT uuid, state, current_round, started_at, finished_at, global_model_id
+            "SELECT uuid, state, current_round, started_at, finished_at, global_model_id, name
              FROM trainings WHERE uuid = ?1",
         )
         .ctx("reading training")?

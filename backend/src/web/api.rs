@@ -37,6 +37,7 @@ pub async fn me(State(n): State<NodeApi>) -> Json<Me> {
         key_at_directory: n.directory.key_at_directory(),
         relay_only: n.relay_only,
         require_secure: n.require_secure,
+        share_progress: n.share_progress,
     })
 }
 

@@ -82,6 +82,8 @@ pub struct NodeApi {
     pub relay_only: bool,
     /// `--require-secure`.
     pub require_secure: bool,
+    /// `--share-progress`.
+    pub share_progress: bool,
 }
 
 fn static_files(config: &WebConfig) -> ServeDir<ServeFile> {
