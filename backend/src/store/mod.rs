@@ -7,6 +7,7 @@
 pub mod chat;
 pub mod directory;
 pub mod pins;
+pub mod progress;
 pub mod trainings;
 pub mod transfers;
 
