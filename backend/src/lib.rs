@@ -10,6 +10,7 @@ pub mod framing;
 pub mod node;
 pub mod notify;
 pub mod overlay;
+pub mod progress;
 pub mod store;
 pub mod transfer;
 pub mod web;

@@ -301,6 +301,18 @@ struct NodeArgs {
     /// Remove the part files of incoming transfers untouched for this many hours.
     #[arg(long = "part-max-age", default_value_t = 168.0)]
     part_max_age_hours: f64,
+    /// Share this node's training progress (states, times, exit status,
+    /// metrics; never output, model ids or files) with the peers that take
+    /// part in the same training.
+    #[arg(long, value_enum, default_value_t = OnOff::On)]
+    share_progress: OnOff,
+}
+
+/// A switch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum OnOff {
+    On,
+    Off,
 }
 
 /// A size in bytes with an optional K, M, G or T suffix (powers of 1024).
@@ -651,6 +663,7 @@ async fn run_node(args: NodeArgs) -> Result<()> {
         require_secure: args.require_secure,
         max_file_size: args.max_file_size,
         part_max_age: secs(args.part_max_age_hours * 3600.0)?,
+        share_progress: args.share_progress == OnOff::On,
     };
     let node = Node::start(cfg).await?;
     println!("{} is up:", node.name);

@@ -206,6 +206,7 @@ impl Chat {
             relay,
             transfers,
         }: Transports,
+        handlers: Handlers,
         store: ChatStore,
         peers: Peers,
         events: Events,
@@ -217,7 +218,7 @@ impl Chat {
                 links: Arc::new(Semaphore::new(cfg.max_links)),
                 inbound: Caps::new(cfg.max_inbound, cfg.max_inbound_per_source),
                 requests: Requests::new(),
-                handlers: Handlers::with_info(&cfg.name),
+                handlers,
                 cfg,
                 overlay,
                 relay,
@@ -236,11 +237,11 @@ impl Chat {
         &self.inner.store
     }
 
-    pub(super) fn peers(&self) -> &Peers {
+    pub(crate) fn peers(&self) -> &Peers {
         &self.inner.peers
     }
 
-    pub(super) fn requests(&self) -> &Requests {
+    pub(crate) fn requests(&self) -> &Requests {
         &self.inner.requests
     }
 
@@ -414,7 +415,7 @@ impl Chat {
     /// through the directory's relay when it has no address or its
     /// address does not answer; `None` while it is not online either way
     /// (a message waits in the outbox rather than go anywhere else).
-    pub(super) async fn open_link(&self, peer: &str) -> Result<Option<Link>, LinkError> {
+    pub(crate) async fn open_link(&self, peer: &str) -> Result<Option<Link>, LinkError> {
         let Some(info) = self.inner.peers.get(peer).filter(|p| p.online) else {
             return Ok(None);
         };

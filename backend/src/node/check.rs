@@ -18,10 +18,11 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use roundtable_shared::api::{PeerCheck, PeerCheckResult, PeerPath};
-use roundtable_shared::rpc::{InfoReply, RpcFrame, Status};
+use roundtable_shared::rpc::{InfoReply, RpcFrame, Status, MAX_TIMEOUT_MS};
 use tokio::time::Instant;
 
 use super::chat::Chat;
+use super::link::Link;
 use crate::overlay::rpc::Answer;
 
 /// The request kind a check sends.
@@ -58,39 +59,7 @@ async fn ask(chat: &Chat, peer: &str, deadline: Instant, ms: u128) -> PeerCheckR
         );
     }
     let mut link = link;
-    let requests = chat.requests();
-    let (id, pending) = match requests.start(peer) {
-        Ok(started) => started,
-        Err(e) => return no_answer(peer, path, e.to_string()),
-    };
-    let left = deadline.saturating_duration_since(Instant::now());
-    let timeout_ms = (left.as_millis() as u32).max(1);
-    let req = RpcFrame::Req {
-        id,
-        kind: KIND.into(),
-        timeout_ms,
-        body: Vec::new(),
-    };
-    if let Err(e) = link.send(&[req.to_frame()], left).await {
-        return no_answer(peer, path, format!("request not sent: {e}"));
-    }
-    // Read until the reply (given to the request table) or the deadline.
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match link.recv(left).await {
-            Ok(f) if f.kind == RpcFrame::REP => {
-                if let Ok(rep) = RpcFrame::parse(&f) {
-                    if rep.id() == id {
-                        requests.complete(peer, rep);
-                        break;
-                    }
-                }
-            }
-            Ok(_) => {}
-            Err(_) => break,
-        }
-    }
-    match pending.wait_until(deadline).await {
+    match call(chat, &mut link, peer, KIND, Vec::new(), deadline).await {
         Ok(Answer {
             rtt,
             status: Status::Ok,
@@ -118,8 +87,66 @@ async fn ask(chat: &Chat, peer: &str, deadline: Instant, ms: u128) -> PeerCheckR
                 String::from_utf8_lossy(&body)
             )),
         },
-        Err(_) => no_answer(peer, path, format!("no answer within {ms} ms")),
+        Err(CallFailed::NotSent(e)) => no_answer(peer, path, e),
+        Err(CallFailed::NoAnswer) => no_answer(peer, path, format!("no answer within {ms} ms")),
     }
+}
+
+/// Why [`call`] got no answer.
+#[derive(Debug)]
+pub(crate) enum CallFailed {
+    /// The request could not be started or written (the reason in words).
+    NotSent(String),
+    /// No reply before the deadline (or the link closed first).
+    NoAnswer,
+}
+
+/// Sends one request of `kind` to `peer` over `link` (a secure link to
+/// it) and reads the link until its reply or `deadline`. Other frames
+/// read meanwhile are dropped: the link is the caller's own.
+pub(crate) async fn call(
+    chat: &Chat,
+    link: &mut Link,
+    peer: &str,
+    kind: &str,
+    body: Vec<u8>,
+    deadline: Instant,
+) -> Result<Answer, CallFailed> {
+    let requests = chat.requests();
+    let (id, pending) = requests
+        .start(peer)
+        .map_err(|e| CallFailed::NotSent(e.to_string()))?;
+    let left = deadline.saturating_duration_since(Instant::now());
+    let timeout_ms = (left.as_millis().min(u128::from(MAX_TIMEOUT_MS)) as u32).max(1);
+    let req = RpcFrame::Req {
+        id,
+        kind: kind.into(),
+        timeout_ms,
+        body,
+    };
+    link.send(&[req.to_frame()], left)
+        .await
+        .map_err(|e| CallFailed::NotSent(format!("request not sent: {e}")))?;
+    // Read until the reply (given to the request table) or the deadline.
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match link.recv(left).await {
+            Ok(f) if f.kind == RpcFrame::REP => {
+                if let Ok(rep) = RpcFrame::parse(&f) {
+                    if rep.id() == id {
+                        requests.complete(peer, rep);
+                        break;
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    pending
+        .wait_until(deadline)
+        .await
+        .map_err(|_| CallFailed::NoAnswer)
 }
 
 impl Chat {

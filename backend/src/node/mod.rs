@@ -23,6 +23,8 @@ use tokio_util::task::TaskTracker;
 use crate::events::Events;
 use crate::overlay::channel::ChannelConfig;
 use crate::overlay::identity::Identity;
+use crate::overlay::rpc::Handlers;
+use crate::progress::{Progress, ProgressConfig};
 use crate::store::chat::ChatStore;
 use crate::store::pins::PinStore;
 use crate::transfer::{TransferConfig, Transfers};
@@ -74,6 +76,9 @@ pub struct NodeConfig {
     /// Part files of abandoned incoming transfers are removed after this
     /// long (`--part-max-age`).
     pub part_max_age: Duration,
+    /// Share this node's training progress with the peers in the same
+    /// training (`--share-progress`, on by default).
+    pub share_progress: bool,
 }
 
 impl NodeConfig {
@@ -99,6 +104,7 @@ impl NodeConfig {
             require_secure: false,
             max_file_size: crate::transfer::DEFAULT_MAX_FILE_SIZE,
             part_max_age: crate::transfer::DEFAULT_PART_MAX_AGE,
+            share_progress: true,
         }
     }
 }
@@ -115,6 +121,8 @@ pub struct Node {
     pub directory: DirectoryLink,
     pub trainings: crate::notify::Trainings,
     pub transfers: Transfers,
+    /// Training progress shared with and received from peers.
+    pub progress: Progress,
     /// Our identity key's fingerprint.
     pub fingerprint: String,
     shutdown: CancellationToken,
@@ -214,25 +222,6 @@ impl Node {
             tracker.clone(),
         )?;
         tracker.spawn(transfers.clone().run());
-        let chat = Chat::new(
-            chat_cfg,
-            Transports {
-                overlay,
-                relay: Some(relay),
-                transfers: Some(transfers.clone()),
-            },
-            store,
-            peers.clone(),
-            events.clone(),
-            shutdown.clone(),
-            tracker.clone(),
-        );
-        if let Some(l) = chat_listener {
-            tracker.spawn(chat.clone().serve(l));
-        }
-        tracker.spawn(chat.clone().run_relay_inbound(relay_inbound));
-        tracker.spawn(chat.clone().run_dispatcher());
-
         let trainings = crate::notify::Trainings::open(
             &cfg.data.join("trainings.db"),
             cfg.train_cmd.clone(),
@@ -240,6 +229,43 @@ impl Node {
             &tracker,
             shutdown.clone(),
         )?;
+        let progress = Progress::new(
+            &cfg.name,
+            ProgressConfig {
+                share: cfg.share_progress,
+                ..ProgressConfig::default()
+            },
+            trainings.store().clone(),
+            events.clone(),
+        );
+        let mut handlers = Handlers::with_info(&cfg.name);
+        progress.register(&mut handlers);
+        let chat = Chat::new(
+            chat_cfg,
+            Transports {
+                overlay,
+                relay: Some(relay),
+                transfers: Some(transfers.clone()),
+            },
+            handlers,
+            store,
+            peers.clone(),
+            events.clone(),
+            shutdown.clone(),
+            tracker.clone(),
+        );
+        tracker.spawn(progress.clone().follow_events(shutdown.clone()));
+        tracker.spawn(
+            progress
+                .clone()
+                .push(chat.clone(), tracker.clone(), shutdown.clone()),
+        );
+        if let Some(l) = chat_listener {
+            tracker.spawn(chat.clone().serve(l));
+        }
+        tracker.spawn(chat.clone().run_relay_inbound(relay_inbound));
+        tracker.spawn(chat.clone().run_dispatcher());
+
         if let Some(l) = notify_listener {
             let (t, lim, s) = (
                 trainings.clone(),
@@ -299,7 +325,7 @@ impl Node {
             trust: trust.clone(),
             relay_only,
             require_secure: cfg.require_secure,
-            share_progress: true,
+            progress: progress.clone(),
         };
         let web_cfg = WebConfig {
             dist: cfg.dist.clone(),
@@ -324,6 +350,7 @@ impl Node {
             directory,
             trainings,
             transfers,
+            progress,
             fingerprint,
             shutdown,
             tracker,

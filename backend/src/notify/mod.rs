@@ -52,6 +52,7 @@
 //! ```
 
 pub mod endpoint;
+pub mod metrics;
 pub mod runner;
 pub mod transition;
 
@@ -219,6 +220,8 @@ pub struct Trainings {
 
 struct Inner {
     tx: mpsc::Sender<Command>,
+    store: TrainingStore,
+    events: Events,
     cache: Arc<RwLock<Cache>>,
     enqueue_timeout: Duration,
     max_round_jump: u32,
@@ -312,11 +315,12 @@ impl Trainings {
                 max_waiting: config.max_waiting_runs,
                 tracker: tracker.clone(),
                 shutdown: shutdown.clone(),
+                metrics: metrics::MetricsHub::default(),
             })
         });
         let worker = Worker {
-            store,
-            events,
+            store: store.clone(),
+            events: events.clone(),
             cache: cache.clone(),
             opts: ApplyOptions {
                 claim_runs: runner.is_some(),
@@ -331,6 +335,8 @@ impl Trainings {
         Ok(Trainings {
             inner: Arc::new(Inner {
                 tx,
+                store,
+                events,
                 cache,
                 enqueue_timeout: config.enqueue_timeout,
                 max_round_jump: config.max_round_jump,
@@ -405,6 +411,35 @@ impl Trainings {
     /// [`canonical_uuid`]: roundtable_shared::notify::canonical_uuid
     pub async fn get(&self, uuid: &str) -> Result<Option<Training>, NotifyError> {
         Ok(self.get_now(uuid))
+    }
+
+    /// The training database, for the services that read it beside this
+    /// one (the progress service keeps peers' lanes in it).
+    pub fn store(&self) -> &TrainingStore {
+        &self.inner.store
+    }
+
+    /// Names training `uuid` (`None` clears the name) and publishes its
+    /// new snapshot; `None` if there is no such training.
+    pub async fn rename(&self, uuid: &str, name: Option<String>) -> Result<Option<Training>, NotifyError> {
+        let Some(uuid) = roundtable_shared::notify::canonical_uuid(uuid) else {
+            return Ok(None);
+        };
+        let t = self
+            .inner
+            .store
+            .run(move |s| s.set_name(&uuid, name.as_deref()))
+            .await?;
+        if let Some(t) = &t {
+            self.inner
+                .cache
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .trainings
+                .insert(t.uuid.clone(), t.clone());
+            self.inner.events.publish(Event::Training { training: t.clone() });
+        }
+        Ok(t)
     }
 
     /// [`Trainings::list`] for synchronous callers.

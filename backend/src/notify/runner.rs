@@ -26,7 +26,11 @@
 //! that is where the node's secrets live (`ROUNDTABLE_PASSWORD`,
 //! `ROUNDTABLE_TOKEN`, and any added later), and nothing Roundtable reads
 //! from its environment is meant for the training script, so there is no
-//! allow-list.
+//! allow-list. The one variable added is `ROUNDTABLE_METRICS_URL`, this
+//! run's own metrics URL (see [`super::metrics`]).
+//!
+//! **Metrics.** Output lines of the form `roundtable-metric {json}` are
+//! read as metrics (and still kept as output); see [`super::metrics`].
 //!
 //! **Shutdown.** Chains are tasks of the node's tracker. When the shutdown
 //! token is cancelled a running command is killed and its run recorded as
@@ -42,12 +46,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use roundtable_shared::api::Event;
+use roundtable_shared::progress::METRICS_URL_ENV;
 use roundtable_shared::training::RunStatus;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::metrics::{MetricsHub, RunMetrics};
 use crate::events::Events;
 use crate::store::trainings::{RunClaim, RunEnd, TrainingStore, INTERRUPTED_LINE};
 
@@ -80,7 +86,12 @@ pub(crate) struct Runner {
     pub(crate) max_waiting: usize,
     pub(crate) tracker: TaskTracker,
     pub(crate) shutdown: CancellationToken,
+    /// Where runs' metrics URLs are served.
+    pub(crate) metrics: MetricsHub,
 }
+
+/// How often a run's metrics are written to the store while it runs.
+const METRICS_FLUSH: Duration = Duration::from_millis(250);
 
 /// The last `cap` lines.
 struct Tail {
@@ -238,6 +249,14 @@ impl Runner {
                 command.env_remove(&name);
             }
         }
+        let metrics = RunMetrics::new(key.clone());
+        let registration = self
+            .metrics
+            .register(metrics.clone(), &self.tracker, &self.shutdown)
+            .await;
+        if let Some(url) = &registration.url {
+            command.env(METRICS_URL_ENV, url);
+        }
         let started = combine_output(&mut command).and_then(|out| Ok((command.spawn()?, out)));
         // The command holds the pipe's write ends: drop it so that the pipe
         // closes when the process (and any child it left) is gone.
@@ -283,13 +302,19 @@ impl Runner {
         let mut exit = None;
         let mut interrupted = false;
         let mut lines_open = true;
+        let mut flush = tokio::time::interval(METRICS_FLUSH);
+        flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Output until the process exits and its pipes close.
         while exit.is_none() || lines_open {
             tokio::select! {
                 line = line_rx.recv(), if lines_open => match line {
-                    Some(l) => self.output(claim, tail, l),
+                    Some(l) => {
+                        metrics.line(&l);
+                        self.output(claim, tail, l);
+                    }
                     None => lines_open = false,
                 },
+                _ = flush.tick() => self.flush_metrics(&metrics).await,
                 status = child.wait(), if exit.is_none() => exit = Some(status),
                 _ = self.shutdown.cancelled(), if exit.is_none() && !interrupted => {
                     interrupted = true;
@@ -307,6 +332,7 @@ impl Runner {
                 };
                 let drain = async {
                     while let Some(l) = line_rx.recv().await {
+                        metrics.line(&l);
                         self.output(claim, tail, l);
                     }
                 };
@@ -324,6 +350,10 @@ impl Runner {
         for r in readers {
             r.abort();
         }
+        // The URL dies with the run; what it reported is stored before
+        // the run's end is.
+        drop(registration);
+        self.flush_metrics(&metrics).await;
         if interrupted {
             self.output(claim, tail, INTERRUPTED_LINE.into());
             return (RunStatus::Failed, None);
@@ -356,6 +386,27 @@ impl Runner {
             }
             // The loop above only ends once the process has exited.
             None => (RunStatus::Failed, None),
+        }
+    }
+
+    /// Stores what `metrics` got since the last flush and, if anything
+    /// changed, asks for a fresh snapshot (which the progress service
+    /// turns into this node's lane).
+    async fn flush_metrics(&self, metrics: &RunMetrics) {
+        let Some(batch) = metrics.take() else {
+            return;
+        };
+        let key = metrics.key.clone();
+        let at = super::now_ms();
+        let stored = self
+            .store
+            .run(move |s| s.record_metrics(&key, &batch.metrics, batch.ignored, at))
+            .await;
+        match stored {
+            Ok(_) => {
+                let _ = self.refresh.send(metrics.key.training.clone()).await;
+            }
+            Err(e) => tracing::error!(error = %e, "cannot store a run's metrics"),
         }
     }
 

@@ -12,7 +12,6 @@ use axum::Json;
 use roundtable_shared::api::{
     ChatMessage, ChatSummary, Health, Me, PeerCheck, PeerInfo, SendMessage, TrustKey,
 };
-use roundtable_shared::training::Training;
 use serde::Deserialize;
 
 use super::error::WebError;
@@ -37,7 +36,7 @@ pub async fn me(State(n): State<NodeApi>) -> Json<Me> {
         key_at_directory: n.directory.key_at_directory(),
         relay_only: n.relay_only,
         require_secure: n.require_secure,
-        share_progress: n.share_progress,
+        share_progress: n.progress.sharing(),
     })
 }
 
@@ -113,20 +112,6 @@ pub async fn post_message(
     let Json(body) = body?;
     let m = n.chat.send(&peer, &body.text).await?;
     Ok((StatusCode::ACCEPTED, Json(m)))
-}
-
-pub async fn trainings(State(n): State<NodeApi>) -> Result<Json<Vec<Training>>, WebError> {
-    Ok(Json(n.trainings.list().await?))
-}
-
-pub async fn training(
-    State(n): State<NodeApi>,
-    Path(uuid): Path<String>,
-) -> Result<Json<Training>, WebError> {
-    match n.trainings.get(&uuid).await? {
-        Some(t) => Ok(Json(t)),
-        None => Err(WebError::NotFound(format!("no training {uuid}"))),
-    }
 }
 
 pub async fn no_such_route() -> WebError {

@@ -15,13 +15,14 @@ pub mod error;
 pub mod files;
 pub mod security;
 pub mod server;
+pub mod trainings;
 pub mod ws;
 
 use std::path::PathBuf;
 
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::Router;
 use roundtable_shared::api::MAX_TEXT;
 use tokio::net::TcpListener;
@@ -82,8 +83,8 @@ pub struct NodeApi {
     pub relay_only: bool,
     /// `--require-secure`.
     pub require_secure: bool,
-    /// `--share-progress`.
-    pub share_progress: bool,
+    /// Training progress shared with peers (`--share-progress`).
+    pub progress: crate::progress::Progress,
 }
 
 fn static_files(config: &WebConfig) -> ServeDir<ServeFile> {
@@ -137,8 +138,12 @@ pub fn node_router(config: &WebConfig, node: NodeApi) -> Router {
             "/chats/{peer}/messages",
             get(api::history).post(api::post_message),
         )
-        .route("/trainings", get(api::trainings))
-        .route("/trainings/{uuid}", get(api::training))
+        .route("/trainings", get(trainings::list))
+        .route("/trainings/{uuid}", get(trainings::get))
+        .route("/trainings/{uuid}/name", put(trainings::rename))
+        .route("/trainings/{uuid}/participants", get(trainings::participants))
+        .route("/trainings/{uuid}/metrics.csv", get(trainings::metrics_csv))
+        .route("/participants", get(trainings::summary))
         .route("/files", get(files::list).post(files::upload))
         .route("/files/{seq}", get(files::get))
         .route("/files/{seq}/content", get(files::content))
