@@ -312,7 +312,9 @@ mod tests {
     }
 
     async fn post(hub: &MetricsHub, from: [u8; 4], path: &str, body: &str) -> StatusCode {
-        let mut req = Request::post(path).body(Body::from(body.to_owned())).unwrap();
+        let mut req = Request::post(path)
+            .body(Body::from(body.to_owned()))
+            .unwrap();
         req.extensions_mut()
             .insert(ConnectInfo(SocketAddr::from((from, 40000))));
         router(hub.clone()).oneshot(req).await.unwrap().status()
@@ -326,18 +328,33 @@ mod tests {
         let run = RunMetrics::new(key());
         let reg = hub.register(run.clone(), &tracker, &stop).await;
         let url = reg.url.clone().unwrap();
-        let path = url.split_once("/runs/").map(|(_, p)| format!("/runs/{p}")).unwrap();
+        let path = url
+            .split_once("/runs/")
+            .map(|(_, p)| format!("/runs/{p}"))
+            .unwrap();
         let good = r#"{"name": "loss", "value": 0.25}"#;
-        assert_eq!(post(&hub, [127, 0, 0, 1], &path, good).await, StatusCode::NO_CONTENT);
+        assert_eq!(
+            post(&hub, [127, 0, 0, 1], &path, good).await,
+            StatusCode::NO_CONTENT
+        );
         assert_eq!(run.take().unwrap().metrics[0].value, 0.25);
         // Not from loopback.
-        assert_eq!(post(&hub, [10, 1, 2, 3], &path, good).await, StatusCode::FORBIDDEN);
+        assert_eq!(
+            post(&hub, [10, 1, 2, 3], &path, good).await,
+            StatusCode::FORBIDDEN
+        );
         assert_eq!(run.take(), None);
         // Another run's token (or a made-up one).
         let other = path.replace(&path[6..38], &"0".repeat(32));
-        assert_eq!(post(&hub, [127, 0, 0, 1], &other, good).await, StatusCode::NOT_FOUND);
+        assert_eq!(
+            post(&hub, [127, 0, 0, 1], &other, good).await,
+            StatusCode::NOT_FOUND
+        );
         // A bad body is refused and counted.
-        assert_eq!(post(&hub, [127, 0, 0, 1], &path, "loss=1").await, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            post(&hub, [127, 0, 0, 1], &path, "loss=1").await,
+            StatusCode::BAD_REQUEST
+        );
         assert_eq!(run.take().unwrap().ignored, 1);
         // Over the size limit.
         let big = format!("[{}]", vec![good; 1000].join(","));
@@ -347,13 +364,20 @@ mod tests {
         );
         // Once the run has ended its URL is dead.
         drop(reg);
-        assert_eq!(post(&hub, [127, 0, 0, 1], &path, good).await, StatusCode::NOT_FOUND);
+        assert_eq!(
+            post(&hub, [127, 0, 0, 1], &path, good).await,
+            StatusCode::NOT_FOUND
+        );
         // And over real TCP, from the run's own machine.
         let run2 = RunMetrics::new(key());
         let reg2 = hub.register(run2.clone(), &tracker, &stop).await;
         let url2 = reg2.url.clone().unwrap();
         assert!(url2.starts_with("http://127.0.0.1:"));
-        let addr = url2.trim_start_matches("http://").split('/').next().unwrap();
+        let addr = url2
+            .trim_start_matches("http://")
+            .split('/')
+            .next()
+            .unwrap();
         let path2 = &url2[7 + addr.len()..];
         let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
         use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -421,7 +421,11 @@ impl Trainings {
 
     /// Names training `uuid` (`None` clears the name) and publishes its
     /// new snapshot; `None` if there is no such training.
-    pub async fn rename(&self, uuid: &str, name: Option<String>) -> Result<Option<Training>, NotifyError> {
+    pub async fn rename(
+        &self,
+        uuid: &str,
+        name: Option<String>,
+    ) -> Result<Option<Training>, NotifyError> {
         let Some(uuid) = roundtable_shared::notify::canonical_uuid(uuid) else {
             return Ok(None);
         };
@@ -437,7 +441,9 @@ impl Trainings {
                 .unwrap_or_else(|p| p.into_inner())
                 .trainings
                 .insert(t.uuid.clone(), t.clone());
-            self.inner.events.publish(Event::Training { training: t.clone() });
+            self.inner.events.publish(Event::Training {
+                training: t.clone(),
+            });
         }
         Ok(t)
     }

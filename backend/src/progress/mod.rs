@@ -28,6 +28,7 @@
 //!   in no exchange either way.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -103,6 +104,8 @@ struct Inner {
     /// has been published as events.
     published: Mutex<HashMap<String, u64>>,
     wake: Notify,
+    /// Lanes received for trainings this node does not know.
+    unknown_lanes: AtomicU64,
 }
 
 impl std::fmt::Debug for Progress {
@@ -128,8 +131,16 @@ impl Progress {
                 peers: Mutex::default(),
                 published: Mutex::default(),
                 wake: Notify::new(),
+                unknown_lanes: AtomicU64::new(0),
             }),
         }
+    }
+
+    /// Lanes peers sent for trainings this node does not know (dropped).
+    /// A peer only sends a lane after this node proved the training, so
+    /// this stays 0 unless a peer misbehaves.
+    pub fn unknown_lanes(&self) -> u64 {
+        self.inner.unknown_lanes.load(Ordering::Relaxed)
     }
 
     /// Whether this node shares its progress.
@@ -173,10 +184,7 @@ impl Progress {
 
     /// Our trainings, most recently updated first.
     async fn ours(&self) -> Result<Vec<String>, StoreError> {
-        self.inner
-            .store
-            .run(|s| s.recent_trainings(MAX_TAGS))
-            .await
+        self.inner.store.run(|s| s.recent_trainings(MAX_TAGS)).await
     }
 
     /// The trainings among `ours` that `tags` (from `peer`) prove.
@@ -230,10 +238,13 @@ impl Progress {
             match applied {
                 Ok(Ok(Some(participant))) => {
                     tracing::debug!(%peer, %training, "peer progress");
-                    self.inner.events.publish(Event::Participant { participant });
+                    self.inner
+                        .events
+                        .publish(Event::Participant { participant });
                 }
                 Ok(Ok(None)) => {}
                 Ok(Err(LaneRefused::UnknownTraining)) => {
+                    self.inner.unknown_lanes.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(%peer, %training, "progress for a training this node does not know: dropped");
                 }
                 Ok(Err(LaneRefused::TooManyPeers)) => {
@@ -472,7 +483,10 @@ impl Progress {
             if body.len() <= MAX_BODY {
                 let sent = Sent {
                     tags: send_tags.then(|| ours.clone()),
-                    lanes: lanes.iter().map(|(l, a)| (l.training.clone(), *a)).collect(),
+                    lanes: lanes
+                        .iter()
+                        .map(|(l, a)| (l.training.clone(), *a))
+                        .collect(),
                 };
                 return Some((body, sent));
             }

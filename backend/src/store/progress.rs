@@ -159,7 +159,9 @@ impl TrainingStore {
     pub fn recent_trainings(&self, limit: usize) -> Result<Vec<String>, StoreError> {
         self.with(|c| {
             let mut st = c
-                .prepare_cached("SELECT uuid FROM trainings ORDER BY updated_at DESC, uuid LIMIT ?1")
+                .prepare_cached(
+                    "SELECT uuid FROM trainings ORDER BY updated_at DESC, uuid LIMIT ?1",
+                )
                 .ctx("listing trainings")?;
             let rows = st
                 .query_map([limit as i64], |r| r.get(0))
@@ -232,7 +234,8 @@ impl TrainingStore {
             match kept {
                 Some(seq) if seq >= lane.seq => {
                     // Keep the kept fields; report them, not the stale ones.
-                    changed.lane = read_peer_lane(&tx, &lane.training, peer)?.unwrap_or(changed.lane);
+                    changed.lane =
+                        read_peer_lane(&tx, &lane.training, peer)?.unwrap_or(changed.lane);
                     tx.execute(
                         "UPDATE peer_lanes SET updated_at = ?3 WHERE training = ?1 AND peer = ?2",
                         params![lane.training, peer, now],
@@ -312,10 +315,7 @@ impl TrainingStore {
                 any = true;
             }
             tx.commit().ctx("committing peer lane")?;
-            changed
-                .lane
-                .phases
-                .sort_by_key(|p| (p.round, p.phase));
+            changed.lane.phases.sort_by_key(|p| (p.round, p.phase));
             Ok(Ok(any.then_some(changed)))
         })
     }
@@ -332,7 +332,9 @@ impl TrainingStore {
                 let mut st = c
                     .prepare_cached("SELECT peer FROM peer_lanes WHERE training = ?1 ORDER BY peer")
                     .ctx("listing participants")?;
-                let rows = st.query_map([uuid], |r| r.get(0)).ctx("listing participants")?;
+                let rows = st
+                    .query_map([uuid], |r| r.get(0))
+                    .ctx("listing participants")?;
                 rows.collect::<Result<_, _>>().ctx("listing participants")?
             };
             for peer in peers {
@@ -369,10 +371,9 @@ impl TrainingStore {
 fn phase_id(c: &Connection, key: &PhaseKey) -> Result<Option<i64>, StoreError> {
     c.prepare_cached("SELECT id FROM phases WHERE training = ?1 AND round = ?2 AND phase = ?3")
         .ctx("looking up phase")?
-        .query_row(
-            params![key.training, key.round, key.phase.as_str()],
-            |r| r.get(0),
-        )
+        .query_row(params![key.training, key.round, key.phase.as_str()], |r| {
+            r.get(0)
+        })
         .optional()
         .ctx("looking up phase")
 }
@@ -503,7 +504,11 @@ fn read_peer_lane(c: &Connection, uuid: &str, peer: &str) -> Result<Option<Lane>
     .ctx("reading peer lane")
 }
 
-fn peer_participant(c: &Connection, uuid: &str, peer: &str) -> Result<Option<Participant>, StoreError> {
+fn peer_participant(
+    c: &Connection,
+    uuid: &str,
+    peer: &str,
+) -> Result<Option<Participant>, StoreError> {
     let Some(mut lane) = read_peer_lane(c, uuid, peer)? else {
         return Ok(None);
     };
@@ -574,8 +579,14 @@ mod tests {
             claim_runs: true,
             ..ApplyOptions::default()
         };
-        s.apply_batch(&[Received { notification: n, at }], &opts)
-            .unwrap();
+        s.apply_batch(
+            &[Received {
+                notification: n,
+                at,
+            }],
+            &opts,
+        )
+        .unwrap();
     }
 
     fn key(round: u32, phase: Phase) -> PhaseKey {
@@ -618,7 +629,10 @@ mod tests {
         assert!(s.finish_run(&key(0, Phase::Update), &end).unwrap());
         let c = s.local_lane(T, b.seq).unwrap().unwrap();
         assert!(c.seq > b.seq);
-        assert_eq!(c.phases[0].run.as_ref().unwrap().status, RunStatus::Succeeded);
+        assert_eq!(
+            c.phases[0].run.as_ref().unwrap().status,
+            RunStatus::Succeeded
+        );
         // Nothing changed: nothing newer.
         assert!(s.local_lane(T, c.seq).unwrap().unwrap().phases.is_empty());
         // A new phase: the training's state changes too.
@@ -647,7 +661,10 @@ mod tests {
         assert_eq!(lane.phases[0].metrics.len(), 32);
         assert_eq!(lane.phases[0].metric("loss"), Some(0.4));
         let t = s.training(T).unwrap().unwrap();
-        assert_eq!(t.rounds[0].phases[0].run.as_ref().unwrap().metrics_ignored, 11);
+        assert_eq!(
+            t.rounds[0].phases[0].run.as_ref().unwrap().metrics_ignored,
+            11
+        );
     }
 
     #[test]
@@ -679,8 +696,16 @@ mod tests {
             Err(LaneRefused::UnknownTraining)
         );
         round(&s, 0, Phase::Update, 10);
-        let new = lane(5, TrainingState::InRound, vec![ph(0, 4, 0.5), ph(1, 5, 0.4)]);
-        let changed = s.apply_peer_lane("bob", &new, 20).unwrap().unwrap().unwrap();
+        let new = lane(
+            5,
+            TrainingState::InRound,
+            vec![ph(0, 4, 0.5), ph(1, 5, 0.4)],
+        );
+        let changed = s
+            .apply_peer_lane("bob", &new, 20)
+            .unwrap()
+            .unwrap()
+            .unwrap();
         assert_eq!(changed.lane.phases.len(), 2);
         // The same again: nothing changes.
         assert_eq!(s.apply_peer_lane("bob", &new, 21).unwrap(), Ok(None));
@@ -697,7 +722,11 @@ mod tests {
         assert_eq!(bob.updated_at, 22);
         // A newer phase alone.
         let newer = lane(6, TrainingState::InRound, vec![ph(1, 6, 0.3)]);
-        let changed = s.apply_peer_lane("bob", &newer, 23).unwrap().unwrap().unwrap();
+        let changed = s
+            .apply_peer_lane("bob", &newer, 23)
+            .unwrap()
+            .unwrap()
+            .unwrap();
         assert_eq!(changed.lane.phases.len(), 1);
         let summary = s.participants_summary("alice").unwrap();
         assert_eq!(summary.len(), 2);

@@ -141,7 +141,10 @@ pub fn node_router(config: &WebConfig, node: NodeApi) -> Router {
         .route("/trainings", get(trainings::list))
         .route("/trainings/{uuid}", get(trainings::get))
         .route("/trainings/{uuid}/name", put(trainings::rename))
-        .route("/trainings/{uuid}/participants", get(trainings::participants))
+        .route(
+            "/trainings/{uuid}/participants",
+            get(trainings::participants),
+        )
         .route("/trainings/{uuid}/metrics.csv", get(trainings::metrics_csv))
         .route("/participants", get(trainings::summary))
         .route("/files", get(files::list).post(files::upload))

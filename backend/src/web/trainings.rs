@@ -101,7 +101,13 @@ pub async fn metrics_csv(
     for p in &participants {
         for ph in &p.lane.phases {
             for m in &ph.metrics {
-                rows.push((ph.round, p.name.as_str(), ph.phase.as_str(), &m.name, m.value));
+                rows.push((
+                    ph.round,
+                    p.name.as_str(),
+                    ph.phase.as_str(),
+                    &m.name,
+                    m.value,
+                ));
             }
         }
     }
