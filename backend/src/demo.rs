@@ -30,13 +30,20 @@ pub struct DemoConfig {
     pub notify: SocketAddr,
     pub data: PathBuf,
     pub dist: PathBuf,
-    /// The local training step each node runs per round.
+    /// The local training step each node runs per round. Each node
+    /// appends `--pace-ms N --skill K` (the options of `roundtable
+    /// demo-train`) so that the three train at different speeds (carol is
+    /// the slow one) and report slightly different metrics.
     pub train_cmd: Option<Vec<String>>,
     /// Seconds between the phases of the demo training.
     pub phase_interval: Duration,
 }
 
 const NAMES: [&str; 3] = ["alice", "bob", "carol"];
+
+/// Milliseconds per epoch of each node's training step: carol's site is
+/// slower, so she is the straggler of most rounds.
+const PACE_MS: [u64; 3] = [250, 350, 650];
 
 fn shifted(a: SocketAddr, by: u16) -> SocketAddr {
     if a.port() == 0 {
@@ -100,7 +107,15 @@ pub async fn start(cfg: DemoConfig) -> anyhow::Result<Running> {
         n.http_listen = shifted(cfg.http, i as u16);
         n.notify_listen = Some(shifted(cfg.notify, i as u16));
         n.dist = cfg.dist.clone();
-        n.train_cmd = cfg.train_cmd.clone();
+        n.train_cmd = cfg.train_cmd.clone().map(|mut c| {
+            c.extend([
+                "--pace-ms".to_owned(),
+                PACE_MS[i].to_string(),
+                "--skill".to_owned(),
+                i.to_string(),
+            ]);
+            c
+        });
         if *name == "carol" {
             n.chat_listen = None;
         }
@@ -186,6 +201,21 @@ async fn answer_messages(
     }
 }
 
+/// One concise line per round of the demo training (the nodes log the
+/// details at debug level).
+fn log_step(plan: &Plan, step: &crate::fl_drive::StepReport) {
+    use roundtable_shared::notify::Kind;
+    let short = plan.training_uuid.get(..8).unwrap_or("");
+    let n = &step.notification;
+    match &n.kind {
+        Kind::Round { phase, round, .. } => {
+            tracing::info!("demo training {short}: {phase} round {round} sent to the three nodes")
+        }
+        Kind::Finished { .. } => tracing::info!("demo training {short}: finished"),
+        _ => tracing::info!("demo training {short}: started"),
+    }
+}
+
 async fn drive_forever(urls: Vec<String>, interval: Duration, stop: CancellationToken) {
     let options = DriveOptions {
         interval,
@@ -197,7 +227,7 @@ async fn drive_forever(urls: Vec<String>, interval: Duration, stop: Cancellation
         swag = !swag;
         tokio::select! {
             _ = stop.cancelled() => return,
-            report = drive(&plan, &urls, &options, |_, _| {}) => {
+            report = drive(&plan, &urls, &options, |_, step| log_step(&plan, step)) => {
                 if !report.all_accepted() {
                     tracing::warn!("demo training: some notifications were refused\n{}", report.table());
                 }

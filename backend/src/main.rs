@@ -356,6 +356,12 @@ struct DemoArgs {
 
 #[derive(Args)]
 struct DemoTrainArgs {
+    /// Milliseconds per epoch (the demo gives each node its own speed).
+    #[arg(long, default_value_t = 400)]
+    pace_ms: u64,
+    /// How this participant's data differs (shifts its metrics a little).
+    #[arg(long, default_value_t = 0)]
+    skill: u32,
     /// train, test or swag.
     phase: String,
     #[arg(long)]
@@ -596,7 +602,9 @@ async fn run_demo(args: DemoArgs) -> Result<()> {
 }
 
 /// The demo's stand-in for a local training script: prints progress and
-/// a metric, takes a couple of seconds, exits 0.
+/// reports its metrics as `roundtable-metric` lines (a loss that falls and
+/// an accuracy that rises over the rounds, a little different per
+/// participant), takes a few seconds, exits 0.
 fn demo_train(args: DemoTrainArgs) -> Result<()> {
     use std::io::Write;
     let epochs = 4;
@@ -606,14 +614,33 @@ fn demo_train(args: DemoTrainArgs) -> Result<()> {
         "{} round {} of training {} with model {}",
         args.phase, args.round, args.training_id, args.model_id
     )?;
-    let mut loss = 0.9 / f64::from(args.round + 1);
+    let skill = f64::from(args.skill);
+    let mut loss = (0.9 + 0.04 * skill) / f64::from(args.round + 1).sqrt();
     for e in 1..=epochs {
-        std::thread::sleep(Duration::from_millis(400));
-        loss *= 0.8;
+        std::thread::sleep(Duration::from_millis(args.pace_ms));
+        loss *= 0.93;
         writeln!(out, "epoch {e}/{epochs} loss {loss:.4}")?;
         out.flush()?;
     }
-    writeln!(out, "done: accuracy {:.3}", 1.0 - loss)?;
+    let metric = |name: &str, value: f64| {
+        format!(
+            "{}{}",
+            roundtable_shared::progress::METRIC_PREFIX,
+            serde_json::json!({ "name": name, "value": (value * 1e4).round() / 1e4 })
+        )
+    };
+    let accuracy = (1.0 - loss * 0.8).clamp(0.0, 1.0);
+    match args.phase.as_str() {
+        "train" => {
+            writeln!(out, "{}", metric("loss", loss))?;
+            writeln!(out, "{}", metric("accuracy", accuracy))?;
+        }
+        _ => {
+            writeln!(out, "{}", metric("loss", loss * 1.1))?;
+            writeln!(out, "{}", metric("accuracy", accuracy - 0.03))?;
+        }
+    }
+    writeln!(out, "done: accuracy {accuracy:.3}")?;
     Ok(())
 }
 

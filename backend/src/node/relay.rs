@@ -341,7 +341,7 @@ impl Relay {
                             Ok(Verdict::Trusted) => {
                                 let generation =
                                     self.inner.next_generation.fetch_add(1, Ordering::Relaxed);
-                                tracing::info!(%peer, "secure channel through the relay");
+                                tracing::debug!(%peer, "secure channel through the relay");
                                 self.set(&peer, |s| {
                                     s.state = Some(State::Up(Box::new(session)));
                                     s.generation = generation;

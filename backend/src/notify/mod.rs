@@ -556,7 +556,7 @@ impl Worker {
             }
         }
         for t in outcome.changed {
-            tracing::info!(
+            tracing::debug!(
                 training = %t.uuid,
                 state = %t.state,
                 round = ?t.current_round,

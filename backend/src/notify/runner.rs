@@ -191,14 +191,24 @@ impl Runner {
         let mut tail = Tail::new(self.tail_lines);
         let (status, exit_code) = self.execute(claim, &mut tail).await;
         drop(permit);
-        tracing::info!(
-            training = %key.training,
-            round = key.round,
-            phase = %key.phase,
-            status = %status,
-            exit_code = ?exit_code,
-            "training command ended"
-        );
+        if status == RunStatus::Failed {
+            tracing::warn!(
+                training = %key.training,
+                round = key.round,
+                phase = %key.phase,
+                exit_code = ?exit_code,
+                "training command failed"
+            );
+        } else {
+            tracing::debug!(
+                training = %key.training,
+                round = key.round,
+                phase = %key.phase,
+                status = %status,
+                exit_code = ?exit_code,
+                "training command ended"
+            );
+        }
         self.record(claim, status, exit_code, tail.lines.into())
             .await;
     }
@@ -270,7 +280,7 @@ impl Runner {
                 return (RunStatus::Failed, None);
             }
         };
-        tracing::info!(
+        tracing::debug!(
             training = %key.training,
             round = key.round,
             phase = %key.phase,
