@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::{eventually, get_json, http, sees_online, Directory};
 use futures_util::StreamExt;
-use roundtable::fl_drive::{drive, DriveOptions, Plan};
+use roundtable::fl_drive::{drive, random_uuid, DriveOptions, Plan};
 use roundtable::node::{Node, NodeConfig};
 use roundtable_shared::api::{Event, Me};
 use roundtable_shared::progress::Participant;
@@ -402,5 +402,97 @@ async fn a_training_gets_a_name_a_person_chose() {
     .await;
     assert_eq!(status, 404);
     alice.stop(Duration::from_secs(5)).await;
+    dir.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_long_history_with_many_metrics_arrives_whole_in_several_requests() {
+    use roundtable::store::trainings::PhaseKey;
+    use roundtable_shared::progress::{Metric, MAX_METRICS_PER_PHASE};
+    let dir = Directory::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let alice = start("alice", &dir, data.path(), |c| c.train_cmd = None).await;
+    let bob = start("bob", &dir, data.path(), |c| c.train_cmd = None).await;
+    sees_online(&alice, "bob").await;
+    sees_online(&bob, "alice").await;
+    let rounds = 60;
+    let plan = Plan::new(&random_uuid(), &random_uuid(), rounds, false);
+    let t = plan.training_uuid.clone();
+    let fast = DriveOptions {
+        interval: Duration::ZERO,
+        ..DriveOptions::default()
+    };
+    // Bob only needs to know the training.
+    let start_only = Plan {
+        steps: plan.steps[..1].to_vec(),
+        ..plan.clone()
+    };
+    assert!(drive(&start_only, &[notify_url(&bob)], &fast, |_, _| {})
+        .await
+        .all_accepted());
+    let all_but_last = Plan {
+        steps: plan.steps[..plan.steps.len() - 1].to_vec(),
+        ..plan.clone()
+    };
+    assert!(
+        drive(&all_but_last, &[notify_url(&alice)], &fast, |_, _| {})
+            .await
+            .all_accepted()
+    );
+    alice.trainings.settled().await;
+    // Every phase of alice's gets the most metrics a phase may have:
+    // about 150 KB of lane, more than two requests' worth.
+    let store = alice.trainings.store().clone();
+    for r in 0..rounds {
+        for (round, phase) in [(r, Phase::Update), (r + 1, Phase::Test)] {
+            let key = PhaseKey {
+                training: t.clone(),
+                round,
+                phase,
+            };
+            let metrics: Vec<Metric> = (0..MAX_METRICS_PER_PHASE)
+                .map(|i| Metric {
+                    name: format!("metric_number_{i:02}"),
+                    value: f64::from(round) + i as f64 / 100.0,
+                })
+                .collect();
+            store.record_metrics(&key, &metrics, 0, 1).unwrap();
+        }
+    }
+    // The last step makes the change known.
+    let last = Plan {
+        steps: plan.steps[plan.steps.len() - 1..].to_vec(),
+        ..plan.clone()
+    };
+    assert!(drive(&last, &[notify_url(&alice)], &fast, |_, _| {})
+        .await
+        .all_accepted());
+    let phases = 2 * rounds as usize;
+    let got = eventually(30, "bob to have alice's whole history", || async {
+        participants(&bob, &t).await.into_iter().find(|p| {
+            p.name == "alice"
+                && p.lane.phases.len() == phases
+                && p.lane
+                    .phases
+                    .iter()
+                    .all(|ph| ph.metrics.len() == MAX_METRICS_PER_PHASE)
+        })
+    })
+    .await;
+    let ph = got
+        .lane
+        .phases
+        .iter()
+        .find(|p| p.round == 37 && p.phase == Phase::Test)
+        .unwrap();
+    assert_eq!(ph.metric("metric_number_05"), Some(37.05));
+    let body = serde_json::to_vec(&got.lane).unwrap();
+    assert!(
+        body.len() > 2 * roundtable_shared::rpc::MAX_BODY,
+        "{} bytes",
+        body.len()
+    );
+    alice.stop(Duration::from_secs(5)).await;
+    bob.stop(Duration::from_secs(5)).await;
     dir.stop().await;
 }

@@ -68,6 +68,8 @@ pub struct Transports {
     pub relay: Option<Relay>,
     /// The file service, handed transfer connections (`None`: refused).
     pub transfers: Option<crate::transfer::Transfers>,
+    /// The request kinds answered over secure links (`info`, `progress`).
+    pub handlers: Handlers,
 }
 use super::trust::Verdict;
 use crate::caps::{accept, Caps, RefusalLog};
@@ -205,8 +207,8 @@ impl Chat {
             overlay,
             relay,
             transfers,
+            handlers,
         }: Transports,
-        handlers: Handlers,
         store: ChatStore,
         peers: Peers,
         events: Events,

@@ -495,14 +495,13 @@ impl Progress {
                 lanes.pop();
             } else if let Some((lane, _)) = lanes.pop() {
                 let n = lane.phases.len();
-                if n <= 1 {
-                    // One phase cannot be over the limit (metrics are
-                    // bounded); give up on the lane rather than loop.
-                    if tags.is_none() {
-                        return None;
-                    }
-                } else {
+                if n > 1 {
                     lanes.push(cut(lane, n / 2));
+                }
+                // One phase is never over the limit (its metrics are
+                // bounded); if it were, it is dropped rather than looped on.
+                if lanes.is_empty() && tags.is_none() {
+                    return None;
                 }
             } else {
                 return None;
