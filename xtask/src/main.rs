@@ -393,7 +393,7 @@ impl Xtask {
         step("e2e", &mut || {
             // One browser at a time: real processes and Chromium on a small machine.
             run(
-                "cargo test -p roundtable --test browser --test dashboard --test secure_dashboard --test transfer_dashboard -- --ignored (dashboard end to end)",
+                "cargo test -p roundtable --test browser --test dashboard --test secure_dashboard --test transfer_dashboard --test training_dashboard -- --ignored (dashboard end to end)",
                 self.cargo([
                     "test",
                     "-p",
@@ -406,6 +406,8 @@ impl Xtask {
                     "secure_dashboard",
                     "--test",
                     "transfer_dashboard",
+                    "--test",
+                    "training_dashboard",
                     "--",
                     "--ignored",
                     "--test-threads=1",

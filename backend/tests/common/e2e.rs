@@ -64,6 +64,9 @@ pub fn directory(data: &Path) -> (Proc, SocketAddr) {
 pub struct Node {
     pub proc: Proc,
     pub http: SocketAddr,
+    /// Its notification endpoint's URL (`http://…/`).
+    #[allow(dead_code)]
+    pub notify: String,
 }
 
 impl Node {
@@ -97,14 +100,21 @@ impl Node {
             .stderr(log_file(log))
             .spawn()
             .expect("starting roundtable node");
-        let http = watch_output(child.stdout.take().unwrap(), |line| {
-            line.trim()
-                .strip_prefix("dashboard  http://")
-                .map(|a| a.trim().parse().unwrap())
+        // It prints its dashboard, then (always, as --notify is given) its
+        // notification endpoint.
+        let mut http = None;
+        let (http, notify) = watch_output(child.stdout.take().unwrap(), |line| {
+            let line = line.trim();
+            if let Some(a) = line.strip_prefix("dashboard  http://") {
+                http = Some(a.trim().parse().unwrap());
+            }
+            let notify = line.strip_prefix("notify     ")?.trim().to_owned();
+            Some((http.expect("the dashboard is printed first"), notify))
         });
         Node {
             proc: Proc(child),
             http,
+            notify,
         }
     }
 
