@@ -1,0 +1,250 @@
+//! Training page render benchmark (issue 15): `cargo bench -p roundtable
+//! --bench training_page`, after `trunk build --release` (or `cargo xtask
+//! test`). Needs Chromium and chromedriver (`cargo xtask setup`). Prints
+//! its figures.
+//!
+//! A node whose trainings database holds one training with
+//! `BENCH_PARTICIPANTS` participants (default 10: this node and nine peers'
+//! shared lanes) × `BENCH_ROUNDS` rounds (default 100, an update and a test
+//! phase each) × 4 metrics (loss and accuracy of each phase), written
+//! through the store before the node starts. Its dashboard's training page
+//! is then opened `BENCH_LOADS` times (default 5) in headless Chromium,
+//! and the page's own marks are read:
+//! - `roundtable:training-data`: the participants are in the state;
+//! - `roundtable:training-rendered`: the page (lanes and charts) has been
+//!   rendered with them.
+//!
+//! The render time is the time between the two; navigation → rendered is
+//! printed too (it includes loading the wasm and fetching).
+
+#[path = "../tests/common/browser.rs"]
+#[allow(dead_code)]
+mod browser;
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{env_usize, machine};
+use roundtable::fl_drive::{random_uuid, Plan};
+use roundtable::store::trainings::{ApplyOptions, PhaseKey, Received, TrainingStore};
+use roundtable_shared::progress::{Lane, Metric, PhaseReport, RunReport};
+use roundtable_shared::training::{Phase, RunStatus, TrainingState};
+
+const BIN: &str = env!("CARGO_BIN_EXE_roundtable");
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn metrics(round: u32, phase: Phase, who: usize) -> Vec<Metric> {
+    let r = f64::from(round);
+    let shift = who as f64 * 0.01;
+    let loss = 1.0 / (1.0 + 0.1 * r) + shift;
+    let kind = if phase == Phase::Test { 1.05 } else { 1.0 };
+    vec![
+        Metric {
+            name: "loss".into(),
+            value: loss * kind,
+        },
+        Metric {
+            name: "accuracy".into(),
+            value: (1.0 - loss * 0.7) / kind,
+        },
+    ]
+}
+
+/// Writes the training: this node's rounds with their metrics, and the
+/// peers' lanes.
+fn fill(db: &Path, participants: usize, rounds: u32) -> String {
+    let store = TrainingStore::open(db).unwrap();
+    let plan = Plan::new(&random_uuid(), &random_uuid(), rounds, false);
+    let t0 = 1_764_000_000_000i64;
+    let batch: Vec<Received> = plan
+        .steps
+        .iter()
+        .take(1 + 2 * rounds as usize)
+        .enumerate()
+        .map(|(i, n)| Received {
+            notification: n.clone(),
+            at: t0 + i as i64 * 30_000,
+        })
+        .collect();
+    store.apply_batch(&batch, &ApplyOptions::default()).unwrap();
+    let t = plan.training_uuid.clone();
+    let phases: Vec<(u32, Phase)> = (0..rounds)
+        .flat_map(|r| [(r, Phase::Update), (r + 1, Phase::Test)])
+        .collect();
+    for (round, phase) in &phases {
+        let key = PhaseKey {
+            training: t.clone(),
+            round: *round,
+            phase: *phase,
+        };
+        store
+            .record_metrics(&key, &metrics(*round, *phase, 0), 0, t0)
+            .unwrap();
+    }
+    for who in 1..participants {
+        let reports: Vec<PhaseReport> = phases
+            .iter()
+            .enumerate()
+            .map(|(i, (round, phase))| {
+                let start = t0 + i as i64 * 30_000 + who as i64 * 500;
+                PhaseReport {
+                    round: *round,
+                    phase: *phase,
+                    started_at: start,
+                    run: Some(RunReport {
+                        status: RunStatus::Succeeded,
+                        started_at: start,
+                        ended_at: Some(start + 10_000 + who as i64 * 1_000),
+                        exit_code: Some(0),
+                    }),
+                    metrics: metrics(*round, *phase, who),
+                    seq: i as u64 + 1,
+                }
+            })
+            .collect();
+        let lane = Lane {
+            training: t.clone(),
+            state: TrainingState::Testing,
+            current_round: Some(rounds),
+            started_at: t0,
+            finished_at: None,
+            seq: reports.len() as u64,
+            phases: reports,
+        };
+        store
+            .apply_peer_lane(&format!("site{who:02}"), &lane, t0)
+            .unwrap()
+            .unwrap();
+    }
+    t
+}
+
+fn spawn_logged(cmd: &mut Command, want: &str) -> (Proc, String) {
+    let mut child = cmd
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (out, err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    for stream in [
+        Box::new(out) as Box<dyn std::io::Read + Send>,
+        Box::new(err),
+    ] {
+        let tx = tx.clone();
+        let want = want.to_owned();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split(want.as_str()).nth(1) {
+                    let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_owned());
+                }
+            }
+        });
+    }
+    let found = rx.recv_timeout(Duration::from_secs(30)).expect(want);
+    (Proc(child), found)
+}
+
+fn main() {
+    let participants = env_usize("BENCH_PARTICIPANTS", 10).max(1);
+    let rounds = env_usize("BENCH_ROUNDS", 100) as u32;
+    let loads = env_usize("BENCH_LOADS", 5).max(1);
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("alice");
+    std::fs::create_dir_all(&data).unwrap();
+    let t = fill(&data.join("trainings.db"), participants, rounds);
+    let (_dir, dir_addr) = spawn_logged(
+        Command::new(BIN)
+            .args([
+                "directory",
+                "--listen",
+                "127.0.0.1:0",
+                "--open-registration",
+                "--db",
+            ])
+            .arg(tmp.path().join("directory.db")),
+        "addr=",
+    );
+    let (_node, http) = spawn_logged(
+        Command::new(BIN)
+            .args(["node", "--name", "alice", "--directory", &dir_addr])
+            .args([
+                "--chat",
+                "127.0.0.1:0",
+                "--notify",
+                "127.0.0.1:0",
+                "--http",
+                "127.0.0.1:0",
+            ])
+            .arg("--data")
+            .arg(&data)
+            .arg("--dist")
+            .arg(browser::dist_dir())
+            .env("ROUNDTABLE_PASSWORD", "pw"),
+        "dashboard  http://",
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let driver = browser::Chromedriver::start(&browser::artifacts_dir().join("chromedriver-bench.log"));
+        let profile = tempfile::tempdir().unwrap();
+        let c = browser::browser(&driver, profile.path()).await.unwrap();
+        let url = format!("http://{http}/trainings/{t}");
+        let mut renders = Vec::new();
+        let mut navs = Vec::new();
+        for _ in 0..loads {
+            c.goto(&url).await.unwrap();
+            let got = loop {
+                let v = c
+                    .execute(
+                        "const d = performance.getEntriesByName('roundtable:training-data');\
+                         const r = performance.getEntriesByName('roundtable:training-rendered');\
+                         return (d.length && r.length) ? [d[0].startTime, r[r.length - 1].startTime, \
+                           document.querySelectorAll('polyline.metric-line').length, \
+                           document.querySelectorAll('.lane').length] : null;",
+                        vec![],
+                    )
+                    .await
+                    .unwrap();
+                if !v.is_null() {
+                    break v;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            };
+            let data_at = got[0].as_f64().unwrap();
+            let rendered_at = got[1].as_f64().unwrap();
+            assert_eq!(got[3].as_u64(), Some(participants as u64), "lanes: {got}");
+            assert!(got[2].as_u64().unwrap_or(0) >= participants as u64, "lines: {got}");
+            renders.push(rendered_at - data_at);
+            navs.push(rendered_at);
+        }
+        let shot = browser::artifacts_dir().join("bench-training-page.png");
+        if let Ok(png) = c.screenshot().await {
+            let _ = std::fs::write(&shot, png);
+        }
+        let _ = c.close().await;
+        let fmt = |v: &[f64]| v.iter().map(|x| format!("{x:.0}")).collect::<Vec<_>>().join(", ");
+        println!("machine: {}", machine());
+        println!(
+            "training page, {participants} participants x {rounds} rounds x 4 metrics, {loads} loads in headless Chromium:"
+        );
+        println!("  data in state -> rendered: {} ms", fmt(&renders));
+        println!("  navigation -> rendered:    {} ms", fmt(&navs));
+        println!("  screenshot: {}", shot.display());
+    });
+}
