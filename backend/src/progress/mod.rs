@@ -229,6 +229,10 @@ impl Progress {
         }
         for lane in req.lanes {
             let (p, now) = (peer.to_owned(), now_ms());
+            if !plausible_times(&lane, now) {
+                tracing::debug!(%peer, training = %lane.training, "progress with times before 1970 or over a day ahead: dropped");
+                continue;
+            }
             let training = lane.training.clone();
             let applied = self
                 .inner
@@ -542,6 +546,22 @@ struct Sent {
     lanes: Vec<(String, u64)>,
 }
 
+/// Whether every time in `lane` is between 1970 and a day after `now`: a
+/// peer's clock may be off, but a lane from the far future would squeeze
+/// everyone else's into a sliver of the common time axis.
+fn plausible_times(lane: &Lane, now: i64) -> bool {
+    let horizon = now.saturating_add(24 * 3600 * 1000);
+    let ok = |t: i64| (0..=horizon).contains(&t);
+    ok(lane.started_at)
+        && lane.finished_at.is_none_or(ok)
+        && lane.phases.iter().all(|p| {
+            ok(p.started_at)
+                && p.run
+                    .as_ref()
+                    .is_none_or(|r| ok(r.started_at) && r.ended_at.is_none_or(ok))
+        })
+}
+
 /// `lane` with at most `n` of its phases (the oldest changes first), and
 /// the sequence number through which it is then complete.
 fn cut(mut lane: Lane, n: usize) -> (Lane, u64) {
@@ -553,4 +573,65 @@ fn cut(mut lane: Lane, n: usize) -> (Lane, u64) {
     lane.phases.truncate(n);
     let through = lane.phases.last().map_or(0, |p| p.seq);
     (lane, through)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use roundtable_shared::progress::PhaseReport;
+    use roundtable_shared::training::{Phase, TrainingState};
+
+    #[test]
+    fn times_far_ahead_or_before_1970_are_implausible() {
+        let now = 1_764_000_000_000;
+        let mut lane = Lane {
+            training: "t".into(),
+            state: TrainingState::InRound,
+            current_round: Some(0),
+            started_at: now - 1000,
+            finished_at: None,
+            seq: 1,
+            phases: vec![PhaseReport {
+                round: 0,
+                phase: Phase::Update,
+                started_at: now + 3600 * 1000,
+                run: None,
+                metrics: vec![],
+                seq: 1,
+            }],
+        };
+        assert!(plausible_times(&lane, now), "an hour ahead: a clock off");
+        lane.phases[0].started_at = i64::MAX;
+        assert!(!plausible_times(&lane, now));
+        lane.phases[0].started_at = now;
+        lane.started_at = -5;
+        assert!(!plausible_times(&lane, now));
+    }
+
+    #[test]
+    fn a_cut_lane_is_complete_through_its_last_phase() {
+        let phase = |seq| PhaseReport {
+            round: seq as u32,
+            phase: Phase::Update,
+            started_at: 0,
+            run: None,
+            metrics: vec![],
+            seq,
+        };
+        let lane = Lane {
+            training: "t".into(),
+            state: TrainingState::InRound,
+            current_round: Some(0),
+            started_at: 0,
+            finished_at: None,
+            seq: 9,
+            phases: vec![phase(7), phase(3), phase(5)],
+        };
+        let (cut2, through) = cut(lane.clone(), 2);
+        assert_eq!(cut2.phases.iter().map(|p| p.seq).collect::<Vec<_>>(), [3, 5]);
+        assert_eq!(through, 5);
+        let (all, through) = cut(lane, 10);
+        assert_eq!(all.phases.len(), 3);
+        assert_eq!(through, 9);
+    }
 }
