@@ -47,6 +47,8 @@ pub enum Event {
     PeerGone { name: String },
     /// A training was evicted to make room for new ones: forget it.
     TrainingGone { uuid: String },
+    /// A conversation was marked read (in any browser of this user).
+    ReadState { state: ReadState },
     /// A chat message was stored (sent by us or received).
     Message { message: ChatMessage },
     /// One of our messages changed state (sent, delivered).
@@ -259,6 +261,44 @@ pub struct ChatSummary {
     pub peer: String,
     pub last: Option<ChatMessage>,
     pub count: u64,
+    /// The seq of the last message read (0: none), as the node keeps it
+    /// for every browser of its user.
+    #[serde(default)]
+    pub last_read: i64,
+    /// Received messages after `last_read`.
+    #[serde(default)]
+    pub unread: u64,
+}
+
+/// A conversation's read state: `PUT /api/chats/{peer}/read` answers it
+/// and [`Event::ReadState`] carries it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadState {
+    pub peer: String,
+    pub last_read: i64,
+    pub unread: u64,
+}
+
+/// `PUT /api/chats/{peer}/read` body: read up to this message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MarkRead {
+    pub seq: i64,
+}
+
+/// In a [`SearchHit`]'s snippet, the start of a match (a private-use
+/// character, so it cannot be confused with what people write).
+pub const SNIPPET_START: char = '\u{e000}';
+/// The end of a match.
+pub const SNIPPET_END: char = '\u{e001}';
+
+/// One result of `GET /api/search?q=…`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SearchHit {
+    pub message: ChatMessage,
+    /// Its text around the match (`…` where cut), each match between
+    /// [`SNIPPET_START`] and [`SNIPPET_END`].
+    pub snippet: String,
 }
 
 /// `POST /api/chats/{peer}/messages` body.

@@ -46,7 +46,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use roundtable_shared::api::{ChatMessage, Event, MessageState, PeerPath, MAX_TEXT};
+use roundtable_shared::api::{
+    ChatMessage, Event, MessageState, PeerPath, ReadState, SearchHit, MAX_TEXT,
+};
 use roundtable_shared::frame::Frame;
 use roundtable_shared::peer::PeerFrame;
 use roundtable_shared::rpc::RpcFrame;
@@ -1016,5 +1018,25 @@ impl Chat {
     ) -> Result<Vec<ChatMessage>, ChatError> {
         let (store, peer) = (self.inner.store.clone(), peer.to_owned());
         Ok(crate::store::blocking(move || store.history(&peer, before, limit)).await?)
+    }
+
+    /// Marks the conversation with `peer` read up to `seq` (never back)
+    /// and tells every browser.
+    pub async fn mark_read(&self, peer: &str, seq: i64) -> Result<ReadState, ChatError> {
+        if !valid_name(peer) {
+            return Err(ChatError::BadPeer(peer.to_owned()));
+        }
+        let (store, p) = (self.inner.store.clone(), peer.to_owned());
+        let state = crate::store::blocking(move || store.mark_read(&p, seq)).await?;
+        self.inner.events.publish(Event::ReadState {
+            state: state.clone(),
+        });
+        Ok(state)
+    }
+
+    /// Messages of every conversation matching `query`, newest first.
+    pub async fn search(&self, query: &str, limit: usize) -> Result<Vec<SearchHit>, ChatError> {
+        let (store, q) = (self.inner.store.clone(), query.to_owned());
+        Ok(crate::store::blocking(move || store.search(&q, limit)).await?)
     }
 }

@@ -628,7 +628,10 @@ mod tests {
             phases: vec![phase(7), phase(3), phase(5)],
         };
         let (cut2, through) = cut(lane.clone(), 2);
-        assert_eq!(cut2.phases.iter().map(|p| p.seq).collect::<Vec<_>>(), [3, 5]);
+        assert_eq!(
+            cut2.phases.iter().map(|p| p.seq).collect::<Vec<_>>(),
+            [3, 5]
+        );
         assert_eq!(through, 5);
         let (all, through) = cut(lane, 10);
         assert_eq!(all.phases.len(), 3);

@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rand_core::{OsRng, RngCore};
-use roundtable_shared::api::{ChatMessage, ChatSummary, Direction, MessageState};
+use roundtable_shared::api::{
+    ChatMessage, ChatSummary, Direction, MessageState, ReadState, SearchHit,
+};
 use rusqlite::{params, OptionalExtension, Row};
 
 use super::{Context, Db, StoreError};
@@ -65,9 +67,66 @@ const MIGRATIONS: &[&str] = &[
         CHECK (verified IN (0, 1));
     UPDATE messages SET verified = 1 WHERE direction = 'out';
 ",
+    "
+    -- Issue 16: read state on the node (shared by every browser of the
+    -- user), and full-text search. Messages are never deleted and their
+    -- text never changes, so the index needs an insert trigger only.
+    CREATE TABLE read_marks (
+        peer TEXT PRIMARY KEY NOT NULL,
+        -- The seq of the last message read in the conversation.
+        seq  INTEGER NOT NULL
+    ) STRICT;
+    CREATE VIRTUAL TABLE messages_fts USING fts5(
+        body, content = 'messages', content_rowid = 'seq',
+        tokenize = 'unicode61 remove_diacritics 2'
+    );
+    INSERT INTO messages_fts (messages_fts) VALUES ('rebuild');
+    CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN
+        INSERT INTO messages_fts (rowid, body) VALUES (NEW.seq, NEW.body);
+    END;
+",
 ];
 
+/// Marks the start and end of a match in a [`SearchHit`]'s snippet.
+pub use roundtable_shared::api::{SNIPPET_END, SNIPPET_START};
+
+/// Longest search query, bytes.
+pub const MAX_QUERY: usize = 256;
+
+/// Words of a search query used at most.
+pub const MAX_QUERY_WORDS: usize = 16;
+
+/// The FTS5 query for what a person typed: every word must occur (the
+/// last one as a prefix, so results come while typing), each word quoted
+/// so that nothing typed is read as FTS5 syntax. `None`: no word in it.
+pub fn fts_query(typed: &str) -> Option<String> {
+    let typed = typed.get(..MAX_QUERY).unwrap_or(typed);
+    let words: Vec<String> = typed
+        .split(|c: char| !c.is_alphanumeric() && c != '_')
+        .filter(|w| !w.is_empty())
+        .take(MAX_QUERY_WORDS)
+        .map(|w| format!("\"{}\"", w.replace('"', "\"\"")))
+        .collect();
+    let (last, rest) = words.split_last()?;
+    let mut q = rest.join(" ");
+    if !q.is_empty() {
+        q.push(' ');
+    }
+    q.push_str(last);
+    q.push('*');
+    Some(q)
+}
+
 const COLUMNS: &str = "seq, id, peer, direction, body, state, at, verified";
+
+/// [`COLUMNS`] of the table aliased `alias`.
+fn columns_of(alias: &str) -> String {
+    COLUMNS
+        .split(", ")
+        .map(|col| format!("{alias}.{col}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 fn row(r: &Row<'_>) -> rusqlite::Result<ChatMessage> {
     let direction: String = r.get(3)?;
@@ -388,15 +447,22 @@ impl ChatStore {
         })
     }
 
-    /// One summary per conversation, most recent first.
+    /// One summary per conversation, most recent first, with its read
+    /// state.
     pub fn chats(&self) -> Result<Vec<ChatSummary>, StoreError> {
         self.db.with(|c| {
             let mut st = c
                 .prepare(&format!(
-                    "SELECT {COLUMNS}, n FROM messages
+                    "SELECT {}, n, coalesce(rm.seq, 0),
+                            (SELECT count(*) FROM messages u
+                             WHERE u.peer = m.peer AND u.direction = 'in'
+                               AND u.seq > coalesce(rm.seq, 0))
+                     FROM messages m
                      JOIN (SELECT MAX(seq) AS last, COUNT(*) AS n FROM messages GROUP BY peer)
-                       ON seq = last
-                     ORDER BY seq DESC"
+                       ON m.seq = last
+                     LEFT JOIN read_marks rm ON rm.peer = m.peer
+                     ORDER BY m.seq DESC",
+                    columns_of("m")
                 ))
                 .ctx("listing chats")?;
             let rows = st
@@ -405,11 +471,82 @@ impl ChatStore {
                     Ok(ChatSummary {
                         peer: last.peer.clone(),
                         count: r.get::<_, i64>(8)? as u64,
+                        last_read: r.get(9)?,
+                        unread: r.get::<_, i64>(10)? as u64,
                         last: Some(last),
                     })
                 })
                 .ctx("listing chats")?;
             rows.collect::<Result<_, _>>().ctx("listing chats")
+        })
+    }
+
+    /// Marks the conversation with `peer` read up to message `seq`
+    /// (clamped to its last message). A mark never moves back: an older
+    /// `seq` (a second browser that lags) leaves it as it is. Returns the
+    /// conversation's read state after the call.
+    pub fn mark_read(&self, peer: &str, seq: i64) -> Result<ReadState, StoreError> {
+        self.db.with(|c| {
+            let tx = c.transaction().ctx("starting mark read")?;
+            let last: Option<i64> = tx
+                .query_row(
+                    "SELECT max(seq) FROM messages WHERE peer = ?1",
+                    [peer],
+                    |r| r.get(0),
+                )
+                .ctx("reading conversation")?;
+            let seq = seq.min(last.unwrap_or(0)).max(0);
+            tx.execute(
+                "INSERT INTO read_marks (peer, seq) VALUES (?1, ?2)
+                 ON CONFLICT (peer) DO UPDATE SET seq = max(seq, excluded.seq)",
+                params![peer, seq],
+            )
+            .ctx("marking read")?;
+            let state = read_state(&tx, peer)?;
+            tx.commit().ctx("committing mark read")?;
+            Ok(state)
+        })
+    }
+
+    /// The read state of the conversation with `peer`.
+    pub fn read_state(&self, peer: &str) -> Result<ReadState, StoreError> {
+        self.db.with(|c| read_state(c, peer))
+    }
+
+    /// Messages matching what a person typed (see [`fts_query`]), newest
+    /// first, at most `limit`, each with a snippet of its text around the
+    /// match.
+    pub fn search(&self, typed: &str, limit: usize) -> Result<Vec<SearchHit>, StoreError> {
+        let Some(q) = fts_query(typed) else {
+            return Ok(Vec::new());
+        };
+        self.db.with(|c| {
+            let cols = columns_of("m");
+            let mut st = c
+                .prepare_cached(&format!(
+                    "SELECT {cols}, snippet(messages_fts, 0, ?2, ?3, '…', 16)
+                     FROM messages_fts JOIN messages m ON m.seq = messages_fts.rowid
+                     WHERE messages_fts MATCH ?1
+                     ORDER BY messages_fts.rowid DESC LIMIT ?4"
+                ))
+                .ctx("searching")?;
+            let rows = st
+                .query_map(
+                    params![
+                        q,
+                        SNIPPET_START.to_string(),
+                        SNIPPET_END.to_string(),
+                        limit as i64
+                    ],
+                    |r| {
+                        Ok(SearchHit {
+                            message: row(r)?,
+                            snippet: r.get(8)?,
+                        })
+                    },
+                )
+                .ctx("searching")?;
+            rows.collect::<Result<_, _>>().ctx("searching")
         })
     }
 
@@ -425,6 +562,28 @@ impl ChatStore {
             .ctx("reading message")
         })
     }
+}
+
+fn read_state(c: &rusqlite::Connection, peer: &str) -> Result<ReadState, StoreError> {
+    let last_read: i64 = c
+        .query_row("SELECT seq FROM read_marks WHERE peer = ?1", [peer], |r| {
+            r.get(0)
+        })
+        .optional()
+        .ctx("reading read mark")?
+        .unwrap_or(0);
+    let unread: i64 = c
+        .query_row(
+            "SELECT count(*) FROM messages WHERE peer = ?1 AND direction = 'in' AND seq > ?2",
+            params![peer, last_read],
+            |r| r.get(0),
+        )
+        .ctx("counting unread")?;
+    Ok(ReadState {
+        peer: peer.to_owned(),
+        last_read,
+        unread: unread as u64,
+    })
 }
 
 #[cfg(test)]
@@ -648,5 +807,140 @@ mod tests {
         assert_eq!(chats.len(), 1);
         assert_eq!(chats[0].count, 25);
         assert_eq!(chats[0].last.as_ref().unwrap().text, "m24");
+    }
+
+    fn incoming(from: &str, text: &str) -> Incoming {
+        Incoming {
+            sender: from.into(),
+            id: None,
+            text: text.into(),
+            verified: true,
+        }
+    }
+
+    #[test]
+    fn read_marks_count_unread_and_never_move_back() {
+        let (_d, s) = store();
+        q(&s, "bob", "mine is never unread").unwrap();
+        let got = rx(
+            &s,
+            &[
+                incoming("bob", "one"),
+                incoming("bob", "two"),
+                incoming("bob", "three"),
+            ],
+        )
+        .unwrap();
+        let seqs: Vec<i64> = got.iter().map(|m| m.as_ref().unwrap().seq).collect();
+        let chats = s.chats().unwrap();
+        assert_eq!((chats[0].unread, chats[0].last_read), (3, 0));
+        let st = s.mark_read("bob", seqs[1]).unwrap();
+        assert_eq!((st.last_read, st.unread), (seqs[1], 1));
+        // A lagging browser marks an older message: nothing moves back.
+        let st = s.mark_read("bob", seqs[0]).unwrap();
+        assert_eq!((st.last_read, st.unread), (seqs[1], 1));
+        // Past the end is clamped to the last message.
+        let st = s.mark_read("bob", i64::MAX).unwrap();
+        assert_eq!((st.last_read, st.unread), (seqs[2], 0));
+        rx(&s, &[incoming("bob", "four")]).unwrap();
+        assert_eq!(s.read_state("bob").unwrap().unread, 1);
+        assert_eq!(s.chats().unwrap()[0].unread, 1);
+        // Another conversation is its own.
+        rx(&s, &[incoming("carol", "hi")]).unwrap();
+        assert_eq!(s.read_state("carol").unwrap().unread, 1);
+        assert_eq!(s.read_state("nobody").unwrap().unread, 0);
+    }
+
+    #[test]
+    fn search_finds_an_old_word_and_reads_nothing_typed_as_syntax() {
+        let (_d, s) = store();
+        rx(
+            &s,
+            &[incoming(
+                "bob",
+                "the checkpoint for round 3 is on the server",
+            )],
+        )
+        .unwrap();
+        let batch: Vec<Incoming> = (0..1000)
+            .map(|i| incoming("carol", &format!("filler message number {i}")))
+            .collect();
+        rx(&s, &batch).unwrap();
+        q(&s, "bob", "Thanks, downloading the CHECKPOINT now").unwrap();
+        let hits = s.search("checkpoint", 10).unwrap();
+        assert_eq!(hits.len(), 2);
+        // Newest first; the match is marked in the snippet.
+        assert_eq!(hits[0].message.direction, Direction::Out);
+        assert!(
+            hits[1]
+                .snippet
+                .contains(&format!("{SNIPPET_START}checkpoint{SNIPPET_END}")),
+            "{}",
+            hits[1].snippet
+        );
+        assert_eq!(hits[1].message.peer, "bob");
+        // Every word must occur; the last one as a prefix.
+        assert_eq!(s.search("checkpoint server", 10).unwrap().len(), 1);
+        assert_eq!(s.search("round chec", 10).unwrap().len(), 1);
+        assert_eq!(s.search("filler 99", 5).unwrap().len(), 5);
+        // FTS5 syntax in what people type is only text.
+        for typed in [
+            "\"",
+            "AND",
+            "NOT checkpoint",
+            "check*point",
+            "(round",
+            "round:3",
+            "c++",
+            "-",
+            "",
+        ] {
+            s.search(typed, 10)
+                .unwrap_or_else(|e| panic!("{typed:?}: {e}"));
+        }
+        assert_eq!(
+            s.search("NOT checkpoint", 10).unwrap().len(),
+            0,
+            "NOT is a word, not an operator"
+        );
+        assert!(s.search("", 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_version_3_database_gets_read_state_and_search_over_its_old_messages() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("chat.db");
+        {
+            let c = super::super::open(&path, &MIGRATIONS[..3]).unwrap();
+            c.execute_batch(
+                "INSERT INTO messages (id, peer, direction, body, state, awaiting_ack, at, verified)
+                 VALUES ('r1', 'bob', 'in', 'the old dataset description', 'delivered', 0, 1, 1),
+                        ('x1', 'bob', 'out', 'thanks', 'delivered', 0, 2, 1);",
+            )
+            .unwrap();
+        }
+        let s = ChatStore::open(&path).unwrap();
+        let hits = s.search("dataset", 10).unwrap();
+        assert_eq!(hits.len(), 1);
+        assert_eq!(hits[0].message.id, "r1");
+        assert_eq!(s.chats().unwrap()[0].unread, 1);
+        // New messages are indexed too.
+        rx(&s, &[incoming("bob", "a new dataset")]).unwrap();
+        assert_eq!(s.search("dataset", 10).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn fts_queries_quote_every_word() {
+        assert_eq!(
+            fts_query("hello world").as_deref(),
+            Some("\"hello\" \"world\"*")
+        );
+        assert_eq!(fts_query("  ").as_deref(), None);
+        assert_eq!(fts_query("a\"b").as_deref(), Some("\"a\" \"b\"*"));
+        let long = "word ".repeat(100);
+        assert_eq!(
+            fts_query(&long).unwrap().matches('"').count(),
+            2 * MAX_QUERY_WORDS
+        );
     }
 }

@@ -10,7 +10,8 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
 use roundtable_shared::api::{
-    ChatMessage, ChatSummary, Health, Me, PeerCheck, PeerInfo, SendMessage, TrustKey,
+    ChatMessage, ChatSummary, Health, MarkRead, Me, PeerCheck, PeerInfo, ReadState, SearchHit,
+    SendMessage, TrustKey,
 };
 use serde::Deserialize;
 
@@ -112,6 +113,38 @@ pub async fn post_message(
     let Json(body) = body?;
     let m = n.chat.send(&peer, &body.text).await?;
     Ok((StatusCode::ACCEPTED, Json(m)))
+}
+
+/// `PUT /api/chats/{peer}/read`.
+pub async fn mark_read(
+    State(n): State<NodeApi>,
+    Path(peer): Path<String>,
+    body: Result<Json<MarkRead>, JsonRejection>,
+) -> Result<Json<ReadState>, WebError> {
+    let Json(body) = body?;
+    Ok(Json(n.chat.mark_read(&peer, body.seq).await?))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SearchQuery {
+    q: String,
+    limit: Option<usize>,
+}
+
+/// `GET /api/search?q=…[&limit=N]`: messages of every conversation
+/// containing every word typed (the last as a prefix), newest first.
+pub async fn search(
+    State(n): State<NodeApi>,
+    Query(p): Query<SearchQuery>,
+) -> Result<Json<Vec<SearchHit>>, WebError> {
+    if p.q.len() > crate::store::chat::MAX_QUERY {
+        return Err(WebError::BadRequest(format!(
+            "a search is at most {} bytes",
+            crate::store::chat::MAX_QUERY
+        )));
+    }
+    let limit = p.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
+    Ok(Json(n.chat.search(&p.q, limit).await?))
 }
 
 pub async fn no_such_route() -> WebError {

@@ -138,6 +138,8 @@ pub fn node_router(config: &WebConfig, node: NodeApi) -> Router {
             "/chats/{peer}/messages",
             get(api::history).post(api::post_message),
         )
+        .route("/chats/{peer}/read", put(api::mark_read))
+        .route("/search", get(api::search))
         .route("/trainings", get(trainings::list))
         .route("/trainings/{uuid}", get(trainings::get))
         .route("/trainings/{uuid}/name", put(trainings::rename))
