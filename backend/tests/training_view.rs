@@ -496,3 +496,68 @@ async fn a_long_history_with_many_metrics_arrives_whole_in_several_requests() {
     bob.stop(Duration::from_secs(5)).await;
     dir.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_posts_metrics_to_its_own_url_which_dies_with_it() {
+    let dir = Directory::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let script = data.path().join("post.py");
+    std::fs::write(
+        &script,
+        r#"import os, sys, urllib.request
+url = os.environ["ROUNDTABLE_METRICS_URL"]
+print("metrics url " + url, flush=True)
+r = int(sys.argv[5])
+body = ('[{"name": "loss", "value": %f}, {"name": "dice", "value": 0.5}]' % (1.0 / (r + 1))).encode()
+req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+print("status", urllib.request.urlopen(req).status, flush=True)
+"#,
+    )
+    .unwrap();
+    let alice = start("alice", &dir, data.path(), |c| {
+        c.train_cmd = Some(vec!["python3".into(), script.display().to_string()])
+    })
+    .await;
+    let plan = Plan::random(2, false);
+    let t = plan.training_uuid.clone();
+    assert!(drive(&plan, &[notify_url(&alice)], &options(), |_, _| {})
+        .await
+        .all_accepted());
+    let me = shows(&alice, &t, "alice", 1, Phase::Update, "dice").await;
+    let update = |r: u32| {
+        me.lane
+            .phases
+            .iter()
+            .find(|p| p.round == r && p.phase == Phase::Update)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(update(0).metric("loss"), Some(1.0));
+    assert_eq!(update(1).metric("loss"), Some(0.5));
+    // Each run had its own URL.
+    let own: Training = get_json(alice.http_addr, &format!("/api/trainings/{t}")).await;
+    let urls: Vec<String> = own
+        .phases()
+        .filter_map(|(_, p)| p.run.as_ref())
+        .flat_map(|r| r.output_tail.iter())
+        .filter_map(|l| l.strip_prefix("metrics url ").map(str::to_owned))
+        .collect();
+    assert!(urls.len() >= 3, "{urls:?}");
+    let mut unique = urls.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), urls.len(), "one URL per run: {urls:?}");
+    // The run has ended: its URL is refused.
+    let u = urls[0].trim_start_matches("http://");
+    let (addr, path) = u.split_once('/').unwrap();
+    let (status, body) = http(
+        "POST",
+        addr.parse().unwrap(),
+        &format!("/{path}"),
+        Some(r#"{"name": "loss", "value": 0}"#),
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    alice.stop(Duration::from_secs(5)).await;
+    dir.stop().await;
+}
