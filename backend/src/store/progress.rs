@@ -378,6 +378,20 @@ fn phase_id(c: &Connection, key: &PhaseKey) -> Result<Option<i64>, StoreError> {
         .ctx("looking up phase")
 }
 
+/// A lane without its phases from the columns `state, current_round,
+/// started_at, finished_at, seq` (of `trainings` or `peer_lanes`).
+fn lane_row(uuid: &str, r: &rusqlite::Row<'_>) -> rusqlite::Result<Lane> {
+    Ok(Lane {
+        training: uuid.to_owned(),
+        state: parse_col(r.get(0)?, TrainingState::parse)?,
+        current_round: r.get(1)?,
+        started_at: r.get(2)?,
+        finished_at: r.get(3)?,
+        seq: r.get::<_, i64>(4)? as u64,
+        phases: Vec::new(),
+    })
+}
+
 fn local_lane(c: &Connection, uuid: &str, since: u64) -> Result<Option<Lane>, StoreError> {
     let Some(mut lane) = c
         .prepare_cached(
@@ -385,17 +399,7 @@ fn local_lane(c: &Connection, uuid: &str, since: u64) -> Result<Option<Lane>, St
              WHERE uuid = ?1",
         )
         .ctx("reading training")?
-        .query_row([uuid], |r| {
-            Ok(Lane {
-                training: uuid.to_owned(),
-                state: parse_col(r.get(0)?, TrainingState::parse)?,
-                current_round: r.get(1)?,
-                started_at: r.get(2)?,
-                finished_at: r.get(3)?,
-                seq: r.get::<_, i64>(4)? as u64,
-                phases: Vec::new(),
-            })
-        })
+        .query_row([uuid], |r| lane_row(uuid, r))
         .optional()
         .ctx("reading training")?
     else {
@@ -489,17 +493,7 @@ fn read_peer_lane(c: &Connection, uuid: &str, peer: &str) -> Result<Option<Lane>
          WHERE training = ?1 AND peer = ?2",
     )
     .ctx("reading peer lane")?
-    .query_row(params![uuid, peer], |r| {
-        Ok(Lane {
-            training: uuid.to_owned(),
-            state: parse_col(r.get(0)?, TrainingState::parse)?,
-            current_round: r.get(1)?,
-            started_at: r.get(2)?,
-            finished_at: r.get(3)?,
-            seq: r.get::<_, i64>(4)? as u64,
-            phases: Vec::new(),
-        })
-    })
+    .query_row(params![uuid, peer], |r| lane_row(uuid, r))
     .optional()
     .ctx("reading peer lane")
 }

@@ -23,6 +23,21 @@ use super::{Context, Db, StoreError};
 pub use crate::notify::transition::ApplyOptions;
 use crate::notify::transition::{transition, Before, Outcome, Row, Write};
 
+/// A trigger numbering a change of `NEW.phase_id`'s phase (and its
+/// training's lane) from `progress_seq`: see store/progress.rs.
+macro_rules! bump_phase {
+    ($name:literal, $event:literal) => {
+        concat!(
+            "CREATE TRIGGER ", $name, " AFTER ", $event, " BEGIN
+                UPDATE progress_seq SET n = n + 1;
+                UPDATE phases SET seq = (SELECT n FROM progress_seq) WHERE id = NEW.phase_id;
+                UPDATE trainings SET seq = (SELECT n FROM progress_seq)
+                WHERE uuid = (SELECT training FROM phases WHERE id = NEW.phase_id);
+            END;"
+        )
+    };
+}
+
 const MIGRATIONS: &[&str] = &[
     "
     CREATE TABLE trainings (
@@ -68,7 +83,8 @@ const MIGRATIONS: &[&str] = &[
 ",
     // Issue 15: names, metrics, and the progress shared with peers (see
     // store/progress.rs for why the triggers).
-    "
+    concat!(
+        "
     ALTER TABLE trainings ADD COLUMN name TEXT;
     ALTER TABLE runs ADD COLUMN metrics_ignored INTEGER NOT NULL DEFAULT 0;
     CREATE TABLE metrics (
@@ -103,31 +119,13 @@ const MIGRATIONS: &[&str] = &[
         UPDATE phases SET seq = (SELECT n FROM progress_seq) WHERE id = NEW.id;
         UPDATE trainings SET seq = (SELECT n FROM progress_seq) WHERE uuid = NEW.training;
     END;
-    CREATE TRIGGER run_created AFTER INSERT ON runs BEGIN
-        UPDATE progress_seq SET n = n + 1;
-        UPDATE phases SET seq = (SELECT n FROM progress_seq) WHERE id = NEW.phase_id;
-        UPDATE trainings SET seq = (SELECT n FROM progress_seq)
-        WHERE uuid = (SELECT training FROM phases WHERE id = NEW.phase_id);
-    END;
-    CREATE TRIGGER run_changed AFTER UPDATE OF status, ended_at, exit_code ON runs BEGIN
-        UPDATE progress_seq SET n = n + 1;
-        UPDATE phases SET seq = (SELECT n FROM progress_seq) WHERE id = NEW.phase_id;
-        UPDATE trainings SET seq = (SELECT n FROM progress_seq)
-        WHERE uuid = (SELECT training FROM phases WHERE id = NEW.phase_id);
-    END;
-    CREATE TRIGGER metric_created AFTER INSERT ON metrics BEGIN
-        UPDATE progress_seq SET n = n + 1;
-        UPDATE phases SET seq = (SELECT n FROM progress_seq) WHERE id = NEW.phase_id;
-        UPDATE trainings SET seq = (SELECT n FROM progress_seq)
-        WHERE uuid = (SELECT training FROM phases WHERE id = NEW.phase_id);
-    END;
-    CREATE TRIGGER metric_changed AFTER UPDATE OF value ON metrics BEGIN
-        UPDATE progress_seq SET n = n + 1;
-        UPDATE phases SET seq = (SELECT n FROM progress_seq) WHERE id = NEW.phase_id;
-        UPDATE trainings SET seq = (SELECT n FROM progress_seq)
-        WHERE uuid = (SELECT training FROM phases WHERE id = NEW.phase_id);
-    END;
-
+",
+        // Runs and metrics change their phase (and so the training's lane).
+        bump_phase!("run_created", "INSERT ON runs"),
+        bump_phase!("run_changed", "UPDATE OF status, ended_at, exit_code ON runs"),
+        bump_phase!("metric_created", "INSERT ON metrics"),
+        bump_phase!("metric_changed", "UPDATE OF value ON metrics"),
+        "
     -- Peers' progress, as they shared it. Only for trainings this node
     -- knows; evicted with them.
     CREATE TABLE peer_lanes (
@@ -157,7 +155,8 @@ const MIGRATIONS: &[&str] = &[
         FOREIGN KEY (training, peer) REFERENCES peer_lanes(training, peer) ON DELETE CASCADE
     ) STRICT;
     CREATE INDEX peer_phases_peer ON peer_phases(peer);
-",
+"
+    ),
 ];
 
 /// The line added to the tail of a run the node lost track of.
