@@ -95,8 +95,8 @@ impl MetricSeries {
 /// One pass over every phase's metrics.
 pub fn metric_series(lanes: &[Rc<Participant>]) -> Vec<Rc<MetricSeries>> {
     // (metric, kind) → lane index → points.
-    let mut by_key: BTreeMap<(&str, MetricKind), BTreeMap<usize, Vec<(u32, f64)>>> =
-        BTreeMap::new();
+    type ByLane = BTreeMap<usize, Vec<(u32, f64)>>;
+    let mut by_key: BTreeMap<(&str, MetricKind), ByLane> = BTreeMap::new();
     for (i, p) in lanes.iter().enumerate() {
         for ph in &p.lane.phases {
             let Some(kind) = MetricKind::of(ph.phase) else {

@@ -1,0 +1,276 @@
+//! The training page's metric charts: one SVG line chart per (metric,
+//! train|test), drawn here (no chart library, nothing loaded from outside
+//! the node): x the round, y the value, a line per participant in its own
+//! colour, and the values of the round under the pointer.
+
+use std::rc::Rc;
+
+use yew::prelude::*;
+
+use crate::collab::MetricSeries;
+use crate::view;
+
+const W: f64 = 420.0;
+const H: f64 = 220.0;
+const LEFT: f64 = 52.0;
+const RIGHT: f64 = 12.0;
+const TOP: f64 = 10.0;
+const BOTTOM: f64 = 26.0;
+/// Points drawn as dots (with their value as a tooltip) up to this many
+/// in a chart; past it, lines only (the pointer's readout still reads them).
+const MAX_DOTS: usize = 300;
+
+/// Where a chart's values land, computed once per change of its series.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChartGeometry {
+    x_lo: f64,
+    x_hi: f64,
+    y_lo: f64,
+    y_hi: f64,
+    /// (x px, label).
+    pub x_ticks: Vec<(f64, String)>,
+    /// (y px, label).
+    pub y_ticks: Vec<(f64, String)>,
+    /// Per line: participant, colour, the polyline's points, their count.
+    pub lines: Vec<(String, &'static str, String, usize)>,
+    /// Per round: its hover band (round, x from, width).
+    pub columns: Vec<(u32, f64, f64)>,
+    pub dots: bool,
+}
+
+impl ChartGeometry {
+    pub fn x(&self, round: u32) -> f64 {
+        LEFT + (f64::from(round) - self.x_lo) / (self.x_hi - self.x_lo) * (W - LEFT - RIGHT)
+    }
+
+    pub fn y(&self, v: f64) -> f64 {
+        TOP + (self.y_hi - v) / (self.y_hi - self.y_lo) * (H - TOP - BOTTOM)
+    }
+}
+
+/// The geometry of `s`: linear in O(points), one pass per line.
+pub fn chart_geometry(s: &MetricSeries) -> ChartGeometry {
+    let rounds = s.rounds();
+    let (r_lo, r_hi) = match (rounds.first(), rounds.last()) {
+        (Some(a), Some(b)) => (f64::from(*a), f64::from(*b)),
+        _ => (0.0, 1.0),
+    };
+    let (x_lo, x_hi) = if r_hi > r_lo {
+        (r_lo, r_hi)
+    } else {
+        (r_lo - 1.0, r_hi + 1.0)
+    };
+    let values = s.lines.iter().flat_map(|l| l.points.iter().map(|p| p.1));
+    let (v_lo, v_hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+        (lo.min(v), hi.max(v))
+    });
+    let (v_lo, v_hi) = if v_lo.is_finite() {
+        (v_lo, v_hi)
+    } else {
+        (0.0, 1.0)
+    };
+    let pad = if v_hi > v_lo {
+        (v_hi - v_lo) * 0.06
+    } else {
+        v_lo.abs().max(1.0) * 0.1
+    };
+    let mut g = ChartGeometry {
+        x_lo,
+        x_hi,
+        y_lo: v_lo - pad,
+        y_hi: v_hi + pad,
+        x_ticks: vec![],
+        y_ticks: vec![],
+        lines: vec![],
+        columns: vec![],
+        dots: s.lines.iter().map(|l| l.points.len()).sum::<usize>() <= MAX_DOTS,
+    };
+    let yt = view::nice_ticks(g.y_lo, g.y_hi, 4);
+    let ystep = if yt.len() > 1 { yt[1] - yt[0] } else { 1.0 };
+    g.y_ticks = yt
+        .iter()
+        .map(|v| (g.y(*v), view::tick_label(*v, ystep)))
+        .collect();
+    g.x_ticks = view::nice_ticks(r_lo, r_hi.max(r_lo + 1.0), 5)
+        .into_iter()
+        .filter(|r| r.fract() == 0.0 && *r >= x_lo && *r <= x_hi && *r >= 0.0)
+        .map(|r| (g.x(r as u32), format!("{r}")))
+        .collect();
+    g.lines = s
+        .lines
+        .iter()
+        .map(|l| {
+            let mut pts = String::with_capacity(l.points.len() * 14);
+            for (r, v) in &l.points {
+                pts.push_str(&format!("{:.1},{:.1} ", g.x(*r), g.y(*v)));
+            }
+            (
+                l.participant.clone(),
+                view::participant_colour(&l.participant),
+                pts.trim_end().to_owned(),
+                l.points.len(),
+            )
+        })
+        .collect();
+    let xs: Vec<f64> = rounds.iter().map(|r| g.x(*r)).collect();
+    g.columns = rounds
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let from = if i == 0 {
+                LEFT
+            } else {
+                (xs[i - 1] + xs[i]) / 2.0
+            };
+            let to = if i + 1 == xs.len() {
+                W - RIGHT
+            } else {
+                (xs[i] + xs[i + 1]) / 2.0
+            };
+            (*r, from, (to - from).max(1.0))
+        })
+        .collect();
+    g
+}
+
+#[derive(Properties, PartialEq)]
+pub struct MetricChartProps {
+    pub series: Rc<MetricSeries>,
+}
+
+/// One metric of one kind against the round, a line per participant.
+#[component(MetricChart)]
+pub fn metric_chart(props: &MetricChartProps) -> Html {
+    let s = &props.series;
+    let geometry = use_memo(props.series.clone(), |s| chart_geometry(s));
+    let hover = use_state_eq(|| None::<u32>);
+    let g = &*geometry;
+    let title = s.title();
+    let on_leave = {
+        let hover = hover.clone();
+        Callback::from(move |_: MouseEvent| hover.set(None))
+    };
+    let readout = match *hover {
+        Some(r) => {
+            let values: Vec<String> = s
+                .lines
+                .iter()
+                .filter_map(|l| {
+                    l.at(r)
+                        .map(|v| format!("{} {}", l.participant, view::metric_value(v)))
+                })
+                .collect();
+            format!("round {r}: {}", values.join(" · "))
+        }
+        None => "Point at the chart for the values of a round.".to_owned(),
+    };
+    html! {
+        <figure class="metric-card">
+            <figcaption class="chart-title">{ &title }</figcaption>
+            <svg class="metric-chart" data-metric={s.metric.clone()} data-kind={s.kind.as_str()}
+                 viewBox={format!("0 0 {W} {H}")} role="img"
+                 aria-label={format!("{title} by round, {} participants", s.lines.len())}
+                 onmouseleave={on_leave}>
+                <g class="axis y">
+                    { for g.y_ticks.iter().map(|(y, label)| html! {
+                        <>
+                            <line class="grid" x1={LEFT.to_string()} x2={(W - RIGHT).to_string()}
+                                  y1={format!("{y:.1}")} y2={format!("{y:.1}")} />
+                            <text x={(LEFT - 6.0).to_string()} y={format!("{:.1}", y + 4.0)} class="tick y">{ label }</text>
+                        </>
+                    }) }
+                </g>
+                <g class="axis x">
+                    <line class="base" x1={LEFT.to_string()} x2={(W - RIGHT).to_string()}
+                          y1={(H - BOTTOM).to_string()} y2={(H - BOTTOM).to_string()} />
+                    { for g.x_ticks.iter().map(|(x, label)| html! {
+                        <text x={format!("{x:.1}")} y={(H - BOTTOM + 16.0).to_string()} class="tick x">{ label }</text>
+                    }) }
+                    <text x={(W - RIGHT).to_string()} y={(H - 2.0).to_string()} class="axis-name">{ "round" }</text>
+                </g>
+                { for g.lines.iter().map(|(name, colour, points, n)| html! {
+                    <polyline key={name.clone()} class="metric-line" data-participant={name.clone()}
+                              data-points={n.to_string()} points={points.clone()} stroke={*colour} />
+                }) }
+                if g.dots {
+                    { for s.lines.iter().map(|l| {
+                        let colour = view::participant_colour(&l.participant);
+                        html! {
+                            <g class="metric-dots" data-participant={l.participant.clone()} fill={colour}>
+                                { for l.points.iter().map(|(r, v)| html! {
+                                    <circle cx={format!("{:.1}", g.x(*r))} cy={format!("{:.1}", g.y(*v))} r="2.5">
+                                        <title>{ format!("{} · round {r}: {}", l.participant, view::metric_value(*v)) }</title>
+                                    </circle>
+                                }) }
+                            </g>
+                        }
+                    }) }
+                }
+                if let Some(r) = *hover {
+                    <g class="metric-hover" data-round={r.to_string()}>
+                        <line x1={format!("{:.1}", g.x(r))} x2={format!("{:.1}", g.x(r))}
+                              y1={TOP.to_string()} y2={(H - BOTTOM).to_string()} />
+                        { for s.lines.iter().filter_map(|l| l.at(r).map(|v| html! {
+                            <circle cx={format!("{:.1}", g.x(r))} cy={format!("{:.1}", g.y(v))} r="4"
+                                    fill={view::participant_colour(&l.participant)} />
+                        })) }
+                    </g>
+                }
+                { for g.columns.iter().map(|&(r, x, w)| {
+                    let hover = hover.clone();
+                    html! {
+                        <rect class="hover-col" data-round={r.to_string()} x={format!("{x:.1}")} y={TOP.to_string()}
+                              width={format!("{w:.1}")} height={(H - TOP - BOTTOM).to_string()}
+                              onmouseover={move |_: MouseEvent| hover.set(Some(r))} />
+                    }
+                }) }
+            </svg>
+            <p class="chart-readout" aria-live="polite">{ readout }</p>
+            <ul class="chart-legend">
+                { for s.lines.iter().map(|l| html! {
+                    <li data-participant={l.participant.clone()}>
+                        <span class="swatch" style={format!("background:{}", view::participant_colour(&l.participant))}></span>
+                        { &l.participant }
+                        if let Some((_, v)) = l.points.last() {
+                            <span class="last">{ format!(" {}", view::metric_value(*v)) }</span>
+                        }
+                    </li>
+                }) }
+            </ul>
+        </figure>
+    }
+}
+
+#[derive(Properties, PartialEq)]
+pub struct MetricChartsProps {
+    /// The training's UUID (the CSV link).
+    pub uuid: AttrValue,
+    pub series: Rc<Vec<Rc<MetricSeries>>>,
+}
+
+/// Every chart of a training and the CSV download of their values.
+#[component(MetricCharts)]
+pub fn metric_charts(props: &MetricChartsProps) -> Html {
+    html! {
+        <section class="metrics" aria-labelledby="metrics-title">
+            <div class="section-head">
+                <h3 id="metrics-title">{ "Metrics" }</h3>
+                <a class="metrics-csv" id="metrics-csv" href={view::metrics_csv_url(&props.uuid)}
+                   download={format!("{}-metrics.csv", props.uuid)}>{ "⤓ Download CSV" }</a>
+            </div>
+            if props.series.is_empty() {
+                <p class="empty" id="no-metrics">
+                    { "No metrics reported yet. A training command reports one by printing a line like " }
+                    <code>{ r#"roundtable-metric {"name": "loss", "value": 0.41}"# }</code>
+                    { " (train metrics from update rounds, test metrics from test rounds)." }
+                </p>
+            } else {
+                <div class="metric-charts">
+                    { for props.series.iter().map(|s| html! {
+                        <MetricChart key={format!("{}/{}", s.metric, s.kind.as_str())} series={s.clone()} />
+                    }) }
+                </div>
+            }
+        </section>
+    }
+}
