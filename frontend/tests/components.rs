@@ -1026,17 +1026,22 @@ async fn a_metric_chart_draws_a_line_per_participant_and_reads_values_on_hover()
     assert!(count(&fig, "text.tick.y") >= 2, "labelled values");
     assert_eq!(count(&fig, ".chart-legend li"), 2);
     // Values on hover: the round under the pointer, each participant's value.
-    let col = fig
-        .query_selector(".hover-col[data-round='1']")
+    // The pointer over round 1's dot (alice's second point).
+    let dot = fig
+        .query_selector(".metric-dots[data-participant=alice] circle:nth-of-type(2)")
         .unwrap()
-        .unwrap();
-    let over = web_sys::MouseEvent::new_with_mouse_event_init_dict("mouseover", &{
+        .unwrap()
+        .get_bounding_client_rect();
+    let svg = fig.query_selector("svg.metric-chart").unwrap().unwrap();
+    let moved = web_sys::MouseEvent::new_with_mouse_event_init_dict("mousemove", &{
         let i = web_sys::MouseEventInit::new();
         i.set_bubbles(true);
+        i.set_client_x((dot.left() + dot.width() / 2.0) as i32);
+        i.set_client_y((dot.top() + dot.height() / 2.0) as i32);
         i
     })
     .unwrap();
-    col.dispatch_event(&over).unwrap();
+    svg.dispatch_event(&moved).unwrap();
     yew::scheduler::flush().await;
     assert_eq!(
         text_of(&fig, ".chart-readout").as_deref(),
@@ -1129,7 +1134,34 @@ async fn lanes_show_each_participant_and_its_stand_outs() {
         count(&root, ".lane[data-participant=erin] .lane-bar.unknown"),
         1
     );
-    assert_eq!(count(&root, ".lane[data-participant=bob] .lane-bar"), 6);
+    // bob's six finished phases: three updates, three tests, one path each.
+    assert_eq!(
+        attr(
+            &root,
+            ".lane[data-participant=bob] .lane-bars.update",
+            "data-count"
+        )
+        .as_deref(),
+        Some("3")
+    );
+    assert_eq!(
+        attr(
+            &root,
+            ".lane[data-participant=bob] .lane-bars.test",
+            "data-count"
+        )
+        .as_deref(),
+        Some("3")
+    );
+    assert_eq!(
+        attr(
+            &root,
+            ".lane[data-participant=dave] .lane-bars.failed",
+            "data-count"
+        )
+        .as_deref(),
+        Some("1")
+    );
     let summary = text_of(&root, ".lane[data-participant=dave] .lane-summary").unwrap();
     assert!(summary.contains("run failed (exit 2)"), "{summary}");
     let summary = text_of(&root, ".lane[data-participant=bob] .lane-summary").unwrap();
@@ -1205,18 +1237,35 @@ async fn ten_participants_a_hundred_rounds_four_metrics_render() {
         offset_min: 0,
     })
     .await;
+    let lanes_took = now() - start;
+    let start = now();
     let charts = render::<MetricCharts>(MetricChartsProps {
         uuid: T.into(),
         series: Rc::new(series),
     })
     .await;
-    let took = now() - start;
+    let charts_took = now() - start;
     web_sys::console::log_1(
-        &format!("FIGURE 10×100×4 lanes + charts: derive {derived:.1} ms, render {took:.1} ms")
-            .into(),
+        &format!(
+            "FIGURE 10×100×4 (debug build): derive {derived:.1} ms, lanes {lanes_took:.1} ms, charts {charts_took:.1} ms"
+        )
+        .into(),
     );
     assert_eq!(count(&root, ".lane"), 10);
-    assert_eq!(count(&root, ".lane-bar"), 10 * 200);
+    let phases: u32 = (0..root.query_selector_all(".lane-bars").unwrap().length())
+        .map(|i| {
+            root.query_selector_all(".lane-bars")
+                .unwrap()
+                .item(i)
+                .unwrap()
+                .unchecked_into::<Element>()
+                .get_attribute("data-count")
+                .unwrap()
+                .parse::<u32>()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(phases + count(&root, ".lane-bar.live"), 10 * 200);
     assert_eq!(count(&charts, "polyline.metric-line"), 8 * 10);
     assert_eq!(
         attr(&charts, "polyline.metric-line", "data-points").as_deref(),

@@ -6,13 +6,14 @@
 use std::rc::Rc;
 
 use roundtable_shared::progress::PhaseReport;
-use roundtable_shared::training::RunStatus;
+use roundtable_shared::training::{Phase, RunStatus};
 use yew::prelude::*;
 
-use crate::collab::{lane_bars, LaneSummary};
+use crate::collab::{lane_bars, LaneBar, LaneSummary};
 use crate::view;
 
-/// The track's drawing width (the SVG stretches to the lane's width).
+/// The width a track is drawn for, px (it stretches to the lane's width):
+/// sets the stripes' spacing.
 const TRACK: f64 = 1000.0;
 
 #[derive(Properties, PartialEq)]
@@ -77,13 +78,83 @@ fn metrics_words(p: &PhaseReport) -> String {
     )
 }
 
-fn lane(l: &LaneSummary, index: usize, props: &LanesProps) -> Html {
+#[derive(Properties, PartialEq)]
+pub struct LaneRowProps {
+    pub lane: LaneSummary,
+    /// Its place in the list (unique ids in the page).
+    pub index: usize,
+    pub span: (i64, i64),
+    pub now: i64,
+    pub offset_min: i64,
+}
+
+/// The path of `bars` as rectangles, in the track's units (ms since the
+/// axis's start): one element for any number of phases.
+fn bars_path<'a>(bars: impl Iterator<Item = &'a LaneBar>, t0: i64) -> (String, usize) {
+    let mut d = String::new();
+    let mut n = 0;
+    for b in bars {
+        let w = (b.end - b.start).max(0);
+        d.push_str(&format!("M{} 2h{w}v14h-{w}Z", b.start - t0));
+        n += 1;
+    }
+    (d, n)
+}
+
+/// One participant's lane: its name and badges, its phases as bars on the
+/// common axis (finished ones merged into one path per phase, so a lane of
+/// hundreds of phases is a handful of elements), and its state in words.
+/// The phase under the pointer is named in the summary line.
+#[component(LaneRow)]
+pub fn lane_row(props: &LaneRowProps) -> Html {
+    let l = &props.lane;
     let p = &l.participant;
     let (t0, t1) = props.span;
-    let scale = TRACK / (t1 - t0).max(1) as f64;
     let until = l.offline.unwrap_or(props.now);
-    let bars = lane_bars(p, until);
-    let stripes = format!("lane-stripes-{index}");
+    let bars = {
+        let p = p.clone();
+        use_memo((p, until), |(p, until)| lane_bars(p, *until))
+    };
+    let hover = use_state_eq(|| None::<usize>);
+    let svg = use_node_ref();
+    let on_move = {
+        let hover = hover.clone();
+        let svg = svg.clone();
+        let bars = bars.clone();
+        Callback::from(move |e: MouseEvent| {
+            let Some(el) = svg.cast::<web_sys::Element>() else {
+                return;
+            };
+            let r = el.get_bounding_client_rect();
+            if r.width() <= 0.0 {
+                return;
+            }
+            let at =
+                t0 + ((f64::from(e.client_x()) - r.left()) / r.width() * (t1 - t0) as f64) as i64;
+            let i = bars.partition_point(|b| b.start <= at);
+            hover.set(i.checked_sub(1).filter(|&i| bars[i].end >= at));
+        })
+    };
+    let on_leave = {
+        let hover = hover.clone();
+        Callback::from(move |_: MouseEvent| hover.set(None))
+    };
+    // Stripes about 8 px wide on a 1000 px track.
+    let stripe_w = ((t1 - t0) as f64 / TRACK * 8.0).max(2.0);
+    let stripes = format!("lane-stripes-{}", props.index);
+    let live_ok = l.offline.is_none();
+    let finished = |phase: Phase| {
+        bars_path(
+            bars.iter()
+                .filter(move |b| !b.live && b.phase == phase && b.run != Some(RunStatus::Failed)),
+            t0,
+        )
+    };
+    let failed = bars_path(
+        bars.iter()
+            .filter(|b| !b.live && b.run == Some(RunStatus::Failed)),
+        t0,
+    );
     let where_ = if p.lane.state.is_terminal() {
         view::state_words(p.lane.state).to_owned()
     } else {
@@ -92,9 +163,26 @@ fn lane(l: &LaneSummary, index: usize, props: &LanesProps) -> Html {
             None => "Waiting for the first round".into(),
         }
     };
+    let bar_words = |b: &LaneBar| {
+        let how = if b.live && live_ok {
+            format!("running {}", view::duration(b.end - b.start))
+        } else if b.live {
+            "state unknown since last heard".into()
+        } else {
+            view::duration(b.end - b.start)
+        };
+        let run = b
+            .run
+            .map(|r| format!(", run {}", view::run_words(r)))
+            .unwrap_or_default();
+        format!(
+            "round {} {}: {how}{run}",
+            b.round,
+            view::phase_word(b.phase)
+        )
+    };
     html! {
-        <div key={p.name.clone()}
-             class={classes!("lane", p.local.then_some("local"), l.offline.map(|_| "offline"),
+        <div class={classes!("lane", p.local.then_some("local"), l.offline.map(|_| "offline"),
                              l.straggler.then_some("straggler"), l.failed.then_some("failed"))}
              data-participant={p.name.clone()}
              data-round={l.latest.as_ref().map(|ph| ph.round.to_string())}
@@ -121,46 +209,57 @@ fn lane(l: &LaneSummary, index: usize, props: &LanesProps) -> Html {
                 }
                 <span class="lane-where">{ where_ }</span>
             </div>
-            <svg class="lane-track" viewBox={format!("0 0 {TRACK} 18")} preserveAspectRatio="none"
-                 role="img" aria-label={format!("{}'s phases", p.name)}>
+            // In ms since the axis's start: as time passes only the viewBox
+            // and the running bar change.
+            <svg class="lane-track" viewBox={format!("0 0 {} 18", (t1 - t0).max(1))} preserveAspectRatio="none"
+                 role="img" aria-label={format!("{}'s phases", p.name)}
+                 ref={svg} onmousemove={on_move} onmouseleave={on_leave}>
                 <defs>
-                    <pattern id={stripes.clone()} patternUnits="userSpaceOnUse" width="8" height="8"
-                             patternTransform="rotate(45)">
-                        <rect width="4" height="8" class="stripe" />
+                    <pattern id={stripes.clone()} patternUnits="userSpaceOnUse" height="18"
+                             width={format!("{stripe_w:.0}")}>
+                        <rect width={format!("{:.0}", stripe_w / 2.0)} height="18" class="stripe" />
                     </pattern>
                 </defs>
-                { for bars.iter().map(|b| {
-                    let x = (b.start - t0) as f64 * scale;
-                    let w = ((b.end - b.start) as f64 * scale).max(2.0);
-                    let live = b.live && l.offline.is_none();
-                    let words = if b.live {
-                        if live { format!("running {}", view::duration(b.end - b.start)) } else { "state unknown since last heard".into() }
-                    } else {
-                        view::duration(b.end - b.start)
-                    };
+                { for Phase::ALL.into_iter().filter_map(|phase| {
+                    let (d, n) = finished(phase);
+                    (n > 0).then(|| html! {
+                        <path class={classes!("lane-bars", phase.as_str())} data-phase={phase.as_str()}
+                              data-count={n.to_string()} {d} />
+                    })
+                }) }
+                if failed.1 > 0 {
+                    <path class="lane-bars failed" data-count={failed.1.to_string()} d={failed.0.clone()} />
+                }
+                { for bars.iter().filter(|b| b.live).map(|b| {
+                    let x = (b.start - t0).to_string();
+                    let w = (b.end - b.start).max(0).to_string();
                     html! {
-                        <g class={classes!("lane-bar", b.phase.as_str(), live.then_some("live"),
-                                           (b.live && !live).then_some("unknown"),
-                                           (b.run == Some(RunStatus::Failed)).then_some("failed"))}
-                           data-round={b.round.to_string()} data-phase={b.phase.as_str()}>
-                            <title>{ format!("round {} {}: {}", b.round, view::phase_word(b.phase), words) }</title>
-                            <rect x={format!("{x:.1}")} y="2" width={format!("{w:.1}")} height="14" />
-                            if live {
-                                <rect class="stripes" x={format!("{x:.1}")} y="2" width={format!("{w:.1}")} height="14"
+                        <>
+                            <rect class={classes!("lane-bar", b.phase.as_str(), if live_ok { "live" } else { "unknown" })}
+                                  data-round={b.round.to_string()} data-phase={b.phase.as_str()}
+                                  x={x.clone()} y="2" width={w.clone()} height="14">
+                                <title>{ bar_words(b) }</title>
+                            </rect>
+                            if live_ok {
+                                <rect class="stripes" {x} y="2" width={w} height="14"
                                       fill={format!("url(#{stripes})")} />
                             }
-                        </g>
+                        </>
                     }
                 }) }
             </svg>
             <p class="lane-summary">
-                if let Some(ph) = &l.latest {
-                    <span class={classes!("lane-run", ph.run.as_ref().map(|r| r.status.as_str()))}>
-                        { run_words(ph, until, l.offline.is_some()) }
-                    </span>
-                }
-                if let Some(m) = &l.last_metrics {
-                    <span class="lane-metrics">{ metrics_words(m) }</span>
+                if let Some(b) = hover.and_then(|i| bars.get(i)) {
+                    <span class="lane-hover">{ bar_words(b) }</span>
+                } else {
+                    if let Some(ph) = &l.latest {
+                        <span class={classes!("lane-run", ph.run.as_ref().map(|r| r.status.as_str()))}>
+                            { run_words(ph, until, l.offline.is_some()) }
+                        </span>
+                    }
+                    if let Some(m) = &l.last_metrics {
+                        <span class="lane-metrics">{ metrics_words(m) }</span>
+                    }
                 }
             </p>
         </div>
@@ -191,7 +290,10 @@ pub fn lanes(props: &LanesProps) -> Html {
         .any(|l| !l.participant.lane.state.is_terminal());
     html! {
         <div class="lanes" id="lanes">
-            { for props.lanes.iter().enumerate().map(|(i, l)| lane(l, i, props)) }
+            { for props.lanes.iter().enumerate().map(|(i, l)| html! {
+                <LaneRow key={l.participant.name.clone()} lane={l.clone()} index={i}
+                         span={props.span} now={props.now} offset_min={props.offset_min} />
+            }) }
             <div class="lanes-axis" aria-hidden="true">
                 { for ticks.iter().map(|t| html! {
                     <span class="tick" style={format!("left:{:.2}%", (t - t0) as f64 * 100.0 / (t1 - t0).max(1) as f64)}>

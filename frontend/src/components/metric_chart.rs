@@ -33,12 +33,26 @@ pub struct ChartGeometry {
     pub y_ticks: Vec<(f64, String)>,
     /// Per line: participant, colour, the polyline's points, their count.
     pub lines: Vec<(String, &'static str, String, usize)>,
-    /// Per round: its hover band (round, x from, width).
-    pub columns: Vec<(u32, f64, f64)>,
+    /// The rounds with a value, in order, and their x (px): the pointer
+    /// reads the nearest.
+    pub rounds: Vec<(u32, f64)>,
     pub dots: bool,
 }
 
 impl ChartGeometry {
+    /// The round nearest to `x` (px in the chart's own units).
+    pub fn nearest(&self, x: f64) -> Option<u32> {
+        let i = self.rounds.partition_point(|(_, rx)| *rx < x);
+        let before = i.checked_sub(1).map(|j| self.rounds[j]);
+        let after = self.rounds.get(i).copied();
+        match (before, after) {
+            (Some(a), Some(b)) => Some(if x - a.1 <= b.1 - x { a.0 } else { b.0 }),
+            (Some(a), None) => Some(a.0),
+            (None, Some(b)) => Some(b.0),
+            (None, None) => None,
+        }
+    }
+
     pub fn x(&self, round: u32) -> f64 {
         LEFT + (f64::from(round) - self.x_lo) / (self.x_hi - self.x_lo) * (W - LEFT - RIGHT)
     }
@@ -82,7 +96,7 @@ pub fn chart_geometry(s: &MetricSeries) -> ChartGeometry {
         x_ticks: vec![],
         y_ticks: vec![],
         lines: vec![],
-        columns: vec![],
+        rounds: vec![],
         dots: s.lines.iter().map(|l| l.points.len()).sum::<usize>() <= MAX_DOTS,
     };
     let yt = view::nice_ticks(g.y_lo, g.y_hi, 4);
@@ -112,24 +126,7 @@ pub fn chart_geometry(s: &MetricSeries) -> ChartGeometry {
             )
         })
         .collect();
-    let xs: Vec<f64> = rounds.iter().map(|r| g.x(*r)).collect();
-    g.columns = rounds
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            let from = if i == 0 {
-                LEFT
-            } else {
-                (xs[i - 1] + xs[i]) / 2.0
-            };
-            let to = if i + 1 == xs.len() {
-                W - RIGHT
-            } else {
-                (xs[i] + xs[i + 1]) / 2.0
-            };
-            (*r, from, (to - from).max(1.0))
-        })
-        .collect();
+    g.rounds = rounds.iter().map(|r| (*r, g.x(*r))).collect();
     g
 }
 
@@ -146,9 +143,26 @@ pub fn metric_chart(props: &MetricChartProps) -> Html {
     let hover = use_state_eq(|| None::<u32>);
     let g = &*geometry;
     let title = s.title();
+    let svg = use_node_ref();
     let on_leave = {
         let hover = hover.clone();
         Callback::from(move |_: MouseEvent| hover.set(None))
+    };
+    // One listener for the whole chart: the round nearest the pointer.
+    let on_move = {
+        let hover = hover.clone();
+        let svg = svg.clone();
+        let geometry = geometry.clone();
+        Callback::from(move |e: MouseEvent| {
+            let Some(el) = svg.cast::<web_sys::Element>() else {
+                return;
+            };
+            let r = el.get_bounding_client_rect();
+            if r.width() > 0.0 {
+                let x = (f64::from(e.client_x()) - r.left()) / r.width() * W;
+                hover.set(geometry.nearest(x));
+            }
+        })
     };
     let readout = match *hover {
         Some(r) => {
@@ -170,7 +184,7 @@ pub fn metric_chart(props: &MetricChartProps) -> Html {
             <svg class="metric-chart" data-metric={s.metric.clone()} data-kind={s.kind.as_str()}
                  viewBox={format!("0 0 {W} {H}")} role="img"
                  aria-label={format!("{title} by round, {} participants", s.lines.len())}
-                 onmouseleave={on_leave}>
+                 ref={svg} onmousemove={on_move} onmouseleave={on_leave}>
                 <g class="axis y">
                     { for g.y_ticks.iter().map(|(y, label)| html! {
                         <>
@@ -216,14 +230,8 @@ pub fn metric_chart(props: &MetricChartProps) -> Html {
                         })) }
                     </g>
                 }
-                { for g.columns.iter().map(|&(r, x, w)| {
-                    let hover = hover.clone();
-                    html! {
-                        <rect class="hover-col" data-round={r.to_string()} x={format!("{x:.1}")} y={TOP.to_string()}
-                              width={format!("{w:.1}")} height={(H - TOP - BOTTOM).to_string()}
-                              onmouseover={move |_: MouseEvent| hover.set(Some(r))} />
-                    }
-                }) }
+                <rect class="hover-area" x={LEFT.to_string()} y={TOP.to_string()}
+                      width={(W - LEFT - RIGHT).to_string()} height={(H - TOP - BOTTOM).to_string()} />
             </svg>
             <p class="chart-readout" aria-live="polite">{ readout }</p>
             <ul class="chart-legend">
