@@ -202,6 +202,9 @@ pub fn metric_chart(props: &MetricChartProps) -> Html {
                     }) }
                     <text x={(W - RIGHT).to_string()} y={(H - 2.0).to_string()} class="axis-name">{ "round" }</text>
                 </g>
+                // Under the lines and dots, so that dots keep their tooltips.
+                <rect class="hover-area" x={LEFT.to_string()} y={TOP.to_string()}
+                      width={(W - LEFT - RIGHT).to_string()} height={(H - TOP - BOTTOM).to_string()} />
                 { for g.lines.iter().map(|(name, colour, points, n)| html! {
                     <polyline key={name.clone()} class="metric-line" data-participant={name.clone()}
                               data-points={n.to_string()} points={points.clone()} stroke={*colour} />
@@ -230,8 +233,6 @@ pub fn metric_chart(props: &MetricChartProps) -> Html {
                         })) }
                     </g>
                 }
-                <rect class="hover-area" x={LEFT.to_string()} y={TOP.to_string()}
-                      width={(W - LEFT - RIGHT).to_string()} height={(H - TOP - BOTTOM).to_string()} />
             </svg>
             <p class="chart-readout" aria-live="polite">{ readout }</p>
             <ul class="chart-legend">
