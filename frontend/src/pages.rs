@@ -360,6 +360,10 @@ fn state_class(t: &Training) -> &'static str {
 /// Trainings per page of the list.
 pub const TRAININGS_PAGE: usize = 50;
 
+/// Rounds of this node's timeline and phase table shown until the user
+/// asks for all (the lanes above show the whole training compactly).
+pub const LATEST_ROUNDS: usize = 12;
+
 /// The trainings list's participants cell: `3 participants · 2 done with
 /// round 4`.
 fn participants_words(s: RoundStatus) -> String {
@@ -537,6 +541,7 @@ pub fn training_page(props: &TrainingPageProps) -> Html {
             }
         });
     }
+    let all_rounds = use_state(|| false);
     let rename_busy = use_state(|| false);
     let rename_error = use_state(|| None::<AttrValue>);
     let on_rename = {
@@ -579,7 +584,19 @@ pub fn training_page(props: &TrainingPageProps) -> Html {
     };
     let offset = local_offset_min();
     let now = now_ms();
-    let bars = view::bars(t, now);
+    let mut bars = view::bars(t, now);
+    let mut rounds: Vec<u32> = bars.iter().map(|b| b.round).collect();
+    rounds.sort_unstable();
+    rounds.dedup();
+    let max_rounds = (!*all_rounds && rounds.len() > LATEST_ROUNDS).then_some(LATEST_ROUNDS);
+    if max_rounds.is_some() {
+        let shown = &rounds[rounds.len() - LATEST_ROUNDS..];
+        bars.retain(|b| shown.binary_search(&b.round).is_ok());
+    }
+    let toggle_rounds = {
+        let all_rounds = all_rounds.clone();
+        Callback::from(move |_: MouseEvent| all_rounds.set(!*all_rounds))
+    };
     let summaries = Rc::new(collab::lane_summaries(&lanes, &store.peers, now));
     let span = collab::lanes_span(&lanes, now);
     let sharing = store.me.as_ref().map(|m| m.share_progress);
@@ -635,8 +652,18 @@ pub fn training_page(props: &TrainingPageProps) -> Html {
             </section>
             <MetricCharts uuid={t.uuid.clone()} series={series.clone()} />
             <section class="local-rounds" aria-labelledby="rounds-title">
-                <div class="section-head"><h3 id="rounds-title">{ "This node's rounds" }</h3></div>
-                <Timeline training={t.clone()} {now} />
+                <div class="section-head">
+                    <h3 id="rounds-title">{ "This node's rounds" }</h3>
+                    if rounds.len() > LATEST_ROUNDS {
+                        <span class="count">
+                            { if max_rounds.is_some() { format!("the latest {LATEST_ROUNDS} of {}", rounds.len()) } else { format!("all {}", rounds.len()) } }
+                        </span>
+                        <button type="button" class="link" id="rounds-toggle" onclick={toggle_rounds}>
+                            { if max_rounds.is_some() { format!("Show all {} rounds", rounds.len()) } else { format!("Show the latest {LATEST_ROUNDS}") } }
+                        </button>
+                    }
+                </div>
+                <Timeline training={t.clone()} {now} {max_rounds} />
                 <table class="phases" id="phases">
                     <thead><tr>
                         <th scope="col">{ "Round" }</th><th scope="col">{ "Phase" }</th>

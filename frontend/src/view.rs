@@ -479,8 +479,8 @@ pub fn metric_value(v: f64) -> String {
 
 /// The colours of participants' lines, distinct for up to ten names.
 pub const PALETTE: [&str; 10] = [
-    "#3353d1", "#d9480f", "#1f9d55", "#9c36b5", "#c2255c", "#0c8599", "#b7791f", "#5f3dc4",
-    "#2b8a3e", "#e8590c",
+    "#3353d1", "#d9480f", "#1f9d55", "#9c36b5", "#c2255c", "#0c8599", "#b7791f", "#5c940d",
+    "#7f5539", "#1c2a5e",
 ];
 
 /// The colour of participant `name`: the same on every page and every

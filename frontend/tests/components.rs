@@ -851,6 +851,7 @@ async fn timeline_draws_a_bar_per_phase() {
     let root = render::<Timeline>(TimelineProps {
         training: training(),
         now: 6000,
+        max_rounds: None,
     })
     .await;
     assert_eq!(count(&root, "svg .bar"), 3);
@@ -894,6 +895,7 @@ async fn timeline_draws_a_bar_per_phase() {
     let root = render::<Timeline>(TimelineProps {
         training: only_update,
         now: 6000,
+        max_rounds: None,
     })
     .await;
     assert_eq!(count(&root, ".legend .key"), 1);
@@ -1271,4 +1273,155 @@ async fn ten_participants_a_hundred_rounds_four_metrics_render() {
         attr(&charts, "polyline.metric-line", "data-points").as_deref(),
         Some("100")
     );
+}
+
+/// A training as this node recorded it: `rounds` update and test phases
+/// matching [`participant`]'s times.
+fn local_training(rounds: u32) -> Training {
+    let p = participant("alice", rounds, 0, RunStatus::Running, 0.0);
+    let mut by_round: BTreeMap<u32, Vec<PhaseRecord>> = BTreeMap::new();
+    for ph in &p.lane.phases {
+        let run = ph.run.as_ref().unwrap();
+        by_round.entry(ph.round).or_default().push(PhaseRecord {
+            phase: ph.phase,
+            started_at: ph.started_at,
+            model_id: format!("model-{}", ph.round),
+            run: Some(Run {
+                status: run.status,
+                started_at: run.started_at,
+                ended_at: run.ended_at,
+                exit_code: run.exit_code,
+                output_tail: vec!["local-step".into()],
+                metrics_ignored: 0,
+            }),
+        });
+    }
+    Training {
+        uuid: T.into(),
+        name: None,
+        state: TrainingState::Testing,
+        current_round: Some(rounds),
+        started_at: 0,
+        finished_at: None,
+        global_model_id: None,
+        rounds: by_round
+            .into_iter()
+            .map(|(round, phases)| Round { round, phases })
+            .collect(),
+    }
+}
+
+#[derive(Properties, PartialEq)]
+struct PageHarness {
+    state: Rc<State>,
+}
+
+/// The training page with `state` as the store (its participants fetch
+/// fails here: no node; what the store holds is what it shows).
+#[component(TrainingPageHarness)]
+fn training_page_harness(p: &PageHarness) -> Html {
+    use roundtable_frontend::hooks::Store;
+    use roundtable_frontend::pages::TrainingPage;
+    let state = p.state.clone();
+    let store = use_reducer(move || (*state).clone());
+    html! {
+        <ContextProvider<Store> context={store}>
+            <BrowserRouter><TrainingPage uuid={T} /></BrowserRouter>
+        </ContextProvider<Store>>
+    }
+}
+
+#[wasm_bindgen_test]
+async fn the_training_page_shows_lanes_charts_and_marks_its_render() {
+    use roundtable_shared::api::Me;
+    let mut s = State::default();
+    s.apply(Action::Snapshot {
+        me: Me {
+            name: "alice".into(),
+            chat: "127.0.0.1:7000".into(),
+            directory: "127.0.0.1:8888".into(),
+            directory_state: LinkState::Connected,
+            version: "0".into(),
+            fingerprint: String::new(),
+            key_at_directory: KeyAtDirectory::Pinned,
+            relay_only: false,
+            share_progress: false,
+            require_secure: false,
+        },
+        peers: (1..10)
+            .map(|i| PeerInfo {
+                online: true,
+                ..PeerInfo::unknown(&format!("p{i}"))
+            })
+            .collect(),
+        chats: vec![],
+        trainings: vec![local_training(100)],
+    });
+    s.apply(Action::Participants {
+        training: T.into(),
+        participants: (0..10)
+            .map(|i| {
+                let status = if i == 0 {
+                    RunStatus::Running
+                } else {
+                    RunStatus::Succeeded
+                };
+                let mut p = participant(&format!("p{i}"), 100, 4, status, i as f64 * 0.01);
+                if i == 0 {
+                    p.name = "alice".into();
+                }
+                p.local = i == 0;
+                p
+            })
+            .collect(),
+    });
+    let perf = web_sys::window().unwrap().performance().unwrap();
+    let marks = || {
+        perf.get_entries_by_name("roundtable:training-rendered")
+            .length()
+    };
+    let before = marks();
+    let start = now();
+    let root = render::<TrainingPageHarness>(PageHarness { state: Rc::new(s) }).await;
+    let took = now() - start;
+    web_sys::console::log_1(
+        &format!("FIGURE training page, 10×100×4 (debug build): first render {took:.1} ms").into(),
+    );
+    assert_eq!(marks(), before + 1, "marked once, after rendering");
+    assert_eq!(count(&root, ".lane"), 10);
+    assert_eq!(
+        attr(&root, ".lane", "data-participant").as_deref(),
+        Some("alice")
+    );
+    assert_eq!(count(&root, "svg.metric-chart"), 8);
+    // This node's latest 12 rounds (its lane shows them all), until asked:
+    // rounds 89 to 100, the last of which has only its test.
+    assert_eq!(count(&root, "#timeline .bar"), 23);
+    assert_eq!(count(&root, "#phases .phase-row"), 23);
+    root.query_selector("#rounds-toggle")
+        .unwrap()
+        .unwrap()
+        .unchecked_into::<HtmlElement>()
+        .click();
+    yew::scheduler::flush().await;
+    assert_eq!(count(&root, "#timeline .bar"), 200);
+    assert_eq!(count(&root, "#phases .phase-row"), 200);
+    assert_eq!(
+        text_of(&root, "#share-progress").as_deref(),
+        Some("Not sharing (--share-progress off)")
+    );
+    assert_eq!(
+        attr(&root, "#training-state", "data-state").as_deref(),
+        Some("testing")
+    );
+    assert_eq!(
+        text_of(&root, "#training-state").as_deref(),
+        Some("Testing the model")
+    );
+    assert!(text_of(&root, "#participants-count")
+        .unwrap()
+        .starts_with("10 participants"));
+    // The clock's tick re-renders it; no second mark.
+    yew::scheduler::flush().await;
+    assert_eq!(marks(), before + 1);
 }

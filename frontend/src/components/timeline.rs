@@ -8,6 +8,10 @@ pub struct TimelineProps {
     pub training: Training,
     /// Now, Unix ms (the running phase's bar reaches it).
     pub now: i64,
+    /// Draw only the rows of the latest this many rounds (the axis still
+    /// covers the whole training); `None`: every round.
+    #[prop_or_default]
+    pub max_rounds: Option<usize>,
 }
 
 const ROW: f64 = 26.0;
@@ -30,13 +34,18 @@ fn phase_class(p: Phase) -> &'static str {
 #[component(Timeline)]
 pub fn timeline(props: &TimelineProps) -> Html {
     let t = &props.training;
-    let bars = view::bars(t, props.now);
+    let mut bars = view::bars(t, props.now);
     if bars.is_empty() {
         return html! { <p class="empty">{ "No rounds yet." }</p> };
     }
     let mut rounds: Vec<u32> = bars.iter().map(|b| b.round).collect();
     rounds.sort_unstable();
     rounds.dedup();
+    if let Some(n) = props.max_rounds {
+        let from = rounds.len().saturating_sub(n);
+        rounds.drain(..from);
+        bars.retain(|b| rounds.binary_search(&b.round).is_ok());
+    }
     let whole = t.finished_at.unwrap_or(if t.state.is_terminal() {
         t.started_at
     } else {
@@ -61,7 +70,7 @@ pub fn timeline(props: &TimelineProps) -> Html {
     // Ticks at round durations inside the axis (the end is labelled apart).
     let ticks: Vec<f64> = view::nice_ticks(0.0, span / 1000.0, 4)
         .into_iter()
-        .filter(|s| *s > 0.0 && s * 1000.0 * scale < WIDTH - LABEL - RIGHT - 60.0)
+        .filter(|s| *s > 0.0 && s * 1000.0 * scale < WIDTH - LABEL - RIGHT - 130.0)
         .collect();
     html! {
         <figure class="timeline">
