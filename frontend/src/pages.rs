@@ -506,20 +506,28 @@ pub fn training_page(props: &TrainingPageProps) -> Html {
         .is_some_and(|t| !t.state.is_terminal())
         || tp.by_name.values().any(|p| !p.lane.state.is_terminal());
     use_tick(running);
-    // All phases of every participant, on opening and after each snapshot.
+    // All phases of every participant, on opening and after each snapshot
+    // (the first once the first snapshot is in: the page shows nothing
+    // before it).
     {
         let dispatch = store.dispatcher();
-        use_effect_with((uuid.clone(), store.epoch), move |(uuid, _)| {
-            let training = uuid.clone();
-            yew::platform::spawn_local(async move {
-                if let Ok(participants) = api::training_participants(&training).await {
-                    dispatch.dispatch(Action::Participants {
-                        training,
-                        participants,
-                    });
+        use_effect_with(
+            (uuid.clone(), store.epoch, store.loaded),
+            move |(uuid, _, loaded)| {
+                if !*loaded {
+                    return;
                 }
-            });
-        });
+                let training = uuid.clone();
+                yew::platform::spawn_local(async move {
+                    if let Ok(participants) = api::training_participants(&training).await {
+                        dispatch.dispatch(Action::Participants {
+                            training,
+                            participants,
+                        });
+                    }
+                });
+            },
+        );
     }
     // Lanes and charts change only with this training's participants.
     let deps = (uuid.clone(), tp.rev, Rc::as_ptr(&tp) as usize);
@@ -531,11 +539,13 @@ pub fn training_page(props: &TrainingPageProps) -> Html {
         let lanes = lanes.clone();
         use_memo(deps, move |_| collab::metric_series(&lanes))
     };
-    // The benchmark's mark, once this load's participants are on screen.
+    // The benchmark's mark, once this load's participants are on screen
+    // (with the training: without it the page shows only a placeholder).
     {
         let marked = use_mut_ref(|| None::<String>);
-        use_effect_with((uuid.clone(), tp.full), move |(uuid, full)| {
-            if *full && marked.borrow().as_deref() != Some(uuid.as_str()) {
+        let shown = tp.full && store.trainings.contains_key(uuid.as_str());
+        use_effect_with((uuid.clone(), shown), move |(uuid, shown)| {
+            if *shown && marked.borrow().as_deref() != Some(uuid.as_str()) {
                 *marked.borrow_mut() = Some(uuid.clone());
                 mark_training_rendered();
             }
