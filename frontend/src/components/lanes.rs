@@ -47,9 +47,10 @@ fn run_words(p: &PhaseReport, until: i64, offline: bool) -> String {
     };
     let took = |end: i64| view::duration(end - run.started_at);
     match run.status {
-        RunStatus::Running if offline => {
+        RunStatus::Running if offline && until > run.started_at => {
             format!("run was running ({} when last heard)", took(until))
         }
+        RunStatus::Running if offline => "run was running when last heard".into(),
         RunStatus::Running => format!("run running for {}", took(until)),
         RunStatus::Succeeded => format!("run succeeded in {}", took(run.ended_at.unwrap_or(until))),
         RunStatus::Failed => format!(
