@@ -1425,3 +1425,112 @@ async fn the_training_page_shows_lanes_charts_and_marks_its_render() {
     yew::scheduler::flush().await;
     assert_eq!(marks(), before + 1);
 }
+
+#[component(TrainingsPageHarness)]
+fn trainings_page_harness(p: &PageHarness) -> Html {
+    use roundtable_frontend::hooks::Store;
+    use roundtable_frontend::pages::TrainingsPage;
+    let state = p.state.clone();
+    let store = use_reducer(move || (*state).clone());
+    html! {
+        <ContextProvider<Store> context={store}>
+            <BrowserRouter><TrainingsPage /></BrowserRouter>
+        </ContextProvider<Store>>
+    }
+}
+
+#[wasm_bindgen_test]
+async fn the_trainings_list_counts_participants_pages_and_filters() {
+    let mut s = State::default();
+    let trainings: Vec<Training> = (0..120)
+        .map(|i| {
+            let mut t = local_training(1);
+            t.uuid = format!("{i:08x}-0000-4000-8000-000000000000");
+            t.started_at = i64::from(i) * 1000;
+            if i % 3 == 0 {
+                t.state = TrainingState::Finished;
+                t.finished_at = Some(t.started_at + 500);
+            }
+            t
+        })
+        .collect();
+    let newest = trainings[119].uuid.clone();
+    s.apply(Action::Event(Event::Training {
+        training: trainings[0].clone(),
+    }));
+    for t in trainings {
+        s.apply(Action::Event(Event::Training { training: t }));
+    }
+    // The newest training: three participants, two done with round 1.
+    let mut list = vec![];
+    for (name, status) in [
+        ("alice", RunStatus::Succeeded),
+        ("bob", RunStatus::Succeeded),
+        ("carol", RunStatus::Running),
+    ] {
+        let mut p = participant(name, 1, 0, status, 0.0);
+        p.lane.training = newest.clone();
+        // Only its update of round 1 (the summary's latest phase).
+        p.lane.phases = vec![PhaseReport {
+            round: 1,
+            phase: Phase::Update,
+            ..p.lane.phases[0].clone()
+        }];
+        p.lane.phases[0].run.as_mut().unwrap().status = status;
+        p.lane.current_round = Some(1);
+        list.push(p);
+    }
+    s.apply(Action::ParticipantsSummary(list));
+    let root = render::<TrainingsPageHarness>(PageHarness { state: Rc::new(s) }).await;
+    assert_eq!(count(&root, "tr.training-row"), 50, "one page");
+    assert_eq!(
+        text_of(&root, "#trainings-range").as_deref(),
+        Some("1–50 of 120")
+    );
+    let first = root.query_selector("tr.training-row").unwrap().unwrap();
+    assert_eq!(
+        first.get_attribute("data-uuid").as_deref(),
+        Some(newest.as_str())
+    );
+    assert_eq!(
+        text_of(&first, "td.participants").as_deref(),
+        Some("3 participants · 2 done with round 1")
+    );
+    assert!(text_of(&first, ".training-link")
+        .unwrap()
+        .starts_with(&newest[..8]));
+    let click = |id: &str| {
+        root.query_selector(id)
+            .unwrap()
+            .unwrap()
+            .unchecked_into::<HtmlElement>()
+            .click()
+    };
+    click("#trainings-next");
+    yew::scheduler::flush().await;
+    click("#trainings-next");
+    yew::scheduler::flush().await;
+    assert_eq!(
+        text_of(&root, "#trainings-range").as_deref(),
+        Some("101–120 of 120")
+    );
+    assert_eq!(count(&root, "tr.training-row"), 20);
+    // Only the finished ones: 40, back on the first page.
+    let select = root
+        .query_selector("#trainings-filter")
+        .unwrap()
+        .unwrap()
+        .unchecked_into::<web_sys::HtmlSelectElement>();
+    select.set_value("finished");
+    select
+        .dispatch_event(&web_sys::Event::new("change").unwrap())
+        .unwrap();
+    yew::scheduler::flush().await;
+    assert_eq!(count(&root, "tr.training-row"), 40);
+    assert_eq!(count(&root, "tr.training-row[data-state=finished]"), 40);
+    assert_eq!(count(&root, "#trainings-range"), 0, "one page: no pager");
+    assert_eq!(
+        text_of(&root, "tr.training-row .state").as_deref(),
+        Some("Finished")
+    );
+}
