@@ -11,6 +11,8 @@ use roundtable_shared::api::PeerInfo;
 use roundtable_shared::progress::{Participant, PhaseReport};
 use roundtable_shared::training::{Phase, RunStatus, TrainingState};
 
+use crate::view;
+
 /// A peer whose lane has not changed for this long while its training
 /// runs counts as offline (a node shares each change at once and
 /// reconciles on reconnect, so silence this long means it is gone or
@@ -49,6 +51,8 @@ impl MetricKind {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Line {
     pub participant: String,
+    /// Its colour in this training ([`view::colours`]).
+    pub colour: &'static str,
     pub points: Vec<(u32, f64)>,
 }
 
@@ -112,6 +116,7 @@ pub fn metric_series(lanes: &[Rc<Participant>]) -> Vec<Rc<MetricSeries>> {
             }
         }
     }
+    let colours = view::colours(lanes.iter().map(|p| p.name.as_str()));
     by_key
         .into_iter()
         .map(|((metric, kind), lines)| {
@@ -122,6 +127,7 @@ pub fn metric_series(lanes: &[Rc<Participant>]) -> Vec<Rc<MetricSeries>> {
                     points.dedup_by_key(|p| p.0);
                     Line {
                         participant: lanes[i].name.clone(),
+                        colour: colours[lanes[i].name.as_str()],
                         points,
                     }
                 })
@@ -152,6 +158,8 @@ pub fn offline_since(p: &Participant, peers: &BTreeMap<String, PeerInfo>, now: i
 #[derive(Debug, Clone, PartialEq)]
 pub struct LaneSummary {
     pub participant: Rc<Participant>,
+    /// Its colour in this training ([`view::colours`]), as in the charts.
+    pub colour: &'static str,
     /// Its latest phase (by DLR order).
     pub latest: Option<PhaseReport>,
     /// Still in a phase the others have left, or its run still running
@@ -215,11 +223,13 @@ pub fn lane_summaries(
         }
         others > 0
     };
+    let colours = view::colours(lanes.iter().map(|p| p.name.as_str()));
     lanes
         .iter()
         .enumerate()
         .map(|(i, p)| LaneSummary {
             participant: p.clone(),
+            colour: colours[p.name.as_str()],
             latest: latest[i].cloned(),
             straggler: is_straggler(i),
             failed: latest[i]

@@ -483,16 +483,44 @@ pub const PALETTE: [&str; 10] = [
     "#7f5539", "#1c2a5e",
 ];
 
-/// The colour of participant `name`: the same on every page and every
-/// node (a hash of the name, not its place in a list).
-pub fn participant_colour(name: &str) -> &'static str {
+fn name_hash(name: &str) -> usize {
     // FNV-1a.
     let mut h: u32 = 0x811c_9dc5;
     for b in name.bytes() {
         h ^= u32::from(b);
         h = h.wrapping_mul(0x0100_0193);
     }
-    PALETTE[(h % PALETTE.len() as u32) as usize]
+    h as usize
+}
+
+/// The colour of participant `name` alone: a hash of the name, not its
+/// place in a list.
+pub fn participant_colour(name: &str) -> &'static str {
+    PALETTE[name_hash(name) % PALETTE.len()]
+}
+
+/// The colours of a training's participants: each its own
+/// [`participant_colour`] unless another took it, then the next free one
+/// (taken in order of the names' hashes, so the same names get the same
+/// colours on every node and page); distinct for up to ten names.
+pub fn colours<'a>(
+    names: impl IntoIterator<Item = &'a str>,
+) -> std::collections::BTreeMap<&'a str, &'static str> {
+    let mut names: Vec<&str> = names.into_iter().collect();
+    names.sort_by_key(|n| (name_hash(n) % PALETTE.len(), name_hash(n), *n));
+    names.dedup();
+    let mut taken = [false; PALETTE.len()];
+    let mut out = std::collections::BTreeMap::new();
+    for n in names {
+        let want = name_hash(n) % PALETTE.len();
+        let slot = (0..PALETTE.len())
+            .map(|k| (want + k) % PALETTE.len())
+            .find(|s| !taken[*s])
+            .unwrap_or(want);
+        taken[slot] = true;
+        out.insert(n, PALETTE[slot]);
+    }
+    out
 }
 
 /// One bar of the timeline: a phase of a round.
@@ -799,6 +827,17 @@ mod tests {
         assert_eq!(participant_colour("bob"), participant_colour("bob"));
         let c = ["alice", "bob", "carol"].map(participant_colour);
         assert!(c[0] != c[1] && c[1] != c[2] && c[0] != c[2], "{c:?}");
+        // Ten participants: ten colours, whatever the order they come in.
+        let ten = [
+            "alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy",
+        ];
+        let m = colours(ten);
+        let distinct: std::collections::BTreeSet<_> = m.values().collect();
+        assert_eq!(distinct.len(), 10);
+        let mut rev = ten;
+        rev.reverse();
+        assert_eq!(colours(rev), m);
+        assert_eq!(colours(["bob"])["bob"], participant_colour("bob"));
     }
 
     #[test]

@@ -191,7 +191,7 @@ pub fn lane_row(props: &LaneRowProps) -> Html {
              data-state={p.lane.state.as_str()}>
             <div class="lane-head">
                 <span class="lane-name">
-                    <span class="swatch" style={format!("background:{}", view::participant_colour(&p.name))}></span>
+                    <span class="swatch" style={format!("background:{}", l.colour)}></span>
                     { &p.name }
                     if p.local {
                         <span class="you">{ " (you)" }</span>
@@ -277,6 +277,8 @@ pub fn lanes(props: &LanesProps) -> Html {
         .map(|i| first + i * step)
         .take_while(|t| *t <= t1)
         .take(12)
+        // Clear of the "now" at the right end.
+        .filter(|t| (t - t0) as f64 / ((t1 - t0).max(1) as f64) < 0.93)
         .collect();
     let label = |t: i64| {
         if step < 60_000 {

@@ -15,7 +15,7 @@ const H: f64 = 220.0;
 const LEFT: f64 = 52.0;
 const RIGHT: f64 = 12.0;
 const TOP: f64 = 10.0;
-const BOTTOM: f64 = 26.0;
+const BOTTOM: f64 = 36.0;
 /// Points drawn as dots (with their value as a tooltip) up to this many
 /// in a chart; past it, lines only (the pointer's readout still reads them).
 const MAX_DOTS: usize = 300;
@@ -120,7 +120,7 @@ pub fn chart_geometry(s: &MetricSeries) -> ChartGeometry {
             }
             (
                 l.participant.clone(),
-                view::participant_colour(&l.participant),
+                l.colour,
                 pts.trim_end().to_owned(),
                 l.points.len(),
             )
@@ -200,7 +200,7 @@ pub fn metric_chart(props: &MetricChartProps) -> Html {
                     { for g.x_ticks.iter().map(|(x, label)| html! {
                         <text x={format!("{x:.1}")} y={(H - BOTTOM + 16.0).to_string()} class="tick x">{ label }</text>
                     }) }
-                    <text x={(W - RIGHT).to_string()} y={(H - 2.0).to_string()} class="axis-name">{ "round" }</text>
+                    <text x={(W - RIGHT).to_string()} y={(H - 3.0).to_string()} class="axis-name">{ "round" }</text>
                 </g>
                 // Under the lines and dots, so that dots keep their tooltips.
                 <rect class="hover-area" x={LEFT.to_string()} y={TOP.to_string()}
@@ -211,7 +211,7 @@ pub fn metric_chart(props: &MetricChartProps) -> Html {
                 }) }
                 if g.dots {
                     { for s.lines.iter().map(|l| {
-                        let colour = view::participant_colour(&l.participant);
+                        let colour = l.colour;
                         html! {
                             <g class="metric-dots" data-participant={l.participant.clone()} fill={colour}>
                                 { for l.points.iter().map(|(r, v)| html! {
@@ -229,7 +229,7 @@ pub fn metric_chart(props: &MetricChartProps) -> Html {
                               y1={TOP.to_string()} y2={(H - BOTTOM).to_string()} />
                         { for s.lines.iter().filter_map(|l| l.at(r).map(|v| html! {
                             <circle cx={format!("{:.1}", g.x(r))} cy={format!("{:.1}", g.y(v))} r="4"
-                                    fill={view::participant_colour(&l.participant)} />
+                                    fill={l.colour} />
                         })) }
                     </g>
                 }
@@ -238,7 +238,7 @@ pub fn metric_chart(props: &MetricChartProps) -> Html {
             <ul class="chart-legend">
                 { for s.lines.iter().map(|l| html! {
                     <li data-participant={l.participant.clone()}>
-                        <span class="swatch" style={format!("background:{}", view::participant_colour(&l.participant))}></span>
+                        <span class="swatch" style={format!("background:{}", l.colour)}></span>
                         { &l.participant }
                         if let Some((_, v)) = l.points.last() {
                             <span class="last">{ format!(" {}", view::metric_value(*v)) }</span>
