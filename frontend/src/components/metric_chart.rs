@@ -62,6 +62,15 @@ impl ChartGeometry {
     }
 }
 
+/// Appends `v` to a tenth (`12.3`), through integers: fixed-precision
+/// float formatting is slow in wasm, and a chart has thousands of points.
+fn push_tenths(out: &mut String, v: f64) {
+    use std::fmt::Write;
+    let t = (v * 10.0).round() as i64;
+    let sign = if t < 0 { "-" } else { "" };
+    let _ = write!(out, "{sign}{}.{}", t.abs() / 10, t.abs() % 10);
+}
+
 /// The geometry of `s`: linear in O(points), one pass per line.
 pub fn chart_geometry(s: &MetricSeries) -> ChartGeometry {
     let rounds = s.rounds();
@@ -116,7 +125,10 @@ pub fn chart_geometry(s: &MetricSeries) -> ChartGeometry {
         .map(|l| {
             let mut pts = String::with_capacity(l.points.len() * 14);
             for (r, v) in &l.points {
-                pts.push_str(&format!("{:.1},{:.1} ", g.x(*r), g.y(*v)));
+                push_tenths(&mut pts, g.x(*r));
+                pts.push(',');
+                push_tenths(&mut pts, g.y(*v));
+                pts.push(' ');
             }
             (
                 l.participant.clone(),
@@ -128,6 +140,19 @@ pub fn chart_geometry(s: &MetricSeries) -> ChartGeometry {
         .collect();
     g.rounds = rounds.iter().map(|r| (*r, g.x(*r))).collect();
     g
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tenths() {
+        let mut s = String::new();
+        for v in [12.34, 0.05, -3.26, 0.0, -0.04] {
+            super::push_tenths(&mut s, v);
+            s.push(' ');
+        }
+        assert_eq!(s, "12.3 0.1 -3.3 0.0 0.0 ");
+    }
 }
 
 #[derive(Properties, PartialEq)]
