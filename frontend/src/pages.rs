@@ -616,7 +616,8 @@ pub fn training_page(props: &TrainingPageProps) -> Html {
                 <Link<Route> to={Route::Trainings} classes="back">{ "← Trainings" }</Link<Route>>
                 <TrainingName shown={view::training_name(t, now, offset)}
                     name={t.name.clone().map(AttrValue::from)} uuid={t.uuid.clone()}
-                    {on_rename} busy={*rename_busy} error={(*rename_error).clone()} />
+                    {on_rename} busy={*rename_busy} error={(*rename_error).clone()}
+                    on_open={let e = rename_error.clone(); move |()| e.set(None)} />
                 <span class={classes!("state", state_class(t))} id="training-state" data-state={t.state.as_str()}>
                     { view::state_words(t.state) }
                 </span>

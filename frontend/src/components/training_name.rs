@@ -19,6 +19,9 @@ pub struct TrainingNameProps {
     /// Why the node refused the last name (its sentence).
     #[prop_or_default]
     pub error: Option<AttrValue>,
+    /// The form opened (a previous refusal no longer applies).
+    #[prop_or_default]
+    pub on_open: Callback<()>,
 }
 
 /// The heading `#training-title` with a "Rename" button; the form sends on
@@ -39,7 +42,11 @@ pub fn training_name(props: &TrainingNameProps) -> Html {
     }
     let open = {
         let editing = editing.clone();
-        Callback::from(move |_: MouseEvent| editing.set(true))
+        let on_open = props.on_open.clone();
+        Callback::from(move |_: MouseEvent| {
+            on_open.emit(());
+            editing.set(true);
+        })
     };
     let close = {
         let editing = editing.clone();
