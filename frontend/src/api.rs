@@ -4,6 +4,7 @@ use gloo_net::http::Request;
 use roundtable_shared::api::{
     ChatMessage, ChatSummary, Health, Me, PeerCheck, PeerInfo, SendMessage, TransferInfo, TrustKey,
 };
+use roundtable_shared::progress::Participant;
 use roundtable_shared::training::Training;
 use serde::de::DeserializeOwned;
 
@@ -138,6 +139,34 @@ pub async fn chats() -> Result<Vec<ChatSummary>, ApiError> {
 
 pub async fn trainings() -> Result<Vec<Training>, ApiError> {
     get_json("/api/trainings").await
+}
+
+/// `GET /api/trainings/{uuid}/participants`: this node first, then the
+/// peers that shared their progress, each with all its phases.
+pub async fn training_participants(uuid: &str) -> Result<Vec<Participant>, ApiError> {
+    get_json(&format!("/api/trainings/{}/participants", segment(uuid))).await
+}
+
+/// `GET /api/participants`: every training's participants, each with its
+/// latest phase only (the trainings list's counts).
+pub async fn participants() -> Result<Vec<Participant>, ApiError> {
+    get_json("/api/participants").await
+}
+
+/// `PUT /api/trainings/{uuid}/name` body.
+#[derive(serde::Serialize)]
+struct TrainingName<'a> {
+    name: &'a str,
+}
+
+/// `PUT /api/trainings/{uuid}/name`: names the training (an empty name
+/// resets it to the default); the node answers with the training.
+pub async fn rename_training(uuid: &str, name: &str) -> Result<Training, ApiError> {
+    let req = Request::put(&format!("/api/trainings/{}/name", segment(uuid)))
+        .header("Accept", "application/json")
+        .json(&TrainingName { name })
+        .map_err(|e| ApiError::Decode(e.to_string()))?;
+    decode(req.send().await).await
 }
 
 /// The page of `peer`'s history before `before` (the newest page without).

@@ -79,6 +79,11 @@ async fn refresh(store: UseReducerDispatcher<State>, last_read: BTreeMap<String,
         chats,
         trainings,
     });
+    // Each training's participants, for the trainings list's counts
+    // (merged: never older than the events that crossed the request).
+    if let Ok(list) = api::participants().await {
+        store.dispatch(Action::ParticipantsSummary(list));
+    }
     // Events that arrive while this runs are newer than its answer.
     store.dispatch(Action::TransfersRequested);
     if let Ok(list) = api::files().await {

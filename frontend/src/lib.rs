@@ -2,7 +2,10 @@
 //! node's web bridge (or by `trunk serve` during development).
 //!
 //! - [`state`]: the state and its reducer (plain Rust, tested natively).
-//! - [`view`]: pure helpers for times, the chat's virtual window, the timeline.
+//! - [`view`]: pure helpers for times, the chat's virtual window, the timeline,
+//!   the words of training states, chart axes and colours.
+//! - [`collab`]: a training's participants as lanes (stragglers, failed,
+//!   offline) and metric series (pure, tested natively).
 //! - [`api`]: typed calls to the node's `/api`; [`ws`]: the `/ws` event stream.
 //! - [`app`]: the root component: the state's context, the WebSocket, the
 //!   layout and the route switch; [`route`]: the URLs; [`hooks`]: the state
@@ -14,6 +17,7 @@
 
 pub mod api;
 pub mod app;
+pub mod collab;
 pub mod components;
 pub mod hooks;
 pub mod pages;

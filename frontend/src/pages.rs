@@ -4,16 +4,23 @@
 use std::cell::Cell;
 use std::rc::Rc;
 
-use roundtable_shared::api::{Direction, PeerTrust, TransferInfo, TransferState};
-use roundtable_shared::training::{RunStatus, Training};
+use roundtable_shared::api::{
+    Direction, Event as ApiEvent, PeerTrust, TransferInfo, TransferState,
+};
+use roundtable_shared::progress::RoundStatus;
+use roundtable_shared::training::{
+    clean_training_name, RunStatus, Training, TrainingState, MAX_TRAINING_NAME,
+};
 use web_sys::{HtmlInputElement, HtmlSelectElement};
 use yew::prelude::*;
 use yew_router::prelude::*;
 
 use crate::api;
+use crate::collab;
 use crate::components::{
-    local_offset_min, now_ms, AttachFiles, Composer, FileDrop, KeyChangedBanner, MessageList,
-    PeerCheckPanel, PeerList, PeerPathMark, PeerTrustMark, Timeline,
+    local_offset_min, now_ms, AttachFiles, Composer, FileDrop, KeyChangedBanner, Lanes,
+    MessageList, MetricCharts, PeerCheckPanel, PeerList, PeerPathMark, PeerTrustMark, Timeline,
+    TrainingName,
 };
 use crate::hooks::{use_store, use_tick};
 use crate::route::Route;
@@ -350,40 +357,124 @@ fn state_class(t: &Training) -> &'static str {
     t.state.as_str()
 }
 
-/// The trainings this node takes part in.
+/// Trainings per page of the list.
+pub const TRAININGS_PAGE: usize = 50;
+
+/// Rounds of this node's timeline and phase table shown until the user
+/// asks for all (the lanes above show the whole training compactly).
+pub const LATEST_ROUNDS: usize = 12;
+
+/// The trainings list's participants cell: `3 participants · 2 done with
+/// round 4`.
+fn participants_words(s: RoundStatus) -> String {
+    if s.known == 0 {
+        return "—".into();
+    }
+    let who = plural(s.known as u64, "participant");
+    match s.round {
+        Some(r) => format!("{who} · {} done with round {r}", s.done),
+        None => who,
+    }
+}
+
+/// The trainings this node takes part in, newest first: filterable by
+/// state and paged.
 #[component(TrainingsPage)]
 pub fn trainings_page() -> Html {
     let store = use_store();
     use_tick(store.trainings.values().any(|t| !t.state.is_terminal()));
-    let mut list: Vec<&Training> = store.trainings.values().collect();
-    list.sort_by_key(|t| std::cmp::Reverse(t.started_at));
+    let filter = use_state(|| None::<TrainingState>);
+    let page = use_state(|| 0usize);
+    let sorted = use_memo(store.trainings.clone(), |trainings| {
+        let mut list: Vec<(i64, String)> = trainings
+            .values()
+            .map(|t| (t.started_at, t.uuid.clone()))
+            .collect();
+        list.sort_by(|a, b| b.cmp(a));
+        list.into_iter().map(|(_, u)| u).collect::<Vec<String>>()
+    });
+    let shown: Vec<&Training> = sorted
+        .iter()
+        .filter_map(|u| store.trainings.get(u))
+        .filter(|t| filter.is_none_or(|s| t.state == s))
+        .collect();
+    let pages = shown.len().div_ceil(TRAININGS_PAGE).max(1);
+    let current = (*page).min(pages - 1);
+    let from = current * TRAININGS_PAGE;
+    let rows = &shown[from..(from + TRAININGS_PAGE).min(shown.len())];
+    let onchange = {
+        let filter = filter.clone();
+        let page = page.clone();
+        Callback::from(move |e: Event| {
+            let select: HtmlSelectElement = e.target_unchecked_into();
+            filter.set(TrainingState::parse(&select.value()));
+            page.set(0);
+        })
+    };
+    let go = |to: usize| {
+        let page = page.clone();
+        Callback::from(move |_: MouseEvent| page.set(to))
+    };
+    let in_state = |s: TrainingState| store.trainings.values().filter(|t| t.state == s).count();
     let offset = local_offset_min();
     let now = now_ms();
     html! {
         <section class="card" aria-labelledby="trainings-title">
-            <div class="card-head"><h2 id="trainings-title">{ "Trainings" }</h2></div>
-            if list.is_empty() {
+            <div class="card-head">
+                <h2 id="trainings-title">{ "Trainings" }</h2>
+                <label class="filter">
+                    <span class="visually-hidden">{ "Show trainings in state" }</span>
+                    <select id="trainings-filter" {onchange}>
+                        <option value="" selected={filter.is_none()}>{ format!("all states ({})", store.trainings.len()) }</option>
+                        { for TrainingState::ALL.into_iter().map(|s| html! {
+                            <option value={s.as_str()} selected={*filter == Some(s)}>
+                                { format!("{} ({})", view::state_words(s), in_state(s)) }
+                            </option>
+                        }) }
+                    </select>
+                </label>
+                <span class="count" id="trainings-count">{ format!("{} shown", shown.len()) }</span>
+            </div>
+            if store.trainings.is_empty() {
                 <p class="empty" id="no-trainings">{ "No trainings yet." }</p>
+            } else if shown.is_empty() {
+                <p class="empty" id="no-trainings-in-state">{ "No trainings in this state." }</p>
             } else {
                 <table class="trainings" id="trainings">
                     <thead><tr>
                         <th scope="col">{ "Training" }</th><th scope="col">{ "State" }</th>
-                        <th scope="col">{ "Round" }</th><th scope="col">{ "Started" }</th>
-                        <th scope="col">{ "Duration" }</th>
+                        <th scope="col">{ "Round" }</th><th scope="col">{ "Participants" }</th>
+                        <th scope="col">{ "Started" }</th><th scope="col">{ "Duration" }</th>
                     </tr></thead>
                     <tbody>
-                    { for list.iter().map(|t| html! {
-                        <tr key={t.uuid.clone()} data-uuid={t.uuid.clone()} class="training-row">
-                            <td><Link<Route> to={Route::Training { uuid: t.uuid.clone() }}>
-                                <code>{ &t.uuid }</code></Link<Route>></td>
-                            <td><span class={classes!("state", state_class(t))}>{ t.state.as_str() }</span></td>
+                    { for rows.iter().map(|t| html! {
+                        <tr key={t.uuid.clone()} data-uuid={t.uuid.clone()} data-state={t.state.as_str()} class="training-row">
+                            <td><Link<Route> to={Route::Training { uuid: t.uuid.clone() }} classes="training-link">
+                                { view::training_name(t, now, offset) }</Link<Route>>
+                                if t.name.is_some() {
+                                    <code class="short-id" title={t.uuid.clone()}>{ t.short_id() }</code>
+                                }
+                            </td>
+                            <td><span class={classes!("state", state_class(t))} data-state={t.state.as_str()}>{ view::state_words(t.state) }</span></td>
                             <td class="round">{ t.current_round.map(|r| r.to_string()).unwrap_or_default() }</td>
-                            <td>{ view::clock(t.started_at, offset) }</td>
+                            <td class="participants">{ participants_words(store.round_status(&t.uuid)) }</td>
+                            <td title={view::date_time(t.started_at, offset)}>{ view::when(t.started_at, now, offset) }</td>
                             <td>{ view::duration(t.finished_at.unwrap_or(now) - t.started_at) }</td>
                         </tr>
                     }) }
                     </tbody>
                 </table>
+                if pages > 1 {
+                    <nav class="pager" aria-label="Pages of trainings">
+                        <button type="button" id="trainings-prev" disabled={current == 0}
+                                onclick={go(current.saturating_sub(1))}>{ "← Newer" }</button>
+                        <span id="trainings-range">
+                            { format!("{}–{} of {}", from + 1, from + rows.len(), shown.len()) }
+                        </span>
+                        <button type="button" id="trainings-next" disabled={current + 1 >= pages}
+                                onclick={go(current + 1)}>{ "Older →" }</button>
+                    </nav>
+                }
             }
         </section>
     }
@@ -394,17 +485,105 @@ pub struct TrainingPageProps {
     pub uuid: AttrValue,
 }
 
-/// One training: its timeline, and each round's phases with their runs.
+/// Marks that the training page rendered with its participants loaded
+/// (read by the render benchmark): once per load of a training's page.
+fn mark_training_rendered() {
+    if let Some(p) = web_sys::window().and_then(|w| w.performance()) {
+        let _ = p.mark("roundtable:training-rendered");
+    }
+}
+
+/// One training: the participants' lanes, the metric charts, this node's
+/// timeline and each round's phases with their runs.
 #[component(TrainingPage)]
 pub fn training_page(props: &TrainingPageProps) -> Html {
     let store = use_store();
-    use_tick(
-        store
-            .trainings
-            .get(props.uuid.as_str())
-            .is_some_and(|t| !t.state.is_terminal()),
-    );
-    let Some(t) = store.trainings.get(props.uuid.as_str()) else {
+    let uuid = props.uuid.to_string();
+    let tp = store.training_participants(&uuid);
+    let running = store
+        .trainings
+        .get(uuid.as_str())
+        .is_some_and(|t| !t.state.is_terminal())
+        || tp.by_name.values().any(|p| !p.lane.state.is_terminal());
+    use_tick(running);
+    // All phases of every participant, on opening and after each snapshot
+    // (the first once the first snapshot is in: the page shows nothing
+    // before it).
+    {
+        let dispatch = store.dispatcher();
+        use_effect_with(
+            (uuid.clone(), store.epoch, store.loaded),
+            move |(uuid, _, loaded)| {
+                if !*loaded {
+                    return;
+                }
+                let training = uuid.clone();
+                yew::platform::spawn_local(async move {
+                    if let Ok(participants) = api::training_participants(&training).await {
+                        dispatch.dispatch(Action::Participants {
+                            training,
+                            participants,
+                        });
+                    }
+                });
+            },
+        );
+    }
+    // Lanes and charts change only with this training's participants.
+    let deps = (uuid.clone(), tp.rev, Rc::as_ptr(&tp) as usize);
+    let lanes = {
+        let tp = tp.clone();
+        use_memo(deps.clone(), move |_| tp.lanes())
+    };
+    let series = {
+        let lanes = lanes.clone();
+        use_memo(deps, move |_| collab::metric_series(&lanes))
+    };
+    // The benchmark's mark, once this load's participants are on screen
+    // (with the training: without it the page shows only a placeholder).
+    {
+        let marked = use_mut_ref(|| None::<String>);
+        let shown = tp.full && store.trainings.contains_key(uuid.as_str());
+        use_effect_with((uuid.clone(), shown), move |(uuid, shown)| {
+            if *shown && marked.borrow().as_deref() != Some(uuid.as_str()) {
+                *marked.borrow_mut() = Some(uuid.clone());
+                mark_training_rendered();
+            }
+        });
+    }
+    let all_rounds = use_state(|| false);
+    let rename_busy = use_state(|| false);
+    let rename_error = use_state(|| None::<AttrValue>);
+    let on_rename = {
+        let dispatch = store.dispatcher();
+        let uuid = uuid.clone();
+        let busy = rename_busy.clone();
+        let error = rename_error.clone();
+        Callback::from(move |name: String| {
+            if !name.is_empty() && clean_training_name(&name).is_none() {
+                error.set(Some(
+                    format!("A name is 1 to {MAX_TRAINING_NAME} characters, without control characters.").into(),
+                ));
+                return;
+            }
+            busy.set(true);
+            error.set(None);
+            let dispatch = dispatch.clone();
+            let uuid = uuid.clone();
+            let busy = busy.clone();
+            let error = error.clone();
+            yew::platform::spawn_local(async move {
+                match api::rename_training(&uuid, &name).await {
+                    Ok(training) => {
+                        dispatch.dispatch(Action::Event(ApiEvent::Training { training }));
+                    }
+                    Err(e) => error.set(Some(format!("Not renamed: {}", e.sentence()).into())),
+                }
+                busy.set(false);
+            });
+        })
+    };
+    let Some(t) = store.trainings.get(uuid.as_str()) else {
         return html! {
             <section class="card">
                 <h2>{ "Training " }<code>{ &props.uuid }</code></h2>
@@ -415,69 +594,137 @@ pub fn training_page(props: &TrainingPageProps) -> Html {
     };
     let offset = local_offset_min();
     let now = now_ms();
-    let bars = view::bars(t, now);
+    let mut bars = view::bars(t, now);
+    let mut rounds: Vec<u32> = bars.iter().map(|b| b.round).collect();
+    rounds.sort_unstable();
+    rounds.dedup();
+    let max_rounds = (!*all_rounds && rounds.len() > LATEST_ROUNDS).then_some(LATEST_ROUNDS);
+    if max_rounds.is_some() {
+        let shown = &rounds[rounds.len() - LATEST_ROUNDS..];
+        bars.retain(|b| shown.binary_search(&b.round).is_ok());
+    }
+    let toggle_rounds = {
+        let all_rounds = all_rounds.clone();
+        Callback::from(move |_: MouseEvent| all_rounds.set(!*all_rounds))
+    };
+    let summaries = Rc::new(collab::lane_summaries(&lanes, &store.peers, now));
+    let span = collab::lanes_span(&lanes, now);
+    let sharing = store.me.as_ref().map(|m| m.share_progress);
     html! {
         <section class="card training" aria-labelledby="training-title">
             <div class="card-head">
                 <Link<Route> to={Route::Trainings} classes="back">{ "← Trainings" }</Link<Route>>
-                <h2 id="training-title">{ "Training " }<code>{ &t.uuid }</code></h2>
-                <span class={classes!("state", state_class(t))} id="training-state">{ t.state.as_str() }</span>
+                <TrainingName shown={view::training_name(t, now, offset)}
+                    name={t.name.clone().map(AttrValue::from)} uuid={t.uuid.clone()}
+                    {on_rename} busy={*rename_busy} error={(*rename_error).clone()}
+                    on_open={let e = rename_error.clone(); move |()| e.set(None)} />
+                <span class={classes!("state", state_class(t))} id="training-state" data-state={t.state.as_str()}>
+                    { view::state_words(t.state) }
+                </span>
             </div>
             <dl class="facts">
                 <dt>{ "Current round" }</dt>
                 <dd id="current-round">{ t.current_round.map(|r| r.to_string()).unwrap_or_else(|| "—".into()) }</dd>
-                <dt>{ "Started" }</dt><dd>{ view::clock(t.started_at, offset) }</dd>
+                <dt>{ "Started" }</dt>
+                <dd title={view::date_time(t.started_at, offset)}>{ view::when(t.started_at, now, offset) }</dd>
                 if let Some(f) = t.finished_at {
-                    <dt>{ "Finished" }</dt><dd>{ view::clock(f, offset) }{ " (" }{ view::duration(f - t.started_at) }{ ")" }</dd>
+                    <dt>{ "Finished" }</dt>
+                    <dd title={view::date_time(f, offset)}>{ view::when(f, now, offset) }{ " (" }{ view::duration(f - t.started_at) }{ ")" }</dd>
                 }
                 if let Some(m) = &t.global_model_id {
                     <dt>{ "Global model" }</dt><dd><code>{ m }</code></dd>
                 }
+                <dt>{ "Progress" }</dt>
+                <dd id="share-progress" class={classes!("sharing", sharing.map(|on| if on { "on" } else { "off" }))}>
+                    { match sharing {
+                        Some(true) => "Sharing progress with the other participants",
+                        Some(false) => "Not sharing (--share-progress off)",
+                        None => "—",
+                    } }
+                </dd>
             </dl>
-            <Timeline training={t.clone()} {now} />
-            <table class="phases" id="phases">
-                <thead><tr>
-                    <th scope="col">{ "Round" }</th><th scope="col">{ "Phase" }</th>
-                    <th scope="col">{ "Started" }</th><th scope="col">{ "Duration" }</th>
-                    <th scope="col">{ "Model" }</th><th scope="col">{ "Local run" }</th>
-                </tr></thead>
-                <tbody>
-                { for bars.iter().map(|b| {
-                    let rec = t.phase(b.round, b.phase);
-                    let run = rec.and_then(|p| p.run.as_ref());
-                    html! {
-                        <tr class="phase-row" data-round={b.round.to_string()} data-phase={b.phase.as_str()}>
-                            <td>{ b.round }</td>
-                            <td><span class={classes!("key", b.phase.as_str())}>{ b.phase.as_str() }</span></td>
-                            <td>{ view::clock(b.start, offset) }</td>
-                            <td>{ b.duration.map(view::duration).unwrap_or_else(|| "running".into()) }</td>
-                            <td><code class="model">{ rec.map(|p| p.model_id.clone()).unwrap_or_default() }</code></td>
-                            <td>
-                            if let Some(run) = run {
-                                <span class={classes!("run", run.status.as_str())}>{ run.status.as_str() }</span>
-                                if let Some(code) = run.exit_code {
-                                    { format!(" exit {code}") }
-                                }
-                                if run.status != RunStatus::Running {
-                                    if let Some(end) = run.ended_at {
-                                        { format!(" · {}", view::duration(end - run.started_at)) }
-                                    }
-                                }
-                                if !run.output_tail.is_empty() {
-                                    <details open={run.status != RunStatus::Succeeded}>
-                                        <summary>{ "output" }</summary>
-                                        <pre class="output">{ run.output_tail.iter().rev().take(8).rev().cloned().collect::<Vec<_>>().join("\n") }</pre>
-                                    </details>
-                                }
-                            } else {
-                                { "—" }
-                            }
-                            </td>
-                        </tr>
+            <section class="participants" aria-labelledby="participants-title">
+                <div class="section-head">
+                    <h3 id="participants-title">{ "Participants" }</h3>
+                    <span class="count" id="participants-count">{ participants_words(tp.round_status()) }</span>
+                </div>
+                if summaries.is_empty() {
+                    <p class="empty" id="no-participants">
+                        { if tp.full { "No participant's progress known yet." } else { "loading…" } }
+                    </p>
+                } else {
+                    <Lanes lanes={summaries.clone()} {span} {now} offset_min={offset} />
+                    if summaries.len() == 1 {
+                        <p class="hint" id="only-you">
+                            { "Only this node so far: peers in this training appear here once they share their progress." }
+                        </p>
                     }
-                }) }
-                </tbody>
-            </table>
+                }
+            </section>
+            <MetricCharts uuid={t.uuid.clone()} series={series.clone()} />
+            <section class="local-rounds" aria-labelledby="rounds-title">
+                <div class="section-head">
+                    <h3 id="rounds-title">{ "This node's rounds" }</h3>
+                    if rounds.len() > LATEST_ROUNDS {
+                        <span class="count">
+                            { if max_rounds.is_some() { format!("the latest {LATEST_ROUNDS} of {}", rounds.len()) } else { format!("all {}", rounds.len()) } }
+                        </span>
+                        <button type="button" class="link" id="rounds-toggle" onclick={toggle_rounds}>
+                            { if max_rounds.is_some() { format!("Show all {} rounds", rounds.len()) } else { format!("Show the latest {LATEST_ROUNDS}") } }
+                        </button>
+                    }
+                </div>
+                <Timeline training={t.clone()} {now} {max_rounds} />
+                <table class="phases" id="phases">
+                    <thead><tr>
+                        <th scope="col">{ "Round" }</th><th scope="col">{ "Phase" }</th>
+                        <th scope="col">{ "Started" }</th><th scope="col">{ "Duration" }</th>
+                        <th scope="col">{ "Model" }</th><th scope="col">{ "Local run" }</th>
+                    </tr></thead>
+                    <tbody>
+                    { for bars.iter().map(|b| {
+                        let rec = t.phase(b.round, b.phase);
+                        let run = rec.and_then(|p| p.run.as_ref());
+                        html! {
+                            <tr class={classes!("phase-row", b.duration.is_none().then_some("live"))}
+                                data-round={b.round.to_string()} data-phase={b.phase.as_str()}>
+                                <td>{ b.round }</td>
+                                <td><span class={classes!("key", b.phase.as_str())}>{ view::phase_word(b.phase) }</span></td>
+                                <td title={view::date_time(b.start, offset)}>{ view::when(b.start, now, offset) }</td>
+                                <td>{ b.duration.map(view::duration).unwrap_or_else(|| format!("running · {}", view::duration(b.width))) }</td>
+                                <td><code class="model">{ rec.map(|p| p.model_id.clone()).unwrap_or_default() }</code></td>
+                                <td>
+                                if let Some(run) = run {
+                                    <span class={classes!("run", run.status.as_str())}>{ run.status.as_str() }</span>
+                                    if let Some(code) = run.exit_code {
+                                        { format!(" exit {code}") }
+                                    }
+                                    if run.status != RunStatus::Running {
+                                        if let Some(end) = run.ended_at {
+                                            { format!(" · {}", view::duration(end - run.started_at)) }
+                                        }
+                                    }
+                                    if run.metrics_ignored > 0 {
+                                        <span class="metrics-ignored" title="Metric lines that were malformed or over the limits">
+                                            { format!(" · {} metric lines ignored", run.metrics_ignored) }
+                                        </span>
+                                    }
+                                    if !run.output_tail.is_empty() {
+                                        <details open={run.status != RunStatus::Succeeded}>
+                                            <summary>{ "output" }</summary>
+                                            <pre class="output">{ run.output_tail.iter().rev().take(8).rev().cloned().collect::<Vec<_>>().join("\n") }</pre>
+                                        </details>
+                                    }
+                                } else {
+                                    { "—" }
+                                }
+                                </td>
+                            </tr>
+                        }
+                    }) }
+                    </tbody>
+                </table>
+            </section>
         </section>
     }
 }

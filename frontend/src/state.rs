@@ -5,7 +5,7 @@
 //! [`Event`] pushed on `/ws`, a page of history, a message the node accepted,
 //! a change of the WebSocket's state, the user reading a conversation, a
 //! peer check's progress, the user accepting a peer's new key, or a file
-//! upload's progress.
+//! upload's progress, or the participants of a training (issue 15).
 //! Applying the same information twice, or in a different order, gives the
 //! same state: messages are de-duplicated by `seq` and by id, and a
 //! message's state never goes backwards; transfers are keyed by `seq` and
@@ -18,6 +18,7 @@ use roundtable_shared::api::{
     ChatMessage, ChatSummary, Direction, Event, LinkState, Me, MessageState, PeerCheck, PeerInfo,
     PeerPath, PeerTrust, PinSource, TransferInfo, TransferState,
 };
+use roundtable_shared::progress::{round_status, Participant, RoundStatus};
 use roundtable_shared::training::Training;
 
 /// Output lines kept per local run (the node sends its tail, events add to it).
@@ -403,6 +404,71 @@ pub struct State {
     pub uploads: Rc<BTreeMap<u64, Rc<Upload>>>,
     /// Bumped whenever a transfer or an upload changed.
     pub transfers_rev: u64,
+    /// Per training (UUID), its participants as far as they are known:
+    /// all their phases once the training's page fetched them, else only
+    /// what the summary and events brought.
+    pub participants: Rc<BTreeMap<String, Rc<TrainingParticipants>>>,
+    /// Bumped whenever any training's participants changed (the trainings
+    /// list's counts).
+    pub participants_rev: u64,
+}
+
+/// The participants of one training, by name.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TrainingParticipants {
+    pub by_name: BTreeMap<String, Rc<Participant>>,
+    /// Whether `GET /api/trainings/{uuid}/participants` was applied: each
+    /// participant then has all its phases (events keep them whole).
+    pub full: bool,
+    /// Bumped at each change of this training's participants: what the
+    /// training page memoizes its lanes and charts on.
+    pub rev: u64,
+}
+
+impl TrainingParticipants {
+    /// Merges `p` into the participant of its name, or inserts it;
+    /// returns whether anything changed.
+    fn merge(&mut self, p: Participant) -> bool {
+        let changed = match self.by_name.get_mut(&p.name) {
+            Some(have) => Rc::make_mut(have).merge(&p),
+            None => {
+                self.by_name.insert(p.name.clone(), Rc::new(p));
+                true
+            }
+        };
+        if changed {
+            self.rev += 1;
+        }
+        changed
+    }
+
+    /// Replaces the participants with `list` (a fetch): those not in it
+    /// go; what was known of those in it, if newer (an event that crossed
+    /// the request), is kept.
+    fn replace(&mut self, list: Vec<Participant>, full: bool) {
+        let mut old = std::mem::take(&mut self.by_name);
+        for mut p in list {
+            if let Some(have) = old.remove(&p.name) {
+                p.merge(&have);
+            }
+            self.by_name.insert(p.name.clone(), Rc::new(p));
+        }
+        self.full = full;
+        self.rev += 1;
+    }
+
+    /// This node first, then the peers by name.
+    pub fn lanes(&self) -> Vec<Rc<Participant>> {
+        let mut v: Vec<Rc<Participant>> = self.by_name.values().cloned().collect();
+        // Stable: names stay in order within each group.
+        v.sort_by_key(|p| !p.local);
+        v
+    }
+
+    /// How the participants stand in the current round.
+    pub fn round_status(&self) -> RoundStatus {
+        round_status(self.by_name.values().map(|p| &**p))
+    }
 }
 
 /// A change to the state.
@@ -473,6 +539,16 @@ pub enum Action {
     },
     /// The user dismissed the failed upload `id`.
     UploadDismissed(u64),
+    /// `GET /api/trainings/{uuid}/participants`: every participant of
+    /// `training` with all its phases. Replaces what is held for it.
+    Participants {
+        training: String,
+        participants: Vec<Participant>,
+    },
+    /// `GET /api/participants`: every training's participants, each with
+    /// its latest phase only. Replaces the trainings not loaded in full;
+    /// merged into those that are.
+    ParticipantsSummary(Vec<Participant>),
 }
 
 impl State {
@@ -567,6 +643,45 @@ impl State {
             .collect();
         list.sort_by_key(|t| std::cmp::Reverse((t.created_at, t.seq)));
         list
+    }
+
+    /// The participants known for `training` (empty when none).
+    pub fn training_participants(&self, training: &str) -> Rc<TrainingParticipants> {
+        self.participants.get(training).cloned().unwrap_or_default()
+    }
+
+    /// The trainings list's line for `training`: participants known and
+    /// how many are done with the current round.
+    pub fn round_status(&self, training: &str) -> RoundStatus {
+        self.participants
+            .get(training)
+            .map(|t| t.round_status())
+            .unwrap_or_default()
+    }
+
+    /// Applies a participant's update (an event): merged into what is
+    /// known ([`Participant::merge`]: never backwards), or inserted. A
+    /// repeated or older update copies nothing and bumps no counter.
+    fn merge_participant(&mut self, p: Participant) {
+        let known = self
+            .participants
+            .get(&p.lane.training)
+            .and_then(|t| t.by_name.get(&p.name));
+        let merged = match known {
+            Some(have) => {
+                let mut m = (**have).clone();
+                if !m.merge(&p) {
+                    return;
+                }
+                m
+            }
+            None => p,
+        };
+        let map = Rc::make_mut(&mut self.participants);
+        let entry = Rc::make_mut(map.entry(merged.lane.training.clone()).or_default());
+        entry.by_name.insert(merged.name.clone(), Rc::new(merged));
+        entry.rev += 1;
+        self.participants_rev += 1;
     }
 
     fn merge_transfer(&mut self, t: TransferInfo) {
@@ -714,6 +829,43 @@ impl State {
                     self.transfers_rev += 1;
                 }
             }
+            Action::Participants {
+                training,
+                participants,
+            } => {
+                let map = Rc::make_mut(&mut self.participants);
+                let entry = Rc::make_mut(map.entry(training.clone()).or_default());
+                let list = participants
+                    .into_iter()
+                    .filter(|p| p.lane.training == training)
+                    .collect();
+                entry.replace(list, true);
+                self.participants_rev += 1;
+            }
+            Action::ParticipantsSummary(list) => {
+                let mut by_training: BTreeMap<String, Vec<Participant>> = BTreeMap::new();
+                for p in list {
+                    by_training
+                        .entry(p.lane.training.clone())
+                        .or_default()
+                        .push(p);
+                }
+                let map = Rc::make_mut(&mut self.participants);
+                // Trainings loaded in full are kept whole (their page's
+                // fetch and events); the others follow the summary.
+                map.retain(|uuid, t| t.full || by_training.contains_key(uuid));
+                for (uuid, list) in by_training {
+                    let entry = Rc::make_mut(map.entry(uuid).or_default());
+                    if entry.full {
+                        for p in list {
+                            entry.merge(p);
+                        }
+                    } else {
+                        entry.replace(list, false);
+                    }
+                }
+                self.participants_rev += 1;
+            }
             Action::KeyAcceptance { peer, acceptance } => {
                 match self.peers.get(&peer).and_then(|p| acceptance.settle(p)) {
                     Some(a) => {
@@ -767,6 +919,10 @@ impl State {
                 if self.trainings.contains_key(&uuid) {
                     Rc::make_mut(&mut self.trainings).remove(&uuid);
                 }
+                if self.participants.contains_key(&uuid) {
+                    Rc::make_mut(&mut self.participants).remove(&uuid);
+                    self.participants_rev += 1;
+                }
             }
             Event::PeerGone { name } => {
                 self.key_acceptance.remove(&name);
@@ -791,8 +947,7 @@ impl State {
                     me.directory_state = state;
                 }
             }
-            // Participants' lanes are not shown yet (issue 15, in progress).
-            Event::Participant { .. } => {}
+            Event::Participant { participant } => self.merge_participant(participant),
             Event::RunOutput {
                 training,
                 round,
@@ -854,6 +1009,7 @@ impl yew::Reducible for State {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use roundtable_shared::progress::{Lane, PhaseReport, RunReport};
     use roundtable_shared::training::{Phase, PhaseRecord, Round, Run, RunStatus, TrainingState};
 
     fn msg(seq: i64, id: &str, dir: Direction, state: MessageState) -> ChatMessage {
@@ -879,6 +1035,7 @@ mod tests {
             fingerprint: "0000 0000 0000 0000 0000 0000 0000 0000".into(),
             key_at_directory: Default::default(),
             relay_only: false,
+            share_progress: true,
             require_secure: false,
         }
     }
@@ -902,6 +1059,267 @@ mod tests {
             chats: vec![],
             trainings: vec![],
         });
+    }
+
+    const T: &str = "0b8a3f4e-5c6d-4e7f-8a9b-0c1d2e3f4a5b";
+
+    fn report(round: u32, phase: Phase, seq: u64, run: Option<RunStatus>) -> PhaseReport {
+        PhaseReport {
+            round,
+            phase,
+            started_at: seq as i64 * 1000,
+            run: run.map(|status| RunReport {
+                status,
+                started_at: seq as i64 * 1000,
+                ended_at: (status != RunStatus::Running).then_some(seq as i64 * 1000 + 500),
+                exit_code: None,
+            }),
+            metrics: vec![],
+            seq,
+        }
+    }
+
+    fn part(name: &str, training: &str, seq: u64, phases: Vec<PhaseReport>) -> Participant {
+        Participant {
+            name: name.into(),
+            local: name == "alice",
+            updated_at: seq as i64 * 1000,
+            lane: Lane {
+                training: training.into(),
+                state: TrainingState::InRound,
+                current_round: phases.iter().map(|p| p.round).max(),
+                started_at: 0,
+                finished_at: None,
+                seq,
+                phases,
+            },
+        }
+    }
+
+    fn participant_event(p: Participant) -> Action {
+        Action::Event(Event::Participant { participant: p })
+    }
+
+    fn names(s: &State, training: &str) -> Vec<String> {
+        s.training_participants(training)
+            .lanes()
+            .iter()
+            .map(|p| p.name.clone())
+            .collect()
+    }
+
+    #[test]
+    fn lanes_and_metrics_merge_from_the_fetch_and_events() {
+        use roundtable_shared::progress::Metric;
+        let mut s = State::default();
+        s.apply(Action::Participants {
+            training: T.into(),
+            participants: vec![
+                part(
+                    "bob",
+                    T,
+                    2,
+                    vec![report(0, Phase::Update, 2, Some(RunStatus::Succeeded))],
+                ),
+                part(
+                    "alice",
+                    T,
+                    1,
+                    vec![report(0, Phase::Update, 1, Some(RunStatus::Running))],
+                ),
+            ],
+        });
+        assert_eq!(names(&s, T), ["alice", "bob"], "this node first");
+        assert!(s.training_participants(T).full);
+        // bob's next phase arrives with its loss; alice's run ends.
+        let mut next = report(1, Phase::Update, 5, Some(RunStatus::Running));
+        next.metrics.push(Metric {
+            name: "loss".into(),
+            value: 0.4,
+        });
+        s.apply(participant_event(part("bob", T, 5, vec![next])));
+        let mut done = report(0, Phase::Update, 3, Some(RunStatus::Succeeded));
+        done.metrics.push(Metric {
+            name: "loss".into(),
+            value: 0.5,
+        });
+        s.apply(participant_event(part("alice", T, 3, vec![done])));
+        let tp = s.training_participants(T);
+        let bob = &tp.by_name["bob"];
+        assert_eq!(bob.lane.phases.len(), 2, "the new phase added to the old");
+        assert_eq!(bob.lane.current_round, Some(1));
+        let series = crate::collab::metric_series(&tp.lanes());
+        assert_eq!(series.len(), 1);
+        assert_eq!(series[0].title(), "loss (train)");
+        let lines: Vec<(&str, Vec<(u32, f64)>)> = series[0]
+            .lines
+            .iter()
+            .map(|l| (l.participant.as_str(), l.points.clone()))
+            .collect();
+        assert_eq!(lines, [("alice", vec![(0, 0.5)]), ("bob", vec![(1, 0.4)])]);
+        // Two of two done with round 0? bob is in round 1 now: round 1, 0 done.
+        let st = s.round_status(T);
+        assert_eq!((st.known, st.round, st.done), (2, Some(1), 0));
+    }
+
+    #[test]
+    fn an_older_or_repeated_update_changes_nothing() {
+        let mut s = State::default();
+        let newer = part("bob", T, 7, vec![report(2, Phase::Test, 7, None)]);
+        s.apply(participant_event(newer.clone()));
+        let held = s.participants.clone();
+        let rev = s.participants_rev;
+        let trev = s.training_participants(T).rev;
+        // The same update again, and an older one (a lower seq).
+        s.apply(participant_event(newer));
+        let mut older = part(
+            "bob",
+            T,
+            4,
+            vec![report(2, Phase::Test, 4, Some(RunStatus::Failed))],
+        );
+        older.lane.state = TrainingState::Started;
+        s.apply(participant_event(older));
+        assert_eq!(s.participants_rev, rev);
+        assert_eq!(s.training_participants(T).rev, trev);
+        assert!(Rc::ptr_eq(&held, &s.participants), "nothing copied");
+        let bob = &s.training_participants(T).by_name["bob"];
+        assert_eq!(bob.lane.state, TrainingState::InRound);
+        assert_eq!(bob.lane.phases[0].run, None, "not the older record");
+        // A fetch that crossed a newer event does not undo it either.
+        s.apply(Action::Participants {
+            training: T.into(),
+            participants: vec![part("bob", T, 4, vec![report(2, Phase::Test, 4, None)])],
+        });
+        assert_eq!(s.training_participants(T).by_name["bob"].lane.seq, 7);
+    }
+
+    #[test]
+    fn a_new_participant_or_training_appears_with_its_first_event() {
+        let mut s = State::default();
+        s.apply(Action::Participants {
+            training: T.into(),
+            participants: vec![part("alice", T, 1, vec![report(0, Phase::Update, 1, None)])],
+        });
+        let before = s.training_participants(T).rev;
+        s.apply(participant_event(part(
+            "carol",
+            T,
+            3,
+            vec![report(0, Phase::Update, 3, None)],
+        )));
+        assert_eq!(names(&s, T), ["alice", "carol"]);
+        assert!(s.training_participants(T).rev > before);
+        // A training not fetched yet.
+        let other = "11111111-2222-4333-8444-555555555555";
+        s.apply(participant_event(part("bob", other, 1, vec![])));
+        assert_eq!(names(&s, other), ["bob"]);
+        assert!(!s.training_participants(other).full);
+        // Gone with its training.
+        s.apply(Action::Event(Event::TrainingGone { uuid: other.into() }));
+        assert!(names(&s, other).is_empty());
+    }
+
+    #[test]
+    fn the_summary_counts_per_training_and_keeps_full_lanes() {
+        let mut s = State::default();
+        let other = "11111111-2222-4333-8444-555555555555";
+        s.apply(Action::Participants {
+            training: T.into(),
+            participants: vec![part(
+                "alice",
+                T,
+                2,
+                vec![
+                    report(0, Phase::Update, 1, Some(RunStatus::Succeeded)),
+                    report(1, Phase::Test, 2, Some(RunStatus::Succeeded)),
+                ],
+            )],
+        });
+        s.apply(participant_event(part("zed", other, 1, vec![])));
+        let rev = s.participants_rev;
+        s.apply(Action::ParticipantsSummary(vec![
+            part(
+                "alice",
+                T,
+                2,
+                vec![report(1, Phase::Test, 2, Some(RunStatus::Succeeded))],
+            ),
+            part(
+                "bob",
+                T,
+                3,
+                vec![report(1, Phase::Update, 3, Some(RunStatus::Succeeded))],
+            ),
+            part(
+                "alice",
+                other,
+                4,
+                vec![report(3, Phase::Update, 4, Some(RunStatus::Running))],
+            ),
+            part(
+                "carol",
+                other,
+                4,
+                vec![report(3, Phase::Update, 4, Some(RunStatus::Succeeded))],
+            ),
+        ]));
+        assert!(s.participants_rev > rev);
+        // The full training keeps alice's two phases and gains bob.
+        let tp = s.training_participants(T);
+        assert_eq!(tp.by_name["alice"].lane.phases.len(), 2);
+        assert_eq!(names(&s, T), ["alice", "bob"]);
+        // The other follows the summary: zed is no longer listed.
+        assert_eq!(names(&s, other), ["alice", "carol"]);
+        let st = s.round_status(other);
+        assert_eq!((st.known, st.round, st.done), (2, Some(3), 1));
+        assert_eq!(s.round_status("unknown").known, 0);
+    }
+
+    #[test]
+    fn a_peer_offline_shows_its_last_known_state() {
+        let mut s = State::default();
+        snapshot(&mut s, vec![peer("bob", true), peer("carol", false)]);
+        s.apply(Action::Participants {
+            training: T.into(),
+            participants: vec![
+                part(
+                    "alice",
+                    T,
+                    9,
+                    vec![report(2, Phase::Update, 9, Some(RunStatus::Running))],
+                ),
+                part(
+                    "bob",
+                    T,
+                    9,
+                    vec![report(2, Phase::Update, 9, Some(RunStatus::Running))],
+                ),
+                part(
+                    "carol",
+                    T,
+                    4,
+                    vec![report(1, Phase::Update, 4, Some(RunStatus::Running))],
+                ),
+            ],
+        });
+        let now = 10_000;
+        let lanes = s.training_participants(T).lanes();
+        let l = crate::collab::lane_summaries(&lanes, &s.peers, now);
+        let offline: Vec<Option<i64>> = l.iter().map(|l| l.offline).collect();
+        assert_eq!(
+            offline,
+            [None, None, Some(4000)],
+            "carol, last heard at 4 s"
+        );
+        assert_eq!(l[2].latest.as_ref().map(|p| p.round), Some(1));
+        // Her peer comes back online: her lane is live again, and behind.
+        s.apply(Action::Event(Event::Peer {
+            peer: peer("carol", true),
+        }));
+        let l = crate::collab::lane_summaries(&lanes, &s.peers, now);
+        assert_eq!(l[2].offline, None);
+        assert!(l[2].straggler, "round 1 while the others are in round 2");
     }
 
     #[test]
@@ -1190,6 +1608,7 @@ mod tests {
                         ended_at: None,
                         exit_code: None,
                         output_tail: vec![],
+                        metrics_ignored: 0,
                     }),
                 }],
             }],

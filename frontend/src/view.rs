@@ -6,7 +6,7 @@
 use roundtable_shared::api::{
     Direction, PeerInfo, PeerPath, PeerTrust, PinSource, TransferInfo, TransferState,
 };
-use roundtable_shared::training::{Phase, Training};
+use roundtable_shared::training::{Phase, RunStatus, Training, TrainingState};
 
 /// `1.2 s`, `3 min 04 s`, `2 h 05 min`.
 pub fn duration(ms: i64) -> String {
@@ -350,6 +350,179 @@ pub fn window(offsets: &[f64], top: f64, height: f64, overscan: usize) -> std::o
     first.saturating_sub(overscan)..(last + overscan).min(rows).max(first.min(rows))
 }
 
+/// A training's state in the words a person knows.
+pub fn state_words(s: TrainingState) -> &'static str {
+    match s {
+        TrainingState::Started => "Starting",
+        TrainingState::InRound => "In an update round",
+        TrainingState::Testing => "Testing the model",
+        TrainingState::Swag => "SWAG round",
+        TrainingState::Finished => "Finished",
+        TrainingState::Removed => "Removed from the training",
+    }
+}
+
+/// A phase as the pages name it: `update`, `test`, `SWAG`.
+pub fn phase_word(p: Phase) -> &'static str {
+    match p {
+        Phase::Update => "update",
+        Phase::Test => "test",
+        Phase::Swag => "SWAG",
+    }
+}
+
+/// A local run's status in words.
+pub fn run_words(s: RunStatus) -> &'static str {
+    match s {
+        RunStatus::Running => "running",
+        RunStatus::Succeeded => "succeeded",
+        RunStatus::Failed => "failed",
+        RunStatus::Skipped => "skipped (a newer phase came first)",
+    }
+}
+
+/// `HH:MM` of Unix ms `at` on the local day of `now`, else
+/// `YYYY-MM-DD HH:MM`: "last heard" and the lanes' axis.
+pub fn short_when(at: i64, now: i64, offset_min: i64) -> String {
+    let full = when(at, now, offset_min);
+    // Drop the seconds (`:SS` at the end).
+    full[..full.len() - 3].to_owned()
+}
+
+/// The name to show for a training: the one a person gave it, else the
+/// first eight characters of its UUID and when it started (with the date
+/// when not today).
+pub fn training_name(t: &Training, now: i64, offset_min: i64) -> String {
+    match &t.name {
+        Some(n) if !n.trim().is_empty() => n.clone(),
+        _ => default_training_name(t, now, offset_min),
+    }
+}
+
+/// The default name of a training ([`training_name`] without a name set).
+pub fn default_training_name(t: &Training, now: i64, offset_min: i64) -> String {
+    format!(
+        "{} · {}",
+        t.short_id(),
+        short_when(t.started_at, now, offset_min)
+    )
+}
+
+/// Where `GET /api/trainings/{uuid}/metrics.csv` is (a plain link).
+pub fn metrics_csv_url(uuid: &str) -> String {
+    format!("/api/trainings/{uuid}/metrics.csv")
+}
+
+/// About `n` evenly spaced round values covering `[lo, hi]`, each a
+/// multiple of 1, 2 or 5 times a power of ten: an axis's labelled ticks.
+pub fn nice_ticks(lo: f64, hi: f64, n: usize) -> Vec<f64> {
+    if !(lo.is_finite() && hi.is_finite()) || n == 0 {
+        return vec![];
+    }
+    let (lo, hi) = if hi > lo {
+        (lo, hi)
+    } else {
+        (lo - 1.0, lo + 1.0)
+    };
+    let raw = (hi - lo) / n as f64;
+    let exp = raw.log10().floor() as i32;
+    // A value `k * m * 10^exp`, computed so that 3 * 0.2 is 0.6 (a division
+    // by an exact power of ten rounds correctly; a product does not).
+    let scaled = |k: f64| {
+        if exp < 0 {
+            k / 10f64.powi(-exp)
+        } else {
+            k * 10f64.powi(exp)
+        }
+    };
+    let m = [1.0, 2.0, 5.0, 10.0]
+        .into_iter()
+        .find(|m| scaled(*m) >= raw)
+        .unwrap_or(10.0);
+    let step = scaled(m);
+    let first = (lo / step).ceil() as i64;
+    let last = (hi / step).floor() as i64;
+    (first..=last)
+        .take(50)
+        .map(|i| scaled(i as f64 * m))
+        .collect()
+}
+
+/// A tick's label: as few decimals as its step needs.
+pub fn tick_label(v: f64, step: f64) -> String {
+    let decimals = if step >= 1.0 || step <= 0.0 {
+        0
+    } else {
+        (-step.log10().floor()) as usize
+    };
+    let s = format!("{v:.decimals$}");
+    if s == "-0" {
+        "0".into()
+    } else {
+        s
+    }
+}
+
+/// A metric value for people: four significant digits (`0.4123`,
+/// `12.35`, `1235`), or an exponent for very large or small magnitudes.
+pub fn metric_value(v: f64) -> String {
+    let a = v.abs();
+    if a == 0.0 {
+        "0".into()
+    } else if !(1e-3..1e6).contains(&a) {
+        format!("{v:.3e}")
+    } else {
+        let decimals = (3 - a.log10().floor() as i32).max(0) as usize;
+        format!("{v:.decimals$}")
+    }
+}
+
+/// The colours of participants' lines, distinct for up to ten names.
+pub const PALETTE: [&str; 10] = [
+    "#3353d1", "#d9480f", "#1f9d55", "#9c36b5", "#c2255c", "#0c8599", "#b7791f", "#5c940d",
+    "#7f5539", "#1c2a5e",
+];
+
+fn name_hash(name: &str) -> usize {
+    // FNV-1a.
+    let mut h: u32 = 0x811c_9dc5;
+    for b in name.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h as usize
+}
+
+/// The colour of participant `name` alone: a hash of the name, not its
+/// place in a list.
+pub fn participant_colour(name: &str) -> &'static str {
+    PALETTE[name_hash(name) % PALETTE.len()]
+}
+
+/// The colours of a training's participants: each its own
+/// [`participant_colour`] unless another took it, then the next free one
+/// (taken in order of the names' hashes, so the same names get the same
+/// colours on every node and page); distinct for up to ten names.
+pub fn colours<'a>(
+    names: impl IntoIterator<Item = &'a str>,
+) -> std::collections::BTreeMap<&'a str, &'static str> {
+    let mut names: Vec<&str> = names.into_iter().collect();
+    names.sort_by_key(|n| (name_hash(n) % PALETTE.len(), name_hash(n), *n));
+    names.dedup();
+    let mut taken = [false; PALETTE.len()];
+    let mut out = std::collections::BTreeMap::new();
+    for n in names {
+        let want = name_hash(n) % PALETTE.len();
+        let slot = (0..PALETTE.len())
+            .map(|k| (want + k) % PALETTE.len())
+            .find(|s| !taken[*s])
+            .unwrap_or(want);
+        taken[slot] = true;
+        out.insert(n, PALETTE[slot]);
+    }
+    out
+}
+
 /// One bar of the timeline: a phase of a round.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Bar {
@@ -601,8 +774,70 @@ mod tests {
                 ended_at: Some(e),
                 exit_code: Some(0),
                 output_tail: vec![],
+                metrics_ignored: 0,
             }),
         }
+    }
+
+    #[test]
+    fn training_words() {
+        assert_eq!(state_words(TrainingState::Swag), "SWAG round");
+        assert_eq!(state_words(TrainingState::InRound), "In an update round");
+        assert_eq!(phase_word(Phase::Swag), "SWAG");
+        let mut t = Training {
+            name: None,
+            uuid: "0b8a3f4e-5c6d-4e7f-8a9b-0c1d2e3f4a5b".into(),
+            state: TrainingState::Started,
+            current_round: None,
+            started_at: 1_796_131_535_000,
+            finished_at: None,
+            global_model_id: None,
+            rounds: vec![],
+        };
+        let now = t.started_at + 60_000;
+        assert_eq!(training_name(&t, now, 0), "0b8a3f4e · 13:25");
+        assert_eq!(
+            training_name(&t, now + 86_400_000, 0),
+            "0b8a3f4e · 2026-12-01 13:25",
+            "the date when not today"
+        );
+        t.name = Some("Lung CT, 4 sites".into());
+        assert_eq!(training_name(&t, now, 0), "Lung CT, 4 sites");
+        assert_eq!(
+            metrics_csv_url(&t.uuid),
+            "/api/trainings/0b8a3f4e-5c6d-4e7f-8a9b-0c1d2e3f4a5b/metrics.csv"
+        );
+    }
+
+    #[test]
+    fn chart_axes_and_colours() {
+        assert_eq!(nice_ticks(0.0, 1.0, 4), [0.0, 0.5, 1.0]);
+        assert_eq!(nice_ticks(0.31, 0.94, 4), [0.4, 0.6, 0.8]);
+        assert_eq!(nice_ticks(0.0, 99.0, 5), [0.0, 20.0, 40.0, 60.0, 80.0]);
+        assert_eq!(nice_ticks(3.0, 3.0, 4), [2.0, 2.5, 3.0, 3.5, 4.0]);
+        assert!(nice_ticks(f64::NAN, 1.0, 4).is_empty());
+        assert_eq!(tick_label(0.5, 0.5), "0.5");
+        assert_eq!(tick_label(20.0, 20.0), "20");
+        assert_eq!(tick_label(0.25, 0.05), "0.25");
+        assert_eq!(metric_value(0.412345), "0.4123");
+        assert_eq!(metric_value(12.3456), "12.35");
+        assert_eq!(metric_value(0.0), "0");
+        assert_eq!(metric_value(2e9), "2.000e9");
+        // Stable per name, distinct for the demo's three.
+        assert_eq!(participant_colour("bob"), participant_colour("bob"));
+        let c = ["alice", "bob", "carol"].map(participant_colour);
+        assert!(c[0] != c[1] && c[1] != c[2] && c[0] != c[2], "{c:?}");
+        // Ten participants: ten colours, whatever the order they come in.
+        let ten = [
+            "alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy",
+        ];
+        let m = colours(ten);
+        let distinct: std::collections::BTreeSet<_> = m.values().collect();
+        assert_eq!(distinct.len(), 10);
+        let mut rev = ten;
+        rev.reverse();
+        assert_eq!(colours(rev), m);
+        assert_eq!(colours(["bob"])["bob"], participant_colour("bob"));
     }
 
     #[test]

@@ -6,17 +6,22 @@
 
 use std::rc::Rc;
 
+use std::collections::BTreeMap;
+
+use roundtable_frontend::collab;
 use roundtable_frontend::components::{
-    Composer, ComposerProps, Header, HeaderProps, KeyChangedBanner, KeyChangedBannerProps,
-    MessageList, PeerCheckPanel, PeerCheckPanelProps, Timeline, TimelineProps,
+    Composer, ComposerProps, Header, HeaderProps, KeyChangedBanner, KeyChangedBannerProps, Lanes,
+    LanesProps, MessageList, MetricCharts, MetricChartsProps, PeerCheckPanel, PeerCheckPanelProps,
+    Timeline, TimelineProps, TrainingName, TrainingNameProps,
 };
 use roundtable_frontend::state::{
     Action, Chat, CheckStatus, Checks, KeyAcceptance, PeerRow, State, WsState,
 };
 use roundtable_shared::api::{
     ChatMessage, Direction, Event, KeyAtDirectory, LinkState, MessageState, PeerCheck,
-    PeerCheckResult, PeerPath, PeerTrust, PinSource,
+    PeerCheckResult, PeerInfo, PeerPath, PeerTrust, PinSource,
 };
+use roundtable_shared::progress::{Lane, Metric, Participant, PhaseReport, RunReport};
 use roundtable_shared::training::{
     Phase, PhaseRecord, Round, Run, RunStatus, Training, TrainingState,
 };
@@ -811,6 +816,7 @@ fn training() -> Training {
     };
     Training {
         uuid: "t1".into(),
+        name: None,
         state: TrainingState::Testing,
         current_round: Some(1),
         started_at: 0,
@@ -828,6 +834,7 @@ fn training() -> Training {
                         ended_at: Some(1800),
                         exit_code: Some(2),
                         output_tail: vec!["boom".into()],
+                        metrics_ignored: 0,
                     }),
                 )],
             },
@@ -844,6 +851,7 @@ async fn timeline_draws_a_bar_per_phase() {
     let root = render::<Timeline>(TimelineProps {
         training: training(),
         now: 6000,
+        max_rounds: None,
     })
     .await;
     assert_eq!(count(&root, "svg .bar"), 3);
@@ -871,8 +879,673 @@ async fn timeline_draws_a_bar_per_phase() {
         titles,
         [
             "round 0 update: 2.0 s",
-            "round 1 swag: 1.0 s",
-            "round 1 test: running"
+            "round 1 SWAG: 1.0 s",
+            "round 1 test: running 2.0 s"
         ]
+    );
+    // The running phase is striped; the last bar is labelled even when narrow.
+    assert_eq!(count(&root, "svg .bar.live .stripes"), 1);
+    assert_eq!(count(&root, "svg .bar.last text"), 1);
+    assert!(text_of(&root, ".legend").unwrap().contains("SWAG"));
+    // The legend lists only the phases that occurred.
+    let mut only_update = training();
+    only_update.rounds.truncate(1);
+    only_update.state = TrainingState::Finished;
+    only_update.finished_at = Some(5000);
+    let root = render::<Timeline>(TimelineProps {
+        training: only_update,
+        now: 6000,
+        max_rounds: None,
+    })
+    .await;
+    assert_eq!(count(&root, ".legend .key"), 1);
+    assert_eq!(text_of(&root, ".legend").as_deref(), Some("update"));
+    // The axis covers the whole training: to its finish at 5 s.
+    assert_eq!(
+        text_of(&root, "svg text.axis.end").as_deref(),
+        Some("5.0 s")
+    );
+}
+
+const T: &str = "0b8a3f4e-5c6d-4e7f-8a9b-0c1d2e3f4a5b";
+
+/// `name`'s progress: rounds `0..rounds`, an update then a test phase
+/// each, 10 s apart, with `metrics` metrics per phase; the last phase's
+/// run is `last`.
+fn participant(
+    name: &str,
+    rounds: u32,
+    metrics: usize,
+    last: RunStatus,
+    offset: f64,
+) -> Participant {
+    let mut phases = Vec::new();
+    for r in 0..rounds {
+        for (k, phase) in [Phase::Update, Phase::Test].into_iter().enumerate() {
+            let at = i64::from(r) * 20_000 + k as i64 * 10_000;
+            let round = if phase == Phase::Test { r + 1 } else { r };
+            phases.push(PhaseReport {
+                round,
+                phase,
+                started_at: at,
+                run: Some(RunReport {
+                    status: RunStatus::Succeeded,
+                    started_at: at,
+                    ended_at: Some(at + 5000),
+                    exit_code: Some(0),
+                }),
+                metrics: (0..metrics)
+                    .map(|m| Metric {
+                        name: ["loss", "accuracy", "auc", "f1"][m % 4].into(),
+                        value: 1.0 / f64::from(round + 1) + offset + m as f64,
+                    })
+                    .collect(),
+                seq: phases.len() as u64 + 1,
+            });
+        }
+    }
+    phases.sort_by_key(|p: &PhaseReport| (p.round, p.phase));
+    if let Some(p) = phases.iter_mut().max_by_key(|p| p.phase.position(p.round)) {
+        let run = p.run.as_mut().unwrap();
+        run.status = last;
+        if last == RunStatus::Running {
+            run.ended_at = None;
+            run.exit_code = None;
+        } else if last == RunStatus::Failed {
+            run.exit_code = Some(2);
+        }
+    }
+    Participant {
+        name: name.into(),
+        local: name == "alice",
+        updated_at: i64::from(rounds) * 20_000,
+        lane: Lane {
+            training: T.into(),
+            state: TrainingState::InRound,
+            current_round: Some(rounds),
+            started_at: 0,
+            finished_at: None,
+            seq: 1_000_000,
+            phases,
+        },
+    }
+}
+
+fn peers_online(names: &[&str], offline: &[&str]) -> BTreeMap<String, PeerInfo> {
+    names
+        .iter()
+        .map(|n| (n, true))
+        .chain(offline.iter().map(|n| (n, false)))
+        .map(|(n, online)| {
+            (
+                n.to_string(),
+                PeerInfo {
+                    online,
+                    ..PeerInfo::unknown(n)
+                },
+            )
+        })
+        .collect()
+}
+
+fn attr(root: &Element, selector: &str, name: &str) -> Option<String> {
+    root.query_selector(selector)
+        .unwrap()
+        .and_then(|e| e.get_attribute(name))
+}
+
+#[wasm_bindgen_test]
+async fn a_metric_chart_draws_a_line_per_participant_and_reads_values_on_hover() {
+    let lanes: Vec<Rc<Participant>> = [("alice", 0.0), ("bob", 0.05)]
+        .into_iter()
+        .map(|(n, o)| Rc::new(participant(n, 3, 1, RunStatus::Succeeded, o)))
+        .collect();
+    let series = collab::metric_series(&lanes);
+    assert_eq!(series.len(), 2, "loss (train) and loss (test)");
+    let root = render::<MetricCharts>(MetricChartsProps {
+        uuid: T.into(),
+        series: Rc::new(series),
+    })
+    .await;
+    assert_eq!(count(&root, "svg.metric-chart"), 2);
+    let chart = "svg.metric-chart[data-metric=loss][data-kind=train]";
+    assert_eq!(count(&root, &format!("{chart} polyline.metric-line")), 2);
+    assert_eq!(
+        attr(
+            &root,
+            &format!("{chart} polyline.metric-line[data-participant=bob]"),
+            "data-points"
+        )
+        .as_deref(),
+        Some("3")
+    );
+    let fig = root.query_selector(".metric-card").unwrap().unwrap();
+    assert_eq!(
+        text_of(&fig, ".chart-title").as_deref(),
+        Some("loss (train)")
+    );
+    assert!(count(&fig, "text.tick.x") >= 2, "labelled rounds");
+    assert!(count(&fig, "text.tick.y") >= 2, "labelled values");
+    assert_eq!(count(&fig, ".chart-legend li"), 2);
+    // Values on hover: the round under the pointer, each participant's value.
+    // The pointer over round 1's dot (alice's second point).
+    let dot = fig
+        .query_selector(".metric-dots[data-participant=alice] circle:nth-of-type(2)")
+        .unwrap()
+        .unwrap()
+        .get_bounding_client_rect();
+    let svg = fig.query_selector("svg.metric-chart").unwrap().unwrap();
+    let moved = web_sys::MouseEvent::new_with_mouse_event_init_dict("mousemove", &{
+        let i = web_sys::MouseEventInit::new();
+        i.set_bubbles(true);
+        i.set_client_x((dot.left() + dot.width() / 2.0) as i32);
+        i.set_client_y((dot.top() + dot.height() / 2.0) as i32);
+        i
+    })
+    .unwrap();
+    svg.dispatch_event(&moved).unwrap();
+    yew::scheduler::flush().await;
+    assert_eq!(
+        text_of(&fig, ".chart-readout").as_deref(),
+        Some("round 1: alice 0.5000 · bob 0.5500")
+    );
+    assert_eq!(count(&fig, ".metric-hover circle"), 2);
+    // Dots carry their value as a tooltip.
+    assert!(
+        text_of(&fig, ".metric-dots[data-participant=bob] circle title")
+            .unwrap()
+            .starts_with("bob · round 0: 1.050")
+    );
+    assert_eq!(
+        attr(&root, "a.metrics-csv", "href").as_deref(),
+        Some(format!("/api/trainings/{T}/metrics.csv").as_str())
+    );
+    // No metrics yet: says how to report one.
+    let root = render::<MetricCharts>(MetricChartsProps {
+        uuid: T.into(),
+        series: Rc::new(vec![]),
+    })
+    .await;
+    assert!(text_of(&root, "#no-metrics")
+        .unwrap()
+        .contains("roundtable-metric"));
+}
+
+#[wasm_bindgen_test]
+async fn lanes_show_each_participant_and_its_stand_outs() {
+    // alice (this node) and bob are in round 3's update; carol still runs
+    // round 2's test; dave failed; erin's node is offline.
+    let mut carol = participant("carol", 2, 1, RunStatus::Running, 0.0);
+    carol.lane.current_round = Some(2);
+    let lanes: Vec<Rc<Participant>> = vec![
+        Rc::new(participant("alice", 3, 1, RunStatus::Running, 0.0)),
+        Rc::new(participant("bob", 3, 1, RunStatus::Succeeded, 0.0)),
+        Rc::new(carol),
+        Rc::new(participant("dave", 3, 0, RunStatus::Failed, 0.0)),
+        Rc::new(participant("erin", 1, 0, RunStatus::Running, 0.0)),
+    ];
+    let now = 70_000;
+    let peers = peers_online(&["bob", "carol", "dave"], &["erin"]);
+    let summaries = collab::lane_summaries(&lanes, &peers, now);
+    let span = collab::lanes_span(&lanes, now);
+    let root = render::<Lanes>(LanesProps {
+        lanes: Rc::new(summaries),
+        span,
+        now,
+        offset_min: 0,
+    })
+    .await;
+    assert_eq!(count(&root, ".lane"), 5);
+    let first = root.query_selector(".lane").unwrap().unwrap();
+    assert_eq!(
+        first.get_attribute("data-participant").as_deref(),
+        Some("alice")
+    );
+    assert!(text_of(&first, ".lane-name").unwrap().contains("(you)"));
+    // Participants' tests report the next round: alice's latest is round 3's test.
+    assert_eq!(
+        count(
+            &root,
+            ".lane[data-participant=alice][data-round='3'][data-phase=test]"
+        ),
+        1
+    );
+    assert_eq!(count(&root, ".badge-straggler"), 1);
+    assert_eq!(
+        count(&root, ".lane[data-participant=carol] .badge-straggler"),
+        1
+    );
+    assert_eq!(
+        count(&root, ".lane[data-participant=dave] .badge-failed"),
+        1
+    );
+    assert_eq!(count(&root, ".badge-failed"), 1);
+    let offline = text_of(&root, ".lane[data-participant=erin] .badge-offline").unwrap();
+    assert!(offline.starts_with("offline · last heard "), "{offline}");
+    assert_eq!(count(&root, ".lane.offline"), 1);
+    // Running phases are open to now and look different; erin's is unknown.
+    assert_eq!(
+        count(&root, ".lane[data-participant=alice] .lane-bar.live"),
+        1
+    );
+    assert_eq!(
+        count(&root, ".lane[data-participant=erin] .lane-bar.live"),
+        0
+    );
+    assert_eq!(
+        count(&root, ".lane[data-participant=erin] .lane-bar.unknown"),
+        1
+    );
+    // bob's six finished phases: three updates, three tests, one path each.
+    assert_eq!(
+        attr(
+            &root,
+            ".lane[data-participant=bob] .lane-bars.update",
+            "data-count"
+        )
+        .as_deref(),
+        Some("3")
+    );
+    assert_eq!(
+        attr(
+            &root,
+            ".lane[data-participant=bob] .lane-bars.test",
+            "data-count"
+        )
+        .as_deref(),
+        Some("3")
+    );
+    assert_eq!(
+        attr(
+            &root,
+            ".lane[data-participant=dave] .lane-bars.failed",
+            "data-count"
+        )
+        .as_deref(),
+        Some("1")
+    );
+    let summary = text_of(&root, ".lane[data-participant=dave] .lane-summary").unwrap();
+    assert!(summary.contains("run failed (exit 2)"), "{summary}");
+    let summary = text_of(&root, ".lane[data-participant=bob] .lane-summary").unwrap();
+    assert!(summary.contains("loss 0.2500 (round 3 test)"), "{summary}");
+    assert!(text_of(&root, ".lanes-axis").unwrap().contains("now"));
+}
+
+#[wasm_bindgen_test]
+async fn a_training_is_renamed_inline() {
+    let got = Rc::new(std::cell::RefCell::new(Vec::<String>::new()));
+    let on_rename = {
+        let got = got.clone();
+        Callback::from(move |n: String| got.borrow_mut().push(n))
+    };
+    let root = render::<TrainingName>(TrainingNameProps {
+        shown: "0b8a3f4e · 13:25".into(),
+        name: None,
+        uuid: T.into(),
+        on_rename,
+        busy: false,
+        error: None,
+        on_open: Callback::noop(),
+    })
+    .await;
+    assert!(text_of(&root, "#training-title").unwrap().contains(T));
+    root.query_selector("#rename")
+        .unwrap()
+        .unwrap()
+        .unchecked_into::<HtmlElement>()
+        .click();
+    yew::scheduler::flush().await;
+    let input = root
+        .query_selector("#training-name-input")
+        .unwrap()
+        .unwrap()
+        .unchecked_into::<web_sys::HtmlInputElement>();
+    input.set_value("  Lung CT, 4 sites ");
+    root.query_selector("#rename-save")
+        .unwrap()
+        .unwrap()
+        .unchecked_into::<HtmlElement>()
+        .click();
+    yew::scheduler::flush().await;
+    assert_eq!(*got.borrow(), ["Lung CT, 4 sites"]);
+}
+
+/// The lead's render benchmark's shape, on components alone: 10
+/// participants × 100 rounds × 4 metrics (no timed assertion; the figure
+/// is printed).
+#[wasm_bindgen_test]
+async fn ten_participants_a_hundred_rounds_four_metrics_render() {
+    let lanes: Vec<Rc<Participant>> = (0..10)
+        .map(|i| {
+            let status = if i == 0 {
+                RunStatus::Running
+            } else {
+                RunStatus::Succeeded
+            };
+            let mut p = participant(&format!("p{i}"), 100, 4, status, i as f64 * 0.01);
+            p.local = i == 0;
+            Rc::new(p)
+        })
+        .collect();
+    let start = now();
+    let series = collab::metric_series(&lanes);
+    let summaries = collab::lane_summaries(&lanes, &peers_online(&[], &[]), 2_000_000);
+    let derived = now() - start;
+    assert_eq!(series.len(), 8, "4 metrics × train, test");
+    let start = now();
+    let root = render::<Lanes>(LanesProps {
+        lanes: Rc::new(summaries),
+        span: collab::lanes_span(&lanes, 2_000_000),
+        now: 2_000_000,
+        offset_min: 0,
+    })
+    .await;
+    let lanes_took = now() - start;
+    let start = now();
+    let charts = render::<MetricCharts>(MetricChartsProps {
+        uuid: T.into(),
+        series: Rc::new(series),
+    })
+    .await;
+    let charts_took = now() - start;
+    web_sys::console::log_1(
+        &format!(
+            "FIGURE 10×100×4 ({} build): derive {derived:.1} ms, lanes {lanes_took:.1} ms, charts {charts_took:.1} ms",
+            if cfg!(debug_assertions) { "debug" } else { "release" }
+        )
+        .into(),
+    );
+    assert_eq!(count(&root, ".lane"), 10);
+    let phases: u32 = (0..root.query_selector_all(".lane-bars").unwrap().length())
+        .map(|i| {
+            root.query_selector_all(".lane-bars")
+                .unwrap()
+                .item(i)
+                .unwrap()
+                .unchecked_into::<Element>()
+                .get_attribute("data-count")
+                .unwrap()
+                .parse::<u32>()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(phases + count(&root, ".lane-bar.live"), 10 * 200);
+    assert_eq!(count(&charts, "polyline.metric-line"), 8 * 10);
+    assert_eq!(
+        attr(&charts, "polyline.metric-line", "data-points").as_deref(),
+        Some("100")
+    );
+}
+
+/// A training as this node recorded it: `rounds` update and test phases
+/// matching [`participant`]'s times.
+fn local_training(rounds: u32) -> Training {
+    let p = participant("alice", rounds, 0, RunStatus::Running, 0.0);
+    let mut by_round: BTreeMap<u32, Vec<PhaseRecord>> = BTreeMap::new();
+    for ph in &p.lane.phases {
+        let run = ph.run.as_ref().unwrap();
+        by_round.entry(ph.round).or_default().push(PhaseRecord {
+            phase: ph.phase,
+            started_at: ph.started_at,
+            model_id: format!("model-{}", ph.round),
+            run: Some(Run {
+                status: run.status,
+                started_at: run.started_at,
+                ended_at: run.ended_at,
+                exit_code: run.exit_code,
+                output_tail: vec!["local-step".into()],
+                metrics_ignored: 0,
+            }),
+        });
+    }
+    Training {
+        uuid: T.into(),
+        name: None,
+        state: TrainingState::Testing,
+        current_round: Some(rounds),
+        started_at: 0,
+        finished_at: None,
+        global_model_id: None,
+        rounds: by_round
+            .into_iter()
+            .map(|(round, phases)| Round { round, phases })
+            .collect(),
+    }
+}
+
+#[derive(Properties, PartialEq)]
+struct PageHarness {
+    state: Rc<State>,
+}
+
+/// The training page with `state` as the store (its participants fetch
+/// fails here: no node; what the store holds is what it shows).
+#[component(TrainingPageHarness)]
+fn training_page_harness(p: &PageHarness) -> Html {
+    use roundtable_frontend::hooks::Store;
+    use roundtable_frontend::pages::TrainingPage;
+    let state = p.state.clone();
+    let store = use_reducer(move || (*state).clone());
+    html! {
+        <ContextProvider<Store> context={store}>
+            <BrowserRouter><TrainingPage uuid={T} /></BrowserRouter>
+        </ContextProvider<Store>>
+    }
+}
+
+#[wasm_bindgen_test]
+async fn the_training_page_shows_lanes_charts_and_marks_its_render() {
+    use roundtable_shared::api::Me;
+    let mut s = State::default();
+    s.apply(Action::Snapshot {
+        me: Me {
+            name: "alice".into(),
+            chat: "127.0.0.1:7000".into(),
+            directory: "127.0.0.1:8888".into(),
+            directory_state: LinkState::Connected,
+            version: "0".into(),
+            fingerprint: String::new(),
+            key_at_directory: KeyAtDirectory::Pinned,
+            relay_only: false,
+            share_progress: false,
+            require_secure: false,
+        },
+        peers: (1..10)
+            .map(|i| PeerInfo {
+                online: true,
+                ..PeerInfo::unknown(&format!("p{i}"))
+            })
+            .collect(),
+        chats: vec![],
+        trainings: vec![local_training(100)],
+    });
+    s.apply(Action::Participants {
+        training: T.into(),
+        participants: (0..10)
+            .map(|i| {
+                let status = if i == 0 {
+                    RunStatus::Running
+                } else {
+                    RunStatus::Succeeded
+                };
+                let mut p = participant(&format!("p{i}"), 100, 4, status, i as f64 * 0.01);
+                if i == 0 {
+                    p.name = "alice".into();
+                }
+                p.local = i == 0;
+                p
+            })
+            .collect(),
+    });
+    let perf = web_sys::window().unwrap().performance().unwrap();
+    let marks = || {
+        perf.get_entries_by_name("roundtable:training-rendered")
+            .length()
+    };
+    let state = Rc::new(s);
+    // The first render in this browser also pays for compiling the code
+    // paths it runs; the second is what a page of a running dashboard costs.
+    let start = now();
+    let _cold = render::<TrainingPageHarness>(PageHarness {
+        state: state.clone(),
+    })
+    .await;
+    let cold = now() - start;
+    let before = marks();
+    let start = now();
+    let root = render::<TrainingPageHarness>(PageHarness { state }).await;
+    let took = now() - start;
+    web_sys::console::log_1(
+        &format!(
+            "FIGURE training page, 10×100×4 ({} build): first render {cold:.1} ms, again {took:.1} ms",
+            if cfg!(debug_assertions) { "debug" } else { "release" }
+        )
+        .into(),
+    );
+    assert_eq!(marks(), before + 1, "marked once, after rendering");
+    assert_eq!(count(&root, ".lane"), 10);
+    assert_eq!(
+        attr(&root, ".lane", "data-participant").as_deref(),
+        Some("alice")
+    );
+    assert_eq!(count(&root, "svg.metric-chart"), 8);
+    // This node's latest 12 rounds (its lane shows them all), until asked:
+    // rounds 89 to 100, the last of which has only its test.
+    assert_eq!(count(&root, "#timeline .bar"), 23);
+    assert_eq!(count(&root, "#phases .phase-row"), 23);
+    root.query_selector("#rounds-toggle")
+        .unwrap()
+        .unwrap()
+        .unchecked_into::<HtmlElement>()
+        .click();
+    yew::scheduler::flush().await;
+    assert_eq!(count(&root, "#timeline .bar"), 200);
+    assert_eq!(count(&root, "#phases .phase-row"), 200);
+    assert_eq!(
+        text_of(&root, "#share-progress").as_deref(),
+        Some("Not sharing (--share-progress off)")
+    );
+    assert_eq!(
+        attr(&root, "#training-state", "data-state").as_deref(),
+        Some("testing")
+    );
+    assert_eq!(
+        text_of(&root, "#training-state").as_deref(),
+        Some("Testing the model")
+    );
+    assert!(text_of(&root, "#participants-count")
+        .unwrap()
+        .starts_with("10 participants"));
+    // The clock's tick re-renders it; no second mark.
+    yew::scheduler::flush().await;
+    assert_eq!(marks(), before + 1);
+}
+
+#[component(TrainingsPageHarness)]
+fn trainings_page_harness(p: &PageHarness) -> Html {
+    use roundtable_frontend::hooks::Store;
+    use roundtable_frontend::pages::TrainingsPage;
+    let state = p.state.clone();
+    let store = use_reducer(move || (*state).clone());
+    html! {
+        <ContextProvider<Store> context={store}>
+            <BrowserRouter><TrainingsPage /></BrowserRouter>
+        </ContextProvider<Store>>
+    }
+}
+
+#[wasm_bindgen_test]
+async fn the_trainings_list_counts_participants_pages_and_filters() {
+    let mut s = State::default();
+    let trainings: Vec<Training> = (0..120)
+        .map(|i| {
+            let mut t = local_training(1);
+            t.uuid = format!("{i:08x}-0000-4000-8000-000000000000");
+            t.started_at = i64::from(i) * 1000;
+            if i % 3 == 0 {
+                t.state = TrainingState::Finished;
+                t.finished_at = Some(t.started_at + 500);
+            }
+            t
+        })
+        .collect();
+    let newest = trainings[119].uuid.clone();
+    s.apply(Action::Event(Event::Training {
+        training: trainings[0].clone(),
+    }));
+    for t in trainings {
+        s.apply(Action::Event(Event::Training { training: t }));
+    }
+    // The newest training: three participants, two done with round 1.
+    let mut list = vec![];
+    for (name, status) in [
+        ("alice", RunStatus::Succeeded),
+        ("bob", RunStatus::Succeeded),
+        ("carol", RunStatus::Running),
+    ] {
+        let mut p = participant(name, 1, 0, status, 0.0);
+        p.lane.training = newest.clone();
+        // Only its update of round 1 (the summary's latest phase).
+        p.lane.phases = vec![PhaseReport {
+            round: 1,
+            phase: Phase::Update,
+            ..p.lane.phases[0].clone()
+        }];
+        p.lane.phases[0].run.as_mut().unwrap().status = status;
+        p.lane.current_round = Some(1);
+        list.push(p);
+    }
+    s.apply(Action::ParticipantsSummary(list));
+    let root = render::<TrainingsPageHarness>(PageHarness { state: Rc::new(s) }).await;
+    assert_eq!(count(&root, "tr.training-row"), 50, "one page");
+    assert_eq!(
+        text_of(&root, "#trainings-range").as_deref(),
+        Some("1–50 of 120")
+    );
+    let first = root.query_selector("tr.training-row").unwrap().unwrap();
+    assert_eq!(
+        first.get_attribute("data-uuid").as_deref(),
+        Some(newest.as_str())
+    );
+    assert_eq!(
+        text_of(&first, "td.participants").as_deref(),
+        Some("3 participants · 2 done with round 1")
+    );
+    assert!(text_of(&first, ".training-link")
+        .unwrap()
+        .starts_with(&newest[..8]));
+    let click = |id: &str| {
+        root.query_selector(id)
+            .unwrap()
+            .unwrap()
+            .unchecked_into::<HtmlElement>()
+            .click()
+    };
+    click("#trainings-next");
+    yew::scheduler::flush().await;
+    click("#trainings-next");
+    yew::scheduler::flush().await;
+    assert_eq!(
+        text_of(&root, "#trainings-range").as_deref(),
+        Some("101–120 of 120")
+    );
+    assert_eq!(count(&root, "tr.training-row"), 20);
+    // Only the finished ones: 40, back on the first page.
+    let select = root
+        .query_selector("#trainings-filter")
+        .unwrap()
+        .unwrap()
+        .unchecked_into::<web_sys::HtmlSelectElement>();
+    select.set_value("finished");
+    select
+        .dispatch_event(&web_sys::Event::new("change").unwrap())
+        .unwrap();
+    yew::scheduler::flush().await;
+    assert_eq!(count(&root, "tr.training-row"), 40);
+    assert_eq!(count(&root, "tr.training-row[data-state=finished]"), 40);
+    assert_eq!(count(&root, "#trainings-range"), 0, "one page: no pager");
+    assert_eq!(
+        text_of(&root, "tr.training-row .state").as_deref(),
+        Some("Finished")
     );
 }

@@ -6,24 +6,32 @@ mod composer;
 mod file_message;
 mod header;
 mod key_changed_banner;
+mod lanes;
 mod message_list;
+mod metric_chart;
 mod peer_check;
 mod peer_list;
 mod peer_path;
 mod peer_trust;
 mod timeline;
+mod training_name;
 
 pub use attach::{AttachFiles, AttachFilesProps, FileDrop, FileDropProps};
 pub use composer::{Composer, ComposerProps};
 pub use file_message::{FileMessage, FileMessageProps, UploadMessage, UploadMessageProps};
 pub use header::{Header, HeaderProps};
 pub use key_changed_banner::{KeyChangedBanner, KeyChangedBannerProps};
+pub use lanes::{Lanes, LanesProps};
 pub use message_list::{MessageList, MessageListProps};
+pub use metric_chart::{
+    chart_geometry, ChartGeometry, MetricChart, MetricChartProps, MetricCharts, MetricChartsProps,
+};
 pub use peer_check::{PeerCheckPanel, PeerCheckPanelProps};
 pub use peer_list::{PeerList, PeerListProps};
 pub use peer_path::{PeerPathMark, PeerPathMarkProps};
 pub use peer_trust::{PeerTrustMark, PeerTrustMarkProps};
 pub use timeline::{Timeline, TimelineProps};
+pub use training_name::{TrainingName, TrainingNameProps};
 
 /// Minutes to add to UTC for the browser's local time.
 pub fn local_offset_min() -> i64 {
