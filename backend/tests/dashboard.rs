@@ -264,11 +264,13 @@ async fn training_rounds_advance_live() {
             if seen.last() != Some(&rows) {
                 seen.push(rows);
             }
+            // The state in words reads "Finished"; its attribute is the API's.
             let state = c
                 .find(Locator::Css("#training-state"))
                 .await?
-                .text()
-                .await?;
+                .attr("data-state")
+                .await?
+                .unwrap_or_default();
             if state == "finished" {
                 break;
             }

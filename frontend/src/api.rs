@@ -2,7 +2,8 @@
 
 use gloo_net::http::Request;
 use roundtable_shared::api::{
-    ChatMessage, ChatSummary, Health, Me, PeerCheck, PeerInfo, SendMessage, TransferInfo, TrustKey,
+    ChatMessage, ChatSummary, Health, MarkRead, Me, PeerCheck, PeerInfo, ReadState, SendMessage,
+    TransferInfo, TrustKey,
 };
 use roundtable_shared::progress::Participant;
 use roundtable_shared::training::Training;
@@ -180,6 +181,16 @@ pub async fn history(
         path.push_str(&format!("&before={b}"));
     }
     get_json(&path).await
+}
+
+/// `PUT /api/chats/{peer}/read`: the conversation is read up to `seq`;
+/// the node keeps it for every browser (and tells them all).
+pub async fn mark_read(peer: &str, seq: i64) -> Result<ReadState, ApiError> {
+    let req = Request::put(&format!("/api/chats/{}/read", segment(peer)))
+        .header("Accept", "application/json")
+        .json(&MarkRead { seq })
+        .map_err(|e| ApiError::Decode(e.to_string()))?;
+    decode(req.send().await).await
 }
 
 /// `POST /api/chats/{peer}/messages`.

@@ -1,9 +1,6 @@
 //! The root component: the state (a reducer shared through a context), the
 //! WebSocket, the routes and the page layout.
 
-use std::collections::BTreeMap;
-
-use roundtable_shared::api::Direction;
 use yew::prelude::*;
 use yew_router::prelude::*;
 
@@ -30,29 +27,9 @@ fn switch(route: Route) -> Html {
     }
 }
 
-/// Where read marks are kept (localStorage is per origin, so per node).
-const READ_KEY: &str = "roundtable.read";
-
-fn storage() -> Option<web_sys::Storage> {
-    web_sys::window()?.local_storage().ok()?
-}
-
-fn load_read_marks() -> BTreeMap<String, i64> {
-    storage()
-        .and_then(|s| s.get_item(READ_KEY).ok().flatten())
-        .and_then(|v| serde_json::from_str(&v).ok())
-        .unwrap_or_default()
-}
-
-fn save_read_marks(marks: &BTreeMap<String, i64>) {
-    if let (Some(s), Ok(v)) = (storage(), serde_json::to_string(marks)) {
-        let _ = s.set_item(READ_KEY, &v);
-    }
-}
-
 /// Fetches the node's current state and its file transfers; then the
 /// newest page of each conversation that may hold unread messages.
-async fn refresh(store: UseReducerDispatcher<State>, last_read: BTreeMap<String, i64>) {
+async fn refresh(store: UseReducerDispatcher<State>) {
     let snapshot = async {
         Ok::<_, api::ApiError>((
             api::me().await?,
@@ -64,13 +41,10 @@ async fn refresh(store: UseReducerDispatcher<State>, last_read: BTreeMap<String,
     let Ok((me, peers, chats, trainings)) = snapshot.await else {
         return; // The socket drops too, and the next connection refetches.
     };
+    // The node keeps the read marks (for every browser of its user).
     let unread: Vec<String> = chats
         .iter()
-        .filter(|c| {
-            c.last.as_ref().is_some_and(|m| {
-                m.direction == Direction::In && m.seq > last_read.get(&c.peer).copied().unwrap_or(0)
-            })
-        })
+        .filter(|c| c.unread > 0)
         .map(|c| c.peer.clone())
         .collect();
     store.dispatch(Action::Snapshot {
@@ -106,12 +80,10 @@ pub fn app() -> Html {
     let store = use_reducer(State::default);
     let version = use_state(|| None::<AttrValue>);
 
-    // Read marks from the last visit; the health report's version.
+    // The health report's version.
     {
-        let dispatch = store.dispatcher();
         let version = version.clone();
         use_effect_with((), move |_| {
-            dispatch.dispatch(Action::ReadMarks(load_read_marks()));
             yew::platform::spawn_local(async move {
                 if let Ok(h) = api::health().await {
                     version.set(Some(h.version.into()));
@@ -126,8 +98,7 @@ pub fn app() -> Html {
             let on_open = {
                 let dispatch = dispatch.clone();
                 Callback::from(move |()| {
-                    let marks = load_read_marks();
-                    yew::platform::spawn_local(refresh(dispatch.clone(), marks));
+                    yew::platform::spawn_local(refresh(dispatch.clone()));
                 })
             };
             let on_event = {
@@ -144,12 +115,18 @@ pub fn app() -> Html {
             move || drop(conn)
         });
     }
-    // Keep read marks across reloads.
-    use_effect_with(store.last_read.clone(), |marks| {
-        if !marks.is_empty() {
-            save_read_marks(marks);
-        }
-    });
+    // The page title carries the unread count: "(3) Roundtable".
+    {
+        let total = store.unread_total();
+        use_effect_with(total, |total| {
+            if let Some(doc) = web_sys::window().and_then(|w| w.document()) {
+                doc.set_title(&match total {
+                    0 => "Roundtable".to_owned(),
+                    n => format!("({n}) Roundtable"),
+                });
+            }
+        });
+    }
 
     html! {
         <ContextProvider<Store> context={store}>

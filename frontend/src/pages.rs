@@ -228,6 +228,12 @@ pub fn chat_page(props: &ChatPageProps) -> Html {
                     peer: peer.clone(),
                     seq,
                 });
+                // The node keeps it for every browser; its event comes back
+                // to this one too (and changes nothing: marks only move on).
+                let peer = peer.clone();
+                yew::platform::spawn_local(async move {
+                    let _ = api::mark_read(&peer, seq).await;
+                });
             }
         })
     };

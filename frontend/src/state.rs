@@ -498,8 +498,6 @@ pub enum Action {
     /// The node accepted a message we sent (the POST's answer).
     Accepted(ChatMessage),
     Ws(WsState),
-    /// Read marks from storage.
-    ReadMarks(BTreeMap<String, i64>),
     /// The user has seen `peer`'s conversation up to `seq`.
     MarkRead {
         peer: String,
@@ -555,6 +553,11 @@ impl State {
     /// The user's read mark for `peer`.
     pub fn last_read(&self, peer: &str) -> i64 {
         self.last_read.get(peer).copied().unwrap_or(0)
+    }
+
+    /// Unread messages over all conversations (for the page title).
+    pub fn unread_total(&self) -> usize {
+        self.chats.keys().map(|p| self.unread(p)).sum()
     }
 
     /// Unread messages from `peer`.
@@ -713,6 +716,9 @@ impl State {
                 self.trainings =
                     Rc::new(trainings.into_iter().map(|t| (t.uuid.clone(), t)).collect());
                 for s in chats {
+                    // The node's read mark (shared by every browser).
+                    let mark = self.last_read.entry(s.peer.clone()).or_insert(s.last_read);
+                    *mark = (*mark).max(s.last_read);
                     let chat = Rc::make_mut(self.chats.entry(s.peer.clone()).or_default());
                     chat.count = chat.count.max(s.count);
                     if let Some(last) = s.last {
@@ -769,13 +775,6 @@ impl State {
             }
             Action::Accepted(m) => self.add_message(m),
             Action::Ws(s) => self.ws = Some(s),
-            Action::ReadMarks(marks) => {
-                for (peer, seq) in marks {
-                    let e = self.last_read.entry(peer).or_insert(seq);
-                    *e = (*e).max(seq);
-                }
-                self.peers_rev += 1;
-            }
             Action::MarkRead { peer, seq } => {
                 let e = self.last_read.entry(peer).or_insert(seq);
                 *e = (*e).max(seq);
@@ -902,6 +901,11 @@ impl State {
 
     fn apply_event(&mut self, ev: Event) {
         match ev {
+            Event::ReadState { state } => {
+                let e = self.last_read.entry(state.peer).or_insert(state.last_read);
+                *e = (*e).max(state.last_read);
+                self.peers_rev += 1;
+            }
             Event::Training { training } => {
                 Rc::make_mut(&mut self.trainings).insert(training.uuid.clone(), training);
             }
@@ -1333,6 +1337,8 @@ mod tests {
                 peer: "bob".into(),
                 last: Some(msg(7, "a", Direction::In, MessageState::Delivered)),
                 count: 7,
+                last_read: 0,
+                unread: 0,
             }],
             trainings: vec![],
         });
@@ -1494,7 +1500,14 @@ mod tests {
     #[test]
     fn unread_counts_incoming_after_the_read_mark() {
         let mut s = State::default();
-        s.apply(Action::ReadMarks([("bob".to_string(), 2)].into()));
+        // The node's mark, from another browser of the user.
+        s.apply(Action::Event(Event::ReadState {
+            state: roundtable_shared::api::ReadState {
+                peer: "bob".into(),
+                last_read: 2,
+                unread: 0,
+            },
+        }));
         for (seq, dir) in [
             (1, Direction::In),
             (2, Direction::In),
@@ -1512,6 +1525,7 @@ mod tests {
             seq: 4,
         });
         assert_eq!(s.unread("bob"), 1);
+        assert_eq!(s.unread_total(), 1);
         // Read marks never move back.
         s.apply(Action::MarkRead {
             peer: "bob".into(),

@@ -28,7 +28,11 @@ use crate::notify::transition::{transition, Before, Outcome, Row, Write};
 macro_rules! bump_phase {
     ($name:literal, $event:literal) => {
         concat!(
-            "CREATE TRIGGER ", $name, " AFTER ", $event, " BEGIN
+            "CREATE TRIGGER ",
+            $name,
+            " AFTER ",
+            $event,
+            " BEGIN
                 UPDATE progress_seq SET n = n + 1;
                 UPDATE phases SET seq = (SELECT n FROM progress_seq) WHERE id = NEW.phase_id;
                 UPDATE trainings SET seq = (SELECT n FROM progress_seq)
@@ -122,7 +126,10 @@ const MIGRATIONS: &[&str] = &[
 ",
         // Runs and metrics change their phase (and so the training's lane).
         bump_phase!("run_created", "INSERT ON runs"),
-        bump_phase!("run_changed", "UPDATE OF status, ended_at, exit_code ON runs"),
+        bump_phase!(
+            "run_changed",
+            "UPDATE OF status, ended_at, exit_code ON runs"
+        ),
         bump_phase!("metric_created", "INSERT ON metrics"),
         bump_phase!("metric_changed", "UPDATE OF value ON metrics"),
         "
