@@ -32,8 +32,8 @@ fn script(dir: &Path, name: &str, secs: &str, skill: u32) -> String {
             r#"r=$5
 sleep {secs}
 case "$1" in
-  train) echo "roundtable-metric {{\"name\": \"loss\", \"value\": 0.$((90 - r * 12 - {skill}))}}" ;;
-  test) echo "roundtable-metric {{\"name\": \"accuracy\", \"value\": 0.$((40 + r * 12 + {skill}))}}" ;;
+  train) echo "roundtable-metric {{\"name\": \"loss\", \"value\": 0.$((90 - r * 8 - {skill}))}}" ;;
+  test) echo "roundtable-metric {{\"name\": \"accuracy\", \"value\": 0.$((40 + r * 8 + {skill}))}}" ;;
 esac
 "#
         ),
@@ -169,6 +169,8 @@ async fn the_training_page_shows_three_lanes_and_growing_metric_charts() {
         .await;
         if ok.is_ok() {
             let _ = wait_for(&c, ".lane[data-participant=carol]").await;
+            // The whole page: lanes, charts, this node's timeline.
+            let _ = c.set_window_size(1280, 2400).await;
             tokio::time::sleep(Duration::from_millis(500)).await;
             screenshot(&c, "training-finished.png").await;
         }

@@ -494,8 +494,13 @@ pub struct TrainingPageProps {
 /// Marks that the training page rendered with its participants loaded
 /// (read by the render benchmark): once per load of a training's page.
 fn mark_training_rendered() {
+    mark("roundtable:training-rendered");
+}
+
+/// A `performance` mark (read by the benchmarks and end-to-end tests).
+fn mark(name: &str) {
     if let Some(p) = web_sys::window().and_then(|w| w.performance()) {
-        let _ = p.mark("roundtable:training-rendered");
+        let _ = p.mark(name);
     }
 }
 
@@ -526,6 +531,9 @@ pub fn training_page(props: &TrainingPageProps) -> Html {
                 let training = uuid.clone();
                 yew::platform::spawn_local(async move {
                     if let Ok(participants) = api::training_participants(&training).await {
+                        // The benchmark times from here (fetched and
+                        // decoded) to the rendered mark.
+                        mark("roundtable:training-data");
                         dispatch.dispatch(Action::Participants {
                             training,
                             participants,
