@@ -66,7 +66,12 @@ fn metrics(round: u32, phase: Phase, who: usize) -> Vec<Metric> {
 fn fill(db: &Path, participants: usize, rounds: u32) -> String {
     let store = TrainingStore::open(db).unwrap();
     let plan = Plan::new(&random_uuid(), &random_uuid(), rounds, false);
-    let t0 = 1_764_000_000_000i64;
+    // Phases 30 s apart, the last one just now.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let t0 = now - (2 * i64::from(rounds) + 1) * 30_000;
     let batch: Vec<Received> = plan
         .steps
         .iter()
@@ -123,7 +128,7 @@ fn fill(db: &Path, participants: usize, rounds: u32) -> String {
             phases: reports,
         };
         store
-            .apply_peer_lane(&format!("site{who:02}"), &lane, t0)
+            .apply_peer_lane(&format!("site{who:02}"), &lane, now)
             .unwrap()
             .unwrap();
     }
