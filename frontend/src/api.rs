@@ -248,6 +248,9 @@ impl ApiError {
     pub fn sentence(&self) -> String {
         match self {
             ApiError::Refused { error, .. } => error.clone(),
+            // The browser's own words ("TypeError: Failed to fetch") say
+            // nothing to a person.
+            ApiError::Network(_) => "your node did not answer (is it still running?)".into(),
             other => other.to_string(),
         }
     }
@@ -308,7 +311,11 @@ mod tests {
             error: "the file is larger than bob accepts".into(),
         };
         assert_eq!(e.sentence(), "the file is larger than bob accepts");
-        let e = ApiError::Network("refused".into());
-        assert_eq!(e.sentence(), "cannot reach the server: refused");
+        // The browser's words stay out of it.
+        let e = ApiError::Network("TypeError: Failed to fetch".into());
+        assert_eq!(
+            e.sentence(),
+            "your node did not answer (is it still running?)"
+        );
     }
 }

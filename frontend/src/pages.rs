@@ -237,21 +237,37 @@ pub fn chat_page(props: &ChatPageProps) -> Html {
             }
         })
     };
+    // The text of a send that failed goes back into the composer.
+    let unsent = use_state(|| None::<AttrValue>);
     let on_send = {
         let dispatch = store.dispatcher();
         let peer = peer.clone();
         let error = error.clone();
+        let unsent = unsent.clone();
         Callback::from(move |text: String| {
             let dispatch = dispatch.clone();
             let peer = peer.clone();
             let error = error.clone();
+            let unsent = unsent.clone();
+            // A second failure of the same text must restore it again.
+            unsent.set(None);
             yew::platform::spawn_local(async move {
                 match api::send(&peer, &text).await {
                     Ok(m) => {
                         error.set(None);
+                        unsent.set(None);
                         dispatch.dispatch(Action::Accepted(m));
                     }
-                    Err(e) => error.set(Some(format!("Not sent: {e}").into())),
+                    Err(e) => {
+                        error.set(Some(
+                            format!(
+                                "Not sent: {}. Your text is back in the box: press Send to try again.",
+                                e.sentence()
+                            )
+                            .into(),
+                        ));
+                        unsent.set(Some(text.into()));
+                    }
                 }
             });
         })
@@ -353,7 +369,8 @@ pub fn chat_page(props: &ChatPageProps) -> Html {
             </FileDrop>
             <div class="composer-bar">
                 <AttachFiles peer={props.peer.clone()} {on_files} />
-                <Composer peer={props.peer.clone()} {on_send} error={(*error).clone()} />
+                <Composer peer={props.peer.clone()} {on_send} error={(*error).clone()}
+                    unsent={(*unsent).clone()} />
             </div>
         </section>
     }

@@ -588,6 +588,7 @@ impl State {
             .map(|(name, p)| PeerRow {
                 name: name.to_owned(),
                 online: p.is_some_and(|p| p.online),
+                presence_known: self.ws == Some(WsState::Connected),
                 last_seen: p.and_then(|p| p.last_seen),
                 unread: self.unread(name),
                 fingerprint: p.and_then(|p| p.fingerprint.clone()),
@@ -774,7 +775,12 @@ impl State {
                 chat.count = chat.count.max(chat.messages.len() as u64);
             }
             Action::Accepted(m) => self.add_message(m),
-            Action::Ws(s) => self.ws = Some(s),
+            Action::Ws(s) => {
+                // Presence is known only while connected (the peer list
+                // shows it).
+                self.ws = Some(s);
+                self.peers_rev += 1;
+            }
             Action::MarkRead { peer, seq } => {
                 let e = self.last_read.entry(peer).or_insert(seq);
                 *e = (*e).max(seq);
@@ -984,7 +990,11 @@ impl State {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PeerRow {
     pub name: String,
+    /// What the node last said; only meaningful with `presence_known`.
     pub online: bool,
+    /// Whether the dashboard is connected to its node now: without it,
+    /// what `online` says may no longer hold, and the list says "unknown".
+    pub presence_known: bool,
     pub last_seen: Option<i64>,
     pub unread: usize,
     /// The fingerprint of the key the directory pinned for it, if any.
@@ -1586,6 +1596,24 @@ mod tests {
         let rev = s.peers_rev;
         s.apply(Action::Event(Event::PeerGone { name: "zed".into() }));
         assert_eq!(s.peers_rev, rev);
+    }
+
+    #[test]
+    fn presence_is_unknown_while_the_dashboard_has_lost_its_node() {
+        let mut s = State::default();
+        let mut bob = PeerInfo::unknown("bob");
+        bob.online = true;
+        snapshot(&mut s, vec![bob]);
+        s.apply(Action::Ws(WsState::Connected));
+        let row = &s.peer_list("")[0];
+        assert!(row.online && row.presence_known);
+        let rev = s.peers_rev;
+        s.apply(Action::Ws(WsState::Reconnecting(1)));
+        assert!(s.peers_rev > rev, "the list is redrawn");
+        let row = &s.peer_list("")[0];
+        assert!(!row.presence_known, "not 'online' while disconnected");
+        s.apply(Action::Ws(WsState::Connected));
+        assert!(s.peer_list("")[0].presence_known);
     }
 
     #[test]

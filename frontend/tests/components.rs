@@ -153,6 +153,8 @@ async fn peer_list_shows_state_unread_and_links() {
         .map(|i| PeerRow {
             name: format!("p{i:04}"),
             online: i % 2 == 0,
+            // The last one as the list reads while disconnected from the node.
+            presence_known: i != 999,
             last_seen: Some(1_000_000 - 120_000),
             unread: if i == 0 { 3 } else { 0 },
             fingerprint: (i == 2).then(|| "abcd ef01 2345 6789 abcd ef01 2345 6789".into()),
@@ -187,6 +189,12 @@ async fn peer_list_shows_state_unread_and_links() {
     assert!(text_of(&root, "li[data-name=p0001]")
         .unwrap()
         .contains("offline · seen 2 min ago"));
+    // Without a connection to the node, presence is unknown, not "online".
+    let lost = text_of(&root, "li[data-name=p0999] .peer-seen").unwrap();
+    assert!(lost.contains("presence unknown"), "{lost}");
+    assert_eq!(count(&root, "li[data-name=p0998].online"), 1);
+    assert_eq!(count(&root, "li[data-name=p0999].online"), 0);
+    assert_eq!(count(&root, "li[data-name=p0999] .dot.unknown"), 1);
     let href = root
         .query_selector("li[data-name=p0001] a")
         .unwrap()
@@ -756,6 +764,28 @@ async fn rows_take_their_real_height() {
 }
 
 #[wasm_bindgen_test]
+async fn a_failed_send_puts_its_text_back_in_the_composer() {
+    let root = render::<Composer>(ComposerProps {
+        peer: "bob".into(),
+        on_send: Callback::noop(),
+        error: Some("Not sent: your node did not answer (is it still running?).".into()),
+        unsent: Some("the text I typed".into()),
+    })
+    .await;
+    yew::scheduler::flush().await;
+    let area: web_sys::HtmlTextAreaElement = root
+        .query_selector("textarea")
+        .unwrap()
+        .unwrap()
+        .dyn_into()
+        .unwrap();
+    assert_eq!(area.value(), "the text I typed");
+    assert!(text_of(&root, "#send-error")
+        .unwrap()
+        .contains("did not answer"));
+}
+
+#[wasm_bindgen_test]
 async fn composer_sends_on_enter_not_shift_enter() {
     let sent = Rc::new(std::cell::RefCell::new(Vec::<String>::new()));
     let on_send = {
@@ -766,6 +796,7 @@ async fn composer_sends_on_enter_not_shift_enter() {
         peer: "bob".into(),
         on_send,
         error: None,
+        unsent: None,
     })
     .await;
     let area: web_sys::HtmlTextAreaElement = root

@@ -10,12 +10,26 @@ pub struct ComposerProps {
     /// Why the last send failed, if it did.
     #[prop_or_default]
     pub error: Option<AttrValue>,
+    /// The text of the send that failed: put back into the box (unless
+    /// something new was typed meanwhile), so nothing typed is lost.
+    #[prop_or_default]
+    pub unsent: Option<AttrValue>,
 }
 
 /// The send box: Enter sends, Shift+Enter starts a new line.
 #[component(Composer)]
 pub fn composer(props: &ComposerProps) -> Html {
     let text = use_state(String::new);
+    {
+        let text = text.clone();
+        use_effect_with(props.unsent.clone(), move |unsent| {
+            if let Some(t) = unsent {
+                if text.trim().is_empty() {
+                    text.set(t.to_string());
+                }
+            }
+        });
+    }
     let send = {
         let text = text.clone();
         let on_send = props.on_send.clone();
@@ -56,7 +70,7 @@ pub fn composer(props: &ComposerProps) -> Html {
                 placeholder={format!("Message {} (Enter sends, Shift+Enter for a new line)", props.peer)} />
             <button type="submit" id="send" disabled={text.trim().is_empty()}>{ "Send" }</button>
             if let Some(err) = &props.error {
-                <p class="error" role="alert">{ err }</p>
+                <p class="error" id="send-error" role="alert">{ err }</p>
             }
         </form>
     }

@@ -27,7 +27,9 @@ pub fn peer_list(props: &PeerListProps) -> Html {
     html! {
         <ul class="peers" id="peers" aria-label="Peers">
             { for props.rows.iter().map(|r| {
-                let seen = if r.online {
+                let seen = if !r.presence_known {
+                    "presence unknown (not connected to your node)".to_string()
+                } else if r.online {
                     "online".to_string()
                 } else {
                     match r.last_seen {
@@ -37,10 +39,10 @@ pub fn peer_list(props: &PeerListProps) -> Html {
                 };
                 html! {
                     <li key={r.name.clone()}
-                        class={classes!("peer", r.online.then_some("online"), (r.trust == PeerTrust::KeyChanged).then_some("key-changed"))}
+                        class={classes!("peer", (r.online && r.presence_known).then_some("online"), (!r.presence_known).then_some("presence-unknown"), (r.trust == PeerTrust::KeyChanged).then_some("key-changed"))}
                         data-name={r.name.clone()}>
                         <Link<Route> to={Route::Chat { peer: r.name.clone() }} classes="peer-link">
-                            <span class={classes!("dot", if r.online { "ok" } else { "off" })}
+                            <span class={classes!("dot", match (r.presence_known, r.online) { (false, _) => "unknown", (true, true) => "ok", (true, false) => "off" })}
                                   aria-hidden="true"></span>
                             <span class="peer-name">{ &r.name }</span>
                             <span class="peer-seen">{ seen }</span>
