@@ -542,7 +542,8 @@ print("status", urllib.request.urlopen(req).status, flush=True)
         .flat_map(|r| r.output_tail.iter())
         .filter_map(|l| l.strip_prefix("metrics url ").map(str::to_owned))
         .collect();
-    assert!(urls.len() >= 3, "{urls:?}");
+    // At least the two update runs (a test run may still be going).
+    assert!(urls.len() >= 2, "{urls:?}");
     let mut unique = urls.clone();
     unique.sort();
     unique.dedup();

@@ -87,6 +87,8 @@ pub enum NotifyError {
     EmptyCommand,
     #[error("cannot parse the training command: {0}")]
     BadCommand(String),
+    #[error("the training service has stopped")]
+    Stopped,
 }
 
 /// Splits a `--train-cmd` string into program and arguments the way a POSIX
@@ -187,6 +189,14 @@ enum Command {
     /// A notification and its sequence number (see [`Cache::pending`]).
     Apply(Received, u64),
     Flush(oneshot::Sender<()>),
+    /// A person named a training: through the worker, the one writer of
+    /// the cache, so that no snapshot read before the change can be
+    /// published after it.
+    Rename {
+        uuid: String,
+        name: Option<String>,
+        done: oneshot::Sender<Result<Option<Training>, StoreError>>,
+    },
 }
 
 /// What the web API and the round check read, kept by the worker.
@@ -221,7 +231,6 @@ pub struct Trainings {
 struct Inner {
     tx: mpsc::Sender<Command>,
     store: TrainingStore,
-    events: Events,
     cache: Arc<RwLock<Cache>>,
     enqueue_timeout: Duration,
     max_round_jump: u32,
@@ -320,7 +329,7 @@ impl Trainings {
         });
         let worker = Worker {
             store: store.clone(),
-            events: events.clone(),
+            events,
             cache: cache.clone(),
             opts: ApplyOptions {
                 claim_runs: runner.is_some(),
@@ -336,7 +345,6 @@ impl Trainings {
             inner: Arc::new(Inner {
                 tx,
                 store,
-                events,
                 cache,
                 enqueue_timeout: config.enqueue_timeout,
                 max_round_jump: config.max_round_jump,
@@ -429,23 +437,13 @@ impl Trainings {
         let Some(uuid) = roundtable_shared::notify::canonical_uuid(uuid) else {
             return Ok(None);
         };
-        let t = self
-            .inner
-            .store
-            .run(move |s| s.set_name(&uuid, name.as_deref()))
-            .await?;
-        if let Some(t) = &t {
-            self.inner
-                .cache
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .trainings
-                .insert(t.uuid.clone(), t.clone());
-            self.inner.events.publish(Event::Training {
-                training: t.clone(),
-            });
-        }
-        Ok(t)
+        let (done, answer) = oneshot::channel();
+        self.inner
+            .tx
+            .send(Command::Rename { uuid, name, done })
+            .await
+            .map_err(|_| NotifyError::Stopped)?;
+        Ok(answer.await.map_err(|_| NotifyError::Stopped)??)
     }
 
     /// [`Trainings::list`] for synchronous callers.
@@ -516,6 +514,17 @@ impl Worker {
                 Command::Flush(done) => {
                     self.apply(std::mem::take(&mut batch), last_seq).await;
                     let _ = done.send(());
+                }
+                Command::Rename { uuid, name, done } => {
+                    self.apply(std::mem::take(&mut batch), last_seq).await;
+                    let named = self
+                        .store
+                        .run(move |s| s.set_name(&uuid, name.as_deref()))
+                        .await;
+                    if let Ok(Some(t)) = &named {
+                        self.publish(t.clone());
+                    }
+                    let _ = done.send(named);
                 }
             }
         }

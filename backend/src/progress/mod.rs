@@ -452,7 +452,12 @@ impl Progress {
     async fn next_request(&self, peer: &str) -> Option<(Vec<u8>, Sent)> {
         let ours = self.ours().await.ok()?;
         let (send_tags, wanted) = self.peer(peer, |st| {
-            let send_tags = st.tags_acked.as_ref() != Some(&ours);
+            // A node in no training has nothing to prove to a peer it has
+            // not told anything yet (so it opens no link for it).
+            let send_tags = match &st.tags_acked {
+                None => !ours.is_empty(),
+                Some(acked) => acked != &ours,
+            };
             let wanted: Vec<(String, u64)> = ours
                 .iter()
                 .filter(|t| st.proven.contains(*t))
