@@ -2,8 +2,8 @@
 
 use gloo_net::http::Request;
 use roundtable_shared::api::{
-    ChatMessage, ChatSummary, Health, MarkRead, Me, PeerCheck, PeerInfo, ReadState, SendMessage,
-    TransferInfo, TrustKey,
+    ChatMessage, ChatSummary, Health, MarkRead, Me, PeerCheck, PeerInfo, ReadState, SearchHit,
+    SendMessage, TransferInfo, TrustKey,
 };
 use roundtable_shared::progress::Participant;
 use roundtable_shared::training::Training;
@@ -191,6 +191,12 @@ pub async fn mark_read(peer: &str, seq: i64) -> Result<ReadState, ApiError> {
         .json(&MarkRead { seq })
         .map_err(|e| ApiError::Decode(e.to_string()))?;
     decode(req.send().await).await
+}
+
+/// `GET /api/search?q=…&limit=N`: messages of every conversation with
+/// every word typed (the last as a prefix), newest first.
+pub async fn search(q: &str, limit: usize) -> Result<Vec<SearchHit>, ApiError> {
+    get_json(&format!("/api/search?q={}&limit={limit}", segment(q))).await
 }
 
 /// `POST /api/chats/{peer}/messages`.

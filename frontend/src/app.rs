@@ -6,8 +6,9 @@ use yew_router::prelude::*;
 
 use crate::api;
 use crate::components::Header;
+use crate::components::SearchBox;
 use crate::hooks::{use_store, Store};
-use crate::pages::{ChatPage, FilesPage, PeersPage, TrainingPage, TrainingsPage};
+use crate::pages::{ChatPage, FilesPage, PeersPage, SearchPage, TrainingPage, TrainingsPage};
 use crate::route::Route;
 use crate::state::{Action, State, WsState};
 use crate::ws::{Connection, Handlers};
@@ -19,6 +20,7 @@ fn switch(route: Route) -> Html {
         Route::Trainings => html! { <TrainingsPage /> },
         Route::Training { uuid } => html! { <TrainingPage {uuid} /> },
         Route::Files => html! { <FilesPage /> },
+        Route::Search => html! { <SearchPage /> },
         Route::NotFound => html! {
             <section class="card"><h2>{ "Not found" }</h2>
                 <p><Link<Route> to={Route::Peers}>{ "Back to the peers" }</Link<Route>></p>
@@ -175,6 +177,7 @@ fn shell(props: &ShellProps) -> Html {
                 <Link<Route> to={Route::Files} classes={classes!("tab", on_files.then_some("active"))}>
                     <span id="files-tab">{ format!("Files ({})", store.transfers.by_seq.len()) }</span>
                 </Link<Route>>
+                <SearchBox />
             </nav>
             <main class="content">
                 <Switch<Route> render={switch} />

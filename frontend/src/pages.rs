@@ -5,7 +5,7 @@ use std::cell::Cell;
 use std::rc::Rc;
 
 use roundtable_shared::api::{
-    Direction, Event as ApiEvent, PeerTrust, TransferInfo, TransferState,
+    Direction, Event as ApiEvent, PeerTrust, SearchHit, TransferInfo, TransferState,
 };
 use roundtable_shared::progress::RoundStatus;
 use roundtable_shared::training::{
@@ -19,8 +19,8 @@ use crate::api;
 use crate::collab;
 use crate::components::{
     local_offset_min, now_ms, AttachFiles, Composer, FileDrop, KeyChangedBanner, Lanes,
-    MessageList, MetricCharts, PeerCheckPanel, PeerList, PeerPathMark, PeerTrustMark, Timeline,
-    TrainingName,
+    MessageList, MetricCharts, PeerCheckPanel, PeerList, PeerPathMark, PeerTrustMark, SearchQuery,
+    SearchResults, Timeline, TrainingName,
 };
 use crate::hooks::{use_store, use_tick};
 use crate::route::Route;
@@ -888,6 +888,41 @@ pub fn files_page() -> Html {
                     </tbody>
                 </table>
             }
+        </section>
+    }
+}
+
+/// Search over every conversation: `/search?q=words`.
+#[component(SearchPage)]
+pub fn search_page() -> Html {
+    let query = use_location()
+        .and_then(|l| l.query::<SearchQuery>().ok())
+        .unwrap_or_default();
+    let hits = use_state(|| None::<Result<Vec<SearchHit>, String>>);
+    {
+        let hits = hits.clone();
+        use_effect_with(query.q.clone(), move |q| {
+            hits.set(None);
+            let (q, hits) = (q.clone(), hits.clone());
+            yew::platform::spawn_local(async move {
+                hits.set(Some(
+                    api::search(&q, api::PAGE).await.map_err(|e| e.sentence()),
+                ));
+            });
+        });
+    }
+    html! {
+        <section class="card search">
+            <header class="card-head">
+                <h2 id="search-title">{ format!("Messages with “{}”", query.q.trim()) }</h2>
+            </header>
+            { match &*hits {
+                None => html! { <p class="empty" id="searching">{ "Searching…" }</p> },
+                Some(Err(e)) => html! { <p class="error" role="alert">{ format!("Search failed: {e}.") }</p> },
+                Some(Ok(list)) => html! {
+                    <SearchResults hits={list.clone()} now={now_ms()} offset_min={local_offset_min()} />
+                },
+            } }
         </section>
     }
 }

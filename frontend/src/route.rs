@@ -17,6 +17,9 @@ pub enum Route {
     /// Every file sent and received.
     #[at("/files")]
     Files,
+    /// Full-text search over every conversation (`?q=words`).
+    #[at("/search")]
+    Search,
     #[not_found]
     #[at("/404")]
     NotFound,

@@ -147,6 +147,74 @@ fn peers_in_router(p: &PeersHarness) -> Html {
     html! { <BrowserRouter><PeerList rows={p.rows.clone()} now={1_000_000} /></BrowserRouter> }
 }
 
+#[derive(Properties, PartialEq)]
+struct HitsHarness {
+    hits: Vec<roundtable_shared::api::SearchHit>,
+}
+
+#[component(HitsInRouter)]
+fn hits_in_router(p: &HitsHarness) -> Html {
+    use roundtable_frontend::components::SearchResults;
+    html! { <BrowserRouter><SearchResults hits={p.hits.clone()} now={1_000_000} offset_min={0} /></BrowserRouter> }
+}
+
+#[wasm_bindgen_test]
+async fn search_hits_show_their_conversation_and_mark_the_match() {
+    use roundtable_shared::api::{SearchHit, SNIPPET_END, SNIPPET_START};
+    let hit = |seq, peer: &str, dir, snippet: String| SearchHit {
+        message: ChatMessage {
+            seq,
+            id: format!("id{seq}"),
+            peer: peer.into(),
+            direction: dir,
+            text: "unused".into(),
+            state: MessageState::Delivered,
+            at: 1_000_000 - 60_000,
+            verified: true,
+        },
+        snippet,
+    };
+    let root = render::<HitsInRouter>(HitsHarness {
+        hits: vec![
+            hit(
+                9,
+                "bob",
+                Direction::In,
+                format!("…the new {SNIPPET_START}checkpoint{SNIPPET_END} is <b>here</b>"),
+            ),
+            hit(
+                3,
+                "carol",
+                Direction::Out,
+                format!("{SNIPPET_START}check{SNIPPET_END}"),
+            ),
+        ],
+    })
+    .await;
+    assert_eq!(count(&root, "#search-hits li.search-hit"), 2);
+    assert_eq!(
+        text_of(&root, "li[data-seq='9'] mark").as_deref(),
+        Some("checkpoint")
+    );
+    // What people wrote is text, never markup.
+    assert_eq!(count(&root, "li[data-seq='9'] b"), 0);
+    assert!(text_of(&root, "li[data-seq='9'] .hit-text")
+        .unwrap()
+        .contains("<b>here</b>"));
+    assert_eq!(
+        text_of(&root, "li[data-seq='3'] .hit-who").as_deref(),
+        Some("you to carol")
+    );
+    let href = root
+        .query_selector("li[data-seq='9'] a")
+        .unwrap()
+        .unwrap()
+        .get_attribute("href");
+    assert_eq!(href.as_deref(), Some("/chat/bob"));
+    let empty = render::<HitsInRouter>(HitsHarness { hits: vec![] }).await;
+    assert!(text_of(&empty, "#no-hits").is_some());
+}
+
 #[wasm_bindgen_test]
 async fn peer_list_shows_state_unread_and_links() {
     let rows: Vec<PeerRow> = (0..1000)

@@ -13,6 +13,7 @@ mod peer_check;
 mod peer_list;
 mod peer_path;
 mod peer_trust;
+mod search;
 mod timeline;
 mod training_name;
 
@@ -30,6 +31,7 @@ pub use peer_check::{PeerCheckPanel, PeerCheckPanelProps};
 pub use peer_list::{PeerList, PeerListProps};
 pub use peer_path::{PeerPathMark, PeerPathMarkProps};
 pub use peer_trust::{PeerTrustMark, PeerTrustMarkProps};
+pub use search::{marked, SearchBox, SearchQuery, SearchResults, SearchResultsProps};
 pub use timeline::{Timeline, TimelineProps};
 pub use training_name::{TrainingName, TrainingNameProps};
 
