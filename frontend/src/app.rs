@@ -151,7 +151,7 @@ fn shell(props: &ShellProps) -> Html {
     let route = use_route::<Route>();
     let on_trainings = matches!(route, Some(Route::Trainings | Route::Training { .. }));
     let on_files = matches!(route, Some(Route::Files));
-    let on_peers = !on_trainings && !on_files;
+    let on_peers = matches!(route, Some(Route::Peers | Route::Chat { .. }) | None);
     let me = store.me.as_ref();
     html! {
         <>
