@@ -232,6 +232,9 @@ pub enum Item {
     Message(Rc<ChatMessage>),
     Transfer(Rc<TransferInfo>),
     Upload(Rc<Upload>),
+    /// A day divider: the local day (days since 1970-01-01) of the rows
+    /// after it.
+    Day(i64),
 }
 
 /// A conversation row's identity, stable across renders (messages and
@@ -241,6 +244,7 @@ pub enum RowKey {
     Message(i64),
     Transfer(i64),
     Upload(u64),
+    Day(i64),
 }
 
 impl std::fmt::Display for RowKey {
@@ -250,6 +254,7 @@ impl std::fmt::Display for RowKey {
             RowKey::Message(seq) => write!(f, "m{seq}"),
             RowKey::Transfer(seq) => write!(f, "f{seq}"),
             RowKey::Upload(id) => write!(f, "u{id}"),
+            RowKey::Day(d) => write!(f, "d{d}"),
         }
     }
 }
@@ -263,6 +268,7 @@ impl std::str::FromStr for RowKey {
             "m" => n.parse().map(RowKey::Message).map_err(drop),
             "f" => n.parse().map(RowKey::Transfer).map_err(drop),
             "u" => n.parse().map(RowKey::Upload).map_err(drop),
+            "d" => n.parse().map(RowKey::Day).map_err(drop),
             _ => Err(()),
         }
     }
@@ -274,8 +280,43 @@ impl Item {
             Item::Message(m) => RowKey::Message(m.seq),
             Item::Transfer(t) => RowKey::Transfer(t.seq),
             Item::Upload(u) => RowKey::Upload(u.id),
+            Item::Day(d) => RowKey::Day(*d),
         }
     }
+
+    /// When it happened, Unix ms (uploads and dividers have no time of
+    /// their own).
+    pub fn at(&self) -> Option<i64> {
+        match self {
+            Item::Message(m) => Some(m.at),
+            Item::Transfer(t) => Some(t.created_at),
+            Item::Upload(_) | Item::Day(_) => None,
+        }
+    }
+}
+
+/// The local day (days since 1970-01-01) of Unix ms `at`, `offset_min`
+/// minutes from UTC.
+pub fn local_day(at: i64, offset_min: i64) -> i64 {
+    (at.div_euclid(1000) + offset_min * 60).div_euclid(86_400)
+}
+
+/// `items` with a [`Item::Day`] divider before the first row of each
+/// local day (rows without a time stay where they are).
+pub fn with_days(items: Vec<Item>, offset_min: i64) -> Vec<Item> {
+    let mut out = Vec::with_capacity(items.len() + 8);
+    let mut day = None;
+    for item in items {
+        if let Some(at) = item.at() {
+            let d = local_day(at, offset_min);
+            if day != Some(d) {
+                out.push(Item::Day(d));
+                day = Some(d);
+            }
+        }
+        out.push(item);
+    }
+    out
 }
 
 /// A conversation's rows in time order: `chat`'s loaded messages (by
@@ -1596,6 +1637,39 @@ mod tests {
         let rev = s.peers_rev;
         s.apply(Action::Event(Event::PeerGone { name: "zed".into() }));
         assert_eq!(s.peers_rev, rev);
+    }
+
+    #[test]
+    fn day_dividers_come_before_the_first_row_of_each_local_day() {
+        let day = 86_400_000;
+        let at = |t: i64| {
+            let mut m = msg(t, "x", Direction::In, MessageState::Delivered);
+            m.at = t;
+            Item::Message(Rc::new(m))
+        };
+        // 23:30 and 00:30 UTC: two days in UTC, one day two hours west.
+        let items = vec![
+            at(10 * day - 1_800_000),
+            at(10 * day + 1_800_000),
+            at(11 * day + 5),
+        ];
+        let keys = |v: &[Item]| v.iter().map(|i| i.key().to_string()).collect::<Vec<_>>();
+        let utc = with_days(items.clone(), 0);
+        assert_eq!(
+            keys(&utc),
+            [
+                "d9",
+                &format!("m{}", 10 * day - 1_800_000),
+                "d10",
+                &format!("m{}", 10 * day + 1_800_000),
+                "d11",
+                &format!("m{}", 11 * day + 5)
+            ]
+        );
+        let west = with_days(items, -120);
+        assert_eq!(west.iter().filter(|i| matches!(i, Item::Day(_))).count(), 2);
+        assert!(with_days(vec![], 0).is_empty());
+        assert_eq!("d12".parse::<RowKey>(), Ok(RowKey::Day(12)));
     }
 
     #[test]

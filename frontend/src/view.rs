@@ -149,6 +149,59 @@ pub fn date_time(at: i64, offset_min: i64) -> String {
     format!("{year:04}-{month:02}-{day:02} {}", clock(at, offset_min))
 }
 
+/// A day divider's words for local day `day` seen on local day `today`
+/// (days since 1970-01-01): "Today", "Yesterday", "Tuesday 24 November",
+/// with the year when it is not this year's.
+pub fn day_label(day: i64, today: i64) -> String {
+    if day == today {
+        return "Today".into();
+    }
+    if day == today - 1 {
+        return "Yesterday".into();
+    }
+    const WEEKDAYS: [&str; 7] = [
+        "Thursday",
+        "Friday",
+        "Saturday",
+        "Sunday",
+        "Monday",
+        "Tuesday",
+        "Wednesday",
+    ];
+    const MONTHS: [&str; 12] = [
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ];
+    let date = |d: i64| {
+        let s = date_time(d * 86_400_000, 0);
+        let y: i64 = s[0..4].parse().unwrap_or(1970);
+        let m: usize = s[5..7].parse().unwrap_or(1);
+        let dd: u32 = s[8..10].parse().unwrap_or(1);
+        (y, m, dd)
+    };
+    let (y, m, d) = date(day);
+    let weekday = WEEKDAYS[day.rem_euclid(7) as usize];
+    let month = MONTHS[m.saturating_sub(1).min(11)];
+    if y == date(today).0 {
+        format!("{weekday} {d} {month}")
+    } else {
+        format!("{weekday} {d} {month} {y}")
+    }
+}
+
+/// Height of a day divider row, px.
+pub const DAY_ROW_HEIGHT: f64 = 36.0;
+
 /// `HH:MM:SS` for a moment of the local day of `now`, else the date too:
 /// what a table column needs to be read at a glance.
 pub fn when(at: i64, now: i64, offset_min: i64) -> String {
@@ -878,5 +931,16 @@ mod tests {
         assert_eq!((b[2].duration, b[2].width), (None, 5000), "still going");
         t.finished_at = Some(6000);
         assert_eq!(bars(&t, 9000)[2].duration, Some(2000));
+    }
+
+    #[test]
+    fn day_labels_read_as_people_say_them() {
+        // 2026-12-01 is day 20_788, a Tuesday.
+        let today = 20_788;
+        assert_eq!(date_time(today * 86_400_000, 0), "2026-12-01 00:00:00");
+        assert_eq!(day_label(today, today), "Today");
+        assert_eq!(day_label(today - 1, today), "Yesterday");
+        assert_eq!(day_label(today - 7, today), "Tuesday 24 November");
+        assert_eq!(day_label(today - 365, today), "Monday 1 December 2025");
     }
 }

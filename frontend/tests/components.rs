@@ -726,6 +726,14 @@ async fn own_messages_show_their_state() {
         "no state on received messages"
     );
     assert!(text_of(&root, "[data-seq='1'] time").unwrap().contains(':'));
+    // All three are of one day long ago: one divider with its date, and
+    // the date on each message.
+    assert_eq!(count(&root, ".day-divider"), 1);
+    let day = text_of(&root, ".day-divider").unwrap();
+    assert!(day.contains("November 2023"), "{day}");
+    assert!(text_of(&root, "[data-seq='1'] time")
+        .unwrap()
+        .starts_with("2023-11-"));
 }
 
 /// A received message whose sender is only claimed (a plain connection)

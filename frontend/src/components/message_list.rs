@@ -7,7 +7,8 @@ use web_sys::{Element, HtmlElement};
 use yew::prelude::*;
 
 use super::file_message::{FileMessage, UploadMessage};
-use crate::state::{timeline, Chat, Item, RowKey, Upload};
+use super::now_ms;
+use crate::state::{local_day, timeline, with_days, Chat, Item, RowKey, Upload};
 use crate::view;
 
 /// Rows rendered above and below the visible ones.
@@ -76,13 +77,15 @@ pub fn message_list(props: &MessageListProps) -> Html {
                                                        // Whether the view follows new messages (the user has not scrolled up).
     let follow = use_mut_ref(|| true);
     // The first row at the last render (to keep the view on prepend).
-    let anchor = use_mut_ref(|| None::<RowKey>);
+    // (And where it was then: a day divider may sit above it.)
+    let anchor = use_mut_ref(|| None::<(RowKey, f64)>);
 
     let measured = use_mut_ref(Measured::default);
     // Bumped when measuring changed a height: lays the rows out again.
     let remeasured = use_state(|| 0u32);
 
     let width = viewport.1;
+    let day_offset = props.offset_min;
     let layout = {
         let measured = measured.clone();
         use_memo(
@@ -101,7 +104,7 @@ pub fn message_list(props: &MessageListProps) -> Html {
                         heights: HashMap::new(),
                     };
                 }
-                let items = timeline(chat, transfers, uploads);
+                let items = with_days(timeline(chat, transfers, uploads), day_offset);
                 let offsets = view::offsets(items.iter().map(|item| {
                     m.heights
                         .get(&item.key())
@@ -109,6 +112,7 @@ pub fn message_list(props: &MessageListProps) -> Html {
                         .unwrap_or_else(|| match item {
                             Item::Message(msg) => view::row_height(&msg.text, *w as f64),
                             Item::Transfer(_) | Item::Upload(_) => view::FILE_ROW_HEIGHT,
+                            Item::Day(_) => view::DAY_ROW_HEIGHT,
                         })
                 }));
                 let index = items
@@ -128,11 +132,18 @@ pub fn message_list(props: &MessageListProps) -> Html {
     let total = *offsets.last().unwrap_or(&0.0);
     // Older rows came in above since the last render: shift the view
     // by their height, in this very render, so the same rows stay on screen.
-    let first = layout.items.first().map(Item::key);
+    // (Dividers change key when older rows of their day come in: anchor
+    // on the first real row.)
+    let first = layout
+        .items
+        .iter()
+        .find(|i| !matches!(i, Item::Day(_)))
+        .map(Item::key);
     let shift = match (*anchor.borrow(), first) {
-        (Some(prev), Some(first)) if first != prev && !*follow.borrow() => {
-            layout.index.get(&prev).map_or(0.0, |&i| offsets[i])
-        }
+        (Some((prev, was_at)), Some(first)) if first != prev && !*follow.borrow() => layout
+            .index
+            .get(&prev)
+            .map_or(0.0, |&i| offsets[i] - was_at),
         _ => 0.0,
     };
     let top = if *scroll_top == f64::MAX {
@@ -182,7 +193,10 @@ pub fn message_list(props: &MessageListProps) -> Html {
             if size.0 > 0.0 && (size.0 - viewport.0).abs() + (size.1 - viewport.1).abs() > 1.0 {
                 viewport.set(size);
             }
-            *anchor.borrow_mut() = first;
+            *anchor.borrow_mut() = first.map(|k| {
+                let at = layout.index.get(&k).map_or(0.0, |&i| layout.offsets[i]);
+                (k, at)
+            });
             // Real heights of the rows on screen; rows above the view that
             // changed move what is shown, so the view moves with them.
             let mut above = 0.0;
@@ -243,13 +257,20 @@ pub fn message_list(props: &MessageListProps) -> Html {
     }
 
     let offset_min = props.offset_min;
+    let now = now_ms();
+    let today = local_day(now, offset_min);
     let rows = range.map(|i| {
         let h = offsets[i + 1] - offsets[i];
         let style = format!("top:{}px;height:{}px", offsets[i], h);
         let item = &layout.items[i];
         let key = item.key().to_string();
         match item {
-            Item::Message(m) => message_row(m, key, style, offset_min),
+            Item::Message(m) => message_row(m, key, style, offset_min, now),
+            Item::Day(d) => html! {
+                <div key={key.clone()} class="day-divider" data-row={key} {style} role="separator">
+                    <span>{ view::day_label(*d, today) }</span>
+                </div>
+            },
             Item::Transfer(t) => {
                 let out = t.direction == Direction::Out;
                 html! {
@@ -281,7 +302,7 @@ pub fn message_list(props: &MessageListProps) -> Html {
 }
 
 /// One chat message's row.
-fn message_row(m: &ChatMessage, key: String, style: String, offset_min: i64) -> Html {
+fn message_row(m: &ChatMessage, key: String, style: String, offset_min: i64, now: i64) -> Html {
     let out = m.direction == Direction::Out;
     html! {
         <div key={key.clone()} class={classes!("msg", if out { "out" } else { "in" })}
@@ -289,7 +310,7 @@ fn message_row(m: &ChatMessage, key: String, style: String, offset_min: i64) -> 
             <div class="bubble">
                 <p class="text">{ &m.text }</p>
                 <p class="meta">
-                    <time>{ view::clock(m.at, offset_min) }</time>
+                    <time title={view::date_time(m.at, offset_min)}>{ view::when(m.at, now, offset_min) }</time>
                     if !out && !m.verified {
                         <span class="unverified" data-verified="false"
                               title={format!("Sent over a plain connection: \"{}\" is only what the sender claimed to be", m.peer)}>
