@@ -105,7 +105,10 @@ pub fn app() -> Html {
             };
             let on_event = {
                 let dispatch = dispatch.clone();
-                Callback::from(move |ev| dispatch.dispatch(Action::Event(ev)))
+                Callback::from(move |ev| {
+                    crate::notifications::show(&ev);
+                    dispatch.dispatch(Action::Event(ev))
+                })
             };
             let on_state = Callback::from(move |s: WsState| dispatch.dispatch(Action::Ws(s)));
             on_state.emit(WsState::Connecting);
@@ -177,11 +180,34 @@ fn shell(props: &ShellProps) -> Html {
                 <Link<Route> to={Route::Files} classes={classes!("tab", on_files.then_some("active"))}>
                     <span id="files-tab">{ format!("Files ({})", store.transfers.by_seq.len()) }</span>
                 </Link<Route>>
+                <NotificationsToggle />
                 <SearchBox />
             </nav>
             <main class="content">
                 <Switch<Route> render={switch} />
             </main>
         </>
+    }
+}
+
+/// Opt-in desktop notifications for messages in other conversations.
+#[component(NotificationsToggle)]
+fn notifications_toggle() -> Html {
+    let on = use_state(crate::notifications::enabled);
+    let onclick = {
+        let on = on.clone();
+        Callback::from(move |_| {
+            let on = on.clone();
+            yew::platform::spawn_local(async move {
+                on.set(crate::notifications::set(!*on).await);
+            });
+        })
+    };
+    html! {
+        <button type="button" class="link notifications-toggle" id="notifications-toggle"
+                aria-pressed={on.to_string()} {onclick}
+                title="Desktop notifications for messages in conversations you are not looking at">
+            { if *on { "🔔 Notifications on" } else { "🔕 Notifications off" } }
+        </button>
     }
 }

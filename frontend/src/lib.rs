@@ -7,6 +7,8 @@
 //! - [`collab`]: a training's participants as lanes (stragglers, failed,
 //!   offline) and metric series (pure, tested natively).
 //! - [`api`]: typed calls to the node's `/api`; [`ws`]: the `/ws` event stream.
+//! - [`notifications`]: opt-in desktop notifications (what to show is
+//!   decided purely, tested natively).
 //! - [`app`]: the root component: the state's context, the WebSocket, the
 //!   layout and the route switch; [`route`]: the URLs; [`hooks`]: the state
 //!   context and clock hooks the pages share.
@@ -20,6 +22,7 @@ pub mod app;
 pub mod collab;
 pub mod components;
 pub mod hooks;
+pub mod notifications;
 pub mod pages;
 pub mod route;
 pub mod state;
