@@ -207,7 +207,7 @@ fn notifications_toggle() -> Html {
         <button type="button" class="link notifications-toggle" id="notifications-toggle"
                 aria-pressed={on.to_string()} {onclick}
                 title="Desktop notifications for messages in conversations you are not looking at">
-            { if *on { "🔔 Notifications on" } else { "🔕 Notifications off" } }
+            { if *on { "Notifications: on" } else { "Notifications: off" } }
         </button>
     }
 }

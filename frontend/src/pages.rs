@@ -333,6 +333,10 @@ pub fn chat_page(props: &ChatPageProps) -> Html {
     };
     let info = store.peers.get(&peer);
     let status = match info {
+        // Without our node, what it last said may no longer hold.
+        _ if store.ws != Some(crate::state::WsState::Connected) => {
+            "presence unknown (not connected to your node)".to_string()
+        }
         Some(p) if p.online => "online".to_string(),
         Some(p) => match p.last_seen {
             Some(t) => format!("offline · seen {}", view::ago(t, now_ms())),

@@ -393,7 +393,7 @@ impl Xtask {
         step("e2e", &mut || {
             // One browser at a time: real processes and Chromium on a small machine.
             run(
-                "cargo test -p roundtable --test browser --test dashboard --test secure_dashboard --test transfer_dashboard --test training_dashboard -- --ignored (dashboard end to end)",
+                "cargo test -p roundtable --test browser --test dashboard --test secure_dashboard --test transfer_dashboard --test training_dashboard --test chat_dashboard -- --ignored (dashboard end to end)",
                 self.cargo([
                     "test",
                     "-p",
@@ -408,6 +408,8 @@ impl Xtask {
                     "transfer_dashboard",
                     "--test",
                     "training_dashboard",
+                    "--test",
+                    "chat_dashboard",
                     "--",
                     "--ignored",
                     "--test-threads=1",

@@ -1,0 +1,151 @@
+//! End to end, chat as people use it (issue 16): read state that every
+//! browser of the user shares, through two Chromium sessions on separate
+//! profiles; and a send while the node is gone, whose text is kept.
+//! Real `roundtable directory` and `roundtable node` processes.
+//! Screenshots go to `target/e2e/chat-*.png`.
+//!
+//! Run by `cargo xtask test`, or by hand after `trunk build --release`:
+//! `cargo test -p roundtable --test chat_dashboard -- --ignored --test-threads=1`.
+
+mod common;
+
+use anyhow::Result;
+use common::browser::{artifacts_dir, browser, Chromedriver};
+use common::e2e::{attr, directory, screenshot, until, wait_for, wait_gone, wait_text, Node};
+use fantoccini::{Client, Locator};
+
+async fn title(c: &Client) -> Result<String> {
+    Ok(c.execute("return document.title;", vec![])
+        .await?
+        .as_str()
+        .unwrap_or_default()
+        .to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium and a built dashboard; run by cargo xtask test"]
+async fn a_conversation_read_in_one_browser_is_read_in_the_other() {
+    let data = tempfile::tempdir().unwrap();
+    let (_dir, dir) = directory(data.path());
+    let alice = Node::start("alice", dir, data.path(), "127.0.0.1:0", "chat-alice");
+    let bob = Node::start("bob", dir, data.path(), "127.0.0.1:0", "chat-bob");
+    until("bob to see alice online", || async {
+        bob.peer("alice").await.filter(|p| p.online).map(|_| ())
+    })
+    .await
+    .unwrap();
+    bob.send("alice", "are the round 3 weights uploaded?").await;
+    bob.send("alice", "and the dataset card?").await;
+
+    let driver = Chromedriver::start(&artifacts_dir().join("chromedriver-chat.log"));
+    let (p1, p2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let first = browser(&driver, p1.path())
+        .await
+        .expect("headless Chromium");
+    let second = browser(&driver, p2.path())
+        .await
+        .expect("a second Chromium");
+    let result = async {
+        // Both of alice's browsers show the two unread, in the title too.
+        for c in [&first, &second] {
+            c.goto(&alice.url("/")).await?;
+            wait_text(c, "#peers li[data-name=bob] .unread", |t| t == "2").await?;
+            until("the title to count them", || async {
+                title(c).await.ok().filter(|t| t == "(2) Roundtable")
+            })
+            .await?;
+        }
+        screenshot(&second, "chat-unread-second.png").await;
+        // The first reads the conversation...
+        first
+            .find(Locator::Css("#peers li[data-name=bob] a"))
+            .await?
+            .click()
+            .await?;
+        wait_text(&first, "#messages", |t| t.contains("dataset card")).await?;
+        // ...and the second, which did nothing, shows it read.
+        wait_gone(&second, "#peers li[data-name=bob] .unread").await?;
+        until("the second's title", || async {
+            title(&second).await.ok().filter(|t| t == "Roundtable")
+        })
+        .await?;
+        screenshot(&second, "chat-read-second.png").await;
+        // A reload of the second keeps it read: the node has the mark.
+        second.refresh().await?;
+        wait_for(&second, "#peers li[data-name=bob]").await?;
+        assert!(second
+            .find_all(Locator::Css("#peers li[data-name=bob] .unread"))
+            .await?
+            .is_empty());
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    let _ = first.close().await;
+    let _ = second.close().await;
+    result.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium and a built dashboard; run by cargo xtask test"]
+async fn a_send_while_the_node_is_gone_keeps_its_text_and_says_why() {
+    let data = tempfile::tempdir().unwrap();
+    let (_dir, dir) = directory(data.path());
+    let alice = Node::start("alice", dir, data.path(), "127.0.0.1:0", "draft-alice");
+    let bob = Node::start("bob", dir, data.path(), "127.0.0.1:0", "draft-bob");
+    until("alice to see bob online", || async {
+        alice.peer("bob").await.filter(|p| p.online).map(|_| ())
+    })
+    .await
+    .unwrap();
+    let driver = Chromedriver::start(&artifacts_dir().join("chromedriver-draft.log"));
+    let profile = tempfile::tempdir().unwrap();
+    let c = browser(&driver, profile.path())
+        .await
+        .expect("headless Chromium");
+    let url = alice.url("/chat/bob");
+    let result = async {
+        c.goto(&url).await?;
+        wait_text(&c, "#conn", |t| t.contains("connected")).await?;
+        wait_text(&c, "#chat-title", |t| t == "bob").await?;
+        // Alice's node goes away.
+        alice.proc.stop();
+        // The dashboard notices: presence is no longer claimed.
+        wait_text(&c, "#conn", |t| !t.contains("connected")).await?;
+        let status = c
+            .find(Locator::Css(".chat .card-head"))
+            .await?
+            .text()
+            .await?;
+        assert!(
+            status.contains("presence unknown") && !status.contains("online"),
+            "{status}"
+        );
+        let text = "the checkpoint is ready, sending it after lunch";
+        let area = c.find(Locator::Css("#composer-text")).await?;
+        area.send_keys(text).await?;
+        c.find(Locator::Css("#send")).await?.click().await?;
+        let error = wait_for(&c, "#send-error").await?;
+        assert!(error.contains("did not answer"), "{error}");
+        assert!(!error.contains("TypeError"), "{error}");
+        let kept = attr(&c, "#composer-text", "value").await?;
+        let kept = match kept {
+            Some(v) if !v.is_empty() => v,
+            _ => c
+                .execute(
+                    "return document.querySelector('#composer-text').value;",
+                    vec![],
+                )
+                .await?
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        };
+        assert_eq!(kept, text, "the text is kept for a retry");
+        screenshot(&c, "chat-draft-kept.png").await;
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    let _ = c.close().await;
+    drop(bob);
+    result.unwrap();
+}
