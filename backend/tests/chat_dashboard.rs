@@ -104,6 +104,20 @@ async fn a_send_while_the_node_is_gone_keeps_its_text_and_says_why() {
         .expect("headless Chromium");
     let url = alice.url("/chat/bob");
     let result = async {
+        // A misspelled name: refused with a sentence, sent only when insisted.
+        c.goto(&alice.url("/chat/bobb")).await?;
+        wait_text(&c, "#conn", |t| t.contains("connected")).await?;
+        c.find(Locator::Css("#composer-text"))
+            .await?
+            .send_keys("hello?")
+            .await?;
+        c.find(Locator::Css("#send")).await?.click().await?;
+        let error = wait_for(&c, "#send-error").await?;
+        assert!(error.contains("nobody named \"bobb\""), "{error}");
+        screenshot(&c, "chat-unknown-recipient.png").await;
+        c.find(Locator::Css("#send-anyway")).await?.click().await?;
+        wait_for(&c, ".msg.out[data-seq] .state[data-state=queued]").await?;
+        wait_gone(&c, "#send-error").await?;
         c.goto(&url).await?;
         wait_text(&c, "#conn", |t| t.contains("connected")).await?;
         wait_text(&c, "#chat-title", |t| t == "bob").await?;

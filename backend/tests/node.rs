@@ -269,6 +269,39 @@ async fn bad_api_input_gets_clear_errors() {
         assert_eq!(got, status, "{path} {body}: {text}");
         assert!(text.contains("error"), "{text}");
     }
+    // A name nobody has heard of (a typo, most often): refused with a
+    // sentence, queued only when the person insists.
+    let (got, text) = http(
+        "POST",
+        a,
+        "/api/chats/dave/messages",
+        Some(r#"{"text":"hi"}"#),
+    )
+    .await;
+    assert_eq!(got, 404, "{text}");
+    assert!(
+        text.contains("nobody named \\\"dave\\\" is known"),
+        "{text}"
+    );
+    let chats: Vec<roundtable_shared::api::ChatSummary> = get_json(a, "/api/chats").await;
+    assert!(chats.is_empty(), "nothing stored: {chats:?}");
+    let (got, text) = http(
+        "POST",
+        a,
+        "/api/chats/dave/messages",
+        Some(r#"{"text":"hi", "force": true}"#),
+    )
+    .await;
+    assert_eq!(got, 202, "{text}");
+    // Now there is a conversation: no need to insist again.
+    let (got, _) = http(
+        "POST",
+        a,
+        "/api/chats/dave/messages",
+        Some(r#"{"text":"again"}"#),
+    )
+    .await;
+    assert_eq!(got, 202);
     let huge = format!(r#"{{"text":"{}"}}"#, "x".repeat(200_000));
     assert_eq!(
         http("POST", a, "/api/chats/bob/messages", Some(&huge))

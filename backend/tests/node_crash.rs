@@ -23,7 +23,8 @@ async fn sigkill_loses_no_accepted_message_sent_or_received() {
             "POST",
             alice.http,
             "/api/chats/bob/messages",
-            Some(&format!(r#"{{"text":"note {i}"}}"#)),
+            // Bob has never been seen by this node: alice insists.
+            Some(&format!(r#"{{"text":"note {i}", "force": true}}"#)),
         )
         .await;
         assert_eq!(status, 202, "{body}");

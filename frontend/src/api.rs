@@ -199,9 +199,13 @@ pub async fn search(q: &str, limit: usize) -> Result<Vec<SearchHit>, ApiError> {
     get_json(&format!("/api/search?q={}&limit={limit}", segment(q))).await
 }
 
-/// `POST /api/chats/{peer}/messages`.
-pub async fn send(peer: &str, text: &str) -> Result<ChatMessage, ApiError> {
-    let body = SendMessage { text: text.into() };
+/// `POST /api/chats/{peer}/messages`; `force` queues it even for a name
+/// nobody has heard of (else refused with 404 and the node's sentence).
+pub async fn send(peer: &str, text: &str, force: bool) -> Result<ChatMessage, ApiError> {
+    let body = SendMessage {
+        text: text.into(),
+        force,
+    };
     let req = Request::post(&format!("/api/chats/{}/messages", segment(peer)))
         .json(&body)
         .map_err(|e| ApiError::Decode(e.to_string()))?;

@@ -237,26 +237,34 @@ pub fn chat_page(props: &ChatPageProps) -> Html {
             }
         })
     };
-    // The text of a send that failed goes back into the composer.
+    // The text of a send that failed goes back into the composer; one
+    // refused for an unknown name waits for "Send anyway" or "Edit".
     let unsent = use_state(|| None::<AttrValue>);
-    let on_send = {
+    let unknown = use_state(|| None::<String>);
+    let send = {
         let dispatch = store.dispatcher();
         let peer = peer.clone();
         let error = error.clone();
         let unsent = unsent.clone();
-        Callback::from(move |text: String| {
+        let unknown = unknown.clone();
+        Callback::from(move |(text, force): (String, bool)| {
             let dispatch = dispatch.clone();
             let peer = peer.clone();
             let error = error.clone();
             let unsent = unsent.clone();
+            let unknown = unknown.clone();
             // A second failure of the same text must restore it again.
             unsent.set(None);
+            unknown.set(None);
             yew::platform::spawn_local(async move {
-                match api::send(&peer, &text).await {
+                match api::send(&peer, &text, force).await {
                     Ok(m) => {
                         error.set(None);
-                        unsent.set(None);
                         dispatch.dispatch(Action::Accepted(m));
+                    }
+                    Err(e) if e.status() == Some(404) && !force => {
+                        error.set(Some(format!("Not sent: {}.", e.sentence()).into()));
+                        unknown.set(Some(text));
                     }
                     Err(e) => {
                         error.set(Some(
@@ -270,6 +278,28 @@ pub fn chat_page(props: &ChatPageProps) -> Html {
                     }
                 }
             });
+        })
+    };
+    let on_send = {
+        let send = send.clone();
+        Callback::from(move |text: String| send.emit((text, false)))
+    };
+    let on_send_anyway = {
+        let (send, unknown) = (send.clone(), unknown.clone());
+        Callback::from(move |_| {
+            if let Some(text) = (*unknown).clone() {
+                send.emit((text, true));
+            }
+        })
+    };
+    let on_edit = {
+        let (unknown, unsent, error) = (unknown.clone(), unsent.clone(), error.clone());
+        Callback::from(move |_| {
+            if let Some(text) = (*unknown).clone() {
+                unsent.set(Some(text.into()));
+                unknown.set(None);
+                error.set(None);
+            }
         })
     };
     let on_accept = {
@@ -376,6 +406,14 @@ pub fn chat_page(props: &ChatPageProps) -> Html {
                 <Composer peer={props.peer.clone()} {on_send} error={(*error).clone()}
                     unsent={(*unsent).clone()} />
             </div>
+            if unknown.is_some() {
+                <p class="unknown-recipient" id="unknown-recipient">
+                    <button type="button" id="send-anyway" onclick={on_send_anyway}>
+                        { format!("Send anyway (it waits until {} appears)", props.peer) }
+                    </button>
+                    <button type="button" class="link" id="edit-unsent" onclick={on_edit}>{ "Edit" }</button>
+                </p>
+            }
         </section>
     }
 }

@@ -305,6 +305,10 @@ pub struct SearchHit {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SendMessage {
     pub text: String,
+    /// Queue it even for a name nobody has heard of (otherwise such a
+    /// send is refused with 404 and a sentence saying so).
+    #[serde(default)]
+    pub force: bool,
 }
 
 /// The node's session with its directory.

@@ -147,6 +147,8 @@ pub enum ChatError {
     BadText,
     #[error("that is you")]
     ToSelf,
+    #[error("nobody named \"{0}\" is known to the directory or to this node: check the spelling, or send it anyway (it waits until {0} appears)")]
+    UnknownRecipient(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -247,6 +249,35 @@ impl Chat {
 
     pub(crate) fn requests(&self) -> &Requests {
         &self.inner.requests
+    }
+
+    /// [`send`](Self::send) from a person: refused with
+    /// [`ChatError::UnknownRecipient`] when `peer` is nobody this node has
+    /// heard of (never listed by the directory, no conversation), which is
+    /// most often a misspelled name, unless `force` (the person insists:
+    /// it is queued like any message, for a peer that may appear later).
+    pub async fn send_from_user(
+        &self,
+        peer: &str,
+        text: &str,
+        force: bool,
+    ) -> Result<ChatMessage, ChatError> {
+        if !force && valid_name(peer) && peer != self.inner.cfg.name && !self.knows(peer).await? {
+            if text.is_empty() || text.len() > MAX_TEXT {
+                return Err(ChatError::BadText);
+            }
+            return Err(ChatError::UnknownRecipient(peer.to_owned()));
+        }
+        self.send(peer, text).await
+    }
+
+    /// Whether `peer` is listed (or was, while this node ran) or has a
+    /// conversation here.
+    async fn knows(&self, peer: &str) -> Result<bool, ChatError> {
+        if self.inner.peers.get(peer).is_some() {
+            return Ok(true);
+        }
+        Ok(!self.history(peer, None, 1).await?.is_empty())
     }
 
     /// Accepts a message for `peer`: committed as `queued`, announced,

@@ -111,7 +111,7 @@ pub async fn post_message(
     body: Result<Json<SendMessage>, JsonRejection>,
 ) -> Result<impl IntoResponse, WebError> {
     let Json(body) = body?;
-    let m = n.chat.send(&peer, &body.text).await?;
+    let m = n.chat.send_from_user(&peer, &body.text, body.force).await?;
     Ok((StatusCode::ACCEPTED, Json(m)))
 }
 

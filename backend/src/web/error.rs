@@ -71,6 +71,7 @@ impl From<ChatError> for WebError {
             ChatError::BadPeer(_) | ChatError::BadText | ChatError::ToSelf => {
                 WebError::BadRequest(e.to_string())
             }
+            ChatError::UnknownRecipient(_) => WebError::NotFound(e.to_string()),
             other => WebError::internal(other),
         }
     }
