@@ -211,7 +211,9 @@ async fn cross_origin_posts_are_refused() {
         async move {
             let headers: Vec<(&str, &str)> =
                 origin.iter().map(|o| ("Origin", o.as_str())).collect();
-            let body = r#"{"text":"hi"}"#;
+            // (To a name this node has not seen: insisting, as the
+            // dashboard's "Send anyway" does; the Origin is the point.)
+            let body = r#"{"text":"hi","force":true}"#;
             request(
                 addr,
                 "POST",
