@@ -181,6 +181,10 @@ struct Inner {
     tracker: TaskTracker,
 }
 
+/// How long a send to a name not known yet waits for the directory's
+/// answer before it is refused as unknown.
+const ASK_DIRECTORY: Duration = Duration::from_secs(3);
+
 /// How long acknowledgements may take before `sent` is recorded.
 const RECORD_SENT_AFTER: Duration = Duration::from_millis(200);
 
@@ -272,12 +276,26 @@ impl Chat {
     }
 
     /// Whether `peer` is listed (or was, while this node ran) or has a
-    /// conversation here.
+    /// conversation here. A name not known yet is asked of the directory
+    /// at once, and waited for up to [`ASK_DIRECTORY`]: right after the
+    /// node starts, or just after the peer logged in, the last listing may
+    /// not have it yet.
     async fn knows(&self, peer: &str) -> Result<bool, ChatError> {
-        if self.inner.peers.get(peer).is_some() {
+        let peers = &self.inner.peers;
+        if peers.get(peer).is_some() || !self.history(peer, None, 1).await?.is_empty() {
             return Ok(true);
         }
-        Ok(!self.history(peer, None, 1).await?.is_empty())
+        let deadline = tokio::time::Instant::now() + ASK_DIRECTORY;
+        loop {
+            let changed = peers.changed();
+            peers.request_refresh();
+            if peers.get(peer).is_some() {
+                return Ok(true);
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return Ok(peers.get(peer).is_some());
+            }
+        }
     }
 
     /// Accepts a message for `peer`: committed as `queued`, announced,
