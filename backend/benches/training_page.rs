@@ -24,25 +24,16 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{env_usize, machine};
+use common::{env_usize, machine, Proc};
 use roundtable::fl_drive::{random_uuid, Plan};
 use roundtable::store::trainings::{ApplyOptions, PhaseKey, Received, TrainingStore};
 use roundtable_shared::progress::{Lane, Metric, PhaseReport, RunReport};
 use roundtable_shared::training::{Phase, RunStatus, TrainingState};
 
 const BIN: &str = env!("CARGO_BIN_EXE_roundtable");
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn metrics(round: u32, phase: Phase, who: usize) -> Vec<Metric> {
     let r = f64::from(round);

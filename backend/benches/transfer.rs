@@ -26,7 +26,7 @@
 
 mod common;
 
-use common::{env_usize, machine};
+use common::{env_usize, machine, Proc};
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -237,15 +237,6 @@ fn get(addr: &str, path: &str) -> String {
 }
 
 /// A release process killed when dropped.
-struct Proc(std::process::Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// A directory and two nodes, alice and bob, as release processes.
 struct Nodes {
     _dir: Proc,

@@ -31,9 +31,7 @@ use crate::view;
 fn mark_first_peers() {
     thread_local!(static DONE: Cell<bool> = const { Cell::new(false) });
     if !DONE.with(|d| d.replace(true)) {
-        if let Some(p) = web_sys::window().and_then(|w| w.performance()) {
-            let _ = p.mark("roundtable:peers");
-        }
+        mark("roundtable:peers");
     }
 }
 

@@ -266,13 +266,26 @@ impl Chat {
         text: &str,
         force: bool,
     ) -> Result<ChatMessage, ChatError> {
-        if !force && valid_name(peer) && peer != self.inner.cfg.name && !self.knows(peer).await? {
-            if text.is_empty() || text.len() > MAX_TEXT {
-                return Err(ChatError::BadText);
-            }
+        self.check(peer, text)?;
+        if !force && !self.knows(peer).await? {
             return Err(ChatError::UnknownRecipient(peer.to_owned()));
         }
         self.send(peer, text).await
+    }
+
+    /// What every message must be: a valid peer name, not us, a text of 1
+    /// to [`MAX_TEXT`] bytes.
+    fn check(&self, peer: &str, text: &str) -> Result<(), ChatError> {
+        if !valid_name(peer) {
+            return Err(ChatError::BadPeer(peer.to_owned()));
+        }
+        if peer == self.inner.cfg.name {
+            return Err(ChatError::ToSelf);
+        }
+        if text.is_empty() || text.len() > MAX_TEXT {
+            return Err(ChatError::BadText);
+        }
+        Ok(())
     }
 
     /// Whether `peer` is listed (or was, while this node ran) or has a
@@ -302,15 +315,7 @@ impl Chat {
     /// handed to the peer's worker, and on disk before it returns (the
     /// caller's 202). Returns the stored message.
     pub async fn send(&self, peer: &str, text: &str) -> Result<ChatMessage, ChatError> {
-        if !valid_name(peer) {
-            return Err(ChatError::BadPeer(peer.to_owned()));
-        }
-        if peer == self.inner.cfg.name {
-            return Err(ChatError::ToSelf);
-        }
-        if text.is_empty() || text.len() > MAX_TEXT {
-            return Err(ChatError::BadText);
-        }
+        self.check(peer, text)?;
         let (msg, commit) = self.inner.store.queue(peer, text)?;
         self.inner.peers.ensure(peer);
         if !self.inner.peers.get(peer).is_some_and(|p| p.online) {

@@ -35,7 +35,9 @@ use crate::web::server::Limits;
 /// Largest notification body accepted, in bytes. Real ones are under 200.
 pub const BODY_LIMIT: usize = 64 * 1024;
 
-fn error(status: StatusCode, msg: impl Into<String>) -> Response {
+/// An error answer: its status and `{"error": msg}` (also the metrics
+/// URL's, `metrics.rs`).
+pub(super) fn error(status: StatusCode, msg: impl Into<String>) -> Response {
     (status, Json(serde_json::json!({ "error": msg.into() }))).into_response()
 }
 

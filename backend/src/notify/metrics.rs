@@ -28,7 +28,7 @@ use axum::extract::{ConnectInfo, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::{Json, Router};
+use axum::Router;
 use rand_core::{OsRng, RngCore};
 use roundtable_shared::progress::{
     parse_metric_line, parse_metric_post, Metric, MetricLine, MAX_METRIC_VALUES_PER_RUN,
@@ -36,6 +36,7 @@ use roundtable_shared::progress::{
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::endpoint::error;
 use crate::store::trainings::PhaseKey;
 use crate::web::server::Limits;
 
@@ -206,10 +207,6 @@ impl MetricsHub {
         });
         Some(addr)
     }
-}
-
-fn error(status: StatusCode, msg: impl Into<String>) -> Response {
-    (status, Json(serde_json::json!({ "error": msg.into() }))).into_response()
 }
 
 /// The metrics URL's routes (a router of its own: nothing else is served

@@ -46,6 +46,7 @@ use tokio_util::task::TaskTracker;
 use crate::events::Events;
 use crate::node::chat::Chat;
 use crate::node::check::{call, CallFailed};
+use crate::notify::now_ms;
 use crate::overlay::rpc::{Answer, Handlers};
 use crate::store::progress::LaneRefused;
 use crate::store::trainings::TrainingStore;
@@ -112,12 +113,6 @@ impl std::fmt::Debug for Progress {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Progress")
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 impl Progress {

@@ -18,10 +18,10 @@
 use std::collections::BTreeMap;
 
 use roundtable_shared::progress::{Lane, Metric, Participant, PhaseReport, RunReport};
-use roundtable_shared::training::{Phase, RunStatus, Training, TrainingState};
+use roundtable_shared::training::Training;
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::trainings::{PhaseKey, TrainingStore};
+use super::trainings::{json_of, phase_of, run_status_of, state_of, PhaseKey, TrainingStore};
 use super::{Context, StoreError};
 
 /// Peers whose lanes are kept per training.
@@ -51,22 +51,6 @@ pub enum LaneRefused {
 fn run_json(r: &Option<RunReport>) -> Option<String> {
     r.as_ref()
         .map(|r| serde_json::to_string(r).unwrap_or_default())
-}
-
-fn json_col<T: serde::de::DeserializeOwned>(s: &str) -> rusqlite::Result<T> {
-    serde_json::from_str(s).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.into())
-    })
-}
-
-fn parse_col<T>(s: String, f: fn(&str) -> Option<T>) -> rusqlite::Result<T> {
-    f(&s).ok_or_else(|| {
-        rusqlite::Error::FromSqlConversionFailure(
-            0,
-            rusqlite::types::Type::Text,
-            format!("unknown value {s:?} in database").into(),
-        )
-    })
 }
 
 impl TrainingStore {
@@ -383,7 +367,7 @@ fn phase_id(c: &Connection, key: &PhaseKey) -> Result<Option<i64>, StoreError> {
 fn lane_row(uuid: &str, r: &rusqlite::Row<'_>) -> rusqlite::Result<Lane> {
     Ok(Lane {
         training: uuid.to_owned(),
-        state: parse_col(r.get(0)?, TrainingState::parse)?,
+        state: state_of(r.get(0)?)?,
         current_round: r.get(1)?,
         started_at: r.get(2)?,
         finished_at: r.get(3)?,
@@ -443,7 +427,7 @@ fn local_lane(c: &Connection, uuid: &str, since: u64) -> Result<Option<Lane>, St
             let run = match r.get::<_, Option<String>>(5)? {
                 None => None,
                 Some(s) => Some(RunReport {
-                    status: parse_col(s, RunStatus::parse)?,
+                    status: run_status_of(s)?,
                     started_at: r.get(6)?,
                     ended_at: r.get(7)?,
                     exit_code: r.get(8)?,
@@ -453,7 +437,7 @@ fn local_lane(c: &Connection, uuid: &str, since: u64) -> Result<Option<Lane>, St
                 r.get::<_, i64>(0)?,
                 PhaseReport {
                     round: r.get(1)?,
-                    phase: parse_col(r.get(2)?, Phase::parse)?,
+                    phase: phase_of(r.get(2)?)?,
                     started_at: r.get(3)?,
                     run,
                     metrics: Vec::new(),
@@ -523,13 +507,13 @@ fn peer_participant(
         .query_map(params![uuid, peer], |r| {
             Ok(PhaseReport {
                 round: r.get(0)?,
-                phase: parse_col(r.get(1)?, Phase::parse)?,
+                phase: phase_of(r.get(1)?)?,
                 started_at: r.get(2)?,
                 run: match r.get::<_, Option<String>>(3)? {
                     None => None,
-                    Some(s) => Some(json_col(&s)?),
+                    Some(s) => Some(json_of(&s)?),
                 },
-                metrics: json_col(&r.get::<_, String>(4)?)?,
+                metrics: json_of(&r.get::<_, String>(4)?)?,
                 seq: r.get::<_, i64>(5)? as u64,
             })
         })
@@ -551,6 +535,7 @@ mod tests {
     use super::*;
     use crate::store::trainings::{ApplyOptions, Received};
     use roundtable_shared::notify::{Kind, Notification};
+    use roundtable_shared::training::{Phase, RunStatus, TrainingState};
 
     const T: &str = "0b8a3f4e-5c6d-4e7f-8a9b-0c1d2e3f4a5b";
 

@@ -229,20 +229,25 @@ fn bad_value(what: &str, v: &str) -> rusqlite::Error {
     )
 }
 
-fn state_of(s: String) -> rusqlite::Result<TrainingState> {
+pub(super) fn state_of(s: String) -> rusqlite::Result<TrainingState> {
     TrainingState::parse(&s).ok_or_else(|| bad_value("training state", &s))
 }
 
-fn phase_of(s: String) -> rusqlite::Result<Phase> {
+pub(super) fn phase_of(s: String) -> rusqlite::Result<Phase> {
     Phase::parse(&s).ok_or_else(|| bad_value("phase", &s))
 }
 
-fn run_status_of(s: String) -> rusqlite::Result<RunStatus> {
+pub(super) fn run_status_of(s: String) -> rusqlite::Result<RunStatus> {
     RunStatus::parse(&s).ok_or_else(|| bad_value("run status", &s))
 }
 
 fn tail_of(s: String) -> rusqlite::Result<Vec<String>> {
-    serde_json::from_str(&s).map_err(|e| {
+    json_of(&s)
+}
+
+/// A JSON column's value.
+pub(super) fn json_of<T: serde::de::DeserializeOwned>(s: &str) -> rusqlite::Result<T> {
+    serde_json::from_str(s).map_err(|e| {
         rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.into())
     })
 }

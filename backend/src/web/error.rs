@@ -87,6 +87,12 @@ impl From<AcceptError> for WebError {
     }
 }
 
+impl From<crate::store::StoreError> for WebError {
+    fn from(e: crate::store::StoreError) -> Self {
+        WebError::internal(e)
+    }
+}
+
 impl From<NotifyError> for WebError {
     fn from(e: NotifyError) -> Self {
         WebError::internal(e)

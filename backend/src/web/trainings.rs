@@ -11,13 +11,6 @@ use serde::Deserialize;
 
 use super::error::WebError;
 use super::NodeApi;
-use crate::store::StoreError;
-
-impl From<StoreError> for WebError {
-    fn from(e: StoreError) -> Self {
-        WebError::internal(e)
-    }
-}
 
 pub async fn list(State(n): State<NodeApi>) -> Result<Json<Vec<Training>>, WebError> {
     Ok(Json(n.trainings.list().await?))
