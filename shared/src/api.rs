@@ -49,14 +49,22 @@ pub enum Event {
     TrainingGone { uuid: String },
     /// A conversation was marked read (in any browser of this user).
     ReadState { state: ReadState },
-    /// A chat message was stored (sent by us or received).
+    /// A chat message was stored (sent by us or received), in a direct
+    /// conversation or a room (`message.room`).
     Message { message: ChatMessage },
-    /// One of our messages changed state (sent, delivered).
+    /// One of our messages changed state (sent, delivered). In a room
+    /// (`room`), `peer` is our own name and `delivered` means every
+    /// member it went to has it.
     MessageState {
         peer: String,
         id: String,
         state: MessageState,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        room: Option<String>,
     },
+    /// A room was created, joined, or changed (name, members): its full
+    /// current summary.
+    Room { room: RoomSummary },
     /// The node's session with the directory changed state.
     Directory { state: LinkState },
     /// A file transfer was created or changed (full current state; while
@@ -253,6 +261,14 @@ pub struct ChatMessage {
     /// the dashboard marks such messages as unverified.
     #[serde(default)]
     pub verified: bool,
+    /// The room it belongs to (`None`: a direct conversation). In a room,
+    /// `peer` is who wrote it (our own name for ours).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<String>,
+    /// A line about the room itself ("alice added carol", "bob left"),
+    /// not something someone wrote.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub event: bool,
 }
 
 /// `GET /api/chats`: one entry per conversation.
@@ -274,9 +290,62 @@ pub struct ChatSummary {
 /// and [`Event::ReadState`] carries it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReadState {
+    /// The peer of a direct conversation (empty for a room).
     pub peer: String,
     pub last_read: i64,
     pub unread: u64,
+    /// The room (`PUT /api/rooms/{id}/read`), `None` for a direct one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<String>,
+}
+
+/// One member of a room, as this node knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomMember {
+    pub name: String,
+    /// In the room now (false: left).
+    pub present: bool,
+}
+
+/// `GET /api/rooms` (one per room), `GET /api/rooms/{id}`, and
+/// [`Event::Room`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomSummary {
+    /// The room id (in URLs: `/api/rooms/{id}`).
+    pub id: String,
+    pub name: String,
+    /// The training whose room it is (its UUID), if it is one.
+    #[serde(default)]
+    pub training: Option<String>,
+    /// Everyone who is or was in it, in name order; this node's user too.
+    pub members: Vec<RoomMember>,
+    /// Whether this node's user is in it (false once they left: they keep
+    /// the history and cannot post).
+    pub joined: bool,
+    pub last: Option<ChatMessage>,
+    pub count: u64,
+    #[serde(default)]
+    pub last_read: i64,
+    #[serde(default)]
+    pub unread: u64,
+    /// When this node first had it, Unix ms.
+    pub created_at: i64,
+}
+
+/// `POST /api/rooms` body: a new room with these members (besides us).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRoom {
+    pub name: String,
+    #[serde(default)]
+    pub members: Vec<String>,
+}
+
+/// `POST /api/rooms/{id}/members` body: add someone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddMember {
+    pub name: String,
 }
 
 /// `PUT /api/chats/{peer}/read` body: read up to this message.

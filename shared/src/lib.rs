@@ -8,6 +8,7 @@ pub mod frame;
 pub mod notify;
 pub mod peer;
 pub mod progress;
+pub mod room;
 pub mod rpc;
 pub mod secure;
 pub mod training;
