@@ -149,6 +149,22 @@ pub enum ChatError {
     ToSelf,
     #[error("nobody named \"{0}\" is known to the directory or to this node: check the spelling, or send it anyway (it waits until {0} appears)")]
     UnknownRecipient(String),
+    #[error("nobody named \"{0}\" is known to the directory or to this node: check the spelling")]
+    UnknownMember(String),
+    #[error(
+        "a room name is 1 to {} bytes, without control characters",
+        roundtable_shared::room::MAX_NAME
+    )]
+    BadRoomName,
+    #[error(
+        "a message in a room is 1 to {} bytes",
+        roundtable_shared::room::MAX_ROOM_TEXT
+    )]
+    BadRoomText,
+    #[error("a room has at most {} members", roundtable_shared::room::MAX_MEMBERS)]
+    TooManyMembers,
+    #[error(transparent)]
+    Room(#[from] crate::store::chat::RoomRefused),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -179,6 +195,19 @@ struct Inner {
     links: Arc<Semaphore>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
+}
+
+/// The rooms a batch of deliveries needs, each read once.
+#[derive(Default)]
+struct RoomCache(HashMap<String, Option<crate::store::chat::Room>>);
+
+impl RoomCache {
+    fn get(&mut self, store: &ChatStore, id: &str) -> Option<&crate::store::chat::Room> {
+        self.0
+            .entry(id.to_owned())
+            .or_insert_with(|| store.room(id).ok().flatten())
+            .as_ref()
+    }
 }
 
 /// How long a send to a name not known yet waits for the directory's
@@ -293,7 +322,7 @@ impl Chat {
     /// at once, and waited for up to [`ASK_DIRECTORY`]: right after the
     /// node starts, or just after the peer logged in, the last listing may
     /// not have it yet.
-    async fn knows(&self, peer: &str) -> Result<bool, ChatError> {
+    pub(crate) async fn knows(&self, peer: &str) -> Result<bool, ChatError> {
         let peers = &self.inner.peers;
         if peers.get(peer).is_some() || !self.history(peer, None, 1).await?.is_empty() {
             return Ok(true);
@@ -333,13 +362,13 @@ impl Chat {
     }
 
     /// Waits, off the runtime's threads, until `commit` is on disk.
-    async fn sync(&self, commit: Commit) -> Result<(), StoreError> {
+    pub(crate) async fn sync(&self, commit: Commit) -> Result<(), StoreError> {
         let store = self.inner.store.clone();
         crate::store::blocking(move || store.sync(commit)).await
     }
 
     /// Makes sure `peer` has a delivery worker, and wakes it.
-    fn kick(&self, peer: &str) {
+    pub(crate) fn kick(&self, peer: &str) {
         if self.inner.shutdown.is_cancelled() {
             return;
         }
@@ -458,7 +487,7 @@ impl Chat {
                     tracing::debug!(%peer, %e, "delivery interrupted; will retry");
                     l.fail();
                     link = None;
-                    self.announce_requeued(peer, &pending);
+                    self.announce_requeued(&pending);
                     tokio::select! {
                         _ = self.inner.shutdown.cancelled() => return,
                         _ = tokio::time::sleep(backoff) => {}
@@ -558,41 +587,64 @@ impl Chat {
         let me = &self.inner.cfg.name;
         let seqs: Vec<i64> = pending.iter().map(|m| m.seq).collect();
         let write_timeout = self.inner.cfg.write_timeout;
+        let mut rooms = RoomCache::default();
         if !link.caps.roundtable {
-            // A classic peer: no acknowledgements, so written is final.
-            let frames: Vec<Frame> = pending
-                .iter()
-                .map(|m| {
+            // A classic peer: no acknowledgements, so written is final. A
+            // room's posts reach it as messages that name the room; what
+            // happens to the room itself is not for it.
+            let mut frames = Vec::with_capacity(pending.len());
+            for m in pending {
+                let text = match &m.room {
+                    None => m.text.clone(),
+                    Some(_) if m.event => continue,
+                    Some(r) => match rooms.get(&self.inner.store, r) {
+                        Some(room) => roundtable_shared::room::classic_text(&room.name, &m.text),
+                        None => continue,
+                    },
+                };
+                frames.push(
                     PeerFrame::Message {
                         sender: me.clone(),
-                        text: m.text.clone(),
+                        text,
                     }
-                    .to_frame()
-                })
-                .collect();
+                    .to_frame(),
+                );
+            }
             link.send(&frames, write_timeout).await?;
-            self.record_sent(peer, &seqs, false);
-            self.announce_sent(peer, pending);
+            let done = self.record_sent(peer, &seqs, false);
+            self.announce_sent(pending);
+            self.announce_delivered(pending, &done);
             return Ok(());
         }
-        let frames: Vec<Frame> = pending
-            .iter()
-            .map(|m| {
-                PeerFrame::Msg {
-                    sender: me.clone(),
-                    id: m.id.clone(),
-                    text: m.text.clone(),
+        let mut frames = Vec::with_capacity(pending.len());
+        for m in pending {
+            match &m.room {
+                None => frames.push(
+                    PeerFrame::Msg {
+                        sender: me.clone(),
+                        id: m.id.clone(),
+                        text: m.text.clone(),
+                    }
+                    .to_frame(),
+                ),
+                Some(r) => {
+                    let Some(room) = rooms.get(&self.inner.store, r) else {
+                        continue;
+                    };
+                    match self.room_frame(room, m) {
+                        Ok(f) => frames.push(f),
+                        Err(e) => tracing::error!(room = %r, %e, "room message cannot be sent"),
+                    }
                 }
-                .to_frame()
-            })
-            .collect();
+            }
+        }
         link.send(&frames, write_timeout).await?;
         // `sent` is announced now but recorded only if the acknowledgements
         // are slow: usually they follow within a millisecond, and
         // `delivered` is the one write needed. Until recorded the store
         // says `queued`, which is what a restart needs anyway (the peer
         // drops the repeat by id).
-        self.announce_sent(peer, pending);
+        self.announce_sent(pending);
         let mut waiting: HashMap<&str, i64> =
             pending.iter().map(|m| (m.id.as_str(), m.seq)).collect();
         let mut recorded = false;
@@ -644,22 +696,23 @@ impl Chat {
     }
 
     /// Records our messages as written to the peer; `awaiting_ack` keeps
-    /// them in the outbox until acknowledged.
-    fn record_sent(&self, peer: &str, seqs: &[i64], awaiting_ack: bool) {
-        if let Err(e) = self.inner.store.mark_sent(seqs, awaiting_ack) {
-            tracing::error!(%peer, %e, "cannot record sent messages");
-        }
+    /// them in the outbox until acknowledged. Returns the room messages
+    /// that this made delivered to every member.
+    fn record_sent(&self, peer: &str, seqs: &[i64], awaiting_ack: bool) -> Vec<i64> {
+        self.inner
+            .store
+            .mark_sent(peer, seqs, awaiting_ack)
+            .unwrap_or_else(|e| {
+                tracing::error!(%peer, %e, "cannot record sent messages");
+                Vec::new()
+            })
     }
 
     /// Tells the browser that these messages left (those still `queued`;
     /// a retried message was announced the first time).
-    fn announce_sent(&self, peer: &str, pending: &[ChatMessage]) {
+    fn announce_sent(&self, pending: &[ChatMessage]) {
         for m in pending.iter().filter(|m| m.state == MessageState::Queued) {
-            self.inner.events.publish(Event::MessageState {
-                peer: peer.to_owned(),
-                id: m.id.clone(),
-                state: MessageState::Sent,
-            });
+            self.announce_state(m, MessageState::Sent);
         }
     }
 
@@ -668,15 +721,11 @@ impl Chat {
     /// recorded or acknowledged) are announced `queued` again, so that the
     /// browser does not show as sent what waits (for instance for a key
     /// to be accepted).
-    fn announce_requeued(&self, peer: &str, pending: &[ChatMessage]) {
+    fn announce_requeued(&self, pending: &[ChatMessage]) {
         for m in pending.iter().filter(|m| m.state == MessageState::Queued) {
             if let Ok(Some(now)) = self.inner.store.get(m.seq) {
                 if now.state == MessageState::Queued {
-                    self.inner.events.publish(Event::MessageState {
-                        peer: peer.to_owned(),
-                        id: m.id.clone(),
-                        state: MessageState::Queued,
-                    });
+                    self.announce_state(m, MessageState::Queued);
                 }
             }
         }
@@ -686,21 +735,30 @@ impl Chat {
         if seqs.is_empty() {
             return;
         }
-        match self.inner.store.mark_delivered(seqs) {
-            Ok(changed) => {
-                for seq in changed {
-                    let Some(m) = pending.iter().find(|m| m.seq == seq) else {
-                        continue;
-                    };
-                    self.inner.events.publish(Event::MessageState {
-                        peer: peer.to_owned(),
-                        id: m.id.clone(),
-                        state: MessageState::Delivered,
-                    });
-                }
-            }
+        match self.inner.store.mark_delivered(peer, seqs) {
+            Ok(changed) => self.announce_delivered(pending, &changed),
             Err(e) => tracing::error!(%peer, %e, "cannot record delivery"),
         }
+    }
+
+    /// Tells the browser that these of `pending` are delivered.
+    fn announce_delivered(&self, pending: &[ChatMessage], seqs: &[i64]) {
+        for seq in seqs {
+            if let Some(m) = pending.iter().find(|m| m.seq == *seq) {
+                self.announce_state(m, MessageState::Delivered);
+            }
+        }
+    }
+
+    /// Tells the browser where our message `m` stands now (in a room,
+    /// `m.peer` is our own name).
+    fn announce_state(&self, m: &ChatMessage, state: MessageState) {
+        self.inner.events.publish(Event::MessageState {
+            peer: m.peer.clone(),
+            id: m.id.clone(),
+            state,
+            room: m.room.clone(),
+        });
     }
 
     /// Stores received messages (dropping duplicates), announces the new
@@ -734,6 +792,14 @@ impl Chat {
                 false
             }
         }
+    }
+
+    pub(crate) fn me(&self) -> &str {
+        &self.inner.cfg.name
+    }
+
+    pub(crate) fn events(&self) -> &Events {
+        &self.inner.events
     }
 
     /// Serves the chat port until shutdown.
@@ -961,6 +1027,7 @@ impl Chat {
     async fn handle(&self, frames: Vec<Frame>, origin: Origin<'_>) -> (Vec<Frame>, bool) {
         let trust = &self.inner.overlay.trust;
         let mut batch = Vec::new();
+        let mut room_batch = Vec::new();
         let mut replies = Vec::new();
         let mut acks = Vec::new();
         let mut end = false;
@@ -997,6 +1064,20 @@ impl Chat {
                         self.inner.requests.complete(peer, rep);
                     }
                     Err(e) => tracing::debug!(%peer, %e, "bad request frame dropped"),
+                }
+                continue;
+            }
+            if let (Origin::Proven(peer), roundtable_shared::room::KIND) = (origin, f.kind.as_str())
+            {
+                match roundtable_shared::room::RoomFrame::parse(f) {
+                    Ok(r) if r.sender == peer => {
+                        acks.push(PeerFrame::MsgAck { id: r.id.clone() }.to_frame());
+                        room_batch.push(r);
+                    }
+                    Ok(r) => {
+                        tracing::warn!(%peer, claimed = %r.sender, "secure peer sent a room message in another's name: dropped");
+                    }
+                    Err(e) => tracing::debug!(%peer, %e, "bad room frame dropped"),
                 }
                 continue;
             }
@@ -1047,7 +1128,7 @@ impl Chat {
                 verified: matches!(origin, Origin::Proven(_)),
             });
         }
-        if !self.receive(batch).await {
+        if !self.receive(batch).await || !self.receive_rooms(room_batch).await {
             // Not stored: acknowledge nothing; the sender will retry.
             return (replies, true);
         }

@@ -8,6 +8,7 @@ pub mod directory_client;
 pub mod link;
 pub mod peers;
 pub mod relay;
+pub mod rooms;
 pub mod trust;
 
 use std::net::SocketAddr;
@@ -265,6 +266,12 @@ impl Node {
         }
         tracker.spawn(chat.clone().run_relay_inbound(relay_inbound));
         tracker.spawn(chat.clone().run_dispatcher());
+        tracker.spawn(rooms::follow_trainings(
+            chat.clone(),
+            progress.clone(),
+            trainings.store().clone(),
+            shutdown.clone(),
+        ));
 
         if let Some(l) = notify_listener {
             let (t, lim, s) = (

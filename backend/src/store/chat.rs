@@ -17,6 +17,9 @@ use rusqlite::{params, OptionalExtension, Row};
 
 use super::{Context, Db, StoreError};
 
+mod rooms;
+pub use rooms::{event_sentence, Refusable, Room, RoomReceived, RoomRefused};
+
 const MIGRATIONS: &[&str] = &[
     "
     CREATE TABLE messages (
@@ -85,6 +88,45 @@ const MIGRATIONS: &[&str] = &[
         INSERT INTO messages_fts (rowid, body) VALUES (NEW.seq, NEW.body);
     END;
 ",
+    "
+    -- Issue 16: rooms. A room's messages are rows of `messages` with
+    -- `room` set (and `peer` = who wrote it); direct ones keep room = ''.
+    -- `event` is '' for what someone wrote, else what happened to the
+    -- room ('added:NAME', 'left'), the body being its sentence.
+    ALTER TABLE messages ADD COLUMN room TEXT NOT NULL DEFAULT '';
+    ALTER TABLE messages ADD COLUMN event TEXT NOT NULL DEFAULT '';
+    DROP INDEX messages_by_peer;
+    CREATE INDEX messages_by_peer ON messages (peer, seq) WHERE room = '';
+    CREATE INDEX messages_by_room ON messages (room, seq) WHERE room != '';
+    DROP INDEX messages_outbox;
+    CREATE INDEX messages_outbox ON messages (peer, seq)
+        WHERE room = '' AND direction = 'out' AND (state = 'queued' OR awaiting_ack = 1);
+    CREATE TABLE rooms (
+        id         TEXT PRIMARY KEY NOT NULL,
+        name       TEXT NOT NULL,
+        -- The training's UUID, for a training's own room.
+        training   TEXT,
+        created_at INTEGER NOT NULL
+    ) STRICT;
+    -- Each member's last-writer-wins entry (shared/src/room.rs).
+    CREATE TABLE room_members (
+        room    TEXT NOT NULL,
+        name    TEXT NOT NULL,
+        present INTEGER NOT NULL CHECK (present IN (0, 1)),
+        clock   INTEGER NOT NULL,
+        PRIMARY KEY (room, name)
+    ) STRICT, WITHOUT ROWID;
+    -- Our room messages still to deliver, one row per (member, message):
+    -- the room's outbox, drained by the member's delivery worker like a
+    -- direct outbox; a row goes once the member acknowledged.
+    CREATE TABLE room_outbox (
+        member       TEXT NOT NULL,
+        seq          INTEGER NOT NULL,
+        awaiting_ack INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (member, seq)
+    ) STRICT, WITHOUT ROWID;
+    CREATE INDEX room_outbox_by_seq ON room_outbox (seq);
+",
 ];
 
 /// Marks the start and end of a match in a [`SearchHit`]'s snippet.
@@ -117,7 +159,10 @@ pub fn fts_query(typed: &str) -> Option<String> {
     Some(q)
 }
 
-const COLUMNS: &str = "seq, id, peer, direction, body, state, at, verified";
+const COLUMNS: &str = "seq, id, peer, direction, body, state, at, verified, room, event";
+
+/// How many columns [`COLUMNS`] has (the next column's index).
+const NCOLS: usize = 10;
 
 /// [`COLUMNS`] of the table aliased `alias`.
 fn columns_of(alias: &str) -> String {
@@ -128,7 +173,7 @@ fn columns_of(alias: &str) -> String {
         .join(", ")
 }
 
-fn row(r: &Row<'_>) -> rusqlite::Result<ChatMessage> {
+pub(super) fn row(r: &Row<'_>) -> rusqlite::Result<ChatMessage> {
     let direction: String = r.get(3)?;
     let state: String = r.get(5)?;
     Ok(ChatMessage {
@@ -148,6 +193,8 @@ fn row(r: &Row<'_>) -> rusqlite::Result<ChatMessage> {
         },
         at: r.get(6)?,
         verified: r.get(7)?,
+        room: Some(r.get::<_, String>(8)?).filter(|room| !room.is_empty()),
+        event: !r.get_ref(9)?.as_str().unwrap_or_default().is_empty(),
     })
 }
 
@@ -302,6 +349,8 @@ impl ChatStore {
                 state: MessageState::Queued,
                 at,
                 verified: true,
+                room: None,
+                event: false,
             };
             Ok((message, self.committed()))
         })
@@ -340,6 +389,8 @@ impl ChatStore {
                         state: MessageState::Delivered,
                         at,
                         verified: m.verified,
+                        room: None,
+                        event: false,
                     }));
                 }
             }
@@ -348,17 +399,27 @@ impl ChatStore {
         })
     }
 
-    /// The next undelivered messages for `peer`, oldest first.
+    /// The next undelivered messages for `peer`, direct and in rooms,
+    /// oldest first (so each room's posts, like direct ones, go in the
+    /// order they were made).
     pub fn outbox(&self, peer: &str, limit: usize) -> Result<Vec<ChatMessage>, StoreError> {
         self.db.with(|c| {
             let mut st = c
                 .prepare_cached(&format!(
-                    "SELECT {COLUMNS} FROM messages
-                     WHERE peer = ?1 AND direction = 'out' AND (state = 'queued' OR awaiting_ack = 1)
-                     ORDER BY seq LIMIT ?2"
+                    "SELECT * FROM (
+                       SELECT {COLUMNS} FROM messages
+                       WHERE peer = ?1 AND room = '' AND direction = 'out'
+                         AND (state = 'queued' OR awaiting_ack = 1)
+                       UNION ALL
+                       SELECT {} FROM room_outbox o JOIN messages m ON m.seq = o.seq
+                       WHERE o.member = ?1)
+                     ORDER BY seq LIMIT ?2",
+                    columns_of("m")
                 ))
                 .ctx("reading outbox")?;
-            let rows = st.query_map(params![peer, limit as i64], row).ctx("reading outbox")?;
+            let rows = st
+                .query_map(params![peer, limit as i64], row)
+                .ctx("reading outbox")?;
             rows.collect::<Result<_, _>>().ctx("reading outbox")
         })
     }
@@ -368,8 +429,9 @@ impl ChatStore {
         self.db.with(|c| {
             let mut st = c
                 .prepare(
-                    "SELECT DISTINCT peer FROM messages
-                     WHERE direction = 'out' AND (state = 'queued' OR awaiting_ack = 1)",
+                    "SELECT peer FROM messages
+                     WHERE room = '' AND direction = 'out' AND (state = 'queued' OR awaiting_ack = 1)
+                     UNION SELECT member FROM room_outbox",
                 )
                 .ctx("listing outbox")?;
             let rows = st.query_map([], |r| r.get(0)).ctx("listing outbox")?;
@@ -377,30 +439,50 @@ impl ChatStore {
         })
     }
 
-    /// Marks our messages (by seq) as written to the peer; `awaiting_ack`
-    /// keeps them in the outbox until the peer acknowledges them.
-    pub fn mark_sent(&self, seqs: &[i64], awaiting_ack: bool) -> Result<(), StoreError> {
+    /// Marks our messages (by seq) as written to `peer`; `awaiting_ack`
+    /// keeps them in the outbox until the peer acknowledges them (a
+    /// classic peer cannot: then written is final). A room message is
+    /// `sent` once written to one member; returns the seqs of room
+    /// messages this made delivered to everyone (the last member was a
+    /// classic one).
+    pub fn mark_sent(
+        &self,
+        peer: &str,
+        seqs: &[i64],
+        awaiting_ack: bool,
+    ) -> Result<Vec<i64>, StoreError> {
         self.db.with(|c| {
             let tx = c.transaction().ctx("starting mark sent")?;
+            let mut done = Vec::new();
             {
                 let mut st = tx
                     .prepare_cached(
-                        "UPDATE messages SET state = 'sent', awaiting_ack = ?2
+                        // A room message waits in `room_outbox`, not here.
+                        "UPDATE messages SET state = 'sent', awaiting_ack = (?2 AND room = '')
                          WHERE seq = ?1 AND direction = 'out' AND state = 'queued'",
                     )
                     .ctx("marking sent")?;
                 for s in seqs {
                     st.execute(params![s, awaiting_ack]).ctx("marking sent")?;
                 }
+                if !awaiting_ack {
+                    for &s in seqs {
+                        if room_delivered(&tx, peer, s)? {
+                            done.push(s);
+                        }
+                    }
+                }
             }
-            tx.commit().ctx("committing mark sent")
+            tx.commit().ctx("committing mark sent")?;
+            Ok(done)
         })
     }
 
-    /// Marks our messages (by seq) delivered, whatever state they were
-    /// recorded in; returns the seqs that changed (one already delivered is
-    /// left alone).
-    pub fn mark_delivered(&self, seqs: &[i64]) -> Result<Vec<i64>, StoreError> {
+    /// Marks our messages (by seq) delivered to `peer`, whatever state
+    /// they were recorded in; returns the seqs that changed (one already
+    /// delivered is left alone; a room message changes once every member
+    /// it went to has it).
+    pub fn mark_delivered(&self, peer: &str, seqs: &[i64]) -> Result<Vec<i64>, StoreError> {
         self.db.with(|c| {
             let tx = c.transaction().ctx("starting mark delivered")?;
             let mut changed = Vec::new();
@@ -408,11 +490,13 @@ impl ChatStore {
                 let mut st = tx
                     .prepare_cached(
                         "UPDATE messages SET state = 'delivered', awaiting_ack = 0
-                         WHERE seq = ?1 AND direction = 'out' AND state != 'delivered'",
+                         WHERE seq = ?1 AND room = '' AND direction = 'out' AND state != 'delivered'",
                     )
                     .ctx("marking delivered")?;
                 for &seq in seqs {
-                    if st.execute([seq]).ctx("marking delivered")? == 1 {
+                    if st.execute([seq]).ctx("marking delivered")? == 1
+                        || room_delivered(&tx, peer, seq)?
+                    {
                         changed.push(seq);
                     }
                 }
@@ -433,7 +517,7 @@ impl ChatStore {
         self.db.with(|c| {
             let mut st = c
                 .prepare_cached(&format!(
-                    "SELECT {COLUMNS} FROM messages WHERE peer = ?1 AND seq < ?2
+                    "SELECT {COLUMNS} FROM messages WHERE peer = ?1 AND room = '' AND seq < ?2
                      ORDER BY seq DESC LIMIT ?3"
                 ))
                 .ctx("reading history")?;
@@ -455,10 +539,11 @@ impl ChatStore {
                 .prepare(&format!(
                     "SELECT {}, n, coalesce(rm.seq, 0),
                             (SELECT count(*) FROM messages u
-                             WHERE u.peer = m.peer AND u.direction = 'in'
+                             WHERE u.peer = m.peer AND u.room = '' AND u.direction = 'in'
                                AND u.seq > coalesce(rm.seq, 0))
                      FROM messages m
-                     JOIN (SELECT MAX(seq) AS last, COUNT(*) AS n FROM messages GROUP BY peer)
+                     JOIN (SELECT MAX(seq) AS last, COUNT(*) AS n FROM messages
+                           WHERE room = '' GROUP BY peer)
                        ON m.seq = last
                      LEFT JOIN read_marks rm ON rm.peer = m.peer
                      ORDER BY m.seq DESC",
@@ -470,9 +555,9 @@ impl ChatStore {
                     let last = row(r)?;
                     Ok(ChatSummary {
                         peer: last.peer.clone(),
-                        count: r.get::<_, i64>(8)? as u64,
-                        last_read: r.get(9)?,
-                        unread: r.get::<_, i64>(10)? as u64,
+                        count: r.get::<_, i64>(NCOLS)? as u64,
+                        last_read: r.get(NCOLS + 1)?,
+                        unread: r.get::<_, i64>(NCOLS + 2)? as u64,
                         last: Some(last),
                     })
                 })
@@ -490,7 +575,7 @@ impl ChatStore {
             let tx = c.transaction().ctx("starting mark read")?;
             let last: Option<i64> = tx
                 .query_row(
-                    "SELECT max(seq) FROM messages WHERE peer = ?1",
+                    "SELECT max(seq) FROM messages WHERE peer = ?1 AND room = ''",
                     [peer],
                     |r| r.get(0),
                 )
@@ -541,7 +626,7 @@ impl ChatStore {
                     |r| {
                         Ok(SearchHit {
                             message: row(r)?,
-                            snippet: r.get(8)?,
+                            snippet: r.get(NCOLS)?,
                         })
                     },
                 )
@@ -574,7 +659,7 @@ fn read_state(c: &rusqlite::Connection, peer: &str) -> Result<ReadState, StoreEr
         .unwrap_or(0);
     let unread: i64 = c
         .query_row(
-            "SELECT count(*) FROM messages WHERE peer = ?1 AND direction = 'in' AND seq > ?2",
+            "SELECT count(*) FROM messages WHERE peer = ?1 AND room = '' AND direction = 'in' AND seq > ?2",
             params![peer, last_read],
             |r| r.get(0),
         )
@@ -583,7 +668,35 @@ fn read_state(c: &rusqlite::Connection, peer: &str) -> Result<ReadState, StoreEr
         peer: peer.to_owned(),
         last_read,
         unread: unread as u64,
+        room: None,
     })
+}
+
+/// After `member` has (or was written, for good) our room message `seq`:
+/// drops its outbox row; true if that was the last one, and the message
+/// is now recorded delivered. False for a direct message.
+fn room_delivered(c: &rusqlite::Connection, member: &str, seq: i64) -> Result<bool, StoreError> {
+    let gone = c
+        .prepare_cached("DELETE FROM room_outbox WHERE member = ?1 AND seq = ?2")
+        .and_then(|mut st| st.execute(params![member, seq]))
+        .ctx("recording a room delivery")?;
+    if gone == 0 {
+        return Ok(false);
+    }
+    let left: i64 = c
+        .prepare_cached("SELECT count(*) FROM room_outbox WHERE seq = ?1")
+        .and_then(|mut st| st.query_row([seq], |r| r.get(0)))
+        .ctx("recording a room delivery")?;
+    if left > 0 {
+        return Ok(false);
+    }
+    let n = c
+        .prepare_cached(
+            "UPDATE messages SET state = 'delivered' WHERE seq = ?1 AND state != 'delivered'",
+        )
+        .and_then(|mut st| st.execute([seq]))
+        .ctx("recording a room delivery")?;
+    Ok(n == 1)
 }
 
 #[cfg(test)]
@@ -626,17 +739,17 @@ mod tests {
         let mut peers = s.outbox_peers().unwrap();
         peers.sort();
         assert_eq!(peers, ["bob", "carol"]);
-        s.mark_sent(&[a.seq, b.seq], true).unwrap();
+        s.mark_sent("bob", &[a.seq, b.seq], true).unwrap();
         // Sent but unacknowledged: still to be retried.
         assert_eq!(s.outbox("bob", 10).unwrap().len(), 2);
         // A repeated acknowledgement changes nothing the second time.
-        assert_eq!(s.mark_delivered(&[a.seq, a.seq]).unwrap(), [a.seq]);
+        assert_eq!(s.mark_delivered("bob", &[a.seq, a.seq]).unwrap(), [a.seq]);
         let left = s.outbox("bob", 10).unwrap();
         assert_eq!(left.len(), 1);
         assert_eq!(left[0].state, MessageState::Sent);
         // A classic peer cannot acknowledge: sent is final.
         let c = q(&s, "dave", "x").unwrap();
-        s.mark_sent(&[c.seq], false).unwrap();
+        s.mark_sent("dave", &[c.seq], false).unwrap();
         assert!(s.outbox("dave", 10).unwrap().is_empty());
         assert_eq!(s.get(c.seq).unwrap().unwrap().state, MessageState::Sent);
     }
@@ -701,7 +814,7 @@ mod tests {
             verified: false,
         };
         assert!(rx(&s, &[again]).unwrap()[0].is_none());
-        assert_eq!(s.mark_delivered(&[h[2].seq]).unwrap(), [h[2].seq]);
+        assert_eq!(s.mark_delivered("bob", &[h[2].seq]).unwrap(), [h[2].seq]);
         assert_eq!(s.outbox("bob", 10).unwrap().len(), 2); // "queued one", "new"
     }
 
@@ -726,7 +839,7 @@ mod tests {
         s.sync(c2).unwrap();
         assert_eq!(fsyncs(), 1);
         // State changes need none; the next acknowledged write does.
-        s.mark_delivered(&[1]).unwrap();
+        s.mark_delivered("bob", &[1]).unwrap();
         let (_, c3) = s.queue("bob", "two").unwrap();
         s.sync(c3).unwrap();
         assert_eq!(fsyncs(), 2);

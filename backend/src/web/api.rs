@@ -92,8 +92,15 @@ pub async fn chats(State(n): State<NodeApi>) -> Result<Json<Vec<ChatSummary>>, W
 
 #[derive(Debug, Deserialize)]
 pub struct Page {
-    before: Option<i64>,
+    pub before: Option<i64>,
     limit: Option<usize>,
+}
+
+impl Page {
+    /// The page size asked for, within bounds.
+    pub fn limit(&self) -> usize {
+        self.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE)
+    }
 }
 
 pub async fn history(
@@ -101,8 +108,7 @@ pub async fn history(
     Path(peer): Path<String>,
     Query(p): Query<Page>,
 ) -> Result<Json<Vec<ChatMessage>>, WebError> {
-    let limit = p.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
-    Ok(Json(n.chat.history(&peer, p.before, limit).await?))
+    Ok(Json(n.chat.history(&peer, p.before, p.limit()).await?))
 }
 
 pub async fn post_message(

@@ -10,6 +10,7 @@ use axum::Json;
 
 use crate::node::chat::ChatError;
 use crate::notify::NotifyError;
+use crate::store::chat::RoomRefused;
 use crate::store::pins::AcceptError;
 
 /// Why a web request was refused.
@@ -68,10 +69,18 @@ impl WebError {
 impl From<ChatError> for WebError {
     fn from(e: ChatError) -> Self {
         match e {
-            ChatError::BadPeer(_) | ChatError::BadText | ChatError::ToSelf => {
-                WebError::BadRequest(e.to_string())
+            ChatError::BadPeer(_)
+            | ChatError::BadText
+            | ChatError::ToSelf
+            | ChatError::BadRoomName
+            | ChatError::BadRoomText
+            | ChatError::TooManyMembers => WebError::BadRequest(e.to_string()),
+            ChatError::UnknownRecipient(_)
+            | ChatError::UnknownMember(_)
+            | ChatError::Room(RoomRefused::Unknown(_)) => WebError::NotFound(e.to_string()),
+            ChatError::Room(RoomRefused::NotIn | RoomRefused::Exists) => {
+                WebError::Conflict(e.to_string())
             }
-            ChatError::UnknownRecipient(_) => WebError::NotFound(e.to_string()),
             other => WebError::internal(other),
         }
     }

@@ -13,6 +13,7 @@
 pub mod api;
 pub mod error;
 pub mod files;
+pub mod rooms;
 pub mod security;
 pub mod server;
 pub mod trainings;
@@ -140,6 +141,15 @@ pub fn node_router(config: &WebConfig, node: NodeApi) -> Router {
         )
         .route("/chats/{peer}/read", put(api::mark_read))
         .route("/search", get(api::search))
+        .route("/rooms", get(rooms::list).post(rooms::create))
+        .route("/rooms/{id}", get(rooms::get))
+        .route(
+            "/rooms/{id}/messages",
+            get(rooms::history).post(rooms::post_message),
+        )
+        .route("/rooms/{id}/members", post(rooms::add_member))
+        .route("/rooms/{id}/leave", post(rooms::leave))
+        .route("/rooms/{id}/read", put(rooms::mark_read))
         .route("/trainings", get(trainings::list))
         .route("/trainings/{uuid}", get(trainings::get))
         .route("/trainings/{uuid}/name", put(trainings::rename))

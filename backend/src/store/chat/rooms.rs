@@ -1,0 +1,804 @@
+//! Rooms in the chat store (issue 16): the rooms, their members, their
+//! messages (rows of `messages` with `room` set) and the room outbox (one
+//! row per member still to reach). A room's member list is the merge of
+//! every member list its frames carried ([`room::merge`]); a post goes to
+//! the members present in it when the post is made.
+
+use roundtable_shared::api::{
+    ChatMessage, Direction, MessageState, ReadState, RoomMember, RoomSummary,
+};
+use roundtable_shared::room::{self, Member, RoomEvent, RoomFrame, RoomHeader};
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::{new_id, now_ms, row, ChatStore, Commit, COLUMNS};
+use crate::store::{Context, StoreError};
+
+/// A room as this node keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Room {
+    pub id: String,
+    pub name: String,
+    /// The training's UUID, for a training's own room.
+    pub training: Option<String>,
+    pub created_at: i64,
+    /// Every entry, in name order.
+    pub members: Vec<Member>,
+}
+
+impl Room {
+    /// Whether `name` is in the room now.
+    pub fn is_member(&self, name: &str) -> bool {
+        self.members.iter().any(|m| m.name == name && m.present)
+    }
+
+    /// Who a message of `me` goes to: every present member but `me`.
+    pub fn recipients(&self, me: &str) -> Vec<String> {
+        self.members
+            .iter()
+            .filter(|m| m.present && m.name != me)
+            .map(|m| m.name.clone())
+            .collect()
+    }
+
+    /// The header of a frame about this room.
+    pub fn header(&self, event: RoomEvent, subject: Option<String>) -> RoomHeader {
+        RoomHeader {
+            room: self.id.clone(),
+            name: self.name.clone(),
+            training: self.training.is_some() || self.id.starts_with("t-"),
+            event,
+            subject,
+            members: self.members.clone(),
+        }
+    }
+}
+
+/// Why a room action of ours is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RoomRefused {
+    #[error("this node has no room {0}")]
+    Unknown(String),
+    #[error("you are not in this room (you left it): nothing can be sent there")]
+    NotIn,
+    #[error("a room with this id exists already")]
+    Exists,
+}
+
+/// A store result whose action may also be refused.
+pub type Refusable<T> = Result<Result<T, RoomRefused>, StoreError>;
+
+/// What became of a received room frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoomReceived {
+    /// Stored (and new): announce it.
+    Stored(ChatMessage),
+    /// Had it already (a retry): acknowledge again, nothing else.
+    Duplicate,
+    /// Not taken (`why`): acknowledged all the same, so that the sender
+    /// stops retrying what will never be taken.
+    Dropped(&'static str),
+}
+
+/// How a room message's `event` column reads back.
+pub fn event_column(event: RoomEvent, subject: Option<&str>) -> String {
+    match (event, subject) {
+        (RoomEvent::Post, _) => String::new(),
+        (RoomEvent::Added, Some(s)) => format!("added:{s}"),
+        (RoomEvent::Added, None) => "added:".into(),
+        (RoomEvent::Left, _) => "left".into(),
+    }
+}
+
+/// The sentence shown for an event.
+pub fn event_sentence(actor: &str, event: RoomEvent, subject: Option<&str>) -> String {
+    match event {
+        RoomEvent::Post => String::new(),
+        RoomEvent::Added => format!("{actor} added {}", subject.unwrap_or("someone")),
+        RoomEvent::Left => format!("{actor} left"),
+    }
+}
+
+/// The read mark's key of a room (no user name starts with `#`).
+fn mark_key(room: &str) -> String {
+    format!("#{room}")
+}
+
+fn load(c: &Connection, id: &str) -> Result<Option<Room>, StoreError> {
+    let head: Option<(String, Option<String>, i64)> = c
+        .prepare_cached("SELECT name, training, created_at FROM rooms WHERE id = ?1")
+        .and_then(|mut st| {
+            st.query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .optional()
+        })
+        .ctx("reading room")?;
+    let Some((name, training, created_at)) = head else {
+        return Ok(None);
+    };
+    let mut st = c
+        .prepare_cached(
+            "SELECT name, present, clock FROM room_members WHERE room = ?1 ORDER BY name",
+        )
+        .ctx("reading room members")?;
+    let members = st
+        .query_map([id], |r| {
+            Ok(Member {
+                name: r.get(0)?,
+                present: r.get(1)?,
+                clock: r.get::<_, i64>(2)? as u64,
+            })
+        })
+        .ctx("reading room members")?
+        .collect::<Result<Vec<_>, _>>()
+        .ctx("reading room members")?;
+    Ok(Some(Room {
+        id: id.to_owned(),
+        name,
+        training,
+        created_at,
+        members,
+    }))
+}
+
+fn put_member(c: &Connection, room: &str, m: &Member) -> Result<(), StoreError> {
+    c.prepare_cached(
+        "INSERT INTO room_members (room, name, present, clock) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (room, name) DO UPDATE SET present = excluded.present, clock = excluded.clock",
+    )
+    .and_then(|mut st| st.execute(params![room, m.name, m.present, m.clock as i64]))
+    .ctx("storing room member")?;
+    Ok(())
+}
+
+fn insert_room(
+    c: &Connection,
+    id: &str,
+    name: &str,
+    training: Option<&str>,
+) -> Result<bool, StoreError> {
+    let n = c
+        .prepare_cached(
+            "INSERT INTO rooms (id, name, training, created_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .and_then(|mut st| st.execute(params![id, name, training, now_ms()]))
+        .ctx("creating room")?;
+    Ok(n == 1)
+}
+
+/// Stores one of our room messages and its outbox rows (one per
+/// recipient), in the caller's transaction.
+fn insert_ours(
+    c: &Connection,
+    me: &str,
+    room: &Room,
+    body: &str,
+    event: &str,
+) -> Result<ChatMessage, StoreError> {
+    let id = new_id();
+    let at = now_ms();
+    let to = room.recipients(me);
+    let state = if to.is_empty() {
+        MessageState::Delivered
+    } else {
+        MessageState::Queued
+    };
+    c.prepare_cached(
+        "INSERT INTO messages (id, peer, direction, body, state, awaiting_ack, at, verified, room, event)
+         VALUES (?1, ?2, 'out', ?3, ?4, 0, ?5, 1, ?6, ?7)",
+    )
+    .and_then(|mut st| {
+        st.execute(params![
+            id,
+            me,
+            body,
+            if to.is_empty() { "delivered" } else { "queued" },
+            at,
+            room.id,
+            event
+        ])
+    })
+    .ctx("storing room message")?;
+    let seq = c.last_insert_rowid();
+    let mut st = c
+        .prepare_cached("INSERT INTO room_outbox (member, seq) VALUES (?1, ?2)")
+        .ctx("queueing room message")?;
+    for member in &to {
+        st.execute(params![member, seq])
+            .ctx("queueing room message")?;
+    }
+    Ok(ChatMessage {
+        seq,
+        id,
+        peer: me.to_owned(),
+        direction: Direction::Out,
+        text: body.to_owned(),
+        state,
+        at,
+        verified: true,
+        room: Some(room.id.clone()),
+        event: !event.is_empty(),
+    })
+}
+
+fn summary(c: &Connection, me: &str, room: Room) -> Result<RoomSummary, StoreError> {
+    let last = c
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM messages WHERE room = ?1 ORDER BY seq DESC LIMIT 1"
+        ))
+        .and_then(|mut st| st.query_row([&room.id], row).optional())
+        .ctx("reading room")?;
+    let count: i64 = c
+        .prepare_cached("SELECT count(*) FROM messages WHERE room = ?1")
+        .and_then(|mut st| st.query_row([&room.id], |r| r.get(0)))
+        .ctx("counting room messages")?;
+    let read = read_state(c, &room.id)?;
+    Ok(RoomSummary {
+        joined: room.is_member(me),
+        members: room
+            .members
+            .iter()
+            .map(|m| RoomMember {
+                name: m.name.clone(),
+                present: m.present,
+            })
+            .collect(),
+        id: room.id,
+        name: room.name,
+        training: room.training,
+        last,
+        count: count as u64,
+        last_read: read.last_read,
+        unread: read.unread,
+        created_at: room.created_at,
+    })
+}
+
+fn read_state(c: &Connection, room: &str) -> Result<ReadState, StoreError> {
+    let last_read: i64 = c
+        .prepare_cached("SELECT seq FROM read_marks WHERE peer = ?1")
+        .and_then(|mut st| st.query_row([mark_key(room)], |r| r.get(0)).optional())
+        .ctx("reading read mark")?
+        .unwrap_or(0);
+    let unread: i64 = c
+        .prepare_cached(
+            "SELECT count(*) FROM messages
+             WHERE room = ?1 AND direction = 'in' AND event = '' AND seq > ?2",
+        )
+        .and_then(|mut st| st.query_row(params![room, last_read], |r| r.get(0)))
+        .ctx("counting unread")?;
+    Ok(ReadState {
+        peer: String::new(),
+        last_read,
+        unread: unread as u64,
+        room: Some(room.to_owned()),
+    })
+}
+
+impl ChatStore {
+    /// The room `id`.
+    pub fn room(&self, id: &str) -> Result<Option<Room>, StoreError> {
+        self.db.with(|c| load(c, id))
+    }
+
+    /// Creates a room of ours: `me` and `others` in it (clock 1), and an
+    /// `added` message for each of `others`, queued for all of them.
+    /// Returns the room and the messages.
+    pub fn create_room(
+        &self,
+        me: &str,
+        id: &str,
+        name: &str,
+        others: &[String],
+    ) -> Refusable<(Room, Vec<ChatMessage>, Commit)> {
+        self.db.with(|c| {
+            let tx = c.transaction().ctx("starting create room")?;
+            if !insert_room(&tx, id, name, None)? {
+                return Ok(Err(RoomRefused::Exists));
+            }
+            for n in std::iter::once(me).chain(others.iter().map(String::as_str)) {
+                let m = Member {
+                    name: n.to_owned(),
+                    present: true,
+                    clock: 1,
+                };
+                put_member(&tx, id, &m)?;
+            }
+            let room = load(&tx, id)?.expect("just made");
+            let mut made = Vec::new();
+            for o in others {
+                let body = event_sentence(me, RoomEvent::Added, Some(o));
+                let ev = event_column(RoomEvent::Added, Some(o));
+                made.push(insert_ours(&tx, me, &room, &body, &ev)?);
+            }
+            tx.commit().ctx("committing create room")?;
+            Ok(Ok((room, made, self.committed())))
+        })
+    }
+
+    /// Makes sure a training's room exists with `names` in it (entries of
+    /// clock 0, which every participant's node makes alike, so they need
+    /// no message; a name with an entry already keeps it, so someone who
+    /// left stays out). Returns whether anything changed.
+    pub fn ensure_training_room(
+        &self,
+        id: &str,
+        name: &str,
+        uuid: &str,
+        names: &[&str],
+    ) -> Result<bool, StoreError> {
+        self.db.with(|c| {
+            let tx = c.transaction().ctx("starting training room")?;
+            let mut changed = insert_room(&tx, id, name, Some(uuid))?;
+            changed |= tx
+                .execute(
+                    "UPDATE rooms SET training = ?2 WHERE id = ?1 AND training IS NOT ?2",
+                    params![id, uuid],
+                )
+                .ctx("marking training room")?
+                > 0;
+            for n in names {
+                changed |= tx
+                    .prepare_cached(
+                        "INSERT INTO room_members (room, name, present, clock) VALUES (?1, ?2, 1, 0)
+                         ON CONFLICT (room, name) DO NOTHING",
+                    )
+                    .and_then(|mut st| st.execute(params![id, n]))
+                    .ctx("adding participant")?
+                    > 0;
+            }
+            tx.commit().ctx("committing training room")?;
+            Ok(changed)
+        })
+    }
+
+    /// One of our messages in `room`: a post (`change` `None`), or a
+    /// change of our making (someone added, us leaving) with its event.
+    /// The change applies first, so that an added member gets the
+    /// message that says so and a leaver's last message still goes to
+    /// everyone. Refused (`Conflict`) unless we are in the room.
+    pub fn room_post(
+        &self,
+        me: &str,
+        room: &str,
+        text: &str,
+        change: Option<(Member, RoomEvent)>,
+    ) -> Refusable<(ChatMessage, Commit)> {
+        self.db.with(|c| {
+            let tx = c.transaction().ctx("starting room post")?;
+            let Some(mut r) = load(&tx, room)? else {
+                return Ok(Err(RoomRefused::Unknown(room.to_owned())));
+            };
+            if !r.is_member(me) {
+                return Ok(Err(RoomRefused::NotIn));
+            }
+            // Recipients are those present before a leave, after an add.
+            let before = r.clone();
+            let (body, event) = match change {
+                None => (text.to_owned(), String::new()),
+                Some((m, event)) => {
+                    let subject = (event == RoomEvent::Added).then_some(m.name.as_str());
+                    let body = event_sentence(me, event, subject);
+                    let ev = event_column(event, subject);
+                    put_member(&tx, room, &m)?;
+                    r = load(&tx, room)?.expect("still there");
+                    (body, ev)
+                }
+            };
+            let to = if event == "left" { &before } else { &r };
+            let msg = insert_ours(&tx, me, to, &body, &event)?;
+            tx.commit().ctx("committing room post")?;
+            Ok(Ok((msg, self.committed())))
+        })
+    }
+
+    /// What a room message of ours is, to send it again: its event and
+    /// subject.
+    pub fn room_event_of(&self, seq: i64) -> Result<(RoomEvent, Option<String>), StoreError> {
+        let ev: String = self
+            .db
+            .with(|c| {
+                c.query_row("SELECT event FROM messages WHERE seq = ?1", [seq], |r| {
+                    r.get(0)
+                })
+                .optional()
+                .ctx("reading room message")
+            })?
+            .unwrap_or_default();
+        Ok(match ev.split_once(':') {
+            Some(("added", who)) => (RoomEvent::Added, Some(who.to_owned())),
+            _ if ev == "left" => (RoomEvent::Left, None),
+            _ => (RoomEvent::Post, None),
+        })
+    }
+
+    /// Stores room frames received from their (proven) senders, in one
+    /// transaction: each frame's member list is merged into the room's
+    /// (the room is made when a frame first names it and lists `me`);
+    /// the message is kept if its sender is in the room, else dropped.
+    /// Returns, in order, what became of each, and the rooms that
+    /// changed (made, renamed members); [`sync`](Self::sync) the commit
+    /// before acknowledging.
+    pub fn receive_room(
+        &self,
+        me: &str,
+        frames: &[RoomFrame],
+    ) -> Result<(Vec<RoomReceived>, Vec<String>, Commit), StoreError> {
+        let at = now_ms();
+        self.db.with(|c| {
+            let tx = c.transaction().ctx("starting room receive")?;
+            let mut out = Vec::with_capacity(frames.len());
+            let mut changed_rooms: Vec<String> = Vec::new();
+            for f in frames {
+                let h = &f.header;
+                let mut changed = false;
+                let mut r = match load(&tx, &h.room)? {
+                    Some(r) => r,
+                    None => {
+                        let listed = h.members.iter().any(|m| m.name == me && m.present);
+                        if !listed {
+                            out.push(RoomReceived::Dropped("a room we are not in"));
+                            continue;
+                        }
+                        insert_room(&tx, &h.room, &h.name, None)?;
+                        changed = true;
+                        load(&tx, &h.room)?.expect("just made")
+                    }
+                };
+                let merged = room::merge(&mut r.members, &h.members, &f.sender);
+                for m in &merged.changed {
+                    put_member(&tx, &r.id, m)?;
+                    changed = true;
+                }
+                if changed && !changed_rooms.contains(&r.id) {
+                    changed_rooms.push(r.id.clone());
+                }
+                let sender_in = r.is_member(&f.sender);
+                if !sender_in && h.event != RoomEvent::Left {
+                    out.push(RoomReceived::Dropped("its sender is not in the room"));
+                    continue;
+                }
+                let subject = h.subject.as_deref();
+                let (body, event) = match h.event {
+                    RoomEvent::Post => (f.text.clone(), String::new()),
+                    e => (event_sentence(&f.sender, e, subject), event_column(e, subject)),
+                };
+                let n = tx
+                    .prepare_cached(
+                        "INSERT INTO messages (id, peer, direction, body, state, at, verified, room, event)
+                         VALUES (?1, ?2, 'in', ?3, 'delivered', ?4, 1, ?5, ?6)
+                         ON CONFLICT (peer, id) WHERE direction = 'in' DO NOTHING",
+                    )
+                    .and_then(|mut st| st.execute(params![f.id, f.sender, body, at, r.id, event]))
+                    .ctx("storing room message")?;
+                out.push(if n == 1 {
+                    RoomReceived::Stored(ChatMessage {
+                        seq: tx.last_insert_rowid(),
+                        id: f.id.clone(),
+                        peer: f.sender.clone(),
+                        direction: Direction::In,
+                        text: body,
+                        state: MessageState::Delivered,
+                        at,
+                        verified: true,
+                        room: Some(r.id.clone()),
+                        event: !event.is_empty(),
+                    })
+                } else {
+                    RoomReceived::Duplicate
+                });
+            }
+            tx.commit().ctx("committing room receive")?;
+            Ok((out, changed_rooms, self.committed()))
+        })
+    }
+
+    /// Every room, the most recently active first.
+    pub fn rooms(&self, me: &str) -> Result<Vec<RoomSummary>, StoreError> {
+        self.db.with(|c| {
+            let ids: Vec<String> = c
+                .prepare_cached(
+                    "SELECT r.id FROM rooms r
+                     ORDER BY coalesce((SELECT max(seq) FROM messages m WHERE m.room = r.id), 0) DESC,
+                              r.created_at DESC",
+                )
+                .and_then(|mut st| {
+                    st.query_map([], |r| r.get(0))?
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .ctx("listing rooms")?;
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                if let Some(r) = load(c, &id)? {
+                    out.push(summary(c, me, r)?);
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// One room's summary.
+    pub fn room_summary(&self, me: &str, id: &str) -> Result<Option<RoomSummary>, StoreError> {
+        self.db.with(|c| match load(c, id)? {
+            Some(r) => Ok(Some(summary(c, me, r)?)),
+            None => Ok(None),
+        })
+    }
+
+    /// A page of a room's messages: up to `limit` before `before` (a seq;
+    /// `None` for the newest), oldest first.
+    pub fn room_history(
+        &self,
+        room: &str,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<ChatMessage>, StoreError> {
+        self.db.with(|c| {
+            let mut st = c
+                .prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM messages WHERE room = ?1 AND seq < ?2
+                     ORDER BY seq DESC LIMIT ?3"
+                ))
+                .ctx("reading room history")?;
+            let rows = st
+                .query_map(params![room, before.unwrap_or(i64::MAX), limit as i64], row)
+                .ctx("reading room history")?;
+            let mut page: Vec<ChatMessage> =
+                rows.collect::<Result<_, _>>().ctx("reading room history")?;
+            page.reverse();
+            Ok(page)
+        })
+    }
+
+    /// Marks a room read up to `seq` (never back; see `mark_read`).
+    pub fn mark_room_read(&self, room: &str, seq: i64) -> Result<ReadState, StoreError> {
+        self.db.with(|c| {
+            let tx = c.transaction().ctx("starting mark read")?;
+            let last: Option<i64> = tx
+                .query_row(
+                    "SELECT max(seq) FROM messages WHERE room = ?1",
+                    [room],
+                    |r| r.get(0),
+                )
+                .ctx("reading room")?;
+            let seq = seq.min(last.unwrap_or(0)).max(0);
+            tx.execute(
+                "INSERT INTO read_marks (peer, seq) VALUES (?1, ?2)
+                 ON CONFLICT (peer) DO UPDATE SET seq = max(seq, excluded.seq)",
+                params![mark_key(room), seq],
+            )
+            .ctx("marking read")?;
+            let state = read_state(&tx, room)?;
+            tx.commit().ctx("committing mark read")?;
+            Ok(state)
+        })
+    }
+
+    /// Members still to reach with our room message `seq` (tests,
+    /// diagnostics).
+    pub fn room_pending(&self, seq: i64) -> Result<Vec<String>, StoreError> {
+        self.db.with(|c| {
+            c.prepare_cached("SELECT member FROM room_outbox WHERE seq = ?1 ORDER BY member")
+                .and_then(|mut st| {
+                    st.query_map([seq], |r| r.get(0))?
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .ctx("reading room outbox")
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, ChatStore) {
+        let d = tempfile::tempdir().unwrap();
+        let s = ChatStore::open(&d.path().join("chat.db")).unwrap();
+        (d, s)
+    }
+
+    fn m(name: &str, present: bool, clock: u64) -> Member {
+        Member {
+            name: name.into(),
+            present,
+            clock,
+        }
+    }
+
+    fn frame(sender: &str, id: &str, room: &str, members: Vec<Member>, text: &str) -> RoomFrame {
+        RoomFrame {
+            sender: sender.into(),
+            id: id.into(),
+            header: RoomHeader {
+                room: room.into(),
+                name: "wg".into(),
+                training: false,
+                event: RoomEvent::Post,
+                subject: None,
+                members,
+            },
+            text: text.into(),
+        }
+    }
+
+    #[test]
+    fn a_post_waits_for_every_member_and_is_delivered_once_all_have_it() {
+        let (_d, s) = store();
+        let (room, made, _) = s
+            .create_room("alice", "r1", "wg", &["bob".into(), "carol".into()])
+            .unwrap()
+            .unwrap();
+        assert_eq!(room.recipients("alice"), ["bob", "carol"]);
+        assert_eq!(made.len(), 2, "one line per member added");
+        let (post, _) = s.room_post("alice", "r1", "hello", None).unwrap().unwrap();
+        assert_eq!(post.room.as_deref(), Some("r1"));
+        assert_eq!(s.room_pending(post.seq).unwrap(), ["bob", "carol"]);
+        // Bob's outbox holds the room's lines and the post, in order; a
+        // direct message to bob comes after them.
+        s.queue("bob", "direct").unwrap();
+        let texts: Vec<_> = s
+            .outbox("bob", 10)
+            .unwrap()
+            .into_iter()
+            .map(|m| m.text)
+            .collect();
+        assert_eq!(
+            texts,
+            ["alice added bob", "alice added carol", "hello", "direct"]
+        );
+        assert!(s.outbox_peers().unwrap().contains(&"carol".to_owned()));
+        s.mark_sent("bob", &[post.seq], true).unwrap();
+        assert_eq!(s.get(post.seq).unwrap().unwrap().state, MessageState::Sent);
+        assert!(s.mark_delivered("bob", &[post.seq]).unwrap().is_empty());
+        // Carol is a classic peer: written is final, and that was the last.
+        assert_eq!(
+            s.mark_sent("carol", &[post.seq], false).unwrap(),
+            [post.seq]
+        );
+        assert_eq!(
+            s.get(post.seq).unwrap().unwrap().state,
+            MessageState::Delivered
+        );
+        assert!(s.room_pending(post.seq).unwrap().is_empty());
+        // A room's messages are not a direct conversation with anyone.
+        assert!(s.history("alice", None, 10).unwrap().is_empty());
+        assert_eq!(s.room_history("r1", None, 10).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn received_frames_follow_the_room_rules() {
+        let (_d, s) = store();
+        let ab = vec![m("alice", true, 1), m("bob", true, 1)];
+        // A room that does not list us is not made.
+        let (r, changed, _) = s
+            .receive_room("carol", &[frame("alice", "a1", "r1", ab.clone(), "hi")])
+            .unwrap();
+        assert!(matches!(r[0], RoomReceived::Dropped(_)));
+        assert!(changed.is_empty() && s.room("r1").unwrap().is_none());
+        // Listed: made, stored once, however often it comes.
+        let (r, changed, _) = s
+            .receive_room(
+                "bob",
+                &[
+                    frame("alice", "a1", "r1", ab.clone(), "hi"),
+                    frame("alice", "a1", "r1", ab.clone(), "hi"),
+                ],
+            )
+            .unwrap();
+        assert!(matches!(&r[0], RoomReceived::Stored(m) if m.text == "hi" && m.peer == "alice"));
+        assert_eq!(r[1], RoomReceived::Duplicate);
+        assert_eq!(changed, ["r1"]);
+        // Someone not in the room cannot post in it.
+        let (r, _, _) = s
+            .receive_room("bob", &[frame("mallory", "m1", "r1", ab.clone(), "spam")])
+            .unwrap();
+        assert!(matches!(r[0], RoomReceived::Dropped(_)));
+        // Alice says mallory left: only mallory could say that; and alice
+        // cannot make bob leave either.
+        let (_, _, _) = s
+            .receive_room(
+                "bob",
+                &[frame(
+                    "alice",
+                    "a2",
+                    "r1",
+                    vec![m("alice", true, 1), m("bob", false, 5)],
+                    "bye bob",
+                )],
+            )
+            .unwrap();
+        assert!(s.room("r1").unwrap().unwrap().is_member("bob"));
+        // Reading: unread counts what others wrote, not room lines.
+        let summary = s.room_summary("bob", "r1").unwrap().unwrap();
+        assert_eq!(
+            (summary.count, summary.unread, summary.joined),
+            (2, 2, true)
+        );
+        let last = summary.last.unwrap().seq;
+        let read = s.mark_room_read("r1", last).unwrap();
+        assert_eq!((read.unread, read.room.as_deref()), (0, Some("r1")));
+        // A room's read mark is not a direct conversation's.
+        assert!(s.chats().unwrap().is_empty());
+    }
+
+    #[test]
+    fn leaving_tells_everyone_then_nothing_can_be_posted() {
+        let (_d, s) = store();
+        s.create_room("alice", "r1", "wg", &["bob".into()])
+            .unwrap()
+            .unwrap();
+        let r1 = s.room("r1").unwrap().unwrap();
+        let leave = m("alice", false, room::next_clock(&r1.members));
+        let (line, _) = s
+            .room_post("alice", "r1", "", Some((leave, RoomEvent::Left)))
+            .unwrap()
+            .unwrap();
+        assert_eq!(line.text, "alice left");
+        assert!(line.event);
+        assert_eq!(s.room_pending(line.seq).unwrap(), ["bob"]);
+        assert_eq!(s.room_event_of(line.seq).unwrap(), (RoomEvent::Left, None));
+        assert_eq!(
+            s.room_post("alice", "r1", "still here?", None).unwrap(),
+            Err(RoomRefused::NotIn)
+        );
+        assert!(!s.room_summary("alice", "r1").unwrap().unwrap().joined);
+    }
+
+    #[test]
+    fn a_training_room_keeps_who_left_out_when_participants_are_seen_again() {
+        let (_d, s) = store();
+        assert!(s
+            .ensure_training_room("t-1", "Training x", "uuid-1", &["me", "bob"])
+            .unwrap());
+        assert!(!s
+            .ensure_training_room("t-1", "Training x", "uuid-1", &["me", "bob"])
+            .unwrap());
+        // Bob leaves (his own frame); seen as a participant again, he stays out.
+        s.receive_room(
+            "me",
+            &[RoomFrame {
+                header: RoomHeader {
+                    event: RoomEvent::Left,
+                    training: true,
+                    ..frame("bob", "b1", "t-1", vec![m("bob", false, 1)], "").header
+                },
+                ..frame("bob", "b1", "t-1", vec![], "")
+            }],
+        )
+        .unwrap();
+        s.ensure_training_room("t-1", "Training x", "uuid-1", &["me", "bob"])
+            .unwrap();
+        let room = s.room("t-1").unwrap().unwrap();
+        assert_eq!(room.training.as_deref(), Some("uuid-1"));
+        assert!(room.is_member("me") && !room.is_member("bob"));
+    }
+
+    #[test]
+    fn a_version_4_database_is_carried_over() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("chat.db");
+        {
+            let c = crate::store::open(&path, &super::super::MIGRATIONS[..4]).unwrap();
+            c.execute_batch(
+                "INSERT INTO messages (id, peer, direction, body, state, awaiting_ack, at, verified)
+                 VALUES ('x1', 'bob', 'out', 'queued one', 'queued', 0, 1, 1),
+                        ('r1', 'bob', 'in', 'got it', 'delivered', 0, 2, 1);
+                 INSERT INTO read_marks (peer, seq) VALUES ('bob', 1);",
+            )
+            .unwrap();
+        }
+        let s = ChatStore::open(&path).unwrap();
+        let h = s.history("bob", None, 10).unwrap();
+        assert_eq!(h.len(), 2);
+        assert!(h.iter().all(|m| m.room.is_none() && !m.event));
+        assert_eq!(s.outbox("bob", 10).unwrap().len(), 1);
+        assert_eq!(s.chats().unwrap()[0].unread, 1);
+        assert_eq!(s.search("got", 10).unwrap().len(), 1);
+        // Rooms work beside the old conversations.
+        s.create_room("me", "r1", "wg", &["bob".into()])
+            .unwrap()
+            .unwrap();
+        assert_eq!(s.outbox("bob", 10).unwrap().len(), 2);
+        assert_eq!(s.chats().unwrap().len(), 1);
+    }
+}
