@@ -4,6 +4,8 @@
 use yew::prelude::*;
 use yew_router::prelude::*;
 
+use roundtable_shared::api::Event as ApiEvent;
+
 use crate::api;
 use crate::components::Header;
 use crate::components::SearchBox;
@@ -132,8 +134,26 @@ pub fn app() -> Html {
             };
             let on_event = {
                 let dispatch = dispatch.clone();
-                Callback::from(move |ev| {
+                // Rooms asked for once because a message came for them
+                // before their summary.
+                let asked = std::rc::Rc::new(std::cell::RefCell::new(std::collections::HashSet::<
+                    String,
+                >::new()));
+                Callback::from(move |ev: ApiEvent| {
                     crate::notifications::show(&ev, &latest.borrow());
+                    if let ApiEvent::Message { message } = &ev {
+                        if let Some(id) = &message.room {
+                            let unknown = !latest.borrow().rooms.contains_key(id);
+                            if unknown && asked.borrow_mut().insert(id.clone()) {
+                                let (dispatch, id) = (dispatch.clone(), id.clone());
+                                yew::platform::spawn_local(async move {
+                                    if let Ok(room) = api::room(&id).await {
+                                        dispatch.dispatch(Action::Room(room));
+                                    }
+                                });
+                            }
+                        }
+                    }
                     dispatch.dispatch(Action::Event(ev))
                 })
             };

@@ -465,6 +465,15 @@ pub fn chat_page(props: &ChatPageProps) -> Html {
     }
 }
 
+/// An answer with a room's new summary (adding someone, leaving).
+type RoomAnswer = std::pin::Pin<
+    Box<
+        dyn std::future::Future<
+            Output = Result<roundtable_shared::api::RoomSummary, api::ApiError>,
+        >,
+    >,
+>;
+
 #[derive(Properties, PartialEq)]
 pub struct RoomPageProps {
     pub id: AttrValue,
@@ -482,6 +491,7 @@ pub fn room_page(props: &RoomPageProps) -> Html {
     let missing = use_state(|| None::<AttrValue>);
     let members_busy = use_state(|| false);
     let members_error = use_state(|| None::<AttrValue>);
+    let added = use_state(|| 0u64);
     // One history request at a time.
     let busy = use_mut_ref(|| false);
 
@@ -598,20 +608,24 @@ pub fn room_page(props: &RoomPageProps) -> Html {
     // Add and leave answer with the room's new summary.
     let members_call = {
         let dispatch = store.dispatcher();
-        let (busy, error) = (members_busy.clone(), members_error.clone());
-        move |what: &'static str,
-              call: std::pin::Pin<
-            Box<dyn std::future::Future<Output = Result<_, api::ApiError>>>,
-        >| {
+        let (busy, error, added) = (members_busy.clone(), members_error.clone(), added.clone());
+        move |adding: bool, call: RoomAnswer| {
             let (dispatch, busy, error) = (dispatch.clone(), busy.clone(), error.clone());
+            let added = added.clone();
             busy.set(true);
             yew::platform::spawn_local(async move {
                 match call.await {
                     Ok(room) => {
                         error.set(None);
+                        if adding {
+                            added.set(*added + 1);
+                        }
                         dispatch.dispatch(Action::Room(room));
                     }
-                    Err(e) => error.set(Some(format!("{what}: {}.", e.sentence()).into())),
+                    Err(e) => {
+                        let what = if adding { "Not added" } else { "Not left" };
+                        error.set(Some(format!("{what}: {}.", e.sentence()).into()));
+                    }
                 }
                 busy.set(false);
             });
@@ -622,7 +636,7 @@ pub fn room_page(props: &RoomPageProps) -> Html {
         Callback::from(move |name: String| {
             let id = id.clone();
             call(
-                "Not added",
+                true,
                 Box::pin(async move { api::add_member(&id, &name).await }),
             )
         })
@@ -631,10 +645,7 @@ pub fn room_page(props: &RoomPageProps) -> Html {
         let id = id.clone();
         Callback::from(move |()| {
             let id = id.clone();
-            members_call(
-                "Not left",
-                Box::pin(async move { api::leave_room(&id).await }),
-            )
+            members_call(false, Box::pin(async move { api::leave_room(&id).await }))
         })
     };
     let Some(room) = store.rooms.get(&id).cloned() else {
@@ -645,7 +656,7 @@ pub fn room_page(props: &RoomPageProps) -> Html {
                     <h2 id="room-name">{ "Room" }</h2>
                 </div>
                 if let Some(why) = &*missing {
-                    <p class="empty" id="no-room">{ format!("No such room on this node ({why}).") }</p>
+                    <p class="empty" id="no-room">{ format!("This room is not on this node: {why}.") }</p>
                 } else {
                     <p class="status loading" role="status">{ "loading…" }</p>
                 }
@@ -662,13 +673,18 @@ pub fn room_page(props: &RoomPageProps) -> Html {
                 <h2 id="room-name">{ &room.name }</h2>
                 if let Some(uuid) = &room.training {
                     <Link<Route> to={Route::Training { uuid: uuid.clone() }} classes="room-training">
-                        <span id="room-training">{ "the training's room →" }</span>
+                        <span id="room-training">
+                            { match store.trainings.get(uuid) {
+                                Some(t) => format!("Training: {} →", view::training_name(t, now_ms(), local_offset_min())),
+                                None => "Its training →".to_owned(),
+                            } }
+                        </span>
                     </Link<Route>>
                 }
                 <span class="peer-seen" id="room-member-count">{ members_words(present) }</span>
                 <span class="count">{ plural(chat.count.max(chat.messages.len() as u64), "message") }</span>
             </div>
-            <RoomMembers room={room.clone()} {me} {on_add} {on_leave}
+            <RoomMembers room={room.clone()} {me} {on_add} {on_leave} added={*added}
                 busy={*members_busy} error={(*members_error).clone()} />
             <MessageList key={id.clone()} chat={chat} {on_load_older} {on_seen}
                 show_sender=true offset_min={local_offset_min()} />

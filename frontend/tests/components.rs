@@ -1903,6 +1903,7 @@ async fn room_members_add_and_leave() {
         on_leave,
         busy: false,
         error: None,
+        added: 0,
     })
     .await;
     assert_eq!(count(&root, "#room-members li.member"), 2, "carol left");
@@ -1913,6 +1914,17 @@ async fn room_members_add_and_leave() {
     click(&root, "#add-member-button");
     yew::scheduler::flush().await;
     assert_eq!(*added.borrow(), ["dave"]);
+    let typed: web_sys::HtmlInputElement = root
+        .query_selector("#add-member-name")
+        .unwrap()
+        .unwrap()
+        .dyn_into()
+        .unwrap();
+    assert_eq!(
+        typed.value(),
+        " dave ",
+        "kept until the node takes it (it may refuse the name)"
+    );
     click(&root, "#leave-room");
     yew::scheduler::flush().await;
     assert_eq!(left.get(), 1);
@@ -1930,6 +1942,7 @@ async fn room_members_add_and_leave() {
         on_leave: Callback::noop(),
         busy: false,
         error: Some("Not added: nobody is called zed.".into()),
+        added: 0,
     })
     .await;
     assert_eq!(count(&root, "#room-members li.member"), 1);

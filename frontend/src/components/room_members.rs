@@ -23,6 +23,10 @@ pub struct RoomMembersProps {
     /// Why the last one failed (the node's sentence).
     #[prop_or_default]
     pub error: Option<AttrValue>,
+    /// Bumped by each member added: the name typed is then cleared (it
+    /// stays, to be corrected, when the node refused it).
+    #[prop_or_default]
+    pub added: u64,
 }
 
 /// Who is in the room now (one `li.member` each), who left, and, while we
@@ -31,6 +35,14 @@ pub struct RoomMembersProps {
 #[component(RoomMembers)]
 pub fn room_members(props: &RoomMembersProps) -> Html {
     let input = use_node_ref();
+    {
+        let input = input.clone();
+        use_effect_with(props.added, move |_| {
+            if let Some(el) = input.cast::<HtmlInputElement>() {
+                el.set_value("");
+            }
+        });
+    }
     let onsubmit = {
         let input = input.clone();
         let on_add = props.on_add.clone();
@@ -45,7 +57,6 @@ pub fn room_members(props: &RoomMembersProps) -> Html {
                 return;
             }
             on_add.emit(name);
-            el.set_value("");
         })
     };
     let on_leave = {
