@@ -33,7 +33,7 @@ pub fn room_list(props: &RoomListProps) -> Html {
         <>
             <ul class="rooms" id="room-list" aria-label="Rooms">
                 { for props.rows.iter().map(|r| html! {
-                    <li key={r.id.clone()} class={classes!("room", (!r.joined).then_some("left"))}
+                    <li key={r.id.clone()} class={classes!("room-item", (!r.joined).then_some("left"))}
                         data-id={r.id.clone()}>
                         <Link<Route> to={Route::Room { id: r.id.clone() }} classes="room-link">
                             <span class="room-mark" aria-hidden="true">{ "#" }</span>
