@@ -2,8 +2,8 @@
 
 use gloo_net::http::Request;
 use roundtable_shared::api::{
-    ChatMessage, ChatSummary, Health, MarkRead, Me, PeerCheck, PeerInfo, ReadState, SearchHit,
-    SendMessage, TransferInfo, TrustKey,
+    AddMember, ChatMessage, ChatSummary, CreateRoom, Health, MarkRead, Me, PeerCheck, PeerInfo,
+    ReadState, RoomSummary, SearchHit, SendMessage, TransferInfo, TrustKey,
 };
 use roundtable_shared::progress::Participant;
 use roundtable_shared::training::Training;
@@ -212,6 +212,100 @@ pub async fn send(peer: &str, text: &str, force: bool) -> Result<ChatMessage, Ap
     decode(req.send().await).await
 }
 
+/// `GET /api/rooms`: every room, most recent activity first.
+pub async fn rooms() -> Result<Vec<RoomSummary>, ApiError> {
+    get_json("/api/rooms").await
+}
+
+/// `GET /api/rooms/{id}` (404 when this node has no such room).
+pub async fn room(id: &str) -> Result<RoomSummary, ApiError> {
+    get_json(&format!("/api/rooms/{}", segment(id))).await
+}
+
+/// The names typed in the "New room" form (`"bob, carol"`): trimmed,
+/// without empty entries or repeats, in the order typed.
+pub fn member_names(typed: &str) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for n in typed.split([',', ' ', '\n', ';']).map(str::trim) {
+        if !n.is_empty() && !names.iter().any(|m| m == n) {
+            names.push(n.to_owned());
+        }
+    }
+    names
+}
+
+/// `POST /api/rooms`: a new room with these members (besides us).
+pub async fn create_room(name: &str, members: Vec<String>) -> Result<RoomSummary, ApiError> {
+    let body = CreateRoom {
+        name: name.into(),
+        members,
+    };
+    let req = Request::post("/api/rooms")
+        .header("Accept", "application/json")
+        .json(&body)
+        .map_err(|e| ApiError::Decode(e.to_string()))?;
+    decode(req.send().await).await
+}
+
+/// The path of `room`'s messages.
+pub fn room_messages_path(room: &str) -> String {
+    format!("/api/rooms/{}/messages", segment(room))
+}
+
+/// The page of `room`'s history before `before` (the newest page without).
+pub async fn room_history(
+    room: &str,
+    before: Option<i64>,
+    limit: usize,
+) -> Result<Vec<ChatMessage>, ApiError> {
+    let mut path = format!("{}?limit={limit}", room_messages_path(room));
+    if let Some(b) = before {
+        path.push_str(&format!("&before={b}"));
+    }
+    get_json(&path).await
+}
+
+/// `POST /api/rooms/{id}/messages` (409 with the node's sentence once we
+/// left the room).
+pub async fn send_room(room: &str, text: &str) -> Result<ChatMessage, ApiError> {
+    let body = SendMessage {
+        text: text.into(),
+        force: false,
+    };
+    let req = Request::post(&room_messages_path(room))
+        .header("Accept", "application/json")
+        .json(&body)
+        .map_err(|e| ApiError::Decode(e.to_string()))?;
+    decode(req.send().await).await
+}
+
+/// `POST /api/rooms/{id}/members`: adds `name` (404 with a sentence when
+/// nobody has that name).
+pub async fn add_member(room: &str, name: &str) -> Result<RoomSummary, ApiError> {
+    let req = Request::post(&format!("/api/rooms/{}/members", segment(room)))
+        .header("Accept", "application/json")
+        .json(&AddMember { name: name.into() })
+        .map_err(|e| ApiError::Decode(e.to_string()))?;
+    decode(req.send().await).await
+}
+
+/// `POST /api/rooms/{id}/leave`: we keep the history and can no longer post.
+pub async fn leave_room(room: &str) -> Result<RoomSummary, ApiError> {
+    let req = Request::post(&format!("/api/rooms/{}/leave", segment(room)))
+        .header("Accept", "application/json");
+    decode(req.send().await).await
+}
+
+/// `PUT /api/rooms/{id}/read`: the room is read up to `seq` (for every
+/// browser of the user).
+pub async fn mark_room_read(room: &str, seq: i64) -> Result<ReadState, ApiError> {
+    let req = Request::put(&format!("/api/rooms/{}/read", segment(room)))
+        .header("Accept", "application/json")
+        .json(&MarkRead { seq })
+        .map_err(|e| ApiError::Decode(e.to_string()))?;
+    decode(req.send().await).await
+}
+
 /// `GET /api/peers/check?timeout_ms=N`: asks every online peer at once and
 /// answers at the deadline at the latest.
 pub async fn check_peers(timeout_ms: u64) -> Result<PeerCheck, ApiError> {
@@ -294,6 +388,19 @@ mod tests {
         let r: Remote<u8> = Err(ApiError::Network("refused".into())).into();
         assert_eq!(r, Remote::Failed(ApiError::Network("refused".into())));
         assert_eq!(Remote::from(Ok::<_, ApiError>(1u8)), Remote::Ready(1));
+    }
+
+    #[test]
+    fn typed_member_names_are_split_and_cleaned() {
+        assert_eq!(
+            member_names(" bob, carol ,,bob  dave"),
+            ["bob", "carol", "dave"]
+        );
+        assert!(member_names(" , ").is_empty());
+        assert_eq!(
+            room_messages_path("0123456789abcdef0123456789abcdef"),
+            "/api/rooms/0123456789abcdef0123456789abcdef/messages"
+        );
     }
 
     #[test]

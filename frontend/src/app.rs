@@ -4,11 +4,15 @@
 use yew::prelude::*;
 use yew_router::prelude::*;
 
+use roundtable_shared::api::Event as ApiEvent;
+
 use crate::api;
 use crate::components::Header;
 use crate::components::SearchBox;
 use crate::hooks::{use_store, Store};
-use crate::pages::{ChatPage, FilesPage, PeersPage, SearchPage, TrainingPage, TrainingsPage};
+use crate::pages::{
+    ChatPage, FilesPage, PeersPage, RoomPage, SearchPage, TrainingPage, TrainingsPage,
+};
 use crate::route::Route;
 use crate::state::{Action, State, WsState};
 use crate::ws::{Connection, Handlers};
@@ -17,6 +21,7 @@ fn switch(route: Route) -> Html {
     match route {
         Route::Peers => html! { <PeersPage /> },
         Route::Chat { peer } => html! { <ChatPage {peer} /> },
+        Route::Room { id } => html! { <RoomPage {id} /> },
         Route::Trainings => html! { <TrainingsPage /> },
         Route::Training { uuid } => html! { <TrainingPage {uuid} /> },
         Route::Files => html! { <FilesPage /> },
@@ -60,6 +65,18 @@ async fn refresh(store: UseReducerDispatcher<State>) {
     if let Ok(list) = api::participants().await {
         store.dispatch(Action::ParticipantsSummary(list));
     }
+    // The rooms, then the newest page of each that may hold unread
+    // messages (events that arrive meanwhile are newer than the list).
+    store.dispatch(Action::RoomsRequested);
+    let mut unread_rooms = Vec::new();
+    if let Ok(rooms) = api::rooms().await {
+        unread_rooms = rooms
+            .iter()
+            .filter(|r| r.unread > 0)
+            .map(|r| r.id.clone())
+            .collect();
+        store.dispatch(Action::Rooms(rooms));
+    }
     // Events that arrive while this runs are newer than its answer.
     store.dispatch(Action::TransfersRequested);
     if let Ok(list) = api::files().await {
@@ -69,6 +86,15 @@ async fn refresh(store: UseReducerDispatcher<State>) {
         if let Ok(messages) = api::history(&peer, None, api::PAGE).await {
             store.dispatch(Action::Latest {
                 peer,
+                messages,
+                limit: api::PAGE,
+            });
+        }
+    }
+    for room in unread_rooms {
+        if let Ok(messages) = api::room_history(&room, None, api::PAGE).await {
+            store.dispatch(Action::RoomLatest {
+                room,
                 messages,
                 limit: api::PAGE,
             });
@@ -93,6 +119,9 @@ pub fn app() -> Html {
             });
         });
     }
+    // The newest state, for what notifications need (our name, the rooms).
+    let latest = use_mut_ref(|| store.clone());
+    *latest.borrow_mut() = store.clone();
     // One WebSocket for the page's lifetime; each (re)connection refetches.
     {
         let dispatch = store.dispatcher();
@@ -105,8 +134,26 @@ pub fn app() -> Html {
             };
             let on_event = {
                 let dispatch = dispatch.clone();
-                Callback::from(move |ev| {
-                    crate::notifications::show(&ev);
+                // Rooms asked for once because a message came for them
+                // before their summary.
+                let asked = std::rc::Rc::new(std::cell::RefCell::new(std::collections::HashSet::<
+                    String,
+                >::new()));
+                Callback::from(move |ev: ApiEvent| {
+                    crate::notifications::show(&ev, &latest.borrow());
+                    if let ApiEvent::Message { message } = &ev {
+                        if let Some(id) = &message.room {
+                            let unknown = !latest.borrow().rooms.contains_key(id);
+                            if unknown && asked.borrow_mut().insert(id.clone()) {
+                                let (dispatch, id) = (dispatch.clone(), id.clone());
+                                yew::platform::spawn_local(async move {
+                                    if let Ok(room) = api::room(&id).await {
+                                        dispatch.dispatch(Action::Room(room));
+                                    }
+                                });
+                            }
+                        }
+                    }
                     dispatch.dispatch(Action::Event(ev))
                 })
             };
@@ -154,7 +201,10 @@ fn shell(props: &ShellProps) -> Html {
     let route = use_route::<Route>();
     let on_trainings = matches!(route, Some(Route::Trainings | Route::Training { .. }));
     let on_files = matches!(route, Some(Route::Files));
-    let on_peers = matches!(route, Some(Route::Peers | Route::Chat { .. }) | None);
+    let on_peers = matches!(
+        route,
+        Some(Route::Peers | Route::Chat { .. } | Route::Room { .. }) | None
+    );
     let me = store.me.as_ref();
     html! {
         <>

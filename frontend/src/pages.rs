@@ -18,9 +18,9 @@ use yew_router::prelude::*;
 use crate::api;
 use crate::collab;
 use crate::components::{
-    local_offset_min, now_ms, AttachFiles, Composer, FileDrop, KeyChangedBanner, Lanes,
-    MessageList, MetricCharts, PeerCheckPanel, PeerList, PeerPathMark, PeerTrustMark, SearchQuery,
-    SearchResults, Timeline, TrainingName,
+    local_offset_min, members_words, now_ms, AttachFiles, Composer, FileDrop, KeyChangedBanner,
+    Lanes, MessageList, MetricCharts, NewRoomForm, PeerCheckPanel, PeerList, PeerPathMark,
+    PeerTrustMark, RoomList, RoomMembers, SearchQuery, SearchResults, Timeline, TrainingName,
 };
 use crate::hooks::{use_store, use_tick};
 use crate::route::Route;
@@ -79,6 +79,8 @@ pub fn peers_page() -> Html {
         })
     };
     html! {
+        <>
+        <RoomsCard />
         <section class="card" aria-labelledby="peers-title">
             <div class="card-head">
                 <h2 id="peers-title">{ "Peers" }</h2>
@@ -95,6 +97,53 @@ pub fn peers_page() -> Html {
             } else {
                 <p class="status loading" role="status">{ "loading…" }</p>
             }
+        </section>
+        </>
+    }
+}
+
+/// The rooms, above the peers, and "New room".
+#[component(RoomsCard)]
+fn rooms_card() -> Html {
+    let store = use_store();
+    let navigator = use_navigator();
+    let busy = use_state(|| false);
+    let error = use_state(|| None::<AttrValue>);
+    let rows = {
+        let store = store.clone();
+        use_memo(store.rooms_rev, move |_| Rc::new(store.room_list()))
+    };
+    let on_create = {
+        let dispatch = store.dispatcher();
+        let (busy, error) = (busy.clone(), error.clone());
+        Callback::from(move |(name, members): (String, String)| {
+            let (dispatch, busy, error) = (dispatch.clone(), busy.clone(), error.clone());
+            let navigator = navigator.clone();
+            busy.set(true);
+            yew::platform::spawn_local(async move {
+                match api::create_room(&name, api::member_names(&members)).await {
+                    Ok(room) => {
+                        error.set(None);
+                        let id = room.id.clone();
+                        dispatch.dispatch(Action::Room(room));
+                        if let Some(nav) = &navigator {
+                            nav.push(&Route::Room { id });
+                        }
+                    }
+                    Err(e) => error.set(Some(format!("No room created: {}.", e.sentence()).into())),
+                }
+                busy.set(false);
+            });
+        })
+    };
+    html! {
+        <section class="card rooms-card" aria-labelledby="rooms-title">
+            <div class="card-head">
+                <h2 id="rooms-title">{ "Rooms" }</h2>
+                <span class="count">{ format!("{} rooms", rows.len()) }</span>
+            </div>
+            <RoomList rows={(*rows).clone()} />
+            <NewRoomForm {on_create} busy={*busy} error={(*error).clone()} />
         </section>
     }
 }
@@ -416,6 +465,237 @@ pub fn chat_page(props: &ChatPageProps) -> Html {
     }
 }
 
+/// An answer with a room's new summary (adding someone, leaving).
+type RoomAnswer = std::pin::Pin<
+    Box<
+        dyn std::future::Future<
+            Output = Result<roundtable_shared::api::RoomSummary, api::ApiError>,
+        >,
+    >,
+>;
+
+#[derive(Properties, PartialEq)]
+pub struct RoomPageProps {
+    pub id: AttrValue,
+}
+
+/// One room: its name and members, add and leave, its history, live
+/// messages and the send box.
+#[component(RoomPage)]
+pub fn room_page(props: &RoomPageProps) -> Html {
+    let store = use_store();
+    let id = props.id.to_string();
+    let error = use_state(|| None::<AttrValue>);
+    let unsent = use_state(|| None::<AttrValue>);
+    // Why the room could not be fetched (404: no such room here).
+    let missing = use_state(|| None::<AttrValue>);
+    let members_busy = use_state(|| false);
+    let members_error = use_state(|| None::<AttrValue>);
+    let added = use_state(|| 0u64);
+    // One history request at a time.
+    let busy = use_mut_ref(|| false);
+
+    // The room's summary and newest page, on opening and after every
+    // snapshot (reconnection).
+    {
+        let dispatch = store.dispatcher();
+        let busy = busy.clone();
+        let missing = missing.clone();
+        use_effect_with((id.clone(), store.epoch), move |(id, _)| {
+            let id = id.clone();
+            yew::platform::spawn_local(async move {
+                match api::room(&id).await {
+                    Ok(room) => {
+                        missing.set(None);
+                        dispatch.dispatch(Action::Room(room));
+                    }
+                    Err(e) if e.status() == Some(404) => {
+                        missing.set(Some(e.sentence().into()));
+                        return;
+                    }
+                    Err(_) => {}
+                }
+                *busy.borrow_mut() = true;
+                if let Ok(messages) = api::room_history(&id, None, api::PAGE).await {
+                    dispatch.dispatch(Action::RoomLatest {
+                        room: id,
+                        messages,
+                        limit: api::PAGE,
+                    });
+                }
+                *busy.borrow_mut() = false;
+            });
+        });
+    }
+    let chat = store.room_chat(&id);
+    let on_load_older = {
+        let dispatch = store.dispatcher();
+        let id = id.clone();
+        let before = chat.messages.first().map(|m| m.seq);
+        let has_more = chat.has_more;
+        Callback::from(move |()| {
+            if !has_more || *busy.borrow() {
+                return;
+            }
+            *busy.borrow_mut() = true;
+            let (busy, dispatch, id) = (busy.clone(), dispatch.clone(), id.clone());
+            yew::platform::spawn_local(async move {
+                if let Ok(messages) = api::room_history(&id, before, api::PAGE).await {
+                    dispatch.dispatch(Action::RoomOlder {
+                        room: id,
+                        messages,
+                        limit: api::PAGE,
+                    });
+                }
+                *busy.borrow_mut() = false;
+            });
+        })
+    };
+    let on_seen = {
+        let dispatch = store.dispatcher();
+        let id = id.clone();
+        let read = store.room_read(&id);
+        Callback::from(move |seq: i64| {
+            if seq > read {
+                dispatch.dispatch(Action::RoomMarkRead {
+                    room: id.clone(),
+                    seq,
+                });
+                // The node keeps it for every browser (and tells them all).
+                let id = id.clone();
+                yew::platform::spawn_local(async move {
+                    let _ = api::mark_room_read(&id, seq).await;
+                });
+            }
+        })
+    };
+    let on_send = {
+        let dispatch = store.dispatcher();
+        let id = id.clone();
+        let (error, unsent) = (error.clone(), unsent.clone());
+        Callback::from(move |text: String| {
+            let (dispatch, id) = (dispatch.clone(), id.clone());
+            let (error, unsent) = (error.clone(), unsent.clone());
+            // A second failure of the same text must restore it again.
+            unsent.set(None);
+            yew::platform::spawn_local(async move {
+                match api::send_room(&id, &text).await {
+                    Ok(m) => {
+                        error.set(None);
+                        dispatch.dispatch(Action::Accepted(m));
+                    }
+                    Err(e) => {
+                        error.set(Some(
+                            format!(
+                                "Not sent: {}. Your text is back in the box: press Send to try again.",
+                                e.sentence()
+                            )
+                            .into(),
+                        ));
+                        unsent.set(Some(text.into()));
+                        // Refused because we left (in another browser)?
+                        // The room's summary says.
+                        if e.status() == Some(api::CONFLICT) {
+                            if let Ok(room) = api::room(&id).await {
+                                dispatch.dispatch(Action::Room(room));
+                            }
+                        }
+                    }
+                }
+            });
+        })
+    };
+    // Add and leave answer with the room's new summary.
+    let members_call = {
+        let dispatch = store.dispatcher();
+        let (busy, error, added) = (members_busy.clone(), members_error.clone(), added.clone());
+        move |adding: bool, call: RoomAnswer| {
+            let (dispatch, busy, error) = (dispatch.clone(), busy.clone(), error.clone());
+            let added = added.clone();
+            busy.set(true);
+            yew::platform::spawn_local(async move {
+                match call.await {
+                    Ok(room) => {
+                        error.set(None);
+                        if adding {
+                            added.set(*added + 1);
+                        }
+                        dispatch.dispatch(Action::Room(room));
+                    }
+                    Err(e) => {
+                        let what = if adding { "Not added" } else { "Not left" };
+                        error.set(Some(format!("{what}: {}.", e.sentence()).into()));
+                    }
+                }
+                busy.set(false);
+            });
+        }
+    };
+    let on_add = {
+        let (call, id) = (members_call.clone(), id.clone());
+        Callback::from(move |name: String| {
+            let id = id.clone();
+            call(
+                true,
+                Box::pin(async move { api::add_member(&id, &name).await }),
+            )
+        })
+    };
+    let on_leave = {
+        let id = id.clone();
+        Callback::from(move |()| {
+            let id = id.clone();
+            members_call(false, Box::pin(async move { api::leave_room(&id).await }))
+        })
+    };
+    let Some(room) = store.rooms.get(&id).cloned() else {
+        return html! {
+            <section class="card" aria-labelledby="room-name">
+                <div class="card-head">
+                    <Link<Route> to={Route::Peers} classes="back">{ "← Rooms & peers" }</Link<Route>>
+                    <h2 id="room-name">{ "Room" }</h2>
+                </div>
+                if let Some(why) = &*missing {
+                    <p class="empty" id="no-room">{ format!("This room is not on this node: {why}.") }</p>
+                } else {
+                    <p class="status loading" role="status">{ "loading…" }</p>
+                }
+            </section>
+        };
+    };
+    let present = room.members.iter().filter(|m| m.present).count();
+    let me = store.me.as_ref().map(|m| AttrValue::from(m.name.clone()));
+    html! {
+        <section class={classes!("card", "chat", "room", (!room.joined).then_some("left"))}
+                 aria-labelledby="room-name" data-room={id.clone()}>
+            <div class="card-head">
+                <Link<Route> to={Route::Peers} classes="back">{ "← Rooms & peers" }</Link<Route>>
+                <h2 id="room-name">{ &room.name }</h2>
+                if let Some(uuid) = &room.training {
+                    <Link<Route> to={Route::Training { uuid: uuid.clone() }} classes="room-training">
+                        <span id="room-training">
+                            { match store.trainings.get(uuid) {
+                                Some(t) => format!("Training: {} →", view::training_name(t, now_ms(), local_offset_min())),
+                                None => "Its training →".to_owned(),
+                            } }
+                        </span>
+                    </Link<Route>>
+                }
+                <span class="peer-seen" id="room-member-count">{ members_words(present) }</span>
+                <span class="count">{ plural(chat.count.max(chat.messages.len() as u64), "message") }</span>
+            </div>
+            <RoomMembers room={room.clone()} {me} {on_add} {on_leave} added={*added}
+                busy={*members_busy} error={(*members_error).clone()} />
+            <MessageList key={id.clone()} chat={chat} {on_load_older} {on_seen}
+                show_sender=true offset_min={local_offset_min()} />
+            <div class="composer-bar">
+                <Composer peer={AttrValue::from(room.name.clone())} {on_send}
+                    error={(*error).clone()} unsent={(*unsent).clone()} disabled={!room.joined} />
+            </div>
+        </section>
+    }
+}
+
 fn state_class(t: &Training) -> &'static str {
     t.state.as_str()
 }
@@ -692,6 +972,11 @@ pub fn training_page(props: &TrainingPageProps) -> Html {
                 <span class={classes!("state", state_class(t))} id="training-state" data-state={t.state.as_str()}>
                     { view::state_words(t.state) }
                 </span>
+                if let Some(room) = store.training_room(&t.uuid) {
+                    <Link<Route> to={Route::Room { id: room.id.clone() }} classes="training-room">
+                        <span id="training-room">{ "Room: " }{ &room.name }</span>
+                    </Link<Route>>
+                }
             </div>
             <dl class="facts">
                 <dt>{ "Current round" }</dt>
@@ -935,6 +1220,7 @@ pub fn files_page() -> Html {
 /// Search over every conversation: `/search?q=words`.
 #[component(SearchPage)]
 pub fn search_page() -> Html {
+    let store = use_store();
     let query = use_location()
         .and_then(|l| l.query::<SearchQuery>().ok())
         .unwrap_or_default();
@@ -960,7 +1246,8 @@ pub fn search_page() -> Html {
                 None => html! { <p class="empty" id="searching">{ "Searching…" }</p> },
                 Some(Err(e)) => html! { <p class="error" role="alert">{ format!("Search failed: {e}.") }</p> },
                 Some(Ok(list)) => html! {
-                    <SearchResults hits={list.clone()} now={now_ms()} offset_min={local_offset_min()} />
+                    <SearchResults hits={list.clone()} now={now_ms()} offset_min={local_offset_min()}
+                        rooms={store.rooms.clone()} />
                 },
             } }
         </section>

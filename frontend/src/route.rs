@@ -10,6 +10,9 @@ pub enum Route {
     Peers,
     #[at("/chat/:peer")]
     Chat { peer: String },
+    /// A room (group conversation), by id.
+    #[at("/rooms/:id")]
+    Room { id: String },
     #[at("/trainings")]
     Trainings,
     #[at("/trainings/:uuid")]

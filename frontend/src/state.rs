@@ -16,7 +16,7 @@ use std::rc::Rc;
 
 use roundtable_shared::api::{
     ChatMessage, ChatSummary, Direction, Event, LinkState, Me, MessageState, PeerCheck, PeerInfo,
-    PeerPath, PeerTrust, PinSource, TransferInfo, TransferState,
+    PeerPath, PeerTrust, PinSource, RoomSummary, TransferInfo, TransferState,
 };
 use roundtable_shared::progress::{round_status, Participant, RoundStatus};
 use roundtable_shared::training::Training;
@@ -67,29 +67,31 @@ pub struct Chat {
 
 impl Chat {
     /// Messages received with `seq > last_read`, counted in the loaded ones
-    /// (the newest received message counts even when not loaded).
+    /// (the newest received message counts even when not loaded). A
+    /// room's lines about itself ("alice added carol") are not messages
+    /// to read.
     pub fn unread(&self, last_read: i64) -> usize {
+        let counts = |m: &ChatMessage| m.direction == Direction::In && !m.event;
         let loaded = self
             .messages
             .iter()
             .rev()
             .take_while(|m| m.seq > last_read)
-            .filter(|m| m.direction == Direction::In)
+            .filter(|m| counts(m))
             .count();
         match &self.last {
-            Some(m) if loaded == 0 && m.direction == Direction::In && m.seq > last_read => 1,
+            Some(m) if loaded == 0 && counts(m) && m.seq > last_read => 1,
             _ => loaded,
         }
     }
 
     /// Inserts `m` in `seq` order; returns whether it was new. A known
-    /// message (same seq or same id) only has its state raised.
+    /// message (same seq, or the same id from the same sender: in a room
+    /// ids are unique per sender only) only has its state raised.
     fn merge(&mut self, m: ChatMessage) -> bool {
-        if let Some(i) = self
-            .messages
-            .iter()
-            .rposition(|x| x.seq == m.seq || (x.id == m.id && x.direction == m.direction))
-        {
+        if let Some(i) = self.messages.iter().rposition(|x| {
+            x.seq == m.seq || (x.id == m.id && x.direction == m.direction && x.peer == m.peer)
+        }) {
             if m.state > self.messages[i].state {
                 Rc::make_mut(&mut self.messages[i]).state = m.state;
             }
@@ -99,6 +101,49 @@ impl Chat {
         let pos = self.messages.partition_point(|x| x.seq < m.seq);
         self.messages.insert(pos, Rc::new(m));
         true
+    }
+
+    /// Applies the newest page of the history (`limit` asked for).
+    fn latest(&mut self, messages: Vec<ChatMessage>, limit: usize) {
+        let full = messages.len() >= limit;
+        let newest_loaded = self.messages.last().map(|m| m.seq);
+        let gap = match (newest_loaded, messages.first()) {
+            (Some(n), Some(first)) => full && first.seq > n,
+            _ => false,
+        };
+        if gap {
+            // What was loaded is not adjacent to this page: start over.
+            self.messages.clear();
+        }
+        if gap || !self.loaded {
+            self.has_more = full;
+        }
+        self.loaded = true;
+        for m in messages {
+            self.merge(m);
+        }
+        self.count = self.count.max(self.messages.len() as u64);
+        self.refresh_last();
+    }
+
+    /// Applies an older page, fetched with `before=`.
+    fn older(&mut self, messages: Vec<ChatMessage>, limit: usize) {
+        self.has_more = messages.len() >= limit;
+        self.loaded = true;
+        for m in messages {
+            self.merge(m);
+        }
+        self.count = self.count.max(self.messages.len() as u64);
+    }
+
+    /// Takes the node's count and newest message (a summary) if newer.
+    fn summarized(&mut self, count: u64, last: Option<ChatMessage>) {
+        self.count = self.count.max(count);
+        if let Some(last) = last {
+            if self.last.as_ref().is_none_or(|l| l.seq < last.seq) {
+                self.last = Some(Rc::new(last));
+            }
+        }
     }
 
     fn refresh_last(&mut self) {
@@ -452,6 +497,37 @@ pub struct State {
     /// Bumped whenever any training's participants changed (the trainings
     /// list's counts).
     pub participants_rev: u64,
+    /// Rooms (group conversations) by id, as the node last described them.
+    pub rooms: Rc<BTreeMap<String, Rc<RoomSummary>>>,
+    /// Per room, its messages as far as loaded (and its count and newest).
+    pub room_chats: BTreeMap<String, Rc<Chat>>,
+    /// Per room, the newest `seq` the user has seen.
+    pub room_read: BTreeMap<String, i64>,
+    /// Bumped whenever the room list, a room or its unread count may have
+    /// changed.
+    pub rooms_rev: u64,
+    /// Counts changes to room summaries; `rooms_mark` is its value when the
+    /// newest `GET /api/rooms` was sent, `rooms_touched` its value at each
+    /// room's last change.
+    rooms_clock: u64,
+    rooms_mark: u64,
+    rooms_touched: HashMap<String, u64>,
+}
+
+/// One line of the room list.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RoomRow {
+    pub id: String,
+    pub name: String,
+    /// Members in the room now (this node's user too, while in it).
+    pub members: usize,
+    /// Whether this node's user is in it (false: left).
+    pub joined: bool,
+    /// The training whose room it is.
+    pub training: Option<String>,
+    pub unread: usize,
+    /// The newest activity known (last message, else creation), Unix ms.
+    pub active_at: i64,
 }
 
 /// The participants of one training, by name.
@@ -588,6 +664,31 @@ pub enum Action {
     /// its latest phase only. Replaces the trainings not loaded in full;
     /// merged into those that are.
     ParticipantsSummary(Vec<Participant>),
+    /// `GET /api/rooms` is about to be sent (after each (re)connection).
+    RoomsRequested,
+    /// Its answer: every room. Replaces the summaries held, except those
+    /// that changed here since it was asked for.
+    Rooms(Vec<RoomSummary>),
+    /// A room's summary from an answer (created, member added, left,
+    /// fetched): applied as the node's [`Event::Room`] is.
+    Room(RoomSummary),
+    /// The newest page of a room's history (`limit` asked for).
+    RoomLatest {
+        room: String,
+        messages: Vec<ChatMessage>,
+        limit: usize,
+    },
+    /// An older page of a room's history, fetched with `before=`.
+    RoomOlder {
+        room: String,
+        messages: Vec<ChatMessage>,
+        limit: usize,
+    },
+    /// The user has seen `room` up to `seq`.
+    RoomMarkRead {
+        room: String,
+        seq: i64,
+    },
 }
 
 impl State {
@@ -596,9 +697,89 @@ impl State {
         self.last_read.get(peer).copied().unwrap_or(0)
     }
 
-    /// Unread messages over all conversations (for the page title).
+    /// Unread messages over all conversations, rooms too (for the page
+    /// title).
     pub fn unread_total(&self) -> usize {
-        self.chats.keys().map(|p| self.unread(p)).sum()
+        self.chats.keys().map(|p| self.unread(p)).sum::<usize>()
+            + self
+                .room_chats
+                .keys()
+                .map(|r| self.room_unread(r))
+                .sum::<usize>()
+    }
+
+    /// The user's read mark for `room`.
+    pub fn room_read(&self, room: &str) -> i64 {
+        self.room_read.get(room).copied().unwrap_or(0)
+    }
+
+    /// Unread messages in `room` (what others wrote, not its events).
+    pub fn room_unread(&self, room: &str) -> usize {
+        self.room_chats
+            .get(room)
+            .map_or(0, |c| c.unread(self.room_read(room)))
+    }
+
+    /// `room`'s messages as far as loaded.
+    pub fn room_chat(&self, room: &str) -> Rc<Chat> {
+        self.room_chats.get(room).cloned().unwrap_or_default()
+    }
+
+    /// The name of `room`, when its summary is known.
+    pub fn room_name(&self, room: &str) -> Option<&str> {
+        self.rooms.get(room).map(|r| r.name.as_str())
+    }
+
+    /// The rooms for the list: most recent activity first, then by name.
+    pub fn room_list(&self) -> Vec<RoomRow> {
+        let mut rows: Vec<RoomRow> = self
+            .rooms
+            .values()
+            .map(|r| {
+                let last = self
+                    .room_chats
+                    .get(&r.id)
+                    .and_then(|c| c.last.as_ref().map(|m| m.at));
+                RoomRow {
+                    id: r.id.clone(),
+                    name: r.name.clone(),
+                    members: r.members.iter().filter(|m| m.present).count(),
+                    joined: r.joined,
+                    training: r.training.clone(),
+                    unread: self.room_unread(&r.id),
+                    active_at: last.unwrap_or(r.created_at).max(r.created_at),
+                }
+            })
+            .collect();
+        rows.sort_by(|a, b| {
+            b.active_at
+                .cmp(&a.active_at)
+                .then_with(|| a.name.cmp(&b.name))
+                .then_with(|| a.id.cmp(&b.id))
+        });
+        rows
+    }
+
+    /// The room of training `uuid`, if this node has it.
+    pub fn training_room(&self, uuid: &str) -> Option<Rc<RoomSummary>> {
+        self.rooms
+            .values()
+            .find(|r| r.training.as_deref() == Some(uuid))
+            .cloned()
+    }
+
+    /// Stores the node's summary of a room: its members, name and
+    /// whether we are in it; its read mark, count and newest message only
+    /// move on.
+    fn merge_room(&mut self, r: RoomSummary) {
+        let mark = self.room_read.entry(r.id.clone()).or_insert(r.last_read);
+        *mark = (*mark).max(r.last_read);
+        Rc::make_mut(self.room_chats.entry(r.id.clone()).or_default())
+            .summarized(r.count, r.last.clone());
+        self.rooms_clock += 1;
+        self.rooms_touched.insert(r.id.clone(), self.rooms_clock);
+        Rc::make_mut(&mut self.rooms).insert(r.id.clone(), Rc::new(r));
+        self.rooms_rev += 1;
     }
 
     /// Unread messages from `peer`.
@@ -780,26 +961,7 @@ impl State {
                 limit,
             } => {
                 let messages: Vec<_> = messages.into_iter().map(|m| self.with_pending(m)).collect();
-                let chat = Rc::make_mut(self.chats.entry(peer).or_default());
-                let full = messages.len() >= limit;
-                let newest_loaded = chat.messages.last().map(|m| m.seq);
-                let gap = match (newest_loaded, messages.first()) {
-                    (Some(n), Some(first)) => full && first.seq > n,
-                    _ => false,
-                };
-                if gap {
-                    // What was loaded is not adjacent to this page: start over.
-                    chat.messages.clear();
-                }
-                if gap || !chat.loaded {
-                    chat.has_more = full;
-                }
-                chat.loaded = true;
-                for m in messages {
-                    chat.merge(m);
-                }
-                chat.count = chat.count.max(chat.messages.len() as u64);
-                chat.refresh_last();
+                Rc::make_mut(self.chats.entry(peer).or_default()).latest(messages, limit);
                 self.peers_rev += 1;
             }
             Action::Older {
@@ -807,13 +969,52 @@ impl State {
                 messages,
                 limit,
             } => {
-                let chat = Rc::make_mut(self.chats.entry(peer).or_default());
-                chat.has_more = messages.len() >= limit;
-                chat.loaded = true;
-                for m in messages {
-                    chat.merge(m);
+                Rc::make_mut(self.chats.entry(peer).or_default()).older(messages, limit);
+            }
+            Action::RoomsRequested => self.rooms_mark = self.rooms_clock,
+            Action::Rooms(list) => {
+                let listed: std::collections::HashSet<&str> =
+                    list.iter().map(|r| r.id.as_str()).collect();
+                let mark = self.rooms_mark;
+                let touched = &self.rooms_touched;
+                let newer = |id: &str| touched.get(id).is_some_and(|&c| c > mark);
+                let keep: Vec<String> = self
+                    .rooms
+                    .keys()
+                    .filter(|id| listed.contains(id.as_str()) || newer(id))
+                    .cloned()
+                    .collect();
+                let fresh: Vec<RoomSummary> = list.into_iter().filter(|r| !newer(&r.id)).collect();
+                if keep.len() != self.rooms.len() {
+                    let rooms = Rc::make_mut(&mut self.rooms);
+                    rooms.retain(|id, _| keep.contains(id));
                 }
-                chat.count = chat.count.max(chat.messages.len() as u64);
+                for r in fresh {
+                    self.merge_room(r);
+                }
+                self.rooms_rev += 1;
+            }
+            Action::Room(r) => self.merge_room(r),
+            Action::RoomLatest {
+                room,
+                messages,
+                limit,
+            } => {
+                let messages: Vec<_> = messages.into_iter().map(|m| self.with_pending(m)).collect();
+                Rc::make_mut(self.room_chats.entry(room).or_default()).latest(messages, limit);
+                self.rooms_rev += 1;
+            }
+            Action::RoomOlder {
+                room,
+                messages,
+                limit,
+            } => {
+                Rc::make_mut(self.room_chats.entry(room).or_default()).older(messages, limit);
+            }
+            Action::RoomMarkRead { room, seq } => {
+                let e = self.room_read.entry(room).or_insert(seq);
+                *e = (*e).max(seq);
+                self.rooms_rev += 1;
             }
             Action::Accepted(m) => self.add_message(m),
             Action::Ws(s) => {
@@ -936,23 +1137,39 @@ impl State {
         m
     }
 
+    /// Adds a message to its conversation: its room's, or its peer's.
     fn add_message(&mut self, m: ChatMessage) {
         let m = self.with_pending(m);
-        let chat = Rc::make_mut(self.chats.entry(m.peer.clone()).or_default());
+        let chat = match &m.room {
+            Some(room) => {
+                self.rooms_rev += 1;
+                self.room_chats.entry(room.clone()).or_default()
+            }
+            None => {
+                self.peers_rev += 1;
+                self.chats.entry(m.peer.clone()).or_default()
+            }
+        };
+        let chat = Rc::make_mut(chat);
         if chat.merge(m) {
             chat.count += 1;
         }
         chat.refresh_last();
-        self.peers_rev += 1;
     }
 
     fn apply_event(&mut self, ev: Event) {
         match ev {
-            Event::ReadState { state } => {
-                let e = self.last_read.entry(state.peer).or_insert(state.last_read);
-                *e = (*e).max(state.last_read);
-                self.peers_rev += 1;
-            }
+            Event::ReadState { state } => self.apply(match state.room {
+                Some(room) => Action::RoomMarkRead {
+                    room,
+                    seq: state.last_read,
+                },
+                None => Action::MarkRead {
+                    peer: state.peer,
+                    seq: state.last_read,
+                },
+            }),
+            Event::Room { room } => self.merge_room(room),
             Event::Training { training } => {
                 Rc::make_mut(&mut self.trainings).insert(training.uuid.clone(), training);
             }
@@ -982,11 +1199,21 @@ impl State {
                 }
             }
             Event::Message { message } => self.add_message(message),
-            Event::MessageState { peer, id, state } => {
-                let found = self
-                    .chats
-                    .get_mut(&peer)
-                    .is_some_and(|c| Rc::make_mut(c).raise(&id, state));
+            Event::MessageState {
+                peer,
+                id,
+                state,
+                room,
+            } => {
+                // In a room, `peer` is our own name: the room says where.
+                let chat = match &room {
+                    Some(room) => self.room_chats.get_mut(room),
+                    None => self.chats.get_mut(&peer),
+                };
+                let found = chat.is_some_and(|c| Rc::make_mut(c).raise(&id, state));
+                if found && room.is_some() {
+                    self.rooms_rev += 1;
+                }
                 if !found {
                     let e = self.pending_states.entry(id).or_insert(state);
                     *e = (*e).max(state);
@@ -1077,6 +1304,8 @@ mod tests {
             state,
             at: seq * 1000,
             verified: true,
+            room: None,
+            event: false,
         }
     }
 
@@ -1449,6 +1678,7 @@ mod tests {
                 peer: "bob".into(),
                 id: "x".into(),
                 state: st,
+                room: None,
             })
         };
         s.apply(state(MessageState::Delivered));
@@ -1477,6 +1707,7 @@ mod tests {
                 peer: "bob".into(),
                 id: "x".into(),
                 state: st,
+                room: None,
             })
         };
         s.apply(state(MessageState::Sent));
@@ -1494,6 +1725,7 @@ mod tests {
             peer: "bob".into(),
             id: "y".into(),
             state: MessageState::Sent,
+            room: None,
         }));
         s.apply(Action::Accepted(msg(
             1,
@@ -1557,6 +1789,7 @@ mod tests {
                 peer: "bob".into(),
                 last_read: 2,
                 unread: 0,
+                room: None,
             },
         }));
         for (seq, dir) in [
@@ -2316,6 +2549,310 @@ mod tests {
             .conversation("bob")
             .len(),
             2
+        );
+    }
+
+    const ROOM: &str = "0123456789abcdef0123456789abcdef";
+
+    fn room(id: &str, name: &str, members: &[(&str, bool)]) -> RoomSummary {
+        RoomSummary {
+            id: id.into(),
+            name: name.into(),
+            training: None,
+            members: members
+                .iter()
+                .map(|(n, present)| roundtable_shared::api::RoomMember {
+                    name: (*n).into(),
+                    present: *present,
+                })
+                .collect(),
+            joined: true,
+            last: None,
+            count: 0,
+            last_read: 0,
+            unread: 0,
+            created_at: 1,
+        }
+    }
+
+    /// A message in `ROOM` from `from` (`alice` is us).
+    fn room_msg(seq: i64, id: &str, from: &str) -> ChatMessage {
+        let ours = from == "alice";
+        ChatMessage {
+            peer: from.into(),
+            room: Some(ROOM.into()),
+            direction: if ours { Direction::Out } else { Direction::In },
+            state: if ours {
+                MessageState::Queued
+            } else {
+                MessageState::Delivered
+            },
+            ..msg(seq, id, Direction::In, MessageState::Delivered)
+        }
+    }
+
+    fn room_seqs(s: &State) -> Vec<i64> {
+        s.room_chat(ROOM).messages.iter().map(|m| m.seq).collect()
+    }
+
+    #[test]
+    fn a_room_event_lists_the_room_with_its_present_members() {
+        let mut s = State::default();
+        let rev = s.rooms_rev;
+        s.apply(Action::Event(Event::Room {
+            room: room(
+                ROOM,
+                "Hospital B",
+                &[("alice", true), ("bob", true), ("carol", false)],
+            ),
+        }));
+        assert!(s.rooms_rev > rev, "the list is redrawn");
+        let rows = s.room_list();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(
+            (rows[0].name.as_str(), rows[0].members, rows[0].joined),
+            ("Hospital B", 2, true),
+            "carol left: not counted"
+        );
+        assert_eq!(s.room_name(ROOM), Some("Hospital B"));
+        // A later summary (bob added dave, renamed) replaces it whole.
+        s.apply(Action::Event(Event::Room {
+            room: RoomSummary {
+                joined: false,
+                ..room(
+                    ROOM,
+                    "Hospital B+",
+                    &[("alice", false), ("bob", true), ("dave", true)],
+                )
+            },
+        }));
+        let rows = s.room_list();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(
+            (rows[0].name.as_str(), rows[0].members, rows[0].joined),
+            ("Hospital B+", 2, false)
+        );
+        // Room messages never become a direct conversation with their sender.
+        s.apply(Action::Event(Event::Message {
+            message: room_msg(1, "a", "bob"),
+        }));
+        assert!(s.chats.is_empty());
+        assert!(s.peer_list("").is_empty());
+    }
+
+    #[test]
+    fn rooms_are_listed_by_latest_activity() {
+        let mut s = State::default();
+        let other = "fedcba9876543210fedcba9876543210";
+        s.apply(Action::Room(RoomSummary {
+            created_at: 5_000,
+            ..room(other, "newer room", &[("alice", true)])
+        }));
+        s.apply(Action::Room(room(ROOM, "older room", &[("alice", true)])));
+        let ids = |s: &State| s.room_list().into_iter().map(|r| r.id).collect::<Vec<_>>();
+        assert_eq!(ids(&s), [other, ROOM]);
+        // A message in the older room (at 9 s) brings it first.
+        s.apply(Action::Event(Event::Message {
+            message: room_msg(9, "a", "bob"),
+        }));
+        assert_eq!(ids(&s), [ROOM, other]);
+    }
+
+    #[test]
+    fn room_messages_are_deduplicated_by_sender_and_id() {
+        let mut s = State::default();
+        s.apply(Action::Room(room(
+            ROOM,
+            "r",
+            &[("alice", true), ("bob", true)],
+        )));
+        for m in [
+            room_msg(2, "x", "bob"),
+            room_msg(1, "x", "carol"), // the same id from someone else: another message
+            room_msg(2, "x", "bob"),
+        ] {
+            s.apply(Action::Event(Event::Message { message: m }));
+        }
+        assert_eq!(room_seqs(&s), [1, 2]);
+        assert_eq!(s.room_chat(ROOM).count, 2);
+        // Our post: the POST's answer and its event make one message.
+        let ours = room_msg(3, "y", "alice");
+        s.apply(Action::Accepted(ours.clone()));
+        s.apply(Action::Event(Event::Message { message: ours }));
+        assert_eq!(room_seqs(&s), [1, 2, 3]);
+        assert_eq!(s.room_chat(ROOM).count, 3);
+        // A history page overlapping what is loaded.
+        s.apply(Action::RoomLatest {
+            room: ROOM.into(),
+            messages: vec![
+                room_msg(1, "x", "carol"),
+                room_msg(2, "x", "bob"),
+                room_msg(3, "y", "alice"),
+                room_msg(4, "z", "bob"),
+            ],
+            limit: 50,
+        });
+        assert_eq!(room_seqs(&s), [1, 2, 3, 4]);
+        assert!(!s.room_chat(ROOM).has_more);
+        let chat = s.room_chat(ROOM);
+        let senders: Vec<&str> = chat.messages.iter().map(|m| m.peer.as_str()).collect();
+        assert_eq!(senders, ["carol", "bob", "alice", "bob"]);
+        // Direct conversations are untouched.
+        assert!(s.chats.is_empty());
+    }
+
+    #[test]
+    fn room_unread_counts_others_posts_not_events_and_reaches_the_title() {
+        let mut s = State::default();
+        s.apply(Action::Room(room(
+            ROOM,
+            "r",
+            &[("alice", true), ("bob", true)],
+        )));
+        s.apply(Action::Event(Event::Message {
+            message: msg(1, "d", Direction::In, MessageState::Delivered),
+        }));
+        for m in [
+            room_msg(2, "a", "bob"),
+            ChatMessage {
+                event: true,
+                text: "bob added carol".into(),
+                ..room_msg(3, "b", "bob")
+            },
+            room_msg(4, "c", "alice"),
+            room_msg(5, "e", "carol"),
+        ] {
+            s.apply(Action::Event(Event::Message { message: m }));
+        }
+        assert_eq!(s.room_unread(ROOM), 2, "bob's and carol's posts");
+        assert_eq!(s.room_list()[0].unread, 2);
+        assert_eq!(s.unread_total(), 3, "with bob's direct message");
+        // Read in another browser (the node's event), up to bob's post.
+        let rev = s.rooms_rev;
+        s.apply(Action::Event(Event::ReadState {
+            state: roundtable_shared::api::ReadState {
+                peer: String::new(),
+                last_read: 2,
+                unread: 1,
+                room: Some(ROOM.into()),
+            },
+        }));
+        assert!(s.rooms_rev > rev);
+        assert_eq!(s.room_unread(ROOM), 1);
+        assert_eq!(s.unread("bob"), 1, "the direct chat's mark is its own");
+        assert_eq!(s.last_read(""), 0);
+        // Read here; marks never move back.
+        s.apply(Action::RoomMarkRead {
+            room: ROOM.into(),
+            seq: 5,
+        });
+        s.apply(Action::RoomMarkRead {
+            room: ROOM.into(),
+            seq: 3,
+        });
+        assert_eq!(s.room_read(ROOM), 5);
+        assert_eq!(s.room_unread(ROOM), 0);
+        assert_eq!(s.unread_total(), 1);
+        // A summary with an older mark does not lower it either.
+        s.apply(Action::Room(RoomSummary {
+            last_read: 2,
+            ..room(ROOM, "r", &[("alice", true)])
+        }));
+        assert_eq!(s.room_read(ROOM), 5);
+    }
+
+    #[test]
+    fn a_room_summary_alone_counts_its_newest_unread_post() {
+        let mut s = State::default();
+        s.apply(Action::RoomsRequested);
+        s.apply(Action::Rooms(vec![RoomSummary {
+            last: Some(room_msg(8, "a", "bob")),
+            count: 8,
+            last_read: 7,
+            unread: 1,
+            ..room(ROOM, "r", &[("alice", true), ("bob", true)])
+        }]));
+        assert_eq!(s.room_unread(ROOM), 1);
+        assert_eq!(s.room_chat(ROOM).count, 8);
+        assert_eq!(s.unread_total(), 1);
+    }
+
+    #[test]
+    fn our_room_posts_take_their_state_from_the_rooms_events() {
+        let mut s = State::default();
+        s.apply(Action::Room(room(
+            ROOM,
+            "r",
+            &[("alice", true), ("bob", true)],
+        )));
+        // bob has a direct message with the same id: it must not change.
+        s.apply(Action::Accepted(msg(
+            1,
+            "y",
+            Direction::Out,
+            MessageState::Queued,
+        )));
+        s.apply(Action::Accepted(room_msg(2, "y", "alice")));
+        let state = |st| {
+            Action::Event(Event::MessageState {
+                peer: "alice".into(),
+                id: "y".into(),
+                state: st,
+                room: Some(ROOM.into()),
+            })
+        };
+        s.apply(state(MessageState::Sent));
+        assert_eq!(s.room_chat(ROOM).messages[0].state, MessageState::Sent);
+        s.apply(state(MessageState::Delivered));
+        s.apply(state(MessageState::Sent));
+        assert_eq!(
+            s.room_chat(ROOM).messages[0].state,
+            MessageState::Delivered,
+            "delivered to every member is final"
+        );
+        assert_eq!(
+            s.room_chat(ROOM).last.as_ref().unwrap().state,
+            MessageState::Delivered
+        );
+        assert_eq!(s.chats["bob"].messages[0].state, MessageState::Queued);
+        // A state that comes before its post is kept for it.
+        s.apply(Action::Event(Event::MessageState {
+            peer: "alice".into(),
+            id: "w".into(),
+            state: MessageState::Sent,
+            room: Some(ROOM.into()),
+        }));
+        s.apply(Action::Accepted(room_msg(3, "w", "alice")));
+        assert_eq!(s.room_chat(ROOM).messages[1].state, MessageState::Sent);
+    }
+
+    #[test]
+    fn a_refetched_room_list_keeps_newer_changes() {
+        let mut s = State::default();
+        let other = "fedcba9876543210fedcba9876543210";
+        s.apply(Action::Room(room(other, "gone", &[("alice", true)])));
+        s.apply(Action::RoomsRequested);
+        // While the request runs, bob is added to ROOM.
+        s.apply(Action::Event(Event::Room {
+            room: room(ROOM, "r", &[("alice", true), ("bob", true)]),
+        }));
+        // The list was made before that, and no longer has `other`.
+        s.apply(Action::Rooms(vec![room(ROOM, "r", &[("alice", true)])]));
+        let rows = s.room_list();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].members, 2, "the newer event is kept");
+        // The next list wins: nothing changed since it was asked for.
+        s.apply(Action::RoomsRequested);
+        s.apply(Action::Rooms(vec![room(ROOM, "r2", &[("alice", true)])]));
+        assert_eq!(s.room_list()[0].name, "r2");
+        assert_eq!(s.training_room("t").map(|r| r.id.clone()), None);
+        s.apply(Action::Room(RoomSummary {
+            training: Some("t".into()),
+            ..room(other, "training t", &[("alice", true)])
+        }));
+        assert_eq!(
+            s.training_room("t").map(|r| r.id.clone()).as_deref(),
+            Some(other)
         );
     }
 

@@ -357,6 +357,12 @@ pub fn fraction(t: &TransferInfo) -> f64 {
     (t.bytes as f64 / t.size as f64).clamp(0.0, 1.0)
 }
 
+/// Estimated pixel height of a room's line about itself (one line).
+pub const EVENT_ROW_HEIGHT: f64 = 26.0;
+
+/// Pixels the sender's name adds to a received message in a room.
+pub const SENDER_LINE_HEIGHT: f64 = 16.0;
+
 /// Estimated pixel height of a file row in a conversation (name, bar,
 /// progress line, meta line): measured once rendered, like text rows.
 pub const FILE_ROW_HEIGHT: f64 = 112.0;

@@ -19,7 +19,7 @@ use roundtable_frontend::state::{
 };
 use roundtable_shared::api::{
     ChatMessage, Direction, Event, KeyAtDirectory, LinkState, MessageState, PeerCheck,
-    PeerCheckResult, PeerInfo, PeerPath, PeerTrust, PinSource,
+    PeerCheckResult, PeerInfo, PeerPath, PeerTrust, PinSource, RoomMember, RoomSummary,
 };
 use roundtable_shared::progress::{Lane, Metric, Participant, PhaseReport, RunReport};
 use roundtable_shared::training::{
@@ -150,12 +150,18 @@ fn peers_in_router(p: &PeersHarness) -> Html {
 #[derive(Properties, PartialEq)]
 struct HitsHarness {
     hits: Vec<roundtable_shared::api::SearchHit>,
+    #[prop_or_default]
+    rooms: Rc<BTreeMap<String, Rc<RoomSummary>>>,
 }
 
 #[component(HitsInRouter)]
 fn hits_in_router(p: &HitsHarness) -> Html {
     use roundtable_frontend::components::SearchResults;
-    html! { <BrowserRouter><SearchResults hits={p.hits.clone()} now={1_000_000} offset_min={0} /></BrowserRouter> }
+    html! {
+        <BrowserRouter>
+            <SearchResults hits={p.hits.clone()} now={1_000_000} offset_min={0} rooms={p.rooms.clone()} />
+        </BrowserRouter>
+    }
 }
 
 #[wasm_bindgen_test]
@@ -171,6 +177,8 @@ async fn search_hits_show_their_conversation_and_mark_the_match() {
             state: MessageState::Delivered,
             at: 1_000_000 - 60_000,
             verified: true,
+            room: None,
+            event: false,
         },
         snippet,
     };
@@ -189,6 +197,7 @@ async fn search_hits_show_their_conversation_and_mark_the_match() {
                 format!("{SNIPPET_START}check{SNIPPET_END}"),
             ),
         ],
+        rooms: Default::default(),
     })
     .await;
     assert_eq!(count(&root, "#search-hits li.search-hit"), 2);
@@ -211,7 +220,11 @@ async fn search_hits_show_their_conversation_and_mark_the_match() {
         .unwrap()
         .get_attribute("href");
     assert_eq!(href.as_deref(), Some("/chat/bob"));
-    let empty = render::<HitsInRouter>(HitsHarness { hits: vec![] }).await;
+    let empty = render::<HitsInRouter>(HitsHarness {
+        hits: vec![],
+        rooms: Default::default(),
+    })
+    .await;
     assert!(text_of(&empty, "#no-hits").is_some());
 }
 
@@ -467,6 +480,8 @@ fn message(seq: i64, dir: Direction, state: MessageState) -> ChatMessage {
         state,
         at: 1_700_000_000_000 + seq * 1000,
         verified: true,
+        room: None,
+        event: false,
     }
 }
 
@@ -697,6 +712,7 @@ async fn own_messages_show_their_state() {
         peer: "bob".into(),
         id: format!("{:032x}", 2),
         state: MessageState::Delivered,
+        room: None,
     }));
     s.apply(Action::Event(Event::Message {
         message: message(3, Direction::In, MessageState::Delivered),
@@ -846,6 +862,7 @@ async fn a_failed_send_puts_its_text_back_in_the_composer() {
         on_send: Callback::noop(),
         error: Some("Not sent: your node did not answer (is it still running?).".into()),
         unsent: Some("the text I typed".into()),
+        disabled: false,
     })
     .await;
     yew::scheduler::flush().await;
@@ -873,6 +890,7 @@ async fn composer_sends_on_enter_not_shift_enter() {
         on_send,
         error: None,
         unsent: None,
+        disabled: false,
     })
     .await;
     let area: web_sys::HtmlTextAreaElement = root
@@ -1655,4 +1673,410 @@ async fn the_trainings_list_counts_participants_pages_and_filters() {
         text_of(&root, "tr.training-row .state").as_deref(),
         Some("Finished")
     );
+}
+
+// ---- rooms ----
+
+const ROOM: &str = "0123456789abcdef0123456789abcdef";
+const TRAINING_ROOM: &str = "fedcba9876543210fedcba9876543210";
+
+fn room_summary(id: &str, name: &str, members: &[(&str, bool)], joined: bool) -> RoomSummary {
+    RoomSummary {
+        id: id.into(),
+        name: name.into(),
+        training: None,
+        members: members
+            .iter()
+            .map(|(n, present)| RoomMember {
+                name: (*n).into(),
+                present: *present,
+            })
+            .collect(),
+        joined,
+        last: None,
+        count: 0,
+        last_read: 0,
+        unread: 0,
+        created_at: 1_700_000_000_000,
+    }
+}
+
+/// A message in `ROOM` from `from` (`alice` is us).
+fn room_message(seq: i64, from: &str, text: &str) -> ChatMessage {
+    let ours = from == "alice";
+    ChatMessage {
+        peer: from.into(),
+        room: Some(ROOM.into()),
+        text: text.into(),
+        ..message(
+            seq,
+            if ours { Direction::Out } else { Direction::In },
+            MessageState::Delivered,
+        )
+    }
+}
+
+#[wasm_bindgen_test]
+async fn search_hits_in_a_room_link_to_the_room_and_name_it() {
+    use roundtable_shared::api::SearchHit;
+    let hit = |m: ChatMessage| SearchHit {
+        snippet: m.text.clone(),
+        message: m,
+    };
+    let rooms = BTreeMap::from([(
+        ROOM.to_owned(),
+        Rc::new(room_summary(ROOM, "Hospital B", &[("alice", true)], true)),
+    )]);
+    let root = render::<HitsInRouter>(HitsHarness {
+        hits: vec![
+            hit(room_message(9, "bob", "the checkpoint")),
+            hit(room_message(8, "alice", "my checkpoint")),
+            hit(ChatMessage {
+                room: Some("99999999999999999999999999999999".into()),
+                ..room_message(7, "carol", "checkpoint elsewhere")
+            }),
+        ],
+        rooms: Rc::new(rooms),
+    })
+    .await;
+    assert_eq!(
+        text_of(&root, "li[data-seq='9'] .hit-who").as_deref(),
+        Some("bob in Hospital B")
+    );
+    assert_eq!(
+        text_of(&root, "li[data-seq='8'] .hit-who").as_deref(),
+        Some("you in Hospital B")
+    );
+    assert_eq!(
+        text_of(&root, "li[data-seq='7'] .hit-who").as_deref(),
+        Some("carol in a room")
+    );
+    let href = root
+        .query_selector("li[data-seq='9'] a")
+        .unwrap()
+        .unwrap()
+        .get_attribute("href");
+    assert_eq!(href.as_deref(), Some(format!("/rooms/{ROOM}").as_str()));
+}
+
+#[derive(Properties, PartialEq)]
+struct RoomsHarness {
+    rows: Rc<Vec<roundtable_frontend::state::RoomRow>>,
+}
+
+#[component(RoomsInRouter)]
+fn rooms_in_router(p: &RoomsHarness) -> Html {
+    use roundtable_frontend::components::RoomList;
+    html! { <BrowserRouter><RoomList rows={p.rows.clone()} /></BrowserRouter> }
+}
+
+#[wasm_bindgen_test]
+async fn the_room_list_links_each_room_with_its_members_and_unread() {
+    let mut s = State::default();
+    s.apply(Action::Room(room_summary(
+        ROOM,
+        "Hospital B",
+        &[("alice", true), ("bob", true), ("carol", false)],
+        true,
+    )));
+    s.apply(Action::Room(RoomSummary {
+        training: Some("0b8a3f4e-5c6d-4e7f-8a9b-0c1d2e3f4a5b".into()),
+        ..room_summary(TRAINING_ROOM, "Training mnist", &[("alice", false)], false)
+    }));
+    for (seq, from) in [(1, "bob"), (2, "carol"), (3, "alice")] {
+        s.apply(Action::Event(Event::Message {
+            message: room_message(seq, from, "hi"),
+        }));
+    }
+    let root = render::<RoomsInRouter>(RoomsHarness {
+        rows: Rc::new(s.room_list()),
+    })
+    .await;
+    assert_eq!(count(&root, "#room-list a.room-link"), 2);
+    let first = format!("#room-list li[data-id='{ROOM}']");
+    assert_eq!(
+        text_of(&root, &format!("{first} .room-name")).as_deref(),
+        Some("Hospital B")
+    );
+    assert_eq!(
+        text_of(&root, &format!("{first} .room-count")).as_deref(),
+        Some("2 members")
+    );
+    assert_eq!(
+        text_of(&root, &format!("{first} .unread")).as_deref(),
+        Some("2"),
+        "bob's and carol's, not ours"
+    );
+    let href = root
+        .query_selector(&format!("{first} a"))
+        .unwrap()
+        .unwrap()
+        .get_attribute("href");
+    assert_eq!(href.as_deref(), Some(format!("/rooms/{ROOM}").as_str()));
+    let other = format!("#room-list li[data-id='{TRAINING_ROOM}']");
+    assert_eq!(count(&root, &format!("{other}.left")), 1);
+    assert!(text_of(&root, &other).unwrap().contains("training"));
+    assert!(text_of(&root, &other).unwrap().contains("you left"));
+    assert_eq!(count(&root, &format!("{other} .unread")), 0);
+    assert_eq!(count(&root, "#no-rooms"), 0);
+    // No rooms: the list is there, empty, and says so.
+    let root = render::<RoomsInRouter>(RoomsHarness {
+        rows: Rc::new(vec![]),
+    })
+    .await;
+    assert_eq!(count(&root, "#room-list"), 1);
+    assert_eq!(count(&root, "#room-list a.room-link"), 0);
+    assert!(text_of(&root, "#no-rooms").is_some());
+}
+
+fn input_value(root: &Element, selector: &str, value: &str) {
+    let input: web_sys::HtmlInputElement = root
+        .query_selector(selector)
+        .unwrap()
+        .unwrap()
+        .dyn_into()
+        .unwrap();
+    input.set_value(value);
+}
+
+fn click(root: &Element, selector: &str) {
+    root.query_selector(selector)
+        .unwrap()
+        .unwrap()
+        .dyn_into::<HtmlElement>()
+        .unwrap()
+        .click();
+}
+
+#[wasm_bindgen_test]
+async fn the_new_room_form_hands_over_the_name_and_members_typed() {
+    use roundtable_frontend::components::{NewRoomForm, NewRoomFormProps};
+    let asked = Rc::new(std::cell::RefCell::new(Vec::<(String, String)>::new()));
+    let on_create = {
+        let asked = asked.clone();
+        Callback::from(move |x| asked.borrow_mut().push(x))
+    };
+    let root = render::<NewRoomForm>(NewRoomFormProps {
+        on_create,
+        busy: false,
+        error: Some("No room created: nobody is called zed.".into()),
+    })
+    .await;
+    assert!(text_of(&root, "#new-room-error").unwrap().contains("zed"));
+    // Without a name, nothing is asked.
+    click(&root, "#new-room-create");
+    yew::scheduler::flush().await;
+    assert!(asked.borrow().is_empty());
+    input_value(&root, "#new-room-name", "  Hospital B ");
+    input_value(&root, "#new-room-members", "bob, carol");
+    click(&root, "#new-room-create");
+    yew::scheduler::flush().await;
+    assert_eq!(
+        *asked.borrow(),
+        [("Hospital B".to_string(), "bob, carol".to_string())]
+    );
+}
+
+#[wasm_bindgen_test]
+async fn room_members_add_and_leave() {
+    use roundtable_frontend::components::{RoomMembers, RoomMembersProps};
+    let added = Rc::new(std::cell::RefCell::new(Vec::<String>::new()));
+    let left = Rc::new(std::cell::Cell::new(0));
+    let on_add = {
+        let added = added.clone();
+        Callback::from(move |n| added.borrow_mut().push(n))
+    };
+    let on_leave = {
+        let left = left.clone();
+        Callback::from(move |()| left.set(left.get() + 1))
+    };
+    let room = room_summary(
+        ROOM,
+        "Hospital B",
+        &[("alice", true), ("bob", true), ("carol", false)],
+        true,
+    );
+    let root = render::<RoomMembers>(RoomMembersProps {
+        room: Rc::new(room.clone()),
+        me: Some("alice".into()),
+        on_add,
+        on_leave,
+        busy: false,
+        error: None,
+        added: 0,
+    })
+    .await;
+    assert_eq!(count(&root, "#room-members li.member"), 2, "carol left");
+    assert_eq!(count(&root, "#room-members li.member.me"), 1);
+    assert_eq!(count(&root, "#room-members li[data-name=carol]"), 0);
+    assert_eq!(text_of(&root, "#room-gone").as_deref(), Some("Left: carol"));
+    input_value(&root, "#add-member-name", " dave ");
+    click(&root, "#add-member-button");
+    yew::scheduler::flush().await;
+    assert_eq!(*added.borrow(), ["dave"]);
+    let typed: web_sys::HtmlInputElement = root
+        .query_selector("#add-member-name")
+        .unwrap()
+        .unwrap()
+        .dyn_into()
+        .unwrap();
+    assert_eq!(
+        typed.value(),
+        " dave ",
+        "kept until the node takes it (it may refuse the name)"
+    );
+    click(&root, "#leave-room");
+    yew::scheduler::flush().await;
+    assert_eq!(left.get(), 1);
+    assert_eq!(count(&root, "#room-left-notice"), 0);
+    // Once we left: no adding, no leaving again, and it says so.
+    let root = render::<RoomMembers>(RoomMembersProps {
+        room: Rc::new(room_summary(
+            ROOM,
+            "Hospital B",
+            &[("alice", false), ("bob", true)],
+            false,
+        )),
+        me: Some("alice".into()),
+        on_add: Callback::noop(),
+        on_leave: Callback::noop(),
+        busy: false,
+        error: Some("Not added: nobody is called zed.".into()),
+        added: 0,
+    })
+    .await;
+    assert_eq!(count(&root, "#room-members li.member"), 1);
+    assert_eq!(count(&root, "#add-member-name"), 0);
+    assert_eq!(count(&root, "#leave-room"), 0);
+    assert!(text_of(&root, "#room-left-notice")
+        .unwrap()
+        .contains("You left this room"));
+    assert!(text_of(&root, "#room-error").unwrap().contains("zed"));
+}
+
+/// The room page with `state` as the store (its fetches fail here: no
+/// node; what the store holds is what it shows).
+#[component(RoomPageHarness)]
+fn room_page_harness(p: &PageHarness) -> Html {
+    use roundtable_frontend::hooks::Store;
+    use roundtable_frontend::pages::RoomPage;
+    let state = p.state.clone();
+    let store = use_reducer(move || (*state).clone());
+    html! {
+        <ContextProvider<Store> context={store}>
+            <BrowserRouter><RoomPage id={ROOM} /></BrowserRouter>
+        </ContextProvider<Store>>
+    }
+}
+
+fn room_state(joined: bool) -> State {
+    let mut s = State::default();
+    s.apply(Action::Room(RoomSummary {
+        training: Some(T.into()),
+        ..room_summary(
+            ROOM,
+            "Training mnist",
+            &[("alice", joined), ("bob", true), ("carol", true)],
+            joined,
+        )
+    }));
+    s.apply(Action::RoomLatest {
+        room: ROOM.into(),
+        messages: vec![
+            room_message(1, "bob", "round 3 is done"),
+            ChatMessage {
+                event: true,
+                ..room_message(2, "bob", "bob added carol")
+            },
+            ChatMessage {
+                state: MessageState::Sent,
+                ..room_message(3, "alice", "thanks")
+            },
+            room_message(4, "carol", "hello all"),
+        ],
+        limit: 100,
+    });
+    s
+}
+
+#[wasm_bindgen_test]
+async fn the_room_page_shows_senders_events_and_our_states() {
+    let root = render::<RoomPageHarness>(PageHarness {
+        state: Rc::new(room_state(true)),
+    })
+    .await;
+    yew::scheduler::flush().await;
+    assert_eq!(
+        text_of(&root, "#room-name").as_deref(),
+        Some("Training mnist")
+    );
+    let training = root
+        .query_selector("a.room-training")
+        .unwrap()
+        .unwrap()
+        .get_attribute("href");
+    assert_eq!(
+        training.as_deref(),
+        Some(format!("/trainings/{T}").as_str())
+    );
+    assert_eq!(count(&root, "#room-members li.member"), 3);
+    // Received messages say who wrote them; ours do not, and show their state.
+    assert_eq!(
+        text_of(&root, "[data-seq='1'] .sender").as_deref(),
+        Some("bob")
+    );
+    assert_eq!(
+        text_of(&root, "[data-seq='4'] .sender").as_deref(),
+        Some("carol")
+    );
+    assert_eq!(count(&root, ".msg.out .sender"), 0);
+    assert_eq!(
+        attr(&root, "[data-seq='3'] .state", "data-state").as_deref(),
+        Some("sent")
+    );
+    assert_eq!(count(&root, ".msg.in .state"), 0);
+    // The room's line about itself: not a bubble.
+    assert_eq!(count(&root, ".msg"), 3);
+    assert_eq!(count(&root, ".room-event[data-seq='2'] .bubble"), 0);
+    assert_eq!(
+        text_of(&root, ".room-event[data-seq='2'] .event-words").as_deref(),
+        Some("bob added carol")
+    );
+    // Times, and a day divider, as in a direct chat.
+    assert_eq!(count(&root, ".day-divider"), 1);
+    assert!(text_of(&root, "[data-seq='1'] time").unwrap().contains(':'));
+    // The composer is the direct chat's, usable.
+    let area: web_sys::HtmlTextAreaElement = root
+        .query_selector("#composer-text")
+        .unwrap()
+        .unwrap()
+        .dyn_into()
+        .unwrap();
+    assert!(!area.disabled());
+    assert_eq!(count(&root, "#send"), 1);
+    assert_eq!(count(&root, "#room-left-notice"), 0);
+}
+
+#[wasm_bindgen_test]
+async fn a_room_we_left_keeps_its_history_and_cannot_be_posted_to() {
+    let root = render::<RoomPageHarness>(PageHarness {
+        state: Rc::new(room_state(false)),
+    })
+    .await;
+    yew::scheduler::flush().await;
+    assert!(text_of(&root, "#room-left-notice")
+        .unwrap()
+        .contains("You left this room"));
+    assert_eq!(count(&root, "#room-members li.member"), 2, "bob and carol");
+    assert_eq!(count(&root, "#leave-room"), 0);
+    assert_eq!(count(&root, ".msg"), 3, "the history stays");
+    let area: web_sys::HtmlTextAreaElement = root
+        .query_selector("#composer-text")
+        .unwrap()
+        .unwrap()
+        .dyn_into()
+        .unwrap();
+    assert!(area.disabled());
+    let send = root.query_selector("#send").unwrap().unwrap();
+    assert!(send.has_attribute("disabled"));
 }

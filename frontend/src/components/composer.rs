@@ -14,6 +14,10 @@ pub struct ComposerProps {
     /// something new was typed meanwhile), so nothing typed is lost.
     #[prop_or_default]
     pub unsent: Option<AttrValue>,
+    /// Nothing can be sent (a room we left): the box and its button are
+    /// disabled.
+    #[prop_or_default]
+    pub disabled: bool,
 }
 
 /// The send box: Enter sends, Shift+Enter starts a new line.
@@ -33,7 +37,11 @@ pub fn composer(props: &ComposerProps) -> Html {
     let send = {
         let text = text.clone();
         let on_send = props.on_send.clone();
+        let disabled = props.disabled;
         move || {
+            if disabled {
+                return;
+            }
             let t = (*text).trim_end().to_string();
             if !t.trim().is_empty() {
                 on_send.emit(t);
@@ -67,8 +75,9 @@ pub fn composer(props: &ComposerProps) -> Html {
                 { format!("Message to {}", props.peer) }
             </label>
             <textarea id="composer-text" rows="2" value={(*text).clone()} {oninput} {onkeydown}
+                disabled={props.disabled}
                 placeholder={format!("Message {} (Enter sends, Shift+Enter for a new line)", props.peer)} />
-            <button type="submit" id="send" disabled={text.trim().is_empty()}>{ "Send" }</button>
+            <button type="submit" id="send" disabled={props.disabled || text.trim().is_empty()}>{ "Send" }</button>
             if let Some(err) = &props.error {
                 <p class="error" id="send-error" role="alert">{ err }</p>
             }

@@ -39,6 +39,9 @@ pub struct MessageListProps {
     /// Local time offset, minutes.
     #[prop_or_default]
     pub offset_min: i64,
+    /// A room: each received message shows who wrote it.
+    #[prop_or_default]
+    pub show_sender: bool,
 }
 
 fn state_label(s: MessageState) -> &'static str {
@@ -86,6 +89,7 @@ pub fn message_list(props: &MessageListProps) -> Html {
 
     let width = viewport.1;
     let day_offset = props.offset_min;
+    let show_sender = props.show_sender;
     let layout = {
         let measured = measured.clone();
         use_memo(
@@ -110,7 +114,16 @@ pub fn message_list(props: &MessageListProps) -> Html {
                         .get(&item.key())
                         .copied()
                         .unwrap_or_else(|| match item {
-                            Item::Message(msg) => view::row_height(&msg.text, *w as f64),
+                            Item::Message(msg) if msg.event => view::EVENT_ROW_HEIGHT,
+                            Item::Message(msg) => {
+                                let sender = show_sender && msg.direction == Direction::In;
+                                view::row_height(&msg.text, *w as f64)
+                                    + if sender {
+                                        view::SENDER_LINE_HEIGHT
+                                    } else {
+                                        0.0
+                                    }
+                            }
                             Item::Transfer(_) | Item::Upload(_) => view::FILE_ROW_HEIGHT,
                             Item::Day(_) => view::DAY_ROW_HEIGHT,
                         })
@@ -265,7 +278,8 @@ pub fn message_list(props: &MessageListProps) -> Html {
         let item = &layout.items[i];
         let key = item.key().to_string();
         match item {
-            Item::Message(m) => message_row(m, key, style, offset_min, now),
+            Item::Message(m) if m.event => event_row(m, key, style, offset_min, now),
+            Item::Message(m) => message_row(m, key, style, offset_min, now, show_sender),
             Item::Day(d) => html! {
                 <div key={key.clone()} class="day-divider" data-row={key} {style} role="separator">
                     <span>{ view::day_label(*d, today) }</span>
@@ -301,13 +315,38 @@ pub fn message_list(props: &MessageListProps) -> Html {
     }
 }
 
-/// One chat message's row.
-fn message_row(m: &ChatMessage, key: String, style: String, offset_min: i64, now: i64) -> Html {
+/// A room's line about itself ("alice added carol"): centered and muted,
+/// not a bubble.
+fn event_row(m: &ChatMessage, key: String, style: String, offset_min: i64, now: i64) -> Html {
+    html! {
+        <div key={key.clone()} class="room-event" data-seq={m.seq.to_string()} data-row={key}
+             {style} role="listitem">
+            <p class="event-text">
+                <span class="event-words">{ &m.text }</span>
+                <time title={view::date_time(m.at, offset_min)}>{ view::when(m.at, now, offset_min) }</time>
+            </p>
+        </div>
+    }
+}
+
+/// One chat message's row (in a room, with `show_sender`, a received one
+/// says who wrote it).
+fn message_row(
+    m: &ChatMessage,
+    key: String,
+    style: String,
+    offset_min: i64,
+    now: i64,
+    show_sender: bool,
+) -> Html {
     let out = m.direction == Direction::Out;
     html! {
         <div key={key.clone()} class={classes!("msg", if out { "out" } else { "in" })}
              data-seq={m.seq.to_string()} data-row={key} {style} role="listitem">
             <div class="bubble">
+                if show_sender && !out {
+                    <p class="sender" data-sender={m.peer.clone()}>{ &m.peer }</p>
+                }
                 <p class="text">{ &m.text }</p>
                 <p class="meta">
                     <time title={view::date_time(m.at, offset_min)}>{ view::when(m.at, now, offset_min) }</time>

@@ -1,7 +1,10 @@
 //! Search: the box in the tab bar and the list of hits. The search page
 //! (`pages.rs`) fetches; these only render.
 
-use roundtable_shared::api::{Direction, SearchHit, SNIPPET_END, SNIPPET_START};
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use roundtable_shared::api::{Direction, RoomSummary, SearchHit, SNIPPET_END, SNIPPET_START};
 use serde::{Deserialize, Serialize};
 use web_sys::HtmlInputElement;
 use yew::prelude::*;
@@ -70,6 +73,9 @@ pub struct SearchResultsProps {
     /// Now, Unix ms, and the local offset, for the times.
     pub now: i64,
     pub offset_min: i64,
+    /// The rooms known, by id: a hit in a room says the room's name.
+    #[prop_or_default]
+    pub rooms: Rc<BTreeMap<String, Rc<RoomSummary>>>,
 }
 
 /// The hits, newest first, each with its conversation, time and context,
@@ -83,14 +89,20 @@ pub fn search_results(props: &SearchResultsProps) -> Html {
         <ul class="search-hits" id="search-hits">
             { for props.hits.iter().map(|h| {
                 let m = &h.message;
-                let who = if m.direction == Direction::Out {
-                    format!("you to {}", m.peer)
-                } else {
-                    m.peer.clone()
+                let out = m.direction == Direction::Out;
+                let (who, to) = match &m.room {
+                    Some(id) => {
+                        let room = props.rooms.get(id).map_or("a room", |r| r.name.as_str());
+                        let who = if out { format!("you in {room}") } else { format!("{} in {room}", m.peer) };
+                        (who, Route::Room { id: id.clone() })
+                    }
+                    None if out => (format!("you to {}", m.peer), Route::Chat { peer: m.peer.clone() }),
+                    None => (m.peer.clone(), Route::Chat { peer: m.peer.clone() }),
                 };
                 html! {
-                    <li key={m.seq} class="search-hit" data-peer={m.peer.clone()} data-seq={m.seq.to_string()}>
-                        <Link<Route> to={Route::Chat { peer: m.peer.clone() }} classes="hit-link">
+                    <li key={m.seq} class="search-hit" data-peer={m.peer.clone()} data-seq={m.seq.to_string()}
+                        data-room={m.room.clone()}>
+                        <Link<Route> {to} classes="hit-link">
                             <span class="hit-who">{ who }</span>
                             <time class="hit-when">{ view::when(m.at, props.now, props.offset_min) }</time>
                             <span class="hit-text">{ marked(&h.snippet) }</span>
