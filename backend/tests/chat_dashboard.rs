@@ -163,3 +163,98 @@ async fn a_send_while_the_node_is_gone_keeps_its_text_and_says_why() {
     drop(bob);
     result.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium and a built dashboard; run by cargo xtask test"]
+async fn a_room_made_in_the_dashboard_reaches_every_member_and_shows_who_is_in_it() {
+    let data = tempfile::tempdir().unwrap();
+    let (_dir, dir) = directory(data.path());
+    let alice = Node::start("alice", dir, data.path(), "127.0.0.1:0", "room-alice");
+    let bob = Node::start("bob", dir, data.path(), "127.0.0.1:0", "room-bob");
+    let carol = Node::start("carol", dir, data.path(), "127.0.0.1:0", "room-carol");
+    for who in ["bob", "carol"] {
+        until(&format!("alice to see {who} online"), || async {
+            alice.peer(who).await.filter(|p| p.online).map(|_| ())
+        })
+        .await
+        .unwrap();
+    }
+    let driver = Chromedriver::start(&artifacts_dir().join("chromedriver-room.log"));
+    let (p1, p2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = browser(&driver, p1.path())
+        .await
+        .expect("headless Chromium");
+    let b = browser(&driver, p2.path())
+        .await
+        .expect("a second Chromium");
+    let result = async {
+        // Alice makes a room with bob from the peers page.
+        a.goto(&alice.url("/")).await?;
+        wait_text(&a, "#conn", |t| t.contains("connected")).await?;
+        a.find(Locator::Css("#new-room-name"))
+            .await?
+            .send_keys("Site leads")
+            .await?;
+        a.find(Locator::Css("#new-room-members"))
+            .await?
+            .send_keys("bob")
+            .await?;
+        a.find(Locator::Css("#new-room-create"))
+            .await?
+            .click()
+            .await?;
+        wait_text(&a, "#room-name", |t| t.contains("Site leads")).await?;
+        let members = wait_text(&a, "#room-members", |t| t.contains("bob")).await?;
+        assert!(members.contains("alice"), "{members}");
+        a.find(Locator::Css("#composer-text"))
+            .await?
+            .send_keys("round 4 starts at noon")
+            .await?;
+        a.find(Locator::Css("#send")).await?.click().await?;
+        wait_for(&a, ".msg.out[data-seq] .state[data-state=delivered]").await?;
+
+        // Bob's dashboard lists the room, unread, and shows the post in it.
+        b.goto(&bob.url("/")).await?;
+        wait_text(&b, "#room-list", |t| t.contains("Site leads")).await?;
+        screenshot(&b, "room-list-bob.png").await;
+        b.find(Locator::Css("#room-list a.room-link"))
+            .await?
+            .click()
+            .await?;
+        let shown = wait_text(&b, "#messages", |t| t.contains("round 4 starts at noon")).await?;
+        assert!(shown.contains("alice"), "the sender is named: {shown}");
+        // Bob adds carol; alice's page shows her in it, live.
+        b.find(Locator::Css("#add-member-name"))
+            .await?
+            .send_keys("carol")
+            .await?;
+        b.find(Locator::Css("#add-member-button"))
+            .await?
+            .click()
+            .await?;
+        wait_text(&a, "#room-members", |t| t.contains("carol")).await?;
+        wait_text(&a, "#messages", |t| t.contains("bob added carol")).await?;
+        screenshot(&a, "room-alice.png").await;
+        // Bob leaves: alice sees him gone; his composer is closed.
+        b.find(Locator::Css("#leave-room")).await?.click().await?;
+        wait_for(&b, "#room-left-notice").await?;
+        until("alice's member list without bob", || async {
+            let t = a
+                .find(Locator::Css("#room-members"))
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            (!t.contains("bob") && t.contains("carol")).then_some(())
+        })
+        .await?;
+        screenshot(&b, "room-left-bob.png").await;
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    let _ = a.close().await;
+    let _ = b.close().await;
+    drop(carol);
+    result.unwrap();
+}
