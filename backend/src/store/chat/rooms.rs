@@ -635,7 +635,7 @@ mod tests {
         assert_eq!(s.room_pending(post.seq).unwrap(), ["bob", "carol"]);
         // Bob's outbox holds the room's lines and the post, in order; a
         // direct message to bob comes after them.
-        s.queue("bob", "direct").unwrap();
+        let _ = s.queue("bob", "direct").unwrap();
         let texts: Vec<_> = s
             .outbox("bob", 10)
             .unwrap()
@@ -724,7 +724,8 @@ mod tests {
     #[test]
     fn leaving_tells_everyone_then_nothing_can_be_posted() {
         let (_d, s) = store();
-        s.create_room("alice", "r1", "wg", &["bob".into()])
+        let _ = s
+            .create_room("alice", "r1", "wg", &["bob".into()])
             .unwrap()
             .unwrap();
         let r1 = s.room("r1").unwrap().unwrap();
@@ -754,18 +755,19 @@ mod tests {
             .ensure_training_room("t-1", "Training x", "uuid-1", &["me", "bob"])
             .unwrap());
         // Bob leaves (his own frame); seen as a participant again, he stays out.
-        s.receive_room(
-            "me",
-            &[RoomFrame {
-                header: RoomHeader {
-                    event: RoomEvent::Left,
-                    training: true,
-                    ..frame("bob", "b1", "t-1", vec![m("bob", false, 1)], "").header
-                },
-                ..frame("bob", "b1", "t-1", vec![], "")
-            }],
-        )
-        .unwrap();
+        let _ = s
+            .receive_room(
+                "me",
+                &[RoomFrame {
+                    header: RoomHeader {
+                        event: RoomEvent::Left,
+                        training: true,
+                        ..frame("bob", "b1", "t-1", vec![m("bob", false, 1)], "").header
+                    },
+                    ..frame("bob", "b1", "t-1", vec![], "")
+                }],
+            )
+            .unwrap();
         s.ensure_training_room("t-1", "Training x", "uuid-1", &["me", "bob"])
             .unwrap();
         let room = s.room("t-1").unwrap().unwrap();
@@ -795,7 +797,8 @@ mod tests {
         assert_eq!(s.chats().unwrap()[0].unread, 1);
         assert_eq!(s.search("got", 10).unwrap().len(), 1);
         // Rooms work beside the old conversations.
-        s.create_room("me", "r1", "wg", &["bob".into()])
+        let _ = s
+            .create_room("me", "r1", "wg", &["bob".into()])
             .unwrap()
             .unwrap();
         assert_eq!(s.outbox("bob", 10).unwrap().len(), 2);
