@@ -105,6 +105,21 @@ async fn header_shows_name_identity_and_connection() {
     assert!(text_of(&root, "#directory-state")
         .unwrap()
         .contains("connected"));
+    // The addresses are together, foldable on a phone under "Addresses".
+    let addresses = text_of(&root, "#header-addresses").unwrap();
+    for a in ["127.0.0.1:7000", "127.0.0.1:8888", "3f2a 9c01"] {
+        assert!(addresses.contains(a), "{a} in {addresses}");
+    }
+    assert_eq!(
+        text_of(&root, "#header-addresses > summary").as_deref(),
+        Some("Addresses")
+    );
+    assert_eq!(count(&root, "#header-addresses #fingerprint"), 1);
+    assert_eq!(
+        count(&root, "#header-addresses #version"),
+        0,
+        "not an address"
+    );
 
     let root = render::<Header>(HeaderProps {
         ws: Some(WsState::Offline),
@@ -134,6 +149,11 @@ async fn header_shows_name_identity_and_connection() {
     assert_eq!(conn.text_content().as_deref(), Some("offline"));
     assert!(conn.get_attribute("class").unwrap().contains("bad"));
     assert_eq!(conn.get_attribute("role").as_deref(), Some("status"));
+
+    // Before the node has said who it is: no addresses to show.
+    let root = render::<Header>(HeaderProps::default()).await;
+    assert_eq!(count(&root, "#header-addresses"), 0);
+    assert_eq!(text_of(&root, "#conn").as_deref(), Some("connecting"));
 }
 
 #[derive(Properties, PartialEq)]
