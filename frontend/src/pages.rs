@@ -1,7 +1,7 @@
 //! The routed pages: they read the shared state, fetch what is missing and
 //! render the presentational components.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use roundtable_shared::api::{
@@ -23,8 +23,10 @@ use crate::components::{
     PeerTrustMark, RoomList, RoomMembers, SearchQuery, SearchResults, Timeline, TrainingName,
 };
 use crate::hooks::{use_store, use_tick};
-use crate::route::Route;
-use crate::state::{Action, CheckStatus, KeyAcceptance, Upload};
+use crate::route::{At, Route};
+use crate::state::{
+    Action, Chat, CheckStatus, HitSeek, KeyAcceptance, Upload, HIT_PAGE, HIT_PAGES,
+};
 use crate::view;
 
 /// Marks the first render of the peer list (read by the end-to-end test).
@@ -206,6 +208,138 @@ fn upload_files(
     }
 }
 
+/// A conversation's history: a peer's chat or a room.
+#[derive(Debug, Clone, PartialEq)]
+enum History {
+    Peer(String),
+    Room(String),
+}
+
+impl History {
+    /// The page of up to `limit` messages before `before`, as the action
+    /// that applies it.
+    async fn older(&self, before: i64, limit: usize) -> Result<Action, api::ApiError> {
+        Ok(match self {
+            History::Peer(peer) => Action::Older {
+                peer: peer.clone(),
+                messages: api::history(peer, Some(before), limit).await?,
+                limit,
+            },
+            History::Room(room) => Action::RoomOlder {
+                room: room.clone(),
+                messages: api::room_history(room, Some(before), limit).await?,
+                limit,
+            },
+        })
+    }
+}
+
+/// Opening a conversation at a message (a search hit, `?at=SEQ`), as the
+/// page shows it.
+#[derive(Debug, Clone, PartialEq)]
+enum Hit {
+    /// No `?at=`: the conversation opens at its newest message.
+    None,
+    /// Loading older pages up to it.
+    Seeking(i64),
+    /// Loaded: the list scrolls to it and marks it.
+    Found(i64),
+    /// Not found: the conversation opens as usual, and says why.
+    Missing(String),
+}
+
+impl Hit {
+    /// What the message list is told: the hit, while it is sought too
+    /// (the list then does not mark the newest messages read).
+    fn seq(&self) -> Option<i64> {
+        match self {
+            Hit::Seeking(seq) | Hit::Found(seq) => Some(*seq),
+            Hit::None | Hit::Missing(_) => None,
+        }
+    }
+}
+
+/// The `?at=SEQ` of the page's address.
+#[hook]
+fn use_at() -> Option<i64> {
+    use_location()
+        .and_then(|l| l.query::<At>().ok())
+        .and_then(|q| q.at)
+}
+
+/// Loads `history`'s older pages, one request at a time (`busy` is the
+/// page's flag, shared with scrolling), until message `at` is loaded or
+/// known not to be there ([`Chat::seek`] decides; at most [`HIT_PAGES`]).
+#[hook]
+fn use_hit(history: History, chat: Rc<Chat>, at: Option<i64>, busy: Rc<RefCell<bool>>) -> Hit {
+    let dispatch = use_store().dispatcher();
+    // Older pages loaded for this conversation and hit.
+    let pages = use_mut_ref(|| (None::<(History, i64)>, 0usize));
+    // Why a page could not be loaded (for this hit).
+    let failed = use_state(|| None::<(i64, String)>);
+    let key = at.map(|seq| (history.clone(), seq));
+    if pages.borrow().0 != key {
+        *pages.borrow_mut() = (key, 0);
+    }
+    let seek = at.map(|seq| (seq, chat.seek(seq, pages.borrow().1)));
+    // Hooks are called whatever `at` is: the effect does nothing without.
+    {
+        let failed = failed.clone();
+        use_effect(move || {
+            let Some((seq, HitSeek::Older { before })) = seek else {
+                return;
+            };
+            if *busy.borrow() || failed.as_ref().is_some_and(|(s, _)| *s == seq) {
+                return;
+            }
+            *busy.borrow_mut() = true;
+            pages.borrow_mut().1 += 1;
+            yew::platform::spawn_local(async move {
+                let page = history.older(before, HIT_PAGE).await;
+                *busy.borrow_mut() = false;
+                match page {
+                    Ok(action) => dispatch.dispatch(action),
+                    Err(e) => failed.set(Some((seq, e.sentence()))),
+                }
+            });
+        });
+    }
+    let Some((seq, seek)) = seek else {
+        return Hit::None;
+    };
+    if let Some((_, why)) = failed.as_ref().filter(|(s, _)| *s == seq) {
+        return Hit::Missing(format!(
+            "The message you searched for could not be loaded: {why}."
+        ));
+    }
+    match seek {
+        HitSeek::Waiting | HitSeek::Older { .. } => Hit::Seeking(seq),
+        HitSeek::Found => Hit::Found(seq),
+        HitSeek::Missing => Hit::Missing(
+            "The message you searched for is not in this conversation: it opens at the newest message."
+                .into(),
+        ),
+        HitSeek::TooFar => Hit::Missing(format!(
+            "The message you searched for is further back than the {} messages loaded: it opens at the newest message.",
+            HIT_PAGES * HIT_PAGE
+        )),
+    }
+}
+
+/// The line above a conversation opened at a search hit: looking for it,
+/// or why it is not shown.
+fn hit_notice(hit: &Hit) -> Html {
+    match hit {
+        Hit::Seeking(_) => html! {
+            <p class="hit-notice hit-seeking" id="hit-seeking" role="status">{ "Finding the message…" }</p>
+        },
+        Hit::Missing(why) => html! {
+            <p class="hit-notice hit-missing" id="hit-missing" role="status">{ why }</p>
+        },
+        Hit::None | Hit::Found(_) => html! {},
+    }
+}
+
 #[derive(Properties, PartialEq)]
 pub struct ChatPageProps {
     pub peer: AttrValue,
@@ -240,6 +374,8 @@ pub fn chat_page(props: &ChatPageProps) -> Html {
         });
     }
     let chat = store.chats.get(&peer).cloned().unwrap_or_default();
+    let at = use_at();
+    let hit = use_hit(History::Peer(peer.clone()), chat.clone(), at, busy.clone());
     let on_load_older = {
         let dispatch = store.dispatcher();
         let peer = peer.clone();
@@ -444,9 +580,11 @@ pub fn chat_page(props: &ChatPageProps) -> Html {
                     acceptance={store.key_acceptance.get(&peer).cloned()}
                     {on_accept} />
             }
+            { hit_notice(&hit) }
             <FileDrop peer={props.peer.clone()} on_files={on_files.clone()}>
                 <MessageList key={peer.clone()} chat={chat} {on_load_older} {on_seen}
-                    {transfers} {uploads} {on_dismiss_upload} offset_min={local_offset_min()} />
+                    {transfers} {uploads} {on_dismiss_upload} offset_min={local_offset_min()}
+                    hit={hit.seq()} />
             </FileDrop>
             <div class="composer-bar">
                 <AttachFiles peer={props.peer.clone()} {on_files} />
@@ -528,6 +666,8 @@ pub fn room_page(props: &RoomPageProps) -> Html {
         });
     }
     let chat = store.room_chat(&id);
+    let at = use_at();
+    let hit = use_hit(History::Room(id.clone()), chat.clone(), at, busy.clone());
     let on_load_older = {
         let dispatch = store.dispatcher();
         let id = id.clone();
@@ -686,8 +826,9 @@ pub fn room_page(props: &RoomPageProps) -> Html {
             </div>
             <RoomMembers room={room.clone()} {me} {on_add} {on_leave} added={*added}
                 busy={*members_busy} error={(*members_error).clone()} />
+            { hit_notice(&hit) }
             <MessageList key={id.clone()} chat={chat} {on_load_older} {on_seen}
-                show_sender=true offset_min={local_offset_min()} />
+                show_sender=true offset_min={local_offset_min()} hit={hit.seq()} />
             <div class="composer-bar">
                 <Composer peer={AttrValue::from(room.name.clone())} {on_send}
                     error={(*error).clone()} unsent={(*unsent).clone()} disabled={!room.joined} />

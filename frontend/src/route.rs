@@ -27,3 +27,12 @@ pub enum Route {
     #[at("/404")]
     NotFound,
 }
+
+/// A conversation's query string when it opens at one message (a search
+/// hit): `/chat/bob?at=SEQ`, `/rooms/ID?at=SEQ`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct At {
+    /// The message's `seq`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<i64>,
+}

@@ -181,6 +181,57 @@ impl Chat {
     }
 }
 
+/// Pages of older history loaded at most to reach a search hit
+/// ([`Chat::seek`]): with [`HIT_PAGE`], the 20,000 messages before the
+/// newest page.
+pub const HIT_PAGES: usize = 40;
+
+/// Messages asked for per page while looking for a search hit (the
+/// node's largest page).
+pub const HIT_PAGE: usize = 500;
+
+/// Where opening a conversation at a message (a search hit) stands: what
+/// to load next, or whether the message is there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HitSeek {
+    /// The newest page is not loaded yet: nothing to decide.
+    Waiting,
+    /// Load the page of messages before `before` (the first loaded one).
+    Older { before: i64 },
+    /// The message is loaded.
+    Found,
+    /// The conversation has no such message: its history is loaded past
+    /// where it would be, or the node has nothing older.
+    Missing,
+    /// Not reached after `HIT_PAGES` older pages.
+    TooFar,
+}
+
+impl Chat {
+    /// Whether message `seq` is loaded and, if not, which page to load
+    /// next, after `pages` older pages were loaded to reach it. Pages go
+    /// from the newest message backwards without gaps, so a loaded range
+    /// that starts at or before `seq` without it means no such message.
+    pub fn seek(&self, seq: i64, pages: usize) -> HitSeek {
+        if !self.loaded {
+            return HitSeek::Waiting;
+        }
+        let Some(first) = self.messages.first() else {
+            return HitSeek::Missing;
+        };
+        let pos = self.messages.partition_point(|m| m.seq < seq);
+        if self.messages.get(pos).is_some_and(|m| m.seq == seq) {
+            HitSeek::Found
+        } else if first.seq < seq || !self.has_more {
+            HitSeek::Missing
+        } else if pages >= HIT_PAGES {
+            HitSeek::TooFar
+        } else {
+            HitSeek::Older { before: first.seq }
+        }
+    }
+}
+
 /// Where "Check peers" stands.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum CheckStatus {
@@ -1778,6 +1829,70 @@ mod tests {
             limit: 50,
         });
         assert_eq!(seqs(&s).len(), 52);
+    }
+
+    fn received(seqs: impl IntoIterator<Item = i64>) -> Vec<ChatMessage> {
+        seqs.into_iter()
+            .map(|i| msg(i, &format!("i{i}"), Direction::In, MessageState::Delivered))
+            .collect()
+    }
+
+    fn chat_with(seqs: impl IntoIterator<Item = i64>, has_more: bool) -> Chat {
+        let messages = received(seqs);
+        let mut c = Chat::default();
+        let limit = if has_more {
+            messages.len()
+        } else {
+            messages.len() + 1
+        };
+        c.latest(messages, limit);
+        c
+    }
+
+    #[test]
+    fn a_hit_is_sought_page_by_page_until_loaded() {
+        // Nothing loaded yet: wait for the newest page.
+        assert_eq!(Chat::default().seek(5, 0), HitSeek::Waiting);
+        // A hit in the newest page is there.
+        let mut c = chat_with(1001..=1500, true);
+        assert_eq!(c.seek(1200, 0), HitSeek::Found);
+        // An older one: the page before the first loaded message, again
+        // and again (the user scrolling loads pages too).
+        assert_eq!(c.seek(7, 0), HitSeek::Older { before: 1001 });
+        c.older(received(501..=1000), HIT_PAGE);
+        assert_eq!(c.seek(7, 1), HitSeek::Older { before: 501 });
+        c.older(received(1..=500), HIT_PAGE);
+        assert_eq!(c.seek(7, 2), HitSeek::Found);
+        assert_eq!(c.seek(1500, 2), HitSeek::Found);
+    }
+
+    #[test]
+    fn a_hit_not_in_the_conversation_is_missing_not_sought_forever() {
+        // Seqs are the node's, shared by every conversation: this one has
+        // gaps. A seq inside the loaded range that is not there is missing.
+        let c = chat_with([10, 20, 30, 40], true);
+        assert_eq!(c.seek(25, 0), HitSeek::Missing);
+        assert_eq!(c.seek(45, 0), HitSeek::Missing, "newer than the newest");
+        assert_eq!(c.seek(5, 0), HitSeek::Older { before: 10 });
+        // The whole history is loaded (the last page was short, or the
+        // node answered an empty page): older than all of it is missing.
+        let mut c = chat_with([10, 20, 30, 40], false);
+        assert_eq!(c.seek(5, 0), HitSeek::Missing);
+        let mut more = chat_with([10, 20], true);
+        more.older(vec![], HIT_PAGE);
+        assert_eq!(more.seek(5, 1), HitSeek::Missing, "empty page: no more");
+        // A conversation with no message at all.
+        c.messages.clear();
+        assert_eq!(c.seek(5, 0), HitSeek::Missing);
+    }
+
+    #[test]
+    fn a_hit_further_back_than_the_cap_is_given_up() {
+        let c = chat_with(100_001..=100_500, true);
+        assert_eq!(c.seek(3, HIT_PAGES - 1), HitSeek::Older { before: 100_001 });
+        assert_eq!(c.seek(3, HIT_PAGES), HitSeek::TooFar);
+        // Already loaded counts whatever the pages.
+        assert_eq!(c.seek(100_200, HIT_PAGES), HitSeek::Found);
     }
 
     #[test]

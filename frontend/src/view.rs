@@ -409,6 +409,17 @@ pub fn window(offsets: &[f64], top: f64, height: f64, overscan: usize) -> std::o
     first.saturating_sub(overscan)..(last + overscan).min(rows).max(first.min(rows))
 }
 
+/// The scroll position that puts row `row`'s middle in the middle of a
+/// view `height` px high (as far as the ends allow): where a conversation
+/// opened at a search hit is scrolled to.
+pub fn centered(offsets: &[f64], row: usize, height: f64) -> f64 {
+    let total = offsets.last().copied().unwrap_or(0.0);
+    let (Some(&start), Some(&end)) = (offsets.get(row), offsets.get(row + 1)) else {
+        return (total - height).max(0.0);
+    };
+    ((start + end) / 2.0 - height / 2.0).clamp(0.0, (total - height).max(0.0))
+}
+
 /// A training's state in the words a person knows.
 pub fn state_words(s: TrainingState) -> &'static str {
     match s {
@@ -813,6 +824,22 @@ mod tests {
         let w = window(&off, off[5000], 600.0, 10);
         assert!(w.len() < 40, "{w:?}");
         assert!(w.contains(&5000));
+    }
+
+    #[test]
+    fn a_row_is_centered_within_the_ends() {
+        let off = offsets([10.0; 100]);
+        // Row 50 spans 500..510: its middle at the view's middle.
+        assert_eq!(centered(&off, 50, 200.0), 405.0);
+        let w = window(&off, centered(&off, 50, 200.0), 200.0, 0);
+        assert!(w.contains(&50), "{w:?}");
+        // Near the top or bottom, the view stops at the end.
+        assert_eq!(centered(&off, 1, 200.0), 0.0);
+        assert_eq!(centered(&off, 99, 200.0), 800.0);
+        // A view taller than everything stays at the top.
+        assert_eq!(centered(&off, 3, 5000.0), 0.0);
+        // No such row: the bottom, as a conversation opens.
+        assert_eq!(centered(&off, 100, 200.0), 800.0);
     }
 
     #[test]

@@ -105,6 +105,21 @@ async fn header_shows_name_identity_and_connection() {
     assert!(text_of(&root, "#directory-state")
         .unwrap()
         .contains("connected"));
+    // The addresses are together, foldable on a phone under "Addresses".
+    let addresses = text_of(&root, "#header-addresses").unwrap();
+    for a in ["127.0.0.1:7000", "127.0.0.1:8888", "3f2a 9c01"] {
+        assert!(addresses.contains(a), "{a} in {addresses}");
+    }
+    assert_eq!(
+        text_of(&root, "#header-addresses > summary").as_deref(),
+        Some("Addresses")
+    );
+    assert_eq!(count(&root, "#header-addresses #fingerprint"), 1);
+    assert_eq!(
+        count(&root, "#header-addresses #version"),
+        0,
+        "not an address"
+    );
 
     let root = render::<Header>(HeaderProps {
         ws: Some(WsState::Offline),
@@ -134,6 +149,11 @@ async fn header_shows_name_identity_and_connection() {
     assert_eq!(conn.text_content().as_deref(), Some("offline"));
     assert!(conn.get_attribute("class").unwrap().contains("bad"));
     assert_eq!(conn.get_attribute("role").as_deref(), Some("status"));
+
+    // Before the node has said who it is: no addresses to show.
+    let root = render::<Header>(HeaderProps::default()).await;
+    assert_eq!(count(&root, "#header-addresses"), 0);
+    assert_eq!(text_of(&root, "#conn").as_deref(), Some("connecting"));
 }
 
 #[derive(Properties, PartialEq)]
@@ -219,7 +239,8 @@ async fn search_hits_show_their_conversation_and_mark_the_match() {
         .unwrap()
         .unwrap()
         .get_attribute("href");
-    assert_eq!(href.as_deref(), Some("/chat/bob"));
+    // The conversation opens at the message found.
+    assert_eq!(href.as_deref(), Some("/chat/bob?at=9"));
     let empty = render::<HitsInRouter>(HitsHarness {
         hits: vec![],
         rooms: Default::default(),
@@ -693,6 +714,191 @@ async fn ten_thousand_messages_render_only_the_visible_ones() {
     });
     yew::scheduler::flush().await;
     assert_eq!(list.scroll_top(), top, "did not jump to the bottom");
+}
+
+#[derive(Properties, PartialEq)]
+struct HitHarness {
+    chat: Rc<Chat>,
+    hit: Option<i64>,
+    on_seen: Callback<i64>,
+}
+
+#[component(HitBox)]
+fn hit_box(p: &HitHarness) -> Html {
+    html! {
+        <div class="chat" style="height:600px;width:700px">
+            <MessageList chat={p.chat.clone()} on_seen={p.on_seen.clone()} hit={p.hit} />
+        </div>
+    }
+}
+
+/// Whether `selector`'s element is inside the message list's view.
+fn in_view(root: &Element, selector: &str) -> bool {
+    let list = root.query_selector(".messages").unwrap().unwrap();
+    let Some(el) = root.query_selector(selector).unwrap() else {
+        return false;
+    };
+    let (l, r) = (
+        list.get_bounding_client_rect(),
+        el.get_bounding_client_rect(),
+    );
+    r.height() > 0.0 && r.top() >= l.top() - 1.0 && r.bottom() <= l.bottom() + 1.0
+}
+
+#[wasm_bindgen_test]
+async fn a_search_hit_a_thousand_messages_back_is_scrolled_to_and_marked() {
+    let mut state = State::default();
+    state.chats.insert("bob".into(), chat_of(3000));
+    let seen = Rc::new(std::cell::Cell::new(0));
+    let on_seen = {
+        let seen = seen.clone();
+        Callback::from(move |s: i64| seen.set(s))
+    };
+    let root = mount_point();
+    let mut app = yew::Renderer::<HitBox>::with_root_and_props(
+        root.clone(),
+        HitHarness {
+            chat: state.chats["bob"].clone(),
+            hit: Some(1000),
+            on_seen: on_seen.clone(),
+        },
+    )
+    .render();
+    yew::scheduler::flush().await;
+    yew::scheduler::flush().await;
+    assert!(
+        in_view(&root, ".msg.hit[data-seq='1000']"),
+        "the hit is on screen and marked"
+    );
+    assert_eq!(count(&root, ".hit"), 1, "only the hit is marked");
+    assert!(
+        root.query_selector("[data-seq='3000']").unwrap().is_none(),
+        "not at the bottom"
+    );
+    // Roughly in the middle of the view.
+    let list = root.query_selector(".messages").unwrap().unwrap();
+    let (l, r) = (
+        list.get_bounding_client_rect(),
+        root.query_selector(".msg.hit")
+            .unwrap()
+            .unwrap()
+            .get_bounding_client_rect(),
+    );
+    let middle = (r.top() + r.bottom()) / 2.0 - l.top();
+    assert!(
+        (middle - l.height() / 2.0).abs() < l.height() / 4.0,
+        "hit at {middle} of {}",
+        l.height()
+    );
+    assert_eq!(
+        seen.get(),
+        0,
+        "the newest messages were not on screen: not read"
+    );
+
+    // New messages arrive: the view stays at the hit.
+    for seq in 3001..=3010 {
+        state.apply(Action::Event(Event::Message {
+            message: message(seq, Direction::In, MessageState::Delivered),
+        }));
+        app.update(HitHarness {
+            chat: state.chats["bob"].clone(),
+            hit: Some(1000),
+            on_seen: on_seen.clone(),
+        });
+        yew::scheduler::flush().await;
+    }
+    assert!(
+        in_view(&root, ".msg.hit[data-seq='1000']"),
+        "still at the hit"
+    );
+    assert_eq!(seen.get(), 0);
+
+    // Scrolling works as usual: down to the newest, which then follows.
+    let list = scroll_messages(&root, 10_000_000).await;
+    yew::scheduler::flush().await;
+    scroll_messages(&root, list.scroll_top()).await;
+    assert!(in_view(&root, "[data-seq='3010']"), "at the newest");
+    assert_eq!(seen.get(), 3010, "at the bottom, read");
+}
+
+#[wasm_bindgen_test]
+async fn a_search_hit_near_the_newest_is_not_followed_away_from() {
+    let mut state = State::default();
+    state.chats.insert("bob".into(), chat_of(500));
+    let root = mount_point();
+    let mut app = yew::Renderer::<HitBox>::with_root_and_props(
+        root.clone(),
+        HitHarness {
+            chat: state.chats["bob"].clone(),
+            hit: Some(499),
+            on_seen: Callback::noop(),
+        },
+    )
+    .render();
+    yew::scheduler::flush().await;
+    yew::scheduler::flush().await;
+    assert!(in_view(&root, ".msg.hit[data-seq='499']"));
+    // Thirty new messages would scroll a following view well past it.
+    for seq in 501..=530 {
+        state.apply(Action::Event(Event::Message {
+            message: message(seq, Direction::In, MessageState::Delivered),
+        }));
+        app.update(HitHarness {
+            chat: state.chats["bob"].clone(),
+            hit: Some(499),
+            on_seen: Callback::noop(),
+        });
+        yew::scheduler::flush().await;
+    }
+    assert!(
+        in_view(&root, ".msg.hit[data-seq='499']"),
+        "the new messages did not move the view"
+    );
+}
+
+#[wasm_bindgen_test]
+async fn a_search_hit_is_scrolled_to_once_its_page_is_loaded() {
+    // The page loads older pages up to the hit; until then the list waits
+    // at the bottom without reading.
+    let mut state = State::default();
+    state.apply(Action::Latest {
+        peer: "bob".into(),
+        messages: page(901..=1000),
+        limit: 100,
+    });
+    let seen = Rc::new(std::cell::Cell::new(0));
+    let on_seen = {
+        let seen = seen.clone();
+        Callback::from(move |s: i64| seen.set(s))
+    };
+    let root = mount_point();
+    let mut app = yew::Renderer::<HitBox>::with_root_and_props(
+        root.clone(),
+        HitHarness {
+            chat: state.chats["bob"].clone(),
+            hit: Some(450),
+            on_seen: on_seen.clone(),
+        },
+    )
+    .render();
+    yew::scheduler::flush().await;
+    assert_eq!(count(&root, ".hit"), 0);
+    assert_eq!(seen.get(), 0, "not read while looking for the hit");
+    state.apply(Action::Older {
+        peer: "bob".into(),
+        messages: page(401..=900),
+        limit: 500,
+    });
+    app.update(HitHarness {
+        chat: state.chats["bob"].clone(),
+        hit: Some(450),
+        on_seen,
+    });
+    yew::scheduler::flush().await;
+    yew::scheduler::flush().await;
+    assert!(in_view(&root, ".msg.hit[data-seq='450']"));
+    assert_eq!(seen.get(), 0);
 }
 
 #[wasm_bindgen_test]
@@ -1756,7 +1962,10 @@ async fn search_hits_in_a_room_link_to_the_room_and_name_it() {
         .unwrap()
         .unwrap()
         .get_attribute("href");
-    assert_eq!(href.as_deref(), Some(format!("/rooms/{ROOM}").as_str()));
+    assert_eq!(
+        href.as_deref(),
+        Some(format!("/rooms/{ROOM}?at=9").as_str())
+    );
 }
 
 #[derive(Properties, PartialEq)]
@@ -1812,7 +2021,10 @@ async fn the_room_list_links_each_room_with_its_members_and_unread() {
         .unwrap()
         .unwrap()
         .get_attribute("href");
-    assert_eq!(href.as_deref(), Some(format!("/rooms/{ROOM}").as_str()));
+    assert_eq!(
+        href.as_deref(),
+        Some(format!("/rooms/{ROOM}?at=9").as_str())
+    );
     let other = format!("#room-list li[data-id='{TRAINING_ROOM}']");
     assert_eq!(count(&root, &format!("{other}.left")), 1);
     assert!(text_of(&root, &other).unwrap().contains("training"));
@@ -2079,4 +2291,40 @@ async fn a_room_we_left_keeps_its_history_and_cannot_be_posted_to() {
     assert!(area.disabled());
     let send = root.query_selector("#send").unwrap().unwrap();
     assert!(send.has_attribute("disabled"));
+}
+
+/// Opens the room page at `?at=seq` (the address a search hit links to).
+async fn room_page_at(seq: i64) -> Element {
+    use roundtable_frontend::route::At;
+    use yew_router::history::{BrowserHistory, History};
+    BrowserHistory::new()
+        .push_with_query(format!("/rooms/{ROOM}"), At { at: Some(seq) })
+        .unwrap();
+    let root = render::<RoomPageHarness>(PageHarness {
+        state: Rc::new(room_state(true)),
+    })
+    .await;
+    yew::scheduler::flush().await;
+    yew::scheduler::flush().await;
+    BrowserHistory::new().push("/");
+    root
+}
+
+#[wasm_bindgen_test]
+async fn a_room_opened_at_a_search_hit_marks_it_or_says_it_is_missing() {
+    // The room's whole history is loaded (four messages): a line about the
+    // room is marked like a message.
+    let root = room_page_at(2).await;
+    assert_eq!(count(&root, ".room-event.hit[data-seq='2']"), 1);
+    assert_eq!(count(&root, ".hit"), 1);
+    assert_eq!(count(&root, "#hit-missing"), 0);
+    let root = room_page_at(3).await;
+    assert_eq!(count(&root, ".msg.hit[data-seq='3']"), 1);
+    // A message the room does not have: it opens as usual, and says so.
+    let root = room_page_at(999).await;
+    assert_eq!(count(&root, ".hit"), 0);
+    assert!(text_of(&root, "#hit-missing")
+        .unwrap()
+        .contains("not in this conversation"));
+    assert_eq!(count(&root, ".msg[data-seq='4']"), 1, "the newest shown");
 }

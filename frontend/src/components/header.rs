@@ -47,7 +47,21 @@ fn link_label(s: LinkState) -> &'static str {
     }
 }
 
-/// The top bar: the node's name and identity, and how connected it is.
+/// The widest screen that counts as a phone's, in CSS px (the stylesheet's
+/// `max-width: 600px` media queries).
+pub const NARROW_PX: f64 = 600.0;
+
+/// Whether the window is phone-sized (false outside a browser window).
+fn narrow_screen() -> bool {
+    web_sys::window()
+        .and_then(|w| w.inner_width().ok())
+        .and_then(|v| v.as_f64())
+        .is_some_and(|w| w <= NARROW_PX)
+}
+
+/// The top bar: the node's name and identity, and how connected it is. On
+/// a narrow screen its first line keeps the name and the connection; the
+/// addresses go to a second line, folded (`#header-addresses`).
 #[component(Header)]
 pub fn header(props: &HeaderProps) -> Html {
     let ws = props.ws.unwrap_or(WsState::Connecting);
@@ -61,6 +75,14 @@ pub fn header(props: &HeaderProps) -> Html {
         Some(LinkState::Stopped) => "bad",
         _ => "warn",
     };
+    let chat = props.chat.as_ref().filter(|c| !c.is_empty());
+    let has_addresses = props.relay_only
+        || chat.is_some()
+        || props.directory.is_some()
+        || props.fingerprint.is_some();
+    // Folded on a phone-sized screen when the header first renders; the
+    // user opens and closes it from then on.
+    let open = use_state(|| !narrow_screen());
     html! {
         <header class="topbar">
             <h1 class="brand">{ "Roundtable" }</h1>
@@ -77,22 +99,36 @@ pub fn header(props: &HeaderProps) -> Html {
                     { "directory " }{ link_label(d) }
                 </span>
             }
-            <span class="identity">
-                if props.relay_only {
-                    <span class="pill relay-only" id="relay-only"
-                          title="Started with --chat none: no chat listener; peers reach this node through the directory's relay, which forwards sealed frames it cannot read">
-                        { "no chat listener · reachable through the directory's relay" }
-                    </span>
-                } else if let Some(chat) = props.chat.as_ref().filter(|c| !c.is_empty()) {
-                    <span title="Chat address">{ "chat " }<code>{ chat }</code></span>
-                }
-                if let Some(dir) = &props.directory {
-                    <span title="Directory">{ " · directory " }<code>{ dir }</code></span>
-                }
-                if let Some(fp) = &props.fingerprint {
-                    <span title="This node's identity key fingerprint: compare it with your peers out of band">
-                        { " · key " }<code id="fingerprint">{ fp }</code>
-                    </span>
+            <div class="identity">
+                if has_addresses {
+                    // On a phone the addresses start folded under
+                    // "Addresses"; elsewhere they are open and the summary
+                    // is hidden (the stylesheet's media queries).
+                    <details class="addresses" id="header-addresses" open={*open}>
+                        <summary title="This node's chat address, directory and identity key">
+                            { "Addresses" }
+                        </summary>
+                        <span class="address-list">
+                            if props.relay_only {
+                                <span class="address pill relay-only" id="relay-only"
+                                      title="Started with --chat none: no chat listener; peers reach this node through the directory's relay, which forwards sealed frames it cannot read">
+                                    { "no chat listener · reachable through the directory's relay" }
+                                </span>
+                            } else if let Some(chat) = chat {
+                                <span class="address" title="Chat address">{ "chat " }<code>{ chat }</code></span>
+                            }
+                            if let Some(dir) = &props.directory {
+                                <span class="address" title="Directory">
+                                    <span class="sep" aria-hidden="true">{ " · " }</span>{ "directory " }<code>{ dir }</code>
+                                </span>
+                            }
+                            if let Some(fp) = &props.fingerprint {
+                                <span class="address" title="This node's identity key fingerprint: compare it with your peers out of band">
+                                    <span class="sep" aria-hidden="true">{ " · " }</span>{ "key " }<code id="fingerprint">{ fp }</code>
+                                </span>
+                            }
+                        </span>
+                    </details>
                 }
                 if props.key_at_directory == Some(KeyAtDirectory::Conflict) {
                     <span class="pill bad" id="key-conflict"
@@ -109,7 +145,7 @@ pub fn header(props: &HeaderProps) -> Html {
                 if let Some(v) = &props.version {
                     <span class="pill" title="Version">{ "v" }<span id="version">{ v }</span></span>
                 }
-            </span>
+            </div>
         </header>
     }
 }

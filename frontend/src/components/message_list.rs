@@ -42,6 +42,11 @@ pub struct MessageListProps {
     /// A room: each received message shows who wrote it.
     #[prop_or_default]
     pub show_sender: bool,
+    /// The message to open at (a search hit, by `seq`): once loaded, it is
+    /// scrolled into the middle of the view and marked `hit`. Until then
+    /// the view does not count as read (the page is loading up to it).
+    #[prop_or_default]
+    pub hit: Option<i64>,
 }
 
 fn state_label(s: MessageState) -> &'static str {
@@ -82,6 +87,11 @@ pub fn message_list(props: &MessageListProps) -> Html {
     // The first row at the last render (to keep the view on prepend).
     // (And where it was then: a day divider may sit above it.)
     let anchor = use_mut_ref(|| None::<(RowKey, f64)>);
+    // The hit the view was last scrolled to (each is scrolled to once),
+    // and where the list put the view for it since: the scroll events of
+    // those moves are not the user's, and do not make the view follow.
+    let aimed = use_mut_ref(|| None::<i64>);
+    let held = use_mut_ref(|| None::<i32>);
 
     let measured = use_mut_ref(Measured::default);
     // Bumped when measuring changed a height: lays the rows out again.
@@ -159,7 +169,16 @@ pub fn message_list(props: &MessageListProps) -> Html {
             .map_or(0.0, |&i| offsets[i] - was_at),
         _ => 0.0,
     };
-    let top = if *scroll_top == f64::MAX {
+    // A hit not scrolled to yet: once it is loaded, this render shows the
+    // rows around it (the effect below moves the view there).
+    let hit_row = props
+        .hit
+        .and_then(|seq| layout.index.get(&RowKey::Message(seq)).copied());
+    let waiting_hit = props.hit.is_some() && *aimed.borrow() != props.hit;
+    let aim = hit_row.filter(|_| waiting_hit);
+    let top = if let Some(row) = aim {
+        view::centered(offsets, row, viewport.0)
+    } else if *scroll_top == f64::MAX {
         (total - viewport.0).max(0.0)
     } else {
         *scroll_top + shift
@@ -171,12 +190,21 @@ pub fn message_list(props: &MessageListProps) -> Html {
         let follow = follow.clone();
         let on_load_older = props.on_load_older.clone();
         let has_more = props.chat.has_more;
+        let held = held.clone();
         Callback::from(move |e: Event| {
             let el: Element = e.target_unchecked_into();
             let top = el.scroll_top() as f64;
             let at_bottom =
                 top + el.client_height() as f64 >= el.scroll_height() as f64 - FOLLOW_MARGIN;
-            *follow.borrow_mut() = at_bottom;
+            // Where the list put the view for a hit: it stays there (even
+            // at the bottom) until the user scrolls.
+            let ours = held
+                .borrow()
+                .is_some_and(|h| (h - el.scroll_top()).abs() <= 1);
+            if !ours {
+                *held.borrow_mut() = None;
+                *follow.borrow_mut() = at_bottom;
+            }
             scroll_top.set(top);
             if top < LOAD_MARGIN && has_more {
                 on_load_older.emit(());
@@ -198,12 +226,16 @@ pub fn message_list(props: &MessageListProps) -> Html {
         let scroll_top = scroll_top.clone();
         let measured = measured.clone();
         let remeasured = remeasured.clone();
+        let (aimed, held) = (aimed.clone(), held.clone());
+        let hit = props.hit;
         use_effect(move || {
             let Some(el) = node.cast::<Element>() else {
                 return;
             };
             let size = (el.client_height() as f64, el.client_width() as f64);
-            if size.0 > 0.0 && (size.0 - viewport.0).abs() + (size.1 - viewport.1).abs() > 1.0 {
+            let resized =
+                size.0 > 0.0 && (size.0 - viewport.0).abs() + (size.1 - viewport.1).abs() > 1.0;
+            if resized {
                 viewport.set(size);
             }
             *anchor.borrow_mut() = first.map(|k| {
@@ -252,7 +284,24 @@ pub fn message_list(props: &MessageListProps) -> Html {
             if changed {
                 remeasured.set(*remeasured + 1);
             }
-            if *follow.borrow() {
+            if aim.is_some() {
+                // At the hit, with the rows above it that changed height
+                // counted. Once the view's real size is known (else the next
+                // render centres it again), the hit is done: scrolling is the
+                // user's, and new messages do not move the view.
+                el.set_scroll_top((top + above) as i32);
+                let at = el.scroll_top();
+                scroll_top.set(at as f64);
+                *follow.borrow_mut() = false;
+                *held.borrow_mut() = Some(at);
+                if !resized {
+                    *aimed.borrow_mut() = hit;
+                }
+            } else if waiting_hit && *follow.borrow() {
+                // Loading up to the hit: at the bottom meanwhile, not read.
+                let total = *layout.offsets.last().unwrap_or(&0.0);
+                el.set_scroll_top(total as i32);
+            } else if *follow.borrow() {
                 let total = *layout.offsets.last().unwrap_or(&0.0);
                 el.set_scroll_top(total as i32);
                 if let Some(last) = chat.messages.last() {
@@ -261,6 +310,9 @@ pub fn message_list(props: &MessageListProps) -> Html {
             } else if shift > 0.0 || above != 0.0 {
                 el.set_scroll_top((top + above) as i32);
                 scroll_top.set(top + above);
+                if held.borrow().is_some() {
+                    *held.borrow_mut() = Some(el.scroll_top());
+                }
             }
             // A short history that does not fill the view: load more right away.
             if chat.has_more && (el.scroll_height() <= el.client_height() + 1) {
@@ -270,6 +322,7 @@ pub fn message_list(props: &MessageListProps) -> Html {
     }
 
     let offset_min = props.offset_min;
+    let hit = props.hit;
     let now = now_ms();
     let today = local_day(now, offset_min);
     let rows = range.map(|i| {
@@ -278,8 +331,13 @@ pub fn message_list(props: &MessageListProps) -> Html {
         let item = &layout.items[i];
         let key = item.key().to_string();
         match item {
-            Item::Message(m) if m.event => event_row(m, key, style, offset_min, now),
-            Item::Message(m) => message_row(m, key, style, offset_min, now, show_sender),
+            Item::Message(m) if m.event => {
+                event_row(m, key, style, offset_min, now, hit == Some(m.seq))
+            }
+            Item::Message(m) => {
+                let is_hit = hit == Some(m.seq);
+                message_row(m, key, style, offset_min, now, show_sender, is_hit)
+            }
             Item::Day(d) => html! {
                 <div key={key.clone()} class="day-divider" data-row={key} {style} role="separator">
                     <span>{ view::day_label(*d, today) }</span>
@@ -317,10 +375,18 @@ pub fn message_list(props: &MessageListProps) -> Html {
 
 /// A room's line about itself ("alice added carol"): centered and muted,
 /// not a bubble.
-fn event_row(m: &ChatMessage, key: String, style: String, offset_min: i64, now: i64) -> Html {
+fn event_row(
+    m: &ChatMessage,
+    key: String,
+    style: String,
+    offset_min: i64,
+    now: i64,
+    hit: bool,
+) -> Html {
     html! {
-        <div key={key.clone()} class="room-event" data-seq={m.seq.to_string()} data-row={key}
-             {style} role="listitem">
+        <div key={key.clone()} class={classes!("room-event", hit.then_some("hit"))}
+             data-seq={m.seq.to_string()} data-row={key} {style} role="listitem"
+             aria-current={hit.then_some("true")}>
             <p class="event-text">
                 <span class="event-words">{ &m.text }</span>
                 <time title={view::date_time(m.at, offset_min)}>{ view::when(m.at, now, offset_min) }</time>
@@ -330,7 +396,7 @@ fn event_row(m: &ChatMessage, key: String, style: String, offset_min: i64, now: 
 }
 
 /// One chat message's row (in a room, with `show_sender`, a received one
-/// says who wrote it).
+/// says who wrote it; the search hit the conversation opened at is `hit`).
 fn message_row(
     m: &ChatMessage,
     key: String,
@@ -338,11 +404,14 @@ fn message_row(
     offset_min: i64,
     now: i64,
     show_sender: bool,
+    hit: bool,
 ) -> Html {
     let out = m.direction == Direction::Out;
     html! {
-        <div key={key.clone()} class={classes!("msg", if out { "out" } else { "in" })}
-             data-seq={m.seq.to_string()} data-row={key} {style} role="listitem">
+        <div key={key.clone()}
+             class={classes!("msg", if out { "out" } else { "in" }, hit.then_some("hit"))}
+             data-seq={m.seq.to_string()} data-row={key} {style} role="listitem"
+             aria-current={hit.then_some("true")}>
             <div class="bubble">
                 if show_sender && !out {
                     <p class="sender" data-sender={m.peer.clone()}>{ &m.peer }</p>

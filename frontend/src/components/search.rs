@@ -10,7 +10,7 @@ use web_sys::HtmlInputElement;
 use yew::prelude::*;
 use yew_router::prelude::*;
 
-use crate::route::Route;
+use crate::route::{At, Route};
 use crate::view;
 
 /// The search page's query string: `/search?q=words`.
@@ -79,7 +79,7 @@ pub struct SearchResultsProps {
 }
 
 /// The hits, newest first, each with its conversation, time and context,
-/// linking to the conversation.
+/// linking to the conversation opened at the message (`?at=SEQ`).
 #[component(SearchResults)]
 pub fn search_results(props: &SearchResultsProps) -> Html {
     if props.hits.is_empty() {
@@ -102,11 +102,11 @@ pub fn search_results(props: &SearchResultsProps) -> Html {
                 html! {
                     <li key={m.seq} class="search-hit" data-peer={m.peer.clone()} data-seq={m.seq.to_string()}
                         data-room={m.room.clone()}>
-                        <Link<Route> {to} classes="hit-link">
+                        <Link<Route, At> {to} query={Some(At { at: Some(m.seq) })} classes="hit-link">
                             <span class="hit-who">{ who }</span>
                             <time class="hit-when">{ view::when(m.at, props.now, props.offset_min) }</time>
                             <span class="hit-text">{ marked(&h.snippet) }</span>
-                        </Link<Route>>
+                        </Link<Route, At>>
                     </li>
                 }
             }) }
