@@ -258,3 +258,83 @@ async fn a_room_made_in_the_dashboard_reaches_every_member_and_shows_who_is_in_i
     drop(carol);
     result.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium and a built dashboard; run by cargo xtask test"]
+async fn a_search_hit_opens_at_the_message_and_a_phone_gets_a_compact_header() {
+    let data = tempfile::tempdir().unwrap();
+    let (_dir, dir) = directory(data.path());
+    let alice = Node::start("alice", dir, data.path(), "127.0.0.1:0", "hit-alice");
+    let bob = Node::start("bob", dir, data.path(), "127.0.0.1:0", "hit-bob");
+    until("bob to see alice online", || async {
+        bob.peer("alice").await.filter(|p| p.online).map(|_| ())
+    })
+    .await
+    .unwrap();
+    // The word is said once, 1,200 messages ago.
+    let hit = bob.send("alice", "the pelican dataset is ready").await;
+    for i in 0..1200 {
+        bob.send("alice", &format!("status line {i}")).await;
+    }
+    until("alice to have all of them", || async {
+        let chats: Vec<roundtable_shared::api::ChatSummary> =
+            common::get_json(alice.http, "/api/chats").await;
+        chats
+            .into_iter()
+            .find(|c| c.peer == "bob" && c.count == 1201)
+            .map(|_| ())
+    })
+    .await
+    .unwrap();
+    let driver = Chromedriver::start(&artifacts_dir().join("chromedriver-hit.log"));
+    let profile = tempfile::tempdir().unwrap();
+    let c = browser(&driver, profile.path())
+        .await
+        .expect("headless Chromium");
+    let result = async {
+        c.goto(&alice.url("/search?q=pelican")).await?;
+        wait_text(&c, "#search-hits", |t| t.contains("pelican")).await?;
+        c.find(Locator::Css("#search-hits a.hit-link"))
+            .await?
+            .click()
+            .await?;
+        // It opens at the message, 1,200 back, marked and on screen.
+        let css = format!(".msg.hit[data-seq=\"{}\"]", hit.seq);
+        let shown = wait_for(&c, &css).await?;
+        assert!(shown.contains("pelican"), "{shown}");
+        let visible = c
+            .execute(
+                "const m = document.querySelector(arguments[0]).getBoundingClientRect();
+                 const l = document.querySelector('#messages').getBoundingClientRect();
+                 return m.top >= l.top && m.bottom <= l.bottom;",
+                vec![serde_json::json!(css)],
+            )
+            .await?;
+        assert_eq!(visible, serde_json::json!(true), "the hit is in view");
+        screenshot(&c, "chat-search-hit.png").await;
+
+        // On a phone-sized screen the first line is the name and the
+        // connection; the addresses fold away and nothing overflows.
+        c.set_window_size(390, 844).await?;
+        c.goto(&alice.url("/")).await?;
+        wait_text(&c, "#conn", |t| t.contains("connected")).await?;
+        let layout = c
+            .execute(
+                "const a = document.querySelector('#header-addresses');
+                 return [document.documentElement.scrollWidth <= window.innerWidth,
+                         a !== null && !a.open];",
+                vec![],
+            )
+            .await?;
+        assert_eq!(
+            layout,
+            serde_json::json!([true, true]),
+            "compact, no overflow"
+        );
+        screenshot(&c, "chat-phone-header.png").await;
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    let _ = c.close().await;
+    result.unwrap();
+}

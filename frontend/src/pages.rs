@@ -142,7 +142,7 @@ fn rooms_card() -> Html {
         <section class="card rooms-card" aria-labelledby="rooms-title">
             <div class="card-head">
                 <h2 id="rooms-title">{ "Rooms" }</h2>
-                <span class="count">{ format!("{} rooms", rows.len()) }</span>
+                <span class="count">{ plural(rows.len() as u64, "room") }</span>
             </div>
             <RoomList rows={(*rows).clone()} />
             <NewRoomForm {on_create} busy={*busy} error={(*error).clone()} />
