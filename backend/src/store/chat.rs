@@ -106,8 +106,12 @@ const MIGRATIONS: &[&str] = &[
         name       TEXT NOT NULL,
         -- The training's UUID, for a training's own room.
         training   TEXT,
-        created_at INTEGER NOT NULL
+        created_at INTEGER NOT NULL,
+        -- Who made it known here, when a peer's frame did (NULL: we made
+        -- it, or it is a training's): a peer can make only so many.
+        invited_by TEXT
     ) STRICT;
+    CREATE INDEX rooms_by_inviter ON rooms (invited_by) WHERE invited_by IS NOT NULL;
     -- Each member's last-writer-wins entry (shared/src/room.rs).
     CREATE TABLE room_members (
         room    TEXT NOT NULL,

@@ -98,6 +98,11 @@ pub fn event_sentence(actor: &str, event: RoomEvent, subject: Option<&str>) -> S
     }
 }
 
+/// Most rooms one peer can make known on this node (rooms it invited us
+/// to): past this its invitations are dropped, so that a peer cannot fill
+/// the store with rooms.
+pub const MAX_ROOMS_PER_INVITER: i64 = 256;
+
 /// The read mark's key of a room (no user name starts with `#`).
 fn mark_key(room: &str) -> String {
     format!("#{room}")
@@ -439,7 +444,20 @@ impl ChatStore {
                             out.push(RoomReceived::Dropped("a room we are not in"));
                             continue;
                         }
+                        let invited: i64 = tx
+                            .prepare_cached("SELECT count(*) FROM rooms WHERE invited_by = ?1")
+                            .and_then(|mut st| st.query_row([&f.sender], |r| r.get(0)))
+                            .ctx("counting invitations")?;
+                        if invited >= MAX_ROOMS_PER_INVITER {
+                            out.push(RoomReceived::Dropped("too many rooms from this peer"));
+                            continue;
+                        }
                         insert_room(&tx, &h.room, &h.name, None)?;
+                        tx.execute(
+                            "UPDATE rooms SET invited_by = ?2 WHERE id = ?1",
+                            params![h.room, f.sender],
+                        )
+                        .ctx("recording the invitation")?;
                         changed = true;
                         load(&tx, &h.room)?.expect("just made")
                     }
@@ -719,6 +737,53 @@ mod tests {
         assert_eq!((read.unread, read.room.as_deref()), (0, Some("r1")));
         // A room's read mark is not a direct conversation's.
         assert!(s.chats().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_peer_can_make_only_so_many_rooms_known_here() {
+        let (_d, s) = store();
+        let us = vec![m("mallory", true, 1), m("bob", true, 1)];
+        let frames: Vec<RoomFrame> = (0..MAX_ROOMS_PER_INVITER + 2)
+            .map(|i| {
+                frame(
+                    "mallory",
+                    &format!("m{i}"),
+                    &format!("r{i}"),
+                    us.clone(),
+                    "hi",
+                )
+            })
+            .collect();
+        let (r, _, _) = s.receive_room("bob", &frames).unwrap();
+        let stored = r
+            .iter()
+            .filter(|x| matches!(x, RoomReceived::Stored(_)))
+            .count();
+        assert_eq!(stored as i64, MAX_ROOMS_PER_INVITER);
+        assert_eq!(
+            r.last(),
+            Some(&RoomReceived::Dropped("too many rooms from this peer"))
+        );
+        // Someone else still can, and mallory can still post in hers.
+        let (r, _, _) = s
+            .receive_room(
+                "bob",
+                &[
+                    frame(
+                        "carol",
+                        "c1",
+                        "rc",
+                        vec![m("carol", true, 1), m("bob", true, 1)],
+                        "hi",
+                    ),
+                    frame("mallory", "m-again", "r0", us.clone(), "again"),
+                ],
+            )
+            .unwrap();
+        assert!(
+            r.iter().all(|x| matches!(x, RoomReceived::Stored(_))),
+            "{r:?}"
+        );
     }
 
     #[test]
