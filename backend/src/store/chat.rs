@@ -518,21 +518,8 @@ impl ChatStore {
         before: Option<i64>,
         limit: usize,
     ) -> Result<Vec<ChatMessage>, StoreError> {
-        self.db.with(|c| {
-            let mut st = c
-                .prepare_cached(&format!(
-                    "SELECT {COLUMNS} FROM messages WHERE peer = ?1 AND room = '' AND seq < ?2
-                     ORDER BY seq DESC LIMIT ?3"
-                ))
-                .ctx("reading history")?;
-            let rows = st
-                .query_map(params![peer, before.unwrap_or(i64::MAX), limit as i64], row)
-                .ctx("reading history")?;
-            let mut page: Vec<ChatMessage> =
-                rows.collect::<Result<_, _>>().ctx("reading history")?;
-            page.reverse();
-            Ok(page)
-        })
+        self.db
+            .with(|c| page(c, Conversation::Peer(peer), before, limit))
     }
 
     /// One summary per conversation, most recent first, with its read
@@ -575,31 +562,13 @@ impl ChatStore {
     /// `seq` (a second browser that lags) leaves it as it is. Returns the
     /// conversation's read state after the call.
     pub fn mark_read(&self, peer: &str, seq: i64) -> Result<ReadState, StoreError> {
-        self.db.with(|c| {
-            let tx = c.transaction().ctx("starting mark read")?;
-            let last: Option<i64> = tx
-                .query_row(
-                    "SELECT max(seq) FROM messages WHERE peer = ?1 AND room = ''",
-                    [peer],
-                    |r| r.get(0),
-                )
-                .ctx("reading conversation")?;
-            let seq = seq.min(last.unwrap_or(0)).max(0);
-            tx.execute(
-                "INSERT INTO read_marks (peer, seq) VALUES (?1, ?2)
-                 ON CONFLICT (peer) DO UPDATE SET seq = max(seq, excluded.seq)",
-                params![peer, seq],
-            )
-            .ctx("marking read")?;
-            let state = read_state(&tx, peer)?;
-            tx.commit().ctx("committing mark read")?;
-            Ok(state)
-        })
+        self.db
+            .with(|c| mark_read(c, Conversation::Peer(peer), seq))
     }
 
     /// The read state of the conversation with `peer`.
     pub fn read_state(&self, peer: &str) -> Result<ReadState, StoreError> {
-        self.db.with(|c| read_state(c, peer))
+        self.db.with(|c| read_state(c, Conversation::Peer(peer)))
     }
 
     /// Messages matching what a person typed (see [`fts_query`]), newest
@@ -653,26 +622,115 @@ impl ChatStore {
     }
 }
 
-fn read_state(c: &rusqlite::Connection, peer: &str) -> Result<ReadState, StoreError> {
+/// A conversation: with one peer, or a room. Direct and room messages
+/// share the `messages` table; this picks one conversation's rows.
+#[derive(Debug, Clone, Copy)]
+enum Conversation<'a> {
+    Peer(&'a str),
+    Room(&'a str),
+}
+
+impl Conversation<'_> {
+    /// The condition on `messages` that picks its rows, `?1` its key.
+    fn rows(self) -> &'static str {
+        match self {
+            Conversation::Peer(_) => "peer = ?1 AND room = ''",
+            Conversation::Room(_) => "room = ?1",
+        }
+    }
+
+    fn key(&self) -> &str {
+        match self {
+            Conversation::Peer(k) | Conversation::Room(k) => k,
+        }
+    }
+
+    /// Its key in `read_marks` (no user name starts with `#`).
+    fn mark(self) -> String {
+        match self {
+            Conversation::Peer(p) => p.to_owned(),
+            Conversation::Room(r) => format!("#{r}"),
+        }
+    }
+}
+
+/// Up to `limit` messages of `conv` before `before` (`None`: the newest),
+/// oldest first.
+fn page(
+    c: &rusqlite::Connection,
+    conv: Conversation<'_>,
+    before: Option<i64>,
+    limit: usize,
+) -> Result<Vec<ChatMessage>, StoreError> {
+    let mut st = c
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM messages WHERE {} AND seq < ?2 ORDER BY seq DESC LIMIT ?3",
+            conv.rows()
+        ))
+        .ctx("reading history")?;
+    let rows = st
+        .query_map(
+            params![conv.key(), before.unwrap_or(i64::MAX), limit as i64],
+            row,
+        )
+        .ctx("reading history")?;
+    let mut page: Vec<ChatMessage> = rows.collect::<Result<_, _>>().ctx("reading history")?;
+    page.reverse();
+    Ok(page)
+}
+
+/// Marks `conv` read up to `seq` (clamped to its last message; never
+/// back) and returns its read state.
+fn mark_read(
+    c: &mut rusqlite::Connection,
+    conv: Conversation<'_>,
+    seq: i64,
+) -> Result<ReadState, StoreError> {
+    let tx = c.transaction().ctx("starting mark read")?;
+    let last: Option<i64> = tx
+        .query_row(
+            &format!("SELECT max(seq) FROM messages WHERE {}", conv.rows()),
+            [conv.key()],
+            |r| r.get(0),
+        )
+        .ctx("reading conversation")?;
+    let seq = seq.min(last.unwrap_or(0)).max(0);
+    tx.execute(
+        "INSERT INTO read_marks (peer, seq) VALUES (?1, ?2)
+         ON CONFLICT (peer) DO UPDATE SET seq = max(seq, excluded.seq)",
+        params![conv.mark(), seq],
+    )
+    .ctx("marking read")?;
+    let state = read_state(&tx, conv)?;
+    tx.commit().ctx("committing mark read")?;
+    Ok(state)
+}
+
+/// `conv`'s read mark and what others wrote after it (not a room's lines
+/// about itself).
+fn read_state(c: &rusqlite::Connection, conv: Conversation<'_>) -> Result<ReadState, StoreError> {
     let last_read: i64 = c
-        .query_row("SELECT seq FROM read_marks WHERE peer = ?1", [peer], |r| {
-            r.get(0)
-        })
-        .optional()
+        .prepare_cached("SELECT seq FROM read_marks WHERE peer = ?1")
+        .and_then(|mut st| st.query_row([conv.mark()], |r| r.get(0)).optional())
         .ctx("reading read mark")?
         .unwrap_or(0);
     let unread: i64 = c
-        .query_row(
-            "SELECT count(*) FROM messages WHERE peer = ?1 AND room = '' AND direction = 'in' AND seq > ?2",
-            params![peer, last_read],
-            |r| r.get(0),
-        )
+        .prepare_cached(&format!(
+            "SELECT count(*) FROM messages
+             WHERE {} AND direction = 'in' AND event = '' AND seq > ?2",
+            conv.rows()
+        ))
+        .and_then(|mut st| st.query_row(params![conv.key(), last_read], |r| r.get(0)))
         .ctx("counting unread")?;
+    let (peer, room) = match conv {
+        Conversation::Peer(p) => (p.to_owned(), None),
+        Conversation::Room(r) => (String::new(), Some(r.to_owned())),
+    };
     Ok(ReadState {
-        peer: peer.to_owned(),
+        peer,
         last_read,
         unread: unread as u64,
-        room: None,
+        room,
     })
 }
 

@@ -10,7 +10,9 @@ use roundtable_shared::api::{
 use roundtable_shared::room::{self, Member, RoomEvent, RoomFrame, RoomHeader};
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{new_id, now_ms, row, ChatStore, Commit, COLUMNS};
+use super::{
+    mark_read, new_id, now_ms, page, read_state, row, ChatStore, Commit, Conversation, COLUMNS,
+};
 use crate::store::{Context, StoreError};
 
 /// A room as this node keeps it.
@@ -102,11 +104,6 @@ pub fn event_sentence(actor: &str, event: RoomEvent, subject: Option<&str>) -> S
 /// to): past this its invitations are dropped, so that a peer cannot fill
 /// the store with rooms.
 pub const MAX_ROOMS_PER_INVITER: i64 = 256;
-
-/// The read mark's key of a room (no user name starts with `#`).
-fn mark_key(room: &str) -> String {
-    format!("#{room}")
-}
 
 fn load(c: &Connection, id: &str) -> Result<Option<Room>, StoreError> {
     let head: Option<(String, Option<String>, i64)> = c
@@ -236,7 +233,7 @@ fn summary(c: &Connection, me: &str, room: Room) -> Result<RoomSummary, StoreErr
         .prepare_cached("SELECT count(*) FROM messages WHERE room = ?1")
         .and_then(|mut st| st.query_row([&room.id], |r| r.get(0)))
         .ctx("counting room messages")?;
-    let read = read_state(c, &room.id)?;
+    let read = read_state(c, Conversation::Room(&room.id))?;
     Ok(RoomSummary {
         joined: room.is_member(me),
         members: room
@@ -255,27 +252,6 @@ fn summary(c: &Connection, me: &str, room: Room) -> Result<RoomSummary, StoreErr
         last_read: read.last_read,
         unread: read.unread,
         created_at: room.created_at,
-    })
-}
-
-fn read_state(c: &Connection, room: &str) -> Result<ReadState, StoreError> {
-    let last_read: i64 = c
-        .prepare_cached("SELECT seq FROM read_marks WHERE peer = ?1")
-        .and_then(|mut st| st.query_row([mark_key(room)], |r| r.get(0)).optional())
-        .ctx("reading read mark")?
-        .unwrap_or(0);
-    let unread: i64 = c
-        .prepare_cached(
-            "SELECT count(*) FROM messages
-             WHERE room = ?1 AND direction = 'in' AND event = '' AND seq > ?2",
-        )
-        .and_then(|mut st| st.query_row(params![room, last_read], |r| r.get(0)))
-        .ctx("counting unread")?;
-    Ok(ReadState {
-        peer: String::new(),
-        last_read,
-        unread: unread as u64,
-        room: Some(room.to_owned()),
     })
 }
 
@@ -550,45 +526,14 @@ impl ChatStore {
         before: Option<i64>,
         limit: usize,
     ) -> Result<Vec<ChatMessage>, StoreError> {
-        self.db.with(|c| {
-            let mut st = c
-                .prepare_cached(&format!(
-                    "SELECT {COLUMNS} FROM messages WHERE room = ?1 AND seq < ?2
-                     ORDER BY seq DESC LIMIT ?3"
-                ))
-                .ctx("reading room history")?;
-            let rows = st
-                .query_map(params![room, before.unwrap_or(i64::MAX), limit as i64], row)
-                .ctx("reading room history")?;
-            let mut page: Vec<ChatMessage> =
-                rows.collect::<Result<_, _>>().ctx("reading room history")?;
-            page.reverse();
-            Ok(page)
-        })
+        self.db
+            .with(|c| page(c, Conversation::Room(room), before, limit))
     }
 
     /// Marks a room read up to `seq` (never back; see `mark_read`).
     pub fn mark_room_read(&self, room: &str, seq: i64) -> Result<ReadState, StoreError> {
-        self.db.with(|c| {
-            let tx = c.transaction().ctx("starting mark read")?;
-            let last: Option<i64> = tx
-                .query_row(
-                    "SELECT max(seq) FROM messages WHERE room = ?1",
-                    [room],
-                    |r| r.get(0),
-                )
-                .ctx("reading room")?;
-            let seq = seq.min(last.unwrap_or(0)).max(0);
-            tx.execute(
-                "INSERT INTO read_marks (peer, seq) VALUES (?1, ?2)
-                 ON CONFLICT (peer) DO UPDATE SET seq = max(seq, excluded.seq)",
-                params![mark_key(room), seq],
-            )
-            .ctx("marking read")?;
-            let state = read_state(&tx, room)?;
-            tx.commit().ctx("committing mark read")?;
-            Ok(state)
-        })
+        self.db
+            .with(|c| mark_read(c, Conversation::Room(room), seq))
     }
 
     /// Members still to reach with our room message `seq` (tests,
