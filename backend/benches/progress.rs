@@ -15,15 +15,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{env_usize, machine};
+use common::{env_usize, machine, Cluster};
 use futures_util::StreamExt;
-use roundtable::directory::{self, DirectoryConfig};
 use roundtable::fl_drive::{drive, DriveOptions, Plan};
-use roundtable::node::{Node, NodeConfig};
-use roundtable::store::directory::DirectoryStore;
 use roundtable_shared::api::Event;
 use roundtable_shared::progress::Participant;
-use tokio_util::sync::CancellationToken;
 
 fn p50_p99(mut samples: Vec<Duration>) -> (f64, f64, f64) {
     samples.sort();
@@ -41,31 +37,8 @@ fn main() {
         .unwrap();
     rt.block_on(async move {
         let tmp = tempfile::tempdir().unwrap();
-        let stop = CancellationToken::new();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let dir_addr = listener.local_addr().unwrap().to_string();
-        let store = DirectoryStore::open(&tmp.path().join("d.db")).unwrap();
-        let cfg = DirectoryConfig {
-            open_registration: true,
-            ..DirectoryConfig::default()
-        };
-        let s = stop.clone();
-        let dir_task = tokio::spawn(async move { directory::serve(listener, store, cfg, s).await });
-        let mut nodes = Vec::new();
-        for i in 0..n {
-            let name = format!("site{i:02}");
-            let mut cfg = NodeConfig::local(&name, "pw", &dir_addr, tmp.path().join(&name));
-            cfg.query_interval = Duration::from_millis(500);
-            nodes.push(Node::start(cfg).await.unwrap());
-        }
-        let names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
-        for node in &nodes {
-            for p in &names {
-                while p != &node.name && !node.peers.get(p).is_some_and(|i| i.online && i.port.is_some()) {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        }
+        let cluster = Cluster::start(n, tmp.path()).await;
+        let (nodes, names) = (&cluster.nodes[..], &cluster.names[..]);
         let urls: Vec<String> = nodes
             .iter()
             .map(|n| format!("http://{}/", n.notify_addr.unwrap()))
@@ -83,7 +56,7 @@ fn main() {
         };
         assert!(drive(&first, &urls, &opts, |_, _| {}).await.all_accepted());
         let settle = Instant::now();
-        for node in &nodes {
+        for node in nodes {
             loop {
                 let all: Vec<Participant> = node.progress.participants(&t).await.unwrap();
                 if all.len() == n {
@@ -98,7 +71,7 @@ fn main() {
             settle.elapsed().as_secs_f64()
         );
         let mut sockets = Vec::new();
-        for node in &nodes {
+        for node in nodes {
             let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", node.http_addr))
                 .await
                 .unwrap();
@@ -155,10 +128,6 @@ fn main() {
             n - 1,
             took.as_secs_f64()
         );
-        for node in nodes {
-            node.stop(Duration::from_secs(5)).await;
-        }
-        stop.cancel();
-        let _ = dir_task.await;
+        cluster.stop().await;
     });
 }

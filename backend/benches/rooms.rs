@@ -18,14 +18,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{env_usize, machine};
+use common::{env_usize, machine, Cluster};
 use futures_util::StreamExt;
-use roundtable::directory::{self, DirectoryConfig};
-use roundtable::node::{Node, NodeConfig};
-use roundtable::store::directory::DirectoryStore;
 use roundtable_shared::api::{Direction, Event};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_util::sync::CancellationToken;
 
 fn percentiles(mut samples: Vec<Duration>) -> (f64, f64, f64) {
     samples.sort();
@@ -57,31 +53,8 @@ fn main() {
         .unwrap();
     rt.block_on(async move {
         let tmp = tempfile::tempdir().unwrap();
-        let stop = CancellationToken::new();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let dir_addr = listener.local_addr().unwrap().to_string();
-        let store = DirectoryStore::open(&tmp.path().join("d.db")).unwrap();
-        let cfg = DirectoryConfig {
-            open_registration: true,
-            ..DirectoryConfig::default()
-        };
-        let s = stop.clone();
-        let dir_task = tokio::spawn(async move { directory::serve(listener, store, cfg, s).await });
-        let mut nodes = Vec::new();
-        for i in 0..n {
-            let name = format!("site{i:02}");
-            let mut cfg = NodeConfig::local(&name, "pw", &dir_addr, tmp.path().join(&name));
-            cfg.query_interval = Duration::from_millis(500);
-            nodes.push(Node::start(cfg).await.unwrap());
-        }
-        let names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
-        for node in &nodes {
-            for p in &names {
-                while p != &node.name && !node.peers.get(p).is_some_and(|i| i.online && i.port.is_some()) {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        }
+        let cluster = Cluster::start(n, tmp.path()).await;
+        let (nodes, names) = (&cluster.nodes[..], &cluster.names[..]);
         let room = nodes[0]
             .chat
             .create_room("bench", &names[1..])
@@ -95,10 +68,10 @@ fn main() {
         }
         // Warm every link: one post from each member, reaching everyone
         // (each then has n - 1 "added" lines and n warm-ups).
-        for node in &nodes {
+        for node in nodes {
             node.chat.room_post(&room, "warm-up").await.unwrap();
         }
-        for node in &nodes {
+        for node in nodes {
             while node.chat.room_history(&room, None, 500).await.unwrap().len() < 2 * n - 1 {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -179,10 +152,6 @@ fn main() {
              {count} samples: p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms",
             posting.as_secs_f64()
         );
-        for node in nodes {
-            node.stop(Duration::from_secs(5)).await;
-        }
-        stop.cancel();
-        let _ = dir_task.await;
+        cluster.stop().await;
     });
 }
