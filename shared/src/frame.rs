@@ -110,11 +110,39 @@ fn check_partial_header(head: &[u8]) -> Result<(), FrameError> {
     Ok(())
 }
 
-/// Decodes at most one frame from the start of `buf`.
+/// A whole frame's header, decoded in place: its payload is
+/// `buf[start..start + len]` of the buffer it was decoded from. For readers
+/// that take the payload without a copy (a file's bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head<'a> {
+    /// The message type.
+    pub kind: &'a str,
+    /// The header line after the type and length: the arguments, separated
+    /// by spaces (see [`Head::args`]).
+    rest: &'a str,
+    /// Where the payload starts (just past the header's LF).
+    pub start: usize,
+    /// The payload's length.
+    pub len: usize,
+}
+
+impl<'a> Head<'a> {
+    /// The arguments.
+    pub fn args(&self) -> impl Iterator<Item = &'a str> {
+        self.rest.split(' ').filter(|a| !a.is_empty())
+    }
+
+    /// Bytes the whole frame takes from the start of the buffer.
+    pub fn end(&self) -> usize {
+        self.start + self.len
+    }
+}
+
+/// Decodes the header of at most one frame from the start of `buf`: `None`
+/// until the whole frame (header and payload) is there.
 ///
-/// Never panics and never allocates more than the limits allow, whatever
-/// the input.
-pub fn decode(buf: &[u8], limits: &Limits) -> Result<Decoded, FrameError> {
+/// Never panics and never allocates, whatever the input.
+pub fn decode_head<'a>(buf: &'a [u8], limits: &Limits) -> Result<Option<Head<'a>>, FrameError> {
     let window = &buf[..buf.len().min(limits.max_header)];
     let Some(lf) = window.iter().position(|&b| b == b'\n') else {
         check_partial_header(window)?;
@@ -123,7 +151,7 @@ pub fn decode(buf: &[u8], limits: &Limits) -> Result<Decoded, FrameError> {
                 max: limits.max_header,
             });
         }
-        return Ok(Decoded::NeedMore);
+        return Ok(None);
     };
     let mut line = &buf[..lf];
     check_partial_header(line)?;
@@ -131,12 +159,11 @@ pub fn decode(buf: &[u8], limits: &Limits) -> Result<Decoded, FrameError> {
         line = rest;
     }
     let line = std::str::from_utf8(line).map_err(|_| FrameError::NotUtf8)?;
-    let mut parts = line.split(' ');
-    let kind = parts.next().unwrap_or_default();
+    let (kind, rest) = line.split_once(' ').unwrap_or((line, ""));
     if kind.is_empty() {
         return Err(FrameError::EmptyType);
     }
-    let len_text = parts.next().ok_or(FrameError::BadLength)?;
+    let (len_text, rest) = rest.split_once(' ').unwrap_or((rest, ""));
     if len_text.is_empty() {
         return Err(FrameError::BadLength);
     }
@@ -159,15 +186,51 @@ pub fn decode(buf: &[u8], limits: &Limits) -> Result<Decoded, FrameError> {
     let len = len as usize;
     let start = lf + 1;
     if buf.len() - start < len {
-        return Ok(Decoded::NeedMore);
+        return Ok(None);
     }
-    let args = parts.filter(|a| !a.is_empty()).map(str::to_owned).collect();
-    let frame = Frame {
-        kind: kind.to_owned(),
-        args,
-        payload: buf[start..start + len].to_vec(),
-    };
-    Ok(Decoded::Frame(frame, start + len))
+    Ok(Some(Head {
+        kind,
+        rest,
+        start,
+        len,
+    }))
+}
+
+/// Decodes at most one frame from the start of `buf`.
+///
+/// Never panics and never allocates more than the limits allow, whatever
+/// the input.
+pub fn decode(buf: &[u8], limits: &Limits) -> Result<Decoded, FrameError> {
+    Ok(match decode_head(buf, limits)? {
+        None => Decoded::NeedMore,
+        Some(h) => Decoded::Frame(
+            Frame {
+                kind: h.kind.to_owned(),
+                args: h.args().map(str::to_owned).collect(),
+                payload: buf[h.start..h.end()].to_vec(),
+            },
+            h.end(),
+        ),
+    })
+}
+
+/// Appends the header line of a frame of type `kind` with a payload of
+/// `len` bytes and the arguments `args`, all already valid (see
+/// [`Frame::validate`]).
+pub fn encode_head<'a>(
+    out: &mut Vec<u8>,
+    kind: &str,
+    len: usize,
+    args: impl IntoIterator<Item = &'a str>,
+) {
+    out.extend_from_slice(kind.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(len.to_string().as_bytes());
+    for arg in args {
+        out.push(b' ');
+        out.extend_from_slice(arg.as_bytes());
+    }
+    out.push(b'\n');
 }
 
 impl Frame {
@@ -217,14 +280,12 @@ impl Frame {
     pub fn encode_into(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
         self.validate()?;
         out.reserve(self.kind.len() + 24 + self.payload.len());
-        out.extend_from_slice(self.kind.as_bytes());
-        out.push(b' ');
-        out.extend_from_slice(self.payload.len().to_string().as_bytes());
-        for arg in &self.args {
-            out.push(b' ');
-            out.extend_from_slice(arg.as_bytes());
-        }
-        out.push(b'\n');
+        encode_head(
+            out,
+            &self.kind,
+            self.payload.len(),
+            self.args.iter().map(String::as_str),
+        );
         out.extend_from_slice(&self.payload);
         Ok(())
     }

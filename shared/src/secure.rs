@@ -80,6 +80,10 @@ pub const INNER_HEADER: usize = 1 + 1 + 4 + 2;
 /// The [`Inner`] record version this code writes and reads.
 pub const INNER_VERSION: u8 = 1;
 
+/// Room in front of a plaintext for its record's header and associated
+/// data ([`Inner::write_head`]).
+pub const RECORD_PREFIX: usize = INNER_HEADER + MAX_AD;
+
 /// [`Inner::flags`] bit: the sender rekeys its outgoing key right after this
 /// frame, so the receiver rekeys its incoming key after accepting it.
 pub const FLAG_REKEY: u8 = 0x01;
@@ -300,24 +304,43 @@ pub struct Inner<'a> {
 impl<'a> Inner<'a> {
     /// The record's bytes, ready to be encrypted.
     pub fn encode(&self) -> Result<Vec<u8>, SecureError> {
-        if self.flags & !FLAG_REKEY != 0 {
-            return Err(SecureError::Inner("unknown flags"));
-        }
-        if self.ad.len() > MAX_AD {
-            return Err(SecureError::Inner("associated data too long"));
-        }
-        if self.plaintext.len() > MAX_PLAINTEXT {
-            return Err(SecureError::Inner("plaintext too long"));
-        }
-        let mut out = Vec::with_capacity(INNER_HEADER + self.ad.len() + self.plaintext.len());
-        out.push(INNER_VERSION);
-        out.push(self.flags);
-        // Both lengths are bounded above, so the casts cannot truncate.
-        out.extend_from_slice(&(self.plaintext.len() as u32).to_be_bytes());
-        out.extend_from_slice(&(self.ad.len() as u16).to_be_bytes());
-        out.extend_from_slice(self.ad);
+        let mut head = [0u8; RECORD_PREFIX];
+        let at = Self::write_head(&mut head, self.flags, self.ad, self.plaintext.len())?;
+        let mut out = Vec::with_capacity(RECORD_PREFIX - at + self.plaintext.len());
+        out.extend_from_slice(&head[at..]);
         out.extend_from_slice(self.plaintext);
         Ok(out)
+    }
+
+    /// Writes the header and associated data of a record whose plaintext
+    /// of `plaintext_len` bytes follows `prefix` directly, flush against its
+    /// end; returns where in `prefix` the record starts. A plaintext built
+    /// just after [`RECORD_PREFIX`] bytes of room is so sealed in place,
+    /// without copying it into a record first.
+    pub fn write_head(
+        prefix: &mut [u8; RECORD_PREFIX],
+        flags: u8,
+        ad: &[u8],
+        plaintext_len: usize,
+    ) -> Result<usize, SecureError> {
+        if flags & !FLAG_REKEY != 0 {
+            return Err(SecureError::Inner("unknown flags"));
+        }
+        if ad.len() > MAX_AD {
+            return Err(SecureError::Inner("associated data too long"));
+        }
+        if plaintext_len > MAX_PLAINTEXT {
+            return Err(SecureError::Inner("plaintext too long"));
+        }
+        let at = RECORD_PREFIX - INNER_HEADER - ad.len();
+        let head = &mut prefix[at..];
+        head[0] = INNER_VERSION;
+        head[1] = flags;
+        // Both lengths are bounded above, so the casts cannot truncate.
+        head[2..6].copy_from_slice(&(plaintext_len as u32).to_be_bytes());
+        head[6..8].copy_from_slice(&(ad.len() as u16).to_be_bytes());
+        head[INNER_HEADER..].copy_from_slice(ad);
+        Ok(at)
     }
 
     /// Reads a decrypted record; every length must match exactly.

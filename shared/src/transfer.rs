@@ -313,6 +313,53 @@ impl TransferFrame {
     }
 }
 
+/// One frame of a sealed plaintext on a transfer connection, as
+/// [`split_plaintext`] finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Piece {
+    /// A valid `FILEDATA` frame's payload: these bytes of the plaintext,
+    /// left in place (a file's bytes are not copied out of the record they
+    /// were decrypted into).
+    Data(std::ops::Range<usize>),
+    /// Any other frame, decoded.
+    Frame(Frame),
+}
+
+/// The frames of a sealed plaintext, like `secure::unpack` (one or more
+/// whole frames within `limits`, nothing left over), except that the
+/// payload of a `FILEDATA` frame that [`TransferFrame::parse`] would take
+/// is given as its place in `plaintext` instead of a copy. Every other
+/// frame (a `FILEDATA` with arguments or too large among them) comes
+/// decoded, for `parse` to judge.
+pub fn split_plaintext(
+    plaintext: &[u8],
+    limits: &crate::frame::Limits,
+) -> Result<Vec<Piece>, crate::frame::FrameError> {
+    use crate::frame::{decode_head, FrameError};
+    let mut pieces = Vec::new();
+    let mut at = 0;
+    while at < plaintext.len() {
+        let rest = &plaintext[at..];
+        // A plaintext is whole frames: one cut short never completes.
+        let head = decode_head(rest, limits)?.ok_or(FrameError::BadLength)?;
+        if head.kind == TransferFrame::DATA && head.args().next().is_none() && head.len <= MAX_DATA
+        {
+            pieces.push(Piece::Data(at + head.start..at + head.end()));
+        } else {
+            pieces.push(Piece::Frame(Frame {
+                kind: head.kind.to_owned(),
+                args: head.args().map(str::to_owned).collect(),
+                payload: rest[head.start..head.end()].to_vec(),
+            }));
+        }
+        at += head.end();
+    }
+    if pieces.is_empty() {
+        return Err(FrameError::EmptyType);
+    }
+    Ok(pieces)
+}
+
 /// Fuzz entry point (also run by the proptests below): decoding arbitrary
 /// bytes into frames and parsing them as transfer frames and metas must
 /// never panic, and whatever parses must re-encode to a frame that parses
@@ -326,6 +373,28 @@ pub fn decode_and_parse(data: &[u8]) {
     if let Ok(meta) = std::str::from_utf8(data) {
         if let Some(m) = ExchangeMeta::parse(meta) {
             let _ = m.validate(m.size.saturating_sub(m.offset));
+        }
+    }
+    // Splitting a plaintext agrees with unpacking it and parsing each frame.
+    let split = split_plaintext(data, &limits);
+    let unpacked = crate::secure::unpack(data, &limits);
+    assert_eq!(split.is_ok(), unpacked.is_ok(), "split and unpack disagree");
+    if let (Ok(pieces), Ok(frames)) = (split, unpacked) {
+        assert_eq!(pieces.len(), frames.len());
+        for (p, f) in pieces.iter().zip(&frames) {
+            match p {
+                Piece::Data(r) => assert_eq!(
+                    TransferFrame::parse(f),
+                    Ok(TransferFrame::Data(data[r.clone()].to_vec()))
+                ),
+                Piece::Frame(g) => {
+                    assert_eq!(g, f);
+                    assert!(!matches!(
+                        TransferFrame::parse(g),
+                        Ok(TransferFrame::Data(_))
+                    ));
+                }
+            }
         }
     }
     let Ok((frames, _)) = decode_all(data, &limits) else {
@@ -485,6 +554,47 @@ mod tests {
         assert_eq!(ExchangeMeta::parse(""), None);
         assert_eq!(ExchangeMeta::parse("job 7"), None);
         assert_eq!(ExchangeMeta::parse(r#"{"file_name":"x"}"#), None);
+    }
+
+    #[test]
+    fn a_plaintext_splits_into_data_in_place_and_other_frames_decoded() {
+        let limits = crate::frame::Limits::default();
+        let o = FileOffer {
+            id: ID.into(),
+            name: "a.bin".into(),
+            size: 9,
+            sha256: SHA.into(),
+        };
+        let offer = TransferFrame::Offer(o).to_frame();
+        let mut pt = offer.encode().unwrap();
+        let data_at = pt.len() + "FILEDATA 5\n".len();
+        pt.extend(
+            TransferFrame::Data(b"hello".to_vec())
+                .to_frame()
+                .encode()
+                .unwrap(),
+        );
+        pt.extend(TransferFrame::Data(Vec::new()).to_frame().encode().unwrap());
+        let with_arg = Frame::new(TransferFrame::DATA, ["x"], "oops");
+        pt.extend(with_arg.encode().unwrap());
+        let big = Frame::bare(TransferFrame::DATA, vec![7; MAX_DATA + 1]);
+        pt.extend(big.encode().unwrap());
+        let pieces = split_plaintext(&pt, &limits).unwrap();
+        let end = pt.len() - big.encode().unwrap().len() - with_arg.encode().unwrap().len();
+        assert_eq!(
+            pieces,
+            vec![
+                Piece::Frame(offer),
+                Piece::Data(data_at..data_at + 5),
+                Piece::Data(end..end),
+                Piece::Frame(with_arg),
+                Piece::Frame(big),
+            ]
+        );
+        assert_eq!(&pt[data_at..data_at + 5], b"hello");
+        // Cut short, or empty: not a plaintext.
+        assert!(split_plaintext(&pt[..pt.len() - 1], &limits).is_err());
+        assert!(split_plaintext(b"", &limits).is_err());
     }
 
     proptest! {

@@ -17,6 +17,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use roundtable_shared::api::PeerPath;
 use roundtable_shared::frame::{Frame, Limits};
 use roundtable_shared::peer::{Capabilities, PeerFrame};
@@ -119,6 +120,16 @@ impl Link {
         !matches!(self.carrier, Carrier::Plain(_))
     }
 
+    /// The connection and session of a direct secure link, for a caller
+    /// that seals its own frames (a file's bytes: `transfer::outbound`).
+    /// Frames opened and not yet read stay queued for [`recv`](Self::recv).
+    pub fn direct_secure(&mut self) -> Option<(&mut Connection<TcpStream>, &mut Session)> {
+        match &mut self.carrier {
+            Carrier::Secure(conn, session) => Some((conn, session)),
+            _ => None,
+        }
+    }
+
     /// Marks the link as broken (acknowledgements stopped): a relayed
     /// channel is then dropped with it, so the next link makes a new one.
     pub fn fail(&mut self) {
@@ -218,18 +229,20 @@ pub fn seal_all(session: &mut Session, frames: &[Frame]) -> Result<Vec<Frame>, C
 /// connection goes on. A frame that is not `SEC` at all, or a rekey that
 /// was missed, ends it.
 pub fn open_frame(session: &mut Session, f: Frame) -> Result<Vec<Frame>, LinkError> {
-    let sealed = match SecureFrame::parse_owned(f) {
-        Ok(SecureFrame::Sealed(s)) => s,
-        Ok(SecureFrame::Hello(_)) => {
-            return Err(ChannelError::Unexpected {
-                expected: "SEC",
-                got: "HELLO".into(),
-            }
-            .into())
+    open_sealed(session, &sealed_frame(f)?)
+}
+
+/// A frame from a secure connection as the `SEC` frame it must be.
+pub fn sealed_frame(f: Frame) -> Result<Sealed, LinkError> {
+    match SecureFrame::parse_owned(f) {
+        Ok(SecureFrame::Sealed(s)) => Ok(s),
+        Ok(SecureFrame::Hello(_)) => Err(ChannelError::Unexpected {
+            expected: "SEC",
+            got: "HELLO".into(),
         }
-        Err(e) => return Err(ChannelError::Frame(e).into()),
-    };
-    open_sealed(session, &sealed)
+        .into()),
+        Err(e) => Err(ChannelError::Frame(e).into()),
+    }
 }
 
 /// The frames a sealed frame carries, on whatever carried it (a
@@ -237,12 +250,22 @@ pub fn open_frame(session: &mut Session, f: Frame) -> Result<Vec<Frame>, LinkErr
 /// nothing (logged); a missed rekey, a used-up session or a plaintext that
 /// is not whole frames is an error.
 pub fn open_sealed(session: &mut Session, sealed: &Sealed) -> Result<Vec<Frame>, LinkError> {
-    match session.open(sealed) {
-        Ok(plaintext) => Ok(unpack(&plaintext, &chat_limits()).map_err(ChannelError::Frame)?),
+    match open_plaintext(session, sealed)? {
+        Some(plaintext) => Ok(unpack(&plaintext, &chat_limits()).map_err(ChannelError::Frame)?),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// The plaintext of a sealed frame; `None` if it fails the session's
+/// checks (logged), an error if the session cannot go on (a missed rekey,
+/// used up).
+pub fn open_plaintext(session: &mut Session, sealed: &Sealed) -> Result<Option<Bytes>, LinkError> {
+    match session.open_bytes(sealed) {
+        Ok(plaintext) => Ok(Some(plaintext)),
         Err(e @ (ChannelError::EpochAhead { .. } | ChannelError::Exhausted)) => Err(e.into()),
         Err(e) => {
             tracing::warn!(peer = %session.peer(), %e, "sealed frame refused");
-            Ok(Vec::new())
+            Ok(None)
         }
     }
 }

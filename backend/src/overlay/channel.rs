@@ -40,11 +40,13 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use bytes::{Bytes, BytesMut};
 use roundtable_shared::directory::valid_name;
+use roundtable_shared::frame::encode_head;
 use roundtable_shared::secure::{
     associated_data, prologue, sealed_len, Hello, Inner, PublicKey, Sealed, SecureError,
     SecureFrame, CHUNK_PLAINTEXT, FLAG_REKEY, MAX_HELLO_PAYLOAD, MAX_PLAINTEXT, NOISE_MAX_MESSAGE,
-    NOISE_PARAMS, TAG_LEN,
+    NOISE_PARAMS, RECORD_PREFIX, TAG_LEN,
 };
 use snow::{HandshakeState, StatelessTransportState};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -421,6 +423,15 @@ impl Session {
         }))
     }
 
+    /// Seals `pt` as the next `SEC` frame and appends that frame, encoded
+    /// (header line and payload), to `out`, ready to be written. The
+    /// plaintext is copied once, into the ciphertext: the path of a file's
+    /// bytes.
+    pub fn seal_into(&mut self, pt: &mut Plaintext, out: &mut Vec<u8>) -> Result<(), ChannelError> {
+        self.seal_record(Sealed::KIND, pt, Instant::now(), out, true)
+            .map(|_| ())
+    }
+
     /// Seals for a frame of type `kind`: the type is bound like the names,
     /// so a frame sealed for one type never opens as another.
     fn seal_kind(
@@ -435,6 +446,31 @@ impl Session {
                 max: MAX_PLAINTEXT,
             });
         }
+        let mut pt = Plaintext::new();
+        pt.push(plaintext);
+        let mut out = Vec::new();
+        let (epoch, counter) = self.seal_record(kind, &mut pt, now, &mut out, false)?;
+        Ok((epoch, counter, out))
+    }
+
+    /// Seals `pt` for a frame of type `kind` and appends the payload to
+    /// `out`, preceded by the `SEC` header line if `framed`. The record's
+    /// header and associated data go into the room in front of the
+    /// plaintext.
+    fn seal_record(
+        &mut self,
+        kind: &str,
+        pt: &mut Plaintext,
+        now: Instant,
+        out: &mut Vec<u8>,
+        framed: bool,
+    ) -> Result<(u32, u64), ChannelError> {
+        if pt.len() > MAX_PLAINTEXT {
+            return Err(ChannelError::TooLarge {
+                len: pt.len(),
+                max: MAX_PLAINTEXT,
+            });
+        }
         let rekey = self.sent_in_epoch + 1 >= self.rekey.after_messages
             || now.saturating_duration_since(self.epoch_started) >= self.rekey.after;
         if rekey && self.send_epoch == u32::MAX {
@@ -442,19 +478,26 @@ impl Session {
         }
         let (epoch, counter) = (self.send_epoch, self.send_next);
         let ad = associated_data(kind, &self.me, &self.peer, epoch, counter);
-        let record = Inner {
-            flags: if rekey { FLAG_REKEY } else { 0 },
-            ad: &ad,
-            plaintext,
-        }
-        .encode()?;
+        let flags = if rekey { FLAG_REKEY } else { 0 };
+        let record = pt.record(flags, &ad)?;
         let chunks = record.len().div_ceil(CHUNK_PLAINTEXT) as u64;
         // Noise reserves nonce u64::MAX: the last chunk's nonce must be below it.
         if counter > u64::MAX - chunks {
             return Err(ChannelError::Exhausted);
         }
-        let mut out = vec![0u8; sealed_len(record.len())];
-        let mut at = 0;
+        let sealed = sealed_len(record.len());
+        if framed {
+            let (e, c) = (epoch.to_string(), counter.to_string());
+            encode_head(
+                out,
+                Sealed::KIND,
+                sealed,
+                [self.me.as_str(), self.peer.as_str(), &e, &c],
+            );
+        }
+        let base = out.len();
+        out.resize(base + sealed, 0);
+        let mut at = base;
         for (i, chunk) in record.chunks(CHUNK_PLAINTEXT).enumerate() {
             let end = at + chunk.len() + TAG_LEN;
             at += self
@@ -472,12 +515,18 @@ impl Session {
         } else {
             self.sent_in_epoch += 1;
         }
-        Ok((epoch, counter, out))
+        Ok((epoch, counter))
     }
 
     /// Checks and decrypts a frame from the peer. A refused frame changes
     /// nothing: the next good frame is accepted as if it had not come.
     pub fn open(&mut self, frame: &Sealed) -> Result<Vec<u8>, ChannelError> {
+        self.open_bytes(frame).map(Vec::from)
+    }
+
+    /// Like [`open`](Self::open), the plaintext as a view of the decrypted
+    /// record, which can be split further without a copy.
+    pub fn open_bytes(&mut self, frame: &Sealed) -> Result<Bytes, ChannelError> {
         if frame.from != self.peer || frame.to != self.me {
             return Err(ChannelError::Misrouted {
                 from: frame.from.clone(),
@@ -494,7 +543,7 @@ impl Session {
         epoch: u32,
         counter: u64,
         payload: &[u8],
-    ) -> Result<Vec<u8>, ChannelError> {
+    ) -> Result<Bytes, ChannelError> {
         let current = self.recv_epoch;
         if epoch < current {
             return Err(ChannelError::StaleEpoch {
@@ -516,7 +565,7 @@ impl Session {
         }
         // `payload` was validated: at most MAX_SEC_PAYLOAD bytes, and
         // counter + chunks does not overflow.
-        let mut record = vec![0u8; payload.len()];
+        let mut record = BytesMut::zeroed(payload.len());
         let mut len = 0;
         let mut chunks = 0u64;
         for (i, chunk) in payload.chunks(NOISE_MAX_MESSAGE).enumerate() {
@@ -526,11 +575,13 @@ impl Session {
                 .map_err(|_| ChannelError::Rejected)?;
             chunks += 1;
         }
-        let inner = Inner::parse(&record[..len])?;
+        record.truncate(len);
+        let record = record.freeze();
+        let inner = Inner::parse(&record)?;
         if inner.ad != associated_data(kind, &self.peer, &self.me, epoch, counter) {
             return Err(ChannelError::Binding);
         }
-        let plaintext = inner.plaintext.to_vec();
+        let plaintext = record.slice_ref(inner.plaintext);
         let rekey = inner.flags & FLAG_REKEY != 0;
         self.recv_next = counter + chunks;
         if rekey {
@@ -538,6 +589,82 @@ impl Session {
             self.recv_epoch = self.recv_epoch.saturating_add(1);
         }
         Ok(plaintext)
+    }
+}
+
+/// A plaintext built where [`Session::seal_into`] seals it: room in front
+/// for the record's header and associated data, then the plaintext. Kept
+/// and reused from frame to frame, it is allocated once.
+#[derive(Debug, Clone)]
+pub struct Plaintext {
+    /// [`RECORD_PREFIX`] bytes of room, then the plaintext (and perhaps
+    /// stale bytes past it, from an earlier use).
+    buf: Vec<u8>,
+    len: usize,
+}
+
+impl Default for Plaintext {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Plaintext {
+    pub fn new() -> Plaintext {
+        Plaintext {
+            buf: vec![0; RECORD_PREFIX],
+            len: 0,
+        }
+    }
+
+    /// Bytes of plaintext so far.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Empties it (keeping its memory).
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// The plaintext so far.
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf[RECORD_PREFIX..RECORD_PREFIX + self.len]
+    }
+
+    /// Appends `bytes`.
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.extend(bytes.len()).copy_from_slice(bytes);
+    }
+
+    /// Appends `n` bytes for the caller to fill (say, from a file) and
+    /// returns them. Until filled they hold whatever was there.
+    pub fn extend(&mut self, n: usize) -> &mut [u8] {
+        let at = RECORD_PREFIX + self.len;
+        if self.buf.len() < at + n {
+            self.buf.resize(at + n, 0);
+        }
+        self.len += n;
+        &mut self.buf[at..at + n]
+    }
+
+    /// Drops everything past the first `len` bytes.
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
+    /// The whole record: its header and `ad` written in front of the
+    /// plaintext.
+    fn record(&mut self, flags: u8, ad: &[u8]) -> Result<&[u8], SecureError> {
+        let prefix: &mut [u8; RECORD_PREFIX] = (&mut self.buf[..RECORD_PREFIX])
+            .try_into()
+            .expect("the room in front is RECORD_PREFIX bytes");
+        let at = Inner::write_head(prefix, flags, ad, self.len)?;
+        Ok(&self.buf[at..RECORD_PREFIX + self.len])
     }
 }
 
@@ -705,6 +832,49 @@ mod tests {
         assert_eq!(sb.open(&g).unwrap(), b"after");
         assert!(matches!(
             sa.seal(&vec![0; MAX_PLAINTEXT + 1]),
+            Err(ChannelError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn frames_sealed_in_place_open_like_sealed_ones_and_a_reused_plaintext_keeps_no_leftovers() {
+        let (mut sa, mut sb, _, _) = pair();
+        let mut pt = Plaintext::new();
+        let mut wire = Vec::new();
+        // Long, then short: the short one must not carry the long one's tail.
+        let long: Vec<u8> = (0..MAX_PLAINTEXT).map(|i| (i % 251) as u8).collect();
+        pt.push(&long[..100]);
+        pt.extend(long.len() - 100).copy_from_slice(&long[100..]);
+        assert_eq!(pt.bytes(), &long[..]);
+        sa.seal_into(&mut pt, &mut wire).unwrap();
+        pt.clear();
+        pt.push(b"short");
+        sa.seal_into(&mut pt, &mut wire).unwrap();
+        // An ordinary frame after them, from the same session.
+        let plain = sa.seal(b"ordinary").unwrap().into_frame();
+        plain.encode_into(&mut wire).unwrap();
+        let lim = Limits::default();
+        let mut at = 0;
+        let mut got = Vec::new();
+        while at < wire.len() {
+            let Decoded::Frame(f, used) = decode(&wire[at..], &lim).unwrap() else {
+                panic!("a whole frame");
+            };
+            at += used;
+            got.push(
+                sb.open(&sealed(SecureFrame::parse_owned(f).unwrap()))
+                    .unwrap(),
+            );
+        }
+        assert_eq!(
+            got,
+            vec![long.clone(), b"short".to_vec(), b"ordinary".to_vec()]
+        );
+        // Too large is refused, as by `seal`.
+        pt.clear();
+        pt.extend(MAX_PLAINTEXT + 1);
+        assert!(matches!(
+            sa.seal_into(&mut pt, &mut Vec::new()),
             Err(ChannelError::TooLarge { .. })
         ));
     }

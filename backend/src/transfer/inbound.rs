@@ -2,9 +2,10 @@
 //! the chat port handed over once its first sealed frame was a `FILEQ`
 //! (see `roundtable_shared::transfer` for the frames).
 //!
-//! The bytes go into `files/partial/<seq>.part` (allocated up to 64 MiB
-//! ahead of them) on a writer thread that hashes them (SHA-256) as they
-//! come. Every [`CHECKPOINT_BYTES`] or [`CHECKPOINT_EVERY`], whichever
+//! Each `FILEDATA` frame's bytes stay in the record they were decrypted
+//! into (`transfer::split_plaintext`, `Incoming::Data`) and go, a MiB at a
+//! time, to two threads: one writes them into `files/partial/<seq>.part`
+//! (allocated up to 64 MiB ahead of them), the other hashes them (SHA-256). Every [`CHECKPOINT_BYTES`] or [`CHECKPOINT_EVERY`], whichever
 //! first, it hands what it buffered to the kernel and then records the
 //! offset in `transfers.db`: the offset an offer resumes from. Each byte
 //! arrived in an authenticated `SEC` frame, so what is there is what the
@@ -37,14 +38,17 @@ use std::time::{Duration, Instant};
 use roundtable_shared::api::TransferState;
 use roundtable_shared::binary::{Decoder, Limits, Step};
 use roundtable_shared::frame::Frame;
-use roundtable_shared::transfer::{ExchangeMeta, FileOffer, FileReply, TransferFrame};
+use roundtable_shared::secure::SecureError;
+use roundtable_shared::transfer::{
+    split_plaintext, ExchangeMeta, FileOffer, FileReply, Piece, TransferFrame,
+};
 use sha2::{Digest, Sha256};
 use tokio::net::TcpStream;
 
 use super::{candidates, free_space, hex, Progress, Transfers};
 use crate::framing::{Connection, FramingError};
-use crate::node::link::{open_frame, seal_all, LinkError};
-use crate::overlay::channel::Session;
+use crate::node::link::{chat_limits, open_plaintext, seal_all, sealed_frame, LinkError};
+use crate::overlay::channel::{ChannelError, Session};
 use crate::store::chat::now_ms;
 use crate::store::transfers::{Offered, TransferRecord, TransferStore};
 
@@ -57,8 +61,12 @@ pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(2);
 /// How far ahead of the bytes that arrived the part file is allocated.
 const PREALLOCATE: u64 = 64 << 20;
 
-/// Chunks queued for the writer thread (each at most 64 KiB).
-const WRITER_QUEUE: usize = 64;
+/// Bytes handed to the writer and hasher threads at a time: one wake-up
+/// of each per MiB, not per 64 KiB frame (the wake-ups were measurable).
+const HAND_OVER: usize = 1 << 20;
+
+/// Hand-overs queued for each thread.
+const WRITER_QUEUE: usize = 4;
 
 /// How a receiving connection ended, for the log.
 #[derive(Debug, thiserror::Error)]
@@ -79,16 +87,24 @@ impl From<FramingError> for ReceiveError {
     }
 }
 
+/// What a transfer connection carries, one at a time: a `FILEDATA`
+/// frame's bytes as a view of the record they were decrypted into (not
+/// copied again on their way to the disk), or any other frame.
+enum Incoming {
+    Data(Bytes),
+    Frame(Frame),
+}
+
 /// The sealed frames of one connection, one at a time.
 struct Frames<'a> {
     conn: &'a mut Connection<TcpStream>,
     session: &'a mut Session,
-    pending: VecDeque<Frame>,
+    pending: VecDeque<Incoming>,
     idle: Duration,
 }
 
 impl Frames<'_> {
-    async fn next(&mut self) -> Result<Frame, ReceiveError> {
+    async fn next(&mut self) -> Result<Incoming, ReceiveError> {
         loop {
             if let Some(f) = self.pending.pop_front() {
                 return Ok(f);
@@ -98,8 +114,28 @@ impl Frames<'_> {
                 .read_frame_within(self.idle)
                 .await?
                 .ok_or(ReceiveError::Closed)?;
-            self.pending.extend(open_frame(self.session, f)?);
+            let sealed = sealed_frame(f)?;
+            let Some(pt) = open_plaintext(self.session, &sealed)? else {
+                continue;
+            };
+            let pieces = split_plaintext(&pt, &chat_limits()).map_err(|_| {
+                LinkError::from(ChannelError::Frame(SecureError::Inner(
+                    "sealed plaintext is not a sequence of frames",
+                )))
+            })?;
+            self.pending.extend(pieces.into_iter().map(|p| match p {
+                Piece::Data(at) => Incoming::Data(pt.slice(at)),
+                Piece::Frame(f) => Incoming::Frame(f),
+            }));
         }
+    }
+
+    /// The next frame, a `FILEDATA` one as a frame too.
+    async fn next_frame(&mut self) -> Result<Frame, ReceiveError> {
+        Ok(match self.next().await? {
+            Incoming::Frame(f) => f,
+            Incoming::Data(d) => Frame::bare(TransferFrame::DATA, d.to_vec()),
+        })
     }
 
     async fn reply(&mut self, id: &str, reply: FileReply) -> Result<(), ReceiveError> {
@@ -154,8 +190,11 @@ type Written = std::io::Result<(u64, Sha256)>;
 /// the other (writing into the page cache and SHA-256 were the receiver's
 /// two largest costs, measured with `perf`).
 struct PartWriter {
-    write_tx: tokio::sync::mpsc::Sender<Bytes>,
-    hash_tx: tokio::sync::mpsc::Sender<Bytes>,
+    write_tx: tokio::sync::mpsc::Sender<Vec<Bytes>>,
+    hash_tx: tokio::sync::mpsc::Sender<Vec<Bytes>>,
+    /// Bytes not yet handed over, and how many.
+    batch: Vec<Bytes>,
+    batched: usize,
     writer: tokio::task::JoinHandle<std::io::Result<u64>>,
     hasher: tokio::task::JoinHandle<Sha256>,
     /// Bytes of the file written so far (for progress).
@@ -171,14 +210,16 @@ impl PartWriter {
         store: TransferStore,
         seq: i64,
     ) -> PartWriter {
-        let (write_tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(WRITER_QUEUE);
-        let (hash_tx, mut hash_rx) = tokio::sync::mpsc::channel::<Bytes>(WRITER_QUEUE);
+        let (write_tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Bytes>>(WRITER_QUEUE);
+        let (hash_tx, mut hash_rx) = tokio::sync::mpsc::channel::<Vec<Bytes>>(WRITER_QUEUE);
         let at = Arc::new(AtomicU64::new(offset));
         let shown = at.clone();
         let hasher = tokio::task::spawn_blocking(move || {
             let mut sha = sha;
-            while let Some(chunk) = hash_rx.blocking_recv() {
-                sha.update(&chunk);
+            while let Some(batch) = hash_rx.blocking_recv() {
+                for chunk in batch {
+                    sha.update(&chunk);
+                }
             }
             sha
         });
@@ -224,10 +265,12 @@ impl PartWriter {
                     .map_err(|e| std::io::Error::other(e.to_string()))
             };
             // Chunks are up to 64 KiB: written as they come, no buffer copy.
-            while let Some(chunk) = rx.blocking_recv() {
-                allocate_to(&file, pos + chunk.len() as u64);
-                file.write_all(&chunk)?;
-                pos += chunk.len() as u64;
+            while let Some(batch) = rx.blocking_recv() {
+                for chunk in batch {
+                    allocate_to(&file, pos + chunk.len() as u64);
+                    file.write_all(&chunk)?;
+                    pos += chunk.len() as u64;
+                }
                 shown.store(pos, Ordering::Relaxed);
                 if pos - recorded >= CHECKPOINT_BYTES || last.elapsed() >= CHECKPOINT_EVERY {
                     record(pos)?;
@@ -242,6 +285,8 @@ impl PartWriter {
         PartWriter {
             write_tx,
             hash_tx,
+            batch: Vec::new(),
+            batched: 0,
             writer,
             hasher,
             at,
@@ -249,9 +294,24 @@ impl PartWriter {
     }
 
     /// Queues bytes; false if the writer has stopped (it failed).
-    async fn write(&self, chunk: &[u8]) -> bool {
-        let chunk = Bytes::copy_from_slice(chunk);
-        self.hash_tx.send(chunk.clone()).await.is_ok() && self.write_tx.send(chunk).await.is_ok()
+    async fn write(&mut self, chunk: Bytes) -> bool {
+        self.batched += chunk.len();
+        self.batch.push(chunk);
+        if self.batched >= HAND_OVER {
+            self.hand_over().await
+        } else {
+            !self.stopped()
+        }
+    }
+
+    /// Hands what is queued to the threads; false if the writer has stopped.
+    async fn hand_over(&mut self) -> bool {
+        if self.batch.is_empty() {
+            return !self.stopped();
+        }
+        let batch = std::mem::take(&mut self.batch);
+        self.batched = 0;
+        self.hash_tx.send(batch.clone()).await.is_ok() && self.write_tx.send(batch).await.is_ok()
     }
 
     /// Whether the writer has stopped early (it failed).
@@ -260,7 +320,8 @@ impl PartWriter {
     }
 
     /// Waits for everything queued to be written, and synced, and hashed.
-    async fn finish(self) -> Written {
+    async fn finish(mut self) -> Written {
+        self.hand_over().await;
         drop(self.write_tx);
         drop(self.hash_tx);
         let failed = |e: tokio::task::JoinError| std::io::Error::other(e.to_string());
@@ -321,7 +382,7 @@ impl Transfers {
         let mut frames = Frames {
             conn,
             session,
-            pending: first.into(),
+            pending: first.into_iter().map(Incoming::Frame).collect(),
             idle: self.inner.cfg.idle_timeout,
         };
         let r = tokio::select! {
@@ -339,7 +400,7 @@ impl Transfers {
     }
 
     async fn receive_inner(&self, frames: &mut Frames<'_>, peer: &str) -> Result<(), ReceiveError> {
-        let offer = match TransferFrame::parse(&frames.next().await?) {
+        let offer = match TransferFrame::parse(&frames.next_frame().await?) {
             Ok(TransferFrame::Offer(o)) => o,
             Ok(_) => return Err(ReceiveError::Refused("expected an offer".into())),
             Err(e) => return Err(ReceiveError::Refused(e.to_string())),
@@ -525,13 +586,15 @@ impl Transfers {
         let mut writer: Option<PartWriter> = None;
         let mut progress = Progress::new(offset);
         let result = loop {
-            let f = match frames.next().await {
-                Ok(f) => f,
+            let data = match frames.next().await {
+                Ok(Incoming::Data(d)) => d,
+                Ok(Incoming::Frame(f)) => match TransferFrame::parse(&f) {
+                    Ok(TransferFrame::Data(d)) => Bytes::from(d),
+                    Ok(_) | Err(_) => {
+                        break Err(refuse(format!("unexpected {} frame", f.kind), true))
+                    }
+                },
                 Err(e) => break Err((e, None)),
-            };
-            let data = match TransferFrame::parse(&f) {
-                Ok(TransferFrame::Data(d)) => d,
-                Ok(_) | Err(_) => break Err(refuse(format!("unexpected {} frame", f.kind), true)),
             };
             let mut at = 0;
             let mut done = false;
@@ -584,10 +647,10 @@ impl Transfers {
                         ));
                     }
                     Step::Body(chunk) => {
-                        let Some(w) = &writer else {
+                        let Some(w) = &mut writer else {
                             unreachable!("the body comes after the head");
                         };
-                        if !w.write(chunk).await {
+                        if !w.write(data.slice_ref(chunk)).await {
                             break;
                         }
                     }
