@@ -5,9 +5,10 @@
 //! Each `FILEDATA` frame's bytes stay in the record they were decrypted
 //! into (`transfer::split_plaintext`, `Incoming::Data`) and go, a MiB at a
 //! time, to two threads: one writes them into `files/partial/<seq>.part`
-//! (allocated up to 64 MiB ahead of them), the other hashes them (SHA-256). Every [`CHECKPOINT_BYTES`] or [`CHECKPOINT_EVERY`], whichever
-//! first, it hands what it buffered to the kernel and then records the
-//! offset in `transfers.db`: the offset an offer resumes from. Each byte
+//! (allocated up to 64 MiB ahead of them), the other hashes them
+//! (SHA-256). Every [`CHECKPOINT_BYTES`] or [`CHECKPOINT_EVERY`], whichever
+//! first, the writer hands what it buffered to the kernel and then records
+//! the offset in `transfers.db`: the offset an offer resumes from. Each byte
 //! arrived in an authenticated `SEC` frame, so what is there is what the
 //! sender sent.
 //!
@@ -45,6 +46,7 @@ use roundtable_shared::transfer::{
 use sha2::{Digest, Sha256};
 use tokio::net::TcpStream;
 
+use super::sink::{Output, Sink};
 use super::{candidates, free_space, hex, Progress, Transfers};
 use crate::framing::{Connection, FramingError};
 use crate::node::link::{chat_limits, open_plaintext, seal_all, sealed_frame, LinkError};
@@ -61,12 +63,8 @@ pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(2);
 /// How far ahead of the bytes that arrived the part file is allocated.
 const PREALLOCATE: u64 = 64 << 20;
 
-/// Bytes handed to the writer and hasher threads at a time: one wake-up
-/// of each per MiB, not per 64 KiB frame (the wake-ups were measurable).
-const HAND_OVER: usize = 1 << 20;
-
-/// Hand-overs queued for each thread.
-const WRITER_QUEUE: usize = 4;
+/// Frames opened between two yields to the runtime.
+const YIELD_EVERY: u32 = 4;
 
 /// How a receiving connection ended, for the log.
 #[derive(Debug, thiserror::Error)]
@@ -185,20 +183,112 @@ impl Drop for Receiving<'_> {
 /// recorded) and the hash of everything before it.
 type Written = std::io::Result<(u64, Sha256)>;
 
-/// The part file's writer: one blocking thread writes (and records
-/// checkpoints), another hashes the same chunks, so that neither waits for
-/// the other (writing into the page cache and SHA-256 were the receiver's
-/// two largest costs, measured with `perf`).
+/// The part file's writer: a [`Sink`] into the [`Part`], and how far it got.
 struct PartWriter {
-    write_tx: tokio::sync::mpsc::Sender<Vec<Bytes>>,
-    hash_tx: tokio::sync::mpsc::Sender<Vec<Bytes>>,
-    /// Bytes not yet handed over, and how many.
-    batch: Vec<Bytes>,
-    batched: usize,
-    writer: tokio::task::JoinHandle<std::io::Result<u64>>,
-    hasher: tokio::task::JoinHandle<Sha256>,
+    sink: Sink<u64>,
     /// Bytes of the file written so far (for progress).
     at: Arc<AtomicU64>,
+}
+
+/// The part file, on the sink's writer thread: written from the recorded
+/// offset, preallocated ahead, checkpointed.
+struct Part {
+    file: std::fs::File,
+    pos: u64,
+    size: u64,
+    allocated: u64,
+    recorded: u64,
+    last: Instant,
+    store: TransferStore,
+    seq: i64,
+    shown: Arc<AtomicU64>,
+}
+
+impl Part {
+    fn open(
+        path: &Path,
+        offset: u64,
+        size: u64,
+        store: TransferStore,
+        seq: i64,
+        shown: Arc<AtomicU64>,
+    ) -> std::io::Result<Part> {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        // Anything past the recorded offset may never have reached the disk.
+        file.set_len(offset)?;
+        file.seek(SeekFrom::Start(offset))?;
+        let mut part = Part {
+            file,
+            pos: offset,
+            size,
+            allocated: offset,
+            recorded: offset,
+            last: Instant::now(),
+            store,
+            seq,
+            shown,
+        };
+        part.allocate_to(offset);
+        Ok(part)
+    }
+
+    /// The file's blocks are allocated ahead of the writes, at most
+    /// PREALLOCATE past what arrived (so a peer cannot reserve disk it
+    /// never sends): writes then neither allocate blocks nor move the
+    /// file's end, so the other stores' fsyncs (chat's) do not have to
+    /// flush this file's data with their journal commit (ext4's ordered
+    /// mode). The recorded offset, not the length, says what arrived. Not
+    /// every filesystem can; then it only costs that.
+    fn allocate_to(&mut self, pos: u64) {
+        if self.allocated >= self.size || pos + PREALLOCATE / 2 < self.allocated {
+            return;
+        }
+        let len = (PREALLOCATE / 2).min(self.size - self.allocated);
+        let mode = rustix::fs::FallocateFlags::empty();
+        match rustix::fs::fallocate(&self.file, mode, self.allocated, len) {
+            Ok(()) => self.allocated += len,
+            Err(e) => {
+                tracing::debug!(%e, "cannot preallocate the part file");
+                self.allocated = self.size;
+            }
+        }
+    }
+
+    fn record(&self) -> std::io::Result<()> {
+        self.store
+            .written(self.seq, self.pos, now_ms())
+            .map_err(|e| std::io::Error::other(e.to_string()))
+    }
+}
+
+impl Output for Part {
+    type Done = u64;
+
+    fn write(&mut self, chunks: &[Bytes]) -> std::io::Result<()> {
+        // Chunks are up to 64 KiB: written as they come, no buffer copy.
+        for chunk in chunks {
+            self.allocate_to(self.pos + chunk.len() as u64);
+            self.file.write_all(chunk)?;
+            self.pos += chunk.len() as u64;
+        }
+        self.shown.store(self.pos, Ordering::Relaxed);
+        if self.pos - self.recorded >= CHECKPOINT_BYTES || self.last.elapsed() >= CHECKPOINT_EVERY {
+            self.record()?;
+            self.recorded = self.pos;
+            self.last = Instant::now();
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> std::io::Result<u64> {
+        self.file.sync_data()?;
+        self.record()?;
+        Ok(self.pos)
+    }
 }
 
 impl PartWriter {
@@ -210,124 +300,27 @@ impl PartWriter {
         store: TransferStore,
         seq: i64,
     ) -> PartWriter {
-        let (write_tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Bytes>>(WRITER_QUEUE);
-        let (hash_tx, mut hash_rx) = tokio::sync::mpsc::channel::<Vec<Bytes>>(WRITER_QUEUE);
         let at = Arc::new(AtomicU64::new(offset));
         let shown = at.clone();
-        let hasher = tokio::task::spawn_blocking(move || {
-            let mut sha = sha;
-            while let Some(batch) = hash_rx.blocking_recv() {
-                for chunk in batch {
-                    sha.update(&chunk);
-                }
-            }
-            sha
+        let sink = Sink::start(sha, move || {
+            Part::open(&part, offset, size, store, seq, shown)
         });
-        let writer = tokio::task::spawn_blocking(move || -> std::io::Result<u64> {
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&part)?;
-            // Anything past the recorded offset may never have reached the disk.
-            file.set_len(offset)?;
-            // The file's blocks are allocated ahead of the writes, at most
-            // PREALLOCATE past what arrived (so a peer cannot reserve disk
-            // it never sends): writes then neither allocate blocks nor move
-            // the file's end, so the other stores' fsyncs (chat's) do not
-            // have to flush this file's data with their journal commit
-            // (ext4's ordered mode). The recorded offset, not the length,
-            // says what arrived. Not every filesystem can; then it only
-            // costs that.
-            let mut allocated = offset;
-            let mut allocate_to = |file: &std::fs::File, pos: u64| {
-                if allocated >= size || pos + PREALLOCATE / 2 < allocated {
-                    return;
-                }
-                let len = (PREALLOCATE / 2).min(size - allocated);
-                let mode = rustix::fs::FallocateFlags::empty();
-                match rustix::fs::fallocate(file, mode, allocated, len) {
-                    Ok(()) => allocated += len,
-                    Err(e) => {
-                        tracing::debug!(%e, "cannot preallocate the part file");
-                        allocated = size;
-                    }
-                }
-            };
-            allocate_to(&file, offset);
-            file.seek(SeekFrom::Start(offset))?;
-            let mut pos = offset;
-            let mut recorded = offset;
-            let mut last = Instant::now();
-            let record = |pos: u64| {
-                store
-                    .written(seq, pos, now_ms())
-                    .map_err(|e| std::io::Error::other(e.to_string()))
-            };
-            // Chunks are up to 64 KiB: written as they come, no buffer copy.
-            while let Some(batch) = rx.blocking_recv() {
-                for chunk in batch {
-                    allocate_to(&file, pos + chunk.len() as u64);
-                    file.write_all(&chunk)?;
-                    pos += chunk.len() as u64;
-                }
-                shown.store(pos, Ordering::Relaxed);
-                if pos - recorded >= CHECKPOINT_BYTES || last.elapsed() >= CHECKPOINT_EVERY {
-                    record(pos)?;
-                    recorded = pos;
-                    last = Instant::now();
-                }
-            }
-            file.sync_data()?;
-            record(pos)?;
-            Ok(pos)
-        });
-        PartWriter {
-            write_tx,
-            hash_tx,
-            batch: Vec::new(),
-            batched: 0,
-            writer,
-            hasher,
-            at,
-        }
+        PartWriter { sink, at }
     }
 
     /// Queues bytes; false if the writer has stopped (it failed).
     async fn write(&mut self, chunk: Bytes) -> bool {
-        self.batched += chunk.len();
-        self.batch.push(chunk);
-        if self.batched >= HAND_OVER {
-            self.hand_over().await
-        } else {
-            !self.stopped()
-        }
-    }
-
-    /// Hands what is queued to the threads; false if the writer has stopped.
-    async fn hand_over(&mut self) -> bool {
-        if self.batch.is_empty() {
-            return !self.stopped();
-        }
-        let batch = std::mem::take(&mut self.batch);
-        self.batched = 0;
-        self.hash_tx.send(batch.clone()).await.is_ok() && self.write_tx.send(batch).await.is_ok()
+        self.sink.write(chunk).await
     }
 
     /// Whether the writer has stopped early (it failed).
     fn stopped(&self) -> bool {
-        self.write_tx.is_closed()
+        self.sink.stopped()
     }
 
     /// Waits for everything queued to be written, and synced, and hashed.
-    async fn finish(mut self) -> Written {
-        self.hand_over().await;
-        drop(self.write_tx);
-        drop(self.hash_tx);
-        let failed = |e: tokio::task::JoinError| std::io::Error::other(e.to_string());
-        let pos = self.writer.await.map_err(failed)??;
-        let sha = self.hasher.await.map_err(failed)?;
-        Ok((pos, sha))
+    async fn finish(self) -> Written {
+        self.sink.finish().await
     }
 }
 
@@ -585,7 +578,15 @@ impl Transfers {
         let part = self.part_path(seq);
         let mut writer: Option<PartWriter> = None;
         let mut progress = Progress::new(offset);
+        let mut opened = 0u32;
         let result = loop {
+            // Frames that arrived together are opened without waiting for
+            // the socket: every few (about a quarter of a millisecond of
+            // decrypting), let chat's tasks in between.
+            opened += 1;
+            if opened % YIELD_EVERY == 0 {
+                tokio::task::yield_now().await;
+            }
             let data = match frames.next().await {
                 Ok(Incoming::Data(d)) => d,
                 Ok(Incoming::Frame(f)) => match TransferFrame::parse(&f) {
