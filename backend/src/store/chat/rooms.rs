@@ -42,12 +42,13 @@ impl Room {
             .collect()
     }
 
-    /// The header of a frame about this room.
+    /// The header of a frame about this room. It is a training's room
+    /// when this node stored it as one (`training`), whatever its id.
     pub fn header(&self, event: RoomEvent, subject: Option<String>) -> RoomHeader {
         RoomHeader {
             room: self.id.clone(),
             name: self.name.clone(),
-            training: self.training.is_some() || self.id.starts_with("t-"),
+            training: self.training.is_some(),
             event,
             subject,
             members: self.members.clone(),
@@ -783,6 +784,33 @@ mod tests {
         let room = s.room("t-1").unwrap().unwrap();
         assert_eq!(room.training.as_deref(), Some("uuid-1"));
         assert!(room.is_member("me") && !room.is_member("bob"));
+    }
+
+    #[test]
+    fn a_frame_says_training_room_only_of_a_room_stored_as_one() {
+        let (_d, s) = store();
+        // A peer's room whose id merely looks like a training room's.
+        let _ = s
+            .receive_room(
+                "bob",
+                &[frame(
+                    "alice",
+                    "a1",
+                    "t-not-a-training",
+                    vec![m("alice", true, 1), m("bob", true, 1)],
+                    "hi",
+                )],
+            )
+            .unwrap();
+        let lookalike = s.room("t-not-a-training").unwrap().unwrap();
+        assert_eq!(lookalike.training, None);
+        assert!(!lookalike.header(RoomEvent::Post, None).training);
+        // A training's room is one, by what is stored.
+        let id = room::training_room_id("uuid-1");
+        s.ensure_training_room(&id, "Training x", "uuid-1", &["bob", "alice"])
+            .unwrap();
+        let t = s.room(&id).unwrap().unwrap();
+        assert!(t.header(RoomEvent::Post, None).training);
     }
 
     #[test]
