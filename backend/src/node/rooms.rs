@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::chat::{Chat, ChatError};
 use crate::directory::accounts::valid_name;
-use crate::store::chat::{new_id, Room, RoomReceived, RoomRefused};
+use crate::store::chat::{new_id, Queued, Room, RoomReceived, RoomRefused};
 
 impl Chat {
     /// Every room, the most recently active first.
@@ -92,14 +92,13 @@ impl Chat {
             name.to_owned(),
             others.clone(),
         );
-        let (room, made, commit) =
+        let (room, made, queued) =
             crate::store::blocking(move || store.create_room(&me, &id, &n, &o)).await??;
         for m in made {
             self.events().publish(Event::Message { message: m });
         }
         self.room_changed(&room.id).await;
-        self.wake_members(&room);
-        self.sync(commit).await?;
+        self.send_queued(queued).await?;
         self.room(&room.id).await
     }
 
@@ -188,7 +187,7 @@ impl Chat {
             id.to_owned(),
             text.to_owned(),
         );
-        let (msg, commit) =
+        let (msg, queued) =
             crate::store::blocking(move || store.room_post(&me, &i, &t, change)).await??;
         self.events().publish(Event::Message {
             message: msg.clone(),
@@ -196,21 +195,18 @@ impl Chat {
         if is_change {
             self.room_changed(id).await;
         }
-        let (store, seq) = (self.store().clone(), msg.seq);
-        for member in crate::store::blocking(move || store.room_pending(seq)).await? {
-            self.peers().ensure(&member);
-            self.kick(&member);
-        }
-        self.sync(commit).await?;
+        self.send_queued(queued).await?;
         Ok(msg)
     }
 
-    /// Wakes the delivery worker of every member but us.
-    fn wake_members(&self, room: &Room) {
-        for m in room.recipients(self.me()) {
-            self.peers().ensure(&m);
-            self.kick(&m);
+    /// Wakes the delivery worker of each member our new room messages go
+    /// to, then waits until they are on disk (announce them before).
+    async fn send_queued(&self, queued: Queued) -> Result<(), ChatError> {
+        for m in &queued.to {
+            self.peers().ensure(m);
+            self.kick(m);
         }
+        Ok(self.sync(queued.commit).await?)
     }
 
     /// Tells every browser the room's summary now.

@@ -70,6 +70,17 @@ pub enum RoomRefused {
 /// A store result whose action may also be refused.
 pub type Refusable<T> = Result<Result<T, RoomRefused>, StoreError>;
 
+/// Where our room messages just stored go: the members with an outbox
+/// row for them (whose delivery workers to wake), each once, in name
+/// order; and the commit to [`sync`](ChatStore::sync) before telling
+/// the browser they are accepted.
+#[derive(Debug, PartialEq, Eq)]
+#[must_use = "wake the recipients' workers and sync the commit"]
+pub struct Queued {
+    pub to: Vec<String>,
+    pub commit: Commit,
+}
+
 /// What became of a received room frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RoomReceived {
@@ -169,14 +180,15 @@ fn insert_room(
 }
 
 /// Stores one of our room messages and its outbox rows (one per
-/// recipient), in the caller's transaction.
+/// recipient), in the caller's transaction. Returns it and its
+/// recipients.
 fn insert_ours(
     c: &Connection,
     me: &str,
     room: &Room,
     body: &str,
     event: &str,
-) -> Result<ChatMessage, StoreError> {
+) -> Result<(ChatMessage, Vec<String>), StoreError> {
     let id = new_id();
     let at = now_ms();
     let to = room.recipients(me);
@@ -209,7 +221,7 @@ fn insert_ours(
         st.execute(params![member, seq])
             .ctx("queueing room message")?;
     }
-    Ok(ChatMessage {
+    let msg = ChatMessage {
         seq,
         id,
         peer: me.to_owned(),
@@ -220,7 +232,8 @@ fn insert_ours(
         verified: true,
         room: Some(room.id.clone()),
         event: !event.is_empty(),
-    })
+    };
+    Ok((msg, to))
 }
 
 fn summary(c: &Connection, me: &str, room: Room) -> Result<RoomSummary, StoreError> {
@@ -271,7 +284,7 @@ impl ChatStore {
         id: &str,
         name: &str,
         others: &[String],
-    ) -> Refusable<(Room, Vec<ChatMessage>, Commit)> {
+    ) -> Refusable<(Room, Vec<ChatMessage>, Queued)> {
         self.db.with(|c| {
             let tx = c.transaction().ctx("starting create room")?;
             if !insert_room(&tx, id, name, None)? {
@@ -286,14 +299,19 @@ impl ChatStore {
                 put_member(&tx, id, &m)?;
             }
             let room = load(&tx, id)?.expect("just made");
-            let mut made = Vec::new();
+            let (mut made, mut to) = (Vec::new(), Vec::new());
             for o in others {
                 let body = event_sentence(me, RoomEvent::Added, Some(o));
                 let ev = event_column(RoomEvent::Added, Some(o));
-                made.push(insert_ours(&tx, me, &room, &body, &ev)?);
+                let (msg, these) = insert_ours(&tx, me, &room, &body, &ev)?;
+                made.push(msg);
+                to.extend(these);
             }
+            to.sort();
+            to.dedup();
             tx.commit().ctx("committing create room")?;
-            Ok(Ok((room, made, self.committed())))
+            let commit = self.committed();
+            Ok(Ok((room, made, Queued { to, commit })))
         })
     }
 
@@ -337,14 +355,15 @@ impl ChatStore {
     /// change of our making (someone added, us leaving) with its event.
     /// The change applies first, so that an added member gets the
     /// message that says so and a leaver's last message still goes to
-    /// everyone. Refused (`Conflict`) unless we are in the room.
+    /// everyone. Refused (`Conflict`) unless we are in the room. Returns
+    /// the message and where it goes.
     pub fn room_post(
         &self,
         me: &str,
         room: &str,
         text: &str,
         change: Option<(Member, RoomEvent)>,
-    ) -> Refusable<(ChatMessage, Commit)> {
+    ) -> Refusable<(ChatMessage, Queued)> {
         self.db.with(|c| {
             let tx = c.transaction().ctx("starting room post")?;
             let Some(mut r) = load(&tx, room)? else {
@@ -367,9 +386,15 @@ impl ChatStore {
                 }
             };
             let to = if event == "left" { &before } else { &r };
-            let msg = insert_ours(&tx, me, to, &body, &event)?;
+            let (msg, to) = insert_ours(&tx, me, to, &body, &event)?;
             tx.commit().ctx("committing room post")?;
-            Ok(Ok((msg, self.committed())))
+            Ok(Ok((
+                msg,
+                Queued {
+                    to,
+                    commit: self.committed(),
+                },
+            )))
         })
     }
 
@@ -588,15 +613,20 @@ mod tests {
     #[test]
     fn a_post_waits_for_every_member_and_is_delivered_once_all_have_it() {
         let (_d, s) = store();
-        let (room, made, _) = s
+        let (room, made, queued) = s
             .create_room("alice", "r1", "wg", &["bob".into(), "carol".into()])
             .unwrap()
             .unwrap();
         assert_eq!(room.recipients("alice"), ["bob", "carol"]);
         assert_eq!(made.len(), 2, "one line per member added");
-        let (post, _) = s.room_post("alice", "r1", "hello", None).unwrap().unwrap();
+        assert_eq!(queued.to, ["bob", "carol"], "each worker to wake once");
+        for line in &made {
+            assert_eq!(s.room_pending(line.seq).unwrap(), queued.to);
+        }
+        let (post, queued) = s.room_post("alice", "r1", "hello", None).unwrap().unwrap();
         assert_eq!(post.room.as_deref(), Some("r1"));
         assert_eq!(s.room_pending(post.seq).unwrap(), ["bob", "carol"]);
+        assert_eq!(queued.to, ["bob", "carol"]);
         // Bob's outbox holds the room's lines and the post, in order; a
         // direct message to bob comes after them.
         let _ = s.queue("bob", "direct").unwrap();
@@ -627,6 +657,15 @@ mod tests {
         // A room's messages are not a direct conversation with anyone.
         assert!(s.history("alice", None, 10).unwrap().is_empty());
         assert_eq!(s.room_history("r1", None, 10).unwrap().len(), 3);
+        // Adding someone: the line goes to them too.
+        let add = m("dave", true, room::next_clock(&room.members));
+        let (line, queued) = s
+            .room_post("alice", "r1", "", Some((add, RoomEvent::Added)))
+            .unwrap()
+            .unwrap();
+        assert_eq!(line.text, "alice added dave");
+        assert_eq!(queued.to, ["bob", "carol", "dave"]);
+        assert_eq!(s.room_pending(line.seq).unwrap(), queued.to);
     }
 
     #[test]
@@ -741,13 +780,14 @@ mod tests {
             .unwrap();
         let r1 = s.room("r1").unwrap().unwrap();
         let leave = m("alice", false, room::next_clock(&r1.members));
-        let (line, _) = s
+        let (line, queued) = s
             .room_post("alice", "r1", "", Some((leave, RoomEvent::Left)))
             .unwrap()
             .unwrap();
         assert_eq!(line.text, "alice left");
         assert!(line.event);
         assert_eq!(s.room_pending(line.seq).unwrap(), ["bob"]);
+        assert_eq!(queued.to, ["bob"], "the leaver's line goes to the others");
         assert_eq!(s.room_event_of(line.seq).unwrap(), (RoomEvent::Left, None));
         assert_eq!(
             s.room_post("alice", "r1", "still here?", None).unwrap(),
