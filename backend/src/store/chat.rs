@@ -232,6 +232,9 @@ pub struct Incoming {
 pub struct ChatStore {
     db: Db,
     durable: Arc<Durable>,
+    /// Calls of [`ensure_training_room`](Self::ensure_training_room) (a
+    /// write transaction each), for the tests.
+    training_room_writes: Arc<AtomicU64>,
 }
 
 /// Making the writes someone is told about survive a power loss.
@@ -292,6 +295,7 @@ impl ChatStore {
                 synced: Mutex::new((0, None)),
                 fsyncs: AtomicU64::new(0),
             }),
+            training_room_writes: Arc::default(),
         })
     }
 

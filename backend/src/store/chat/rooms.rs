@@ -389,6 +389,8 @@ impl ChatStore {
         uuid: &str,
         names: &[&str],
     ) -> Result<bool, StoreError> {
+        self.training_room_writes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.db.with(|c| {
             let tx = c.transaction().ctx("starting training room")?;
             let mut changed = insert_room(&tx, id, name, Some(uuid))?;
@@ -602,6 +604,13 @@ impl ChatStore {
     pub fn mark_room_read(&self, room: &str, seq: i64) -> Result<ReadState, StoreError> {
         self.db
             .with(|c| mark_read(c, Conversation::Room(room), seq))
+    }
+
+    /// How many times [`ensure_training_room`](Self::ensure_training_room)
+    /// ran (a write transaction each; diagnostics, tests).
+    pub fn training_room_writes(&self) -> u64 {
+        self.training_room_writes
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Members still to reach with our room message `seq` (tests,
