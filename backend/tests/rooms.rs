@@ -408,3 +408,98 @@ async fn a_trainings_participants_find_its_room_made_for_them() {
         n.stop(Duration::from_secs(2)).await;
     }
 }
+
+/// A training's room is written when the training is new on a node or a
+/// remote participant new in it, not at each of its many events (every
+/// phase here, every lane a peer sends); someone who left stays out, and
+/// a participant who comes later is added.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trainings_room_is_written_only_for_what_is_new_in_the_training() {
+    let dir = Directory::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let alice = node("alice", &dir, data.path()).await;
+    let bob = node("bob", &dir, data.path()).await;
+    let carol = node("carol", &dir, data.path()).await;
+    for (n, others) in [
+        (&alice, ["bob", "carol"]),
+        (&bob, ["alice", "carol"]),
+        (&carol, ["alice", "bob"]),
+    ] {
+        for o in others {
+            sees_online(n, o).await;
+        }
+    }
+    let url = |n: &roundtable::node::Node| format!("http://{}/", n.notify_addr.unwrap());
+    let options = DriveOptions {
+        interval: Duration::from_millis(100),
+        ..DriveOptions::default()
+    };
+    // Five rounds: twelve notifications, each an event of the training
+    // on both nodes, and as many lanes sent between them.
+    let plan = Plan::random(5, false);
+    let (first, rest) = plan.steps.split_at(2);
+    let part = |steps: &[roundtable_shared::notify::Notification]| Plan {
+        steps: steps.to_vec(),
+        ..plan.clone()
+    };
+    let both = [url(&alice), url(&bob)];
+    assert!(drive(&part(first), &both, &options, |_, _| {})
+        .await
+        .all_accepted());
+    let id = training_room_id(&plan.training_uuid);
+    eventually(20, "alice to have the training's room with bob", || async {
+        let r = room(alice.http_addr, &id).await?;
+        (present(&r) == ["alice", "bob"]).then_some(())
+    })
+    .await;
+    // Bob leaves the training's room.
+    let (status, text) = http(
+        "POST",
+        bob.http_addr,
+        &format!("/api/rooms/{id}/leave"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    eventually(10, "alice to see bob leave", || async {
+        let r = room(alice.http_addr, &id).await?;
+        (present(&r) == ["alice"]).then_some(())
+    })
+    .await;
+    // The training goes on; then carol takes part in it too.
+    assert!(drive(&part(rest), &both, &options, |_, _| {})
+        .await
+        .all_accepted());
+    assert!(drive(&plan, &[url(&carol)], &options, |_, _| {})
+        .await
+        .all_accepted());
+    eventually(
+        20,
+        "alice to have carol in the room, bob still out",
+        || async {
+            let r = room(alice.http_addr, &id).await?;
+            (present(&r) == ["alice", "carol"]).then_some(())
+        },
+    )
+    .await;
+    // Bob's lanes came all along; carol's keep coming: both are known.
+    let participants = |n: &roundtable::node::Node| {
+        let (p, uuid) = (n.progress.clone(), plan.training_uuid.clone());
+        async move { p.participants(&uuid).await.unwrap().len() }
+    };
+    eventually(10, "alice to know all three participants", || async {
+        (participants(&alice).await == 3).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // One write for the training, one per remote participant as it
+    // appeared (fewer if they came together): not one per event.
+    let writes = alice.chat.store().training_room_writes();
+    assert!(
+        (1..=3).contains(&writes),
+        "alice wrote the training's room {writes} times"
+    );
+    for n in [alice, bob, carol] {
+        n.stop(Duration::from_secs(2)).await;
+    }
+}

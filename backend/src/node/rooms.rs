@@ -15,6 +15,8 @@
 //! participant's node alike ([`follow_trainings`]): its id comes from the
 //! training's UUID and its members are the participants this node knows.
 
+use std::collections::{HashMap, HashSet};
+
 use roundtable_shared::api::{ChatMessage, Event, ReadState, RoomSummary};
 use roundtable_shared::frame::Frame;
 use roundtable_shared::room::{
@@ -27,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::chat::{Chat, ChatError};
 use crate::directory::accounts::valid_name;
-use crate::store::chat::{new_id, Room, RoomReceived, RoomRefused};
+use crate::store::chat::{new_id, Queued, Room, RoomReceived, RoomRefused};
 
 impl Chat {
     /// Every room, the most recently active first.
@@ -92,14 +94,13 @@ impl Chat {
             name.to_owned(),
             others.clone(),
         );
-        let (room, made, commit) =
+        let (room, made, queued) =
             crate::store::blocking(move || store.create_room(&me, &id, &n, &o)).await??;
         for m in made {
             self.events().publish(Event::Message { message: m });
         }
         self.room_changed(&room.id).await;
-        self.wake_members(&room);
-        self.sync(commit).await?;
+        self.send_queued(queued).await?;
         self.room(&room.id).await
     }
 
@@ -188,7 +189,7 @@ impl Chat {
             id.to_owned(),
             text.to_owned(),
         );
-        let (msg, commit) =
+        let (msg, queued) =
             crate::store::blocking(move || store.room_post(&me, &i, &t, change)).await??;
         self.events().publish(Event::Message {
             message: msg.clone(),
@@ -196,21 +197,18 @@ impl Chat {
         if is_change {
             self.room_changed(id).await;
         }
-        let (store, seq) = (self.store().clone(), msg.seq);
-        for member in crate::store::blocking(move || store.room_pending(seq)).await? {
-            self.peers().ensure(&member);
-            self.kick(&member);
-        }
-        self.sync(commit).await?;
+        self.send_queued(queued).await?;
         Ok(msg)
     }
 
-    /// Wakes the delivery worker of every member but us.
-    fn wake_members(&self, room: &Room) {
-        for m in room.recipients(self.me()) {
-            self.peers().ensure(&m);
-            self.kick(&m);
+    /// Wakes the delivery worker of each member our new room messages go
+    /// to, then waits until they are on disk (announce them before).
+    async fn send_queued(&self, queued: Queued) -> Result<(), ChatError> {
+        for m in &queued.to {
+            self.peers().ensure(m);
+            self.kick(m);
         }
+        Ok(self.sync(queued.commit).await?)
     }
 
     /// Tells every browser the room's summary now.
@@ -283,8 +281,8 @@ impl Chat {
     }
 
     /// Makes sure training `t` has its room, with `names` (participants)
-    /// in it besides us.
-    async fn ensure_training_room(&self, t: &Training, names: Vec<String>) {
+    /// in it besides us. False if it could not.
+    async fn ensure_training_room(&self, t: &Training, names: Vec<String>) -> bool {
         let id = training_room_id(&t.uuid);
         let name = match &t.name {
             Some(n) if valid_room_name(n) => n.clone(),
@@ -302,9 +300,11 @@ impl Chat {
             Ok(true) => self.room_changed(&id).await,
             Ok(false) => {}
             Err(e) => {
-                tracing::error!(training = %uuid_short(&t.uuid), %e, "cannot make the training's room")
+                tracing::error!(training = %uuid_short(&t.uuid), %e, "cannot make the training's room");
+                return false;
             }
         }
+        true
     }
 }
 
@@ -314,6 +314,14 @@ fn uuid_short(u: &str) -> &str {
 
 /// Gives every training its room, with the participants known for it as
 /// members, and keeps them so as participants appear, until `shutdown`.
+///
+/// A training's event comes at every change of its phase or run, and a
+/// remote participant's at every lane it sends: the room is written only
+/// for a training new here, or a remote participant new in it. What was
+/// made sure of is kept in memory, rebuilt at the start and whenever the
+/// event stream lagged. Someone who left the room stays out all the same
+/// (the store keeps an entry it has; see
+/// [`ChatStore::ensure_training_room`](crate::store::chat::ChatStore::ensure_training_room)).
 pub async fn follow_trainings(
     chat: Chat,
     progress: crate::progress::Progress,
@@ -321,47 +329,96 @@ pub async fn follow_trainings(
     shutdown: CancellationToken,
 ) {
     let mut rx = chat.events().subscribe();
-    let sync_one = |uuid: String| {
-        let (chat, progress, trainings) = (chat.clone(), progress.clone(), trainings.clone());
-        async move {
-            let t = trainings.run(move |s| s.training(&uuid)).await;
-            let Ok(Some(t)) = t else { return };
-            let names = match progress.participants(&t.uuid).await {
-                Ok(ps) => ps
-                    .into_iter()
-                    .filter(|p| !p.local)
-                    .map(|p| p.name)
-                    .collect(),
-                Err(e) => {
-                    tracing::error!(%e, "cannot read participants");
-                    Vec::new()
-                }
-            };
-            chat.ensure_training_room(&t, names).await;
-        }
+    let mut f = Follower {
+        chat,
+        progress,
+        trainings,
+        ensured: HashMap::new(),
     };
-    let all = trainings.run(|s| s.recent_trainings(usize::MAX >> 1)).await;
-    for uuid in all.unwrap_or_default() {
-        sync_one(uuid).await;
-    }
+    f.sync_all().await;
     loop {
         let ev = tokio::select! {
             _ = shutdown.cancelled() => return,
             ev = rx.recv() => ev,
         };
         match ev {
-            Ok(Event::Training { training }) => sync_one(training.uuid).await,
-            Ok(Event::Participant { participant }) if !participant.local => {
-                sync_one(participant.lane.training).await
-            }
-            Ok(_) => {}
-            Err(broadcast::error::RecvError::Lagged(_)) => {
-                let all = trainings.run(|s| s.recent_trainings(usize::MAX >> 1)).await;
-                for uuid in all.unwrap_or_default() {
-                    sync_one(uuid).await;
+            Ok(Event::Training { training }) => {
+                if !f.ensured.contains_key(&training.uuid) {
+                    f.sync(training.uuid).await;
                 }
             }
+            Ok(Event::Participant { participant: p }) if !p.local => {
+                let training = p.lane.training;
+                let known = f
+                    .ensured
+                    .get(&training)
+                    .is_some_and(|s| s.contains(&p.name));
+                if !known {
+                    f.sync(training.clone()).await;
+                    // Once is enough even if it was not listed (not a
+                    // valid name): nothing would change the next time.
+                    if let Some(names) = f.ensured.get_mut(&training) {
+                        names.insert(p.name);
+                    }
+                }
+            }
+            Ok(Event::TrainingGone { uuid }) => {
+                f.ensured.remove(&uuid);
+            }
+            Ok(_) => {}
+            Err(broadcast::error::RecvError::Lagged(_)) => f.sync_all().await,
             Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// [`follow_trainings`]'s state.
+struct Follower {
+    chat: Chat,
+    progress: crate::progress::Progress,
+    trainings: crate::store::trainings::TrainingStore,
+    /// Each training whose room this made sure of, with the remote
+    /// participants it put in it.
+    ensured: HashMap<String, HashSet<String>>,
+}
+
+impl Follower {
+    /// Makes sure of training `uuid`'s room with every remote participant
+    /// known now, and remembers it if that worked.
+    async fn sync(&mut self, uuid: String) {
+        let t = self.trainings.run(move |s| s.training(&uuid)).await;
+        let Ok(Some(t)) = t else { return };
+        let names = match self.progress.participants(&t.uuid).await {
+            Ok(ps) => Some(
+                ps.into_iter()
+                    .filter(|p| !p.local)
+                    .map(|p| p.name)
+                    .collect::<Vec<_>>(),
+            ),
+            Err(e) => {
+                tracing::error!(%e, "cannot read participants");
+                None
+            }
+        };
+        let made = self
+            .chat
+            .ensure_training_room(&t, names.clone().unwrap_or_default())
+            .await;
+        // Without its participants it is tried again at the next event.
+        if let (true, Some(names)) = (made, names) {
+            self.ensured.entry(t.uuid).or_default().extend(names);
+        }
+    }
+
+    /// [`sync`](Self::sync) for every training, from scratch.
+    async fn sync_all(&mut self) {
+        self.ensured.clear();
+        let all = self
+            .trainings
+            .run(|s| s.recent_trainings(usize::MAX >> 1))
+            .await;
+        for uuid in all.unwrap_or_default() {
+            self.sync(uuid).await;
         }
     }
 }

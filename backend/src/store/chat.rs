@@ -18,7 +18,7 @@ use rusqlite::{params, OptionalExtension, Row};
 use super::{Context, Db, StoreError};
 
 mod rooms;
-pub use rooms::{event_sentence, Refusable, Room, RoomReceived, RoomRefused};
+pub use rooms::{event_sentence, Queued, Refusable, Room, RoomReceived, RoomRefused};
 
 const MIGRATIONS: &[&str] = &[
     "
@@ -232,6 +232,9 @@ pub struct Incoming {
 pub struct ChatStore {
     db: Db,
     durable: Arc<Durable>,
+    /// Calls of [`ensure_training_room`](Self::ensure_training_room) (a
+    /// write transaction each), for the tests.
+    training_room_writes: Arc<AtomicU64>,
 }
 
 /// Making the writes someone is told about survive a power loss.
@@ -292,6 +295,7 @@ impl ChatStore {
                 synced: Mutex::new((0, None)),
                 fsyncs: AtomicU64::new(0),
             }),
+            training_room_writes: Arc::default(),
         })
     }
 
@@ -632,10 +636,13 @@ enum Conversation<'a> {
 
 impl Conversation<'_> {
     /// The condition on `messages` that picks its rows, `?1` its key.
+    /// Each names its partial index's condition too (`room = ''`,
+    /// `room != ''`): SQLite uses a partial index only for a query whose
+    /// condition implies the index's, and `room = ?1` alone does not.
     fn rows(self) -> &'static str {
         match self {
             Conversation::Peer(_) => "peer = ?1 AND room = ''",
-            Conversation::Room(_) => "room = ?1",
+            Conversation::Room(_) => "room = ?1 AND room != ''",
         }
     }
 
@@ -783,6 +790,40 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let s = ChatStore::open(&d.path().join("chat.db")).unwrap();
         (d, s)
+    }
+
+    /// A conversation's history page, last message and unread count are
+    /// read through its index (a room's through `messages_by_room`), not
+    /// by a walk through every message.
+    #[test]
+    fn a_conversation_is_read_through_its_index() {
+        let (_d, s) = store();
+        for (conv, index) in [
+            (Conversation::Peer("bob"), "messages_by_peer"),
+            (Conversation::Room("r1"), "messages_by_room"),
+        ] {
+            let rows = conv.rows();
+            let queries = [
+                format!(
+                    "SELECT {COLUMNS} FROM messages WHERE {rows} AND seq < ?2 ORDER BY seq DESC"
+                ),
+                format!("SELECT max(seq), ?2 FROM messages WHERE {rows}"),
+                format!(
+                    "SELECT count(*) FROM messages
+                     WHERE {rows} AND direction = 'in' AND event = '' AND seq > ?2"
+                ),
+            ];
+            for sql in queries {
+                let plan: Vec<String> =
+                    s.db.with(|c| {
+                        let mut st = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+                        let rows = st.query_map(params![conv.key(), 5], |r| r.get(3)).unwrap();
+                        Ok(rows.map(Result::unwrap).collect())
+                    })
+                    .unwrap();
+                assert!(plan.iter().any(|p| p.contains(index)), "{sql}: {plan:?}");
+            }
+        }
     }
 
     #[test]

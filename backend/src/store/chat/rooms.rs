@@ -4,6 +4,8 @@
 //! every member list its frames carried ([`room::merge`]); a post goes to
 //! the members present in it when the post is made.
 
+use std::collections::HashMap;
+
 use roundtable_shared::api::{
     ChatMessage, Direction, MessageState, ReadState, RoomMember, RoomSummary,
 };
@@ -11,7 +13,7 @@ use roundtable_shared::room::{self, Member, RoomEvent, RoomFrame, RoomHeader};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{
-    mark_read, new_id, now_ms, page, read_state, row, ChatStore, Commit, Conversation, COLUMNS,
+    columns_of, mark_read, new_id, now_ms, page, row, ChatStore, Commit, Conversation, NCOLS,
 };
 use crate::store::{Context, StoreError};
 
@@ -42,12 +44,13 @@ impl Room {
             .collect()
     }
 
-    /// The header of a frame about this room.
+    /// The header of a frame about this room. It is a training's room
+    /// when this node stored it as one (`training`), whatever its id.
     pub fn header(&self, event: RoomEvent, subject: Option<String>) -> RoomHeader {
         RoomHeader {
             room: self.id.clone(),
             name: self.name.clone(),
-            training: self.training.is_some() || self.id.starts_with("t-"),
+            training: self.training.is_some(),
             event,
             subject,
             members: self.members.clone(),
@@ -68,6 +71,17 @@ pub enum RoomRefused {
 
 /// A store result whose action may also be refused.
 pub type Refusable<T> = Result<Result<T, RoomRefused>, StoreError>;
+
+/// Where our room messages just stored go: the members with an outbox
+/// row for them (whose delivery workers to wake), each once, in name
+/// order; and the commit to [`sync`](ChatStore::sync) before telling
+/// the browser they are accepted.
+#[derive(Debug, PartialEq, Eq)]
+#[must_use = "wake the recipients' workers and sync the commit"]
+pub struct Queued {
+    pub to: Vec<String>,
+    pub commit: Commit,
+}
 
 /// What became of a received room frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,14 +182,15 @@ fn insert_room(
 }
 
 /// Stores one of our room messages and its outbox rows (one per
-/// recipient), in the caller's transaction.
+/// recipient), in the caller's transaction. Returns it and its
+/// recipients.
 fn insert_ours(
     c: &Connection,
     me: &str,
     room: &Room,
     body: &str,
     event: &str,
-) -> Result<ChatMessage, StoreError> {
+) -> Result<(ChatMessage, Vec<String>), StoreError> {
     let id = new_id();
     let at = now_ms();
     let to = room.recipients(me);
@@ -208,7 +223,7 @@ fn insert_ours(
         st.execute(params![member, seq])
             .ctx("queueing room message")?;
     }
-    Ok(ChatMessage {
+    let msg = ChatMessage {
         seq,
         id,
         peer: me.to_owned(),
@@ -219,40 +234,102 @@ fn insert_ours(
         verified: true,
         room: Some(room.id.clone()),
         event: !event.is_empty(),
-    })
+    };
+    Ok((msg, to))
 }
 
-fn summary(c: &Connection, me: &str, room: Room) -> Result<RoomSummary, StoreError> {
-    let last = c
+/// The query of [`summaries`]: the message columns of each room's last
+/// message (NULL without one), then the room's own, its read mark, its
+/// count and unread count. `room != ''` beside `room = r.id` lets SQLite
+/// use the index of room messages (a partial one).
+fn summaries_sql(only: Option<&str>) -> String {
+    format!(
+        "SELECT {cols}, r.id, r.name, r.training, r.created_at, coalesce(rm.seq, 0),
+                (SELECT count(*) FROM messages n WHERE n.room = r.id AND n.room != ''),
+                (SELECT count(*) FROM messages u
+                 WHERE u.room = r.id AND u.room != '' AND u.direction = 'in' AND u.event = ''
+                   AND u.seq > coalesce(rm.seq, 0))
+         FROM rooms r
+         LEFT JOIN read_marks rm ON rm.peer = '#' || r.id
+         LEFT JOIN messages m
+           ON m.seq = (SELECT max(seq) FROM messages l WHERE l.room = r.id AND l.room != '')
+         {filter}
+         ORDER BY coalesce(m.seq, 0) DESC, r.created_at DESC",
+        cols = columns_of("m"),
+        filter = if only.is_some() {
+            "WHERE r.id = ?1"
+        } else {
+            ""
+        },
+    )
+}
+
+/// The summaries of every room (`only` `None`) or of room `only`, the
+/// most recently active first: two queries however many rooms there
+/// are, one for the rooms with their last message, counts and read
+/// marks, one for all their members.
+fn summaries(c: &Connection, me: &str, only: Option<&str>) -> Result<Vec<RoomSummary>, StoreError> {
+    let mut st = c
+        .prepare_cached(&summaries_sql(only))
+        .ctx("listing rooms")?;
+    let read = |r: &rusqlite::Row<'_>| {
+        let last = match r.get::<_, Option<i64>>(0)? {
+            Some(_) => Some(row(r)?),
+            None => None,
+        };
+        Ok(RoomSummary {
+            id: r.get(NCOLS)?,
+            name: r.get(NCOLS + 1)?,
+            training: r.get(NCOLS + 2)?,
+            created_at: r.get(NCOLS + 3)?,
+            last_read: r.get(NCOLS + 4)?,
+            count: r.get::<_, i64>(NCOLS + 5)? as u64,
+            unread: r.get::<_, i64>(NCOLS + 6)? as u64,
+            last,
+            joined: false,
+            members: Vec::new(),
+        })
+    };
+    let mut rooms: Vec<RoomSummary> = match only {
+        Some(id) => st.query_map([id], read),
+        None => st.query_map([], read),
+    }
+    .and_then(|rows| rows.collect())
+    .ctx("listing rooms")?;
+    let mut st = c
         .prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM messages WHERE room = ?1 ORDER BY seq DESC LIMIT 1"
+            "SELECT room, name, present FROM room_members {} ORDER BY room, name",
+            if only.is_some() {
+                "WHERE room = ?1"
+            } else {
+                ""
+            }
         ))
-        .and_then(|mut st| st.query_row([&room.id], row).optional())
-        .ctx("reading room")?;
-    let count: i64 = c
-        .prepare_cached("SELECT count(*) FROM messages WHERE room = ?1")
-        .and_then(|mut st| st.query_row([&room.id], |r| r.get(0)))
-        .ctx("counting room messages")?;
-    let read = read_state(c, Conversation::Room(&room.id))?;
-    Ok(RoomSummary {
-        joined: room.is_member(me),
-        members: room
-            .members
-            .iter()
-            .map(|m| RoomMember {
-                name: m.name.clone(),
-                present: m.present,
-            })
-            .collect(),
-        id: room.id,
-        name: room.name,
-        training: room.training,
-        last,
-        count: count as u64,
-        last_read: read.last_read,
-        unread: read.unread,
-        created_at: room.created_at,
-    })
+        .ctx("listing room members")?;
+    let member = |r: &rusqlite::Row<'_>| {
+        Ok((
+            r.get::<_, String>(0)?,
+            RoomMember {
+                name: r.get(1)?,
+                present: r.get(2)?,
+            },
+        ))
+    };
+    let mut members: HashMap<String, Vec<RoomMember>> = HashMap::new();
+    let rows: Vec<(String, RoomMember)> = match only {
+        Some(id) => st.query_map([id], member),
+        None => st.query_map([], member),
+    }
+    .and_then(|rows| rows.collect())
+    .ctx("listing room members")?;
+    for (room, m) in rows {
+        members.entry(room).or_default().push(m);
+    }
+    for r in &mut rooms {
+        r.members = members.remove(&r.id).unwrap_or_default();
+        r.joined = r.members.iter().any(|m| m.present && m.name == me);
+    }
+    Ok(rooms)
 }
 
 impl ChatStore {
@@ -270,7 +347,7 @@ impl ChatStore {
         id: &str,
         name: &str,
         others: &[String],
-    ) -> Refusable<(Room, Vec<ChatMessage>, Commit)> {
+    ) -> Refusable<(Room, Vec<ChatMessage>, Queued)> {
         self.db.with(|c| {
             let tx = c.transaction().ctx("starting create room")?;
             if !insert_room(&tx, id, name, None)? {
@@ -285,14 +362,19 @@ impl ChatStore {
                 put_member(&tx, id, &m)?;
             }
             let room = load(&tx, id)?.expect("just made");
-            let mut made = Vec::new();
+            let (mut made, mut to) = (Vec::new(), Vec::new());
             for o in others {
                 let body = event_sentence(me, RoomEvent::Added, Some(o));
                 let ev = event_column(RoomEvent::Added, Some(o));
-                made.push(insert_ours(&tx, me, &room, &body, &ev)?);
+                let (msg, these) = insert_ours(&tx, me, &room, &body, &ev)?;
+                made.push(msg);
+                to.extend(these);
             }
+            to.sort();
+            to.dedup();
             tx.commit().ctx("committing create room")?;
-            Ok(Ok((room, made, self.committed())))
+            let commit = self.committed();
+            Ok(Ok((room, made, Queued { to, commit })))
         })
     }
 
@@ -307,6 +389,8 @@ impl ChatStore {
         uuid: &str,
         names: &[&str],
     ) -> Result<bool, StoreError> {
+        self.training_room_writes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.db.with(|c| {
             let tx = c.transaction().ctx("starting training room")?;
             let mut changed = insert_room(&tx, id, name, Some(uuid))?;
@@ -336,14 +420,15 @@ impl ChatStore {
     /// change of our making (someone added, us leaving) with its event.
     /// The change applies first, so that an added member gets the
     /// message that says so and a leaver's last message still goes to
-    /// everyone. Refused (`Conflict`) unless we are in the room.
+    /// everyone. Refused (`Conflict`) unless we are in the room. Returns
+    /// the message and where it goes.
     pub fn room_post(
         &self,
         me: &str,
         room: &str,
         text: &str,
         change: Option<(Member, RoomEvent)>,
-    ) -> Refusable<(ChatMessage, Commit)> {
+    ) -> Refusable<(ChatMessage, Queued)> {
         self.db.with(|c| {
             let tx = c.transaction().ctx("starting room post")?;
             let Some(mut r) = load(&tx, room)? else {
@@ -366,9 +451,15 @@ impl ChatStore {
                 }
             };
             let to = if event == "left" { &before } else { &r };
-            let msg = insert_ours(&tx, me, to, &body, &event)?;
+            let (msg, to) = insert_ours(&tx, me, to, &body, &event)?;
             tx.commit().ctx("committing room post")?;
-            Ok(Ok((msg, self.committed())))
+            Ok(Ok((
+                msg,
+                Queued {
+                    to,
+                    commit: self.committed(),
+                },
+            )))
         })
     }
 
@@ -486,36 +577,15 @@ impl ChatStore {
         })
     }
 
-    /// Every room, the most recently active first.
+    /// Every room, the most recently active first (a constant number of
+    /// queries, however many rooms).
     pub fn rooms(&self, me: &str) -> Result<Vec<RoomSummary>, StoreError> {
-        self.db.with(|c| {
-            let ids: Vec<String> = c
-                .prepare_cached(
-                    "SELECT r.id FROM rooms r
-                     ORDER BY coalesce((SELECT max(seq) FROM messages m WHERE m.room = r.id), 0) DESC,
-                              r.created_at DESC",
-                )
-                .and_then(|mut st| {
-                    st.query_map([], |r| r.get(0))?
-                        .collect::<Result<Vec<_>, _>>()
-                })
-                .ctx("listing rooms")?;
-            let mut out = Vec::with_capacity(ids.len());
-            for id in ids {
-                if let Some(r) = load(c, &id)? {
-                    out.push(summary(c, me, r)?);
-                }
-            }
-            Ok(out)
-        })
+        self.db.with(|c| summaries(c, me, None))
     }
 
     /// One room's summary.
     pub fn room_summary(&self, me: &str, id: &str) -> Result<Option<RoomSummary>, StoreError> {
-        self.db.with(|c| match load(c, id)? {
-            Some(r) => Ok(Some(summary(c, me, r)?)),
-            None => Ok(None),
-        })
+        self.db.with(|c| Ok(summaries(c, me, Some(id))?.pop()))
     }
 
     /// A page of a room's messages: up to `limit` before `before` (a seq;
@@ -534,6 +604,13 @@ impl ChatStore {
     pub fn mark_room_read(&self, room: &str, seq: i64) -> Result<ReadState, StoreError> {
         self.db
             .with(|c| mark_read(c, Conversation::Room(room), seq))
+    }
+
+    /// How many times [`ensure_training_room`](Self::ensure_training_room)
+    /// ran (a write transaction each; diagnostics, tests).
+    pub fn training_room_writes(&self) -> u64 {
+        self.training_room_writes
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Members still to reach with our room message `seq` (tests,
@@ -587,15 +664,20 @@ mod tests {
     #[test]
     fn a_post_waits_for_every_member_and_is_delivered_once_all_have_it() {
         let (_d, s) = store();
-        let (room, made, _) = s
+        let (room, made, queued) = s
             .create_room("alice", "r1", "wg", &["bob".into(), "carol".into()])
             .unwrap()
             .unwrap();
         assert_eq!(room.recipients("alice"), ["bob", "carol"]);
         assert_eq!(made.len(), 2, "one line per member added");
-        let (post, _) = s.room_post("alice", "r1", "hello", None).unwrap().unwrap();
+        assert_eq!(queued.to, ["bob", "carol"], "each worker to wake once");
+        for line in &made {
+            assert_eq!(s.room_pending(line.seq).unwrap(), queued.to);
+        }
+        let (post, queued) = s.room_post("alice", "r1", "hello", None).unwrap().unwrap();
         assert_eq!(post.room.as_deref(), Some("r1"));
         assert_eq!(s.room_pending(post.seq).unwrap(), ["bob", "carol"]);
+        assert_eq!(queued.to, ["bob", "carol"]);
         // Bob's outbox holds the room's lines and the post, in order; a
         // direct message to bob comes after them.
         let _ = s.queue("bob", "direct").unwrap();
@@ -626,6 +708,15 @@ mod tests {
         // A room's messages are not a direct conversation with anyone.
         assert!(s.history("alice", None, 10).unwrap().is_empty());
         assert_eq!(s.room_history("r1", None, 10).unwrap().len(), 3);
+        // Adding someone: the line goes to them too.
+        let add = m("dave", true, room::next_clock(&room.members));
+        let (line, queued) = s
+            .room_post("alice", "r1", "", Some((add, RoomEvent::Added)))
+            .unwrap()
+            .unwrap();
+        assert_eq!(line.text, "alice added dave");
+        assert_eq!(queued.to, ["bob", "carol", "dave"]);
+        assert_eq!(s.room_pending(line.seq).unwrap(), queued.to);
     }
 
     #[test]
@@ -740,13 +831,14 @@ mod tests {
             .unwrap();
         let r1 = s.room("r1").unwrap().unwrap();
         let leave = m("alice", false, room::next_clock(&r1.members));
-        let (line, _) = s
+        let (line, queued) = s
             .room_post("alice", "r1", "", Some((leave, RoomEvent::Left)))
             .unwrap()
             .unwrap();
         assert_eq!(line.text, "alice left");
         assert!(line.event);
         assert_eq!(s.room_pending(line.seq).unwrap(), ["bob"]);
+        assert_eq!(queued.to, ["bob"], "the leaver's line goes to the others");
         assert_eq!(s.room_event_of(line.seq).unwrap(), (RoomEvent::Left, None));
         assert_eq!(
             s.room_post("alice", "r1", "still here?", None).unwrap(),
@@ -783,6 +875,168 @@ mod tests {
         let room = s.room("t-1").unwrap().unwrap();
         assert_eq!(room.training.as_deref(), Some("uuid-1"));
         assert!(room.is_member("me") && !room.is_member("bob"));
+    }
+
+    #[test]
+    fn a_frame_says_training_room_only_of_a_room_stored_as_one() {
+        let (_d, s) = store();
+        // A peer's room whose id merely looks like a training room's.
+        let _ = s
+            .receive_room(
+                "bob",
+                &[frame(
+                    "alice",
+                    "a1",
+                    "t-not-a-training",
+                    vec![m("alice", true, 1), m("bob", true, 1)],
+                    "hi",
+                )],
+            )
+            .unwrap();
+        let lookalike = s.room("t-not-a-training").unwrap().unwrap();
+        assert_eq!(lookalike.training, None);
+        assert!(!lookalike.header(RoomEvent::Post, None).training);
+        // A training's room is one, by what is stored.
+        let id = room::training_room_id("uuid-1");
+        s.ensure_training_room(&id, "Training x", "uuid-1", &["bob", "alice"])
+            .unwrap();
+        let t = s.room(&id).unwrap().unwrap();
+        assert!(t.header(RoomEvent::Post, None).training);
+    }
+
+    #[test]
+    fn three_hundred_rooms_are_listed_with_their_members_unread_counts_and_order() {
+        let (_d, s) = store();
+        let peers = ["p0", "p1", "p2", "p3", "p4"];
+        // What each room should show: present members, count, unread,
+        // the seq of its last message.
+        struct Want {
+            id: String,
+            present: Vec<String>,
+            absent: Vec<String>,
+            count: u64,
+            unread: u64,
+            last: i64,
+        }
+        let mut want: Vec<Want> = Vec::new();
+        for i in 0..300usize {
+            let id = format!("r{i:03}");
+            let (a, b) = (peers[i % 5], peers[(i + 1 + i / 5 % 4) % 5]);
+            let (_, made, _) = s
+                .create_room("me", &id, &format!("room {i}"), &[a.into(), b.into()])
+                .unwrap()
+                .unwrap();
+            let mut w = Want {
+                id: id.clone(),
+                present: {
+                    let mut p = vec!["me".to_owned(), a.to_owned(), b.to_owned()];
+                    p.sort();
+                    p
+                },
+                absent: Vec::new(),
+                count: made.len() as u64,
+                unread: 0,
+                last: made.last().unwrap().seq,
+            };
+            let members = vec![m("me", true, 1), m(a, true, 1), m(b, true, 1)];
+            // Some rooms get posts from `a` (unread), some of them read in part.
+            let posts = i % 4;
+            let mut seqs = Vec::new();
+            for k in 0..posts {
+                let f = frame(a, &format!("{id}-{k}"), &id, members.clone(), "hi");
+                let (r, _, _) = s.receive_room("me", &[f]).unwrap();
+                let RoomReceived::Stored(msg) = &r[0] else {
+                    panic!("{r:?}")
+                };
+                seqs.push(msg.seq);
+            }
+            w.count += posts as u64;
+            w.unread = posts as u64;
+            if let Some(&seq) = seqs.last() {
+                w.last = seq;
+            }
+            if i % 3 == 0 && posts > 0 {
+                s.mark_room_read(&id, seqs[0]).unwrap();
+                w.unread -= 1;
+            }
+            // In some, `b` leaves: a line of the room's, not unread.
+            if i % 7 == 0 {
+                let leave = RoomFrame {
+                    header: RoomHeader {
+                        event: RoomEvent::Left,
+                        ..frame(b, "x", &id, vec![m(b, false, 2)], "").header
+                    },
+                    ..frame(b, &format!("{id}-left"), &id, vec![], "")
+                };
+                let (r, _, _) = s.receive_room("me", &[leave]).unwrap();
+                let RoomReceived::Stored(msg) = &r[0] else {
+                    panic!("{r:?}")
+                };
+                w.present.retain(|n| n != b);
+                w.absent.push(b.to_owned());
+                w.count += 1;
+                w.last = msg.seq;
+            }
+            want.push(w);
+        }
+        // Older rooms come back to the top when someone posts in them.
+        for i in [250, 10, 123] {
+            let (msg, _) = s
+                .room_post("me", &want[i].id, "back on top", None)
+                .unwrap()
+                .unwrap();
+            want[i].count += 1;
+            want[i].last = msg.seq;
+        }
+        // We left one room: it is listed, not joined.
+        let r5 = s.room("r005").unwrap().unwrap();
+        let leave = m("me", false, room::next_clock(&r5.members));
+        let (msg, _) = s
+            .room_post("me", "r005", "", Some((leave, RoomEvent::Left)))
+            .unwrap()
+            .unwrap();
+        want[5].present.retain(|n| n != "me");
+        want[5].absent.push("me".into());
+        want[5].count += 1;
+        want[5].last = msg.seq;
+
+        want.sort_by_key(|w| std::cmp::Reverse(w.last));
+        let listed = s.rooms("me").unwrap();
+        let ids: Vec<&str> = listed.iter().map(|r| r.id.as_str()).collect();
+        let want_ids: Vec<&str> = want.iter().map(|w| w.id.as_str()).collect();
+        assert_eq!(ids, want_ids, "the most recently active first");
+        assert_eq!(&ids[..4], ["r005", "r123", "r010", "r250"]);
+        for (r, w) in listed.iter().zip(&want) {
+            let names = |present: bool| {
+                let mut v: Vec<String> = r
+                    .members
+                    .iter()
+                    .filter(|x| x.present == present)
+                    .map(|x| x.name.clone())
+                    .collect();
+                v.sort();
+                v
+            };
+            let mut absent = w.absent.clone();
+            absent.sort();
+            assert_eq!(names(true), w.present, "{}", w.id);
+            assert_eq!(names(false), absent, "{}", w.id);
+            assert_eq!((r.count, r.unread), (w.count, w.unread), "{}", w.id);
+            assert_eq!(r.last.as_ref().map(|l| l.seq), Some(w.last), "{}", w.id);
+            assert_eq!(r.joined, w.id != "r005", "{}", w.id);
+            assert_eq!(r.training, None);
+            let i: usize = w.id[1..].parse().unwrap();
+            assert_eq!(r.name, format!("room {i}"));
+            // The list says what the room's own summary says.
+            assert_eq!(Some(r), s.room_summary("me", &w.id).unwrap().as_ref());
+        }
+        // A room without messages yet comes after every active one.
+        let _ = s.create_room("me", "quiet", "quiet", &[]).unwrap().unwrap();
+        let listed = s.rooms("me").unwrap();
+        assert_eq!(listed.len(), 301);
+        let quiet = listed.last().unwrap();
+        assert_eq!((quiet.id.as_str(), quiet.count), ("quiet", 0));
+        assert!(quiet.last.is_none() && quiet.joined && quiet.unread == 0);
     }
 
     #[test]
