@@ -584,7 +584,7 @@ impl Transfers {
             // the socket: every few (about a quarter of a millisecond of
             // decrypting), let chat's tasks in between.
             opened += 1;
-            if opened % YIELD_EVERY == 0 {
+            if opened.is_multiple_of(YIELD_EVERY) {
                 tokio::task::yield_now().await;
             }
             let data = match frames.next().await {

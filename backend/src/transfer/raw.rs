@@ -1,16 +1,19 @@
 //! One NVFlare binary exchange over a bare connection: send a file, receive
 //! one into a folder, or serve a listener that receives them.
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use bytes::{Bytes, BytesMut};
 use roundtable_shared::binary::{footer, BinaryError, Decoder, Header, Limits, Step};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use super::sink::{Output, Sink};
 use crate::caps::{accept, Caps, RefusalLog};
 
 /// Bytes read from disk or the socket at a time.
@@ -52,7 +55,7 @@ pub async fn send<W: AsyncWrite + Unpin>(
     meta: &str,
     mut progress: impl FnMut(u64),
 ) -> Result<Sent, TransferError> {
-    let mut file = tokio::fs::File::open(path).await?;
+    let file = tokio::fs::File::open(path).await?;
     let size = file.metadata().await?.len();
     let meta_size = u32::try_from(meta.len()).map_err(|_| BinaryError::MetaTooLarge {
         size: u32::MAX,
@@ -65,26 +68,61 @@ pub async fn send<W: AsyncWrite + Unpin>(
     w.write_all(&header.encode()).await?;
     w.write_all(meta.as_bytes()).await?;
     let mut crc = crc32fast::Hasher::new();
-    let mut buf = vec![0u8; BLOCK];
+    let (mut blocks, recycle) = read_ahead(file.into_std().await, size);
     let mut sent = 0u64;
     while sent < size {
-        let want = (size - sent).min(BLOCK as u64) as usize;
-        let n = file.read(&mut buf[..want]).await?;
-        if n == 0 {
-            return Err(TransferError::FileChanged {
-                path: path.display().to_string(),
-                want: size,
-            });
-        }
-        crc.update(&buf[..n]);
-        w.write_all(&buf[..n]).await?;
-        sent += n as u64;
+        let block = match blocks.recv().await {
+            Some(Ok(b)) => b,
+            Some(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Err(TransferError::FileChanged {
+                    path: path.display().to_string(),
+                    want: size,
+                })
+            }
+            Some(Err(e)) => return Err(e.into()),
+            None => return Err(std::io::Error::other("the file's reader stopped").into()),
+        };
+        crc.update(&block);
+        w.write_all(&block).await?;
+        sent += block.len() as u64;
+        let _ = recycle.send(block);
         progress(sent);
     }
     let crc = crc.finalize();
     w.write_all(&footer(crc)).await?;
     w.flush().await?;
     Ok(Sent { size, crc })
+}
+
+/// Reads `file` from its start to `size` on a blocking thread, [`BLOCK`]
+/// bytes at a time and a few blocks ahead of the socket, straight into the
+/// buffers that are written (sent back to be filled again). Stops at the
+/// end, at an error (a short file: `UnexpectedEof`), or when the receiver
+/// is dropped.
+fn read_ahead(
+    mut file: std::fs::File,
+    size: u64,
+) -> (
+    tokio::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>,
+    std::sync::mpsc::Sender<Vec<u8>>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    let (recycle, used) = std::sync::mpsc::channel::<Vec<u8>>();
+    tokio::task::spawn_blocking(move || {
+        let mut at = 0u64;
+        while at < size {
+            let want = (size - at).min(BLOCK as u64) as usize;
+            let mut block = used.try_recv().unwrap_or_default();
+            block.resize(want, 0);
+            let read = std::io::Read::read_exact(&mut file, &mut block);
+            let failed = read.is_err();
+            if tx.blocking_send(read.map(|()| block)).is_err() || failed {
+                return;
+            }
+            at += want as u64;
+        }
+    });
+    (rx, recycle)
 }
 
 /// A file received whole and verified.
@@ -130,15 +168,20 @@ pub async fn receive<R: AsyncRead + Unpin>(
     idle: Duration,
 ) -> Result<Received, TransferError> {
     let mut decoder = Decoder::new(limits);
-    let mut buf = vec![0u8; BLOCK];
+    let mut buf = BytesMut::new();
     let mut head: Option<(String, String)> = None;
-    let mut temp: Option<(tempfile::NamedTempFile, tokio::fs::File)> = None;
-    let mut sha = Sha256::new();
+    let mut temp: Option<(tempfile::NamedTempFile, Sink<()>)> = None;
     let mut got = 0u64;
     loop {
-        let n = tokio::time::timeout(idle, r.read(&mut buf))
+        // The bytes read are handed on as views of this buffer: each read
+        // goes on filling it, a new one only once it is nearly full.
+        if buf.capacity() < BLOCK / 16 {
+            buf = BytesMut::with_capacity(BLOCK);
+        }
+        let n = tokio::time::timeout(idle, r.read_buf(&mut buf))
             .await
             .map_err(|_| TransferError::Idle(idle))??;
+        let data = buf.split().freeze();
         if n == 0 {
             return Err(match head {
                 None => TransferError::Empty,
@@ -150,7 +193,7 @@ pub async fn receive<R: AsyncRead + Unpin>(
         }
         let mut at = 0;
         while at < n {
-            let (step, used) = decoder.step(&buf[at..n])?;
+            let (step, used) = decoder.step(&data[at..n])?;
             at += used;
             match step {
                 Step::NeedMore => break,
@@ -166,24 +209,26 @@ pub async fn receive<R: AsyncRead + Unpin>(
                     let t = tempfile::Builder::new()
                         .prefix(".partial-")
                         .tempfile_in(out_dir)?;
-                    let f = tokio::fs::File::from_std(t.as_file().try_clone()?);
-                    temp = Some((t, f));
+                    let f = t.as_file().try_clone()?;
+                    temp = Some((t, Sink::start(Sha256::new(), move || Ok(Temp(f)))));
                     head = Some((name, meta));
                 }
                 Step::Body(chunk) => {
-                    sha.update(chunk);
                     got += chunk.len() as u64;
-                    if let Some((_, f)) = &mut temp {
-                        f.write_all(chunk).await?;
+                    if let Some((_, sink)) = &mut temp {
+                        if !sink.write(data.slice_ref(chunk)).await {
+                            // It failed: finish says why.
+                            let (_, sink) = temp.take().expect("just matched");
+                            sink.finish().await?;
+                            return Err(std::io::Error::other("the writer stopped").into());
+                        }
                     }
                 }
                 Step::Done { .. } => {
-                    let (Some((name, meta)), Some((t, mut f))) = (head, temp) else {
+                    let (Some((name, meta)), Some((t, sink))) = (head, temp) else {
                         unreachable!("Done comes after Head");
                     };
-                    f.flush().await?;
-                    f.sync_all().await?;
-                    drop(f);
+                    let ((), sha) = sink.finish().await?;
                     let path = place(t, out_dir, &name)?;
                     let sha256 = sha.finalize().iter().map(|b| format!("{b:02x}")).collect();
                     return Ok(Received {
@@ -195,6 +240,22 @@ pub async fn receive<R: AsyncRead + Unpin>(
                 }
             }
         }
+    }
+}
+
+/// The temporary file an exchange is received into, on the sink's writer
+/// thread.
+struct Temp(std::fs::File);
+
+impl Output for Temp {
+    type Done = ();
+
+    fn write(&mut self, chunks: &[Bytes]) -> std::io::Result<()> {
+        chunks.iter().try_for_each(|c| self.0.write_all(c))
+    }
+
+    fn finish(self) -> std::io::Result<()> {
+        self.0.sync_all()
     }
 }
 
