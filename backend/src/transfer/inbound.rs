@@ -63,6 +63,9 @@ pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(2);
 /// How far ahead of the bytes that arrived the part file is allocated.
 const PREALLOCATE: u64 = 64 << 20;
 
+/// Bytes read from the connection at a time, at most.
+const READ_CHUNK: usize = 1 << 20;
+
 /// Frames opened between two yields to the runtime.
 const YIELD_EVERY: u32 = 4;
 
@@ -372,6 +375,8 @@ impl Transfers {
         peer: &str,
         first: Vec<Frame>,
     ) -> Result<(), LinkError> {
+        // A file's frames come back to back: read them a MiB at a time.
+        conn.set_read_chunk(READ_CHUNK);
         let mut frames = Frames {
             conn,
             session,

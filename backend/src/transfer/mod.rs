@@ -52,6 +52,37 @@ use crate::store::chat::now_ms;
 use crate::store::transfers::{TransferRecord, TransferStore};
 use crate::store::StoreError;
 
+/// Niceness of a file's bulk threads (see [`bulk`]).
+const BULK_NICE: i32 = 10;
+
+/// Runs `f`, a file's bulk work (reading it, hashing, writing it), on a
+/// thread of its own at a lower CPU priority (nice 10): when the CPU is
+/// short it gives way to chat's tasks, and otherwise takes what is left.
+/// Not one of the runtime's blocking threads, which are reused for other
+/// work and could not be raised back without privilege. The thread starts
+/// at once; the future only waits for its result (an error if `f`
+/// panicked), and dropping it leaves the thread to finish.
+pub fn bulk<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> impl std::future::Future<Output = std::io::Result<T>> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name(format!("file-{name}"))
+        .spawn(move || {
+            let me = rustix::thread::gettid();
+            if let Err(e) = rustix::process::setpriority_process(Some(me), BULK_NICE) {
+                tracing::debug!(%e, "cannot lower a file thread's priority");
+            }
+            let _ = tx.send(f());
+        });
+    async move {
+        spawned?;
+        rx.await
+            .map_err(|_| std::io::Error::other("a file thread stopped (panicked)"))
+    }
+}
+
 /// Free disk space a received file must leave (both kinds of receiving).
 pub const FREE_MARGIN: u64 = 256 << 20;
 

@@ -377,7 +377,7 @@ impl Reader {
     fn start(mut file: std::fs::File, offset: u64, size: u64) -> Reader {
         let (tx, rx) = tokio::sync::mpsc::channel(AHEAD);
         let (recycle, used) = std::sync::mpsc::channel::<Plaintext>();
-        tokio::task::spawn_blocking(move || {
+        drop(super::bulk("read", move || {
             let mut crc = crc32fast::Hasher::new();
             let mut head = Vec::with_capacity(32);
             let mut at = offset;
@@ -408,7 +408,7 @@ impl Reader {
                 }
             }
             let _ = tx.blocking_send(Read::End(crc.finalize()));
-        });
+        }));
         Reader { rx, recycle }
     }
 }

@@ -108,7 +108,7 @@ fn read_ahead(
 ) {
     let (tx, rx) = tokio::sync::mpsc::channel(2);
     let (recycle, used) = std::sync::mpsc::channel::<Vec<u8>>();
-    tokio::task::spawn_blocking(move || {
+    drop(super::bulk("read", move || {
         let mut at = 0u64;
         while at < size {
             let want = (size - at).min(BLOCK as u64) as usize;
@@ -121,7 +121,7 @@ fn read_ahead(
             }
             at += want as u64;
         }
-    });
+    }));
     (rx, recycle)
 }
 

@@ -10,8 +10,11 @@ use std::io;
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
+use std::future::Future;
+use std::pin::Pin;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+
+use super::bulk;
 
 /// Bytes handed to the threads at a time.
 pub const HAND_OVER: usize = 1 << 20;
@@ -36,8 +39,8 @@ pub struct Sink<D> {
     /// Bytes not yet handed over, and how many.
     batch: Vec<Bytes>,
     batched: usize,
-    writer: JoinHandle<io::Result<D>>,
-    hasher: JoinHandle<Sha256>,
+    writer: Pin<Box<dyn Future<Output = io::Result<io::Result<D>>> + Send>>,
+    hasher: Pin<Box<dyn Future<Output = io::Result<Sha256>> + Send>>,
 }
 
 impl<D: Send + 'static> Sink<D> {
@@ -49,7 +52,7 @@ impl<D: Send + 'static> Sink<D> {
     ) -> Sink<D> {
         let (write_tx, mut write_rx) = mpsc::channel::<Vec<Bytes>>(QUEUE);
         let (hash_tx, mut hash_rx) = mpsc::channel::<Vec<Bytes>>(QUEUE);
-        let hasher = tokio::task::spawn_blocking(move || {
+        let hasher = bulk("hash", move || {
             let mut sha = sha;
             while let Some(batch) = hash_rx.blocking_recv() {
                 for chunk in batch {
@@ -58,7 +61,7 @@ impl<D: Send + 'static> Sink<D> {
             }
             sha
         });
-        let writer = tokio::task::spawn_blocking(move || {
+        let writer = bulk("write", move || {
             let mut out = open()?;
             while let Some(batch) = write_rx.blocking_recv() {
                 out.write(&batch)?;
@@ -70,8 +73,8 @@ impl<D: Send + 'static> Sink<D> {
             hash_tx,
             batch: Vec::new(),
             batched: 0,
-            writer,
-            hasher,
+            writer: Box::pin(writer),
+            hasher: Box::pin(hasher),
         }
     }
 
@@ -108,9 +111,8 @@ impl<D: Send + 'static> Sink<D> {
         self.hand_over().await;
         drop(self.write_tx);
         drop(self.hash_tx);
-        let failed = |e: tokio::task::JoinError| io::Error::other(e.to_string());
-        let done = self.writer.await.map_err(failed)??;
-        let sha = self.hasher.await.map_err(failed)?;
+        let done = self.writer.await??;
+        let sha = self.hasher.await?;
         Ok((done, sha))
     }
 }
