@@ -315,7 +315,15 @@ async fn a_search_hit_opens_at_the_message_and_a_phone_gets_a_compact_header() {
 
         // On a phone-sized screen the first line is the name and the
         // connection; the addresses fold away and nothing overflows.
+        // The header folds when it first renders on a narrow window: load
+        // the page only once the resize has taken effect (headless Chromium
+        // applies it a moment after answering).
         c.set_window_size(390, 844).await?;
+        until("the window to be phone-sized", || async {
+            let w = c.execute("return window.innerWidth;", vec![]).await.ok()?;
+            w.as_u64().filter(|&w| w <= 600)
+        })
+        .await?;
         c.goto(&alice.url("/")).await?;
         wait_text(&c, "#conn", |t| t.contains("connected")).await?;
         let layout = c
