@@ -440,12 +440,6 @@ impl Session {
         plaintext: &[u8],
         now: Instant,
     ) -> Result<(u32, u64, Vec<u8>), ChannelError> {
-        if plaintext.len() > MAX_PLAINTEXT {
-            return Err(ChannelError::TooLarge {
-                len: plaintext.len(),
-                max: MAX_PLAINTEXT,
-            });
-        }
         let mut pt = Plaintext::new();
         pt.push(plaintext);
         let mut out = Vec::new();
@@ -650,11 +644,6 @@ impl Plaintext {
         }
         self.len += n;
         &mut self.buf[at..at + n]
-    }
-
-    /// Drops everything past the first `len` bytes.
-    pub fn truncate(&mut self, len: usize) {
-        self.len = self.len.min(len);
     }
 
     /// The whole record: its header and `ad` written in front of the

@@ -27,6 +27,7 @@ pub mod cli;
 pub mod inbound;
 pub mod outbound;
 pub mod raw;
+pub mod reader;
 pub mod sink;
 
 use std::collections::{HashMap, HashSet};

@@ -7,11 +7,10 @@
 //! header and the JSON meta, the body (read from the outbox file by a
 //! reader thread straight into the frames' plaintexts, its CRC-32 computed
 //! on the way, then sealed in place: see [`stream`]), the footer. Then it
-//! waits for the receiver's verdict. A broken attempt is retried with backoff (0.5 s
-//! doubling to 30 s); an offline peer is waited for; a refusal the receiver
-//! marks final fails the transfer with its reason.
+//! waits for the receiver's verdict. A broken attempt is retried with
+//! backoff (0.5 s doubling to 30 s); an offline peer is waited for; a
+//! refusal the receiver marks final fails the transfer with its reason.
 
-use std::io::{Read as _, Seek, SeekFrom};
 use std::time::Duration;
 
 use roundtable_shared::api::{TransferInfo, TransferState};
@@ -19,6 +18,7 @@ use roundtable_shared::binary::{footer, Header};
 use roundtable_shared::frame::{encode_head, Frame};
 use roundtable_shared::transfer::{ExchangeMeta, FileOffer, FileReply, TransferFrame, MAX_DATA};
 
+use super::reader::{Buffer, Chunk, Reader};
 use super::{Progress, Transfers};
 use crate::node::link::{open_direct, Link, LinkError};
 use crate::overlay::channel::Plaintext;
@@ -296,49 +296,54 @@ async fn stream(
             "the link is not direct and sealed".into(),
         ));
     };
-    let mut reader = Reader::start(file, offset, info.size);
+    let mut reader = Reader::<DataFrame>::start(file, offset, info.size, MAX_DATA, AHEAD);
     let mut out = Vec::with_capacity(BATCH * (MAX_DATA + 512));
     let mut batch = Vec::with_capacity(BATCH);
     let mut sent = offset;
     let mut progress = Progress::new(offset);
     let crc = loop {
+        // The next frame, and those already read behind it, up to BATCH.
         batch.clear();
-        match reader.rx.recv().await {
-            Some(Read::Data { pt, body }) => batch.push((pt, body)),
-            Some(Read::End(crc)) => break crc,
-            Some(Read::Failed(e)) => return Err(e),
-            None => return Err(AttemptError::Protocol("the file's reader stopped".into())),
-        }
         let mut end = None;
-        while batch.len() < BATCH {
-            match reader.rx.try_recv() {
-                Ok(Read::Data { pt, body }) => batch.push((pt, body)),
-                Ok(Read::End(crc)) => {
+        let mut next = Some(reader.next().await);
+        while let Some(chunk) = next {
+            match chunk {
+                Chunk::Data(frame, len) => batch.push((frame, len)),
+                Chunk::End(crc) => {
                     end = Some(crc);
                     break;
                 }
-                Ok(Read::Failed(e)) => return Err(e),
-                Err(_) => break,
+                Chunk::Failed(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    return Err(AttemptError::Changed)
+                }
+                Chunk::Failed(e) => return Err(e.into()),
             }
+            next = if batch.len() < BATCH {
+                reader.try_next()
+            } else {
+                None
+            };
         }
-        out.clear();
-        for (pt, body) in &mut batch {
-            session
-                .seal_into(pt, &mut out)
+        if !batch.is_empty() {
+            out.clear();
+            for (frame, len) in &mut batch {
+                session
+                    .seal_into(&mut frame.0, &mut out)
+                    .map_err(|e| AttemptError::Link(e.into()))?;
+                sent += *len as u64;
+            }
+            for (frame, _) in batch.drain(..) {
+                reader.recycle(frame);
+            }
+            conn.write_encoded_within(&[&out], idle)
+                .await
                 .map_err(|e| AttemptError::Link(e.into()))?;
-            sent += *body as u64;
-        }
-        for (pt, _) in batch.drain(..) {
-            let _ = reader.recycle.send(pt);
-        }
-        conn.write_encoded_within(&[&out], idle)
-            .await
-            .map_err(|e| AttemptError::Link(e.into()))?;
-        // A socket with room never makes the write wait: let chat's tasks
-        // in between.
-        tokio::task::yield_now().await;
-        if let Some(rate) = progress.due(sent) {
-            t.announce_progress(info, sent, rate);
+            // A socket with room never makes the write wait: let chat's
+            // tasks in between.
+            tokio::task::yield_now().await;
+            if let Some(rate) = progress.due(sent) {
+                t.announce_progress(info, sent, rate);
+            }
         }
         if let Some(crc) = end {
             break crc;
@@ -352,63 +357,16 @@ async fn stream(
     Ok(())
 }
 
-/// What the file's reader hands over.
-enum Read {
-    /// A whole `FILEDATA` frame, ready to seal, with `body` bytes of the file.
-    Data {
-        pt: Plaintext,
-        body: usize,
-    },
-    /// The file was read to its end: the CRC-32 of what was read.
-    End(u32),
-    Failed(AttemptError),
-}
+/// A `FILEDATA` frame's plaintext, which the file's reader fills.
+#[derive(Default)]
+struct DataFrame(Plaintext);
 
-/// The file's reader: a blocking thread that reads the file from an
-/// offset to its end into `FILEDATA` plaintexts, [`AHEAD`] at most.
-struct Reader {
-    rx: tokio::sync::mpsc::Receiver<Read>,
-    /// Plaintexts sealed and written, for the reader to fill again.
-    recycle: std::sync::mpsc::Sender<Plaintext>,
-}
-
-impl Reader {
-    /// Stops when the file is read, or when the receiving half is dropped.
-    fn start(mut file: std::fs::File, offset: u64, size: u64) -> Reader {
-        let (tx, rx) = tokio::sync::mpsc::channel(AHEAD);
-        let (recycle, used) = std::sync::mpsc::channel::<Plaintext>();
-        drop(super::bulk("read", move || {
-            let mut crc = crc32fast::Hasher::new();
-            let mut head = Vec::with_capacity(32);
-            let mut at = offset;
-            if let Err(e) = file.seek(SeekFrom::Start(offset)) {
-                let _ = tx.blocking_send(Read::Failed(e.into()));
-                return;
-            }
-            while at < size {
-                let want = (size - at).min(MAX_DATA as u64) as usize;
-                let mut pt = used.try_recv().unwrap_or_default();
-                pt.clear();
-                head.clear();
-                encode_head(&mut head, TransferFrame::DATA, want, std::iter::empty());
-                pt.push(&head);
-                let body = pt.extend(want);
-                if let Err(e) = file.read_exact(body) {
-                    let e = match e.kind() {
-                        std::io::ErrorKind::UnexpectedEof => AttemptError::Changed,
-                        _ => e.into(),
-                    };
-                    let _ = tx.blocking_send(Read::Failed(e));
-                    return;
-                }
-                crc.update(body);
-                at += want as u64;
-                if tx.blocking_send(Read::Data { pt, body: want }).is_err() {
-                    return;
-                }
-            }
-            let _ = tx.blocking_send(Read::End(crc.finalize()));
-        }));
-        Reader { rx, recycle }
+impl Buffer for DataFrame {
+    fn prepare(&mut self, n: usize) -> &mut [u8] {
+        let mut head = Vec::with_capacity(32);
+        encode_head(&mut head, TransferFrame::DATA, n, std::iter::empty());
+        self.0.clear();
+        self.0.push(&head);
+        self.0.extend(n)
     }
 }

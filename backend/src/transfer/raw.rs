@@ -13,6 +13,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use super::reader::{Chunk, Reader};
 use super::sink::{Output, Sink};
 use crate::caps::{accept, Caps, RefusalLog};
 
@@ -67,62 +68,29 @@ pub async fn send<W: AsyncWrite + Unpin>(
     };
     w.write_all(&header.encode()).await?;
     w.write_all(meta.as_bytes()).await?;
-    let mut crc = crc32fast::Hasher::new();
-    let (mut blocks, recycle) = read_ahead(file.into_std().await, size);
+    let mut blocks = Reader::<Vec<u8>>::start(file.into_std().await, 0, size, BLOCK, 2);
     let mut sent = 0u64;
-    while sent < size {
-        let block = match blocks.recv().await {
-            Some(Ok(b)) => b,
-            Some(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+    let crc = loop {
+        match blocks.next().await {
+            Chunk::Data(block, len) => {
+                w.write_all(&block).await?;
+                sent += len as u64;
+                blocks.recycle(block);
+                progress(sent);
+            }
+            Chunk::End(crc) => break crc,
+            Chunk::Failed(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
                 return Err(TransferError::FileChanged {
                     path: path.display().to_string(),
                     want: size,
                 })
             }
-            Some(Err(e)) => return Err(e.into()),
-            None => return Err(std::io::Error::other("the file's reader stopped").into()),
-        };
-        crc.update(&block);
-        w.write_all(&block).await?;
-        sent += block.len() as u64;
-        let _ = recycle.send(block);
-        progress(sent);
-    }
-    let crc = crc.finalize();
+            Chunk::Failed(e) => return Err(e.into()),
+        }
+    };
     w.write_all(&footer(crc)).await?;
     w.flush().await?;
     Ok(Sent { size, crc })
-}
-
-/// Reads `file` from its start to `size` on a blocking thread, [`BLOCK`]
-/// bytes at a time and a few blocks ahead of the socket, straight into the
-/// buffers that are written (sent back to be filled again). Stops at the
-/// end, at an error (a short file: `UnexpectedEof`), or when the receiver
-/// is dropped.
-fn read_ahead(
-    mut file: std::fs::File,
-    size: u64,
-) -> (
-    tokio::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>,
-    std::sync::mpsc::Sender<Vec<u8>>,
-) {
-    let (tx, rx) = tokio::sync::mpsc::channel(2);
-    let (recycle, used) = std::sync::mpsc::channel::<Vec<u8>>();
-    drop(super::bulk("read", move || {
-        let mut at = 0u64;
-        while at < size {
-            let want = (size - at).min(BLOCK as u64) as usize;
-            let mut block = used.try_recv().unwrap_or_default();
-            block.resize(want, 0);
-            let read = std::io::Read::read_exact(&mut file, &mut block);
-            let failed = read.is_err();
-            if tx.blocking_send(read.map(|()| block)).is_err() || failed {
-                return;
-            }
-            at += want as u64;
-        }
-    }));
-    (rx, recycle)
 }
 
 /// A file received whole and verified.
