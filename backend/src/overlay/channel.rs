@@ -40,7 +40,7 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use roundtable_shared::directory::valid_name;
 use roundtable_shared::frame::encode_head;
 use roundtable_shared::secure::{
@@ -52,6 +52,7 @@ use snow::{HandshakeState, StatelessTransportState};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::identity::Identity;
+use super::pool::{Pool, POOLED_MIN};
 use crate::framing::{Connection, FramingError};
 
 /// When the sender switches to a fresh key.
@@ -143,9 +144,23 @@ fn check_name(name: &str) -> Result<(), ChannelError> {
     }
 }
 
+/// The primitives under snow's Noise state machine: ring's cipher and
+/// hashes where it has them (its ChaCha20-Poly1305, BoringSSL's assembly,
+/// seals and opens 2.3-2.5 GB/s on one core of the 2-core AMD EPYC this is
+/// measured on, against 1.3-1.5 GB/s for RustCrypto's: the cipher was a
+/// file transfer's largest cost), RustCrypto's and dalek's for the rest
+/// (X25519, BLAKE2s). The wire is the same either way.
+fn resolver() -> Box<dyn snow::resolvers::CryptoResolver + Send> {
+    use snow::resolvers::{DefaultResolver, FallbackResolver, RingResolver};
+    Box::new(FallbackResolver::new(
+        Box::new(RingResolver),
+        Box::new(DefaultResolver),
+    ))
+}
+
 fn builder<'a>(id: &'a Identity, prologue: &'a [u8]) -> Result<snow::Builder<'a>, ChannelError> {
     let params = NOISE_PARAMS.parse().map_err(ChannelError::Handshake)?;
-    snow::Builder::new(params)
+    snow::Builder::with_resolver(params, resolver())
         .local_private_key(id.private_key())
         .and_then(|b| b.prologue(prologue))
         .map_err(ChannelError::Handshake)
@@ -298,6 +313,7 @@ impl Handshake {
             epoch_started: Instant::now(),
             recv_next: 0,
             recv_epoch: 0,
+            pool: Pool::default(),
         };
         Ok((session, reply))
     }
@@ -350,6 +366,8 @@ pub struct Session {
     /// Lowest counter we still accept.
     recv_next: u64,
     recv_epoch: u32,
+    /// Buffers that large records are opened into.
+    pool: Pool,
 }
 
 impl fmt::Debug for Session {
@@ -559,7 +577,12 @@ impl Session {
         }
         // `payload` was validated: at most MAX_SEC_PAYLOAD bytes, and
         // counter + chunks does not overflow.
-        let mut record = BytesMut::zeroed(payload.len());
+        let pooled = payload.len() >= POOLED_MIN;
+        let mut record = if pooled {
+            self.pool.take(payload.len())
+        } else {
+            vec![0; payload.len()]
+        };
         let mut len = 0;
         let mut chunks = 0u64;
         for (i, chunk) in payload.chunks(NOISE_MAX_MESSAGE).enumerate() {
@@ -569,8 +592,12 @@ impl Session {
                 .map_err(|_| ChannelError::Rejected)?;
             chunks += 1;
         }
-        record.truncate(len);
-        let record = record.freeze();
+        let record = if pooled {
+            self.pool.share(record, 0..len)
+        } else {
+            record.truncate(len);
+            Bytes::from(record)
+        };
         let inner = Inner::parse(&record)?;
         if inner.ad != associated_data(kind, &self.peer, &self.me, epoch, counter) {
             return Err(ChannelError::Binding);

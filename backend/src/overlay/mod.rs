@@ -19,6 +19,8 @@
 //!   [`channel::Session`]) plus [`channel::connect`] / [`channel::accept`],
 //!   which run the handshake over a [`crate::framing::Connection`] within a
 //!   timeout.
+//! - [`pool`]: the buffers a session opens large records (a file's) into,
+//!   used again rather than allocated and cleared each time.
 //! - [`rpc`]: typed requests with ids and deadlines, fan-out reporting who
 //!   did not answer, handlers cancelled at the deadline with a final step
 //!   only on completion.
@@ -26,9 +28,12 @@
 //! The wire formats (the `HELLO` and `SEC` frames, the sealed record, the
 //! key's text form, the fingerprint, `REQ`/`REP`) live in
 //! [`roundtable_shared::secure`] and [`roundtable_shared::rpc`], pure and
-//! fuzzed. No cryptographic primitive is ours: `snow` does the handshake
-//! and the AEAD, BLAKE2s the fingerprint.
+//! fuzzed. No cryptographic primitive is ours: `snow` runs the handshake
+//! and the transport's nonces, with ring's ChaCha20-Poly1305 and
+//! RustCrypto's X25519 and BLAKE2s under it (`channel::resolver`); BLAKE2s
+//! makes the fingerprint.
 
 pub mod channel;
 pub mod identity;
+pub mod pool;
 pub mod rpc;
