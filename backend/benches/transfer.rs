@@ -24,7 +24,8 @@
 //! 2 GiB), `BENCH_SMALL_MIB` (default 64: the same Roundtable run on a
 //! small file, to show memory stays flat), `BENCH_TRANSFER_DIR` (default
 //! target/tmp; `/dev/shm` moves every file through memory instead of the
-//! disk, which leaves the CPU's share).
+//! disk, which leaves the CPU's share), `BENCH_ONLY=chat` (only the chat
+//! latency, on a file of `BENCH_TRANSFER_MIB`).
 
 mod common;
 
@@ -440,6 +441,14 @@ fn chat_latency(src: &Path, n: usize) -> ((f64, f64), (f64, f64), usize) {
     })
 }
 
+fn print_chat_latency(src: &Path) {
+    let ((a50, a99), (d50, d99), k) = chat_latency(src, 300);
+    println!(
+        "  chat send -> delivered event, 100 msg/s: alone p50 {a50:.2} ms p99 {a99:.2} ms; during the transfer ({k} messages) p50 {d50:.2} ms p99 {d99:.2} ms ({:.2}x)",
+        d99 / a99
+    );
+}
+
 fn main() {
     let big = env_usize("BENCH_TRANSFER_MIB", 1024);
     let small = env_usize("BENCH_SMALL_MIB", 64);
@@ -451,6 +460,12 @@ fn main() {
     let tmp = tempfile::tempdir_in(&root).unwrap();
     println!();
     println!("transfer benchmark: loopback, disk to disk, {}", machine());
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("chat") {
+        let src = tmp.path().join(format!("src-{big}.bin"));
+        make_file(&src, big);
+        print_chat_latency(&src);
+        return;
+    }
     for mib in [small, big] {
         let src = tmp.path().join(format!("src-{mib}.bin"));
         make_file(&src, mib);
@@ -501,11 +516,7 @@ fn main() {
             rate(bytes, total)
         );
         if mib == big {
-            let ((a50, a99), (d50, d99), k) = chat_latency(&src, 300);
-            println!(
-                "  chat send -> delivered event, 100 msg/s: alone p50 {a50:.2} ms p99 {a99:.2} ms; during the transfer ({k} messages) p50 {d50:.2} ms p99 {d99:.2} ms ({:.2}x)",
-                d99 / a99
-            );
+            print_chat_latency(&src);
         }
         std::fs::remove_file(&src).unwrap();
     }

@@ -147,6 +147,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         (self.stream, self.buf)
     }
 
+    /// A connection over `stream` that has already read `buf` (what
+    /// [`into_parts`](Self::into_parts) gave back), refusing frames beyond
+    /// `limits`.
+    pub fn from_parts(stream: S, buf: BytesMut, limits: Limits) -> Self {
+        Connection {
+            buf,
+            ..Connection::new(stream, limits)
+        }
+    }
+
     /// Like [`write_frames`](Self::write_frames), giving up after `limit`.
     pub async fn write_frames_within(
         &mut self,

@@ -16,6 +16,7 @@ use roundtable::node::chat::ChatConfig;
 use roundtable::node::{Node, NodeConfig};
 use roundtable::store::directory::DirectoryStore;
 use roundtable::store::pins::PinStore;
+use roundtable::transfer::bulk::Priority;
 use roundtable::web::Limits;
 use roundtable_shared::directory::PublicKey;
 use tokio::net::TcpListener;
@@ -306,6 +307,11 @@ struct NodeArgs {
     /// part in the same training.
     #[arg(long, value_enum, default_value_t = OnOff::On)]
     share_progress: OnOff,
+    /// How files give way to chat and the rest of the machine: "idle"
+    /// (Linux SCHED_IDLE: only CPU nothing else wants) or "low" (nice 10:
+    /// for hosts whose other work keeps every core busy).
+    #[arg(long, value_enum, default_value_t = Priority::Idle)]
+    file_priority: Priority,
 }
 
 /// A switch.
@@ -691,6 +697,7 @@ async fn run_node(args: NodeArgs) -> Result<()> {
         max_file_size: args.max_file_size,
         part_max_age: secs(args.part_max_age_hours * 3600.0)?,
         share_progress: args.share_progress == OnOff::On,
+        file_priority: args.file_priority,
     };
     let node = Node::start(cfg).await?;
     println!("{} is up:", node.name);

@@ -237,6 +237,15 @@ enum Origin<'a> {
     Proven(&'a str),
 }
 
+/// A secure connection whose first frames offer a file: the chat port
+/// hands it to the transfers ([`Chat::receive_file`]).
+struct FileConnection {
+    session: channel::Session,
+    peer: String,
+    /// The frames opened so far, the offer first.
+    first: Vec<Frame>,
+}
+
 impl Chat {
     pub fn new(
         cfg: ChatConfig,
@@ -831,8 +840,15 @@ impl Chat {
                     None => return,
                 }
                 let mut conn = Connection::new(stream, chat_limits()).with_read_chunk(64 * 1024);
-                if let Err(e) = this.inbound(&mut conn, peer).await {
-                    tracing::debug!(%peer, %e, "chat connection ended");
+                match this.inbound(&mut conn, peer).await {
+                    Ok(None) => {}
+                    Ok(Some(file)) => {
+                        if let Err(e) = this.receive_file(conn, file).await {
+                            tracing::debug!(%peer, %e, "file connection ended");
+                        }
+                        return;
+                    }
+                    Err(e) => tracing::debug!(%peer, %e, "chat connection ended"),
                 }
                 conn.shutdown().await;
             });
@@ -901,15 +917,15 @@ impl Chat {
         &self,
         conn: &mut Connection<TcpStream>,
         addr: SocketAddr,
-    ) -> Result<(), LinkError> {
+    ) -> Result<Option<FileConnection>, LinkError> {
         let cfg = &self.inner.cfg;
         let mut wait = cfg.first_frame_timeout;
         loop {
             let first = tokio::select! {
-                _ = self.inner.shutdown.cancelled() => return Ok(()),
+                _ = self.inner.shutdown.cancelled() => return Ok(None),
                 r = conn.read_frame_within(wait) => match r? {
                     Some(f) => f,
-                    None => return Ok(()),
+                    None => return Ok(None),
                 },
             };
             // A malformed HELLO is answered like any unknown frame, as a
@@ -937,7 +953,7 @@ impl Chat {
                     .await?;
             }
             if end {
-                return Ok(());
+                return Ok(None);
             }
             if let Some(h) = hello {
                 return self.inbound_secure(conn, addr, h).await;
@@ -952,7 +968,7 @@ impl Chat {
         conn: &mut Connection<TcpStream>,
         addr: SocketAddr,
         hello: Hello,
-    ) -> Result<(), LinkError> {
+    ) -> Result<Option<FileConnection>, LinkError> {
         let cfg = &self.inner.cfg;
         let overlay = &self.inner.overlay;
         let claimed = hello.from.clone();
@@ -987,10 +1003,10 @@ impl Chat {
         let mut first = true;
         loop {
             let f = tokio::select! {
-                _ = self.inner.shutdown.cancelled() => return Ok(()),
+                _ = self.inner.shutdown.cancelled() => return Ok(None),
                 r = conn.read_frame_within(cfg.inbound_idle_timeout) => match r? {
                     Some(f) => f,
-                    None => return Ok(()),
+                    None => return Ok(None),
                 },
             };
             let mut frames = open_frame(&mut session, f)?;
@@ -1005,10 +1021,14 @@ impl Chat {
             }
             // A connection that starts with a file offer carries a file.
             if std::mem::take(&mut first) && TransferFrame::is_transfer(&frames[0].kind) {
-                let Some(t) = &self.inner.transfers else {
-                    return Ok(());
-                };
-                return t.receive(conn, &mut session, &peer, frames).await;
+                if self.inner.transfers.is_none() {
+                    return Ok(None);
+                }
+                return Ok(Some(FileConnection {
+                    session,
+                    peer,
+                    first: frames,
+                }));
             }
             let (replies, end) = self.handle(frames, Origin::Proven(&peer)).await;
             if !replies.is_empty() {
@@ -1016,9 +1036,42 @@ impl Chat {
                 conn.write_frames_within(&sealed, cfg.write_timeout).await?;
             }
             if end {
-                return Ok(());
+                return Ok(None);
             }
         }
+    }
+
+    /// Serves a file connection on the transfers' runtime, below chat's
+    /// priority (`transfer::bulk`), until it ends.
+    async fn receive_file(
+        &self,
+        conn: Connection<TcpStream>,
+        file: FileConnection,
+    ) -> Result<(), LinkError> {
+        let Some(t) = self.inner.transfers.clone() else {
+            return Ok(());
+        };
+        let (stream, read) = conn.into_parts();
+        // Off this runtime's reactor, onto the other's.
+        let stream = stream.into_std().map_err(FramingError::Io)?;
+        let FileConnection {
+            mut session,
+            peer,
+            first,
+        } = file;
+        let served = self.inner.tracker.spawn_on(
+            async move {
+                let stream = TcpStream::from_std(stream).map_err(FramingError::Io)?;
+                let mut conn = Connection::from_parts(stream, read, chat_limits());
+                let r = t.receive(&mut conn, &mut session, &peer, first).await;
+                conn.shutdown().await;
+                r
+            },
+            crate::transfer::bulk::runtime(),
+        );
+        served
+            .await
+            .map_err(|e| LinkError::from(FramingError::Io(std::io::Error::other(e))))?
     }
 
     /// What to do with frames received together: stores the messages in

@@ -80,6 +80,9 @@ pub struct NodeConfig {
     /// Share this node's training progress with the peers in the same
     /// training (`--share-progress`, on by default).
     pub share_progress: bool,
+    /// How a file's work gives way to chat and the rest of the machine
+    /// (`--file-priority`).
+    pub file_priority: crate::transfer::bulk::Priority,
 }
 
 impl NodeConfig {
@@ -106,6 +109,7 @@ impl NodeConfig {
             max_file_size: crate::transfer::DEFAULT_MAX_FILE_SIZE,
             part_max_age: crate::transfer::DEFAULT_PART_MAX_AGE,
             share_progress: true,
+            file_priority: Default::default(),
         }
     }
 }
@@ -139,6 +143,7 @@ impl Node {
 
     /// [`Node::start`] with chat tuned (timeouts, caps); its name is the node's.
     pub async fn start_with(cfg: NodeConfig, mut chat_cfg: ChatConfig) -> anyhow::Result<Node> {
+        crate::transfer::bulk::set_priority(cfg.file_priority);
         chat_cfg.name.clone_from(&cfg.name);
         if chat_cfg.files_dir.is_none() {
             chat_cfg.files_dir = Some(cfg.data.join("files").join("received"));

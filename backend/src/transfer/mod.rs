@@ -16,6 +16,8 @@
 //! - [`inbound`]: the receiving side, on a secure connection the chat
 //!   port handed over: part file, checkpoints, verification, rename.
 //!
+//! - [`bulk`]: where all of a file's work runs, below chat's priority.
+//!
 //! Progress reaches the dashboard as `Event::Transfer`, at most about ten
 //! a second per transfer ([`Progress`]).
 //!
@@ -23,6 +25,7 @@
 //! `files/partial/<seq>.part` (what is arriving), `files/received/` (what
 //! arrived whole and verified, under its own name, never overwriting).
 
+pub mod bulk;
 pub mod cli;
 pub mod inbound;
 pub mod outbound;
@@ -52,37 +55,6 @@ use crate::node::peers::Peers;
 use crate::store::chat::now_ms;
 use crate::store::transfers::{TransferRecord, TransferStore};
 use crate::store::StoreError;
-
-/// Niceness of a file's bulk threads (see [`bulk`]).
-const BULK_NICE: i32 = 10;
-
-/// Runs `f`, a file's bulk work (reading it, hashing, writing it), on a
-/// thread of its own at a lower CPU priority (nice 10): when the CPU is
-/// short it gives way to chat's tasks, and otherwise takes what is left.
-/// Not one of the runtime's blocking threads, which are reused for other
-/// work and could not be raised back without privilege. The thread starts
-/// at once; the future only waits for its result (an error if `f`
-/// panicked), and dropping it leaves the thread to finish.
-pub fn bulk<T: Send + 'static>(
-    name: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> impl std::future::Future<Output = std::io::Result<T>> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let spawned = std::thread::Builder::new()
-        .name(format!("file-{name}"))
-        .spawn(move || {
-            let me = rustix::thread::gettid();
-            if let Err(e) = rustix::process::setpriority_process(Some(me), BULK_NICE) {
-                tracing::debug!(%e, "cannot lower a file thread's priority");
-            }
-            let _ = tx.send(f());
-        });
-    async move {
-        spawned?;
-        rx.await
-            .map_err(|_| std::io::Error::other("a file thread stopped (panicked)"))
-    }
-}
 
 /// Free disk space a received file must leave (both kinds of receiving).
 pub const FREE_MARGIN: u64 = 256 << 20;
@@ -449,14 +421,16 @@ impl Transfers {
             return;
         }
         let this = self.clone();
-        self.inner.tracker.spawn(async move {
+        let worker = async move {
             outbound::run(&this, seq).await;
             this.inner
                 .running
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&seq);
-        });
+        };
+        // Below chat's priority, with its connection (see `bulk`).
+        self.inner.tracker.spawn_on(worker, bulk::runtime());
     }
 
     /// Starts every unfinished outgoing transfer (at start; workers then

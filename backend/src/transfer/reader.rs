@@ -1,5 +1,5 @@
 //! A file on its way out, for both senders (a node's `outbound`, the bare
-//! exchange's `raw`): a bulk thread ([`super::bulk`]) reads it from an
+//! exchange's `raw`): a bulk thread ([`super::bulk::thread`]) reads it from an
 //! offset to its end, a chunk at a time and a few chunks ahead of the
 //! socket, straight into the buffers that are then written and handed back
 //! to be filled again, and computes the CRC-32 of what it read.
@@ -53,7 +53,7 @@ impl<B: Buffer> Reader<B> {
         let (tx, rx) = mpsc::channel(ahead);
         let (recycle, used) = std::sync::mpsc::channel::<B>();
         // The thread runs on its own; its end is told through the channel.
-        drop(super::bulk("read", move || {
+        drop(super::bulk::thread("read", move || {
             let mut crc = crc32fast::Hasher::new();
             if let Err(e) = file.seek(SeekFrom::Start(offset)) {
                 let _ = tx.blocking_send(Chunk::Failed(e));

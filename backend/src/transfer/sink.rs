@@ -52,7 +52,7 @@ impl<D: Send + 'static> Sink<D> {
     ) -> Sink<D> {
         let (write_tx, mut write_rx) = mpsc::channel::<Vec<Bytes>>(QUEUE);
         let (hash_tx, mut hash_rx) = mpsc::channel::<Vec<Bytes>>(QUEUE);
-        let hasher = bulk("hash", move || {
+        let hasher = bulk::thread("hash", move || {
             let mut sha = sha;
             while let Some(batch) = hash_rx.blocking_recv() {
                 for chunk in batch {
@@ -61,7 +61,7 @@ impl<D: Send + 'static> Sink<D> {
             }
             sha
         });
-        let writer = bulk("write", move || {
+        let writer = bulk::thread("write", move || {
             let mut out = open()?;
             while let Some(batch) = write_rx.blocking_recv() {
                 out.write(&batch)?;
