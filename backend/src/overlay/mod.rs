@@ -30,7 +30,7 @@
 //! [`roundtable_shared::secure`] and [`roundtable_shared::rpc`], pure and
 //! fuzzed. No cryptographic primitive is ours: `snow` runs the handshake
 //! and the transport's nonces, with ring's ChaCha20-Poly1305 and
-//! RustCrypto's X25519 and BLAKE2s under it (`channel::resolver`); BLAKE2s
+//! dalek's X25519 and RustCrypto's BLAKE2s under it (`channel::resolver`); BLAKE2s
 //! makes the fingerprint.
 
 pub mod channel;
