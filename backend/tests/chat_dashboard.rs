@@ -326,6 +326,9 @@ async fn a_search_hit_opens_at_the_message_and_a_phone_gets_a_compact_header() {
         .await?;
         c.goto(&alice.url("/")).await?;
         wait_text(&c, "#conn", |t| t.contains("connected")).await?;
+        // The addresses render once the node's details have loaded, which
+        // may be after the connection.
+        wait_for(&c, "#header-addresses").await?;
         let layout = c
             .execute(
                 "const a = document.querySelector('#header-addresses');
