@@ -240,6 +240,7 @@ enum Origin<'a> {
 /// A secure connection whose first frames offer a file: the chat port
 /// hands it to the transfers ([`Chat::receive_file`]).
 struct FileConnection {
+    transfers: crate::transfer::Transfers,
     session: channel::Session,
     peer: String,
     /// The frames opened so far, the offer first.
@@ -1021,10 +1022,11 @@ impl Chat {
             }
             // A connection that starts with a file offer carries a file.
             if std::mem::take(&mut first) && TransferFrame::is_transfer(&frames[0].kind) {
-                if self.inner.transfers.is_none() {
+                let Some(t) = &self.inner.transfers else {
                     return Ok(None);
-                }
+                };
                 return Ok(Some(FileConnection {
+                    transfers: t.clone(),
                     session,
                     peer,
                     first: frames,
@@ -1048,13 +1050,11 @@ impl Chat {
         conn: Connection<TcpStream>,
         file: FileConnection,
     ) -> Result<(), LinkError> {
-        let Some(t) = self.inner.transfers.clone() else {
-            return Ok(());
-        };
         let (stream, read) = conn.into_parts();
         // Off this runtime's reactor, onto the other's.
         let stream = stream.into_std().map_err(FramingError::Io)?;
         let FileConnection {
+            transfers: t,
             mut session,
             peer,
             first,

@@ -78,7 +78,7 @@ fn lower_priority() {
 }
 
 /// The transfers' runtime, started on first use, its worker and blocking
-/// threads at nice 10. It lives as long as the process; what runs on it
+/// threads at the file priority. It lives as long as the process; what runs on it
 /// is tracked and stopped by the node's shutdown like the rest.
 pub fn runtime() -> &'static tokio::runtime::Handle {
     static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
@@ -95,9 +95,10 @@ pub fn runtime() -> &'static tokio::runtime::Handle {
         .handle()
 }
 
-/// Runs `f`, blocking file work, on a thread of its own at nice 10. The
-/// thread starts at once; the future only waits for its result (an error
-/// if `f` panicked), and dropping it leaves the thread to finish.
+/// Runs `f`, blocking file work, on a thread of its own at the file
+/// priority. The thread starts at once; the future only waits for its
+/// result (an error if `f` panicked), and dropping it leaves the thread to
+/// finish.
 pub fn thread<T: Send + 'static>(
     name: &str,
     f: impl FnOnce() -> T + Send + 'static,
