@@ -58,6 +58,7 @@ use tokio_util::sync::CancellationToken;
 const PLAIN: Capabilities = Capabilities {
     roundtable: true,
     secure: false,
+    aesgcm: false,
 };
 
 fn text(i: usize) -> String {
@@ -131,10 +132,14 @@ async fn receive_path_secure(bob: &Node, n: usize) -> f64 {
     .await
     .unwrap();
     let pong = conn.read_frame().await.unwrap().unwrap();
+    let aesgcm = channel::hardware_aes();
     assert_eq!(
         PeerFrame::parse(&pong),
         Ok(PeerFrame::Pong {
-            caps: Capabilities::ALL
+            caps: Capabilities {
+                aesgcm,
+                ..Capabilities::ALL
+            }
         })
     );
     let session = channel::connect(
@@ -144,6 +149,11 @@ async fn receive_path_secure(bob: &Node, n: usize) -> f64 {
         &bob.name,
         None,
         &ChannelConfig::default(),
+        if aesgcm {
+            channel::Cipher::AesGcm
+        } else {
+            channel::Cipher::ChaChaPoly
+        },
     )
     .await
     .unwrap();

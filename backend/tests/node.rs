@@ -407,6 +407,7 @@ where
                             let caps = Capabilities {
                                 roundtable: true,
                                 secure: false,
+                                aesgcm: false,
                             };
                             let pong = PeerFrame::Pong { caps }.to_frame();
                             conn.write_frame(&pong).await.unwrap();

@@ -803,6 +803,7 @@ async fn frames_injected_from_a_third_connection_are_refused() {
         "bob",
         None,
         &ChannelConfig::default(),
+        channel::Cipher::ChaChaPoly,
     )
     .await
     .expect("bob accepts a stranger's handshake");
@@ -1477,6 +1478,7 @@ async fn a_stranger_claims_alice(
         "bob",
         None,
         &ChannelConfig::default(),
+        channel::Cipher::AesGcm,
     )
     .await
     {
@@ -1535,4 +1537,132 @@ async fn a_strangers_refused_key_is_not_left_on_offer() {
         "the stranger's key {mallory_fp} is still offered as alice's"
     );
     stop_all(vec![alice, bob], dir).await;
+}
+
+// ---------------------------------------------------------------------------
+// The cipher
+// ---------------------------------------------------------------------------
+
+/// Direct links run AES-256-GCM when both sides do AES in hardware (each
+/// grants `roundtable-aesgcm/1`) and ChaCha20-Poly1305 when either does not:
+/// a node that does not offer it, or a node of before the capability,
+/// whose `PONG` grants only `roundtable-secure/1`. Either way the channel
+/// carries a message to its acknowledgement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_channel_runs_aes_gcm_only_when_both_sides_grant_it() {
+    use channel::Cipher;
+    use roundtable::events::Events;
+    use roundtable::node::link::{open_direct, Overlay};
+    use roundtable::node::peers::Peers;
+    use roundtable::node::trust::Trust;
+    use roundtable::store::pins::PinStore;
+
+    let dir = Directory::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let bob = node("bob", &dir, data.path()).await;
+    let carol = data.path().join("carol");
+    std::fs::create_dir_all(&carol).unwrap();
+    let identity = Arc::new(Identity::load_or_create(&carol).unwrap());
+    let trust = Trust::load(
+        PinStore::open(&carol.join("pins.db")).unwrap(),
+        Peers::new("carol", Events::new(16)),
+    )
+    .unwrap();
+    let overlay = |aes_gcm: bool| Overlay {
+        me: "carol".into(),
+        identity: identity.clone(),
+        trust: trust.clone(),
+        channel: ChannelConfig {
+            aes_gcm,
+            ..ChannelConfig::default()
+        },
+        require_secure: false,
+        secure: true,
+    };
+    let permit = || async {
+        Arc::new(tokio::sync::Semaphore::new(1))
+            .acquire_owned()
+            .await
+            .unwrap()
+    };
+    let t = Duration::from_secs(5);
+    let hardware = if channel::hardware_aes() {
+        Cipher::AesGcm
+    } else {
+        Cipher::ChaChaPoly
+    };
+    for (n, (offer, expected)) in [(true, hardware), (false, Cipher::ChaChaPoly)]
+        .into_iter()
+        .enumerate()
+    {
+        let port = bob.chat_addr.port();
+        let mut link = open_direct(&overlay(offer), "bob", "127.0.0.1", port, t, permit().await)
+            .await
+            .unwrap();
+        assert_eq!(link.direct_cipher(), Some(expected), "offered: {offer}");
+        let id = format!("a{n}a{n}a{n}a{n}a{n}a{n}a{n}a{n}a{n}a{n}a{n}a{n}a{n}a{n}a{n}a{n}");
+        let msg = PeerFrame::Msg {
+            sender: "carol".into(),
+            id: id.clone(),
+            text: format!("over {expected:?}"),
+        };
+        link.send(&[msg.to_frame()], t).await.unwrap();
+        let ack = link.recv(t).await.unwrap();
+        assert_eq!(PeerFrame::parse(&ack), Ok(PeerFrame::MsgAck { id }));
+    }
+    let texts: Vec<String> = history(&bob, "carol")
+        .await
+        .into_iter()
+        .map(|m| m.text)
+        .collect();
+    assert_eq!(
+        texts,
+        [format!("over {hardware:?}"), "over ChaChaPoly".to_owned()]
+    );
+
+    // dave runs a node of before the capability: its PONG does not grant
+    // it, so carol's first HELLO names no cipher and dave's handshake (one
+    // that knows only ChaChaPoly would refuse any other) succeeds.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let dave = Identity::generate().unwrap();
+    let old_node = tokio::spawn(async move {
+        let (s, _) = listener.accept().await.unwrap();
+        let mut conn = Connection::new(s, Limits::default());
+        let ping = conn.read_frame().await.unwrap().unwrap();
+        assert_eq!(
+            ping.args,
+            ["roundtable/1", "roundtable-secure/1", "roundtable-aesgcm/1"]
+        );
+        conn.write_frame(&Frame::new(
+            "PONG",
+            ["roundtable/1", "roundtable-secure/1"],
+            "",
+        ))
+        .await
+        .unwrap();
+        let first = conn.read_frame().await.unwrap().unwrap();
+        assert_eq!(first.kind, "HELLO");
+        assert_eq!(first.args, ["carol", "dave", "1"], "no cipher named");
+        let Ok(SecureFrame::Hello(first)) = SecureFrame::parse(&first) else {
+            panic!("not a HELLO");
+        };
+        let session = channel::accept(
+            &mut conn,
+            &dave,
+            "dave",
+            Some(first),
+            |_| None,
+            &ChannelConfig::default(),
+        )
+        .await
+        .unwrap();
+        session.cipher()
+    });
+    let link = open_direct(&overlay(true), "dave", "127.0.0.1", port, t, permit().await)
+        .await
+        .unwrap();
+    assert_eq!(link.direct_cipher(), Some(Cipher::ChaChaPoly));
+    assert_eq!(old_node.await.unwrap(), Cipher::ChaChaPoly);
+    bob.stop(Duration::from_secs(2)).await;
 }

@@ -17,7 +17,7 @@ use common::{eventually, logged_addr, Directory};
 use roundtable::directory::relay::RelayConfig;
 use roundtable_shared::directory::MAX_RELAY_PAYLOAD;
 use roundtable_shared::frame::{decode, Decoded, Frame, Limits};
-use roundtable_shared::secure::{Hello, Sealed, SecureFrame, MAX_SEC_PAYLOAD};
+use roundtable_shared::secure::{Cipher, Hello, Sealed, SecureFrame, MAX_SEC_PAYLOAD};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
@@ -161,6 +161,7 @@ fn hello(from: &str, to: &str, step: u8, len: usize) -> SecureFrame {
         from: from.into(),
         to: to.into(),
         step,
+        cipher: Cipher::ChaChaPoly,
         payload: vec![step; len],
     })
 }
@@ -625,6 +626,8 @@ async fn the_directory_log_never_holds_relayed_payloads() {
         from: "bob".into(),
         to: "alice".into(),
         step: 1,
+        // Forwarded as it came, cipher and all.
+        cipher: Cipher::AesGcm,
         payload: MARKER.to_vec(),
     });
     bob.send(&wire(&h)).await;

@@ -19,6 +19,12 @@
 //! of this module (`MSG`, `MSGACK`) or a request frame (`REQ`, `REP`), packed
 //! with [`crate::secure::pack`]. Only the
 //! capability exchange itself is ever in clear between Roundtable nodes.
+//!
+//! A third, `roundtable-aesgcm/1` ([`crate::secure::AESGCM_CAPABILITY`]),
+//! says the side does AES in hardware; when both grant it the channel runs
+//! AES-256-GCM instead of ChaCha20-Poly1305 (the first `HELLO` names it).
+//! Stripping it on the way only leaves the channel on ChaCha20-Poly1305,
+//! and adding it makes the handshake fail: neither is a weaker channel.
 
 use crate::frame::Frame;
 
@@ -32,6 +38,9 @@ pub struct Capabilities {
     pub roundtable: bool,
     /// `roundtable-secure/1`: the Noise channel.
     pub secure: bool,
+    /// `roundtable-aesgcm/1` ([`crate::secure::AESGCM_CAPABILITY`]): the
+    /// channel may run AES-256-GCM, which this side does in hardware.
+    pub aesgcm: bool,
 }
 
 impl Capabilities {
@@ -39,11 +48,13 @@ impl Capabilities {
     pub const NONE: Capabilities = Capabilities {
         roundtable: false,
         secure: false,
+        aesgcm: false,
     };
     /// Everything this build speaks.
     pub const ALL: Capabilities = Capabilities {
         roundtable: true,
         secure: true,
+        aesgcm: true,
     };
 
     /// What both `self` and `other` have.
@@ -51,6 +62,7 @@ impl Capabilities {
         Capabilities {
             roundtable: self.roundtable && other.roundtable,
             secure: self.secure && other.secure,
+            aesgcm: self.aesgcm && other.aesgcm,
         }
     }
 
@@ -58,6 +70,7 @@ impl Capabilities {
         Capabilities {
             roundtable: args.iter().any(|a| a == CAPABILITY),
             secure: args.iter().any(|a| a == crate::secure::PROTOCOL),
+            aesgcm: args.iter().any(|a| a == crate::secure::AESGCM_CAPABILITY),
         }
     }
 
@@ -68,6 +81,9 @@ impl Capabilities {
         }
         if self.secure {
             v.push(crate::secure::PROTOCOL.to_owned());
+        }
+        if self.aesgcm {
+            v.push(crate::secure::AESGCM_CAPABILITY.to_owned());
         }
         v
     }
@@ -197,7 +213,8 @@ mod tests {
             PeerFrame::Ping {
                 caps: Capabilities {
                     roundtable: true,
-                    secure: false
+                    secure: false,
+                    aesgcm: false,
                 }
             }
             .to_frame()
@@ -212,7 +229,22 @@ mod tests {
             .to_frame()
             .encode()
             .unwrap(),
-            b"PING 0 roundtable/1 roundtable-secure/1\n"
+            b"PING 0 roundtable/1 roundtable-secure/1 roundtable-aesgcm/1\n"
+        );
+        // What a node of before the AES-GCM capability asks: granted as is.
+        assert_eq!(
+            PeerFrame::parse(&Frame::new(
+                "PING",
+                ["roundtable/1", "roundtable-secure/1"],
+                ""
+            )),
+            Ok(PeerFrame::Ping {
+                caps: Capabilities {
+                    roundtable: true,
+                    secure: true,
+                    aesgcm: false,
+                }
+            })
         );
         // A classic peer's PONG grants nothing, whatever was asked.
         assert_eq!(
@@ -236,6 +268,7 @@ mod tests {
                 caps: Capabilities {
                     roundtable: true,
                     secure: false,
+                    aesgcm: false,
                 },
             },
             PeerFrame::Message {

@@ -28,7 +28,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::relay::RelayLink;
 use super::trust::{Trust, Verdict};
 use crate::framing::{Connection, FramingError};
-use crate::overlay::channel::{self, ChannelConfig, ChannelError, Session};
+use crate::overlay::channel::{self, ChannelConfig, ChannelError, Cipher, Session};
 use crate::overlay::identity::Identity;
 use crate::store::StoreError;
 
@@ -52,6 +52,7 @@ impl Overlay {
         Capabilities {
             roundtable: true,
             secure: self.secure,
+            aesgcm: self.secure && self.channel.aes_gcm,
         }
     }
 }
@@ -118,6 +119,14 @@ impl Link {
     /// to come from the peer).
     pub fn secure(&self) -> bool {
         !matches!(self.carrier, Carrier::Plain(_))
+    }
+
+    /// The cipher of a direct secure link (None on a plain or relayed one).
+    pub fn direct_cipher(&self) -> Option<Cipher> {
+        match &self.carrier {
+            Carrier::Secure(_, session) => Some(session.cipher()),
+            _ => None,
+        }
     }
 
     /// The connection and session of a direct secure link, for a caller
@@ -337,6 +346,11 @@ pub async fn open_direct(
         peer,
         expected,
         &overlay.channel,
+        if caps.aesgcm {
+            Cipher::AesGcm
+        } else {
+            Cipher::ChaChaPoly
+        },
     )
     .await
     {

@@ -47,7 +47,7 @@ use super::link::{open_sealed, seal_all, LinkError, Overlay};
 use super::peers::Peers;
 use super::trust::Verdict;
 use crate::framing::{Connection, FramingError};
-use crate::overlay::channel::{ChannelError, Handshake, Session};
+use crate::overlay::channel::{ChannelError, Cipher, Handshake, Session};
 
 /// How to reach the directory's relay.
 #[derive(Debug, Clone)]
@@ -211,12 +211,16 @@ impl Relay {
                         slot.error = None;
                         let expected = self.inner.overlay.trust.expected(peer)?;
                         let o = &self.inner.overlay;
+                        // No capabilities are exchanged through the relay:
+                        // the cipher every node speaks (chat alone goes this
+                        // way, files need a direct connection).
                         let (hs, hello) = Handshake::initiate(
                             &o.identity,
                             &o.me,
                             peer,
                             expected,
                             o.channel.rekey,
+                            Cipher::ChaChaPoly,
                         )?;
                         slot.state = Some(State::Initiating(hs));
                         Some(hello)
