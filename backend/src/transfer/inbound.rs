@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 use roundtable_shared::api::TransferState;
 use roundtable_shared::binary::{Decoder, Limits, Step};
 use roundtable_shared::frame::Frame;
-use roundtable_shared::secure::SecureError;
+use roundtable_shared::secure::{SecureError, SecureFrame};
 use roundtable_shared::transfer::{
     split_plaintext, ExchangeMeta, FileOffer, FileReply, Piece, TransferFrame,
 };
@@ -49,7 +49,7 @@ use tokio::net::TcpStream;
 use super::sink::{Output, Sink};
 use super::{candidates, free_space, hex, Progress, Transfers};
 use crate::framing::{Connection, FramingError};
-use crate::node::link::{chat_limits, open_plaintext, seal_all, sealed_frame, LinkError};
+use crate::node::link::{chat_limits, open_plaintext_in_place, seal_all, LinkError};
 use crate::overlay::channel::{ChannelError, Session};
 use crate::store::chat::now_ms;
 use crate::store::transfers::{Offered, TransferRecord, TransferStore};
@@ -110,13 +110,24 @@ impl Frames<'_> {
             if let Some(f) = self.pending.pop_front() {
                 return Ok(f);
             }
-            let f = self
+            if !self.conn.fill_frame_within(self.idle).await? {
+                return Err(ReceiveError::Closed);
+            }
+            // Opened from the connection's buffer: no copy of the record.
+            let session = &mut *self.session;
+            let opened = self
                 .conn
-                .read_frame_within(self.idle)
-                .await?
-                .ok_or(ReceiveError::Closed)?;
-            let sealed = sealed_frame(f)?;
-            let Some(pt) = open_plaintext(self.session, &sealed)? else {
+                .take_in_place(|head, payload| match SecureFrame::parse_head(&head) {
+                    Ok(SecureFrame::Sealed(s)) => open_plaintext_in_place(session, &s, payload),
+                    Ok(SecureFrame::Hello(_)) => Err(ChannelError::Unexpected {
+                        expected: "SEC",
+                        got: "HELLO".into(),
+                    }
+                    .into()),
+                    Err(e) => Err(ChannelError::Frame(e).into()),
+                })?
+                .ok_or(ReceiveError::Closed)??;
+            let Some(pt) = opened else {
                 continue;
             };
             let pieces = split_plaintext(&pt, &chat_limits()).map_err(|_| {
