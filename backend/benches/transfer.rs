@@ -239,12 +239,13 @@ fn get(addr: &str, path: &str) -> String {
     body.to_owned()
 }
 
-/// A release process killed when dropped.
-/// A directory and two nodes, alice and bob, as release processes.
+/// A directory and two nodes, alice and bob, as release processes (the
+/// nodes are stopped first: fields drop in order, and a directory gone
+/// before its nodes has them log a lost session).
 struct Nodes {
-    _dir: Proc,
     alice: Proc,
     bob: Proc,
+    _dir: Proc,
     alice_http: String,
     bob_http: String,
 }
@@ -310,9 +311,9 @@ fn start_nodes(data: &Path) -> Nodes {
         std::thread::sleep(Duration::from_millis(50));
     }
     Nodes {
-        _dir: dir,
         alice,
         bob,
+        _dir: dir,
         alice_http,
         bob_http,
     }

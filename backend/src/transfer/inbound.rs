@@ -5,7 +5,8 @@
 //! Each `FILEDATA` frame's bytes stay in the record they were decrypted
 //! into (`transfer::split_plaintext`, `Incoming::Data`) and go, a MiB at a
 //! time, to two threads: one writes them into `files/partial/<seq>.part`
-//! (allocated up to 64 MiB ahead of them), the other hashes them
+//! (allocated up to 64 MiB ahead of them, and handed to the disk a few
+//! MiB behind them: [`super::writeback`]), the other hashes them
 //! (SHA-256). Every [`CHECKPOINT_BYTES`] or [`CHECKPOINT_EVERY`], whichever
 //! first, the writer hands what it buffered to the kernel and then records
 //! the offset in `transfers.db`: the offset an offer resumes from. Each byte
@@ -47,6 +48,7 @@ use sha2::{Digest, Sha256};
 use tokio::net::TcpStream;
 
 use super::sink::{Output, Sink};
+use super::writeback::Writeback;
 use super::{candidates, free_space, hex, Progress, Transfers};
 use crate::framing::{Connection, FramingError};
 use crate::node::link::{chat_limits, open_plaintext_in_place, seal_all, LinkError};
@@ -216,6 +218,7 @@ struct Part {
     store: TransferStore,
     seq: i64,
     shown: Arc<AtomicU64>,
+    writeback: Writeback,
 }
 
 impl Part {
@@ -245,6 +248,7 @@ impl Part {
             store,
             seq,
             shown,
+            writeback: Writeback::new(offset),
         };
         part.allocate_to(offset);
         Ok(part)
@@ -289,6 +293,7 @@ impl Output for Part {
             self.file.write_all(chunk)?;
             self.pos += chunk.len() as u64;
         }
+        self.writeback.written(&self.file, self.pos);
         self.shown.store(self.pos, Ordering::Relaxed);
         if self.pos - self.recorded >= CHECKPOINT_BYTES || self.last.elapsed() >= CHECKPOINT_EVERY {
             self.record()?;

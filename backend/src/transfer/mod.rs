@@ -17,6 +17,9 @@
 //!   port handed over: part file, checkpoints, verification, rename.
 //!
 //! - [`bulk`]: where all of a file's work runs, below chat's priority.
+//! - [`reader`], [`sink`]: a file's bytes on their way out of and into
+//!   files, on threads of their own; [`writeback`]: a received file goes
+//!   to disk as it arrives, a few MiB behind, not all at the final sync.
 //!
 //! Progress reaches the dashboard as `Event::Transfer`, at most about ten
 //! a second per transfer ([`Progress`]).
@@ -32,6 +35,7 @@ pub mod outbound;
 pub mod raw;
 pub mod reader;
 pub mod sink;
+pub mod writeback;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::reader::{Chunk, Reader};
 use super::sink::{Output, Sink};
+use super::writeback::Writeback;
 use crate::caps::{accept, Caps, RefusalLog};
 
 /// Bytes read from disk or the socket at a time.
@@ -178,7 +179,10 @@ pub async fn receive<R: AsyncRead + Unpin>(
                         .prefix(".partial-")
                         .tempfile_in(out_dir)?;
                     let f = t.as_file().try_clone()?;
-                    temp = Some((t, Sink::start(Sha256::new(), move || Ok(Temp(f)))));
+                    temp = Some((
+                        t,
+                        Sink::start(Sha256::new(), move || Ok(Temp(f, 0, Writeback::new(0)))),
+                    ));
                     head = Some((name, meta));
                 }
                 Step::Body(chunk) => {
@@ -212,14 +216,19 @@ pub async fn receive<R: AsyncRead + Unpin>(
 }
 
 /// The temporary file an exchange is received into, on the sink's writer
-/// thread.
-struct Temp(std::fs::File);
+/// thread: how much is written, and its writeback.
+struct Temp(std::fs::File, u64, Writeback);
 
 impl Output for Temp {
     type Done = ();
 
     fn write(&mut self, chunks: &[Bytes]) -> std::io::Result<()> {
-        chunks.iter().try_for_each(|c| self.0.write_all(c))
+        for c in chunks {
+            self.0.write_all(c)?;
+            self.1 += c.len() as u64;
+        }
+        self.2.written(&self.0, self.1);
+        Ok(())
     }
 
     fn finish(self) -> std::io::Result<()> {
