@@ -443,7 +443,7 @@ fn chat_latency(src: &Path, n: usize) -> ((f64, f64), (f64, f64), usize) {
 }
 
 fn print_chat_latency(src: &Path) {
-    let ((a50, a99), (d50, d99), k) = chat_latency(src, 300);
+    let ((a50, a99), (d50, d99), k) = chat_latency(src, 1000);
     println!(
         "  chat send -> delivered event, 100 msg/s: alone p50 {a50:.2} ms p99 {a99:.2} ms; during the transfer ({k} messages) p50 {d50:.2} ms p99 {d99:.2} ms ({:.2}x)",
         d99 / a99
