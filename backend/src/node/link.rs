@@ -381,6 +381,7 @@ pub async fn open_direct(
             })
         }
     }
+    tracing::debug!(%peer, cipher = session.cipher().label(), "secure link open");
     Ok(Link {
         carrier: Carrier::Secure(conn, Box::new(session)),
         caps,
