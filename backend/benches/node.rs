@@ -132,15 +132,13 @@ async fn receive_path_secure(bob: &Node, n: usize) -> f64 {
     .await
     .unwrap();
     let pong = conn.read_frame().await.unwrap().unwrap();
-    let aesgcm = channel::hardware_aes();
+    let granted = Capabilities {
+        aesgcm: channel::hardware_aes(),
+        ..Capabilities::ALL
+    };
     assert_eq!(
         PeerFrame::parse(&pong),
-        Ok(PeerFrame::Pong {
-            caps: Capabilities {
-                aesgcm,
-                ..Capabilities::ALL
-            }
-        })
+        Ok(PeerFrame::Pong { caps: granted })
     );
     let session = channel::connect(
         &mut conn,
@@ -149,11 +147,7 @@ async fn receive_path_secure(bob: &Node, n: usize) -> f64 {
         &bob.name,
         None,
         &ChannelConfig::default(),
-        if aesgcm {
-            channel::Cipher::AesGcm
-        } else {
-            channel::Cipher::ChaChaPoly
-        },
+        granted.cipher(),
     )
     .await
     .unwrap();

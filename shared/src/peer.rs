@@ -57,6 +57,17 @@ impl Capabilities {
         aesgcm: true,
     };
 
+    /// The cipher of a secure channel on a link with these capabilities
+    /// (those both sides granted): AES-256-GCM only if both do it in
+    /// hardware.
+    pub fn cipher(self) -> crate::secure::Cipher {
+        if self.aesgcm {
+            crate::secure::Cipher::AesGcm
+        } else {
+            crate::secure::Cipher::ChaChaPoly
+        }
+    }
+
     /// What both `self` and `other` have.
     pub fn and(self, other: Capabilities) -> Capabilities {
         Capabilities {

@@ -562,8 +562,7 @@ impl SecureFrame {
     /// stays in the reader's buffer (`buf[head.start..head.end()]`) to be
     /// opened there: a file's records are not copied out first.
     pub fn parse_head(head: &Head<'_>) -> Result<SecureFrame, SecureError> {
-        let args: Vec<&str> = head.args().collect();
-        Self::parse_fields(head.kind, &args, head.len)
+        Self::parse_fields(head.kind, head.args(), head.len)
     }
 
     fn payload_mut(&mut self) -> &mut Vec<u8> {
@@ -576,12 +575,25 @@ impl SecureFrame {
     /// Checks everything but the payload's bytes (its length is `len`);
     /// the result has an empty payload.
     fn parse_header(f: &Frame, len: usize) -> Result<SecureFrame, SecureError> {
-        let args: Vec<&str> = f.args.iter().map(String::as_str).collect();
-        Self::parse_fields(&f.kind, &args, len)
+        Self::parse_fields(&f.kind, f.args.iter().map(String::as_str), len)
     }
 
-    fn parse_fields(kind: &str, args: &[&str], len: usize) -> Result<SecureFrame, SecureError> {
+    fn parse_fields<'a>(
+        kind: &str,
+        args: impl Iterator<Item = &'a str>,
+        len: usize,
+    ) -> Result<SecureFrame, SecureError> {
         let bad = || SecureError::BadArguments(kind.to_owned());
+        // Gathered without an allocation (this runs for every sealed frame):
+        // one slot more than any frame takes, so that a frame with too many
+        // arguments still matches no shape below.
+        let mut fields = [""; 5];
+        let mut n = 0;
+        for a in args.take(fields.len()) {
+            fields[n] = a;
+            n += 1;
+        }
+        let args = &fields[..n];
         match kind {
             "HELLO" => {
                 let (from, to, step, cipher) = match *args {
@@ -967,6 +979,11 @@ mod tests {
         assert!(matches!(
             parse(b"HELLO 1 alice bob 1 AESGCM AESGCM\nx"),
             Err(SecureError::BadArguments(_))
+        ));
+        // Another protocol's frame is Unknown however many arguments it has.
+        assert!(matches!(
+            parse(b"MSG 1 a b c d e f\nx"),
+            Err(SecureError::Unknown(_))
         ));
         let body = [0u8; 40];
         let sec = |args: &str| {

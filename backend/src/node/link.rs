@@ -19,9 +19,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use roundtable_shared::api::PeerPath;
-use roundtable_shared::frame::{Frame, Limits};
+use roundtable_shared::frame::{Frame, Head, Limits};
 use roundtable_shared::peer::{Capabilities, PeerFrame};
-use roundtable_shared::secure::{pack, unpack, Sealed, SecureFrame};
+use roundtable_shared::secure::{pack, unpack, Sealed, SecureError, SecureFrame};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -243,7 +243,17 @@ pub fn open_frame(session: &mut Session, f: Frame) -> Result<Vec<Frame>, LinkErr
 
 /// A frame from a secure connection as the `SEC` frame it must be.
 pub fn sealed_frame(f: Frame) -> Result<Sealed, LinkError> {
-    match SecureFrame::parse_owned(f) {
+    as_sealed(SecureFrame::parse_owned(f))
+}
+
+/// A frame's header decoded in place (`Connection::take_in_place`) as the
+/// `SEC` frame it must be, its payload left where it lies.
+pub fn sealed_head(head: &Head<'_>) -> Result<Sealed, LinkError> {
+    as_sealed(SecureFrame::parse_head(head))
+}
+
+fn as_sealed(parsed: Result<SecureFrame, SecureError>) -> Result<Sealed, LinkError> {
+    match parsed {
         Ok(SecureFrame::Sealed(s)) => Ok(s),
         Ok(SecureFrame::Hello(_)) => Err(ChannelError::Unexpected {
             expected: "SEC",
@@ -356,11 +366,7 @@ pub async fn open_direct(
         peer,
         expected,
         &overlay.channel,
-        if caps.aesgcm {
-            Cipher::AesGcm
-        } else {
-            Cipher::ChaChaPoly
-        },
+        caps.cipher(),
     )
     .await
     {

@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 use roundtable_shared::api::TransferState;
 use roundtable_shared::binary::{Decoder, Limits, Step};
 use roundtable_shared::frame::Frame;
-use roundtable_shared::secure::{SecureError, SecureFrame};
+use roundtable_shared::secure::SecureError;
 use roundtable_shared::transfer::{
     split_plaintext, ExchangeMeta, FileOffer, FileReply, Piece, TransferFrame,
 };
@@ -51,7 +51,7 @@ use super::sink::{Output, Sink};
 use super::writeback::Writeback;
 use super::{candidates, free_space, hex, Progress, Transfers};
 use crate::framing::{Connection, FramingError};
-use crate::node::link::{chat_limits, open_plaintext_in_place, seal_all, LinkError};
+use crate::node::link::{chat_limits, open_plaintext_in_place, seal_all, sealed_head, LinkError};
 use crate::overlay::channel::{ChannelError, Session};
 use crate::store::chat::now_ms;
 use crate::store::transfers::{Offered, TransferRecord, TransferStore};
@@ -119,14 +119,8 @@ impl Frames<'_> {
             let session = &mut *self.session;
             let opened = self
                 .conn
-                .take_in_place(|head, payload| match SecureFrame::parse_head(&head) {
-                    Ok(SecureFrame::Sealed(s)) => open_plaintext_in_place(session, &s, payload),
-                    Ok(SecureFrame::Hello(_)) => Err(ChannelError::Unexpected {
-                        expected: "SEC",
-                        got: "HELLO".into(),
-                    }
-                    .into()),
-                    Err(e) => Err(ChannelError::Frame(e).into()),
+                .take_in_place(|head, payload| {
+                    open_plaintext_in_place(session, &sealed_head(&head)?, payload)
                 })?
                 .ok_or(ReceiveError::Closed)??;
             let Some(pt) = opened else {

@@ -181,7 +181,13 @@ pub async fn receive<R: AsyncRead + Unpin>(
                     let f = t.as_file().try_clone()?;
                     temp = Some((
                         t,
-                        Sink::start(Sha256::new(), move || Ok(Temp(f, 0, Writeback::new(0)))),
+                        Sink::start(Sha256::new(), move || {
+                            Ok(Temp {
+                                file: f,
+                                written: 0,
+                                writeback: Writeback::new(0),
+                            })
+                        }),
                     ));
                     head = Some((name, meta));
                 }
@@ -216,23 +222,28 @@ pub async fn receive<R: AsyncRead + Unpin>(
 }
 
 /// The temporary file an exchange is received into, on the sink's writer
-/// thread: how much is written, and its writeback.
-struct Temp(std::fs::File, u64, Writeback);
+/// thread.
+struct Temp {
+    file: std::fs::File,
+    /// Bytes written so far.
+    written: u64,
+    writeback: Writeback,
+}
 
 impl Output for Temp {
     type Done = ();
 
     fn write(&mut self, chunks: &[Bytes]) -> std::io::Result<()> {
         for c in chunks {
-            self.0.write_all(c)?;
-            self.1 += c.len() as u64;
+            self.file.write_all(c)?;
+            self.written += c.len() as u64;
         }
-        self.2.written(&self.0, self.1);
+        self.writeback.written(&self.file, self.written);
         Ok(())
     }
 
     fn finish(self) -> std::io::Result<()> {
-        self.0.sync_all()
+        self.file.sync_all()
     }
 }
 
