@@ -8,14 +8,20 @@
 //! shared lanes) × `BENCH_ROUNDS` rounds (default 100, an update and a test
 //! phase each) × 4 metrics (loss and accuracy of each phase), written
 //! through the store before the node starts. Its dashboard's training page
-//! is then opened `BENCH_LOADS` times (default 5) in headless Chromium,
-//! and the page's own marks are read:
-//! - `roundtable:training-data`: the participants are in the state;
-//! - `roundtable:training-rendered`: the page (lanes and charts) has been
-//!   rendered with them.
+//! is then opened `BENCH_LOADS` times (default 3) in each of
+//! `BENCH_BROWSERS` (default 3) headless Chromium processes one after the
+//! other, all on one profile: the first finds nothing cached (a user's
+//! very first visit), the next ones find Chromium's cache of the compiled
+//! wasm (a returning user). The page's own marks are read:
+//! - `roundtable:training-data`: the participants are fetched and decoded,
+//!   about to enter the state;
+//! - `roundtable:training-rendered`: the render that shows them (lanes and
+//!   charts) has built its DOM;
+//! - `roundtable:training-painted`: the browser has drawn the next frame
+//!   (its style, layout and paint of that DOM).
 //!
-//! The render time is the time between the two; navigation → rendered is
-//! printed too (it includes loading the wasm and fetching).
+//! The render time is data → rendered; data → painted and navigation →
+//! rendered (loading the wasm and fetching included) are printed too.
 
 #[path = "../tests/common/browser.rs"]
 #[allow(dead_code)]
@@ -26,6 +32,8 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
+
+use fantoccini::Locator;
 
 use common::{env_usize, machine, Proc};
 use roundtable::fl_drive::{random_uuid, Plan};
@@ -157,7 +165,8 @@ fn spawn_logged(cmd: &mut Command, want: &str) -> (Proc, String) {
 fn main() {
     let participants = env_usize("BENCH_PARTICIPANTS", 10).max(1);
     let rounds = env_usize("BENCH_ROUNDS", 100) as u32;
-    let loads = env_usize("BENCH_LOADS", 5).max(1);
+    let loads = env_usize("BENCH_LOADS", 3).max(1);
+    let browsers = env_usize("BENCH_BROWSERS", 6).max(1);
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("alice");
     std::fs::create_dir_all(&data).unwrap();
@@ -198,49 +207,91 @@ fn main() {
         .unwrap();
     rt.block_on(async move {
         let driver = browser::Chromedriver::start(&browser::artifacts_dir().join("chromedriver-bench.log"));
-        let profile = tempfile::tempdir().unwrap();
-        let c = browser::browser(&driver, profile.path()).await.unwrap();
-        let url = format!("http://{http}/trainings/{t}");
-        let mut renders = Vec::new();
-        let mut navs = Vec::new();
-        for _ in 0..loads {
-            c.goto(&url).await.unwrap();
-            let got = loop {
-                let v = c
-                    .execute(
-                        "const d = performance.getEntriesByName('roundtable:training-data');\
-                         const r = performance.getEntriesByName('roundtable:training-rendered');\
-                         return (d.length && r.length) ? [d[0].startTime, r[r.length - 1].startTime, \
-                           document.querySelectorAll('polyline.metric-line').length, \
-                           document.querySelectorAll('.lane').length] : null;",
-                        vec![],
-                    )
-                    .await
-                    .unwrap();
-                if !v.is_null() {
-                    break v;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            };
-            let data_at = got[0].as_f64().unwrap();
-            let rendered_at = got[1].as_f64().unwrap();
-            assert_eq!(got[3].as_u64(), Some(participants as u64), "lanes: {got}");
-            assert!(got[2].as_u64().unwrap_or(0) >= participants as u64, "lines: {got}");
-            renders.push(rendered_at - data_at);
-            navs.push(rendered_at);
-        }
+        let list = format!("http://{http}/trainings");
+        let url = format!("{list}/{t}");
         let shot = browser::artifacts_dir().join("bench-training-page.png");
-        if let Ok(png) = c.screenshot().await {
-            let _ = std::fs::write(&shot, png);
-        }
-        let _ = c.close().await;
-        let fmt = |v: &[f64]| v.iter().map(|x| format!("{x:.0}")).collect::<Vec<_>>().join(", ");
         println!("machine: {}", machine());
         println!(
-            "training page, {participants} participants x {rounds} rounds x 4 metrics, {loads} loads in headless Chromium:"
+            "training page, {participants} participants x {rounds} rounds x 4 metrics, headless Chromium, \
+             {browsers} new browsers (a fresh profile each) x {loads} loads:"
         );
-        println!("  data in state -> rendered: {} ms", fmt(&renders));
-        println!("  navigation -> rendered:    {} ms", fmt(&navs));
+        let mut figures: [Vec<(f64, f64)>; 3] = Default::default();
+        for b in 0..browsers {
+            let profile = tempfile::tempdir().unwrap();
+            let c = browser::browser(&driver, profile.path()).await.unwrap();
+            for load in 0..loads {
+                // A browser's first load: odd ones open the training's
+                // address, even ones its link on the trainings list (the
+                // dashboard already running); later loads open the address.
+                let kind = match (load, b % 2) {
+                    (0, 0) => 0,
+                    (0, _) => 1,
+                    _ => 2,
+                };
+                if kind == 1 {
+                    c.goto(&list).await.unwrap();
+                    let link = loop {
+                        if let Ok(l) = c.find(Locator::Css("a.training-link")).await {
+                            break l;
+                        }
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    };
+                    link.click().await.unwrap();
+                } else {
+                    c.goto(&url).await.unwrap();
+                }
+                let got = loop {
+                    let v = c
+                        .execute(
+                            "const at = n => { const e = performance.getEntriesByName(n); \
+                                 return e.length ? e[e.length - 1].startTime : null; };\
+                             const d = at('roundtable:training-data'), r = at('roundtable:training-rendered'), \
+                                 p = at('roundtable:training-painted');\
+                             return (d !== null && r !== null && p !== null) ? [d, r, p, \
+                               document.querySelectorAll('polyline.metric-line').length, \
+                               document.querySelectorAll('.lane').length] : null;",
+                            vec![],
+                        )
+                        .await
+                        .unwrap();
+                    if !v.is_null() {
+                        break v;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                };
+                let at = |i: usize| got[i].as_f64().unwrap();
+                assert_eq!(got[4].as_u64(), Some(participants as u64), "lanes: {got}");
+                assert!(got[3].as_u64().unwrap_or(0) >= participants as u64, "lines: {got}");
+                figures[kind].push((at(1) - at(0), at(2) - at(0)));
+            }
+            if b + 1 == browsers {
+                if let Ok(png) = c.screenshot().await {
+                    let _ = std::fs::write(&shot, png);
+                }
+            }
+            let _ = c.close().await;
+        }
+        let fmt = |v: &[(f64, f64)], f: fn(&(f64, f64)) -> f64| {
+            let mut x: Vec<f64> = v.iter().map(f).collect();
+            x.sort_by(f64::total_cmp);
+            let list = x.iter().map(|x| format!("{x:.0}")).collect::<Vec<_>>().join(", ");
+            match x.len() {
+                0 => "-".to_owned(),
+                n => format!("median {:.0}: {list}", x[n / 2]),
+            }
+        };
+        for (kind, v) in [
+            "first load, the training's address",
+            "first load, through the trainings list",
+            "later loads",
+        ]
+        .iter()
+        .zip(&figures)
+        {
+            println!("  {kind}:");
+            println!("    data in state -> rendered: {} ms", fmt(v, |x| x.0));
+            println!("    data in state -> painted:  {} ms", fmt(v, |x| x.1));
+        }
         println!("  screenshot: {}", shot.display());
     });
 }

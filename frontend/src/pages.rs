@@ -970,9 +970,19 @@ pub struct TrainingPageProps {
 }
 
 /// Marks that the training page rendered with its participants loaded
-/// (read by the render benchmark): once per load of a training's page.
+/// (`roundtable:training-rendered`), then that the browser drew it
+/// (`roundtable:training-painted`: after the next animation frame), for
+/// the render benchmark.
 fn mark_training_rendered() {
+    use wasm_bindgen::{closure::Closure, JsCast};
     mark("roundtable:training-rendered");
+    let Some(w) = web_sys::window() else {
+        return;
+    };
+    let after_frame = Closure::once_into_js(|| {
+        gloo_timers::callback::Timeout::new(0, || mark("roundtable:training-painted")).forget();
+    });
+    let _ = w.request_animation_frame(after_frame.unchecked_ref());
 }
 
 /// A `performance` mark (read by the benchmarks and end-to-end tests).
@@ -1031,17 +1041,18 @@ pub fn training_page(props: &TrainingPageProps) -> Html {
         let lanes = lanes.clone();
         use_memo(deps, move |_| collab::metric_series(&lanes))
     };
-    // The benchmark's mark, once this load's participants are on screen
-    // (with the training: without it the page shows only a placeholder).
+    // The benchmark's marks, once per load of a training's page: queued
+    // from the render that first shows its participants, so that they land
+    // when that render's DOM is complete. (An effect would run later when
+    // a render takes over 16 ms: Yew then lets the browser draw a frame,
+    // and renders what arrived meanwhile, before it runs effects.)
     {
         let marked = use_mut_ref(|| None::<String>);
         let shown = tp.full && store.trainings.contains_key(uuid.as_str());
-        use_effect_with((uuid.clone(), shown), move |(uuid, shown)| {
-            if *shown && marked.borrow().as_deref() != Some(uuid.as_str()) {
-                *marked.borrow_mut() = Some(uuid.clone());
-                mark_training_rendered();
-            }
-        });
+        if shown && marked.borrow().as_deref() != Some(uuid.as_str()) {
+            *marked.borrow_mut() = Some(uuid.clone());
+            yew::platform::spawn_local(async { mark_training_rendered() });
+        }
     }
     let all_rounds = use_state(|| false);
     let rename_busy = use_state(|| false);

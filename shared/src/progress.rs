@@ -350,20 +350,32 @@ impl Participant {
             self.updated_at = update.updated_at;
             changed = true;
         }
-        let mut by_key: BTreeMap<(u32, Phase), PhaseReport> = std::mem::take(&mut self.lane.phases)
-            .into_iter()
-            .map(|p| ((p.round, p.phase), p))
-            .collect();
+        let key = |p: &PhaseReport| (p.round, p.phase);
+        let phases = &mut self.lane.phases;
+        // Kept in (round, phase) order without repeats; a list as received
+        // is put in that order once (the last of a repeated key wins).
+        if !phases.windows(2).all(|w| key(&w[0]) < key(&w[1])) {
+            let by_key: BTreeMap<(u32, Phase), PhaseReport> = std::mem::take(phases)
+                .into_iter()
+                .map(|p| (key(&p), p))
+                .collect();
+            *phases = by_key.into_values().collect();
+        }
+        // Each update found by binary search: an event of one phase into a
+        // lane of hundreds costs a search, not a rebuild of the lane.
         for p in &update.lane.phases {
-            match by_key.get(&(p.round, p.phase)) {
-                Some(old) if old.seq >= p.seq => {}
-                _ => {
-                    by_key.insert((p.round, p.phase), p.clone());
+            match phases.binary_search_by_key(&key(p), key) {
+                Ok(i) if phases[i].seq >= p.seq => {}
+                Ok(i) => {
+                    phases[i] = p.clone();
+                    changed = true;
+                }
+                Err(i) => {
+                    phases.insert(i, p.clone());
                     changed = true;
                 }
             }
         }
-        self.lane.phases = by_key.into_values().collect();
         changed
     }
 }
@@ -624,6 +636,34 @@ mod tests {
         assert_eq!(
             parse_metric_post(&serde_json::to_vec(&many).unwrap()),
             Err(ProgressError::TooManyMetrics)
+        );
+    }
+
+    #[test]
+    fn merge_orders_a_lane_as_received_and_the_last_repeat_wins() {
+        let mut have = participant(
+            1,
+            vec![
+                phase(2, Phase::Test, 4),
+                phase(0, Phase::Update, 1),
+                phase(2, Phase::Test, 3),
+            ],
+        );
+        let update = participant(1, vec![phase(1, Phase::Update, 2)]);
+        assert!(have.merge(&update));
+        let got: Vec<_> = have
+            .lane
+            .phases
+            .iter()
+            .map(|p| (p.round, p.phase, p.seq))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (0, Phase::Update, 1),
+                (1, Phase::Update, 2),
+                (2, Phase::Test, 3)
+            ]
         );
     }
 
