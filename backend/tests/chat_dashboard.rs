@@ -70,6 +70,23 @@ async fn a_conversation_read_in_one_browser_is_read_in_the_other() {
         })
         .await?;
         screenshot(&second, "chat-read-second.png").await;
+        // One mark for what the first saw, not one per render: a message
+        // that arrives while the conversation is open is one more.
+        bob.send("alice", "and the seed for round 4?").await;
+        wait_text(&first, "#messages", |t| t.contains("seed for round 4")).await?;
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        let marks = first
+            .execute(
+                "return performance.getEntriesByType('resource') \
+                   .filter(e => e.name.endsWith('/api/chats/bob/read')).length;",
+                vec![],
+            )
+            .await?;
+        assert_eq!(
+            marks.as_u64(),
+            Some(2),
+            "read marks sent by the first browser"
+        );
         // A reload of the second keeps it read: the node has the mark.
         second.refresh().await?;
         wait_for(&second, "#peers li[data-name=bob]").await?;
