@@ -316,6 +316,12 @@ async fn a_phase_reaches_the_other_nodes_websocket_and_survives_a_restart() {
         .await
         .all_accepted());
     shows(&alice, &t, "bob", 1, Phase::Update, "loss").await;
+    // Alice's kept link to the bob of before the restart is dead: her next
+    // phase still reaches the new bob (on a new link).
+    assert!(drive(&rest, &[notify_url(&alice)], &options(), |_, _| {})
+        .await
+        .all_accepted());
+    shows(&bob, &t, "alice", 1, Phase::Update, "loss").await;
 
     alice.stop(Duration::from_secs(5)).await;
     bob.stop(Duration::from_secs(5)).await;
@@ -560,5 +566,42 @@ print("status", urllib.request.urlopen(req).status, flush=True)
     .await;
     assert_eq!(status, 404, "{body}");
     alice.stop(Duration::from_secs(5)).await;
+    dir.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_training_keeps_its_link_to_each_peer_instead_of_opening_one_per_change() {
+    let dir = Directory::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let alice = start("alice", &dir, data.path(), |_| {}).await;
+    let bob = start("bob", &dir, data.path(), |_| {}).await;
+    sees_online(&alice, "bob").await;
+    sees_online(&bob, "alice").await;
+    let plan = Plan::random(4, false);
+    let t = plan.training_uuid.clone();
+    // Each phase well apart: a change each time, pushed on its own.
+    let opts = DriveOptions {
+        interval: Duration::from_millis(400),
+        ..DriveOptions::default()
+    };
+    let (before_a, before_b) = (alice.chat.links_opened(), bob.chat.links_opened());
+    let urls = [notify_url(&alice), notify_url(&bob)];
+    assert!(drive(&plan, &urls, &opts, |_, _| {}).await.all_accepted());
+    shows(&alice, &t, "bob", 4, Phase::Test, "accuracy").await;
+    shows(&bob, &t, "alice", 4, Phase::Test, "accuracy").await;
+    let opened = (
+        alice.chat.links_opened() - before_a,
+        bob.chat.links_opened() - before_b,
+    );
+    eprintln!(
+        "links opened over {} phases: alice {}, bob {}",
+        plan.steps.len(),
+        opened.0,
+        opened.1
+    );
+    // The room of the training may take a link of the chat outbox too.
+    assert!(opened.0 <= 2 && opened.1 <= 2, "{opened:?}");
+    alice.stop(Duration::from_secs(5)).await;
+    bob.stop(Duration::from_secs(5)).await;
     dir.stop().await;
 }

@@ -43,6 +43,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -178,6 +179,8 @@ pub struct Chat {
 struct Inner {
     cfg: ChatConfig,
     overlay: Overlay,
+    /// Links this node has opened to peers (direct or relayed).
+    opened: AtomicU64,
     /// The directory's relay, for peers we cannot reach directly.
     relay: Option<Relay>,
     transfers: Option<crate::transfer::Transfers>,
@@ -264,6 +267,7 @@ impl Chat {
     ) -> Self {
         Chat {
             inner: Arc::new(Inner {
+                opened: AtomicU64::new(0),
                 links: Arc::new(Semaphore::new(cfg.max_links)),
                 inbound: Caps::new(cfg.max_inbound, cfg.max_inbound_per_source),
                 requests: Requests::new(),
@@ -540,7 +544,10 @@ impl Chat {
             )
             .await
             {
-                Ok(link) => return Ok(Some(link)),
+                Ok(link) => {
+                    self.inner.opened.fetch_add(1, Ordering::Relaxed);
+                    return Ok(Some(link));
+                }
                 Err(e) if e.needs_user() || relay.is_none() => return Err(e),
                 Err(e) => {
                     tracing::info!(%peer, %e, "direct connection failed; trying the relay");
@@ -554,7 +561,14 @@ impl Chat {
             .link(peer, self.inner.overlay.channel.handshake_timeout)
             .await?;
         self.inner.overlay.trust.reached(peer, PeerPath::Relayed);
+        self.inner.opened.fetch_add(1, Ordering::Relaxed);
         Ok(Some(Link::relayed(link)))
+    }
+
+    /// How many links this node has opened to peers since it started (each
+    /// secure one a Noise handshake): kept links keep it low.
+    pub fn links_opened(&self) -> u64 {
+        self.inner.opened.load(Ordering::Relaxed)
     }
 
     /// Handles what peers send us through the relay (their messages and

@@ -140,7 +140,14 @@ pub(crate) async fn call(
                 }
             }
             Ok(_) => {}
-            Err(_) => break,
+            // Nothing more comes on this link (its deadline passed, or it
+            // is gone: a peer that restarted closed it): no reason to wait.
+            Err(_) => {
+                return pending
+                    .wait_until(Instant::now())
+                    .await
+                    .map_err(|_| CallFailed::NoAnswer)
+            }
         }
     }
     pending

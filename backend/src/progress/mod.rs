@@ -46,6 +46,7 @@ use tokio_util::task::TaskTracker;
 use crate::events::Events;
 use crate::node::chat::Chat;
 use crate::node::check::{call, CallFailed};
+use crate::node::link::Link;
 use crate::notify::now_ms;
 use crate::overlay::rpc::{Answer, Handlers};
 use crate::store::progress::LaneRefused;
@@ -62,6 +63,11 @@ pub struct ProgressConfig {
     pub tick: Duration,
     /// Deadline of one exchange (link and reply).
     pub call_timeout: Duration,
+    /// A peer's link is kept this long after its last exchange, for the
+    /// next change (a training changes every few seconds; a new link costs
+    /// a Noise handshake). Under the peers' idle timeout for incoming
+    /// connections (120 s), as the chat outbox's links are.
+    pub link_idle: Duration,
 }
 
 impl Default for ProgressConfig {
@@ -70,6 +76,7 @@ impl Default for ProgressConfig {
             share: true,
             tick: Duration::from_secs(2),
             call_timeout: Duration::from_secs(5),
+            link_idle: Duration::from_secs(60),
         }
     }
 }
@@ -87,6 +94,8 @@ struct PeerState {
     busy: bool,
     /// Something changed while it ran: go again.
     dirty: bool,
+    /// Wakes the exchange that keeps its link open when `dirty` is set.
+    wake: Arc<Notify>,
 }
 
 /// The service; cheap to clone.
@@ -372,6 +381,7 @@ impl Progress {
                 let start = self.peer(&peer, |st| {
                     if st.busy {
                         st.dirty = true;
+                        st.wake.notify_one();
                         false
                     } else {
                         st.busy = true;
@@ -392,19 +402,34 @@ impl Progress {
         }
     }
 
-    /// Exchanges with `peer` until it has everything (or an exchange fails).
+    /// Exchanges with `peer` until it has everything (or an exchange
+    /// fails), then keeps the link for the next change until
+    /// [`ProgressConfig::link_idle`] after the last exchange.
     async fn sync(&self, chat: &Chat, peer: &str) {
-        let mut link = None;
+        let mut link: Option<Link> = None;
+        // When the link last carried an exchange (it is then reused).
+        let mut used: Option<Instant> = None;
         loop {
             self.peer(peer, |st| st.dirty = false);
             let Some((body, sent)) = self.next_request(peer).await else {
                 if self.peer(peer, |st| st.dirty) {
                     continue;
                 }
-                return;
+                let Some(until) = used
+                    .filter(|_| link.is_some())
+                    .map(|u| u + self.inner.cfg.link_idle)
+                else {
+                    return;
+                };
+                let wake = self.peer(peer, |st| st.wake.clone());
+                tokio::select! {
+                    _ = wake.notified() => continue,
+                    _ = tokio::time::sleep_until(until) => return,
+                }
             };
             let deadline = Instant::now() + self.inner.cfg.call_timeout;
             if link.is_none() {
+                used = None;
                 match tokio::time::timeout_at(deadline, chat.open_link(peer)).await {
                     Ok(Ok(Some(l))) if l.secure() => link = Some(l),
                     Ok(Ok(Some(_))) => {
@@ -420,25 +445,32 @@ impl Progress {
                 }
             }
             let Some(l) = link.as_mut() else { return };
-            match call(chat, l, peer, PROGRESS_KIND, body, deadline).await {
+            let failed = match call(chat, l, peer, PROGRESS_KIND, body, deadline).await {
                 Ok(Answer {
                     status: Status::Ok,
                     body,
                     ..
-                }) => self.acknowledged(peer, sent, &body),
+                }) => {
+                    self.acknowledged(peer, sent, &body);
+                    used = Some(Instant::now());
+                    continue;
+                }
                 Ok(Answer { status, body, .. }) => {
                     tracing::debug!(%peer, status = status.as_str(), reason = %String::from_utf8_lossy(&body), "progress refused");
                     return;
                 }
-                Err(CallFailed::NotSent(e)) => {
-                    tracing::debug!(%peer, error = %e, "progress not sent");
-                    return;
-                }
-                Err(CallFailed::NoAnswer) => {
-                    tracing::debug!(%peer, "progress: no answer");
-                    return;
-                }
+                Err(CallFailed::NotSent(e)) => e,
+                Err(CallFailed::NoAnswer) => "no answer".to_owned(),
+            };
+            // A kept link the peer has closed meanwhile (it restarted, or
+            // its idle timeout passed): once more on a new one.
+            if used.is_some() {
+                tracing::debug!(%peer, error = %failed, "progress: kept link gone; a new one");
+                link = None;
+                continue;
             }
+            tracing::debug!(%peer, error = %failed, "progress not sent");
+            return;
         }
     }
 
