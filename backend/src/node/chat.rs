@@ -298,6 +298,14 @@ impl Chat {
         &self.inner.requests
     }
 
+    /// Whether a link may be kept open while unused: at least one outgoing
+    /// link, and a quarter of them, stay free for chat
+    /// ([`ChatConfig::max_links`]).
+    pub(crate) fn links_to_spare(&self) -> bool {
+        let free = self.inner.links.available_permits();
+        free > 0 && free >= self.inner.cfg.max_links / 4
+    }
+
     /// [`send`](Self::send) from a person: refused with
     /// [`ChatError::UnknownRecipient`] when `peer` is nobody this node has
     /// heard of (never listed by the directory, no conversation), which is

@@ -415,8 +415,9 @@ impl Progress {
                 if self.peer(peer, |st| st.dirty) {
                     continue;
                 }
+                // Kept only while links are to spare: never at chat's cost.
                 let Some(until) = used
-                    .filter(|_| link.is_some())
+                    .filter(|_| link.is_some() && chat.links_to_spare())
                     .map(|u| u + self.inner.cfg.link_idle)
                 else {
                     return;
