@@ -605,3 +605,55 @@ async fn a_training_keeps_its_link_to_each_peer_instead_of_opening_one_per_chang
     bob.stop(Duration::from_secs(5)).await;
     dir.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_kept_progress_link_gives_way_to_chat_when_links_run_short() {
+    let dir = Directory::start().await;
+    let data = tempfile::tempdir().unwrap();
+    // Alice may have two outgoing links at once.
+    let alice = {
+        let mut cfg = NodeConfig::local(
+            "alice",
+            "pw",
+            &dir.addr.to_string(),
+            data.path().join("alice"),
+        );
+        cfg.train_cmd = Some(train_cmd(data.path(), 5));
+        let mut chat = roundtable::node::chat::ChatConfig::new("alice");
+        chat.max_links = 2;
+        Node::start_with(cfg, chat).await.unwrap()
+    };
+    let bob = start("bob", &dir, data.path(), |_| {}).await;
+    let carol = start("carol", &dir, data.path(), |_| {}).await;
+    for p in ["bob", "carol"] {
+        sees_online(&alice, p).await;
+    }
+    sees_online(&bob, "alice").await;
+    // A training with bob: its room goes to bob over alice's chat link to
+    // him, her lane over her progress link to him; both are then unused.
+    let plan = Plan::random(1, false);
+    let t = plan.training_uuid.clone();
+    let urls = [notify_url(&alice), notify_url(&bob)];
+    assert!(drive(&plan, &urls, &options(), |_, _| {})
+        .await
+        .all_accepted());
+    shows(&bob, &t, "alice", 1, Phase::Test, "accuracy").await;
+    // A message to carol needs a third link: the kept progress link makes
+    // way within a few seconds (it would otherwise hold on for 60 s).
+    alice
+        .chat
+        .send("carol", "are you in the next one?")
+        .await
+        .unwrap();
+    eventually(15, "carol to get alice's message", || async {
+        common::history(&carol, "alice")
+            .await
+            .into_iter()
+            .find(|m| m.text == "are you in the next one?")
+    })
+    .await;
+    for n in [alice, bob, carol] {
+        n.stop(Duration::from_secs(5)).await;
+    }
+    dir.stop().await;
+}
