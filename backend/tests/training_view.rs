@@ -52,6 +52,15 @@ async fn start(
     Node::start(cfg).await.unwrap()
 }
 
+/// Alice and bob, each seeing the other online.
+async fn alice_and_bob(dir: &Directory, data: &Path) -> (Node, Node) {
+    let alice = start("alice", dir, data, |_| {}).await;
+    let bob = start("bob", dir, data, |_| {}).await;
+    sees_online(&alice, "bob").await;
+    sees_online(&bob, "alice").await;
+    (alice, bob)
+}
+
 fn notify_url(n: &Node) -> String {
     format!("http://{}/", n.notify_addr.unwrap())
 }
@@ -232,10 +241,7 @@ async fn three_nodes_in_one_training_see_every_lane_and_metric() {
 async fn a_phase_reaches_the_other_nodes_websocket_and_survives_a_restart() {
     let dir = Directory::start().await;
     let data = tempfile::tempdir().unwrap();
-    let alice = start("alice", &dir, data.path(), |_| {}).await;
-    let bob = start("bob", &dir, data.path(), |_| {}).await;
-    sees_online(&alice, "bob").await;
-    sees_online(&bob, "alice").await;
+    let (alice, bob) = alice_and_bob(&dir, data.path()).await;
     let plan = Plan::random(3, false);
     let t = plan.training_uuid.clone();
     // Both start the training.
@@ -573,10 +579,7 @@ print("status", urllib.request.urlopen(req).status, flush=True)
 async fn a_training_keeps_its_link_to_each_peer_instead_of_opening_one_per_change() {
     let dir = Directory::start().await;
     let data = tempfile::tempdir().unwrap();
-    let alice = start("alice", &dir, data.path(), |_| {}).await;
-    let bob = start("bob", &dir, data.path(), |_| {}).await;
-    sees_online(&alice, "bob").await;
-    sees_online(&bob, "alice").await;
+    let (alice, bob) = alice_and_bob(&dir, data.path()).await;
     let plan = Plan::random(4, false);
     let t = plan.training_uuid.clone();
     // Each phase well apart: a change each time, pushed on its own.
