@@ -9,10 +9,12 @@
 //! phase each) × 4 metrics (loss and accuracy of each phase), written
 //! through the store before the node starts. Its dashboard's training page
 //! is then opened `BENCH_LOADS` times (default 3) in each of
-//! `BENCH_BROWSERS` (default 3) headless Chromium processes one after the
-//! other, all on one profile: the first finds nothing cached (a user's
-//! very first visit), the next ones find Chromium's cache of the compiled
-//! wasm (a returning user). The page's own marks are read:
+//! `BENCH_BROWSERS` (default 6) headless Chromium processes, one after the
+//! other, each on a fresh profile (nothing compiled or cached yet). A
+//! browser's first load opens the training's address in the 1st, 3rd, …
+//! browser and clicks its link on the trainings list in the 2nd, 4th, …
+//! (the dashboard already running); later loads open the address. The
+//! three kinds are printed apart. The page's own marks are read:
 //! - `roundtable:training-data`: the participants are fetched and decoded,
 //!   about to enter the state;
 //! - `roundtable:training-rendered`: the render that shows them (lanes and
@@ -20,8 +22,8 @@
 //! - `roundtable:training-painted`: the browser has drawn the next frame
 //!   (its style, layout and paint of that DOM).
 //!
-//! The render time is data → rendered; data → painted and navigation →
-//! rendered (loading the wasm and fetching included) are printed too.
+//! The render time is data → rendered; data → painted is printed beside
+//! it.
 
 #[path = "../tests/common/browser.rs"]
 #[allow(dead_code)]
@@ -220,9 +222,9 @@ fn main() {
             let profile = tempfile::tempdir().unwrap();
             let c = browser::browser(&driver, profile.path()).await.unwrap();
             for load in 0..loads {
-                // A browser's first load: odd ones open the training's
-                // address, even ones its link on the trainings list (the
-                // dashboard already running); later loads open the address.
+                // 0: a first load at the address (browsers 1, 3, …);
+                // 1: a first load through the list (browsers 2, 4, …);
+                // 2: a later load, at the address.
                 let kind = match (load, b % 2) {
                     (0, 0) => 0,
                     (0, _) => 1,
