@@ -407,7 +407,8 @@ impl Progress {
     /// [`ProgressConfig::link_idle`] after the last exchange.
     async fn sync(&self, chat: &Chat, peer: &str) {
         let mut link: Option<Link> = None;
-        // When the link last carried an exchange (it is then reused).
+        // When the link last carried an exchange: `Some` only while it is
+        // open (it is then reused).
         let mut used: Option<Instant> = None;
         loop {
             self.peer(peer, |st| st.dirty = false);
@@ -417,7 +418,7 @@ impl Progress {
                 }
                 // Kept only while links are to spare: never at chat's cost.
                 let Some(until) = used
-                    .filter(|_| link.is_some() && chat.links_to_spare())
+                    .filter(|_| chat.links_to_spare())
                     .map(|u| u + self.inner.cfg.link_idle)
                 else {
                     return;
@@ -430,7 +431,6 @@ impl Progress {
             };
             let deadline = Instant::now() + self.inner.cfg.call_timeout;
             if link.is_none() {
-                used = None;
                 match tokio::time::timeout_at(deadline, chat.open_link(peer)).await {
                     Ok(Ok(Some(l))) if l.secure() => link = Some(l),
                     Ok(Ok(Some(_))) => {
@@ -467,7 +467,7 @@ impl Progress {
             // its idle timeout passed): once more on a new one.
             if used.is_some() {
                 tracing::debug!(%peer, error = %failed, "progress: kept link gone; a new one");
-                link = None;
+                (link, used) = (None, None);
                 continue;
             }
             tracing::debug!(%peer, error = %failed, "progress not sent");
