@@ -10,7 +10,8 @@
 //! through the store before the node starts. Its dashboard's training page
 //! is then opened `BENCH_LOADS` times (default 3) in each of
 //! `BENCH_BROWSERS` (default 6) headless Chromium processes, one after the
-//! other, each on a fresh profile (nothing compiled or cached yet). A
+//! other, each on a fresh profile (nothing compiled or cached yet; with
+//! `BENCH_PROFILE=shared`, all on one, as a returning user's). A
 //! browser's first load opens the training's address in the 1st, 3rd, …
 //! browser and clicks its link on the trainings list in the 2nd, 4th, …
 //! (the dashboard already running); later loads open the address. The
@@ -169,6 +170,11 @@ fn main() {
     let rounds = env_usize("BENCH_ROUNDS", 100) as u32;
     let loads = env_usize("BENCH_LOADS", 3).max(1);
     let browsers = env_usize("BENCH_BROWSERS", 6).max(1);
+    // `BENCH_PROFILE=shared`: every browser on one profile, as a returning
+    // user's browser restarts on theirs (its HTTP cache and the compiled
+    // wasm Chromium keeps with it); a fresh profile each by default.
+    let shared = std::env::var("BENCH_PROFILE").is_ok_and(|v| v == "shared");
+    let shared_profile = tempfile::tempdir().unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("alice");
     std::fs::create_dir_all(&data).unwrap();
@@ -215,12 +221,14 @@ fn main() {
         println!("machine: {}", machine());
         println!(
             "training page, {participants} participants x {rounds} rounds x 4 metrics, headless Chromium, \
-             {browsers} new browsers (a fresh profile each) x {loads} loads:"
+             {browsers} new browsers ({}) x {loads} loads:",
+            if shared { "one profile, used by the browsers before" } else { "a fresh profile each" }
         );
         let mut figures: [Vec<(f64, f64)>; 3] = Default::default();
         for b in 0..browsers {
-            let profile = tempfile::tempdir().unwrap();
-            let c = browser::browser(&driver, profile.path()).await.unwrap();
+            let fresh = tempfile::tempdir().unwrap();
+            let profile = if shared { shared_profile.path() } else { fresh.path() };
+            let c = browser::browser(&driver, profile).await.unwrap();
             for load in 0..loads {
                 // 0: a first load at the address (browsers 1, 3, …);
                 // 1: a first load through the list (browsers 2, 4, …);

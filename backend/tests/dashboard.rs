@@ -178,6 +178,26 @@ async fn chat_between_two_dashboards() {
             .await?;
         eprintln!("FIGURE navigation → first peer list: {first} ms");
         assert!(first.as_f64().is_some(), "no peer-list mark: {first}");
+        // The wasm came compressed (the brotli copy `cargo xtask build`
+        // writes: about a quarter of its size).
+        let wasm = a
+            .execute(
+                "const w = performance.getEntriesByType('resource')\
+                   .find(e => e.name.endsWith('_bg.wasm'));\
+                 return w ? [w.encodedBodySize, w.decodedBodySize] : null;",
+                vec![],
+            )
+            .await?;
+        let (sent, size) = (
+            wasm[0].as_f64().unwrap_or(0.0),
+            wasm[1].as_f64().unwrap_or(0.0),
+        );
+        eprintln!("FIGURE dashboard wasm over the wire: {sent} of {size} bytes");
+        assert!(
+            size > 0.0 && sent < size / 2.0,
+            "the wasm was not sent compressed ({sent} of {size} bytes): \
+             was dist/ built by `cargo xtask build`?"
+        );
         wait_text(&a, "#conn", |t| t.contains("connected")).await?;
         wait_text(&a, "#me", |t| t == "alice").await?;
 

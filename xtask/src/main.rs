@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
+mod precompress;
+
 const WASM_TARGET: &str = "wasm32-unknown-unknown";
 const WASM_BINDGEN_VERSION: &str = "0.2.130";
 const TRUNK_VERSION: &str = "0.21.14";
@@ -279,35 +281,45 @@ impl Xtask {
         exec(demo)
     }
 
-    /// Prints the size of the dashboard's wasm and JavaScript, raw and gzipped.
+    /// Writes the compressed copies the node serves (`precompress.rs`) and
+    /// prints the size of the dashboard's wasm and JavaScript: raw, and as
+    /// they cross the network (brotli, and gzip for clients without it).
     fn report_sizes(&self) -> Result<()> {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(self.dist())
-            .context("reading dist/")?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| matches!(p.extension().and_then(OsStr::to_str), Some("wasm" | "js")))
+        let sizes = precompress::precompress(&self.dist())?;
+        let shown: Vec<_> = sizes
+            .iter()
+            .filter(|s| {
+                matches!(
+                    s.file.extension().and_then(OsStr::to_str),
+                    Some("wasm" | "js")
+                )
+            })
             .collect();
-        files.sort();
-        if files.is_empty() {
+        if shown.is_empty() {
             bail!("trunk build produced no .wasm or .js in dist/");
         }
-        let (mut raw_total, mut gz_total) = (0, 0);
-        for f in &files {
-            let data = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
-            let gz = gzip_len(&data)?;
-            raw_total += data.len();
-            gz_total += gz;
+        let row = |name: &str, raw, br, gz| {
             println!(
-                "  {:<48} {:>9} raw {:>9} gzip",
-                f.file_name().unwrap_or_default().to_string_lossy(),
-                human(data.len()),
+                "  {name:<48} {:>9} raw {:>9} brotli {:>9} gzip",
+                human(raw),
+                human(br),
                 human(gz)
+            )
+        };
+        for s in &shown {
+            row(
+                &s.file.file_name().unwrap_or_default().to_string_lossy(),
+                s.raw,
+                s.br,
+                s.gz,
             );
         }
-        println!(
-            "  {:<48} {:>9} raw {:>9} gzip",
+        let sum = |f: fn(&precompress::Sizes) -> usize| shown.iter().map(|s| f(s)).sum::<usize>();
+        row(
             "dashboard wasm + js",
-            human(raw_total),
-            human(gz_total)
+            sum(|s| s.raw),
+            sum(|s| s.br),
+            sum(|s| s.gz),
         );
         Ok(())
     }
@@ -510,12 +522,6 @@ fn print_timings(timings: &[(&str, Duration)]) {
     }
     let total: Duration = timings.iter().map(|(_, d)| *d).sum();
     println!("  {:<12} {:>7.1} s", "total", total.as_secs_f64());
-}
-
-fn gzip_len(data: &[u8]) -> Result<usize> {
-    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    enc.write_all(data)?;
-    Ok(enc.finish()?.len())
 }
 
 fn human(bytes: usize) -> String {

@@ -2,6 +2,7 @@
 //! the built dashboard with an SPA fallback for everything else.
 //!
 //! - [`api`]: the JSON handlers (thin: validate, call the service, answer);
+//! - [`assets`]: the dashboard's files, compressed and cached;
 //! - [`ws`]: the event stream;
 //! - [`security`]: token, `Host`/`Origin` checks, security headers;
 //! - [`error`]: [`WebError`], the one error type every handler returns;
@@ -11,6 +12,7 @@
 //! This file wires them into routers and serves them.
 
 pub mod api;
+pub mod assets;
 pub mod error;
 pub mod files;
 pub mod rooms;
@@ -28,7 +30,6 @@ use axum::Router;
 use roundtable_shared::api::MAX_TEXT;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tower_http::services::{ServeDir, ServeFile};
 
 use crate::events::Events;
 use crate::node::chat::Chat;
@@ -88,11 +89,6 @@ pub struct NodeApi {
     pub progress: crate::progress::Progress,
 }
 
-fn static_files(config: &WebConfig) -> ServeDir<ServeFile> {
-    let index = config.dist.join("index.html");
-    ServeDir::new(&config.dist).fallback(ServeFile::new(index))
-}
-
 fn api_fallback() -> Router {
     Router::new().fallback(api::no_such_route)
 }
@@ -122,7 +118,7 @@ pub fn router(config: &WebConfig) -> Router {
         .merge(api_fallback());
     let router = Router::new()
         .nest("/api", api)
-        .fallback_service(static_files(config));
+        .fallback_service(assets::service(&config.dist));
     guarded(router, config)
 }
 
@@ -167,7 +163,7 @@ pub fn node_router(config: &WebConfig, node: NodeApi) -> Router {
     let router = Router::new()
         .nest("/api", api)
         .route("/ws", get(ws::ws).with_state(node))
-        .fallback_service(static_files(config))
+        .fallback_service(assets::service(&config.dist))
         .layer(DefaultBodyLimit::max(MAX_TEXT + 4096));
     guarded(router, config)
 }
