@@ -496,3 +496,61 @@ async fn a_message_whose_link_breaks_before_its_ack_reads_queued_again() {
     alice.stop(Duration::from_secs(5)).await;
     dir.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idle_links_give_way_when_the_nodes_links_run_short() {
+    let dir = Directory::start().await;
+    let data = tempfile::tempdir().unwrap();
+    // Alice may have two outgoing links at once; she writes to three.
+    let alice = {
+        let cfg = NodeConfig::local(
+            "alice",
+            "pw",
+            &dir.addr.to_string(),
+            data.path().join("alice"),
+        );
+        let mut chat = roundtable::node::chat::ChatConfig::new("alice");
+        chat.max_links = 2;
+        Node::start_with(cfg, chat).await.unwrap()
+    };
+    let peers = [
+        node("bob", &dir, data.path()).await,
+        node("carol", &dir, data.path()).await,
+        node("dave", &dir, data.path()).await,
+    ];
+    for p in &peers {
+        sees_online(&alice, &p.name).await;
+    }
+    // Each delivered, then its link idle: bob's is kept (one of two links
+    // still free), carol's is not (none would be).
+    let started = std::time::Instant::now();
+    for p in &peers {
+        let text = format!("hello {}", p.name);
+        alice.chat.send(&p.name, &text).await.unwrap();
+        // Well under the 60 s an idle link is otherwise kept.
+        eventually(
+            15,
+            &format!("{} to get alice's message", p.name),
+            || async {
+                let h = history(&alice, &p.name).await;
+                (h.len() == 1 && h[0].state == MessageState::Delivered).then_some(())
+            },
+        )
+        .await;
+        assert_eq!(history(p, "alice").await[0].text, text);
+    }
+    eprintln!("three peers reached in {:?}", started.elapsed());
+    // Bob's kept link still serves him without a new one.
+    let opened = alice.chat.links_opened();
+    alice.chat.send("bob", "again").await.unwrap();
+    eventually(10, "bob to get the second message", || async {
+        (history(&peers[0], "alice").await.len() == 2).then_some(())
+    })
+    .await;
+    assert_eq!(alice.chat.links_opened(), opened, "bob's link was kept");
+    alice.stop(Duration::from_secs(5)).await;
+    for p in peers {
+        p.stop(Duration::from_secs(5)).await;
+    }
+    dir.stop().await;
+}

@@ -298,8 +298,9 @@ impl Chat {
         &self.inner.requests
     }
 
-    /// Whether a link may be kept open while unused: at least one outgoing
-    /// link, and a quarter of them, stay free for chat
+    /// Whether a link may be kept open while unused (by an idle outbox
+    /// worker or the progress pusher): at least one outgoing link, and a
+    /// quarter of them, stay free for other peers
     /// ([`ChatConfig::max_links`]).
     pub(crate) fn links_to_spare(&self) -> bool {
         let free = self.inner.links.available_permits();
@@ -454,7 +455,13 @@ impl Chat {
                 }
             };
             if pending.is_empty() {
-                // Idle: keep the connection for reuse a while, then stop.
+                // Idle: keep the connection for reuse a while, then stop;
+                // but not while the node's outgoing links run short (a
+                // room post to many members would otherwise hold them all
+                // for `idle_timeout`, and a message to anyone else wait).
+                if link.is_some() && !self.links_to_spare() {
+                    link = None;
+                }
                 tokio::select! {
                     _ = self.inner.shutdown.cancelled() => return,
                     _ = wake.notified() => continue,
