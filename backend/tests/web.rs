@@ -277,6 +277,34 @@ async fn every_answer_forbids_framing_and_sniffing() {
     stop.cancel();
 }
 
+/// A node's API answers are never stored by a browser cache or a proxy
+/// (its messages, peers and keys); the dashboard's page is revalidated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_users_data_is_never_cached() {
+    let dir = Directory::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let node = start_node(&dir, data.path(), |_| {}).await;
+    let addr = node.http_addr;
+    let host = addr.to_string();
+    for path in [
+        "/api/me",
+        "/api/peers",
+        "/api/chats",
+        "/api/chats/bob/messages",
+        "/api/rooms",
+        "/api/trainings",
+        "/api/files",
+        "/api/nope",
+    ] {
+        let a = request(addr, "GET", path, &host, &[], "").await;
+        assert_eq!(a.header("cache-control"), Some("no-store"), "{path}: {a:?}");
+    }
+    let page = request(addr, "GET", "/", &host, &[], "").await;
+    assert_ne!(page.header("cache-control"), Some("no-store"), "{page:?}");
+    node.stop(Duration::from_secs(5)).await;
+    dir.stop().await;
+}
+
 /// With a token, the bridge may be reached under any name (a LAN name, a
 /// proxy), but still only with the token and from its own pages.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -117,7 +117,7 @@ pub fn router(config: &WebConfig) -> Router {
         .route("/health", get(api::health))
         .merge(api_fallback());
     let router = Router::new()
-        .nest("/api", api)
+        .nest("/api", security::not_stored(api))
         .fallback_service(assets::service(&config.dist));
     guarded(router, config)
 }
@@ -161,7 +161,7 @@ pub fn node_router(config: &WebConfig, node: NodeApi) -> Router {
         .with_state(node.clone())
         .merge(api_fallback());
     let router = Router::new()
-        .nest("/api", api)
+        .nest("/api", security::not_stored(api))
         .route("/ws", get(ws::ws).with_state(node))
         .fallback_service(assets::service(&config.dist))
         .layer(DefaultBodyLimit::max(MAX_TEXT + 4096));
@@ -287,6 +287,17 @@ mod tests {
         let (status, body) = get(&format!("{url}/api/nope"), &[]).await;
         assert_eq!(status, 404);
         assert!(body.contains("no such API route"));
+        // No API answer is kept by a cache; the dashboard's files may be.
+        for path in ["/api/health", "/api/nope"] {
+            let (_, head) = get_head(&format!("{url}{path}")).await;
+            assert!(
+                head.to_ascii_lowercase()
+                    .contains("cache-control: no-store"),
+                "{path}: {head}"
+            );
+        }
+        let (_, head) = get_head(&format!("{url}/app.js")).await;
+        assert!(!head.contains("no-store"), "{head}");
         stop.cancel();
     }
 

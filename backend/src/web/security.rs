@@ -198,6 +198,17 @@ fn host_and_origin(
     Ok(())
 }
 
+/// Marks every answer of `api` `Cache-Control: no-store` (unless a handler
+/// says otherwise): messages, names, keys and files are the user's, and
+/// no browser cache or proxy should keep a copy of them on disk, least of
+/// all on a shared machine reaching a node through its token.
+pub fn not_stored(api: Router) -> Router {
+    api.layer(SetResponseHeaderLayer::if_not_present(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    ))
+}
+
 /// Adds the headers that keep the dashboard out of frames and stop
 /// browsers from guessing content types, on every response.
 pub fn with_security_headers(router: Router) -> Router {
