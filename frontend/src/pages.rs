@@ -138,6 +138,14 @@ fn rooms_card() -> Html {
             });
         })
     };
+    // The example names two real peers, not this node's own user.
+    let examples: Vec<AttrValue> = store
+        .peers
+        .keys()
+        .filter(|n| store.me.as_ref().is_none_or(|m| &m.name != *n))
+        .take(2)
+        .map(|n| AttrValue::from(n.clone()))
+        .collect();
     html! {
         <section class="card rooms-card" aria-labelledby="rooms-title">
             <div class="card-head">
@@ -145,7 +153,7 @@ fn rooms_card() -> Html {
                 <span class="count">{ plural(rows.len() as u64, "room") }</span>
             </div>
             <RoomList rows={(*rows).clone()} />
-            <NewRoomForm {on_create} busy={*busy} error={(*error).clone()} />
+            <NewRoomForm {on_create} busy={*busy} error={(*error).clone()} {examples} />
         </section>
     }
 }

@@ -2069,9 +2069,19 @@ async fn the_new_room_form_hands_over_the_name_and_members_typed() {
         on_create,
         busy: false,
         error: Some("No room created: nobody is called zed.".into()),
+        examples: vec!["alice".into(), "carol".into(), "dave".into()],
     })
     .await;
     assert!(text_of(&root, "#new-room-error").unwrap().contains("zed"));
+    // The example names the node's peers (it once said "bob, carol" on
+    // bob's own node).
+    let members = root
+        .query_selector("#new-room-members")
+        .unwrap()
+        .unwrap()
+        .dyn_into::<web_sys::HtmlInputElement>()
+        .unwrap();
+    assert_eq!(members.placeholder(), "Members: alice, carol");
     // Without a name, nothing is asked.
     click(&root, "#new-room-create");
     yew::scheduler::flush().await;

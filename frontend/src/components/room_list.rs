@@ -71,6 +71,19 @@ pub struct NewRoomFormProps {
     /// Why the last attempt failed (the node's sentence).
     #[prop_or_default]
     pub error: Option<AttrValue>,
+    /// Peers to name in the members field's example (never this node's
+    /// own user, who is in every room they create).
+    #[prop_or_default]
+    pub examples: Vec<AttrValue>,
+}
+
+/// The members field's example: up to two of `examples`.
+pub fn members_placeholder(examples: &[AttrValue]) -> String {
+    match examples {
+        [] => "Members: user names, comma-separated".into(),
+        [a] => format!("Members: {a}"),
+        [a, b, ..] => format!("Members: {a}, {b}"),
+    }
 }
 
 /// "New room": a name and the members (comma-separated user names).
@@ -106,7 +119,7 @@ pub fn new_room_form(props: &NewRoomFormProps) -> Html {
             <label class="grow">
                 <span class="visually-hidden">{ "Members (comma-separated user names)" }</span>
                 <input id="new-room-members" type="text" ref={members}
-                       placeholder="Members: bob, carol" />
+                       placeholder={members_placeholder(&props.examples)} />
             </label>
             <button type="submit" id="new-room-create" disabled={props.busy}>
                 { if props.busy { "Creating…" } else { "New room" } }
@@ -115,5 +128,28 @@ pub fn new_room_form(props: &NewRoomFormProps) -> Html {
                 <p class="error" id="new-room-error" role="alert">{ e }</p>
             }
         </form>
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_names_at_most_two_peers() {
+        let names = |n: &[&str]| {
+            n.iter()
+                .map(|s| AttrValue::from(s.to_string()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            members_placeholder(&[]),
+            "Members: user names, comma-separated"
+        );
+        assert_eq!(members_placeholder(&names(&["bob"])), "Members: bob");
+        assert_eq!(
+            members_placeholder(&names(&["alice", "carol", "dave"])),
+            "Members: alice, carol"
+        );
     }
 }
