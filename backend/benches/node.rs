@@ -59,6 +59,7 @@ const PLAIN: Capabilities = Capabilities {
     roundtable: true,
     secure: false,
     aesgcm: false,
+    room_files: false,
 };
 
 fn text(i: usize) -> String {

@@ -420,7 +420,7 @@ fn chat_latency(src: &Path, n: usize) -> ((f64, f64), (f64, f64), usize) {
         let stream = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20);
         let t = alice
             .transfers
-            .upload(&["bob".to_owned()], "during.bin", stream)
+            .upload(&["bob".to_owned()], "during.bin", None, stream)
             .await
             .unwrap()
             .remove(0);

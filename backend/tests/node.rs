@@ -408,6 +408,7 @@ where
                                 roundtable: true,
                                 secure: false,
                                 aesgcm: false,
+                                room_files: false,
                             };
                             let pong = PeerFrame::Pong { caps }.to_frame();
                             conn.write_frame(&pong).await.unwrap();

@@ -1632,7 +1632,12 @@ async fn the_channel_runs_aes_gcm_only_when_both_sides_grant_it() {
         let ping = conn.read_frame().await.unwrap().unwrap();
         assert_eq!(
             ping.args,
-            ["roundtable/1", "roundtable-secure/1", "roundtable-aesgcm/1"]
+            [
+                "roundtable/1",
+                "roundtable-secure/1",
+                "roundtable-aesgcm/1",
+                "roundtable-roomfiles/1"
+            ]
         );
         conn.write_frame(&Frame::new(
             "PONG",

@@ -475,6 +475,7 @@ async fn an_offer_reserves_no_disk_beyond_what_arrives() {
         name: "huge.bin".into(),
         size,
         sha256: sha.clone(),
+        room: None,
     };
     link.send(
         &[TransferFrame::Offer(offer).to_frame()],

@@ -2363,6 +2363,7 @@ mod tests {
             updated_at,
             bare: false,
             downloadable: true,
+            room: None,
         }
     }
 

@@ -709,6 +709,7 @@ mod tests {
             updated_at: 0,
             bare: false,
             downloadable: true,
+            room: None,
         }
     }
 
@@ -781,6 +782,7 @@ mod tests {
         assert!(downloadable(&arrived));
         assert!(!downloadable(&TransferInfo {
             downloadable: false,
+            room: None,
             ..arrived
         }));
         assert_eq!(

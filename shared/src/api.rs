@@ -493,6 +493,10 @@ pub struct TransferInfo {
     /// outgoing file, or a received one once delivered).
     #[serde(default)]
     pub downloadable: bool,
+    /// The room it was posted into (its id), if any: sent to the room's
+    /// members, or received from a member of a room we are in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<String>,
 }
 
 /// Longest chat text accepted, in bytes.

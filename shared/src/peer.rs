@@ -25,11 +25,19 @@
 //! AES-256-GCM instead of ChaCha20-Poly1305 (the first `HELLO` names it).
 //! Stripping it on the way only leaves the channel on ChaCha20-Poly1305,
 //! and adding it makes the handshake fail: neither is a weaker channel.
+//!
+//! A fourth, `roundtable-roomfiles/1` ([`ROOM_FILES_CAPABILITY`]), says the
+//! side takes a file offered into a room (`FileOffer::room`); a node that
+//! does not grant it is offered the same file without the room, as a file
+//! from its sender.
 
 use crate::frame::Frame;
 
 /// The capability token of this extension.
 pub const CAPABILITY: &str = "roundtable/1";
+
+/// The capability token of files offered into a room.
+pub const ROOM_FILES_CAPABILITY: &str = "roundtable-roomfiles/1";
 
 /// What a `PING` asks for and a `PONG` grants.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -41,6 +49,9 @@ pub struct Capabilities {
     /// `roundtable-aesgcm/1` ([`crate::secure::AESGCM_CAPABILITY`]): the
     /// channel may run AES-256-GCM, which this side does in hardware.
     pub aesgcm: bool,
+    /// `roundtable-roomfiles/1` ([`ROOM_FILES_CAPABILITY`]): a file offer
+    /// may name a room.
+    pub room_files: bool,
 }
 
 impl Capabilities {
@@ -49,12 +60,14 @@ impl Capabilities {
         roundtable: false,
         secure: false,
         aesgcm: false,
+        room_files: false,
     };
     /// Everything this build speaks.
     pub const ALL: Capabilities = Capabilities {
         roundtable: true,
         secure: true,
         aesgcm: true,
+        room_files: true,
     };
 
     /// The cipher of a secure channel on a link with these capabilities
@@ -74,6 +87,7 @@ impl Capabilities {
             roundtable: self.roundtable && other.roundtable,
             secure: self.secure && other.secure,
             aesgcm: self.aesgcm && other.aesgcm,
+            room_files: self.room_files && other.room_files,
         }
     }
 
@@ -82,6 +96,7 @@ impl Capabilities {
             roundtable: args.iter().any(|a| a == CAPABILITY),
             secure: args.iter().any(|a| a == crate::secure::PROTOCOL),
             aesgcm: args.iter().any(|a| a == crate::secure::AESGCM_CAPABILITY),
+            room_files: args.iter().any(|a| a == ROOM_FILES_CAPABILITY),
         }
     }
 
@@ -95,6 +110,9 @@ impl Capabilities {
         }
         if self.aesgcm {
             v.push(crate::secure::AESGCM_CAPABILITY.to_owned());
+        }
+        if self.room_files {
+            v.push(ROOM_FILES_CAPABILITY.to_owned());
         }
         v
     }
@@ -226,6 +244,7 @@ mod tests {
                     roundtable: true,
                     secure: false,
                     aesgcm: false,
+                    room_files: false,
                 }
             }
             .to_frame()
@@ -240,7 +259,7 @@ mod tests {
             .to_frame()
             .encode()
             .unwrap(),
-            b"PING 0 roundtable/1 roundtable-secure/1 roundtable-aesgcm/1\n"
+            b"PING 0 roundtable/1 roundtable-secure/1 roundtable-aesgcm/1 roundtable-roomfiles/1\n"
         );
         // What a node of before the AES-GCM capability asks: granted as is.
         assert_eq!(
@@ -254,6 +273,7 @@ mod tests {
                     roundtable: true,
                     secure: true,
                     aesgcm: false,
+                    room_files: false,
                 }
             })
         );
@@ -280,6 +300,7 @@ mod tests {
                     roundtable: true,
                     secure: false,
                     aesgcm: false,
+                    room_files: false,
                 },
             },
             PeerFrame::Message {

@@ -136,11 +136,23 @@ pub struct FileOffer {
     pub size: u64,
     /// SHA-256 of the whole file, lowercase hex.
     pub sha256: String,
+    /// The room it is posted into (its id), sent only to a peer that
+    /// granted [`crate::peer::ROOM_FILES_CAPABILITY`]. The receiver shows
+    /// it in that room only if both it and the sender are members there
+    /// by its own account; otherwise it is a file from the sender.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<String>,
 }
 
 impl FileOffer {
     pub fn validate(&self) -> Result<(), TransferFrameError> {
-        check_common(&self.id, &self.name, self.size, &self.sha256)
+        check_common(&self.id, &self.name, self.size, &self.sha256)?;
+        match &self.room {
+            Some(r) if !crate::peer::valid_id(r) => {
+                Err(TransferFrameError::BadArguments("offer room".into()))
+            }
+            _ => Ok(()),
+        }
     }
 }
 
@@ -426,6 +438,7 @@ mod tests {
             name: "model.pt".into(),
             size: 10,
             sha256: SHA.into(),
+            room: None,
         }
     }
 
@@ -474,6 +487,19 @@ mod tests {
     }
 
     #[test]
+    fn an_offer_names_its_room_only_when_it_has_one() {
+        // A direct file's offer is what nodes of before room files read
+        // (they refuse unknown fields).
+        let plain = serde_json::to_string(&offer()).unwrap();
+        assert!(!plain.contains("room"), "{plain}");
+        let mut o = offer();
+        o.room = Some("r0123abcd".into());
+        let f = TransferFrame::Offer(o.clone()).to_frame();
+        assert!(String::from_utf8_lossy(&f.payload).contains(r#""room":"r0123abcd""#));
+        assert_eq!(TransferFrame::parse(&f).unwrap(), TransferFrame::Offer(o));
+    }
+
+    #[test]
     fn bad_offers_are_refused() {
         let frame =
             |o: &FileOffer, id: &str| Frame::new("FILEQ", [id], serde_json::to_vec(o).unwrap());
@@ -508,6 +534,12 @@ mod tests {
         assert!(matches!(
             TransferFrame::parse(&big),
             Err(TransferFrameError::TooLarge { .. })
+        ));
+        let mut o = offer();
+        o.room = Some("no spaces".into());
+        assert!(matches!(
+            TransferFrame::parse(&frame(&o, ID)),
+            Err(TransferFrameError::BadArguments(_))
         ));
         let unknown = Frame::new("FILEQ", [ID], br#"{"id":"x","extra":1}"#.to_vec());
         assert!(matches!(
@@ -564,6 +596,7 @@ mod tests {
             name: "a.bin".into(),
             size: 9,
             sha256: SHA.into(),
+            room: None,
         };
         let offer = TransferFrame::Offer(o).to_frame();
         let mut pt = offer.encode().unwrap();
@@ -602,10 +635,11 @@ mod tests {
         fn decode_and_parse_never_panics(
             name in "[a-z]{1,12}\\.[a-z]{1,3}",
             size in 0u64..1_000_000,
+            room in proptest::option::of("[a-z0-9]{1,70}"),
             data in proptest::collection::vec(any::<u8>(), 0..2048),
             noise in proptest::collection::vec(any::<u8>(), 0..256),
         ) {
-            let o = FileOffer { id: ID.into(), name, size, sha256: SHA.into() };
+            let o = FileOffer { id: ID.into(), name, size, sha256: SHA.into(), room };
             let mut wire = TransferFrame::Offer(o).to_frame().encode().unwrap();
             wire.extend(TransferFrame::Data(data).to_frame().encode().unwrap());
             decode_and_parse(&wire);

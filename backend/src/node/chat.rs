@@ -248,6 +248,7 @@ struct FileConnection {
     peer: String,
     /// The frames opened so far, the offer first.
     first: Vec<Frame>,
+    shares_room: crate::transfer::SharesRoom,
 }
 
 impl Chat {
@@ -1059,6 +1060,10 @@ impl Chat {
                     session,
                     peer,
                     first: frames,
+                    shares_room: super::rooms::shares_room(
+                        self.inner.store.clone(),
+                        self.me().to_owned(),
+                    ),
                 }));
             }
             let (replies, end) = self.handle(frames, Origin::Proven(&peer)).await;
@@ -1087,12 +1092,15 @@ impl Chat {
             mut session,
             peer,
             first,
+            shares_room,
         } = file;
         let served = self.inner.tracker.spawn_on(
             async move {
                 let stream = TcpStream::from_std(stream).map_err(FramingError::Io)?;
                 let mut conn = Connection::from_parts(stream, read, chat_limits());
-                let r = t.receive(&mut conn, &mut session, &peer, first).await;
+                let r = t
+                    .receive(&mut conn, &mut session, &peer, first, shares_room)
+                    .await;
                 conn.shutdown().await;
                 r
             },

@@ -53,6 +53,8 @@ impl Overlay {
             roundtable: true,
             secure: self.secure,
             aesgcm: self.secure && self.channel.aes_gcm,
+            // Files travel only inside the secure channel.
+            room_files: self.secure,
         }
     }
 }

@@ -141,6 +141,16 @@ impl Chat {
         self.room(id).await
     }
 
+    /// Who a file posted into room `id` goes to: every member in it now
+    /// but us. Refused when we are not in it.
+    pub async fn room_recipients(&self, id: &str) -> Result<Vec<String>, ChatError> {
+        let room = self.load(id).await?;
+        if !room.is_member(self.me()) {
+            return Err(RoomRefused::NotIn.into());
+        }
+        Ok(room.recipients(self.me()))
+    }
+
     /// Leaves room `id`: every member is told, and this node keeps the
     /// history but takes no part any more (until someone adds us again).
     pub async fn leave_room(&self, id: &str) -> Result<RoomSummary, ChatError> {
@@ -310,6 +320,24 @@ impl Chat {
 
 fn uuid_short(u: &str) -> &str {
     u.get(..8).unwrap_or(u)
+}
+
+/// The check a file offered into a room goes through
+/// ([`crate::transfer::SharesRoom`]): the room is on this node and both
+/// `me` and the sender are in it now, by this node's member list (the
+/// offer's word for it counts for nothing).
+pub fn shares_room(
+    store: crate::store::chat::ChatStore,
+    me: String,
+) -> crate::transfer::SharesRoom {
+    std::sync::Arc::new(move |room: &str, peer: &str| match store.room(room) {
+        Ok(Some(r)) => r.is_member(&me) && r.is_member(peer),
+        Ok(None) => false,
+        Err(e) => {
+            tracing::warn!(%e, "cannot read a room to place a file");
+            false
+        }
+    })
 }
 
 /// Gives every training its room, with the participants known for it as

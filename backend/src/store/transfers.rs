@@ -20,7 +20,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{Context, StoreError};
 
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE transfers (
         seq         INTEGER PRIMARY KEY AUTOINCREMENT,
         id          TEXT NOT NULL,
@@ -43,7 +44,14 @@ const MIGRATIONS: &[&str] = &["
         UNIQUE (direction, peer, id)
     ) STRICT;
     CREATE INDEX transfers_by_peer ON transfers (peer, seq);
-"];
+",
+    "
+    -- The room a file was posted into (its id): for one sent, the room
+    -- whose members it went to; for one received, a room that this node
+    -- and the sender were both in when it was offered.
+    ALTER TABLE transfers ADD COLUMN room TEXT;
+",
+];
 
 /// A stored transfer: what the API shows, and where its bytes are.
 #[derive(Debug, Clone, PartialEq)]
@@ -97,7 +105,7 @@ fn state_of(text: &str) -> TransferState {
 }
 
 const COLUMNS: &str =
-    "seq, id, peer, direction, name, size, sha256, state, bytes, error, path, bare, created_at, updated_at";
+    "seq, id, peer, direction, name, size, sha256, state, bytes, error, path, bare, created_at, updated_at, room";
 
 fn record(r: &rusqlite::Row<'_>) -> rusqlite::Result<TransferRecord> {
     let direction: String = r.get(3)?;
@@ -127,6 +135,7 @@ fn record(r: &rusqlite::Row<'_>) -> rusqlite::Result<TransferRecord> {
             updated_at: r.get(13)?,
             bare: r.get::<_, i64>(11)? != 0,
             downloadable,
+            room: r.get(14)?,
         },
         path: path.map(PathBuf::from),
     })
@@ -232,6 +241,7 @@ impl TransferStore {
         size: u64,
         sha256: &str,
         path: &Path,
+        room: Option<&str>,
         now: i64,
     ) -> Result<Vec<TransferRecord>, StoreError> {
         let path = path.to_string_lossy().into_owned();
@@ -240,9 +250,9 @@ impl TransferStore {
             let mut seqs = Vec::new();
             for (peer, id) in peers.iter().zip(ids) {
                 tx.execute(
-                    "INSERT INTO transfers (id, peer, direction, name, size, sha256, state, path, created_at, updated_at)
-                     VALUES (?1, ?2, 'out', ?3, ?4, ?5, 'queued', ?6, ?7, ?7)",
-                    params![id, peer, name, int(size), sha256, path, now],
+                    "INSERT INTO transfers (id, peer, direction, name, size, sha256, state, path, created_at, updated_at, room)
+                     VALUES (?1, ?2, 'out', ?3, ?4, ?5, 'queued', ?6, ?7, ?7, ?8)",
+                    params![id, peer, name, int(size), sha256, path, now, room],
                 )
                 .ctx("queueing a transfer")?;
                 seqs.push(tx.last_insert_rowid());
@@ -259,8 +269,15 @@ impl TransferStore {
     }
 
     /// An incoming offer from `peer`: a new row, the known one, or a
-    /// conflict when the id names another file.
-    pub fn offer(&self, peer: &str, offer: &FileOffer, now: i64) -> Result<Offered, StoreError> {
+    /// conflict when the id names another file. `room` is the room to show
+    /// a new one in, as the caller checked it (not the offer's claim).
+    pub fn offer(
+        &self,
+        peer: &str,
+        offer: &FileOffer,
+        room: Option<&str>,
+        now: i64,
+    ) -> Result<Offered, StoreError> {
         self.with(|c| {
             let tx = c.transaction().ctx("starting a transaction")?;
             let known = tx
@@ -284,9 +301,9 @@ impl TransferStore {
                 Some(_) => Offered::Conflict,
                 None => {
                     tx.execute(
-                        "INSERT INTO transfers (id, peer, direction, name, size, sha256, state, created_at, updated_at)
-                         VALUES (?1, ?2, 'in', ?3, ?4, ?5, 'queued', ?6, ?6)",
-                        params![offer.id, peer, offer.name, int(offer.size), offer.sha256, now],
+                        "INSERT INTO transfers (id, peer, direction, name, size, sha256, state, created_at, updated_at, room)
+                         VALUES (?1, ?2, 'in', ?3, ?4, ?5, 'queued', ?6, ?6, ?7)",
+                        params![offer.id, peer, offer.name, int(offer.size), offer.sha256, now, room],
                     )
                     .ctx("recording an offer")?;
                     let seq = tx.last_insert_rowid();
@@ -401,6 +418,7 @@ mod tests {
     use super::*;
 
     const SHA: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+    const ROOM: &str = "0123456789abcdef0123456789abcdef";
 
     fn offer(id: &str, size: u64) -> FileOffer {
         FileOffer {
@@ -408,6 +426,7 @@ mod tests {
             name: "m.bin".into(),
             size,
             sha256: SHA.into(),
+            room: None,
         }
     }
 
@@ -418,25 +437,27 @@ mod tests {
         let id = "00112233445566778899aabbccddeeff";
         let seq = {
             let s = TransferStore::open(&path).unwrap();
-            let Offered::New(r) = s.offer("alice", &offer(id, 100), 1).unwrap() else {
+            let Offered::New(r) = s.offer("alice", &offer(id, 100), Some(ROOM), 1).unwrap() else {
                 panic!("new offer expected");
             };
             s.written(r.info.seq, 40, 2).unwrap();
             // The same sender may reuse nothing: another file under this id conflicts.
             assert_eq!(
-                s.offer("alice", &offer(id, 99), 3).unwrap(),
+                s.offer("alice", &offer(id, 99), None, 3).unwrap(),
                 Offered::Conflict
             );
             r.info.seq
         };
         let s = TransferStore::open(&path).unwrap();
-        let Offered::Known(r) = s.offer("alice", &offer(id, 100), 4).unwrap() else {
+        let Offered::Known(r) = s.offer("alice", &offer(id, 100), None, 4).unwrap() else {
             panic!("known offer expected");
         };
         assert_eq!((r.info.seq, r.info.bytes), (seq, 40));
+        // The room it was shown in at first stays.
+        assert_eq!(r.info.room.as_deref(), Some(ROOM));
         // Another sender's transfer with the same id is another transfer.
         assert!(matches!(
-            s.offer("bob", &offer(id, 100), 5).unwrap(),
+            s.offer("bob", &offer(id, 100), None, 5).unwrap(),
             Offered::New(_)
         ));
         // Delivered stays delivered, whatever comes later.
@@ -465,10 +486,12 @@ mod tests {
                 10,
                 SHA,
                 Path::new("/o/x"),
+                Some(ROOM),
                 1,
             )
             .unwrap();
         assert_eq!(rs.len(), 2);
+        assert!(rs.iter().all(|r| r.info.room.as_deref() == Some(ROOM)));
         assert!(rs
             .iter()
             .all(|r| r.info.downloadable && r.info.state == TransferState::Queued));
@@ -487,5 +510,27 @@ mod tests {
         let listed = s.list(Some("carol"), 10).unwrap();
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].info.error.as_deref(), Some("too large"));
+    }
+
+    #[test]
+    fn a_database_of_before_rooms_keeps_its_transfers() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("transfers.db");
+        {
+            let c = super::super::open(&path, &MIGRATIONS[..1]).unwrap();
+            c.execute(
+                "INSERT INTO transfers (id, peer, direction, name, size, sha256, state, created_at, updated_at)
+                 VALUES (?1, 'bob', 'in', 'm.bin', 5, ?2, 'sending', 1, 1)",
+                params!["0".repeat(32), SHA],
+            )
+            .unwrap();
+        }
+        let s = TransferStore::open(&path).unwrap();
+        let all = s.list(None, 10).unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(
+            (all[0].info.name.as_str(), all[0].info.room.as_deref()),
+            ("m.bin", None)
+        );
     }
 }

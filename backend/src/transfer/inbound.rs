@@ -49,7 +49,7 @@ use tokio::net::TcpStream;
 
 use super::sink::{Output, Sink};
 use super::writeback::Writeback;
-use super::{candidates, free_space, hex, Progress, Transfers};
+use super::{candidates, free_space, hex, Progress, SharesRoom, Transfers};
 use crate::framing::{Connection, FramingError};
 use crate::node::link::{chat_limits, open_plaintext_in_place, seal_all, sealed_head, LinkError};
 use crate::overlay::channel::{ChannelError, Session};
@@ -377,13 +377,15 @@ fn place(part: &Path, dir: &Path, name: &str) -> std::io::Result<PathBuf> {
 
 impl Transfers {
     /// Serves one transfer connection from `peer` (proven by the channel),
-    /// whose first opened frames are `first`.
+    /// whose first opened frames are `first`; `shares_room` says whether a
+    /// room the offer names is one we and `peer` are in.
     pub async fn receive(
         &self,
         conn: &mut Connection<TcpStream>,
         session: &mut Session,
         peer: &str,
         first: Vec<Frame>,
+        shares_room: SharesRoom,
     ) -> Result<(), LinkError> {
         // A file's frames come back to back: read them a MiB at a time.
         conn.set_read_chunk(READ_CHUNK);
@@ -395,7 +397,7 @@ impl Transfers {
         };
         let r = tokio::select! {
             _ = self.inner.shutdown.cancelled() => Ok(()),
-            r = self.receive_inner(&mut frames, peer) => r,
+            r = self.receive_inner(&mut frames, peer, shares_room) => r,
         };
         match r {
             Ok(()) => Ok(()),
@@ -407,7 +409,12 @@ impl Transfers {
         }
     }
 
-    async fn receive_inner(&self, frames: &mut Frames<'_>, peer: &str) -> Result<(), ReceiveError> {
+    async fn receive_inner(
+        &self,
+        frames: &mut Frames<'_>,
+        peer: &str,
+        shares_room: SharesRoom,
+    ) -> Result<(), ReceiveError> {
         let offer = match TransferFrame::parse(&frames.next_frame().await?) {
             Ok(TransferFrame::Offer(o)) => o,
             Ok(_) => return Err(ReceiveError::Refused("expected an offer".into())),
@@ -426,14 +433,15 @@ impl Transfers {
                 .await?;
             return Err(ReceiveError::Refused(reason));
         };
-        let (rec, offset, sha, _receiving) = match self.accept_offer(peer, &offer).await {
-            Ok(accepted) => accepted,
-            Err(reply) => {
-                let reason = format!("{reply:?}");
-                frames.reply(&offer.id, reply).await?;
-                return Err(ReceiveError::Refused(reason));
-            }
-        };
+        let (rec, offset, sha, _receiving) =
+            match self.accept_offer(peer, &offer, shares_room).await {
+                Ok(accepted) => accepted,
+                Err(reply) => {
+                    let reason = format!("{reply:?}");
+                    frames.reply(&offer.id, reply).await?;
+                    return Err(ReceiveError::Refused(reason));
+                }
+            };
         let seq = rec.info.seq;
         frames
             .reply(&offer.id, FileReply::Resume { offset })
@@ -478,12 +486,24 @@ impl Transfers {
         &self,
         peer: &str,
         offer: &FileOffer,
+        shares_room: SharesRoom,
     ) -> Result<(TransferRecord, u64, Sha256, Receiving<'_>), FileReply> {
         let cfg = &self.inner.cfg;
         let refuse = |reason: String, retry: bool| FileReply::Refused { reason, retry };
         let store = self.inner.store.clone();
         let (p, o) = (peer.to_owned(), offer.clone());
-        let found = crate::store::blocking(move || store.offer(&p, &o, now_ms()))
+        let found = crate::store::blocking(move || {
+            // A room is taken from the offer only if our own account of it
+            // has both of us in it; else the file is one from the sender.
+            let room = o.room.as_deref().filter(|r| {
+                let ours = shares_room(r, &p);
+                if !ours {
+                    tracing::info!(peer = %p, room = %r, "a file offered into a room we do not share with its sender: shown as a file from them");
+                }
+                ours
+            });
+            store.offer(&p, &o, room, now_ms())
+        })
             .await
             .map_err(|e| refuse(format!("the receiver's store failed: {e}"), true))?;
         let rec = match found {

@@ -170,6 +170,12 @@ struct Inner {
     tracker: TaskTracker,
 }
 
+/// Asked when an offer names a room: whether this node's user and the
+/// sender (the second argument) are both in that room (the first) now, by
+/// this node's own account ([`crate::node::rooms::shares_room`]). It reads
+/// the chat store: call it off the runtime's threads.
+pub type SharesRoom = Arc<dyn Fn(&str, &str) -> bool + Send + Sync>;
+
 /// Lowercase hex of a digest.
 pub fn hex(bytes: &[u8]) -> String {
     let mut s = String::with_capacity(2 * bytes.len());
@@ -341,6 +347,7 @@ impl Transfers {
         &self,
         to: &[String],
         name: &str,
+        room: Option<&str>,
         body: S,
     ) -> Result<Vec<TransferInfo>, FilesError>
     where
@@ -348,8 +355,13 @@ impl Transfers {
         E: std::fmt::Display,
     {
         let cfg = &self.inner.cfg;
-        if to.is_empty() || to.len() > cfg.max_recipients {
-            return Err(FilesError::Recipients(cfg.max_recipients));
+        // A room's members are bounded by the room itself.
+        let cap = match room {
+            Some(_) => cfg.max_recipients.max(roundtable_shared::room::MAX_MEMBERS),
+            None => cfg.max_recipients,
+        };
+        if to.is_empty() || to.len() > cap {
+            return Err(FilesError::Recipients(cap));
         }
         let mut peers: Vec<String> = Vec::new();
         for p in to {
@@ -392,6 +404,7 @@ impl Transfers {
         let sha256 = hex(&sha.finalize());
         let store = self.inner.store.clone();
         let name = name.to_owned();
+        let room = room.map(str::to_owned);
         // In place and recorded, off the runtime's threads (a rename, a
         // folder fsync, a durable commit).
         let recs = tokio::task::spawn_blocking(move || -> Result<_, FilesError> {
@@ -399,7 +412,16 @@ impl Transfers {
             let path = outbox.join(&ids[0]);
             temp.persist_noclobber(&path).map_err(|e| e.error)?;
             std::fs::File::open(&outbox)?.sync_all()?;
-            Ok(store.queue(&peers, &ids, &name, size, &sha256, &path, now_ms())?)
+            Ok(store.queue(
+                &peers,
+                &ids,
+                &name,
+                size,
+                &sha256,
+                &path,
+                room.as_deref(),
+                now_ms(),
+            )?)
         })
         .await
         .map_err(|e| FilesError::Io(std::io::Error::other(e.to_string())))??;

@@ -210,6 +210,9 @@ async fn attempt(
         name: info.name.clone(),
         size: info.size,
         sha256: info.sha256.clone(),
+        // A node of before room files refuses a field it does not know: it
+        // gets the file as one from us.
+        room: info.room.clone().filter(|_| link.caps.room_files),
     };
     link.send(&[TransferFrame::Offer(offer).to_frame()], idle)
         .await?;

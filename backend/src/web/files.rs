@@ -76,7 +76,35 @@ pub async fn upload(
             .collect();
     let infos = n
         .transfers
-        .upload(&to, &p.name, body.into_data_stream())
+        .upload(&to, &p.name, None, body.into_data_stream())
+        .await?;
+    Ok((StatusCode::CREATED, Json(infos)))
+}
+
+#[derive(Deserialize)]
+pub struct RoomUploadParams {
+    /// The file's name.
+    name: String,
+}
+
+/// `POST /api/rooms/{id}/files?name=model.pt` with the file as the body:
+/// one transfer to each member in the room now, each marked with the room
+/// (201 with them all).
+pub async fn upload_to_room(
+    State(n): State<NodeApi>,
+    Path(id): Path<String>,
+    Query(p): Query<RoomUploadParams>,
+    body: Body,
+) -> Result<impl IntoResponse, WebError> {
+    let to = n.chat.room_recipients(&id).await?;
+    if to.is_empty() {
+        return Err(WebError::BadRequest(
+            "nobody else is in this room yet: add someone, then send the file".into(),
+        ));
+    }
+    let infos = n
+        .transfers
+        .upload(&to, &p.name, Some(&id), body.into_data_stream())
         .await?;
     Ok((StatusCode::CREATED, Json(infos)))
 }

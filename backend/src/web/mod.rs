@@ -146,6 +146,7 @@ pub fn node_router(config: &WebConfig, node: NodeApi) -> Router {
         .route("/rooms/{id}/members", post(rooms::add_member))
         .route("/rooms/{id}/leave", post(rooms::leave))
         .route("/rooms/{id}/read", put(rooms::mark_read))
+        .route("/rooms/{id}/files", post(files::upload_to_room))
         .route("/trainings", get(trainings::list))
         .route("/trainings/{uuid}", get(trainings::get))
         .route("/trainings/{uuid}/name", put(trainings::rename))

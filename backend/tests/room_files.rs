@@ -1,0 +1,275 @@
+//! Files posted into a room (issues 14 and 16): one upload reaches every
+//! member in the room, each receiver shows it in that room, and a peer's
+//! claim that a file belongs to a room counts only if the receiver's own
+//! member list has both of them in it.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::{eventually, get_json, http, request, sees_online, Directory};
+use roundtable::node::Node;
+use roundtable_shared::api::{Direction, RoomSummary, TransferInfo, TransferState};
+use sha2::{Digest, Sha256};
+
+fn sha_hex(b: &[u8]) -> String {
+    Sha256::digest(b)
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect()
+}
+
+async fn create(at: SocketAddr, name: &str, members: &[&str]) -> RoomSummary {
+    let body = serde_json::json!({ "name": name, "members": members }).to_string();
+    let (status, body) = http("POST", at, "/api/rooms", Some(&body)).await;
+    assert_eq!(status, 201, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// Posts `body` as file `name` into room `room` at `at`: status and answer.
+async fn post_file(at: SocketAddr, room: &str, name: &str, body: &[u8]) -> (u16, String) {
+    let path = format!("/api/rooms/{room}/files?name={name}");
+    let (status, _, out) = request("POST", at, &path, &[], body).await;
+    (status, String::from_utf8_lossy(&out).into_owned())
+}
+
+async fn has_room(at: SocketAddr, id: &str) -> Option<()> {
+    let (status, _) = http("GET", at, &format!("/api/rooms/{id}"), None).await;
+    (status == 200).then_some(())
+}
+
+/// `n`'s transfers named `name`.
+async fn files_named(n: &Node, name: &str) -> Vec<TransferInfo> {
+    let all: Vec<TransferInfo> = get_json(n.http_addr, "/api/files").await;
+    all.into_iter().filter(|t| t.name == name).collect()
+}
+
+/// Waits until `n` holds file `name` delivered, and returns it.
+async fn delivered(n: &Node, name: &str) -> TransferInfo {
+    eventually(20, &format!("{} to have {name}", n.name), || async {
+        files_named(n, name)
+            .await
+            .into_iter()
+            .find(|t| t.state == TransferState::Delivered)
+    })
+    .await
+}
+
+async fn content(n: &Node, seq: i64) -> Vec<u8> {
+    let path = format!("/api/files/{seq}/content");
+    let (status, _, body) = request("GET", n.http_addr, &path, &[], b"").await;
+    assert_eq!(status, 200);
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_posted_in_a_room_reaches_every_member_and_shows_in_that_room() {
+    let dir = Directory::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let alice = common::node("alice", &dir, data.path()).await;
+    let bob = common::node("bob", &dir, data.path()).await;
+    let carol = common::node("carol", &dir, data.path()).await;
+    let dave = common::node("dave", &dir, data.path()).await;
+    for p in ["bob", "carol", "dave"] {
+        sees_online(&alice, p).await;
+    }
+    sees_online(&bob, "carol").await;
+    let wg = create(alice.http_addr, "Working group", &["bob", "carol"]).await;
+    for n in [&bob, &carol] {
+        eventually(10, "the room to reach every member", || {
+            has_room(n.http_addr, &wg.id)
+        })
+        .await;
+    }
+
+    let file: Vec<u8> = (0..300_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+    let (status, body) = post_file(alice.http_addr, &wg.id, "plan%20v2.pdf", &file).await;
+    assert_eq!(status, 201, "{body}");
+    let sent: Vec<TransferInfo> = serde_json::from_str(&body).unwrap();
+    let mut to: Vec<&str> = sent.iter().map(|t| t.peer.as_str()).collect();
+    to.sort();
+    assert_eq!(to, ["bob", "carol"], "one transfer per other member");
+    assert!(sent
+        .iter()
+        .all(|t| t.room.as_deref() == Some(wg.id.as_str()) && t.direction == Direction::Out));
+
+    for n in [&bob, &carol] {
+        let got = delivered(n, "plan v2.pdf").await;
+        assert_eq!(got.peer, "alice");
+        assert_eq!(
+            got.room.as_deref(),
+            Some(wg.id.as_str()),
+            "shown in the room"
+        );
+        assert_eq!(got.sha256, sha_hex(&file));
+        assert_eq!(content(n, got.seq).await, file);
+    }
+    eventually(10, "alice to hear both deliveries", || async {
+        let out = files_named(&alice, "plan v2.pdf").await;
+        (out.len() == 2 && out.iter().all(|t| t.state == TransferState::Delivered)).then_some(())
+    })
+    .await;
+    assert!(
+        files_named(&dave, "plan v2.pdf").await.is_empty(),
+        "not to a non-member"
+    );
+
+    // Any member may post one; once carol left, files go to the others only.
+    let (status, body) = http(
+        "POST",
+        carol.http_addr,
+        &format!("/api/rooms/{}/leave", wg.id),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    eventually(10, "bob to see carol leave", || async {
+        let r: RoomSummary = get_json(bob.http_addr, &format!("/api/rooms/{}", wg.id)).await;
+        r.members
+            .iter()
+            .any(|m| m.name == "carol" && !m.present)
+            .then_some(())
+    })
+    .await;
+    let (status, body) = post_file(bob.http_addr, &wg.id, "notes.txt", b"round 3 notes").await;
+    assert_eq!(status, 201, "{body}");
+    let sent: Vec<TransferInfo> = serde_json::from_str(&body).unwrap();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].peer, "alice");
+    let got = delivered(&alice, "notes.txt").await;
+    assert_eq!(got.room.as_deref(), Some(wg.id.as_str()));
+    // Carol, out of the room, can post nothing into it.
+    let (status, body) = post_file(carol.http_addr, &wg.id, "late.txt", b"x").await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("not in this room"), "{body}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(files_named(&carol, "notes.txt").await.is_empty());
+
+    // A room of one has nobody to send to; an unknown room is not found.
+    let alone = create(dave.http_addr, "Just me", &[]).await;
+    let (status, body) = post_file(dave.http_addr, &alone.id, "a.txt", b"x").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("nobody else"), "{body}");
+    let (status, body) = post_file(dave.http_addr, &"f".repeat(32), "a.txt", b"x").await;
+    assert_eq!(status, 404, "{body}");
+    assert!(
+        files_named(&dave, "a.txt").await.is_empty(),
+        "nothing queued"
+    );
+}
+
+/// Mallory, a Roundtable peer outside the room, offers bob a file naming a
+/// room alice and bob share: bob takes the file as one from mallory, not
+/// as a post in the room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_claimed_for_a_room_the_sender_is_not_in_is_shown_as_from_the_sender() {
+    use roundtable::events::Events;
+    use roundtable::node::link::{open_direct, Overlay};
+    use roundtable::node::peers::Peers;
+    use roundtable::node::trust::Trust;
+    use roundtable::overlay::channel::ChannelConfig;
+    use roundtable::overlay::identity::Identity;
+    use roundtable::store::pins::PinStore;
+    use roundtable_shared::binary::{footer, Header};
+    use roundtable_shared::frame::Frame;
+    use roundtable_shared::transfer::{ExchangeMeta, FileOffer, FileReply, TransferFrame};
+
+    let dir = Directory::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let alice = common::node("alice", &dir, data.path()).await;
+    let bob = common::node("bob", &dir, data.path()).await;
+    sees_online(&alice, "bob").await;
+    let wg = create(alice.http_addr, "Working group", &["bob"]).await;
+    eventually(10, "bob to have the room", || {
+        has_room(bob.http_addr, &wg.id)
+    })
+    .await;
+
+    let m = data.path().join("mallory");
+    std::fs::create_dir_all(&m).unwrap();
+    let peers = Peers::new("mallory", Events::new(16));
+    let overlay = Overlay {
+        me: "mallory".into(),
+        identity: std::sync::Arc::new(Identity::load_or_create(&m).unwrap()),
+        trust: Trust::load(PinStore::open(&m.join("pins.db")).unwrap(), peers).unwrap(),
+        channel: ChannelConfig::default(),
+        require_secure: false,
+        secure: true,
+    };
+    let permit = std::sync::Arc::new(tokio::sync::Semaphore::new(1))
+        .acquire_owned()
+        .await
+        .unwrap();
+    let mut link = open_direct(
+        &overlay,
+        "bob",
+        "127.0.0.1",
+        bob.chat_addr.port(),
+        Duration::from_secs(5),
+        permit,
+    )
+    .await
+    .unwrap();
+    let body = b"not really the group's file".to_vec();
+    let sha = sha_hex(&body);
+    let id = "0123456789abcdef0123456789abcdef".to_owned();
+    let offer = FileOffer {
+        id: id.clone(),
+        name: "forged.bin".into(),
+        size: body.len() as u64,
+        sha256: sha.clone(),
+        room: Some(wg.id.clone()),
+    };
+    let t = Duration::from_secs(5);
+    link.send(&[TransferFrame::Offer(offer).to_frame()], t)
+        .await
+        .unwrap();
+    let reply = TransferFrame::parse(&link.recv(t).await.unwrap()).unwrap();
+    assert!(
+        matches!(
+            reply,
+            TransferFrame::Reply {
+                reply: FileReply::Resume { offset: 0 },
+                ..
+            }
+        ),
+        "{reply:?}"
+    );
+    let meta = serde_json::to_vec(&ExchangeMeta {
+        id,
+        sender: "mallory".into(),
+        file_name: "forged.bin".into(),
+        size: body.len() as u64,
+        sha256: sha,
+        offset: 0,
+    })
+    .unwrap();
+    let mut exchange = Header {
+        meta_size: meta.len() as u32,
+        body_size: body.len() as u64,
+    }
+    .encode()
+    .to_vec();
+    exchange.extend_from_slice(&meta);
+    exchange.extend_from_slice(&body);
+    exchange.extend_from_slice(&footer(crc32fast::hash(&body)));
+    link.send(&[Frame::bare("FILEDATA", exchange)], t)
+        .await
+        .unwrap();
+    let verdict = TransferFrame::parse(&link.recv(t).await.unwrap()).unwrap();
+    assert!(
+        matches!(
+            verdict,
+            TransferFrame::Reply {
+                reply: FileReply::Done,
+                ..
+            }
+        ),
+        "{verdict:?}"
+    );
+    let got = delivered(&bob, "forged.bin").await;
+    assert_eq!(got.peer, "mallory");
+    assert_eq!(got.room, None, "not in a room mallory is not in");
+    drop(link);
+}
