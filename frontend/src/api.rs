@@ -338,7 +338,24 @@ pub fn upload_url(peer: &str, name: &str) -> String {
 /// browser streams the `File` (a `Blob`) from disk, it is never read into
 /// wasm memory. The node answers with one transfer per recipient.
 pub async fn upload(peer: &str, file: &web_sys::File) -> Result<Vec<TransferInfo>, ApiError> {
-    let req = Request::post(&upload_url(peer, &file.name()))
+    post_file(&upload_url(peer, &file.name()), file).await
+}
+
+/// `POST /api/rooms/{id}/files?name=NAME`.
+pub fn room_upload_url(room: &str, name: &str) -> String {
+    format!("/api/rooms/{}/files?name={}", segment(room), segment(name))
+}
+
+/// Like [`upload`], into room `room`: one transfer to each member in it.
+pub async fn upload_to_room(
+    room: &str,
+    file: &web_sys::File,
+) -> Result<Vec<TransferInfo>, ApiError> {
+    post_file(&room_upload_url(room, &file.name()), file).await
+}
+
+async fn post_file(url: &str, file: &web_sys::File) -> Result<Vec<TransferInfo>, ApiError> {
+    let req = Request::post(url)
         .header("Content-Type", "application/octet-stream")
         .header("Accept", "application/json")
         .body(file.clone())
@@ -418,6 +435,10 @@ mod tests {
         assert_eq!(
             upload_url("bob", "résumé.txt"),
             "/api/files?to=bob&name=r%C3%A9sum%C3%A9.txt"
+        );
+        assert_eq!(
+            room_upload_url("r0a1", "notes #3.txt"),
+            "/api/rooms/r0a1/files?name=notes%20%233.txt"
         );
     }
 

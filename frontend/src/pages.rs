@@ -184,28 +184,45 @@ fn next_upload_id() -> u64 {
     NEXT.with(|n| n.replace(n.get() + 1))
 }
 
-/// Hands each file to the node for `peer`, one request per file, the file
+/// Where the files chosen in a conversation go.
+#[derive(Debug, Clone, PartialEq)]
+enum FilesTo {
+    Peer(String),
+    /// Every member of the room (its id) but us.
+    Room(String),
+}
+
+/// Hands each file to the node for `to`, one request per file, the file
 /// streamed from disk: shown as uploading until the node answers with its
-/// transfer, or with why not (kept on screen).
+/// transfers, or with why not (kept on screen).
 fn upload_files(
     dispatch: &UseReducerDispatcher<crate::state::State>,
-    peer: &str,
+    to: &FilesTo,
     files: Vec<web_sys::File>,
 ) {
     for file in files {
         let id = next_upload_id();
+        let (peer, room) = match to {
+            FilesTo::Peer(p) => (p.clone(), None),
+            FilesTo::Room(r) => (String::new(), Some(r.clone())),
+        };
         dispatch.dispatch(Action::UploadStarted(Upload {
             id,
-            peer: peer.to_owned(),
+            peer,
+            room,
             name: file.name(),
             size: file.size().max(0.0) as u64,
             started_at: now_ms(),
             error: None,
         }));
         let dispatch = dispatch.clone();
-        let peer = peer.to_owned();
+        let to = to.clone();
         yew::platform::spawn_local(async move {
-            match api::upload(&peer, &file).await {
+            let sent = match &to {
+                FilesTo::Peer(p) => api::upload(p, &file).await,
+                FilesTo::Room(r) => api::upload_to_room(r, &file).await,
+            };
+            match sent {
                 Ok(transfers) => dispatch.dispatch(Action::UploadDone { id, transfers }),
                 Err(e) => dispatch.dispatch(Action::UploadFailed {
                     id,
@@ -546,7 +563,8 @@ pub fn chat_page(props: &ChatPageProps) -> Html {
     let on_files = {
         let dispatch = store.dispatcher();
         let peer = peer.clone();
-        Callback::from(move |files: Vec<web_sys::File>| upload_files(&dispatch, &peer, files))
+        let to = FilesTo::Peer(peer);
+        Callback::from(move |files: Vec<web_sys::File>| upload_files(&dispatch, &to, files))
     };
     let on_dismiss_upload = {
         let dispatch = store.dispatcher();
@@ -796,6 +814,27 @@ pub fn room_page(props: &RoomPageProps) -> Html {
             members_call(false, Box::pin(async move { api::leave_room(&id).await }))
         })
     };
+    let files = {
+        let store = store.clone();
+        use_memo((id.clone(), store.transfers_rev), move |(id, _)| {
+            store.room_files(id)
+        })
+    };
+    let uploads = {
+        let store = store.clone();
+        use_memo((id.clone(), store.transfers_rev), move |(id, _)| {
+            store.room_uploads(id)
+        })
+    };
+    let on_files = {
+        let dispatch = store.dispatcher();
+        let to = FilesTo::Room(id.clone());
+        Callback::from(move |files: Vec<web_sys::File>| upload_files(&dispatch, &to, files))
+    };
+    let on_dismiss_upload = {
+        let dispatch = store.dispatcher();
+        Callback::from(move |id: u64| dispatch.dispatch(Action::UploadDismissed(id)))
+    };
     let Some(room) = store.rooms.get(&id).cloned() else {
         return html! {
             <section class="card" aria-labelledby="room-name">
@@ -813,6 +852,10 @@ pub fn room_page(props: &RoomPageProps) -> Html {
     };
     let present = room.members.iter().filter(|m| m.present).count();
     let me = store.me.as_ref().map(|m| AttrValue::from(m.name.clone()));
+    // Files go to the members present now; with nobody else there is no
+    // one to send to.
+    let can_send_files = room.joined && present > 1;
+    let files_to = AttrValue::from(format!("everyone in {}", room.name));
     html! {
         <section class={classes!("card", "chat", "room", (!room.joined).then_some("left"))}
                  aria-labelledby="room-name" data-room={id.clone()}>
@@ -835,9 +878,16 @@ pub fn room_page(props: &RoomPageProps) -> Html {
             <RoomMembers room={room.clone()} {me} {on_add} {on_leave} added={*added}
                 busy={*members_busy} error={(*members_error).clone()} />
             { hit_notice(&hit) }
-            <MessageList key={id.clone()} chat={chat} {on_load_older} {on_seen}
-                show_sender=true offset_min={local_offset_min()} hit={hit.seq()} />
+            <FileDrop peer={files_to.clone()} on_files={on_files.clone()} disabled={!can_send_files}>
+                <MessageList key={id.clone()} chat={chat} {on_load_older} {on_seen}
+                    transfers={files.shown.clone()} recipients={files.recipients.clone()}
+                    {uploads} {on_dismiss_upload}
+                    show_sender=true offset_min={local_offset_min()} hit={hit.seq()} />
+            </FileDrop>
             <div class="composer-bar">
+                if can_send_files {
+                    <AttachFiles peer={files_to} {on_files} />
+                }
                 <Composer peer={AttrValue::from(room.name.clone())} {on_send}
                     error={(*error).clone()} unsent={(*unsent).clone()} disabled={!room.joined} />
             </div>

@@ -310,8 +310,10 @@ impl KeyAcceptance {
 pub struct Upload {
     /// The dashboard's own number for it (the node has none yet).
     pub id: u64,
-    /// The recipient.
+    /// The recipient (empty for a room's).
     pub peer: String,
+    /// The room it is posted into (its id), if it is.
+    pub room: Option<String>,
     pub name: String,
     pub size: u64,
     /// When the user chose it, Unix ms (browser clock).
@@ -319,6 +321,35 @@ pub struct Upload {
     /// Why the node refused it (its sentence), once it did. Kept on screen
     /// until the user dismisses it.
     pub error: Option<String>,
+}
+
+/// A room's files: each one received, and each one we posted shown once
+/// (its transfers to the members, made by one upload, grouped by name,
+/// hash and creation time) under the number of the first, with its state
+/// summed up ([`group_state`]); `recipients` has the group of each shown
+/// number that stands for several.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RoomFiles {
+    pub shown: Rc<Vec<Rc<TransferInfo>>>,
+    pub recipients: Rc<HashMap<i64, Vec<Rc<TransferInfo>>>>,
+}
+
+/// The state of one file sent to several members, as one word: moving
+/// while any transfer moves or is to start, waiting while any waits,
+/// delivered once all are, failed once all are final and one failed.
+pub fn group_state(group: &[Rc<TransferInfo>]) -> TransferState {
+    let any = |s: TransferState| group.iter().any(|t| t.state == s);
+    if any(TransferState::Sending) {
+        TransferState::Sending
+    } else if any(TransferState::Queued) {
+        TransferState::Queued
+    } else if any(TransferState::Waiting) {
+        TransferState::Waiting
+    } else if any(TransferState::Failed) {
+        TransferState::Failed
+    } else {
+        TransferState::Delivered
+    }
 }
 
 /// One row of a conversation: a chat message, a file transfer, or a file
@@ -887,7 +918,7 @@ impl State {
         self.transfers
             .by_seq
             .values()
-            .filter(|t| t.peer == peer)
+            .filter(|t| t.peer == peer && t.room.is_none())
             .cloned()
             .collect()
     }
@@ -896,7 +927,51 @@ impl State {
     pub fn peer_uploads(&self, peer: &str) -> Vec<Rc<Upload>> {
         self.uploads
             .values()
-            .filter(|u| u.peer == peer)
+            .filter(|u| u.peer == peer && u.room.is_none())
+            .cloned()
+            .collect()
+    }
+
+    /// The files of room `id` as its conversation shows them
+    /// ([`RoomFiles`]).
+    pub fn room_files(&self, id: &str) -> RoomFiles {
+        let mut shown: Vec<Rc<TransferInfo>> = Vec::new();
+        let mut groups: HashMap<(&str, &str, i64), Vec<Rc<TransferInfo>>> = HashMap::new();
+        for t in self.transfers.by_seq.values() {
+            if t.room.as_deref() != Some(id) {
+                continue;
+            }
+            match t.direction {
+                Direction::In => shown.push(t.clone()),
+                Direction::Out => groups
+                    .entry((t.name.as_str(), t.sha256.as_str(), t.created_at))
+                    .or_default()
+                    .push(t.clone()),
+            }
+        }
+        let mut recipients = HashMap::new();
+        for (_, mut group) in groups {
+            group.sort_by(|a, b| a.peer.cmp(&b.peer));
+            let first = group.iter().min_by_key(|t| t.seq).cloned();
+            if let Some(first) = first {
+                shown.push(Rc::new(TransferInfo {
+                    state: group_state(&group),
+                    ..(*first).clone()
+                }));
+                recipients.insert(first.seq, group);
+            }
+        }
+        RoomFiles {
+            shown: Rc::new(shown),
+            recipients: Rc::new(recipients),
+        }
+    }
+
+    /// The uploads into room `id` running or failed, oldest first.
+    pub fn room_uploads(&self, id: &str) -> Vec<Rc<Upload>> {
+        self.uploads
+            .values()
+            .filter(|u| u.room.as_deref() == Some(id))
             .cloned()
             .collect()
     }
@@ -2377,6 +2452,76 @@ mod tests {
     }
 
     #[test]
+    fn a_file_posted_in_a_room_shows_once_there_and_in_no_direct_chat() {
+        let mut s = State::default();
+        let to = |seq, peer: &str, state| TransferInfo {
+            peer: peer.into(),
+            name: "plan.pdf".into(),
+            created_at: 5000,
+            room: Some("r1".into()),
+            ..transfer(seq, state, 0, 10)
+        };
+        s.apply(transfer_event(to(3, "carol", TransferState::Sending)));
+        s.apply(transfer_event(to(2, "bob", TransferState::Delivered)));
+        // Received in the room, from dave; and a direct file to bob.
+        s.apply(transfer_event(TransferInfo {
+            direction: Direction::In,
+            peer: "dave".into(),
+            room: Some("r1".into()),
+            ..transfer(4, TransferState::Delivered, 1000, 10)
+        }));
+        s.apply(transfer_event(transfer(5, TransferState::Queued, 0, 10)));
+        // Another room's file.
+        s.apply(transfer_event(TransferInfo {
+            room: Some("r2".into()),
+            ..transfer(6, TransferState::Queued, 0, 10)
+        }));
+
+        let files = s.room_files("r1");
+        let mut shown: Vec<i64> = files.shown.iter().map(|t| t.seq).collect();
+        shown.sort();
+        assert_eq!(
+            shown,
+            [2, 4],
+            "the post once (its first number), dave's file"
+        );
+        let post = files.shown.iter().find(|t| t.seq == 2).unwrap();
+        assert_eq!(post.state, TransferState::Sending, "still moving to carol");
+        let to_whom: Vec<&str> = files.recipients[&2]
+            .iter()
+            .map(|t| t.peer.as_str())
+            .collect();
+        assert_eq!(to_whom, ["bob", "carol"]);
+        assert!(!files.recipients.contains_key(&4));
+        let bobs: Vec<i64> = s.peer_transfers("bob").iter().map(|t| t.seq).collect();
+        assert_eq!(bobs, [5], "room files stay out of the direct chat");
+
+        s.apply(transfer_event(to(3, "carol", TransferState::Failed)));
+        assert_eq!(
+            s.room_files("r1")
+                .shown
+                .iter()
+                .find(|t| t.seq == 2)
+                .unwrap()
+                .state,
+            TransferState::Failed
+        );
+        s.apply(transfer_event(TransferInfo {
+            updated_at: 99,
+            ..to(3, "carol", TransferState::Delivered)
+        }));
+        assert_eq!(
+            s.room_files("r1")
+                .shown
+                .iter()
+                .find(|t| t.seq == 2)
+                .unwrap()
+                .state,
+            TransferState::Delivered
+        );
+    }
+
+    #[test]
     fn transfer_events_update_by_seq_and_never_go_backwards() {
         let mut s = State::default();
         s.apply(transfer_event(transfer(1, TransferState::Queued, 0, 10)));
@@ -2425,6 +2570,7 @@ mod tests {
             s.apply(Action::UploadStarted(Upload {
                 id: 7,
                 peer: "bob".into(),
+                room: None,
                 name: "model.pt".into(),
                 size: 1000,
                 started_at: 5,
@@ -2459,6 +2605,7 @@ mod tests {
         let up = |id| Upload {
             id,
             peer: "bob".into(),
+            room: None,
             name: format!("f{id}"),
             size: 1,
             started_at: 1,
@@ -2596,6 +2743,7 @@ mod tests {
         s.apply(Action::UploadStarted(Upload {
             id: 1,
             peer: "bob".into(),
+            room: None,
             name: "big.bin".into(),
             size: 5,
             started_at: 1,

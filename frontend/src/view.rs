@@ -345,6 +345,22 @@ pub fn short_sha(sha: &str) -> String {
     }
 }
 
+/// One file sent to several members (a room's post): the bytes they hold
+/// together, of all they are to hold, and a line saying how many have it.
+pub fn group_progress(group: &[std::rc::Rc<TransferInfo>]) -> (u64, u64, String) {
+    let held: u64 = group.iter().map(|t| t.bytes.min(t.size)).sum();
+    let total: u64 = group.iter().map(|t| t.size).sum();
+    let done = group
+        .iter()
+        .filter(|t| t.state == TransferState::Delivered)
+        .count();
+    let mut line = format!("{done} of {} have it", group.len());
+    if done < group.len() && group.iter().any(|t| t.state == TransferState::Sending) {
+        line.push_str(&format!(" · {} of {}", size(held), size(total)));
+    }
+    (held, total, line)
+}
+
 /// Progress as a fraction in [0, 1] (an empty file counts as done once delivered).
 pub fn fraction(t: &TransferInfo) -> f64 {
     if t.size == 0 {

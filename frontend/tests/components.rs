@@ -20,6 +20,7 @@ use roundtable_frontend::state::{
 use roundtable_shared::api::{
     ChatMessage, Direction, Event, KeyAtDirectory, LinkState, MessageState, PeerCheck,
     PeerCheckResult, PeerInfo, PeerPath, PeerTrust, PinSource, RoomMember, RoomSummary,
+    TransferInfo, TransferState,
 };
 use roundtable_shared::progress::{Lane, Metric, Participant, PhaseReport, RunReport};
 use roundtable_shared::training::{
@@ -2276,6 +2277,93 @@ async fn the_room_page_shows_senders_events_and_our_states() {
     assert_eq!(count(&root, "#room-left-notice"), 0);
 }
 
+fn room_file(
+    seq: i64,
+    peer: &str,
+    direction: Direction,
+    state: TransferState,
+    bytes: u64,
+) -> TransferInfo {
+    TransferInfo {
+        seq,
+        id: format!("{seq:032x}"),
+        peer: peer.into(),
+        direction,
+        name: if direction == Direction::Out {
+            "plan.pdf"
+        } else {
+            "round3.log"
+        }
+        .into(),
+        size: 1000,
+        sha256: "ab".repeat(32),
+        state,
+        bytes,
+        rate: (state == TransferState::Sending).then_some(500.0),
+        error: None,
+        created_at: 1_700_000_000_000 + seq,
+        updated_at: 1_700_000_000_000 + seq,
+        bare: false,
+        downloadable: true,
+        room: Some(ROOM.into()),
+    }
+}
+
+#[wasm_bindgen_test]
+async fn a_rooms_files_show_each_members_state_and_who_sent_them() {
+    let mut s = room_state(true);
+    let created = 1_700_000_000_100;
+    for t in [
+        room_file(7, "bob", Direction::Out, TransferState::Delivered, 1000),
+        room_file(8, "carol", Direction::Out, TransferState::Sending, 400),
+    ] {
+        // One upload: one creation time for both.
+        let t = TransferInfo {
+            created_at: created,
+            ..t
+        };
+        s.apply(Action::Event(Event::Transfer { transfer: t }));
+    }
+    s.apply(Action::Event(Event::Transfer {
+        transfer: room_file(9, "bob", Direction::In, TransferState::Delivered, 1000),
+    }));
+    let root = render::<RoomPageHarness>(PageHarness { state: Rc::new(s) }).await;
+    yew::scheduler::flush().await;
+    // Our post once, with a line per member.
+    assert_eq!(count(&root, ".room-file"), 1);
+    assert_eq!(
+        attr(&root, ".room-file", "data-state").as_deref(),
+        Some("sending")
+    );
+    assert_eq!(count(&root, ".room-file .file-recipient"), 2);
+    assert_eq!(
+        attr(&root, ".file-recipient[data-peer='bob']", "data-state").as_deref(),
+        Some("delivered")
+    );
+    assert_eq!(
+        attr(&root, ".file-recipient[data-peer='carol']", "data-state").as_deref(),
+        Some("sending")
+    );
+    assert!(text_of(&root, ".room-file .file-progress-text")
+        .unwrap()
+        .starts_with("1 of 2 have it"));
+    assert_eq!(
+        attr(&root, ".room-file .file-progress", "data-bytes").as_deref(),
+        Some("1400")
+    );
+    // Bob's file says it is his, and downloads.
+    assert_eq!(
+        text_of(&root, ".file-message[data-seq='9'] .file-peer").as_deref(),
+        Some("from bob")
+    );
+    assert_eq!(
+        count(&root, ".file-message[data-seq='9'] .file-download"),
+        1
+    );
+    // Files can be attached here.
+    assert_eq!(count(&root, "#attach-file"), 1);
+}
+
 #[wasm_bindgen_test]
 async fn a_room_we_left_keeps_its_history_and_cannot_be_posted_to() {
     let root = render::<RoomPageHarness>(PageHarness {
@@ -2298,6 +2386,11 @@ async fn a_room_we_left_keeps_its_history_and_cannot_be_posted_to() {
     assert!(area.disabled());
     let send = root.query_selector("#send").unwrap().unwrap();
     assert!(send.has_attribute("disabled"));
+    assert_eq!(
+        count(&root, "#attach-file"),
+        0,
+        "no files into a room we left"
+    );
 }
 
 /// Opens the room page at `?at=seq` (the address a search hit links to).

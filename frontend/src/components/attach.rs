@@ -77,6 +77,10 @@ pub struct FileDropProps {
     pub peer: AttrValue,
     /// Called with the dropped files (never empty).
     pub on_files: Callback<Vec<File>>,
+    /// Takes no files (a room with nobody else in it, or one we left):
+    /// a drop is refused like anywhere else on the page.
+    #[prop_or_default]
+    pub disabled: bool,
     #[prop_or_default]
     pub children: Html,
 }
@@ -124,11 +128,12 @@ pub fn file_drop(props: &FileDropProps) -> Html {
     let dragging = use_state(|| false);
     // dragenter/dragleave fire for every child crossed: count them.
     let depth = use_mut_ref(|| Cell::new(0u32));
+    let disabled = props.disabled;
     let ondragenter = {
         let dragging = dragging.clone();
         let depth = depth.clone();
         Callback::from(move |e: DragEvent| {
-            if carries_files(&e) {
+            if !disabled && carries_files(&e) {
                 e.prevent_default();
                 let d = depth.borrow();
                 d.set(d.get() + 1);
@@ -137,7 +142,7 @@ pub fn file_drop(props: &FileDropProps) -> Html {
         })
     };
     let ondragover = Callback::from(move |e: DragEvent| {
-        if carries_files(&e) {
+        if !disabled && carries_files(&e) {
             // Allows the drop.
             e.prevent_default();
             if let Some(dt) = e.data_transfer() {
@@ -162,6 +167,9 @@ pub fn file_drop(props: &FileDropProps) -> Html {
         Callback::from(move |e: DragEvent| {
             depth.borrow().set(0);
             dragging.set(false);
+            if disabled {
+                return;
+            }
             let files = files_of(e.data_transfer().and_then(|dt| dt.files()));
             if !files.is_empty() {
                 e.prevent_default();

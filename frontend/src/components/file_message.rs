@@ -12,6 +12,13 @@ use crate::view;
 #[derive(Properties, PartialEq)]
 pub struct FileMessageProps {
     pub transfer: Rc<TransferInfo>,
+    /// A file we posted into a room: its transfer to each member, by name
+    /// (`transfer` is the first, its state summed up for all).
+    #[prop_or_default]
+    pub recipients: Option<Vec<Rc<TransferInfo>>>,
+    /// A room: a received file shows who sent it.
+    #[prop_or_default]
+    pub show_sender: bool,
     /// Local time offset, minutes.
     #[prop_or_default]
     pub offset_min: i64,
@@ -21,10 +28,72 @@ pub struct FileMessageProps {
 /// bar with bytes, rate and time left while it moves, the reason when it
 /// fails or waits, and the download link once the bytes can be had.
 ///
+/// A room's post shows one line per member (`.file-recipient[data-peer]
+/// [data-state]`) under a bar for them all.
+///
 /// Hooks for tests: `.file-message[data-seq][data-state][data-direction]`,
 /// `.file-progress[data-bytes][data-size]`, `.file-download`.
 #[component(FileMessage)]
 pub fn file_message(props: &FileMessageProps) -> Html {
+    let t = &props.transfer;
+    let Some(group) = props.recipients.as_ref().filter(|g| !g.is_empty()) else {
+        return single(props);
+    };
+    let state = view::transfer_state_name(t.state);
+    let (held, total, line) = view::group_progress(group);
+    html! {
+        <div class={classes!("file-message", "room-file", state)} data-seq={t.seq.to_string()}
+             data-state={state} data-direction="out">
+            <p class="file-head">
+                <span class="file-icon" aria-hidden="true"></span>
+                <span class="file-name" title={t.name.clone()}>{ &t.name }</span>
+                <span class="file-size" data-size={t.size.to_string()}>{ view::size(t.size) }</span>
+            </p>
+            <progress class="file-progress" max={total.max(1).to_string()} value={held.to_string()}
+                      data-bytes={held.to_string()} data-size={total.to_string()}
+                      aria-label={line.clone()} />
+            <p class="file-progress-text" aria-live="polite">{ line }</p>
+            <ul class="file-recipients">
+                { for group.iter().map(|r| recipient(r)) }
+            </ul>
+            <p class="meta file-meta">
+                <time>{ view::clock(t.created_at, props.offset_min) }</time>
+                <code class="file-sha256" title={t.sha256.clone()}>
+                    { view::short_sha(&t.sha256) }
+                </code>
+                if view::downloadable(t) {
+                    <a class="file-download" href={view::content_url(t.seq)} download={t.name.clone()}>
+                        { "⤓ download" }
+                    </a>
+                }
+            </p>
+        </div>
+    }
+}
+
+/// One member's line under a room's post: who, where it stands, and why
+/// when it waits or failed.
+fn recipient(r: &TransferInfo) -> Html {
+    let state = view::transfer_state_name(r.state);
+    let trouble = matches!(r.state, TransferState::Failed | TransferState::Waiting);
+    html! {
+        <li class={classes!("file-recipient", state)} data-peer={r.peer.clone()} data-state={state}>
+            <span class="recipient-name">{ &r.peer }</span>
+            <span class={classes!("file-state", state)}>
+                { view::transfer_state_label(r.state, Direction::Out) }
+            </span>
+            if r.state == TransferState::Sending {
+                <span class="recipient-progress">{ view::progress(r) }</span>
+            }
+            if let Some(e) = r.error.as_ref().filter(|_| trouble) {
+                <span class={classes!("file-error", (r.state == TransferState::Failed).then_some("error"))}>{ e }</span>
+            }
+        </li>
+    }
+}
+
+/// A file to or from one peer.
+fn single(props: &FileMessageProps) -> Html {
     let t = &props.transfer;
     let state = view::transfer_state_name(t.state);
     let direction = match t.direction {
@@ -32,6 +101,7 @@ pub fn file_message(props: &FileMessageProps) -> Html {
         Direction::In => "in",
     };
     let trouble = matches!(t.state, TransferState::Failed | TransferState::Waiting);
+    let from = t.bare || (props.show_sender && t.direction == Direction::In);
     html! {
         <div class={classes!("file-message", state)} data-seq={t.seq.to_string()}
              data-state={state} data-direction={direction}>
@@ -50,7 +120,7 @@ pub fn file_message(props: &FileMessageProps) -> Html {
                    role={(t.state == TransferState::Failed).then_some("alert")}>{ e }</p>
             }
             <p class="meta file-meta">
-                if t.bare {
+                if from {
                     <span class="file-peer">{ view::transfer_peer(t) }</span>
                 }
                 <time>{ view::clock(t.created_at, props.offset_min) }</time>

@@ -24,6 +24,10 @@ pub struct MessageListProps {
     /// The peer's file transfers (any order): shown among the messages by time.
     #[prop_or_default]
     pub transfers: Rc<Vec<Rc<TransferInfo>>>,
+    /// A room's posted files: each shown number's transfers to the members
+    /// (`RoomFiles::recipients`).
+    #[prop_or_default]
+    pub recipients: Rc<HashMap<i64, Vec<Rc<TransferInfo>>>>,
     /// Files on their way to the node for this peer, or refused by it.
     #[prop_or_default]
     pub uploads: Rc<Vec<Rc<Upload>>>,
@@ -348,7 +352,9 @@ pub fn message_list(props: &MessageListProps) -> Html {
                 html! {
                     <div key={key.clone()} class={classes!("file-item", if out { "out" } else { "in" })}
                          data-row={key} {style} role="listitem">
-                        <FileMessage transfer={t.clone()} {offset_min} />
+                        <FileMessage transfer={t.clone()} {offset_min}
+                            recipients={props.recipients.get(&t.seq).cloned()}
+                            show_sender={props.show_sender} />
                     </div>
                 }
             }
