@@ -178,3 +178,115 @@ async fn a_file_attached_in_alices_chat_downloads_whole_from_bobs() {
     alice.proc.stop();
     bob.proc.stop();
 }
+
+/// A room's file as people send it: alice attaches it on the room's page,
+/// sees a line per member turn delivered, and bob's room page offers the
+/// download, whose bytes hash equal to the original. Screenshots:
+/// `target/e2e/files-room-*.png`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium and a built dashboard; run by cargo xtask test"]
+async fn a_file_attached_in_a_room_reaches_every_members_dashboard() {
+    let data = tempfile::tempdir().unwrap();
+    let (_dir, dir) = directory(data.path());
+    let alice = Node::start("alice", dir, data.path(), "127.0.0.1:0", "room-files-alice");
+    let bob = Node::start("bob", dir, data.path(), "127.0.0.1:0", "room-files-bob");
+    let carol = Node::start("carol", dir, data.path(), "127.0.0.1:0", "room-files-carol");
+    for who in ["bob", "carol"] {
+        until(&format!("alice to see {who} online"), || async {
+            let peers: Vec<PeerInfo> = get_json(alice.http, "/api/peers").await;
+            peers
+                .into_iter()
+                .find(|p| p.name == who && p.online)
+                .map(|_| ())
+        })
+        .await
+        .unwrap();
+    }
+    let (status, body) = common::http(
+        "POST",
+        alice.http,
+        "/api/rooms",
+        Some(r#"{"name": "Site leads", "members": ["bob", "carol"]}"#),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let room: roundtable_shared::api::RoomSummary = serde_json::from_str(&body).unwrap();
+    for n in [&bob, &carol] {
+        until("the room on every member's node", || async {
+            let (s, _) =
+                common::http("GET", n.http, &format!("/api/rooms/{}", room.id), None).await;
+            (s == 200).then_some(())
+        })
+        .await
+        .unwrap();
+    }
+    let original: Vec<u8> = (0..(3u32 << 20))
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect();
+    let src = data.path().join("site protocol v2.pdf");
+    std::fs::write(&src, &original).unwrap();
+    let want = sha_hex(&original);
+
+    let driver = Chromedriver::start(&artifacts_dir().join("chromedriver-room-files.log"));
+    let profile = tempfile::tempdir().unwrap();
+    let c = browser(&driver, profile.path())
+        .await
+        .expect("cannot start headless Chromium");
+    let result = async {
+        c.goto(&alice.url(&format!("/rooms/{}", room.id))).await?;
+        wait_text(&c, "#conn", |t| t.contains("connected")).await?;
+        wait_for(&c, "#attach-file").await?;
+        c.find(Locator::Css("#attach-input"))
+            .await?
+            .send_keys(src.to_str().context("a UTF-8 path")?)
+            .await?;
+        // One post, a line per member, both delivered.
+        wait_for(&c, ".room-file[data-state=delivered]").await?;
+        for who in ["bob", "carol"] {
+            wait_for(
+                &c,
+                &format!(".room-file .file-recipient[data-peer={who}][data-state=delivered]"),
+            )
+            .await?;
+        }
+        let line = wait_for(&c, ".room-file .file-progress-text").await?;
+        assert_eq!(line, "2 of 2 have it");
+        screenshot(&c, "files-room-alice.png").await;
+
+        c.goto(&bob.url(&format!("/rooms/{}", room.id))).await?;
+        let link = ".file-message[data-direction=in][data-state=delivered] a.file-download";
+        wait_for(&c, link).await?;
+        let from = wait_for(&c, ".file-message[data-direction=in] .file-peer").await?;
+        assert_eq!(from, "from alice");
+        screenshot(&c, "files-room-bob.png").await;
+        let href = attr(&c, link, "href").await?.context("a download href")?;
+        let got = c
+            .execute_async(
+                r#"const [href, done] = arguments;
+                   fetch(href).then(async r => {
+                     const d = await crypto.subtle.digest('SHA-256', await r.arrayBuffer());
+                     done([...new Uint8Array(d)].map(b => b.toString(16).padStart(2, '0')).join(''));
+                   }).catch(e => done('error: ' + e));"#,
+                vec![serde_json::json!(href)],
+            )
+            .await?;
+        assert_eq!(got.as_str(), Some(want.as_str()), "bob's download hashes equal to the original");
+        // Not in bob's direct chat with alice: it belongs to the room.
+        // (Moved to in the page, so its list of files stays loaded.)
+        c.execute(
+            "history.pushState({}, '', '/chat/alice'); dispatchEvent(new PopStateEvent('popstate'));",
+            vec![],
+        )
+        .await?;
+        wait_text(&c, "#chat-title", |t| t == "alice").await?;
+        wait_for(&c, "#attach-file").await?;
+        assert!(c.find(Locator::Css(".file-message")).await.is_err());
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    let _ = c.close().await;
+    result.unwrap();
+    alice.proc.stop();
+    bob.proc.stop();
+    carol.proc.stop();
+}
