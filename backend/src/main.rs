@@ -61,18 +61,23 @@ enum Command {
 
 #[derive(Args)]
 #[command(group(clap::ArgGroup::new("how").required(true).args(["node", "raw"])))]
+#[command(group(clap::ArgGroup::new("whom").args(["to", "room"])))]
 struct SendFileArgs {
-    /// Your node's web address: hand the file to it for --to.
-    #[arg(long, requires = "to")]
+    /// Your node's web address: hand the file to it for --to or --room.
+    #[arg(long, requires = "whom")]
     node: Option<String>,
     /// Recipients (user names, comma-separated), with --node.
     #[arg(long, value_delimiter = ',')]
     to: Vec<String>,
+    /// A room (its name, or its id): the file goes to everyone in it, and
+    /// shows in the room on their dashboards. With --node.
+    #[arg(long, conflicts_with = "to", requires = "node")]
+    room: Option<String>,
     /// The node's web token, with --node (if it has one).
     #[arg(long, env = "ROUNDTABLE_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// Receiver `host:port`: speak the bare NVFlare exchange to it.
-    #[arg(long, conflicts_with_all = ["node", "to"])]
+    #[arg(long, conflicts_with_all = ["node", "to", "room"])]
     raw: Option<String>,
     /// Meta section (UTF-8), with --raw. Default: `{"file_name": <the
     /// file's name>}`, which `roundtable receive-file` stores the file under.
@@ -757,7 +762,11 @@ async fn send_file(args: SendFileArgs) -> Result<()> {
     use roundtable::transfer::cli;
     if let Some(node) = &args.node {
         let client = cli::NodeClient::new(node, args.token.clone())?;
-        return cli::send(&client, &args.to, &args.path).await;
+        let to = match &args.room {
+            Some(room) => cli::Recipients::Room(client.room_id(room).await?),
+            None => cli::Recipients::Users(args.to.clone()),
+        };
+        return cli::send(&client, &to, &args.path).await;
     }
     let raw = args.raw.context("--raw HOST:PORT or --node URL")?;
     let name = args

@@ -273,3 +273,61 @@ async fn a_file_claimed_for_a_room_the_sender_is_not_in_is_shown_as_from_the_sen
     assert_eq!(got.room, None, "not in a room mallory is not in");
     drop(link);
 }
+
+/// `roundtable send-file --node URL --room NAME PATH`: the room named, its
+/// members each get the file in it; a name no room has is refused with a
+/// sentence, before anything is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_terminal_sends_a_file_into_a_room_by_its_name() {
+    let dir = Directory::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let alice = common::node("alice", &dir, data.path()).await;
+    let bob = common::node("bob", &dir, data.path()).await;
+    let carol = common::node("carol", &dir, data.path()).await;
+    for p in ["bob", "carol"] {
+        sees_online(&alice, p).await;
+    }
+    let wg = create(alice.http_addr, "Site leads", &["bob", "carol"]).await;
+    for n in [&bob, &carol] {
+        eventually(10, "the room to reach every member", || {
+            has_room(n.http_addr, &wg.id)
+        })
+        .await;
+    }
+    let src = data.path().join("agenda.md");
+    std::fs::write(&src, b"1. round 4\n2. new site\n").unwrap();
+    let node = format!("http://{}", alice.http_addr);
+    let run = |args: &[&str]| {
+        let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_roundtable"));
+        c.args(["send-file", "--node", &node]).args(args).arg(&src);
+        c.output()
+    };
+    let out = run(&["--room", "Site leads"]).await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("bob: delivered agenda.md"), "{stdout}");
+    assert!(stdout.contains("carol: delivered agenda.md"), "{stdout}");
+    for n in [&bob, &carol] {
+        let got = delivered(n, "agenda.md").await;
+        assert_eq!(got.room.as_deref(), Some(wg.id.as_str()));
+    }
+
+    let out = run(&["--room", "Nowhere"]).await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("no room called \"Nowhere\""), "{stderr}");
+    let out = run(&["--room", "Site leads", "--to", "bob"]).await.unwrap();
+    assert!(
+        !out.status.success(),
+        "--room and --to together are refused"
+    );
+    assert_eq!(
+        files_named(&alice, "agenda.md").await.len(),
+        2,
+        "nothing more sent"
+    );
+}

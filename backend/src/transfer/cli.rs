@@ -18,7 +18,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
-use roundtable_shared::api::{Direction, TransferInfo, TransferState};
+use roundtable_shared::api::{Direction, RoomSummary, TransferInfo, TransferState};
 
 type Body = BoxBody<Bytes, std::io::Error>;
 
@@ -91,11 +91,30 @@ impl NodeClient {
             .await
     }
 
+    /// The id of the room `room` names: its id, or its name if exactly one
+    /// of the node's rooms has it.
+    pub async fn room_id(&self, room: &str) -> Result<String> {
+        let rooms: Vec<RoomSummary> = self.json(Method::GET, "/api/rooms", empty()).await?;
+        if rooms.iter().any(|r| r.id == room) {
+            return Ok(room.to_owned());
+        }
+        let named: Vec<&RoomSummary> = rooms.iter().filter(|r| r.name == room).collect();
+        match named.as_slice() {
+            [one] => Ok(one.id.clone()),
+            [] => bail!("the node has no room called {room:?} (a room's name or id, as its page's address shows)"),
+            _ => bail!(
+                "{} rooms are called {room:?}: name one by its id ({})",
+                named.len(),
+                named.iter().map(|r| r.id.as_str()).collect::<Vec<_>>().join(", ")
+            ),
+        }
+    }
+
     /// Streams the file at `path` to the node for `to`; `sent` hears the
     /// bytes handed over so far.
     pub async fn upload(
         &self,
-        to: &[String],
+        to: &Recipients,
         path: &Path,
         sent: impl Fn(u64) + Send + Sync + 'static,
     ) -> Result<Vec<TransferInfo>> {
@@ -113,11 +132,17 @@ impl NodeClient {
             Frame::data(b)
         });
         let body = BodyExt::boxed(StreamBody::new(stream));
-        let query = format!(
-            "/api/files?to={}&name={}",
-            utf8_percent_encode(&to.join(","), NON_ALPHANUMERIC),
-            utf8_percent_encode(name, NON_ALPHANUMERIC)
-        );
+        let name = utf8_percent_encode(name, NON_ALPHANUMERIC);
+        let query = match to {
+            Recipients::Users(to) => format!(
+                "/api/files?to={}&name={name}",
+                utf8_percent_encode(&to.join(","), NON_ALPHANUMERIC),
+            ),
+            Recipients::Room(id) => format!(
+                "/api/rooms/{}/files?name={name}",
+                utf8_percent_encode(id, NON_ALPHANUMERIC)
+            ),
+        };
         self.json(Method::POST, &query, body).await
     }
 }
@@ -133,9 +158,18 @@ fn bar_style() -> Result<ProgressStyle> {
     .progress_chars("=> "))
 }
 
-/// `roundtable send-file --node URL --to … PATH`: returns an error if any
-/// recipient did not get the file.
-pub async fn send(node: &NodeClient, to: &[String], path: &Path) -> Result<()> {
+/// Who a file handed to the node goes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recipients {
+    /// These users (`--to`).
+    Users(Vec<String>),
+    /// Everyone in the room with this id (`--room`).
+    Room(String),
+}
+
+/// `roundtable send-file --node URL --to …|--room … PATH`: returns an
+/// error if any recipient did not get the file.
+pub async fn send(node: &NodeClient, to: &Recipients, path: &Path) -> Result<()> {
     let size = std::fs::metadata(path)
         .with_context(|| format!("cannot read {}", path.display()))?
         .len();
