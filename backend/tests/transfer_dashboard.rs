@@ -281,6 +281,12 @@ async fn a_file_attached_in_a_room_reaches_every_members_dashboard() {
         wait_text(&c, "#chat-title", |t| t == "alice").await?;
         wait_for(&c, "#attach-file").await?;
         assert!(c.find(Locator::Css(".file-message")).await.is_err());
+        // The files page says which room it came in, with a link there.
+        c.goto(&bob.url("/files")).await?;
+        let place = wait_text(&c, "#files tr.transfer-row .file-peer", |t| t.contains("Site leads")).await?;
+        assert_eq!(place, "from alice in Site leads");
+        let href = attr(&c, "#files tr.transfer-row .file-room a", "href").await?;
+        assert_eq!(href.as_deref(), Some(format!("/rooms/{}", room.id).as_str()));
         Ok::<_, anyhow::Error>(())
     }
     .await;

@@ -21,6 +21,7 @@ fn switch(route: Route) -> Html {
     match route {
         Route::Peers => html! { <PeersPage /> },
         Route::Chat { peer } => html! { <ChatPage {peer} /> },
+        Route::Rooms => html! { <Redirect<Route> to={Route::Peers} /> },
         Route::Room { id } => html! { <RoomPage {id} /> },
         Route::Trainings => html! { <TrainingsPage /> },
         Route::Training { uuid } => html! { <TrainingPage {uuid} /> },
@@ -203,7 +204,7 @@ fn shell(props: &ShellProps) -> Html {
     let on_files = matches!(route, Some(Route::Files));
     let on_peers = matches!(
         route,
-        Some(Route::Peers | Route::Chat { .. } | Route::Room { .. }) | None
+        Some(Route::Peers | Route::Chat { .. } | Route::Rooms | Route::Room { .. }) | None
     );
     let me = store.me.as_ref();
     html! {

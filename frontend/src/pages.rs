@@ -1296,7 +1296,7 @@ pub fn training_page(props: &TrainingPageProps) -> Html {
 }
 
 /// One transfer's line on the files page.
-fn transfer_row(t: &TransferInfo, now: i64, offset: i64) -> Html {
+fn transfer_row(t: &TransferInfo, room: Option<&str>, now: i64, offset: i64) -> Html {
     let state = view::transfer_state_name(t.state);
     let (arrow, way) = match t.direction {
         Direction::Out => ("↑", "sent"),
@@ -1321,6 +1321,12 @@ fn transfer_row(t: &TransferInfo, now: i64, offset: i64) -> Html {
                 } else {
                     { if t.direction == Direction::Out { "to " } else { "from " } }
                     <Link<Route> to={Route::Chat { peer: t.peer.clone() }}>{ &t.peer }</Link<Route>>
+                }
+                if let (Some(id), Some(name)) = (&t.room, room) {
+                    <span class="file-room">
+                        { " in " }
+                        <Link<Route> to={Route::Room { id: id.clone() }}>{ name }</Link<Route>>
+                    </span>
                 }
             </td>
             <td class="file-size" data-size={t.size.to_string()} title={format!("{} bytes", t.size)}>
@@ -1419,7 +1425,10 @@ pub fn files_page() -> Html {
                         <th scope="col">{ "SHA-256" }</th><th scope="col"><span class="visually-hidden">{ "Download" }</span></th>
                     </tr></thead>
                     <tbody>
-                        { for shown.iter().map(|t| transfer_row(t, now, offset)) }
+                        { for shown.iter().map(|t| {
+                            let room = t.room.as_ref().and_then(|r| store.rooms.get(r)).map(|r| r.name.as_str());
+                            transfer_row(t, room, now, offset)
+                        }) }
                     </tbody>
                 </table>
             }

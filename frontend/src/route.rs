@@ -10,6 +10,10 @@ pub enum Route {
     Peers,
     #[at("/chat/:peer")]
     Chat { peer: String },
+    /// The rooms are listed on the peers page: `/rooms` (typed, or a
+    /// link's last step cut off) goes there.
+    #[at("/rooms")]
+    Rooms,
     /// A room (group conversation), by id.
     #[at("/rooms/:id")]
     Room { id: String },
@@ -35,4 +39,19 @@ pub struct At {
     /// The message's `seq`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at: Option<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typed_addresses_find_their_page() {
+        assert_eq!(Route::recognize("/rooms"), Some(Route::Rooms));
+        assert_eq!(
+            Route::recognize("/rooms/r1"),
+            Some(Route::Room { id: "r1".into() })
+        );
+        assert_eq!(Route::recognize("/nope"), Some(Route::NotFound));
+    }
 }
