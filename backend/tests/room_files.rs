@@ -331,3 +331,97 @@ async fn the_terminal_sends_a_file_into_a_room_by_its_name() {
         "nothing more sent"
     );
 }
+
+/// Dave runs a node of before room files: its `PONG` does not grant
+/// `roundtable-roomfiles/1`, and it refuses an offer with a field it does
+/// not know. Alice's room post reaches it as a plain offer, without the
+/// room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_room_files_is_offered_the_file_without_the_room() {
+    use roundtable::framing::Connection;
+    use roundtable::node::link::open_frame;
+    use roundtable::overlay::channel::{self, ChannelConfig};
+    use roundtable::overlay::identity::Identity;
+    use roundtable_shared::frame::{Frame, Limits};
+    use roundtable_shared::secure::SecureFrame;
+    use roundtable_shared::transfer::TransferFrame;
+
+    let dir = Directory::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let alice = common::node("alice", &dir, data.path()).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (offers, mut offered) = tokio::sync::mpsc::unbounded_channel::<Frame>();
+    let dave = std::sync::Arc::new(Identity::generate().unwrap());
+    // Every connection alice opens (chat links, then the file's): the
+    // capabilities of before, the handshake, and the first opened frame if
+    // it is an offer.
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            let (dave, offers) = (dave.clone(), offers.clone());
+            tokio::spawn(async move {
+                let mut conn = Connection::new(s, Limits::default());
+                let Ok(Some(_ping)) = conn.read_frame().await else {
+                    return;
+                };
+                let pong = Frame::new("PONG", ["roundtable/1", "roundtable-secure/1"], "");
+                if conn.write_frame(&pong).await.is_err() {
+                    return;
+                }
+                let Ok(Some(first)) = conn.read_frame().await else {
+                    return;
+                };
+                let Ok(SecureFrame::Hello(first)) = SecureFrame::parse(&first) else {
+                    return;
+                };
+                let Ok(mut session) = channel::accept(
+                    &mut conn,
+                    &dave,
+                    "dave",
+                    Some(first),
+                    |_| None,
+                    &ChannelConfig::default(),
+                )
+                .await
+                else {
+                    return;
+                };
+                while let Ok(Some(f)) = conn.read_frame().await {
+                    let Ok(frames) = open_frame(&mut session, f) else {
+                        return;
+                    };
+                    for f in frames {
+                        if f.kind == TransferFrame::OFFER {
+                            let _ = offers.send(f);
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let _dave_session = common::bind_raw(dir.addr, "dave", port).await;
+    eventually(10, "alice to see dave", || async {
+        alice.peers.get("dave").filter(|p| p.online).map(|_| ())
+    })
+    .await;
+    let wg = create(alice.http_addr, "Working group", &["dave"]).await;
+    let (status, body) = post_file(alice.http_addr, &wg.id, "plan.pdf", b"the plan").await;
+    assert_eq!(status, 201, "{body}");
+    let sent: Vec<TransferInfo> = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        sent[0].room.as_deref(),
+        Some(wg.id.as_str()),
+        "alice's own record keeps the room"
+    );
+    let offer = tokio::time::timeout(Duration::from_secs(15), offered.recv())
+        .await
+        .expect("alice offers the file to dave")
+        .unwrap();
+    let json = String::from_utf8_lossy(&offer.payload).into_owned();
+    assert!(!json.contains("room"), "an offer dave can read: {json}");
+    let TransferFrame::Offer(o) = TransferFrame::parse(&offer).unwrap() else {
+        panic!("not an offer");
+    };
+    assert_eq!((o.name.as_str(), o.room), ("plan.pdf", None));
+}
