@@ -1,12 +1,14 @@
-//! Desktop notifications (issue 16): opt-in, for messages received in a
-//! conversation the user is not looking at. The decision is pure
+//! Desktop notifications (issue 16): opt-in, for messages and files
+//! received in a conversation the user is not looking at. The decision is pure
 //! ([`notification_for`]); showing one and asking for permission use the
 //! browser's Notification API.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
-use roundtable_shared::api::{ChatMessage, Direction, Event, RoomSummary};
+use roundtable_shared::api::{
+    ChatMessage, Direction, Event, RoomSummary, TransferInfo, TransferState,
+};
 
 use crate::state::State;
 
@@ -94,8 +96,10 @@ pub fn mentions(text: &str, name: &str) -> bool {
 ///   the user is not looking at that room. Never our own posts, nor the
 ///   room's lines about itself ("alice added carol").
 pub fn notification_for(ev: &Event, cx: &Context<'_>) -> Option<(String, String)> {
-    let Event::Message { message } = ev else {
-        return None;
+    let message = match ev {
+        Event::Message { message } => message,
+        Event::Transfer { transfer } => return file_notification(transfer, cx),
+        _ => return None,
     };
     let ChatMessage {
         direction,
@@ -137,6 +141,40 @@ pub fn notification_for(ev: &Event, cx: &Context<'_>) -> Option<(String, String)
     };
     let body: String = text.chars().take(140).collect();
     Some((title, body))
+}
+
+/// A file received whole and verified (the node says so once), unless
+/// its conversation is on screen: in a room, every member's file
+/// notifies, as files are rarer than posts and each one is for everyone.
+fn file_notification(t: &TransferInfo, cx: &Context<'_>) -> Option<(String, String)> {
+    if t.direction != Direction::In || t.state != TransferState::Delivered {
+        return None;
+    }
+    let what = format!("{} ({})", t.name, crate::view::size(t.size));
+    if t.bare {
+        return Some((
+            format!("A file from {} (NVFlare)", t.peer),
+            format!("{what}, CRC-32 checked"),
+        ));
+    }
+    match &t.room {
+        None => {
+            if cx.looking_at == Some(&Looking::Chat(t.peer.clone())) {
+                return None;
+            }
+            Some((t.peer.clone(), format!("sent you {what}, SHA-256 verified")))
+        }
+        Some(room) => {
+            if cx.looking_at == Some(&Looking::Room(room.clone())) {
+                return None;
+            }
+            let title = match cx.rooms.get(room) {
+                Some(r) => format!("{} in {}", t.peer, r.name),
+                None => format!("{} in a room", t.peer),
+            };
+            Some((title, format!("shared {what}, SHA-256 verified")))
+        }
+    }
 }
 
 /// The conversation on screen, if the page is visible.
@@ -275,6 +313,60 @@ mod tests {
             looking_at,
             rooms,
         }
+    }
+
+    fn file(state: TransferState, direction: Direction, room: Option<&str>) -> Event {
+        Event::Transfer {
+            transfer: TransferInfo {
+                seq: 3,
+                id: "0".repeat(32),
+                peer: "bob".into(),
+                direction,
+                name: "model.pt".into(),
+                size: 3 << 20,
+                sha256: "ab".repeat(32),
+                state,
+                bytes: 3 << 20,
+                rate: None,
+                error: None,
+                created_at: 0,
+                updated_at: 0,
+                bare: false,
+                downloadable: true,
+                room: room.map(str::to_owned),
+            },
+        }
+    }
+
+    #[test]
+    fn a_received_file_notifies_once_it_is_whole_unless_its_conversation_is_on_screen() {
+        let rooms = rooms();
+        let (title, body) = notification_for(
+            &file(TransferState::Delivered, Direction::In, None),
+            &cx(None, &rooms),
+        )
+        .unwrap();
+        assert_eq!(title, "bob");
+        assert_eq!(body, "sent you model.pt (3.0 MiB), SHA-256 verified");
+        let bob = Looking::Chat("bob".into());
+        let here = Looking::Room(ROOM.into());
+        let ev = file(TransferState::Delivered, Direction::In, None);
+        assert!(notification_for(&ev, &cx(Some(&bob), &rooms)).is_none());
+        assert!(notification_for(&ev, &cx(Some(&here), &rooms)).is_some());
+        // Still moving, or ours: nothing.
+        for (state, dir) in [
+            (TransferState::Sending, Direction::In),
+            (TransferState::Failed, Direction::In),
+            (TransferState::Delivered, Direction::Out),
+        ] {
+            assert!(notification_for(&file(state, dir, None), &cx(None, &rooms)).is_none());
+        }
+        // In a room: named after it, hidden while it is on screen.
+        let ev = file(TransferState::Delivered, Direction::In, Some(ROOM));
+        let (title, body) = notification_for(&ev, &cx(Some(&bob), &rooms)).unwrap();
+        assert_eq!(title, "bob in Hospital B");
+        assert!(body.starts_with("shared model.pt"), "{body}");
+        assert!(notification_for(&ev, &cx(Some(&here), &rooms)).is_none());
     }
 
     #[test]
