@@ -164,13 +164,6 @@ async fn a_file_posted_in_a_room_reaches_every_member_and_shows_in_that_room() {
 /// as a post in the room.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_claimed_for_a_room_the_sender_is_not_in_is_shown_as_from_the_sender() {
-    use roundtable::events::Events;
-    use roundtable::node::link::{open_direct, Overlay};
-    use roundtable::node::peers::Peers;
-    use roundtable::node::trust::Trust;
-    use roundtable::overlay::channel::ChannelConfig;
-    use roundtable::overlay::identity::Identity;
-    use roundtable::store::pins::PinStore;
     use roundtable_shared::binary::{footer, Header};
     use roundtable_shared::frame::Frame;
     use roundtable_shared::transfer::{ExchangeMeta, FileOffer, FileReply, TransferFrame};
@@ -186,31 +179,7 @@ async fn a_file_claimed_for_a_room_the_sender_is_not_in_is_shown_as_from_the_sen
     })
     .await;
 
-    let m = data.path().join("mallory");
-    std::fs::create_dir_all(&m).unwrap();
-    let peers = Peers::new("mallory", Events::new(16));
-    let overlay = Overlay {
-        me: "mallory".into(),
-        identity: std::sync::Arc::new(Identity::load_or_create(&m).unwrap()),
-        trust: Trust::load(PinStore::open(&m.join("pins.db")).unwrap(), peers).unwrap(),
-        channel: ChannelConfig::default(),
-        require_secure: false,
-        secure: true,
-    };
-    let permit = std::sync::Arc::new(tokio::sync::Semaphore::new(1))
-        .acquire_owned()
-        .await
-        .unwrap();
-    let mut link = open_direct(
-        &overlay,
-        "bob",
-        "127.0.0.1",
-        bob.chat_addr.port(),
-        Duration::from_secs(5),
-        permit,
-    )
-    .await
-    .unwrap();
+    let mut link = common::own_link("mallory", data.path(), "bob", bob.chat_addr.port()).await;
     let body = b"not really the group's file".to_vec();
     let sha = sha_hex(&body);
     let id = "0123456789abcdef0123456789abcdef".to_owned();

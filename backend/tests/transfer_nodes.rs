@@ -415,13 +415,6 @@ async fn a_part_file_its_sender_abandoned_is_removed_after_its_age() {
 /// more disk than it sent, plus the 64 MiB the receiver allocates ahead.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_offer_reserves_no_disk_beyond_what_arrives() {
-    use roundtable::events::Events;
-    use roundtable::node::link::{open_direct, Overlay};
-    use roundtable::node::peers::Peers;
-    use roundtable::node::trust::Trust;
-    use roundtable::overlay::channel::ChannelConfig;
-    use roundtable::overlay::identity::Identity;
-    use roundtable::store::pins::PinStore;
     use roundtable_shared::binary::Header;
     use roundtable_shared::frame::Frame;
     use roundtable_shared::transfer::{ExchangeMeta, FileOffer, FileReply, TransferFrame};
@@ -431,33 +424,7 @@ async fn an_offer_reserves_no_disk_beyond_what_arrives() {
     let data = tempfile::tempdir().unwrap();
     let bob = node_with("bob", &dir, data.path(), |_| {}).await;
     // Mallory: a Roundtable peer of its own making, first contact with bob.
-    let m = data.path().join("mallory");
-    std::fs::create_dir_all(&m).unwrap();
-    let events = Events::new(16);
-    let peers = Peers::new("mallory", events);
-    let overlay = Overlay {
-        me: "mallory".into(),
-        identity: std::sync::Arc::new(Identity::load_or_create(&m).unwrap()),
-        trust: Trust::load(PinStore::open(&m.join("pins.db")).unwrap(), peers).unwrap(),
-        channel: ChannelConfig::default(),
-        require_secure: false,
-        secure: true,
-    };
-    let permit = std::sync::Arc::new(tokio::sync::Semaphore::new(1))
-        .acquire_owned()
-        .await
-        .unwrap();
-    let port = bob.chat_addr.port();
-    let mut link = open_direct(
-        &overlay,
-        "bob",
-        "127.0.0.1",
-        port,
-        Duration::from_secs(5),
-        permit,
-    )
-    .await
-    .unwrap();
+    let mut link = common::own_link("mallory", data.path(), "bob", bob.chat_addr.port()).await;
     // Huge next to the 1 MiB sent, but within the disk's free space (an
     // offer beyond it is refused before any byte, as it should be: CI's
     // disk once had less than 8 GiB free and the test broke on that).

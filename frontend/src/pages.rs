@@ -233,6 +233,20 @@ fn upload_files(
     }
 }
 
+/// A conversation's file callbacks: send the files chosen or dropped to
+/// `to`, and dismiss a refused upload.
+fn file_callbacks(
+    dispatch: UseReducerDispatcher<crate::state::State>,
+    to: FilesTo,
+) -> (Callback<Vec<web_sys::File>>, Callback<u64>) {
+    let on_files = {
+        let dispatch = dispatch.clone();
+        Callback::from(move |files: Vec<web_sys::File>| upload_files(&dispatch, &to, files))
+    };
+    let on_dismiss = Callback::from(move |id: u64| dispatch.dispatch(Action::UploadDismissed(id)));
+    (on_files, on_dismiss)
+}
+
 /// A conversation's history: a peer's chat or a room.
 #[derive(Debug, Clone, PartialEq)]
 enum History {
@@ -560,16 +574,8 @@ pub fn chat_page(props: &ChatPageProps) -> Html {
             store.peer_uploads(p)
         })
     };
-    let on_files = {
-        let dispatch = store.dispatcher();
-        let peer = peer.clone();
-        let to = FilesTo::Peer(peer);
-        Callback::from(move |files: Vec<web_sys::File>| upload_files(&dispatch, &to, files))
-    };
-    let on_dismiss_upload = {
-        let dispatch = store.dispatcher();
-        Callback::from(move |id: u64| dispatch.dispatch(Action::UploadDismissed(id)))
-    };
+    let (on_files, on_dismiss_upload) =
+        file_callbacks(store.dispatcher(), FilesTo::Peer(peer.clone()));
     let info = store.peers.get(&peer);
     let status = match info {
         // Without our node, what it last said may no longer hold.
@@ -826,15 +832,8 @@ pub fn room_page(props: &RoomPageProps) -> Html {
             store.room_uploads(id)
         })
     };
-    let on_files = {
-        let dispatch = store.dispatcher();
-        let to = FilesTo::Room(id.clone());
-        Callback::from(move |files: Vec<web_sys::File>| upload_files(&dispatch, &to, files))
-    };
-    let on_dismiss_upload = {
-        let dispatch = store.dispatcher();
-        Callback::from(move |id: u64| dispatch.dispatch(Action::UploadDismissed(id)))
-    };
+    let (on_files, on_dismiss_upload) =
+        file_callbacks(store.dispatcher(), FilesTo::Room(id.clone()));
     let Some(room) = store.rooms.get(&id).cloned() else {
         return html! {
             <section class="card" aria-labelledby="room-name">

@@ -299,3 +299,47 @@ pub async fn bind_raw(directory: SocketAddr, name: &str, port: u16) -> tokio::ne
     }
     session
 }
+
+/// A secure link from a Roundtable peer of the test's own making, `me`
+/// (its key kept under `data/me`), to `peer`'s chat port on loopback: first
+/// contact, as a node would open it to send a file.
+pub async fn own_link(
+    me: &str,
+    data: &Path,
+    peer: &str,
+    port: u16,
+) -> roundtable::node::link::Link {
+    use roundtable::events::Events;
+    use roundtable::node::link::{open_direct, Overlay};
+    use roundtable::node::peers::Peers;
+    use roundtable::node::trust::Trust;
+    use roundtable::overlay::channel::ChannelConfig;
+    use roundtable::overlay::identity::Identity;
+    use roundtable::store::pins::PinStore;
+
+    let m = data.join(me);
+    std::fs::create_dir_all(&m).unwrap();
+    let peers = Peers::new(me, Events::new(16));
+    let overlay = Overlay {
+        me: me.into(),
+        identity: std::sync::Arc::new(Identity::load_or_create(&m).unwrap()),
+        trust: Trust::load(PinStore::open(&m.join("pins.db")).unwrap(), peers).unwrap(),
+        channel: ChannelConfig::default(),
+        require_secure: false,
+        secure: true,
+    };
+    let permit = std::sync::Arc::new(tokio::sync::Semaphore::new(1))
+        .acquire_owned()
+        .await
+        .unwrap();
+    open_direct(
+        &overlay,
+        peer,
+        "127.0.0.1",
+        port,
+        Duration::from_secs(5),
+        permit,
+    )
+    .await
+    .unwrap()
+}

@@ -44,11 +44,7 @@ pub fn file_message(props: &FileMessageProps) -> Html {
     html! {
         <div class={classes!("file-message", "room-file", state)} data-seq={t.seq.to_string()}
              data-state={state} data-direction="out">
-            <p class="file-head">
-                <span class="file-icon" aria-hidden="true"></span>
-                <span class="file-name" title={t.name.clone()}>{ &t.name }</span>
-                <span class="file-size" data-size={t.size.to_string()}>{ view::size(t.size) }</span>
-            </p>
+            { file_head(&t.name, t.size) }
             <progress class="file-progress" max={total.max(1).to_string()} value={held.to_string()}
                       data-bytes={held.to_string()} data-size={total.to_string()}
                       aria-label={line.clone()} />
@@ -58,16 +54,40 @@ pub fn file_message(props: &FileMessageProps) -> Html {
             </ul>
             <p class="meta file-meta">
                 <time>{ view::clock(t.created_at, props.offset_min) }</time>
-                <code class="file-sha256" title={t.sha256.clone()}>
-                    { view::short_sha(&t.sha256) }
-                </code>
-                if view::downloadable(t) {
-                    <a class="file-download" href={view::content_url(t.seq)} download={t.name.clone()}>
-                        { "⤓ download" }
-                    </a>
-                }
+                { sha_code(t) }
+                { download_link(t) }
             </p>
         </div>
+    }
+}
+
+/// A file's first line: its name (whole in a tooltip) and size.
+fn file_head(name: &str, size: u64) -> Html {
+    html! {
+        <p class="file-head">
+            <span class="file-icon" aria-hidden="true"></span>
+            <span class="file-name" title={name.to_owned()}>{ name }</span>
+            <span class="file-size" data-size={size.to_string()}>{ view::size(size) }</span>
+        </p>
+    }
+}
+
+/// The file's SHA-256, shortened (whole in a tooltip).
+fn sha_code(t: &TransferInfo) -> Html {
+    html! {
+        <code class="file-sha256" title={t.sha256.clone()}>{ view::short_sha(&t.sha256) }</code>
+    }
+}
+
+/// The download link, once the node serves the bytes.
+fn download_link(t: &TransferInfo) -> Html {
+    if !view::downloadable(t) {
+        return Html::default();
+    }
+    html! {
+        <a class="file-download" href={view::content_url(t.seq)} download={t.name.clone()}>
+            { "⤓ download" }
+        </a>
     }
 }
 
@@ -105,11 +125,7 @@ fn single(props: &FileMessageProps) -> Html {
     html! {
         <div class={classes!("file-message", state)} data-seq={t.seq.to_string()}
              data-state={state} data-direction={direction}>
-            <p class="file-head">
-                <span class="file-icon" aria-hidden="true"></span>
-                <span class="file-name" title={t.name.clone()}>{ &t.name }</span>
-                <span class="file-size" data-size={t.size.to_string()}>{ view::size(t.size) }</span>
-            </p>
+            { file_head(&t.name, t.size) }
             <progress class="file-progress" max={t.size.max(1).to_string()}
                       value={if t.size == 0 { (view::fraction(t) as u64).to_string() } else { t.bytes.min(t.size).to_string() }}
                       data-bytes={t.bytes.to_string()} data-size={t.size.to_string()}
@@ -124,17 +140,11 @@ fn single(props: &FileMessageProps) -> Html {
                     <span class="file-peer">{ view::transfer_peer(t) }</span>
                 }
                 <time>{ view::clock(t.created_at, props.offset_min) }</time>
-                <code class="file-sha256" title={t.sha256.clone()}>
-                    { view::short_sha(&t.sha256) }
-                </code>
+                { sha_code(t) }
                 <span class={classes!("file-state", state)} data-state={state}>
                     { view::transfer_state_label(t.state, t.direction) }
                 </span>
-                if view::downloadable(t) {
-                    <a class="file-download" href={view::content_url(t.seq)} download={t.name.clone()}>
-                        { "⤓ download" }
-                    </a>
-                }
+                { download_link(t) }
             </p>
         </div>
     }
@@ -169,11 +179,7 @@ pub fn upload_message(props: &UploadMessageProps) -> Html {
     html! {
         <div class={classes!("file-message", "upload", state)} data-upload={u.id.to_string()}
              data-state={state} data-direction="out">
-            <p class="file-head">
-                <span class="file-icon" aria-hidden="true"></span>
-                <span class="file-name" title={u.name.clone()}>{ &u.name }</span>
-                <span class="file-size" data-size={u.size.to_string()}>{ view::size(u.size) }</span>
-            </p>
+            { file_head(&u.name, u.size) }
             if let Some(e) = &u.error {
                 <p class="file-error error" role="alert">{ format!("Not sent: {e}") }</p>
                 <p class="meta file-meta">
