@@ -304,6 +304,11 @@ struct NodeArgs {
     /// T: powers of 1024).
     #[arg(long, default_value = "64G", value_parser = parse_size)]
     max_file_size: u64,
+    /// Bytes a second a file may take through the directory's relay, to a
+    /// peer without a chat address (suffixes K, M, G; 0: no pace). Chat
+    /// through the relay shares the directory's budget per user.
+    #[arg(long, default_value = "4M", value_parser = parse_size)]
+    relay_file_rate: u64,
     /// Remove the part files of incoming transfers untouched for this many hours.
     #[arg(long = "part-max-age", default_value_t = 168.0)]
     part_max_age_hours: f64,
@@ -700,6 +705,7 @@ async fn run_node(args: NodeArgs) -> Result<()> {
         query_interval: Duration::from_secs(2),
         require_secure: args.require_secure,
         max_file_size: args.max_file_size,
+        relay_file_rate: args.relay_file_rate,
         part_max_age: secs(args.part_max_age_hours * 3600.0)?,
         share_progress: args.share_progress == OnOff::On,
         file_priority: args.file_priority,

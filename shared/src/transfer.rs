@@ -25,6 +25,24 @@
 //! resumes there. The exchange's own CRC and the whole-file SHA-256 are
 //! checked as well, so a bug in either node cannot deliver a wrong file.
 //!
+//! # Through the directory's relay
+//!
+//! A peer without a chat address (`--chat none`) is reached through the
+//! directory, over the one sealed channel the pair shares for chat, where
+//! frames of several transfers and chat's messages travel side by side and
+//! a frame the directory refuses (`RELAYNAK`) is lost. So there a transfer
+//! names itself in every frame, and is flow-controlled:
+//!
+//! - `FILEQ` and `FILEREPLY` as above;
+//! - `FILECHUNK <len> <id> <at>` instead of `FILEDATA`: the next bytes of
+//!   the exchange's byte stream, starting at position `at` of it (the
+//!   header is at 0), so that a lost chunk is noticed at the next one;
+//! - `FILEWIN <id> <upto>`, from the receiver: the sender may send the
+//!   stream up to position `upto`. Before the first, up to
+//!   [`RELAY_WINDOW`]. The receiver grants at most [`RELAY_WINDOW`] past
+//!   what it has taken, so the directory never holds more than that of one
+//!   transfer (its queues are bounded and refuse what does not fit).
+//!
 //! Every field is checked: ids are 32 lowercase hex digits, names are
 //! plain file names ([`valid_file_name`]), sizes and offsets are bounded,
 //! hashes are 64 lowercase hex digits.
@@ -48,6 +66,14 @@ pub const MAX_REASON: usize = 1024;
 
 /// Largest file a transfer can describe (1 TiB, as the exchange's body).
 pub const MAX_SIZE: u64 = 1 << 40;
+
+/// Furthest position in an exchange's byte stream (the body, its header,
+/// meta and footer).
+pub const MAX_STREAM: u64 = MAX_SIZE + (1 << 20);
+
+/// Bytes of an exchange through the relay that may be on their way
+/// (sent, not yet granted back by `FILEWIN`).
+pub const RELAY_WINDOW: u64 = 1 << 20;
 
 // A full FILEDATA frame (header included) fits one sealed plaintext.
 const _: () = assert!(MAX_DATA + 64 <= MAX_PLAINTEXT);
@@ -232,16 +258,37 @@ pub enum TransferFrame {
     Reply { id: String, reply: FileReply },
     /// `FILEDATA <len>` + the next bytes of the binary exchange.
     Data(Vec<u8>),
+    /// `FILECHUNK <len> <id> <at>` + bytes of the exchange of transfer
+    /// `id` from stream position `at` (through the relay).
+    Chunk { id: String, at: u64, data: Vec<u8> },
+    /// `FILEWIN <id> <upto>`: the receiver takes the stream of transfer
+    /// `id` up to position `upto` (through the relay).
+    Window { id: String, upto: u64 },
 }
 
 impl TransferFrame {
     pub const OFFER: &'static str = "FILEQ";
     pub const REPLY: &'static str = "FILEREPLY";
     pub const DATA: &'static str = "FILEDATA";
+    pub const CHUNK: &'static str = "FILECHUNK";
+    pub const WINDOW: &'static str = "FILEWIN";
 
     /// Whether a frame of type `kind` belongs to a transfer connection.
     pub fn is_transfer(kind: &str) -> bool {
-        matches!(kind, Self::OFFER | Self::REPLY | Self::DATA)
+        Self::is_relayed(kind) || kind == Self::DATA
+    }
+
+    /// Whether a frame of type `kind` belongs to a transfer through the
+    /// relay (each such frame names its transfer).
+    pub fn is_relayed(kind: &str) -> bool {
+        matches!(kind, Self::OFFER | Self::REPLY | Self::CHUNK | Self::WINDOW)
+    }
+
+    /// The transfer a relayed frame names (its first argument), unchecked.
+    pub fn named_id(f: &Frame) -> Option<&str> {
+        Self::is_relayed(&f.kind)
+            .then(|| f.args.first().map(String::as_str))
+            .flatten()
     }
 
     /// Interprets a decoded frame; every field is checked.
@@ -260,6 +307,46 @@ impl TransferFrame {
                     });
                 }
                 Ok(TransferFrame::Data(f.payload.clone()))
+            }
+            Self::CHUNK => {
+                let [id, at] = f.args.as_slice() else {
+                    return Err(bad());
+                };
+                if !valid_id(id) {
+                    return Err(TransferFrameError::BadId(id.clone()));
+                }
+                if f.payload.len() > MAX_DATA {
+                    return Err(TransferFrameError::TooLarge {
+                        kind: Self::CHUNK,
+                        len: f.payload.len(),
+                        max: MAX_DATA,
+                    });
+                }
+                let at: u64 = at.parse().map_err(|_| bad())?;
+                if at.saturating_add(f.payload.len() as u64) > MAX_STREAM {
+                    return Err(bad());
+                }
+                Ok(TransferFrame::Chunk {
+                    id: id.clone(),
+                    at,
+                    data: f.payload.clone(),
+                })
+            }
+            Self::WINDOW => {
+                let [id, upto] = f.args.as_slice() else {
+                    return Err(bad());
+                };
+                if !valid_id(id) {
+                    return Err(TransferFrameError::BadId(id.clone()));
+                }
+                let upto: u64 = upto.parse().map_err(|_| bad())?;
+                if upto > MAX_STREAM + RELAY_WINDOW || !f.payload.is_empty() {
+                    return Err(bad());
+                }
+                Ok(TransferFrame::Window {
+                    id: id.clone(),
+                    upto,
+                })
             }
             kind @ (Self::OFFER | Self::REPLY) => {
                 let kind: &'static str = if kind == Self::OFFER {
@@ -321,6 +408,12 @@ impl TransferFrame {
                 serde_json::to_vec(reply).expect("a reply serializes"),
             ),
             TransferFrame::Data(bytes) => Frame::bare(Self::DATA, bytes.clone()),
+            TransferFrame::Chunk { id, at, data } => {
+                Frame::new(Self::CHUNK, [id.clone(), at.to_string()], data.clone())
+            }
+            TransferFrame::Window { id, upto } => {
+                Frame::new(Self::WINDOW, [id.clone(), upto.to_string()], Vec::new())
+            }
         }
     }
 }
@@ -463,6 +556,20 @@ mod tests {
             },
             TransferFrame::Data(vec![1, 2, 3]),
             TransferFrame::Data(vec![0; MAX_DATA]),
+            TransferFrame::Chunk {
+                id: ID.into(),
+                at: 0,
+                data: vec![],
+            },
+            TransferFrame::Chunk {
+                id: ID.into(),
+                at: MAX_SIZE,
+                data: vec![7; MAX_DATA],
+            },
+            TransferFrame::Window {
+                id: ID.into(),
+                upto: RELAY_WINDOW,
+            },
         ] {
             let wire = f.to_frame().encode().unwrap();
             let (frames, used) = crate::frame::decode_all(
@@ -497,6 +604,37 @@ mod tests {
         let f = TransferFrame::Offer(o.clone()).to_frame();
         assert!(String::from_utf8_lossy(&f.payload).contains(r#""room":"r0123abcd""#));
         assert_eq!(TransferFrame::parse(&f).unwrap(), TransferFrame::Offer(o));
+    }
+
+    #[test]
+    fn relayed_chunks_and_windows_are_checked() {
+        let bad = |kind: &str, args: &[&str], payload: Vec<u8>| {
+            TransferFrame::parse(&Frame::new(kind, args.iter().copied(), payload)).is_err()
+        };
+        // No id, a bad id, a position that is not a number or runs past
+        // any stream, a chunk over the limit, a window with a body.
+        assert!(bad("FILECHUNK", &["0"], vec![1]));
+        assert!(bad("FILECHUNK", &["XYZ", "0"], vec![1]));
+        assert!(bad("FILECHUNK", &[ID, "-1"], vec![1]));
+        assert!(bad("FILECHUNK", &[ID, "1e3"], vec![1]));
+        assert!(bad("FILECHUNK", &[ID, &MAX_STREAM.to_string()], vec![1]));
+        assert!(bad("FILECHUNK", &[ID, &u64::MAX.to_string()], vec![1]));
+        assert!(bad("FILECHUNK", &[ID, "0"], vec![0; MAX_DATA + 1]));
+        assert!(bad("FILEWIN", &[ID], vec![]));
+        assert!(bad("FILEWIN", &[ID, "5"], vec![1]));
+        assert!(bad("FILEWIN", &[ID, &u64::MAX.to_string()], vec![]));
+        // Each names its transfer.
+        let f = TransferFrame::Window {
+            id: ID.into(),
+            upto: 9,
+        }
+        .to_frame();
+        assert_eq!(TransferFrame::named_id(&f), Some(ID));
+        assert_eq!(
+            TransferFrame::named_id(&TransferFrame::Data(vec![1]).to_frame()),
+            None
+        );
+        assert!(TransferFrame::is_relayed("FILECHUNK") && !TransferFrame::is_relayed("FILEDATA"));
     }
 
     #[test]

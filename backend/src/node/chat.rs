@@ -617,6 +617,34 @@ impl Chat {
         }
     }
 
+    /// Receives the files peers offer through the relay, each on the
+    /// files' runtime like a transfer connection of its own, until
+    /// shutdown.
+    pub async fn run_relay_files(
+        self,
+        mut rx: tokio::sync::mpsc::Receiver<super::relay::FileRoute>,
+    ) {
+        let Some(t) = self.inner.transfers.clone() else {
+            return;
+        };
+        loop {
+            let route = tokio::select! {
+                _ = self.inner.shutdown.cancelled() => return,
+                r = rx.recv() => match r {
+                    Some(r) => r,
+                    None => return,
+                },
+            };
+            let shares_room =
+                super::rooms::shares_room(self.inner.store.clone(), self.me().to_owned());
+            let t = t.clone();
+            self.inner.tracker.spawn_on(
+                async move { t.receive_relayed(route, shares_room).await },
+                crate::transfer::bulk::runtime(),
+            );
+        }
+    }
+
     /// Writes `pending` to the link and records what happened to it.
     async fn deliver(
         &self,

@@ -74,6 +74,8 @@ pub struct NodeConfig {
     pub require_secure: bool,
     /// Largest file sent or received (`--max-file-size`).
     pub max_file_size: u64,
+    /// Bytes a second a file may take through the relay (0: no pace).
+    pub relay_file_rate: u64,
     /// Part files of abandoned incoming transfers are removed after this
     /// long (`--part-max-age`).
     pub part_max_age: Duration,
@@ -107,6 +109,7 @@ impl NodeConfig {
             query_interval: Duration::from_secs(2),
             require_secure: false,
             max_file_size: crate::transfer::DEFAULT_MAX_FILE_SIZE,
+            relay_file_rate: crate::transfer::DEFAULT_RELAY_RATE,
             part_max_age: crate::transfer::DEFAULT_PART_MAX_AGE,
             share_progress: true,
             file_priority: Default::default(),
@@ -218,11 +221,15 @@ impl Node {
             TransferConfig {
                 max_file_size: cfg.max_file_size,
                 part_max_age: cfg.part_max_age,
+                relay_rate: cfg.relay_file_rate,
                 ..TransferConfig::new(cfg.data.join("files"))
             },
             &cfg.data,
-            overlay.clone(),
-            peers.clone(),
+            crate::transfer::Reach {
+                overlay: overlay.clone(),
+                peers: peers.clone(),
+                relay: Some(relay.clone()),
+            },
             events.clone(),
             shutdown.clone(),
             tracker.clone(),
@@ -269,7 +276,8 @@ impl Node {
         if let Some(l) = chat_listener {
             tracker.spawn(chat.clone().serve(l));
         }
-        tracker.spawn(chat.clone().run_relay_inbound(relay_inbound));
+        tracker.spawn(chat.clone().run_relay_inbound(relay_inbound.chat));
+        tracker.spawn(chat.clone().run_relay_files(relay_inbound.files));
         tracker.spawn(chat.clone().run_dispatcher());
         tracker.spawn(rooms::follow_trainings(
             chat.clone(),

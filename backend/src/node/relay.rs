@@ -25,6 +25,16 @@
 //! handshake, which replaces the old channel; a link whose acknowledgements
 //! stop coming drops the channel, so the next attempt makes a new one.
 //!
+//! # Files on the same channel
+//!
+//! A file for a peer reached only through the relay travels on that
+//! channel too, beside chat (`transfer::relayed`): its frames name their
+//! transfer, and each goes to that transfer's [`FileRoute`] here (the
+//! sending worker's, or the receiving task's that a `FILEQ` starts), never
+//! to chat. A route holds at most a window's worth of frames; a peer that
+//! sends more loses the route (its transfer ends and resumes later), so a
+//! file never makes this session's one reader wait.
+//!
 //! The same guarantees as the direct path: pinned keys checked by
 //! [`Trust`](super::trust::Trust), ids, acknowledgements and the durable
 //! outbox end to end (the directory keeps nothing).
@@ -38,6 +48,7 @@ use roundtable_shared::api::PeerPath;
 use roundtable_shared::directory::{Reply, Request};
 use roundtable_shared::frame::{Frame, Limits};
 use roundtable_shared::secure::{Hello, Sealed, SecureFrame, MAX_SEC_PAYLOAD};
+use roundtable_shared::transfer::{TransferFrame, MAX_DATA, RELAY_WINDOW};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::Instant;
@@ -65,6 +76,17 @@ pub struct RelayConfig {
 const OUT_QUEUE: usize = 1024;
 /// Frames from one peer's channel waiting for its delivery worker.
 const ACK_QUEUE: usize = 1024;
+
+/// Frames waiting for one transfer's task: a whole window of full chunks,
+/// and room for its other frames.
+const ROUTE_QUEUE: usize = (RELAY_WINDOW as usize).div_ceil(MAX_DATA) + 16;
+
+/// Transfers a node may receive through the relay at once (each further
+/// offer is dropped; its sender hears nothing and tries again later).
+const MAX_RECEIVING_ROUTES: usize = 64;
+
+/// New transfers offered through the relay waiting for the file service.
+const OFFER_QUEUE: usize = 16;
 
 enum State {
     Initiating(Handshake),
@@ -96,6 +118,43 @@ struct Inner {
     next_generation: AtomicU64,
     /// Frames from peers for chat's handler.
     inbound: mpsc::Sender<(String, Vec<Frame>)>,
+    /// Transfers through the relay, by peer, transfer id and direction.
+    files: Mutex<HashMap<RouteKey, (u64, RouteSender)>>,
+    next_route: AtomicU64,
+    /// Transfers peers offered us, for the file service.
+    offers: mpsc::Sender<FileRoute>,
+}
+
+/// Which way a transfer through the relay goes, seen from this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Way {
+    /// We send: the peer's `FILEREPLY` and `FILEWIN` come to us.
+    Sending,
+    /// We receive: the peer's `FILEQ` and `FILECHUNK` come to us.
+    Receiving,
+}
+
+type RouteKey = (String, String, Way);
+
+/// Where a route's frames (or the relay's refusals) are put.
+type RouteSender = mpsc::Sender<Result<Frame, String>>;
+
+/// What arrives through the relay for others than the links: peers'
+/// frames for chat's handler, and the files they offer.
+pub struct RelayInbound {
+    pub chat: mpsc::Receiver<(String, Vec<Frame>)>,
+    pub files: mpsc::Receiver<FileRoute>,
+}
+
+/// One transfer's frames through the relay: those the peer sends for it,
+/// and a way to send it ours on the channel they came by. Dropped, it
+/// stops taking frames.
+pub struct FileRoute {
+    relay: Relay,
+    key: RouteKey,
+    token: u64,
+    generation: Option<u64>,
+    rx: mpsc::Receiver<Result<Frame, String>>,
 }
 
 /// The node's side of the relay. Cheap to clone.
@@ -128,9 +187,10 @@ impl Relay {
         peers: Peers,
         shutdown: CancellationToken,
         tracker: &tokio_util::task::TaskTracker,
-    ) -> (Relay, mpsc::Receiver<(String, Vec<Frame>)>) {
+    ) -> (Relay, RelayInbound) {
         let (out, out_rx) = mpsc::channel(OUT_QUEUE);
         let (inbound, inbound_rx) = mpsc::channel(OUT_QUEUE);
+        let (offers, offers_rx) = mpsc::channel(OFFER_QUEUE);
         let relay = Relay {
             inner: Arc::new(Inner {
                 overlay,
@@ -141,10 +201,19 @@ impl Relay {
                 changed: Notify::new(),
                 next_generation: AtomicU64::new(1),
                 inbound,
+                files: Mutex::default(),
+                next_route: AtomicU64::new(1),
+                offers,
             }),
         };
         tracker.spawn(relay.clone().run(cfg, out_rx, shutdown));
-        (relay, inbound_rx)
+        (
+            relay,
+            RelayInbound {
+                chat: inbound_rx,
+                files: offers_rx,
+            },
+        )
     }
 
     /// Whether the relay session is registered at the directory.
@@ -212,8 +281,9 @@ impl Relay {
                         let expected = self.inner.overlay.trust.expected(peer)?;
                         let o = &self.inner.overlay;
                         // No capabilities are exchanged through the relay:
-                        // the cipher every node speaks (chat alone goes this
-                        // way, files need a direct connection).
+                        // the cipher every node speaks (files go this way
+                        // too, paced to a few MiB/s: the cipher is not what
+                        // limits them here).
                         let (hs, hello) = Handshake::initiate(
                             &o.identity,
                             &o.me,
@@ -280,7 +350,80 @@ impl Relay {
                 tracing::debug!(%peer, "relayed channel dropped");
                 slot.state = None;
                 slot.links.clear();
+                drop(slots);
+                self.drop_routes(Some(peer));
             }
+        }
+    }
+
+    /// Ends the transfers through the relay with `peer` (all, if `None`):
+    /// their channel is gone, and frames sealed for it go nowhere.
+    fn drop_routes(&self, peer: Option<&str>) {
+        lock(&self.inner.files).retain(|(p, _, _), _| peer.is_some_and(|peer| peer != p));
+    }
+
+    fn add_route(&self, key: RouteKey, generation: Option<u64>) -> (FileRoute, RouteSender) {
+        let (tx, rx) = mpsc::channel(ROUTE_QUEUE);
+        let token = self.inner.next_route.fetch_add(1, Ordering::Relaxed);
+        lock(&self.inner.files).insert(key.clone(), (token, tx.clone()));
+        let route = FileRoute {
+            relay: self.clone(),
+            key,
+            token,
+            generation,
+            rx,
+        };
+        (route, tx)
+    }
+
+    /// The route for the replies to our transfer `id` to `peer`, sent on
+    /// the channel of `link` (made with [`link`](Self::link)).
+    pub fn file_route(&self, link: &RelayLink, id: &str) -> FileRoute {
+        let key = (link.peer.clone(), id.to_owned(), Way::Sending);
+        self.add_route(key, Some(link.generation)).0
+    }
+
+    /// A transfer frame `f` from `peer`, to its transfer's route; a new
+    /// offer makes a new route for the file service.
+    fn route_file(&self, peer: &str, f: Frame) {
+        let Some(id) = TransferFrame::named_id(&f) else {
+            tracing::debug!(%peer, kind = %f.kind, "relayed transfer frame without an id dropped");
+            return;
+        };
+        let way = match f.kind.as_str() {
+            TransferFrame::OFFER | TransferFrame::CHUNK => Way::Receiving,
+            _ => Way::Sending,
+        };
+        let key = (peer.to_owned(), id.to_owned(), way);
+        if f.kind == TransferFrame::OFFER {
+            // An offer again (its sender gave up on the last attempt):
+            // the old route, if any, ends, and a new attempt starts.
+            let receiving = lock(&self.inner.files)
+                .keys()
+                .filter(|k| k.2 == Way::Receiving && *k != &key)
+                .count();
+            if receiving >= MAX_RECEIVING_ROUTES {
+                tracing::info!(%peer, "too many files arriving through the relay: offer dropped");
+                return;
+            }
+            let (route, tx) = self.add_route(key, None);
+            let _ = tx.try_send(Ok(f));
+            if let Err(e) = self.inner.offers.try_send(route) {
+                // Dropping the route takes it out again.
+                tracing::info!(%peer, "file service busy: relayed offer dropped");
+                drop(e);
+            }
+            return;
+        }
+        let mut files = lock(&self.inner.files);
+        let Some((_, tx)) = files.get(&key) else {
+            tracing::debug!(%peer, kind = %f.kind, "relayed transfer frame for no transfer dropped");
+            return;
+        };
+        if tx.try_send(Ok(f)).is_err() {
+            // Past its window, or its task is gone: that attempt ends.
+            tracing::info!(%peer, "relayed transfer frames beyond the window: transfer interrupted");
+            files.remove(&key);
         }
     }
 
@@ -346,6 +489,9 @@ impl Relay {
                                 let generation =
                                     self.inner.next_generation.fetch_add(1, Ordering::Relaxed);
                                 tracing::debug!(%peer, "secure channel through the relay");
+                                // Transfers on the channel this replaces
+                                // are over; they resume on this one.
+                                self.drop_routes(Some(&peer));
                                 self.set(&peer, |s| {
                                     s.state = Some(State::Up(Box::new(session)));
                                     s.generation = generation;
@@ -390,7 +536,7 @@ impl Relay {
     }
 
     /// A sealed frame from `s.from`: opened on its channel, `MSGACK`s to
-    /// our worker, the rest to chat.
+    /// our worker, a transfer's frames to its route, the rest to chat.
     async fn on_sealed(&self, s: Sealed) {
         let peer = s.from.clone();
         let (frames, links) = {
@@ -417,6 +563,12 @@ impl Relay {
                 }
             }
         };
+        let (files, frames): (Vec<Frame>, Vec<Frame>) = frames
+            .into_iter()
+            .partition(|f| TransferFrame::is_relayed(&f.kind));
+        for f in files {
+            self.route_file(&peer, f);
+        }
         let (acks, rest): (Vec<Frame>, Vec<Frame>) =
             frames.into_iter().partition(|f| f.kind == "MSGACK");
         for l in &links {
@@ -446,6 +598,12 @@ impl Relay {
         for l in links {
             let _ = l.try_send(Err(reason.clone()));
         }
+        // A lost frame may have been a file's: its transfers hear it too.
+        for ((p, _, _), (_, tx)) in lock(&self.inner.files).iter() {
+            if *p == to {
+                let _ = tx.try_send(Err(reason.clone()));
+            }
+        }
     }
 
     /// Runs the relay session, reconnecting with backoff, until shutdown.
@@ -465,6 +623,7 @@ impl Relay {
                 let mut slots = lock(&self.inner.slots);
                 slots.clear();
             }
+            self.drop_routes(None);
             self.inner.changed.notify_waiters();
             if shutdown.is_cancelled() {
                 return;
@@ -619,6 +778,59 @@ impl RelayLink {
     /// Marks the channel as not answering: dropping the link drops it.
     pub fn fail(&mut self) {
         self.failed = true;
+    }
+}
+
+impl FileRoute {
+    /// The peer at the other end (proven by the channel).
+    pub fn peer(&self) -> &str {
+        &self.key.0
+    }
+
+    /// The transfer's id.
+    pub fn id(&self) -> &str {
+        &self.key.1
+    }
+
+    /// Seals `frames` on the channel and queues them for the directory.
+    pub async fn send(&self, frames: &[Frame], within: Duration) -> Result<(), LinkError> {
+        self.relay
+            .send_to(&self.key.0, self.generation, frames, within)
+            .await
+    }
+
+    /// The peer's next frame for this transfer, within `within`.
+    pub async fn recv(&mut self, within: Duration) -> Result<Frame, LinkError> {
+        match tokio::time::timeout(within, self.rx.recv()).await {
+            Ok(Some(Ok(f))) => Ok(f),
+            Ok(Some(Err(reason))) => Err(LinkError::Relay(reason)),
+            Ok(None) => Err(LinkError::Relay(
+                "the transfer's frames stopped coming through the relay".into(),
+            )),
+            Err(_) => Err(LinkError::Framing(FramingError::Timeout(within))),
+        }
+    }
+
+    /// A frame already here, without waiting; an error if the route ended
+    /// or the relay refused one of its frames.
+    pub fn try_recv(&mut self) -> Result<Option<Frame>, LinkError> {
+        match self.rx.try_recv() {
+            Ok(Ok(f)) => Ok(Some(f)),
+            Ok(Err(reason)) => Err(LinkError::Relay(reason)),
+            Err(mpsc::error::TryRecvError::Empty) => Ok(None),
+            Err(mpsc::error::TryRecvError::Disconnected) => Err(LinkError::Relay(
+                "the transfer's frames stopped coming through the relay".into(),
+            )),
+        }
+    }
+}
+
+impl Drop for FileRoute {
+    fn drop(&mut self) {
+        let mut files = lock(&self.relay.inner.files);
+        if files.get(&self.key).is_some_and(|(t, _)| *t == self.token) {
+            files.remove(&self.key);
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! Receiving a file from another Roundtable node, on a secure connection
 //! the chat port handed over once its first sealed frame was a `FILEQ`
-//! (see `roundtable_shared::transfer` for the frames).
+//! (see `roundtable_shared::transfer` for the frames), or through the
+//! directory's relay (the same exchange in `FILECHUNK`s: [`super::relayed`]).
 //!
 //! Each `FILEDATA` frame's bytes stay in the record they were decrypted
 //! into (`transfer::split_plaintext`, `Incoming::Data`) and go, a MiB at a
@@ -73,7 +74,7 @@ const YIELD_EVERY: u32 = 4;
 
 /// How a receiving connection ended, for the log.
 #[derive(Debug, thiserror::Error)]
-enum ReceiveError {
+pub(super) enum ReceiveError {
     #[error(transparent)]
     Link(#[from] LinkError),
     #[error("refused: {0}")]
@@ -93,15 +94,25 @@ impl From<FramingError> for ReceiveError {
 /// What a transfer connection carries, one at a time: a `FILEDATA`
 /// frame's bytes as a view of the record they were decrypted into (not
 /// copied again on their way to the disk), or any other frame.
-enum Incoming {
+pub(super) enum Incoming {
     Data(Bytes),
     Frame(Frame),
 }
 
-/// The sealed frames of one connection, one at a time.
+/// Where a transfer's frames come from and its replies go.
+enum Wire<'a> {
+    /// Its own connection, sealed by its own session.
+    Direct {
+        conn: &'a mut Connection<TcpStream>,
+        session: &'a mut Session,
+    },
+    /// The relay's channel with the sender ([`super::relayed`]).
+    Relayed(super::relayed::Receiver),
+}
+
+/// The frames of one transfer, one at a time.
 struct Frames<'a> {
-    conn: &'a mut Connection<TcpStream>,
-    session: &'a mut Session,
+    wire: Wire<'a>,
     pending: VecDeque<Incoming>,
     idle: Duration,
 }
@@ -112,13 +123,16 @@ impl Frames<'_> {
             if let Some(f) = self.pending.pop_front() {
                 return Ok(f);
             }
-            if !self.conn.fill_frame_within(self.idle).await? {
+            let (conn, session) = match &mut self.wire {
+                Wire::Direct { conn, session } => (conn, session),
+                Wire::Relayed(r) => return r.next(self.idle).await,
+            };
+            if !conn.fill_frame_within(self.idle).await? {
                 return Err(ReceiveError::Closed);
             }
             // Opened from the connection's buffer: no copy of the record.
-            let session = &mut *self.session;
-            let opened = self
-                .conn
+            let session = &mut **session;
+            let opened = conn
                 .take_in_place(|head, payload| {
                     open_plaintext_in_place(session, &sealed_head(&head)?, payload)
                 })?
@@ -152,8 +166,13 @@ impl Frames<'_> {
             reply,
         }
         .to_frame();
-        let sealed = seal_all(self.session, &[f]).map_err(LinkError::from)?;
-        self.conn.write_frames_within(&sealed, self.idle).await?;
+        match &mut self.wire {
+            Wire::Direct { conn, session } => {
+                let sealed = seal_all(session, &[f]).map_err(LinkError::from)?;
+                conn.write_frames_within(&sealed, self.idle).await?;
+            }
+            Wire::Relayed(r) => r.send(&[f], self.idle).await?,
+        }
         Ok(())
     }
 }
@@ -390,14 +409,40 @@ impl Transfers {
         // A file's frames come back to back: read them a MiB at a time.
         conn.set_read_chunk(READ_CHUNK);
         let mut frames = Frames {
-            conn,
-            session,
+            wire: Wire::Direct { conn, session },
             pending: first.into_iter().map(Incoming::Frame).collect(),
             idle: self.inner.cfg.idle_timeout,
         };
+        self.serve(&mut frames, peer, shares_room).await
+    }
+
+    /// Serves one transfer through the relay, from the offer that made
+    /// its route to the verdict.
+    pub async fn receive_relayed(
+        &self,
+        route: crate::node::relay::FileRoute,
+        shares_room: SharesRoom,
+    ) {
+        let peer = route.peer().to_owned();
+        let mut frames = Frames {
+            wire: Wire::Relayed(super::relayed::Receiver::new(route)),
+            pending: VecDeque::new(),
+            idle: self.inner.cfg.idle_timeout,
+        };
+        if let Err(e) = self.serve(&mut frames, &peer, shares_room).await {
+            tracing::info!(%peer, %e, "file transfer through the relay ended");
+        }
+    }
+
+    async fn serve(
+        &self,
+        frames: &mut Frames<'_>,
+        peer: &str,
+        shares_room: SharesRoom,
+    ) -> Result<(), LinkError> {
         let r = tokio::select! {
             _ = self.inner.shutdown.cancelled() => Ok(()),
-            r = self.receive_inner(&mut frames, peer, shares_room) => r,
+            r = self.receive_inner(frames, peer, shares_room) => r,
         };
         match r {
             Ok(()) => Ok(()),

@@ -15,6 +15,8 @@
 //!   to the peer's chat port, the offer, the exchange from the offset.
 //! - [`inbound`]: the receiving side, on a secure connection the chat
 //!   port handed over: part file, checkpoints, verification, rename.
+//! - [`relayed`]: both sides through the directory's relay, for a peer
+//!   without a chat address: windowed, paced, one file at a time.
 //!
 //! - [`bulk`]: where all of a file's work runs, below chat's priority.
 //! - [`reader`], [`sink`]: a file's bytes on their way out of and into
@@ -34,6 +36,7 @@ pub mod inbound;
 pub mod outbound;
 pub mod raw;
 pub mod reader;
+pub mod relayed;
 pub mod sink;
 pub mod writeback;
 
@@ -56,6 +59,7 @@ use crate::directory::accounts::valid_name;
 use crate::events::Events;
 use crate::node::link::Overlay;
 use crate::node::peers::Peers;
+use crate::node::relay::Relay;
 use crate::store::chat::now_ms;
 use crate::store::transfers::{TransferRecord, TransferStore};
 use crate::store::StoreError;
@@ -90,7 +94,22 @@ pub struct TransferConfig {
     /// A connection silent this long (no byte either way) is dropped and
     /// the transfer resumes later.
     pub idle_timeout: Duration,
+    /// Bytes a second a file may take through the directory's relay
+    /// (`--relay-file-rate`); 0: no pace, only the window.
+    pub relay_rate: u64,
 }
+
+/// The slowest a file goes through the relay when the directory keeps
+/// refusing its chunks.
+const MIN_RELAY_PACE: u64 = 64 << 10;
+
+/// A learned pace this fast is as good as none, when none is configured.
+const UNPACED_ENOUGH: u64 = 1 << 30;
+
+/// Default pace of a file through the relay (`--relay-file-rate 4M`): a
+/// quarter of a directory's default byte budget per user, which the
+/// user's chat shares.
+pub const DEFAULT_RELAY_RATE: u64 = 4 << 20;
 
 impl TransferConfig {
     pub fn new(files_dir: PathBuf) -> Self {
@@ -104,6 +123,7 @@ impl TransferConfig {
             max_recipients: 32,
             connect_timeout: Duration::from_secs(3),
             idle_timeout: Duration::from_secs(30),
+            relay_rate: DEFAULT_RELAY_RATE,
         }
     }
 
@@ -143,6 +163,14 @@ pub enum FilesError {
     Store(#[from] StoreError),
 }
 
+/// How the file service reaches peers: the overlay's keys and pins, who
+/// is online where, and the directory's relay for those with no address.
+pub struct Reach {
+    pub overlay: Overlay,
+    pub peers: Peers,
+    pub relay: Option<Relay>,
+}
+
 /// The node's file service. Cheap to clone.
 #[derive(Clone)]
 pub struct Transfers {
@@ -166,6 +194,12 @@ struct Inner {
     hashes: Mutex<HashMap<i64, (u64, Sha256)>>,
     outbound: Arc<Semaphore>,
     inbound: Arc<Semaphore>,
+    /// Files to peers through the relay go one at a time per peer.
+    relay: Option<Relay>,
+    relay_turns: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// The pace learned for a peer through the relay, where the directory
+    /// refused chunks at the configured one (bytes a second).
+    relay_paces: Mutex<HashMap<String, u64>>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 }
@@ -237,8 +271,11 @@ impl Transfers {
     pub fn open(
         cfg: TransferConfig,
         data: &Path,
-        overlay: Overlay,
-        peers: Peers,
+        Reach {
+            overlay,
+            peers,
+            relay,
+        }: Reach,
         events: Events,
         shutdown: CancellationToken,
         tracker: TaskTracker,
@@ -261,10 +298,81 @@ impl Transfers {
                 running: Mutex::default(),
                 receiving: Mutex::default(),
                 hashes: Mutex::default(),
+                relay,
+                relay_turns: Mutex::default(),
+                relay_paces: Mutex::default(),
                 shutdown,
                 tracker,
             }),
         })
+    }
+
+    /// Bytes a second for a file to `peer` through the relay (0: no pace).
+    pub(crate) fn relay_pace(&self, peer: &str) -> u64 {
+        let configured = self.inner.cfg.relay_rate;
+        match self.paces().get(peer) {
+            Some(&learned) if configured == 0 => learned,
+            Some(&learned) => learned.min(configured),
+            None => configured,
+        }
+    }
+
+    /// The directory refused a chunk to `peer` sent at `achieved` bytes a
+    /// second: halves the pace (to no less than 64 KiB/s), and returns it.
+    pub(crate) fn relay_slow_down(&self, peer: &str, achieved: u64) -> u64 {
+        let current = match self.relay_pace(peer) {
+            0 => achieved,
+            p => p.min(achieved.max(MIN_RELAY_PACE)),
+        };
+        let rate = (current / 2).max(MIN_RELAY_PACE);
+        self.paces().insert(peer.to_owned(), rate);
+        rate
+    }
+
+    /// A file reached `peer` through the relay: its pace doubles, and is
+    /// forgotten once it is back at the configured rate.
+    pub(crate) fn relay_speed_up(&self, peer: &str) {
+        let configured = self.inner.cfg.relay_rate;
+        let mut paces = self.paces();
+        if let Some(p) = paces.get_mut(peer) {
+            *p = p.saturating_mul(2);
+            if (configured != 0 && *p >= configured) || *p >= UNPACED_ENOUGH {
+                paces.remove(peer);
+            }
+        }
+    }
+
+    fn paces(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
+        self.inner
+            .relay_paces
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits for this transfer's turn among the files to its peer through
+    /// the relay (saying so while it waits); held until it is dropped.
+    pub(crate) async fn relay_turn(
+        &self,
+        info: &TransferInfo,
+    ) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let turn = self
+            .inner
+            .relay_turns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(info.peer.clone())
+            .or_insert_with(|| Arc::new(Semaphore::new(1)))
+            .clone();
+        if let Ok(p) = turn.clone().try_acquire_owned() {
+            return Some(p);
+        }
+        let reason = format!(
+            "after another file to {}: through the directory's relay, files to a peer go one at a time",
+            info.peer
+        );
+        self.set(info.seq, TransferState::Waiting, info.bytes, Some(reason))
+            .await;
+        turn.acquire_owned().await.ok()
     }
 
     pub fn config(&self) -> &TransferConfig {

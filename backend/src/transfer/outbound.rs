@@ -33,14 +33,14 @@ const BATCH: usize = 4;
 const AHEAD: usize = 8;
 
 /// How long the receiver may take to answer an offer.
-const OFFER_TIMEOUT: Duration = Duration::from_secs(30);
+pub(super) const OFFER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long the receiver may take after the footer (a final sync, the
 /// rename) to say it has the file.
-const VERDICT_TIMEOUT: Duration = Duration::from_secs(120);
+pub(super) const VERDICT_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// How one attempt ended.
-enum Attempt {
+pub(super) enum Attempt {
     Delivered,
     /// The peer is not reachable directly now: why, in words.
     Unreachable(String),
@@ -51,7 +51,7 @@ enum Attempt {
 }
 
 #[derive(Debug, thiserror::Error)]
-enum AttemptError {
+pub(super) enum AttemptError {
     #[error(transparent)]
     Link(#[from] LinkError),
     #[error("cannot read the outbox file: {0}")]
@@ -60,6 +60,10 @@ enum AttemptError {
     Protocol(String),
     #[error("the outbox file changed size since it was queued")]
     Changed,
+    /// The directory's relay refused a chunk for its budget: the next
+    /// attempt goes at `rate` bytes a second.
+    #[error("the directory's relay refused a chunk ({reason})")]
+    SlowDown { reason: String, rate: u64 },
 }
 
 /// Runs the transfer numbered `seq` until it is delivered, failed, or the
@@ -132,6 +136,22 @@ pub async fn run(t: &Transfers, seq: i64) {
                 .await;
                 return;
             }
+            Err(AttemptError::SlowDown { reason, rate }) => {
+                tracing::info!(peer = %info.peer, %reason, rate, "file through the relay slowed down");
+                let bytes = latest_bytes(t, seq).await;
+                let why = format!(
+                    "the directory's relay asked to slow down ({reason}); resuming at {} KiB/s",
+                    rate / 1024
+                );
+                t.set(seq, TransferState::Waiting, bytes, Some(why)).await;
+                // The pace is the answer, not a longer wait.
+                backoff = Duration::from_millis(500);
+                tokio::select! {
+                    _ = t.inner.shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                continue;
+            }
             Err(e) => {
                 tracing::debug!(peer = %info.peer, %e, "transfer interrupted; will resume");
                 let bytes = latest_bytes(t, seq).await;
@@ -174,13 +194,22 @@ async fn attempt(
         .clone()
         .zip(p.port)
         .filter(|_| t.inner.peers.listed(peer));
-    let Some((address, port)) = direct else {
-        return Ok(Attempt::Unreachable(format!(
-            "{peer} is reachable only through the directory's relay; files need a direct connection to its chat port"
-        )));
-    };
+    let relay = t.inner.relay.as_ref().filter(|r| p.relay && r.is_up());
     let Some(path) = rec.path.clone() else {
         return Err(AttemptError::Changed);
+    };
+    let Some((address, port)) = direct else {
+        return match relay {
+            Some(relay) => {
+                // Paced and one at a time per peer: not one of the
+                // direct connections the permit counts.
+                drop(permit);
+                super::relayed::attempt(t, rec, relay, &path).await
+            }
+            None => Ok(Attempt::Unreachable(format!(
+                "{peer} has no chat address, and this node has no session with the directory's relay now"
+            ))),
+        };
     };
     let mut link = match open_direct(
         &t.inner.overlay,
@@ -196,7 +225,13 @@ async fn attempt(
         Err(e) if e.needs_user() => {
             return Ok(Attempt::Unreachable(format!("held: {e}")));
         }
-        Err(e) => return Ok(Attempt::Unreachable(format!("cannot reach {peer}: {e}"))),
+        Err(e) => {
+            if let Some(relay) = relay {
+                tracing::info!(%peer, %e, "direct connection failed; sending the file through the relay");
+                return super::relayed::attempt(t, rec, relay, &path).await;
+            }
+            return Ok(Attempt::Unreachable(format!("cannot reach {peer}: {e}")));
+        }
     };
     if !link.secure() {
         return Ok(Attempt::Refused {
