@@ -304,22 +304,55 @@ async fn stream(
     chunks.send(footer(crc.finalize()).to_vec()).await
 }
 
-/// The receiving side's end of a route: the exchange's chunks in order,
-/// the windows granted back.
-pub(super) struct Receiver {
-    route: FileRoute,
+/// Where a received exchange stands: the chunks must follow each other,
+/// and the window is granted again every quarter of it.
+#[derive(Debug)]
+struct Taken {
     /// Where the next chunk must start.
     at: u64,
     /// How far we let the sender send.
     granted: u64,
 }
 
+impl Taken {
+    fn new() -> Taken {
+        Taken {
+            at: 0,
+            granted: RELAY_WINDOW,
+        }
+    }
+
+    /// Takes a chunk of `len` bytes at `at`: the new window to grant, if
+    /// one is due; an error if a chunk before it was lost (or it came
+    /// again).
+    fn take(&mut self, at: u64, len: usize) -> Result<Option<u64>, String> {
+        if at != self.at {
+            return Err(format!(
+                "a piece of the file was lost through the relay (the exchange went on at byte {at}, not {}); resuming",
+                self.at
+            ));
+        }
+        self.at += len as u64;
+        if self.at + RELAY_WINDOW >= self.granted + RELAY_WINDOW / 4 {
+            self.granted = self.at + RELAY_WINDOW;
+            return Ok(Some(self.granted));
+        }
+        Ok(None)
+    }
+}
+
+/// The receiving side's end of a route: the exchange's chunks in order,
+/// the windows granted back.
+pub(super) struct Receiver {
+    route: FileRoute,
+    taken: Taken,
+}
+
 impl Receiver {
     pub(super) fn new(route: FileRoute) -> Receiver {
         Receiver {
             route,
-            at: 0,
-            granted: RELAY_WINDOW,
+            taken: Taken::new(),
         }
     }
 
@@ -334,34 +367,74 @@ impl Receiver {
             Ok(TransferFrame::Chunk { at, data, .. }) => (at, data),
             _ => return Err(ReceiveError::Refused("a bad FILECHUNK frame".into())),
         };
-        if at != self.at {
-            let reason = format!(
-                "a piece of the file was lost through the relay (the exchange went on at byte {at}, not {}); resuming",
-                self.at
-            );
-            let refusal = TransferFrame::Reply {
-                id: self.route.id().to_owned(),
-                reply: FileReply::Refused {
-                    reason: reason.clone(),
-                    retry: true,
-                },
-            };
-            let _ = self.send(&[refusal.to_frame()], idle).await;
-            return Err(ReceiveError::Refused(reason));
-        }
-        self.at += data.len() as u64;
-        if self.at + RELAY_WINDOW >= self.granted + RELAY_WINDOW / 4 {
-            self.granted = self.at + RELAY_WINDOW;
-            let window = TransferFrame::Window {
-                id: self.route.id().to_owned(),
-                upto: self.granted,
-            };
-            self.send(&[window.to_frame()], idle).await?;
+        match self.taken.take(at, data.len()) {
+            Ok(None) => {}
+            Ok(Some(upto)) => {
+                let window = TransferFrame::Window {
+                    id: self.route.id().to_owned(),
+                    upto,
+                };
+                self.send(&[window.to_frame()], idle).await?;
+            }
+            Err(reason) => {
+                let refusal = TransferFrame::Reply {
+                    id: self.route.id().to_owned(),
+                    reply: FileReply::Refused {
+                        reason: reason.clone(),
+                        retry: true,
+                    },
+                };
+                let _ = self.send(&[refusal.to_frame()], idle).await;
+                return Err(ReceiveError::Refused(reason));
+            }
         }
         Ok(Incoming::Data(Bytes::from(data)))
     }
 
     pub(super) async fn send(&self, frames: &[Frame], within: Duration) -> Result<(), LinkError> {
         self.route.send(frames, within).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_in_order_grant_the_window_again_every_quarter() {
+        let mut t = Taken::new();
+        let chunk = MAX_DATA;
+        let quarter = (RELAY_WINDOW / 4) as usize / chunk;
+        let mut grants = Vec::new();
+        for i in 0..4 * quarter {
+            if let Some(upto) = t.take((i * chunk) as u64, chunk).unwrap() {
+                grants.push((i, upto));
+            }
+        }
+        // Each grant is a window past what was taken, once a quarter of a
+        // window was taken since the last.
+        assert_eq!(grants.len(), 4, "{grants:?}");
+        for (i, upto) in &grants {
+            assert_eq!(*upto, ((i + 1) * chunk) as u64 + RELAY_WINDOW);
+        }
+        // A sender inside its grants never has more than a window on its
+        // way.
+        assert!(grants.windows(2).all(|w| w[1].1 - w[0].1 <= RELAY_WINDOW));
+    }
+
+    #[test]
+    fn a_lost_or_repeated_chunk_is_noticed_at_the_next() {
+        let mut t = Taken::new();
+        t.take(0, 100).unwrap();
+        t.take(100, 50).unwrap();
+        // The chunk at 150 was refused by the directory; the next is not
+        // written after the one before it.
+        let e = t.take(250, 100).unwrap_err();
+        assert!(e.contains("lost through the relay"), "{e}");
+        assert!(e.contains("250") && e.contains("150"), "{e}");
+        // Nor is one sent twice.
+        let mut t = Taken::new();
+        t.take(0, 100).unwrap();
+        assert!(t.take(0, 100).is_err());
     }
 }
