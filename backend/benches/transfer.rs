@@ -18,14 +18,18 @@
 //!   synced every 64 MiB; timed from the transfer's creation (upload done)
 //!   to its delivery, with each node's peak resident memory;
 //! - chat latency between two in-process nodes (a message every 10 ms,
-//!   send to the receiver's event), without and then during a transfer.
+//!   send to the receiver's event), without and then during a transfer;
+//! - a file through the directory's relay to a node without a chat
+//!   listener (in process, `BENCH_RELAY_MIB`, default 64), at the default
+//!   pace and unpaced, with chat's latency through the relay beside it.
 //!
 //! Environment: `BENCH_TRANSFER_MIB` (default 1024; 2048 for the issue's
 //! 2 GiB), `BENCH_SMALL_MIB` (default 64: the same Roundtable run on a
 //! small file, to show memory stays flat), `BENCH_TRANSFER_DIR` (default
 //! target/tmp; `/dev/shm` moves every file through memory instead of the
 //! disk, which leaves the CPU's share), `BENCH_ONLY=chat` (only the chat
-//! latency, on a file of `BENCH_TRANSFER_MIB`).
+//! latency, on a file of `BENCH_TRANSFER_MIB`), `BENCH_ONLY=relay` (only
+//! the relay's figures).
 
 mod common;
 
@@ -369,7 +373,19 @@ fn p50_p99(mut samples: Vec<Duration>) -> (f64, f64) {
 /// Chat latency between two in-process nodes, a message every 10 ms:
 /// `n` messages alone, then as many as fit while a file of `src` moves
 /// from alice to bob. (p50, p99) of each, and the samples taken during.
-fn chat_latency(src: &Path, n: usize) -> ((f64, f64), (f64, f64), usize) {
+/// How the chat benchmark's bob is reached.
+#[derive(Clone, Copy)]
+enum Path2Bob {
+    /// At his chat port.
+    Direct,
+    /// Through the directory's relay only (no chat listener); files at
+    /// this pace (bytes a second, 0: none).
+    Relayed { pace: u64 },
+}
+
+/// Chat latency alone, then during a transfer of `src`: the two
+/// (p50, p99), the messages sent during it, and how long it took.
+fn chat_latency(src: &Path, n: usize, path: Path2Bob) -> ((f64, f64), (f64, f64), usize, Duration) {
     use roundtable::node::{Node, NodeConfig};
     use roundtable_shared::api::Event;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -383,14 +399,21 @@ fn chat_latency(src: &Path, n: usize) -> ((f64, f64), (f64, f64), usize) {
         let start = |name: &str| {
             let mut cfg = NodeConfig::local(name, "pw", &addr, tmp.path().join(name));
             cfg.query_interval = Duration::from_millis(200);
+            if let Path2Bob::Relayed { pace } = path {
+                cfg.relay_file_rate = pace;
+                if name == "bob" {
+                    cfg.chat_listen = None;
+                }
+            }
             Node::start(cfg)
         };
         let alice = start("alice").await.unwrap();
         let bob = start("bob").await.unwrap();
+        let relayed = matches!(path, Path2Bob::Relayed { .. });
         while !alice
             .peers
             .get("bob")
-            .is_some_and(|p| p.online && p.port.is_some())
+            .is_some_and(|p| p.online && (p.port.is_some() || (relayed && p.relay)))
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -418,6 +441,7 @@ fn chat_latency(src: &Path, n: usize) -> ((f64, f64), (f64, f64), usize) {
         }
         let file = tokio::fs::File::open(src).await.unwrap();
         let stream = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20);
+        let began = Instant::now();
         let t = alice
             .transfers
             .upload(&["bob".to_owned()], "during.bin", None, stream)
@@ -431,19 +455,42 @@ fn chat_latency(src: &Path, n: usize) -> ((f64, f64), (f64, f64), usize) {
             if now.state == TransferState::Delivered {
                 break;
             }
+            assert_ne!(now.state, TransferState::Failed, "{:?}", now.error);
             tick.tick().await;
             during.push(one(i).await);
             i += 1;
         }
         alice.stop(Duration::from_secs(5)).await;
         bob.stop(Duration::from_secs(5)).await;
+        let took = began.elapsed();
         let k = during.len();
-        (p50_p99(alone), p50_p99(during), k)
+        (p50_p99(alone), p50_p99(during), k, took)
     })
 }
 
+/// Files through the directory's relay (bob has no chat listener): the
+/// rate at the default pace and unpaced (the directory's default budget
+/// then paces it), with chat's latency through the relay beside it.
+fn print_relay(src: &Path, mib: usize) {
+    let bytes = (mib as u64) << 20;
+    for (what, pace) in [
+        (
+            "default pace (--relay-file-rate 4M)",
+            roundtable::transfer::DEFAULT_RELAY_RATE,
+        ),
+        ("unpaced (--relay-file-rate 0)", 0),
+    ] {
+        let ((a50, a99), (d50, d99), k, took) = chat_latency(src, 1000, Path2Bob::Relayed { pace });
+        println!(
+            "  relayed file, {what}: {:.1} MB/s; chat through the relay, 100 msg/s: alone p50 {a50:.2} ms p99 {a99:.2} ms; during ({k} messages) p50 {d50:.2} ms p99 {d99:.2} ms ({:.2}x)",
+            rate(bytes, took),
+            d99 / a99
+        );
+    }
+}
+
 fn print_chat_latency(src: &Path) {
-    let ((a50, a99), (d50, d99), k) = chat_latency(src, 1000);
+    let ((a50, a99), (d50, d99), k, _) = chat_latency(src, 1000, Path2Bob::Direct);
     println!(
         "  chat send -> delivered event, 100 msg/s: alone p50 {a50:.2} ms p99 {a99:.2} ms; during the transfer ({k} messages) p50 {d50:.2} ms p99 {d99:.2} ms ({:.2}x)",
         d99 / a99
@@ -465,6 +512,14 @@ fn main() {
         let src = tmp.path().join(format!("src-{big}.bin"));
         make_file(&src, big);
         print_chat_latency(&src);
+        return;
+    }
+    let relay_mib = env_usize("BENCH_RELAY_MIB", 64);
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("relay") {
+        let src = tmp.path().join(format!("src-{relay_mib}.bin"));
+        make_file(&src, relay_mib);
+        println!("[{relay_mib} MiB through the directory's relay]");
+        print_relay(&src, relay_mib);
         return;
     }
     for mib in [small, big] {
@@ -521,4 +576,8 @@ fn main() {
         }
         std::fs::remove_file(&src).unwrap();
     }
+    let src = tmp.path().join(format!("src-{relay_mib}.bin"));
+    make_file(&src, relay_mib);
+    println!("[{relay_mib} MiB through the directory's relay]");
+    print_relay(&src, relay_mib);
 }

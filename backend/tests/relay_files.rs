@@ -96,6 +96,7 @@ async fn a_file_reaches_a_relay_only_peer_paced_while_chat_flows() {
     let carol = start("carol", &dir, data.path(), true, |_| {}).await;
     sees_relayed(&alice, "carol").await;
     let mut carol_events = carol.events.subscribe();
+    let mut alice_events = alice.events.subscribe();
 
     let file = body(5 * 1024 * 1024 + 77, 3);
     let began = Instant::now();
@@ -111,6 +112,18 @@ async fn a_file_reaches_a_relay_only_peer_paced_while_chat_flows() {
     )
     .await;
     assert_eq!(status, 202);
+    // And both ways, a message every 20 ms, sharing the channel with the
+    // file's chunks and windows.
+    let chatter = {
+        let (a, c) = (alice.chat.clone(), carol.chat.clone());
+        tokio::spawn(async move {
+            for i in 0..60 {
+                let _ = a.send("carol", &format!("from alice {i}")).await;
+                let _ = c.send("alice", &format!("from carol {i}")).await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
     let chatted = eventually(
         10,
         "the message to be delivered during the file",
@@ -150,6 +163,18 @@ async fn a_file_reaches_a_relay_only_peer_paced_while_chat_flows() {
         took >= floor,
         "{took:?}: the file went faster than its pace allows ({floor:?})"
     );
+    // Never interrupted: chat beside it lost none of its frames (each
+    // sender's frames reach the channel in the order they were sealed).
+    chatter.await.unwrap();
+    while let Ok(ev) = alice_events.try_recv() {
+        if let Event::Transfer { transfer: x } = ev {
+            assert!(
+                !(x.id == t.id && x.state == TransferState::Waiting),
+                "the file was interrupted: {:?}",
+                x.error
+            );
+        }
+    }
     // Carol's dashboard saw it move.
     let mut moving = 0;
     while let Ok(ev) = carol_events.try_recv() {

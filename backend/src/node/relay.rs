@@ -118,6 +118,11 @@ struct Inner {
     next_generation: AtomicU64,
     /// Frames from peers for chat's handler.
     inbound: mpsc::Sender<(String, Vec<Frame>)>,
+    /// Held from sealing a frame to queueing it: a channel takes its
+    /// frames only in the order of their counters (no reordering window),
+    /// so two senders on one channel (chat's worker, a file's, replies)
+    /// must not queue in another order than they sealed.
+    sending: tokio::sync::Mutex<()>,
     /// Transfers through the relay, by peer, transfer id and direction.
     files: Mutex<HashMap<RouteKey, (u64, RouteSender)>>,
     next_route: AtomicU64,
@@ -201,6 +206,7 @@ impl Relay {
                 changed: Notify::new(),
                 next_generation: AtomicU64::new(1),
                 inbound,
+                sending: tokio::sync::Mutex::new(()),
                 files: Mutex::default(),
                 next_route: AtomicU64::new(1),
                 offers,
@@ -324,6 +330,7 @@ impl Relay {
         frames: &[Frame],
         within: Duration,
     ) -> Result<(), LinkError> {
+        let _in_order = self.inner.sending.lock().await;
         let sealed = {
             let mut slots = lock(&self.inner.slots);
             let slot = slots.get_mut(peer);
