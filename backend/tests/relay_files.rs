@@ -9,43 +9,10 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::files::{body, reaches, sha_hex, upload};
 use common::{eventually, get_json, history, request, Directory};
 use roundtable::node::{Node, NodeConfig};
 use roundtable_shared::api::{Direction, Event, MessageState, TransferInfo, TransferState};
-use sha2::{Digest, Sha256};
-
-async fn upload(n: &Node, to: &str, name: &str, body: &[u8]) -> TransferInfo {
-    let path = format!("/api/files?to={to}&name={name}");
-    let (status, _, out) = request("POST", n.http_addr, &path, &[], body).await;
-    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&out));
-    let mut all: Vec<TransferInfo> = serde_json::from_slice(&out).unwrap();
-    all.remove(0)
-}
-
-fn body(len: usize, seed: u32) -> Vec<u8> {
-    (0..len as u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761).wrapping_add(seed) >> 13) as u8)
-        .collect()
-}
-
-fn sha_hex(b: &[u8]) -> String {
-    Sha256::digest(b)
-        .iter()
-        .map(|x| format!("{x:02x}"))
-        .collect()
-}
-
-async fn reaches(n: &Node, id: &str, state: TransferState, secs: u64) -> TransferInfo {
-    eventually(
-        secs,
-        &format!("{} to see {id} {state:?}", n.name),
-        || async {
-            let all: Vec<TransferInfo> = get_json(n.http_addr, "/api/files").await;
-            all.into_iter().find(|t| t.id == id && t.state == state)
-        },
-    )
-    .await
-}
 
 /// A node of `name`; `relay_only`: no chat listener.
 async fn start(
@@ -100,7 +67,9 @@ async fn a_file_reaches_a_relay_only_peer_paced_while_chat_flows() {
 
     let file = body(5 * 1024 * 1024 + 77, 3);
     let began = Instant::now();
-    let t = upload(&alice, "carol", "weights.bin", &file).await;
+    let t = upload(&alice, "carol", "weights.bin", &file)
+        .await
+        .remove(0);
     // Chat through the same relay while the file moves.
     let sending = reaches(&alice, &t.id, TransferState::Sending, 10).await;
     assert_eq!(sending.peer, "carol");
@@ -200,7 +169,9 @@ async fn a_relayed_file_resumes_after_the_receiver_restarts() {
     let carol = start("carol", &dir, data.path(), true, |_| {}).await;
     sees_relayed(&alice, "carol").await;
     let file = body(24 * 1024 * 1024, 9);
-    let t = upload(&alice, "carol", "checkpoint.pt", &file).await;
+    let t = upload(&alice, "carol", "checkpoint.pt", &file)
+        .await
+        .remove(0);
     // Carol stops a third of the way through (her checkpoints hold it).
     eventually(20, "carol to hold a third of the file", || async {
         let all: Vec<TransferInfo> = get_json(carol.http_addr, "/api/files").await;
@@ -252,7 +223,9 @@ async fn frames_the_directory_refuses_mid_file_lose_nothing() {
     sees_relayed(&alice, "carol").await;
     let mut events = alice.events.subscribe();
     let file = body(6 * 1024 * 1024 + 5, 11);
-    let t = upload(&alice, "carol", "dataset.csv", &file).await;
+    let t = upload(&alice, "carol", "dataset.csv", &file)
+        .await
+        .remove(0);
     reaches(&carol, &t.id, TransferState::Delivered, 60).await;
     reaches(&alice, &t.id, TransferState::Delivered, 5).await;
     assert_eq!(

@@ -8,17 +8,10 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use common::files::sha_hex;
 use common::{eventually, get_json, http, request, sees_online, Directory};
 use roundtable::node::Node;
 use roundtable_shared::api::{Direction, RoomSummary, TransferInfo, TransferState};
-use sha2::{Digest, Sha256};
-
-fn sha_hex(b: &[u8]) -> String {
-    Sha256::digest(b)
-        .iter()
-        .map(|x| format!("{x:02x}"))
-        .collect()
-}
 
 async fn create(at: SocketAddr, name: &str, members: &[&str]) -> RoomSummary {
     let body = serde_json::json!({ "name": name, "members": members }).to_string();

@@ -8,44 +8,10 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
+use common::files::{body, reaches, sha_hex, upload};
 use common::{eventually, get_json, history, request, sees_online, Directory};
 use roundtable::node::{Node, NodeConfig};
 use roundtable_shared::api::{Direction, TransferInfo, TransferState};
-use sha2::{Digest, Sha256};
-
-/// Hands `body` to `n` for `to`; the transfers it created.
-async fn upload(n: &Node, to: &str, name: &str, body: &[u8]) -> Vec<TransferInfo> {
-    let path = format!("/api/files?to={to}&name={name}");
-    let (status, _, out) = request("POST", n.http_addr, &path, &[], body).await;
-    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&out));
-    serde_json::from_slice(&out).unwrap()
-}
-
-fn sha_hex(b: &[u8]) -> String {
-    Sha256::digest(b)
-        .iter()
-        .map(|x| format!("{x:02x}"))
-        .collect()
-}
-
-fn body(len: usize, seed: u32) -> Vec<u8> {
-    (0..len as u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761).wrapping_add(seed) >> 13) as u8)
-        .collect()
-}
-
-/// Waits until `n` has a transfer with `id` in `state`.
-async fn reaches(n: &Node, id: &str, state: TransferState, secs: u64) -> TransferInfo {
-    eventually(
-        secs,
-        &format!("{} to see {id} {state:?}", n.name),
-        || async {
-            let all: Vec<TransferInfo> = get_json(n.http_addr, "/api/files").await;
-            all.into_iter().find(|t| t.id == id && t.state == state)
-        },
-    )
-    .await
-}
 
 async fn node_with(
     name: &str,

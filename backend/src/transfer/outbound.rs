@@ -311,22 +311,7 @@ async fn stream(
     if file.metadata()?.len() != info.size {
         return Err(AttemptError::Changed);
     }
-    let meta = ExchangeMeta {
-        id: info.id.clone(),
-        sender: t.inner.me.clone(),
-        file_name: info.name.clone(),
-        size: info.size,
-        sha256: info.sha256.clone(),
-        offset,
-    };
-    let meta = serde_json::to_vec(&meta).expect("a meta serializes");
-    let header = Header {
-        // The meta is a few hundred bytes.
-        meta_size: meta.len() as u32,
-        body_size: info.size - offset,
-    };
-    let mut head = header.encode().to_vec();
-    head.extend_from_slice(&meta);
+    let head = exchange_head(t, info, offset);
     link.send(&[Frame::bare(TransferFrame::DATA, head)], idle)
         .await?;
     let Some((conn, session)) = link.direct_secure() else {
@@ -393,6 +378,28 @@ async fn stream(
     )
     .await?;
     Ok(())
+}
+
+/// The start of the exchange for `info` from `offset`: its header and
+/// JSON meta.
+pub(super) fn exchange_head(t: &Transfers, info: &TransferInfo, offset: u64) -> Vec<u8> {
+    let meta = ExchangeMeta {
+        id: info.id.clone(),
+        sender: t.inner.me.clone(),
+        file_name: info.name.clone(),
+        size: info.size,
+        sha256: info.sha256.clone(),
+        offset,
+    };
+    let meta = serde_json::to_vec(&meta).expect("a meta serializes");
+    let header = Header {
+        // The meta is a few hundred bytes.
+        meta_size: meta.len() as u32,
+        body_size: info.size - offset,
+    };
+    let mut head = header.encode().to_vec();
+    head.extend_from_slice(&meta);
+    head
 }
 
 /// A `FILEDATA` frame's plaintext, which the file's reader fills.

@@ -35,17 +35,15 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use roundtable_shared::api::{TransferInfo, TransferState};
-use roundtable_shared::binary::{footer, Header};
+use roundtable_shared::binary::footer;
 use roundtable_shared::directory::RelayRefusal;
 use roundtable_shared::frame::Frame;
-use roundtable_shared::transfer::{
-    ExchangeMeta, FileOffer, FileReply, TransferFrame, MAX_DATA, RELAY_WINDOW,
-};
+use roundtable_shared::transfer::{FileOffer, FileReply, TransferFrame, MAX_DATA, RELAY_WINDOW};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::time::Instant;
 
 use super::inbound::{Incoming, ReceiveError};
-use super::outbound::{Attempt, AttemptError, OFFER_TIMEOUT, VERDICT_TIMEOUT};
+use super::outbound::{exchange_head, Attempt, AttemptError, OFFER_TIMEOUT, VERDICT_TIMEOUT};
 use super::{Progress, Transfers};
 use crate::node::link::LinkError;
 use crate::node::relay::{FileRoute, Relay};
@@ -253,22 +251,7 @@ async fn stream(
         return Err(AttemptError::Changed);
     }
     file.seek(std::io::SeekFrom::Start(offset)).await?;
-    let meta = ExchangeMeta {
-        id: info.id.clone(),
-        sender: t.inner.me.clone(),
-        file_name: info.name.clone(),
-        size: info.size,
-        sha256: info.sha256.clone(),
-        offset,
-    };
-    let meta = serde_json::to_vec(&meta).expect("a meta serializes");
-    let header = Header {
-        // The meta is a few hundred bytes.
-        meta_size: meta.len() as u32,
-        body_size: info.size - offset,
-    };
-    let mut head = header.encode().to_vec();
-    head.extend_from_slice(&meta);
+    let head = exchange_head(t, info, offset);
     let mut chunks = Chunks {
         route,
         at: 0,

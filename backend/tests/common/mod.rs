@@ -5,6 +5,7 @@
 pub mod browser;
 pub mod classic;
 pub mod e2e;
+pub mod files;
 pub mod process;
 pub mod proxy;
 
