@@ -251,28 +251,41 @@ async fn attempt(
     };
     link.send(&[TransferFrame::Offer(offer).to_frame()], idle)
         .await?;
-    let offset = match verdict(&mut link, &info.id, OFFER_TIMEOUT).await? {
-        FileReply::Resume { offset } if offset <= info.size => offset,
-        FileReply::Resume { offset } => {
-            return Err(AttemptError::Protocol(format!(
-                "resume at {offset}, past the end"
-            )))
-        }
-        FileReply::Done => return Ok(Attempt::Delivered),
-        FileReply::Refused { reason, retry } => return Ok(Attempt::Refused { reason, retry }),
+    let offset = match resume_at(verdict(&mut link, &info.id, OFFER_TIMEOUT).await?, info)? {
+        Ok(offset) => offset,
+        Err(ended) => return Ok(ended),
     };
     let mut sending = rec.clone();
     if let Some(r) = t.set(info.seq, TransferState::Sending, offset, None).await {
         sending = r;
     }
     stream(t, &mut link, &sending.info, &path, offset).await?;
-    Ok(match verdict(&mut link, &info.id, VERDICT_TIMEOUT).await? {
-        FileReply::Done => Attempt::Delivered,
-        FileReply::Refused { reason, retry } => Attempt::Refused { reason, retry },
-        FileReply::Resume { .. } => {
-            return Err(AttemptError::Protocol("resume after the footer".into()))
-        }
-    })
+    after_footer(verdict(&mut link, &info.id, VERDICT_TIMEOUT).await?)
+}
+
+/// What the receiver's answer to an offer means: the offset to send from,
+/// or how the attempt ended (delivered already, refused).
+pub(super) fn resume_at(
+    reply: FileReply,
+    info: &TransferInfo,
+) -> Result<Result<u64, Attempt>, AttemptError> {
+    match reply {
+        FileReply::Resume { offset } if offset <= info.size => Ok(Ok(offset)),
+        FileReply::Resume { offset } => Err(AttemptError::Protocol(format!(
+            "resume at {offset}, past the end"
+        ))),
+        FileReply::Done => Ok(Err(Attempt::Delivered)),
+        FileReply::Refused { reason, retry } => Ok(Err(Attempt::Refused { reason, retry })),
+    }
+}
+
+/// What the receiver's answer after the footer means.
+pub(super) fn after_footer(reply: FileReply) -> Result<Attempt, AttemptError> {
+    match reply {
+        FileReply::Done => Ok(Attempt::Delivered),
+        FileReply::Refused { reason, retry } => Ok(Attempt::Refused { reason, retry }),
+        FileReply::Resume { .. } => Err(AttemptError::Protocol("resume after the footer".into())),
+    }
 }
 
 /// The receiver's next reply about transfer `id`.

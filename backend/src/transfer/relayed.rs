@@ -43,7 +43,9 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::time::Instant;
 
 use super::inbound::{Incoming, ReceiveError};
-use super::outbound::{exchange_head, Attempt, AttemptError, OFFER_TIMEOUT, VERDICT_TIMEOUT};
+use super::outbound::{
+    after_footer, exchange_head, resume_at, Attempt, AttemptError, OFFER_TIMEOUT, VERDICT_TIMEOUT,
+};
 use super::{Progress, Transfers};
 use crate::node::link::LinkError;
 use crate::node::relay::{FileRoute, Relay};
@@ -113,15 +115,9 @@ async fn attempt_paced(
     route
         .send(&[TransferFrame::Offer(offer).to_frame()], idle)
         .await?;
-    let offset = match reply(&mut route, OFFER_TIMEOUT).await? {
-        FileReply::Resume { offset } if offset <= info.size => offset,
-        FileReply::Resume { offset } => {
-            return Err(AttemptError::Protocol(format!(
-                "resume at {offset}, past the end"
-            )))
-        }
-        FileReply::Done => return Ok(Attempt::Delivered),
-        FileReply::Refused { reason, retry } => return Ok(Attempt::Refused { reason, retry }),
+    let offset = match resume_at(reply(&mut route, OFFER_TIMEOUT).await?, info)? {
+        Ok(offset) => offset,
+        Err(ended) => return Ok(ended),
     };
     let mut sending = rec.clone();
     if let Some(r) = t.set(info.seq, TransferState::Sending, offset, None).await {
@@ -130,13 +126,7 @@ async fn attempt_paced(
     if let Some(refused) = stream(t, &mut route, &sending.info, path, offset, pace).await? {
         return Ok(refused);
     }
-    Ok(match reply(&mut route, VERDICT_TIMEOUT).await? {
-        FileReply::Done => Attempt::Delivered,
-        FileReply::Refused { reason, retry } => Attempt::Refused { reason, retry },
-        FileReply::Resume { .. } => {
-            return Err(AttemptError::Protocol("resume after the footer".into()))
-        }
-    })
+    after_footer(reply(&mut route, VERDICT_TIMEOUT).await?)
 }
 
 /// The receiver's next reply, skipping the windows it grants meanwhile.
