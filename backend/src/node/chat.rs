@@ -617,6 +617,11 @@ impl Chat {
         }
     }
 
+    /// The check of an offer's room against this node's own member lists.
+    fn shares_room(&self) -> crate::transfer::SharesRoom {
+        super::rooms::shares_room(self.inner.store.clone(), self.me().to_owned())
+    }
+
     /// Receives the files peers offer through the relay, each on the
     /// files' runtime like a transfer connection of its own, until
     /// shutdown.
@@ -635,8 +640,7 @@ impl Chat {
                     None => return,
                 },
             };
-            let shares_room =
-                super::rooms::shares_room(self.inner.store.clone(), self.me().to_owned());
+            let shares_room = self.shares_room();
             let t = t.clone();
             self.inner.tracker.spawn_on(
                 async move { t.receive_relayed(route, shares_room).await },
@@ -1088,10 +1092,7 @@ impl Chat {
                     session,
                     peer,
                     first: frames,
-                    shares_room: super::rooms::shares_room(
-                        self.inner.store.clone(),
-                        self.me().to_owned(),
-                    ),
+                    shares_room: self.shares_room(),
                 }));
             }
             let (replies, end) = self.handle(frames, Origin::Proven(&peer)).await;

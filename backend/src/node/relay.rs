@@ -799,6 +799,12 @@ impl FileRoute {
         &self.key.1
     }
 
+    /// The route was taken out (its channel went, a new offer replaced
+    /// it, or its peer overran the window).
+    fn ended() -> LinkError {
+        LinkError::Relay("the transfer's frames stopped coming through the relay".into())
+    }
+
     /// Seals `frames` on the channel and queues them for the directory.
     pub async fn send(&self, frames: &[Frame], within: Duration) -> Result<(), LinkError> {
         self.relay
@@ -811,9 +817,7 @@ impl FileRoute {
         match tokio::time::timeout(within, self.rx.recv()).await {
             Ok(Some(Ok(f))) => Ok(f),
             Ok(Some(Err(reason))) => Err(LinkError::Relay(reason)),
-            Ok(None) => Err(LinkError::Relay(
-                "the transfer's frames stopped coming through the relay".into(),
-            )),
+            Ok(None) => Err(FileRoute::ended()),
             Err(_) => Err(LinkError::Framing(FramingError::Timeout(within))),
         }
     }
@@ -825,9 +829,7 @@ impl FileRoute {
             Ok(Ok(f)) => Ok(Some(f)),
             Ok(Err(reason)) => Err(LinkError::Relay(reason)),
             Err(mpsc::error::TryRecvError::Empty) => Ok(None),
-            Err(mpsc::error::TryRecvError::Disconnected) => Err(LinkError::Relay(
-                "the transfer's frames stopped coming through the relay".into(),
-            )),
+            Err(mpsc::error::TryRecvError::Disconnected) => Err(FileRoute::ended()),
         }
     }
 }

@@ -240,15 +240,9 @@ async fn attempt(
         });
     }
     let idle = t.inner.cfg.idle_timeout;
-    let offer = FileOffer {
-        id: info.id.clone(),
-        name: info.name.clone(),
-        size: info.size,
-        sha256: info.sha256.clone(),
-        // A node of before room files refuses a field it does not know: it
-        // gets the file as one from us.
-        room: info.room.clone().filter(|_| link.caps.room_files),
-    };
+    // A node of before room files refuses a field it does not know: it
+    // gets the file as one from us.
+    let offer = offer(info, link.caps.room_files);
     link.send(&[TransferFrame::Offer(offer).to_frame()], idle)
         .await?;
     let offset = match resume_at(verdict(&mut link, &info.id, OFFER_TIMEOUT).await?, info)? {
@@ -261,6 +255,17 @@ async fn attempt(
     }
     stream(t, &mut link, &sending.info, &path, offset).await?;
     after_footer(verdict(&mut link, &info.id, VERDICT_TIMEOUT).await?)
+}
+
+/// The offer of `info`, naming its room if the receiver knows rooms.
+pub(super) fn offer(info: &TransferInfo, knows_rooms: bool) -> FileOffer {
+    FileOffer {
+        id: info.id.clone(),
+        name: info.name.clone(),
+        size: info.size,
+        sha256: info.sha256.clone(),
+        room: info.room.clone().filter(|_| knows_rooms),
+    }
 }
 
 /// What the receiver's answer to an offer means: the offset to send from,

@@ -38,13 +38,14 @@ use roundtable_shared::api::{TransferInfo, TransferState};
 use roundtable_shared::binary::footer;
 use roundtable_shared::directory::RelayRefusal;
 use roundtable_shared::frame::Frame;
-use roundtable_shared::transfer::{FileOffer, FileReply, TransferFrame, MAX_DATA, RELAY_WINDOW};
+use roundtable_shared::transfer::{FileReply, TransferFrame, MAX_DATA, RELAY_WINDOW};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::time::Instant;
 
 use super::inbound::{Incoming, ReceiveError};
 use super::outbound::{
-    after_footer, exchange_head, resume_at, Attempt, AttemptError, OFFER_TIMEOUT, VERDICT_TIMEOUT,
+    after_footer, exchange_head, offer, resume_at, Attempt, AttemptError, OFFER_TIMEOUT,
+    VERDICT_TIMEOUT,
 };
 use super::{Progress, Transfers};
 use crate::node::link::LinkError;
@@ -104,14 +105,8 @@ async fn attempt_paced(
     let mut route = relay.file_route(&link, &info.id);
     drop(link);
     let idle = t.inner.cfg.idle_timeout;
-    let offer = FileOffer {
-        id: info.id.clone(),
-        name: info.name.clone(),
-        size: info.size,
-        sha256: info.sha256.clone(),
-        // Every node that takes files through the relay knows rooms.
-        room: info.room.clone(),
-    };
+    // Every node that takes files through the relay knows rooms.
+    let offer = offer(info, true);
     route
         .send(&[TransferFrame::Offer(offer).to_frame()], idle)
         .await?;
@@ -145,7 +140,7 @@ async fn reply(route: &mut FileRoute, within: Duration) -> Result<FileReply, Att
 }
 
 /// Keeps a transfer to its byte rate, after a first window at once.
-pub(super) struct Pace {
+struct Pace {
     /// Bytes a second; 0: as fast as the window allows.
     rate: u64,
     start: Instant,
