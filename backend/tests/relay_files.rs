@@ -250,3 +250,73 @@ async fn frames_the_directory_refuses_mid_file_lose_nothing() {
     alice.stop(Duration::from_secs(2)).await;
     carol.stop(Duration::from_secs(2)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_crossing_through_a_tight_relay_never_stall() {
+    // Alice and carol each send the other a file through a directory with
+    // a small byte budget per user. Alice keeps to a pace under it; carol
+    // is unpaced, so the directory refuses her frames to alice: her file's
+    // chunks, and with them the windows she grants alice's file (the same
+    // budget pays for them). A refused window must be granted again: alice
+    // is never refused anything, and must never wait. Each refusal also
+    // makes carol offer her file again, which must resume at once, not be
+    // turned away while her last attempt is still winding down at alice.
+    let dir = Directory::start_with(|c| {
+        c.relay.bytes_per_second = 2 << 20;
+    })
+    .await;
+    let data = tempfile::tempdir().unwrap();
+    let alice = start("alice", &dir, data.path(), true, |c| {
+        c.relay_file_rate = 1 << 20
+    })
+    .await;
+    let carol = start("carol", &dir, data.path(), true, |c| c.relay_file_rate = 0).await;
+    sees_relayed(&alice, "carol").await;
+    sees_relayed(&carol, "alice").await;
+    let mut events = [alice.events.subscribe(), carol.events.subscribe()];
+    let to_carol = body(4 * 1024 * 1024 + 3, 21);
+    let to_alice = body(6 * 1024 * 1024 + 7, 22);
+    let c = upload(&carol, "alice", "c.bin", &to_alice).await.remove(0);
+    let a = upload(&alice, "carol", "a.bin", &to_carol).await.remove(0);
+    reaches(&carol, &a.id, TransferState::Delivered, 90).await;
+    reaches(&alice, &c.id, TransferState::Delivered, 90).await;
+    reaches(&alice, &a.id, TransferState::Delivered, 5).await;
+    reaches(&carol, &c.id, TransferState::Delivered, 5).await;
+    for (who, name, want) in [("carol", "a.bin", &to_carol), ("alice", "c.bin", &to_alice)] {
+        let got = std::fs::read(data.path().join(who).join("files/received").join(name)).unwrap();
+        assert_eq!(sha_hex(&got), sha_hex(want), "{name} at {who}");
+    }
+    // What each sender said while its file waited.
+    let mut waits: [Vec<String>; 2] = Default::default();
+    for (rx, w) in events.iter_mut().zip(&mut waits) {
+        while let Ok(ev) = rx.try_recv() {
+            if let Event::Transfer { transfer: x } = ev {
+                if x.direction == Direction::Out {
+                    w.extend(x.error);
+                }
+            }
+        }
+    }
+    let [alice_waits, carol_waits] = waits;
+    assert!(
+        carol_waits.iter().any(|e| e.contains("asked to slow down")),
+        "the directory never refused carol's frames: the test proves nothing ({carol_waits:?})"
+    );
+    let other: Vec<_> = carol_waits
+        .iter()
+        .filter(|e| !e.contains("asked to slow down"))
+        .collect();
+    assert!(
+        other.is_empty(),
+        "carol's file waited for another reason: {other:?}"
+    );
+    assert!(
+        alice_waits.is_empty(),
+        "alice's file waited: {alice_waits:?}"
+    );
+    for who in ["alice", "carol"] {
+        assert_eq!(partial_files(data.path(), who), 0, "{who}'s partial files");
+    }
+    alice.stop(Duration::from_secs(2)).await;
+    carol.stop(Duration::from_secs(2)).await;
+}

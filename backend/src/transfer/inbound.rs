@@ -183,6 +183,14 @@ struct Receiving<'a> {
     seq: i64,
 }
 
+/// How long an offer waits for an earlier exchange of the same transfer
+/// to end. A sender offers again only once it gave up on its last
+/// attempt, and through the relay that offer ends the old route at once:
+/// the old exchange stops at its next frame. A direct connection the
+/// sender left may linger until its idle timeout; the offer is then
+/// refused, to be made again.
+const EARLIER_EXCHANGE_WAIT: Duration = Duration::from_secs(3);
+
 impl<'a> Receiving<'a> {
     /// Marks `seq`; `None` if it is being received already.
     fn mark(transfers: &'a Transfers, seq: i64) -> Option<Receiving<'a>> {
@@ -195,6 +203,28 @@ impl<'a> Receiving<'a> {
             // Not `then_some`: a guard made and dropped would unmark it.
             .then(|| Receiving { transfers, seq })
     }
+
+    /// Marks `seq`, waiting up to `within` for an earlier exchange of it
+    /// to end.
+    async fn mark_within(
+        transfers: &'a Transfers,
+        seq: i64,
+        within: Duration,
+    ) -> Option<Receiving<'a>> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let released = transfers.inner.received.notified();
+            tokio::pin!(released);
+            // Registered before trying: a release in between still wakes us.
+            released.as_mut().enable();
+            if let Some(r) = Receiving::mark(transfers, seq) {
+                return Some(r);
+            }
+            if tokio::time::timeout_at(deadline, released).await.is_err() {
+                return None;
+            }
+        }
+    }
 }
 
 impl Drop for Receiving<'_> {
@@ -205,6 +235,7 @@ impl Drop for Receiving<'_> {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&self.seq);
+        self.transfers.inner.received.notify_waiters();
     }
 }
 
@@ -570,7 +601,7 @@ impl Transfers {
         let seq = rec.info.seq;
         // Unmarked again when this is dropped: on a refusal here, or when
         // the caller is done.
-        let Some(receiving) = Receiving::mark(self, seq) else {
+        let Some(receiving) = Receiving::mark_within(self, seq, EARLIER_EXCHANGE_WAIT).await else {
             return Err(refuse(
                 "already receiving this file on another connection".into(),
                 true,

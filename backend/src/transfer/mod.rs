@@ -186,8 +186,10 @@ struct Inner {
     events: Events,
     /// Outgoing transfers with a running worker.
     running: Mutex<HashSet<i64>>,
-    /// Incoming transfers being received now (one connection each).
+    /// Incoming transfers being received now (one connection each), and
+    /// the wake-up for an offer waiting for one of them to end.
     receiving: Mutex<HashSet<i64>>,
+    received: tokio::sync::Notify,
     /// The running SHA-256 of an incoming transfer whose connection broke,
     /// with the offset it covers, so that resuming in the same process
     /// does not read the part file again.
@@ -297,6 +299,7 @@ impl Transfers {
                 events,
                 running: Mutex::default(),
                 receiving: Mutex::default(),
+                received: tokio::sync::Notify::new(),
                 hashes: Mutex::default(),
                 relay,
                 relay_turns: Mutex::default(),

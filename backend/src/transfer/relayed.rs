@@ -16,7 +16,10 @@
 //! - **A window.** The sender sends at most [`RELAY_WINDOW`] past what the
 //!   receiver granted (`FILEWIN`, every quarter window it takes), so the
 //!   directory holds at most a window of each transfer, and the receiver's
-//!   route never overflows.
+//!   route never overflows. The receiver's frames pay from its own budget
+//!   at the directory: when the directory refuses one of them, the
+//!   receiver grants its window again, since the sender may be waiting
+//!   for the one refused.
 //! - **A pace.** The directory gives each user a byte budget per second,
 //!   which chat shares: a file takes at most
 //!   [`TransferConfig::relay_rate`](super::TransferConfig) (`--relay-file-rate`,
@@ -309,6 +312,10 @@ impl Taken {
     }
 }
 
+/// How long a receiver waits before granting its window again after the
+/// directory refused one of its frames: the user's budget refills by then.
+const REGRANT_PAUSE: Duration = Duration::from_millis(50);
+
 /// The receiving side's end of a route: the exchange's chunks in order,
 /// the windows granted back.
 pub(super) struct Receiver {
@@ -327,7 +334,29 @@ impl Receiver {
     /// The next frame for the transfer: a chunk's bytes as data, checked to
     /// follow the one before.
     pub(super) async fn next(&mut self, idle: Duration) -> Result<Incoming, ReceiveError> {
-        let f = self.route.recv(idle).await?;
+        let f = loop {
+            match self.route.recv(idle).await {
+                Ok(f) => break f,
+                // The directory refused one of our frames to the sender,
+                // for now: perhaps the window we granted last, which the
+                // sender may be waiting for. Granted again (a sender takes
+                // the furthest it heard), instead of ending the exchange.
+                Err(LinkError::Relay(reason))
+                    if matches!(
+                        RelayRefusal::classify(self.route.peer(), &reason),
+                        Some(RelayRefusal::RateLimited | RelayRefusal::QueueFull)
+                    ) =>
+                {
+                    tokio::time::sleep(REGRANT_PAUSE).await;
+                    let window = TransferFrame::Window {
+                        id: self.route.id().to_owned(),
+                        upto: self.taken.granted,
+                    };
+                    self.send(&[window.to_frame()], idle).await?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         if f.kind != TransferFrame::CHUNK {
             return Ok(Incoming::Frame(f));
         }
