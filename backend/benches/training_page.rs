@@ -250,25 +250,28 @@ fn main() {
                 } else {
                     c.goto(&url).await.unwrap();
                 }
-                let got = loop {
-                    let v = c
-                        .execute(
-                            "const at = n => { const e = performance.getEntriesByName(n); \
-                                 return e.length ? e[e.length - 1].startTime : null; };\
+                // Waits in the page for the marks (a PerformanceObserver),
+                // not by asking chromedriver again and again: each poll
+                // costs the browser and chromedriver CPU time, on the two
+                // cores the render runs on.
+                let got = c
+                    .execute_async(
+                        "const done = arguments[arguments.length - 1];\
+                         const at = n => { const e = performance.getEntriesByName(n); \
+                             return e.length ? e[e.length - 1].startTime : null; };\
+                         const check = () => { \
                              const d = at('roundtable:training-data'), r = at('roundtable:training-rendered'), \
                                  p = at('roundtable:training-painted');\
-                             return (d !== null && r !== null && p !== null) ? [d, r, p, \
-                               document.querySelectorAll('polyline.metric-line').length, \
-                               document.querySelectorAll('.lane').length] : null;",
-                            vec![],
-                        )
-                        .await
-                        .unwrap();
-                    if !v.is_null() {
-                        break v;
-                    }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                };
+                             if (d === null || r === null || p === null) return false;\
+                             done([d, r, p, document.querySelectorAll('polyline.metric-line').length, \
+                                   document.querySelectorAll('.lane').length]);\
+                             return true; };\
+                         if (!check()) { const o = new PerformanceObserver(() => { if (check()) o.disconnect(); }); \
+                             o.observe({ type: 'mark' }); }",
+                        vec![],
+                    )
+                    .await
+                    .unwrap();
                 let at = |i: usize| got[i].as_f64().unwrap();
                 assert_eq!(got[4].as_u64(), Some(participants as u64), "lanes: {got}");
                 assert!(got[3].as_u64().unwrap_or(0) >= participants as u64, "lines: {got}");
