@@ -261,6 +261,9 @@ async fn files_crossing_through_a_tight_relay_never_stall() {
     // is never refused anything, and must never wait. Each refusal also
     // makes carol offer her file again, which must resume at once, not be
     // turned away while her last attempt is still winding down at alice.
+    // And the first frame each sends on the new channel (an offer) must not
+    // be lost by overtaking the handshake's last message (it was, one run
+    // in three: that sender waited out its 30 s offer timeout).
     let dir = Directory::start_with(|c| {
         c.relay.bytes_per_second = 2 << 20;
     })

@@ -88,10 +88,34 @@ const MAX_RECEIVING_ROUTES: usize = 64;
 /// New transfers offered through the relay waiting for the file service.
 const OFFER_QUEUE: usize = 16;
 
+/// Where a pair's channel through the relay stands. Every move from one
+/// state to the next queues its handshake message under the same lock
+/// (a permit reserved before), so the peer receives the messages in the
+/// order the states moved: a `HELLO` 1 queued after we answered the
+/// peer's own could otherwise reach it after our answer, and make it drop
+/// the channel just made to answer a handshake we had abandoned.
 enum State {
     Initiating(Handshake),
-    Responding(Handshake),
+    /// Answered the peer's first message, since then.
+    Responding(Handshake, Instant),
+    /// The last message is checked and the peer's key looked up.
+    Finishing,
     Up(Box<Session>),
+}
+
+/// A handshake we answered whose last message never came is given up after
+/// this: the peer gave up on it, and a new one may start.
+const RESPONDING_STALE: Duration = Duration::from_secs(10);
+
+impl State {
+    /// No channel, nor one being made (a stale answer counts as none).
+    fn is_free(state: &Option<State>) -> bool {
+        match state {
+            None => true,
+            Some(State::Responding(_, since)) => since.elapsed() > RESPONDING_STALE,
+            Some(_) => false,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -248,11 +272,14 @@ impl Relay {
         }
         let deadline = Instant::now() + timeout;
         let mut started = false;
+        // Room for our first message, reserved once one is needed: it is
+        // queued in the same step as the state it starts.
+        let mut permit: Option<mpsc::Permit<'_, Frame>> = None;
         loop {
             let changed = self.inner.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            let hello = {
+            let reserve = {
                 let mut slots = lock(&self.inner.slots);
                 let slot = slots.entry(peer.to_owned()).or_default();
                 match &slot.state {
@@ -268,8 +295,8 @@ impl Relay {
                             failed: false,
                         });
                     }
-                    Some(_) => None,
-                    None if started => {
+                    state if !State::is_free(state) => false,
+                    _ if started => {
                         let why = slot
                             .error
                             .take()
@@ -281,7 +308,11 @@ impl Relay {
                         }
                         return Err(LinkError::Relay(why));
                     }
-                    None => {
+                    _ if permit.is_none() => true,
+                    _ => {
+                        let Some(permit) = permit.take() else {
+                            unreachable!("checked just above")
+                        };
                         started = true;
                         slot.error = None;
                         let expected = self.inner.overlay.trust.expected(peer)?;
@@ -299,13 +330,21 @@ impl Relay {
                             Cipher::ChaChaPoly,
                         )?;
                         slot.state = Some(State::Initiating(hs));
-                        Some(hello)
+                        permit.send(SecureFrame::Hello(hello).into_frame());
+                        false
                     }
                 }
             };
-            if let Some(h) = hello {
-                self.send_frame(SecureFrame::Hello(h).into_frame(), timeout)
-                    .await?;
+            if reserve {
+                let room = tokio::time::timeout_at(deadline, self.inner.out.reserve());
+                permit = Some(
+                    room.await
+                        .map_err(|_| {
+                            LinkError::Relay("the relay session is not taking frames".into())
+                        })?
+                        .map_err(|_| LinkError::Relay("the relay session is gone".into()))?,
+                );
+                continue;
             }
             if tokio::time::timeout_at(deadline, changed).await.is_err() {
                 let mut slots = lock(&self.inner.slots);
@@ -440,21 +479,20 @@ impl Relay {
     }
 
     /// A handshake message from `h.from`.
-    async fn on_hello(&self, h: Hello) {
+    fn on_hello(&self, h: Hello) {
+        // Room for our answer, reserved first: it is queued in the same
+        // step as the state it moves to. This runs in the session's task,
+        // the one that empties the queue: waiting for room here would wait
+        // for itself, so a full queue drops the message (the peer tries
+        // again).
+        let Ok(permit) = self.inner.out.try_reserve() else {
+            tracing::info!(peer = %h.from, step = h.step, "relay queue full: handshake message dropped");
+            return;
+        };
         let peer = h.from.clone();
         let o = &self.inner.overlay;
-        let reply = match h.step {
+        match h.step {
             1 => {
-                let ours_wins = {
-                    let slots = lock(&self.inner.slots);
-                    matches!(
-                        slots.get(&peer).and_then(|s| s.state.as_ref()),
-                        Some(State::Initiating(_))
-                    ) && self.me() < peer.as_str()
-                };
-                if ours_wins {
-                    return;
-                }
                 let expected = match o.trust.expected(&peer) {
                     Ok(e) => e,
                     Err(e) => {
@@ -462,23 +500,36 @@ impl Relay {
                         return;
                     }
                 };
-                match Handshake::respond(&o.identity, &o.me, &h, expected, o.channel.rekey) {
-                    Ok((hs, answer)) => {
-                        self.set(&peer, |s| s.state = Some(State::Responding(hs)));
-                        Some(answer)
+                {
+                    let mut slots = lock(&self.inner.slots);
+                    let slot = slots.entry(peer.clone()).or_default();
+                    if matches!(slot.state, Some(State::Initiating(_))) && self.me() < peer.as_str()
+                    {
+                        // Both started: ours goes on, the peer answers it.
+                        return;
                     }
-                    Err(e) => {
-                        tracing::info!(%peer, %e, "relayed handshake refused");
-                        None
+                    match Handshake::respond(&o.identity, &o.me, &h, expected, o.channel.rekey) {
+                        Ok((hs, answer)) => {
+                            slot.state = Some(State::Responding(hs, Instant::now()));
+                            permit.send(SecureFrame::Hello(answer).into_frame());
+                        }
+                        Err(e) => {
+                            tracing::info!(%peer, %e, "relayed handshake refused");
+                            return;
+                        }
                     }
                 }
+                self.inner.changed.notify_waiters();
             }
             2 | 3 => {
                 let hs = {
                     let mut slots = lock(&self.inner.slots);
                     let slot = slots.entry(peer.clone()).or_default();
                     match (slot.state.take(), h.step) {
-                        (Some(State::Initiating(hs)), 2) | (Some(State::Responding(hs)), 3) => hs,
+                        (Some(State::Initiating(hs)), 2) | (Some(State::Responding(hs, _)), 3) => {
+                            slot.state = Some(State::Finishing);
+                            hs
+                        }
                         (other, _) => {
                             slot.state = other;
                             tracing::debug!(%peer, step = h.step, "unexpected relayed HELLO dropped");
@@ -486,60 +537,62 @@ impl Relay {
                         }
                     }
                 };
-                match hs.finish(&h) {
-                    Ok((session, last)) => {
-                        let verdict =
-                            o.trust
-                                .proven(&peer, session.remote_static(), PeerPath::Relayed);
-                        match verdict {
-                            Ok(Verdict::Trusted) => {
-                                let generation =
-                                    self.inner.next_generation.fetch_add(1, Ordering::Relaxed);
-                                tracing::debug!(%peer, "secure channel through the relay");
-                                // Transfers on the channel this replaces
-                                // are over; they resume on this one.
-                                self.drop_routes(Some(&peer));
-                                self.set(&peer, |s| {
-                                    s.state = Some(State::Up(Box::new(session)));
-                                    s.generation = generation;
-                                    s.links.clear();
-                                    s.error = None;
-                                });
-                            }
-                            Ok(Verdict::Changed { .. }) => {
-                                self.set(&peer, |s| s.error = Some(format!("{peer}'s key changed")))
-                            }
-                            Err(e) => {
-                                tracing::error!(%e, "cannot check a pin");
-                                self.set(&peer, |s| s.error = Some("cannot check the pin".into()))
-                            }
-                        }
-                        last
-                    }
+                let (session, last) = match hs.finish(&h) {
+                    Ok(done) => done,
                     Err(ChannelError::KeyMismatch { found, .. }) => {
                         if let Err(e) = o.trust.refused(&peer, &found) {
                             tracing::error!(%e, "cannot record a changed key");
                         }
-                        self.set(&peer, |s| s.error = Some(format!("{peer}'s key changed")));
-                        None
+                        return self.handshake_failed(&peer, format!("{peer}'s key changed"));
                     }
                     Err(e) => {
                         tracing::info!(%peer, %e, "relayed handshake failed");
-                        self.set(&peer, |s| s.error = Some(e.to_string()));
-                        None
+                        return self.handshake_failed(&peer, e.to_string());
+                    }
+                };
+                match o
+                    .trust
+                    .proven(&peer, session.remote_static(), PeerPath::Relayed)
+                {
+                    Ok(Verdict::Trusted) => {
+                        let generation = self.inner.next_generation.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(%peer, "secure channel through the relay");
+                        // Transfers on the channel this replaces are over;
+                        // they resume on this one.
+                        self.drop_routes(Some(&peer));
+                        self.set(&peer, |s| {
+                            s.state = Some(State::Up(Box::new(session)));
+                            s.generation = generation;
+                            s.links.clear();
+                            s.error = None;
+                            // Before any frame sealed on the channel.
+                            if let Some(last) = last {
+                                permit.send(SecureFrame::Hello(last).into_frame());
+                            }
+                        });
+                    }
+                    Ok(Verdict::Changed { .. }) => {
+                        self.handshake_failed(&peer, format!("{peer}'s key changed"))
+                    }
+                    Err(e) => {
+                        tracing::error!(%e, "cannot check a pin");
+                        self.handshake_failed(&peer, "cannot check the pin".into())
                     }
                 }
             }
-            _ => None,
-        };
-        if let Some(answer) = reply {
-            let _ = self
-                .send_frame(
-                    SecureFrame::Hello(answer).into_frame(),
-                    Duration::from_secs(5),
-                )
-                .await;
+            _ => {}
         }
+    }
+
+    /// The handshake with `peer` that was finishing failed: `why`, for
+    /// whoever waits on it.
+    fn handshake_failed(&self, peer: &str, why: String) {
+        self.set(peer, |s| {
+            if matches!(s.state, Some(State::Finishing)) {
+                s.state = None;
+            }
+            s.error = Some(why);
+        });
     }
 
     /// A sealed frame from `s.from`: opened on its channel, `MSGACK`s to
@@ -553,7 +606,7 @@ impl Relay {
                 // The peer still uses a channel we lost (we restarted):
                 // offer a new one, which replaces it at the peer, rather
                 // than let it wait for acknowledgements that cannot come.
-                if slot.state.is_none() {
+                if State::is_free(&slot.state) {
                     tracing::debug!(%peer, "relayed frame without a channel: starting a new one");
                     let this = self.clone();
                     tokio::spawn(async move {
@@ -726,9 +779,7 @@ impl Relay {
 
     async fn dispatch(&self, f: Frame) -> Result<(), LinkError> {
         match Reply::parse_owned(f) {
-            Ok(Reply::Relayed(SecureFrame::Hello(h))) if h.to == self.me() => {
-                self.on_hello(h).await
-            }
+            Ok(Reply::Relayed(SecureFrame::Hello(h))) if h.to == self.me() => self.on_hello(h),
             Ok(Reply::Relayed(SecureFrame::Sealed(s))) if s.to == self.me() => {
                 self.on_sealed(s).await
             }

@@ -51,6 +51,7 @@ use super::outbound::{
     VERDICT_TIMEOUT,
 };
 use super::{Progress, Transfers};
+use crate::framing::FramingError;
 use crate::node::link::LinkError;
 use crate::node::relay::{FileRoute, Relay};
 use crate::store::transfers::TransferRecord;
@@ -321,6 +322,9 @@ const REGRANT_PAUSE: Duration = Duration::from_millis(50);
 pub(super) struct Receiver {
     route: FileRoute,
     taken: Taken,
+    /// When to grant the window again, after the directory refused one of
+    /// our frames: once for a burst of refusals.
+    regrant: Option<Instant>,
 }
 
 impl Receiver {
@@ -328,6 +332,7 @@ impl Receiver {
         Receiver {
             route,
             taken: Taken::new(),
+            regrant: None,
         }
     }
 
@@ -335,25 +340,36 @@ impl Receiver {
     /// follow the one before.
     pub(super) async fn next(&mut self, idle: Duration) -> Result<Incoming, ReceiveError> {
         let f = loop {
-            match self.route.recv(idle).await {
+            let wait = match self.regrant {
+                Some(due) if due <= Instant::now() => {
+                    self.regrant = None;
+                    let window = TransferFrame::Window {
+                        id: self.route.id().to_owned(),
+                        upto: self.taken.granted,
+                    };
+                    self.send(&[window.to_frame()], idle).await?;
+                    idle
+                }
+                Some(due) => due.saturating_duration_since(Instant::now()).min(idle),
+                None => idle,
+            };
+            match self.route.recv(wait).await {
                 Ok(f) => break f,
                 // The directory refused one of our frames to the sender,
                 // for now: perhaps the window we granted last, which the
-                // sender may be waiting for. Granted again (a sender takes
-                // the furthest it heard), instead of ending the exchange.
+                // sender may be waiting for. Granted again shortly (a
+                // sender takes the furthest it heard), instead of ending
+                // the exchange.
                 Err(LinkError::Relay(reason))
                     if matches!(
                         RelayRefusal::classify(self.route.peer(), &reason),
                         Some(RelayRefusal::RateLimited | RelayRefusal::QueueFull)
                     ) =>
                 {
-                    tokio::time::sleep(REGRANT_PAUSE).await;
-                    let window = TransferFrame::Window {
-                        id: self.route.id().to_owned(),
-                        upto: self.taken.granted,
-                    };
-                    self.send(&[window.to_frame()], idle).await?;
+                    self.regrant
+                        .get_or_insert_with(|| Instant::now() + REGRANT_PAUSE);
                 }
+                Err(LinkError::Framing(FramingError::Timeout(_))) if self.regrant.is_some() => {}
                 Err(e) => return Err(e.into()),
             }
         };
