@@ -480,14 +480,21 @@ impl Relay {
 
     /// A handshake message from `h.from`.
     fn on_hello(&self, h: Hello) {
-        // Room for our answer, reserved first: it is queued in the same
-        // step as the state it moves to. This runs in the session's task,
-        // the one that empties the queue: waiting for room here would wait
-        // for itself, so a full queue drops the message (the peer tries
-        // again).
-        let Ok(permit) = self.inner.out.try_reserve() else {
-            tracing::info!(peer = %h.from, step = h.step, "relay queue full: handshake message dropped");
-            return;
+        // Room for our answer to a first or second message, reserved
+        // first: it is queued in the same step as the state it moves to.
+        // This runs in the session's task, the one that empties the queue:
+        // waiting for room here would wait for itself, so a full queue
+        // drops the message (the peer tries again). A third needs no
+        // answer.
+        let permit = match h.step {
+            3 => None,
+            _ => match self.inner.out.try_reserve() {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    tracing::info!(peer = %h.from, step = h.step, "relay queue full: handshake message dropped");
+                    return;
+                }
+            },
         };
         let peer = h.from.clone();
         let o = &self.inner.overlay;
@@ -511,7 +518,9 @@ impl Relay {
                     match Handshake::respond(&o.identity, &o.me, &h, expected, o.channel.rekey) {
                         Ok((hs, answer)) => {
                             slot.state = Some(State::Responding(hs, Instant::now()));
-                            permit.send(SecureFrame::Hello(answer).into_frame());
+                            if let Some(permit) = permit {
+                                permit.send(SecureFrame::Hello(answer).into_frame());
+                            }
                         }
                         Err(e) => {
                             tracing::info!(%peer, %e, "relayed handshake refused");
@@ -566,7 +575,7 @@ impl Relay {
                             s.links.clear();
                             s.error = None;
                             // Before any frame sealed on the channel.
-                            if let Some(last) = last {
+                            if let (Some(last), Some(permit)) = (last, permit) {
                                 permit.send(SecureFrame::Hello(last).into_frame());
                             }
                         });
