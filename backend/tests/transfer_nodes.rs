@@ -469,3 +469,65 @@ async fn an_offer_reserves_no_disk_beyond_what_arrives() {
     drop(link);
     bob.stop(Duration::from_secs(2)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_lost_unseen_by_the_receiver_resumes_at_once_on_a_new_one() {
+    // The network between alice and bob goes down mid-file and only alice
+    // notices: her side of the connection fails, bob's stays open and
+    // silent (as a half-open connection does until its idle timeout, 30 s).
+    // Alice connects again and offers the file again: bob must hand the
+    // transfer to the new connection, resuming where the old one stopped,
+    // not turn her away ("already receiving") until the old one times out.
+    use std::sync::atomic::Ordering::Relaxed;
+    let dir = Directory::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let bob_chat = common::browser::free_port();
+    let (proxy, count, cut) = common::proxy::cuttable_proxy(
+        std::net::SocketAddr::from(([127, 0, 0, 1], bob_chat)),
+        4 << 20,
+    )
+    .await;
+    let alice = node_with("alice", &dir, data.path(), |_| {}).await;
+    let bob = node_with("bob", &dir, data.path(), |c| {
+        c.chat_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], bob_chat)));
+        c.advertise_port = Some(proxy.port());
+    })
+    .await;
+    sees_online(&alice, "bob").await;
+    let file = body(12 << 20, 5);
+    let mut events = alice.events.subscribe();
+    let t = upload(&alice, "bob", "cut.bin", &file).await.remove(0);
+    eventually(20, "a third of the file on its way", || async {
+        (count.load(Relaxed) > 4 << 20).then_some(())
+    })
+    .await;
+    cut.cut();
+    let at_cut = count.load(Relaxed);
+    reaches(&bob, &t.id, TransferState::Delivered, 60).await;
+    reaches(&alice, &t.id, TransferState::Delivered, 5).await;
+    let got = std::fs::read(data.path().join("bob/files/received/cut.bin")).unwrap();
+    assert_eq!(sha_hex(&got), sha_hex(&file));
+    let after = count.load(Relaxed) - at_cut;
+    assert!(
+        after < file.len() as u64,
+        "{after} bytes after the cut: the file started over"
+    );
+    let mut reasons = Vec::new();
+    while let Ok(ev) = events.try_recv() {
+        if let roundtable_shared::api::Event::Transfer { transfer: x } = ev {
+            if x.id == t.id {
+                reasons.extend(x.error);
+            }
+        }
+    }
+    assert!(
+        !reasons.is_empty(),
+        "alice never saw the connection go: the test proves nothing"
+    );
+    assert!(
+        reasons.iter().all(|e| !e.contains("already receiving")),
+        "alice was turned away while bob held the lost connection: {reasons:?}"
+    );
+    alice.stop(Duration::from_secs(2)).await;
+    bob.stop(Duration::from_secs(2)).await;
+}

@@ -47,6 +47,7 @@ use roundtable_shared::transfer::{
 };
 use sha2::{Digest, Sha256};
 use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
 
 use super::sink::{Output, Sink};
 use super::writeback::Writeback;
@@ -81,6 +82,8 @@ pub(super) enum ReceiveError {
     Refused(String),
     #[error("the connection closed mid-transfer")]
     Closed,
+    #[error("the sender offered it again on a newer connection, which takes over")]
+    Superseded,
     #[error("part file: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -115,10 +118,24 @@ struct Frames<'a> {
     wire: Wire<'a>,
     pending: VecDeque<Incoming>,
     idle: Duration,
+    /// Cancelled when a newer exchange of the transfer takes over.
+    superseded: Option<CancellationToken>,
 }
 
 impl Frames<'_> {
+    /// The next frame, unless a newer exchange of the transfer took over.
     async fn next(&mut self) -> Result<Incoming, ReceiveError> {
+        match self.superseded.clone() {
+            Some(t) => tokio::select! {
+                biased;
+                _ = t.cancelled() => Err(ReceiveError::Superseded),
+                r = self.read_next() => r,
+            },
+            None => self.read_next().await,
+        }
+    }
+
+    async fn read_next(&mut self) -> Result<Incoming, ReceiveError> {
         loop {
             if let Some(f) = self.pending.pop_front() {
                 return Ok(f);
@@ -177,35 +194,51 @@ impl Frames<'_> {
     }
 }
 
-/// Marks a transfer as being received for as long as it lives.
+/// Marks a transfer as being received for as long as it lives; its
+/// exchange stops at its next read once `superseded` is cancelled.
 struct Receiving<'a> {
     transfers: &'a Transfers,
     seq: i64,
+    superseded: CancellationToken,
 }
 
 /// How long an offer waits for an earlier exchange of the same transfer
-/// to end. A sender offers again only once it gave up on its last
-/// attempt, and through the relay that offer ends the old route at once:
-/// the old exchange stops at its next frame. A direct connection the
-/// sender left may linger until its idle timeout; the offer is then
-/// refused, to be made again.
+/// to end. A sender offers a transfer again only once it gave up on its
+/// last attempt (the offer comes from the same peer, proven by the
+/// channel), but the receiver may not know yet: through the relay the
+/// old route lingers until the new offer ends it, and a direct
+/// connection the network lost without a word stays open until its idle
+/// timeout (30 s). So the new offer takes over: the old exchange stops
+/// at its next read, keeping what it wrote, and the new one resumes from
+/// there.
 const EARLIER_EXCHANGE_WAIT: Duration = Duration::from_secs(3);
 
 impl<'a> Receiving<'a> {
     /// Marks `seq`; `None` if it is being received already.
     fn mark(transfers: &'a Transfers, seq: i64) -> Option<Receiving<'a>> {
-        transfers
+        let mut receiving = transfers
             .inner
             .receiving
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(seq)
-            // Not `then_some`: a guard made and dropped would unmark it.
-            .then(|| Receiving { transfers, seq })
+            .unwrap_or_else(|p| p.into_inner());
+        match receiving.entry(seq) {
+            std::collections::hash_map::Entry::Occupied(earlier) => {
+                earlier.get().cancel();
+                None
+            }
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let superseded = v.insert(CancellationToken::new()).clone();
+                Some(Receiving {
+                    transfers,
+                    seq,
+                    superseded,
+                })
+            }
+        }
     }
 
-    /// Marks `seq`, waiting up to `within` for an earlier exchange of it
-    /// to end.
+    /// Marks `seq`, stopping an earlier exchange of it and waiting up to
+    /// `within` for it to end.
     async fn mark_within(
         transfers: &'a Transfers,
         seq: i64,
@@ -443,6 +476,7 @@ impl Transfers {
             wire: Wire::Direct { conn, session },
             pending: first.into_iter().map(Incoming::Frame).collect(),
             idle: self.inner.cfg.idle_timeout,
+            superseded: None,
         };
         self.serve(&mut frames, peer, shares_room).await
     }
@@ -459,6 +493,7 @@ impl Transfers {
             wire: Wire::Relayed(super::relayed::Receiver::new(route)),
             pending: VecDeque::new(),
             idle: self.inner.cfg.idle_timeout,
+            superseded: None,
         };
         if let Err(e) = self.serve(&mut frames, &peer, shares_room).await {
             tracing::info!(%peer, %e, "file transfer through the relay ended");
@@ -509,16 +544,17 @@ impl Transfers {
                 .await?;
             return Err(ReceiveError::Refused(reason));
         };
-        let (rec, offset, sha, _receiving) =
-            match self.accept_offer(peer, &offer, shares_room).await {
-                Ok(accepted) => accepted,
-                Err(reply) => {
-                    let reason = format!("{reply:?}");
-                    frames.reply(&offer.id, reply).await?;
-                    return Err(ReceiveError::Refused(reason));
-                }
-            };
+        let (rec, offset, sha, receiving) = match self.accept_offer(peer, &offer, shares_room).await
+        {
+            Ok(accepted) => accepted,
+            Err(reply) => {
+                let reason = format!("{reply:?}");
+                frames.reply(&offer.id, reply).await?;
+                return Err(ReceiveError::Refused(reason));
+            }
+        };
         let seq = rec.info.seq;
+        frames.superseded = Some(receiving.superseded.clone());
         frames
             .reply(&offer.id, FileReply::Resume { offset })
             .await?;
@@ -606,6 +642,13 @@ impl Transfers {
                 "already receiving this file on another connection".into(),
                 true,
             ));
+        };
+        // Read again now that it is ours: an earlier exchange that just
+        // stopped recorded where it got.
+        let rec = match self.get(seq).await {
+            Ok(r) if r.info.state == TransferState::Delivered => return Err(FileReply::Done),
+            Ok(r) => r,
+            Err(e) => return Err(refuse(format!("the receiver's store failed: {e}"), true)),
         };
         if offer.size > cfg.max_file_size {
             let reason = format!(

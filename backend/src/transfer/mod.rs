@@ -188,7 +188,7 @@ struct Inner {
     running: Mutex<HashSet<i64>>,
     /// Incoming transfers being received now (one connection each), and
     /// the wake-up for an offer waiting for one of them to end.
-    receiving: Mutex<HashSet<i64>>,
+    receiving: Mutex<HashMap<i64, CancellationToken>>,
     received: tokio::sync::Notify,
     /// The running SHA-256 of an incoming transfer whose connection broke,
     /// with the offset it covers, so that resuming in the same process
@@ -635,7 +635,7 @@ impl Transfers {
             .receiving
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .contains(&seq)
+            .contains_key(&seq)
     }
 
     /// Records a file that arrived as a bare NVFlare exchange and shows it.
