@@ -91,9 +91,11 @@ const OFFER_QUEUE: usize = 16;
 /// Where a pair's channel through the relay stands. Every move from one
 /// state to the next queues its handshake message under the same lock
 /// (a permit reserved before), so the peer receives the messages in the
-/// order the states moved: a `HELLO` 1 queued after we answered the
-/// peer's own could otherwise reach it after our answer, and make it drop
-/// the channel just made to answer a handshake we had abandoned.
+/// order the states moved. Queued later, the initiator's last `HELLO`
+/// could come after the first frame sealed on the new channel (another
+/// task seals as soon as the channel is up), which the peer, still
+/// finishing, could not open and dropped; and a first `HELLO` could come
+/// after our answer to the peer's own.
 enum State {
     Initiating(Handshake),
     /// Answered the peer's first message, since then.
