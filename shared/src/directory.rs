@@ -306,6 +306,16 @@ impl RelayRefusal {
         })
     }
 
+    /// Whether `reason` (for a frame to `to`) is a refusal for now, which
+    /// sending less or later overcomes: the sender over its budget, or
+    /// `to`'s queue full.
+    pub fn is_for_now(to: &str, reason: &str) -> bool {
+        matches!(
+            RelayRefusal::classify(to, reason),
+            Some(RelayRefusal::RateLimited | RelayRefusal::QueueFull)
+        )
+    }
+
     /// The `RELAYNAK` frame refusing a frame for `to` from `user`'s session.
     pub fn nak(self, to: &str, user: &str) -> Reply {
         Reply::RelayNak {
@@ -1318,8 +1328,15 @@ mod tests {
         for (r, text) in expected {
             assert_eq!(r.text("bob", "alice"), text);
             assert_eq!(RelayRefusal::classify("bob", text), Some(r), "{text}");
+            // Only a budget spent or a queue full pass with time.
+            assert_eq!(
+                RelayRefusal::is_for_now("bob", text),
+                matches!(r, RateLimited | QueueFull),
+                "{text}"
+            );
         }
         assert_eq!(RelayRefusal::classify("bob", "something else"), None);
+        assert!(!RelayRefusal::is_for_now("bob", "something else"));
         assert_eq!(
             RelayRefusal::classify("carol", "bob is not reachable through the relay"),
             None

@@ -310,31 +310,30 @@ impl Relay {
                         }
                         return Err(LinkError::Relay(why));
                     }
-                    _ if permit.is_none() => true,
-                    _ => {
-                        let Some(permit) = permit.take() else {
-                            unreachable!("checked just above")
-                        };
-                        started = true;
-                        slot.error = None;
-                        let expected = self.inner.overlay.trust.expected(peer)?;
-                        let o = &self.inner.overlay;
-                        // No capabilities are exchanged through the relay:
-                        // the cipher every node speaks (files go this way
-                        // too, paced to a few MiB/s: the cipher is not what
-                        // limits them here).
-                        let (hs, hello) = Handshake::initiate(
-                            &o.identity,
-                            &o.me,
-                            peer,
-                            expected,
-                            o.channel.rekey,
-                            Cipher::ChaChaPoly,
-                        )?;
-                        slot.state = Some(State::Initiating(hs));
-                        permit.send(SecureFrame::Hello(hello).into_frame());
-                        false
-                    }
+                    _ => match permit.take() {
+                        None => true,
+                        Some(permit) => {
+                            started = true;
+                            slot.error = None;
+                            let expected = self.inner.overlay.trust.expected(peer)?;
+                            let o = &self.inner.overlay;
+                            // No capabilities are exchanged through the relay:
+                            // the cipher every node speaks (files go this way
+                            // too, paced to a few MiB/s: the cipher is not what
+                            // limits them here).
+                            let (hs, hello) = Handshake::initiate(
+                                &o.identity,
+                                &o.me,
+                                peer,
+                                expected,
+                                o.channel.rekey,
+                                Cipher::ChaChaPoly,
+                            )?;
+                            slot.state = Some(State::Initiating(hs));
+                            permit.send(SecureFrame::Hello(hello).into_frame());
+                            false
+                        }
+                    },
                 }
             };
             if reserve {

@@ -214,7 +214,8 @@ struct Receiving<'a> {
 const EARLIER_EXCHANGE_WAIT: Duration = Duration::from_secs(3);
 
 impl<'a> Receiving<'a> {
-    /// Marks `seq`; `None` if it is being received already.
+    /// Marks `seq`; `None` if it is being received already, that earlier
+    /// exchange then told to stop.
     fn mark(transfers: &'a Transfers, seq: i64) -> Option<Receiving<'a>> {
         let mut receiving = transfers
             .inner

@@ -69,10 +69,7 @@ pub(super) async fn attempt(
     let mut pace = Pace::new(t.relay_pace(peer));
     match attempt_paced(t, rec, relay, path, &mut pace).await {
         Err(AttemptError::Link(LinkError::Relay(reason)))
-            if matches!(
-                RelayRefusal::classify(peer, &reason),
-                Some(RelayRefusal::RateLimited | RelayRefusal::QueueFull)
-            ) =>
+            if RelayRefusal::is_for_now(peer, &reason) =>
         {
             let rate = t.relay_slow_down(peer, pace.achieved());
             Err(AttemptError::SlowDown { reason, rate })
@@ -361,10 +358,7 @@ impl Receiver {
                 // sender takes the furthest it heard), instead of ending
                 // the exchange.
                 Err(LinkError::Relay(reason))
-                    if matches!(
-                        RelayRefusal::classify(self.route.peer(), &reason),
-                        Some(RelayRefusal::RateLimited | RelayRefusal::QueueFull)
-                    ) =>
+                    if RelayRefusal::is_for_now(self.route.peer(), &reason) =>
                 {
                     self.regrant
                         .get_or_insert_with(|| Instant::now() + REGRANT_PAUSE);
