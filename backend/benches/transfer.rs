@@ -28,8 +28,9 @@
 //! small file, to show memory stays flat), `BENCH_TRANSFER_DIR` (default
 //! target/tmp; `/dev/shm` moves every file through memory instead of the
 //! disk, which leaves the CPU's share), `BENCH_ONLY=chat` (only the chat
-//! latency, on a file of `BENCH_TRANSFER_MIB`), `BENCH_ONLY=relay` (only
-//! the relay's figures).
+//! latency, on a file of `BENCH_TRANSFER_MIB`), `BENCH_ONLY=nodes` (only
+//! node -> node, on a file of `BENCH_TRANSFER_MIB`: for profiling),
+//! `BENCH_ONLY=relay` (only the relay's figures).
 
 mod common;
 
@@ -512,6 +513,20 @@ fn main() {
         let src = tmp.path().join(format!("src-{big}.bin"));
         make_file(&src, big);
         print_chat_latency(&src);
+        return;
+    }
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("nodes") {
+        let src = tmp.path().join(format!("src-{big}.bin"));
+        make_file(&src, big);
+        let data = tmp.path().join("nodes");
+        std::fs::create_dir_all(&data).unwrap();
+        let nodes = start_nodes(&data);
+        let (took, _, a_mem, b_mem, got) = node_to_node(&nodes, &data, &src);
+        assert!(same_file(&src, &got), "bob's copy is whole");
+        println!(
+            "[{big} MiB] node -> node {:.0} MB/s, peak RSS alice {a_mem:.1} MiB, bob {b_mem:.1} MiB",
+            rate((big as u64) << 20, took)
+        );
         return;
     }
     let relay_mib = env_usize("BENCH_RELAY_MIB", 64);

@@ -255,14 +255,27 @@ pub struct LaneBar {
     pub round: u32,
     pub phase: Phase,
     pub start: i64,
-    pub end: i64,
+    /// When it ended; `None` while that is not known (a running phase, or
+    /// the last of a lane that never said): it reaches [`end`](Self::end)'s
+    /// `until`.
+    pub end: Option<i64>,
     pub live: bool,
     pub run: Option<RunStatus>,
 }
 
-/// The bars of `p`'s lane; a running phase reaches `until` (now, or when
-/// an offline participant was last heard from).
-pub fn lane_bars(p: &Participant, until: i64) -> Vec<LaneBar> {
+impl LaneBar {
+    /// Its end, an open bar reaching `until` (now, or when an offline
+    /// participant was last heard from).
+    pub fn end(&self, until: i64) -> i64 {
+        self.end.unwrap_or(until).max(self.start)
+    }
+}
+
+/// The bars of `p`'s lane, in time order. They do not depend on the
+/// time: an open bar's end is given when it is drawn ([`LaneBar::end`]),
+/// so a lane's bars are worked out once per change of the lane, not once
+/// a second while a training runs.
+pub fn lane_bars(p: &Participant) -> Vec<LaneBar> {
     let mut phases: Vec<&PhaseReport> = p.lane.phases.iter().collect();
     phases.sort_by_key(|ph| (ph.started_at, position(ph)));
     let mut out = Vec::with_capacity(phases.len());
@@ -279,7 +292,7 @@ pub fn lane_bars(p: &Participant, until: i64) -> Vec<LaneBar> {
             round: ph.round,
             phase: ph.phase,
             start: ph.started_at,
-            end: end.unwrap_or(until).max(ph.started_at),
+            end: end.map(|e| e.max(ph.started_at)),
             live: end.is_none() && !p.lane.state.is_terminal(),
             run: ph.run.as_ref().map(|r| r.status),
         });
@@ -498,9 +511,15 @@ mod tests {
                 phase(1, Test, 3000, Some(Running)),
             ],
         );
-        let b = lane_bars(&p, 9000);
-        assert_eq!((b[0].start, b[0].end, b[0].live), (1000, 3000, false));
-        assert_eq!((b[1].start, b[1].end, b[1].live), (3000, 9000, true));
+        let b = lane_bars(&p);
+        assert_eq!((b[0].start, b[0].end(9000), b[0].live), (1000, 3000, false));
+        assert_eq!((b[1].start, b[1].end(9000), b[1].live), (3000, 9000, true));
+        assert_eq!(
+            b[1].end(9500),
+            9500,
+            "an open bar reaches the time it is drawn at"
+        );
+        assert_eq!(b[1].end(2000), 3000, "and never ends before it starts");
         let done = who("carol", false, vec![phase(0, Update, 500, Some(Succeeded))]);
         let mut finished = (*done).clone();
         finished.lane.state = TrainingState::Finished;

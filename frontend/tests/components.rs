@@ -1542,6 +1542,80 @@ async fn a_training_is_renamed_inline() {
     assert_eq!(*got.borrow(), ["Lung CT, 4 sites"]);
 }
 
+/// A running training's lanes are drawn again every second (the page's
+/// tick): the running bar grows with the time, nothing else changes, and
+/// the lanes' finished phases are not worked out again (the time of one
+/// such redraw of 10 lanes × 200 phases is printed; no timed assertion).
+#[wasm_bindgen_test]
+async fn as_time_passes_only_the_running_bar_grows() {
+    let lanes: Vec<Rc<Participant>> = (0..10)
+        .map(|i| {
+            let status = if i == 0 {
+                RunStatus::Running
+            } else {
+                RunStatus::Succeeded
+            };
+            let mut p = participant(&format!("p{i}"), 100, 4, status, i as f64 * 0.01);
+            p.local = i == 0;
+            Rc::new(p)
+        })
+        .collect();
+    let peers = peers_online(&[], &[]);
+    let props = |now: i64| LanesProps {
+        lanes: Rc::new(collab::lane_summaries(&lanes, &peers, now)),
+        span: collab::lanes_span(&lanes, now),
+        now,
+        offset_min: 0,
+    };
+    let root = mount_point();
+    let mut app =
+        yew::Renderer::<Lanes>::with_root_and_props(root.clone(), props(2_000_000)).render();
+    yew::scheduler::flush().await;
+    let live = ".lane[data-participant=p0] .lane-bar.live";
+    let width = |root: &Element| attr(root, live, "width").unwrap().parse::<i64>().unwrap();
+    let finished = |root: &Element| {
+        (0..10)
+            .map(|i| {
+                attr(
+                    root,
+                    &format!(".lane[data-participant=p{i}] .lane-bars.update"),
+                    "d",
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let (w0, x0, d0) = (width(&root), attr(&root, live, "x"), finished(&root));
+    assert!(d0
+        .iter()
+        .all(|d| d.as_deref().is_some_and(|d| !d.is_empty())));
+    let ticks = 20;
+    let start = now();
+    for k in 1..=ticks {
+        app.update(props(2_000_000 + k * 1000));
+        yew::scheduler::flush().await;
+    }
+    let per_tick = (now() - start) / ticks as f64;
+    assert_eq!(
+        width(&root),
+        w0 + ticks * 1000,
+        "the running bar reaches now"
+    );
+    assert_eq!(attr(&root, live, "x"), x0, "and starts where it did");
+    assert_eq!(finished(&root), d0, "the finished phases stay as they were");
+    assert_eq!(count(&root, ".lane-bar.live"), 1);
+    web_sys::console::log_1(
+        &format!(
+            "FIGURE 10×100 lanes, one second later ({} build): {per_tick:.2} ms a redraw",
+            if cfg!(debug_assertions) {
+                "debug"
+            } else {
+                "release"
+            }
+        )
+        .into(),
+    );
+}
+
 /// The lead's render benchmark's shape, on components alone: 10
 /// participants × 100 rounds × 4 metrics (no timed assertion; the figure
 /// is printed).

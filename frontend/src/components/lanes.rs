@@ -90,16 +90,43 @@ pub struct LaneRowProps {
 }
 
 /// The path of `bars` as rectangles, in the track's units (ms since the
-/// axis's start): one element for any number of phases.
-fn bars_path<'a>(bars: impl Iterator<Item = &'a LaneBar>, t0: i64) -> (String, usize) {
+/// axis's start), open bars reaching `until`: one element for any number
+/// of phases.
+fn bars_path<'a>(bars: impl Iterator<Item = &'a LaneBar>, t0: i64, until: i64) -> (String, usize) {
     let mut d = String::new();
     let mut n = 0;
     for b in bars {
-        let w = (b.end - b.start).max(0);
+        let w = b.end(until) - b.start;
         d.push_str(&format!("M{} 2h{w}v14h-{w}Z", b.start - t0));
         n += 1;
     }
     (d, n)
+}
+
+/// The finished phases' paths of a lane: one per phase kind that occurred,
+/// then the failed runs' ([`bars_path`]). (class, phase, d, count).
+fn finished_paths(
+    bars: &[LaneBar],
+    t0: i64,
+    until: i64,
+) -> Vec<(&'static str, Option<Phase>, String, usize)> {
+    let mut out: Vec<_> = Phase::ALL
+        .into_iter()
+        .map(|phase| {
+            let done = bars
+                .iter()
+                .filter(move |b| !b.live && b.phase == phase && b.run != Some(RunStatus::Failed));
+            let (d, n) = bars_path(done, t0, until);
+            (phase.as_str(), Some(phase), d, n)
+        })
+        .collect();
+    let failed = bars
+        .iter()
+        .filter(|b| !b.live && b.run == Some(RunStatus::Failed));
+    let (d, n) = bars_path(failed, t0, until);
+    out.push(("failed", None, d, n));
+    out.retain(|(.., n)| *n > 0);
+    out
 }
 
 /// One participant's lane: its name and badges, its phases as bars on the
@@ -112,9 +139,20 @@ pub fn lane_row(props: &LaneRowProps) -> Html {
     let p = &l.participant;
     let (t0, t1) = props.span;
     let until = l.offline.unwrap_or(props.now);
-    let bars = {
-        let p = p.clone();
-        use_memo((p, until), |(p, until)| lane_bars(p, *until))
+    // Worked out once per change of the lane, not every second while the
+    // training runs (as time passes, only the live bar and the axis move).
+    let bars = use_memo(p.clone(), |p| lane_bars(p));
+    let paths = {
+        let bars = bars.clone();
+        // A finished bar whose end is not known yet reaches now.
+        let open = bars
+            .iter()
+            .any(|b| !b.live && b.end.is_none())
+            .then_some(until);
+        use_memo(
+            (Rc::as_ptr(&bars) as usize, t0, open),
+            move |&(_, t0, open)| finished_paths(&bars, t0, open.unwrap_or(until)),
+        )
     };
     let hover = use_state_eq(|| None::<usize>);
     let svg = use_node_ref();
@@ -133,7 +171,7 @@ pub fn lane_row(props: &LaneRowProps) -> Html {
             let at =
                 t0 + ((f64::from(e.client_x()) - r.left()) / r.width() * (t1 - t0) as f64) as i64;
             let i = bars.partition_point(|b| b.start <= at);
-            hover.set(i.checked_sub(1).filter(|&i| bars[i].end >= at));
+            hover.set(i.checked_sub(1).filter(|&i| bars[i].end(until) >= at));
         })
     };
     let on_leave = {
@@ -144,18 +182,6 @@ pub fn lane_row(props: &LaneRowProps) -> Html {
     let stripe_w = ((t1 - t0) as f64 / TRACK * 8.0).max(2.0);
     let stripes = format!("lane-stripes-{}", props.index);
     let live_ok = l.offline.is_none();
-    let finished = |phase: Phase| {
-        bars_path(
-            bars.iter()
-                .filter(move |b| !b.live && b.phase == phase && b.run != Some(RunStatus::Failed)),
-            t0,
-        )
-    };
-    let failed = bars_path(
-        bars.iter()
-            .filter(|b| !b.live && b.run == Some(RunStatus::Failed)),
-        t0,
-    );
     let where_ = if p.lane.state.is_terminal() {
         view::state_words(p.lane.state).to_owned()
     } else {
@@ -165,12 +191,13 @@ pub fn lane_row(props: &LaneRowProps) -> Html {
         }
     };
     let bar_words = |b: &LaneBar| {
+        let took = b.end(until) - b.start;
         let how = if b.live && live_ok {
-            format!("running {}", view::duration(b.end - b.start))
+            format!("running {}", view::duration(took))
         } else if b.live {
             "state unknown since last heard".into()
         } else {
-            view::duration(b.end - b.start)
+            view::duration(took)
         };
         let run = b
             .run
@@ -221,19 +248,13 @@ pub fn lane_row(props: &LaneRowProps) -> Html {
                         <rect width={format!("{:.0}", stripe_w / 2.0)} height="18" class="stripe" />
                     </pattern>
                 </defs>
-                { for Phase::ALL.into_iter().filter_map(|phase| {
-                    let (d, n) = finished(phase);
-                    (n > 0).then(|| html! {
-                        <path class={classes!("lane-bars", phase.as_str())} data-phase={phase.as_str()}
-                              data-count={n.to_string()} {d} />
-                    })
+                { for paths.iter().map(|(class, phase, d, n)| html! {
+                    <path class={classes!("lane-bars", *class)} data-phase={phase.map(Phase::as_str)}
+                          data-count={n.to_string()} d={d.clone()} />
                 }) }
-                if failed.1 > 0 {
-                    <path class="lane-bars failed" data-count={failed.1.to_string()} d={failed.0.clone()} />
-                }
                 { for bars.iter().filter(|b| b.live).map(|b| {
                     let x = (b.start - t0).to_string();
-                    let w = (b.end - b.start).max(0).to_string();
+                    let w = (b.end(until) - b.start).to_string();
                     html! {
                         <>
                             <rect class={classes!("lane-bar", b.phase.as_str(), if live_ok { "live" } else { "unknown" })}
