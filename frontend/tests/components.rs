@@ -1542,13 +1542,10 @@ async fn a_training_is_renamed_inline() {
     assert_eq!(*got.borrow(), ["Lung CT, 4 sites"]);
 }
 
-/// A running training's lanes are drawn again every second (the page's
-/// tick): the running bar grows with the time, nothing else changes, and
-/// the lanes' finished phases are not worked out again (the time of one
-/// such redraw of 10 lanes × 200 phases is printed; no timed assertion).
-#[wasm_bindgen_test]
-async fn as_time_passes_only_the_running_bar_grows() {
-    let lanes: Vec<Rc<Participant>> = (0..10)
+/// The render benchmark's training: 10 participants (p0, this node, still
+/// running its last phase; the others done) × 100 rounds × 4 metrics.
+fn ten_participants() -> Vec<Rc<Participant>> {
+    (0..10)
         .map(|i| {
             let status = if i == 0 {
                 RunStatus::Running
@@ -1559,7 +1556,16 @@ async fn as_time_passes_only_the_running_bar_grows() {
             p.local = i == 0;
             Rc::new(p)
         })
-        .collect();
+        .collect()
+}
+
+/// A running training's lanes are drawn again every second (the page's
+/// tick): the running bar grows with the time, nothing else changes, and
+/// the lanes' finished phases are not worked out again (the time of one
+/// such redraw of 10 lanes × 200 phases is printed; no timed assertion).
+#[wasm_bindgen_test]
+async fn as_time_passes_only_the_running_bar_grows() {
+    let lanes = ten_participants();
     let peers = peers_online(&[], &[]);
     let props = |now: i64| LanesProps {
         lanes: Rc::new(collab::lane_summaries(&lanes, &peers, now)),
@@ -1621,18 +1627,7 @@ async fn as_time_passes_only_the_running_bar_grows() {
 /// is printed).
 #[wasm_bindgen_test]
 async fn ten_participants_a_hundred_rounds_four_metrics_render() {
-    let lanes: Vec<Rc<Participant>> = (0..10)
-        .map(|i| {
-            let status = if i == 0 {
-                RunStatus::Running
-            } else {
-                RunStatus::Succeeded
-            };
-            let mut p = participant(&format!("p{i}"), 100, 4, status, i as f64 * 0.01);
-            p.local = i == 0;
-            Rc::new(p)
-        })
-        .collect();
+    let lanes = ten_participants();
     let start = now();
     let series = collab::metric_series(&lanes);
     let summaries = collab::lane_summaries(&lanes, &peers_online(&[], &[]), 2_000_000);
