@@ -363,6 +363,18 @@ fn node_to_node(nodes: &Nodes, data: &Path, src: &Path) -> (Duration, Duration, 
     (took, total, a, b, path)
 }
 
+/// `src` from alice's node to bob's, on two fresh nodes under `data`
+/// (removed afterwards), bob's copy checked: [`node_to_node`]'s figures.
+fn nodes_run(data: &Path, src: &Path) -> (Duration, Duration, f64, f64) {
+    std::fs::create_dir_all(data).unwrap();
+    let nodes = start_nodes(data);
+    let (took, total, a_mem, b_mem, got) = node_to_node(&nodes, data, src);
+    assert!(same_file(src, &got), "bob's copy is whole");
+    drop(nodes);
+    std::fs::remove_dir_all(data).unwrap();
+    (took, total, a_mem, b_mem)
+}
+
 /// p50 and p99 of `samples`, ms.
 fn p50_p99(mut samples: Vec<Duration>) -> (f64, f64) {
     samples.sort();
@@ -518,11 +530,7 @@ fn main() {
     if std::env::var("BENCH_ONLY").as_deref() == Ok("nodes") {
         let src = tmp.path().join(format!("src-{big}.bin"));
         make_file(&src, big);
-        let data = tmp.path().join("nodes");
-        std::fs::create_dir_all(&data).unwrap();
-        let nodes = start_nodes(&data);
-        let (took, _, a_mem, b_mem, got) = node_to_node(&nodes, &data, &src);
-        assert!(same_file(&src, &got), "bob's copy is whole");
+        let (took, _, a_mem, b_mem) = nodes_run(&tmp.path().join("nodes"), &src);
         println!(
             "[{big} MiB] node -> node {:.0} MB/s, peak RSS alice {a_mem:.1} MiB, bob {b_mem:.1} MiB",
             rate((big as u64) << 20, took)
@@ -573,13 +581,7 @@ fn main() {
             }
             None => println!("  NVFlare Python: skipped (no target/nvflare-venv)"),
         }
-        let data = tmp.path().join(format!("nodes-{mib}"));
-        std::fs::create_dir_all(&data).unwrap();
-        let nodes = start_nodes(&data);
-        let (took, total, a_mem, b_mem, got) = node_to_node(&nodes, &data, &src);
-        assert!(same_file(&src, &got), "bob's copy is whole");
-        drop(nodes);
-        std::fs::remove_dir_all(&data).unwrap();
+        let (took, total, a_mem, b_mem) = nodes_run(&tmp.path().join(format!("nodes-{mib}")), &src);
         println!(
             "  node -> node, sealed, SHA-256 verified    {:>8.0} MB/s ({:.2} of plain), peak RSS alice {a_mem:.1} MiB, bob {b_mem:.1} MiB; with the upload to alice's node {:.0} MB/s",
             rate(bytes, took),

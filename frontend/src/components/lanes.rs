@@ -104,12 +104,9 @@ fn bars_path<'a>(bars: impl Iterator<Item = &'a LaneBar>, t0: i64, until: i64) -
 }
 
 /// The finished phases' paths of a lane: one per phase kind that occurred,
-/// then the failed runs' ([`bars_path`]). (class, phase, d, count).
-fn finished_paths(
-    bars: &[LaneBar],
-    t0: i64,
-    until: i64,
-) -> Vec<(&'static str, Option<Phase>, String, usize)> {
+/// then the failed runs' (phase `None`), as (phase, d, count)
+/// ([`bars_path`]).
+fn finished_paths(bars: &[LaneBar], t0: i64, until: i64) -> Vec<(Option<Phase>, String, usize)> {
     let mut out: Vec<_> = Phase::ALL
         .into_iter()
         .map(|phase| {
@@ -117,14 +114,14 @@ fn finished_paths(
                 .iter()
                 .filter(move |b| !b.live && b.phase == phase && b.run != Some(RunStatus::Failed));
             let (d, n) = bars_path(done, t0, until);
-            (phase.as_str(), Some(phase), d, n)
+            (Some(phase), d, n)
         })
         .collect();
     let failed = bars
         .iter()
         .filter(|b| !b.live && b.run == Some(RunStatus::Failed));
     let (d, n) = bars_path(failed, t0, until);
-    out.push(("failed", None, d, n));
+    out.push((None, d, n));
     out.retain(|(.., n)| *n > 0);
     out
 }
@@ -248,8 +245,9 @@ pub fn lane_row(props: &LaneRowProps) -> Html {
                         <rect width={format!("{:.0}", stripe_w / 2.0)} height="18" class="stripe" />
                     </pattern>
                 </defs>
-                { for paths.iter().map(|(class, phase, d, n)| html! {
-                    <path class={classes!("lane-bars", *class)} data-phase={phase.map(Phase::as_str)}
+                { for paths.iter().map(|(phase, d, n)| html! {
+                    <path class={classes!("lane-bars", phase.map_or("failed", Phase::as_str))}
+                          data-phase={phase.map(Phase::as_str)}
                           data-count={n.to_string()} d={d.clone()} />
                 }) }
                 { for bars.iter().filter(|b| b.live).map(|b| {
