@@ -461,7 +461,7 @@ async fn a_trainings_room_is_written_only_for_what_is_new_in_the_training() {
     )
     .await;
     assert_eq!(status, 200, "{text}");
-    eventually(10, "alice to see bob leave", || async {
+    eventually(20, "alice to see bob leave", || async {
         let r = room(alice.http_addr, &id).await?;
         (present(&r) == ["alice"]).then_some(())
     })
@@ -500,6 +500,87 @@ async fn a_trainings_room_is_written_only_for_what_is_new_in_the_training() {
         "alice wrote the training's room {writes} times"
     );
     for n in [alice, bob, carol] {
+        n.stop(Duration::from_secs(2)).await;
+    }
+}
+
+/// A participant who leaves a training's room before the others turn up
+/// in it (their node does not know them as participants yet) is out of
+/// it for them too: its node tells each one that turns up later that it
+/// left, so that nobody sees it in the room, or sends it the room's posts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn who_left_a_trainings_room_before_the_others_came_stays_out_for_them() {
+    let dir = Directory::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let alice = node("alice", &dir, data.path()).await;
+    let bob = node("bob", &dir, data.path()).await;
+    sees_online(&alice, "bob").await;
+    sees_online(&bob, "alice").await;
+    let url = |n: &roundtable::node::Node| format!("http://{}/", n.notify_addr.unwrap());
+    let options = DriveOptions {
+        interval: Duration::from_millis(100),
+        ..DriveOptions::default()
+    };
+    let plan = Plan::random(3, false);
+    let first = Plan {
+        steps: plan.steps[..2].to_vec(),
+        ..plan.clone()
+    };
+    // Bob alone in the training so far: his room has only him; he leaves.
+    assert!(drive(&first, &[url(&bob)], &options, |_, _| {})
+        .await
+        .all_accepted());
+    let id = training_room_id(&plan.training_uuid);
+    eventually(20, "bob to have the training's room", || async {
+        let r = room(bob.http_addr, &id).await?;
+        (present(&r) == ["bob"]).then_some(())
+    })
+    .await;
+    let (status, text) = http(
+        "POST",
+        bob.http_addr,
+        &format!("/api/rooms/{id}/leave"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    // Then alice trains in it too: the two nodes learn of each other.
+    assert!(drive(&plan, &[url(&alice)], &options, |_, _| {})
+        .await
+        .all_accepted());
+    let participants = |n: &roundtable::node::Node| {
+        let (p, uuid) = (n.progress.clone(), plan.training_uuid.clone());
+        async move { p.participants(&uuid).await.unwrap().len() }
+    };
+    eventually(20, "each to know the other as a participant", || async {
+        (participants(&alice).await == 2 && participants(&bob).await == 2).then_some(())
+    })
+    .await;
+    eventually(20, "alice to see that bob left", || async {
+        let r = room(alice.http_addr, &id).await?;
+        (present(&r) == ["alice"]).then_some(())
+    })
+    .await;
+    let r = room(bob.http_addr, &id).await.unwrap();
+    assert_eq!(present(&r), ["alice"], "bob's node has alice in, not him");
+    // Alice's post goes to nobody but her.
+    let m = posted(alice.http_addr, &id, "anyone?").await;
+    eventually(10, "alice's post to be done", || async {
+        let msgs = messages(alice.http_addr, &id).await;
+        msgs.iter()
+            .any(|x| x.id == m.id && x.state == MessageState::Delivered)
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !messages(bob.http_addr, &id)
+            .await
+            .iter()
+            .any(|x| x.id == m.id),
+        "bob, who left, got alice's post"
+    );
+    for n in [alice, bob] {
         n.stop(Duration::from_secs(2)).await;
     }
 }

@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::chat::{Chat, ChatError};
 use crate::directory::accounts::valid_name;
-use crate::store::chat::{new_id, Queued, Room, RoomReceived, RoomRefused};
+use crate::store::chat::{new_id, Queued, Room, RoomReceived, RoomRefused, RoomsReceived};
 
 impl Chat {
     /// Every room, the most recently active first.
@@ -261,7 +261,12 @@ impl Chat {
         }
         let (store, me) = (self.store().clone(), self.me().to_owned());
         let r = crate::store::blocking(move || store.receive_room(&me, &frames)).await;
-        let (received, changed, commit) = match r {
+        let RoomsReceived {
+            received,
+            changed,
+            told,
+            commit,
+        } = match r {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(%e, "cannot store room messages");
@@ -281,6 +286,10 @@ impl Chat {
         for id in changed {
             self.room_changed(&id).await;
         }
+        for m in &told {
+            self.peers().ensure(m);
+            self.kick(m);
+        }
         match self.sync(commit).await {
             Ok(()) => true,
             Err(e) => {
@@ -299,20 +308,25 @@ impl Chat {
             _ => format!("Training {}", t.short_id()),
         };
         let (store, uuid, i) = (self.store().clone(), t.uuid.clone(), id.clone());
-        let mut all = vec![self.me().to_owned()];
-        all.extend(names.into_iter().filter(|n| valid_name(n)));
+        let me = self.me().to_owned();
+        let names: Vec<String> = names.into_iter().filter(|n| valid_name(n)).collect();
         let r = crate::store::blocking(move || {
-            let refs: Vec<&str> = all.iter().map(String::as_str).collect();
-            store.ensure_training_room(&i, &name, &uuid, &refs)
+            let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+            store.ensure_training_room(&me, &i, &name, &uuid, &refs)
         })
         .await;
-        match r {
-            Ok(true) => self.room_changed(&id).await,
-            Ok(false) => {}
+        let (changed, told) = match r {
+            Ok(r) => r,
             Err(e) => {
                 tracing::error!(training = %uuid_short(&t.uuid), %e, "cannot make the training's room");
                 return false;
             }
+        };
+        if changed {
+            self.room_changed(&id).await;
+        }
+        if let Err(e) = self.send_queued(told).await {
+            tracing::error!(training = %uuid_short(&t.uuid), %e, "cannot queue our leave");
         }
         true
     }

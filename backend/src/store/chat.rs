@@ -18,7 +18,9 @@ use rusqlite::{params, OptionalExtension, Row};
 use super::{Context, Db, StoreError};
 
 mod rooms;
-pub use rooms::{event_sentence, Queued, Refusable, Room, RoomReceived, RoomRefused};
+pub use rooms::{
+    event_sentence, Queued, Refusable, Room, RoomReceived, RoomRefused, RoomsReceived,
+};
 
 const MIGRATIONS: &[&str] = &[
     "

@@ -83,6 +83,20 @@ pub struct Queued {
     pub commit: Commit,
 }
 
+/// What [`ChatStore::receive_room`] made of the frames it was given.
+#[derive(Debug)]
+#[must_use = "announce what is new, wake `told`'s workers and sync the commit"]
+pub struct RoomsReceived {
+    /// What became of each frame, in order.
+    pub received: Vec<RoomReceived>,
+    /// The rooms that changed (made, members changed).
+    pub changed: Vec<String>,
+    /// Those our leave was queued to: they turned up in a room we left
+    /// (see [`tell_we_left`]).
+    pub told: Vec<String>,
+    pub commit: Commit,
+}
+
 /// What became of a received room frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RoomReceived {
@@ -238,6 +252,58 @@ fn insert_ours(
     Ok((msg, to))
 }
 
+/// When we (`me`) left `room` and `names` just turned up in its member
+/// list here: queues our leave to each of them, so that they hear it
+/// from us, the only one they take it from ([`room::merge`]). Someone
+/// may turn up after we left when a training's node learns of a
+/// participant late, or when a member added someone as we left: without
+/// this they would keep us in the room for good. Returns who it is
+/// queued to (none while we are in the room).
+fn tell_we_left(
+    c: &Connection,
+    me: &str,
+    room: &str,
+    names: &[&str],
+) -> Result<Vec<String>, StoreError> {
+    let others: Vec<&str> = names.iter().copied().filter(|n| *n != me).collect();
+    if others.is_empty() {
+        return Ok(Vec::new());
+    }
+    let gone = c
+        .prepare_cached("SELECT present = 0 FROM room_members WHERE room = ?1 AND name = ?2")
+        .and_then(|mut st| st.query_row(params![room, me], |r| r.get(0)).optional())
+        .ctx("reading whether we left")?
+        .unwrap_or(false);
+    if !gone {
+        return Ok(Vec::new());
+    }
+    let leave: Option<i64> = c
+        .prepare_cached(
+            "SELECT max(seq) FROM messages
+             WHERE room = ?1 AND room != '' AND direction = 'out' AND event = 'left'",
+        )
+        .and_then(|mut st| st.query_row([room], |r| r.get(0)))
+        .ctx("finding our leave")?;
+    let Some(seq) = leave else {
+        return Ok(Vec::new());
+    };
+    let mut to = Vec::new();
+    for n in others {
+        let queued = c
+            .prepare_cached(
+                "INSERT INTO room_outbox (member, seq) VALUES (?1, ?2)
+                 ON CONFLICT (member, seq) DO NOTHING",
+            )
+            .and_then(|mut st| st.execute(params![n, seq]))
+            .ctx("queueing our leave")?
+            > 0;
+        if queued {
+            to.push(n.to_owned());
+        }
+    }
+    Ok(to)
+}
+
 /// The query of [`summaries`]: the message columns of each room's last
 /// message (NULL without one), then the room's own, its read mark, its
 /// count and unread count. `room != ''` beside `room = r.id` lets SQLite
@@ -378,17 +444,20 @@ impl ChatStore {
         })
     }
 
-    /// Makes sure a training's room exists with `names` in it (entries of
-    /// clock 0, which every participant's node makes alike, so they need
-    /// no message; a name with an entry already keeps it, so someone who
-    /// left stays out). Returns whether anything changed.
+    /// Makes sure a training's room exists with us (`me`) and `names` in
+    /// it (entries of clock 0, which every participant's node makes
+    /// alike, so they need no message; a name with an entry already keeps
+    /// it, so someone who left stays out). Returns whether anything
+    /// changed, and where our leave now goes if we left the room before
+    /// some of `names` were known here (see [`tell_we_left`]).
     pub fn ensure_training_room(
         &self,
+        me: &str,
         id: &str,
         name: &str,
         uuid: &str,
         names: &[&str],
-    ) -> Result<bool, StoreError> {
+    ) -> Result<(bool, Queued), StoreError> {
         self.training_room_writes
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.db.with(|c| {
@@ -401,8 +470,9 @@ impl ChatStore {
                 )
                 .ctx("marking training room")?
                 > 0;
-            for n in names {
-                changed |= tx
+            let mut new = Vec::new();
+            for n in std::iter::once(&me).chain(names) {
+                let added = tx
                     .prepare_cached(
                         "INSERT INTO room_members (room, name, present, clock) VALUES (?1, ?2, 1, 0)
                          ON CONFLICT (room, name) DO NOTHING",
@@ -410,9 +480,20 @@ impl ChatStore {
                     .and_then(|mut st| st.execute(params![id, n]))
                     .ctx("adding participant")?
                     > 0;
+                if added {
+                    new.push(*n);
+                }
             }
+            changed |= !new.is_empty();
+            let to = tell_we_left(&tx, me, id, &new)?;
             tx.commit().ctx("committing training room")?;
-            Ok(changed)
+            Ok((
+                changed,
+                Queued {
+                    to,
+                    commit: self.committed(),
+                },
+            ))
         })
     }
 
@@ -487,19 +568,18 @@ impl ChatStore {
     /// transaction: each frame's member list is merged into the room's
     /// (the room is made when a frame first names it and lists `me`);
     /// the message is kept if its sender is in the room, else dropped.
-    /// Returns, in order, what became of each, and the rooms that
-    /// changed (made, renamed members); [`sync`](Self::sync) the commit
-    /// before acknowledging.
+    /// [`sync`](Self::sync) the commit before acknowledging.
     pub fn receive_room(
         &self,
         me: &str,
         frames: &[RoomFrame],
-    ) -> Result<(Vec<RoomReceived>, Vec<String>, Commit), StoreError> {
+    ) -> Result<RoomsReceived, StoreError> {
         let at = now_ms();
         self.db.with(|c| {
             let tx = c.transaction().ctx("starting room receive")?;
             let mut out = Vec::with_capacity(frames.len());
             let mut changed_rooms: Vec<String> = Vec::new();
+            let mut told: Vec<String> = Vec::new();
             for f in frames {
                 let h = &f.header;
                 let mut changed = false;
@@ -533,6 +613,17 @@ impl ChatStore {
                 for m in &merged.changed {
                     put_member(&tx, &r.id, m)?;
                     changed = true;
+                }
+                let came: Vec<&str> = merged
+                    .changed
+                    .iter()
+                    .filter(|m| m.present)
+                    .map(|m| m.name.as_str())
+                    .collect();
+                for n in tell_we_left(&tx, me, &r.id, &came)? {
+                    if !told.contains(&n) {
+                        told.push(n);
+                    }
                 }
                 if changed && !changed_rooms.contains(&r.id) {
                     changed_rooms.push(r.id.clone());
@@ -573,7 +664,12 @@ impl ChatStore {
                 });
             }
             tx.commit().ctx("committing room receive")?;
-            Ok((out, changed_rooms, self.committed()))
+            Ok(RoomsReceived {
+                received: out,
+                changed: changed_rooms,
+                told,
+                commit: self.committed(),
+            })
         })
     }
 
@@ -724,13 +820,21 @@ mod tests {
         let (_d, s) = store();
         let ab = vec![m("alice", true, 1), m("bob", true, 1)];
         // A room that does not list us is not made.
-        let (r, changed, _) = s
+        let RoomsReceived {
+            received: r,
+            changed,
+            ..
+        } = s
             .receive_room("carol", &[frame("alice", "a1", "r1", ab.clone(), "hi")])
             .unwrap();
         assert!(matches!(r[0], RoomReceived::Dropped(_)));
         assert!(changed.is_empty() && s.room("r1").unwrap().is_none());
         // Listed: made, stored once, however often it comes.
-        let (r, changed, _) = s
+        let RoomsReceived {
+            received: r,
+            changed,
+            ..
+        } = s
             .receive_room(
                 "bob",
                 &[
@@ -743,13 +847,14 @@ mod tests {
         assert_eq!(r[1], RoomReceived::Duplicate);
         assert_eq!(changed, ["r1"]);
         // Someone not in the room cannot post in it.
-        let (r, _, _) = s
+        let r = s
             .receive_room("bob", &[frame("mallory", "m1", "r1", ab.clone(), "spam")])
-            .unwrap();
+            .unwrap()
+            .received;
         assert!(matches!(r[0], RoomReceived::Dropped(_)));
         // Alice says mallory left: only mallory could say that; and alice
         // cannot make bob leave either.
-        let (_, _, _) = s
+        let _ = s
             .receive_room(
                 "bob",
                 &[frame(
@@ -790,7 +895,7 @@ mod tests {
                 )
             })
             .collect();
-        let (r, _, _) = s.receive_room("bob", &frames).unwrap();
+        let r = s.receive_room("bob", &frames).unwrap().received;
         let stored = r
             .iter()
             .filter(|x| matches!(x, RoomReceived::Stored(_)))
@@ -801,7 +906,7 @@ mod tests {
             Some(&RoomReceived::Dropped("too many rooms from this peer"))
         );
         // Someone else still can, and mallory can still post in hers.
-        let (r, _, _) = s
+        let r = s
             .receive_room(
                 "bob",
                 &[
@@ -815,7 +920,8 @@ mod tests {
                     frame("mallory", "m-again", "r0", us.clone(), "again"),
                 ],
             )
-            .unwrap();
+            .unwrap()
+            .received;
         assert!(
             r.iter().all(|x| matches!(x, RoomReceived::Stored(_))),
             "{r:?}"
@@ -848,14 +954,77 @@ mod tests {
     }
 
     #[test]
+    fn who_turns_up_in_a_room_we_left_is_told_we_left() {
+        let (_d, s) = store();
+        let _ = s
+            .create_room("alice", "r1", "wg", &["bob".into()])
+            .unwrap()
+            .unwrap();
+        let r1 = s.room("r1").unwrap().unwrap();
+        let leave = m("alice", false, room::next_clock(&r1.members));
+        let (line, _) = s
+            .room_post("alice", "r1", "", Some((leave, RoomEvent::Left)))
+            .unwrap()
+            .unwrap();
+        assert_eq!(s.mark_sent("bob", &[line.seq], false).unwrap(), [line.seq]);
+        // Bob added carol as we left (his frame still lists us in).
+        let then = vec![m("alice", true, 1), m("bob", true, 1), m("carol", true, 3)];
+        let mut add = frame("bob", "b1", "r1", then, "");
+        add.header.event = RoomEvent::Added;
+        add.header.subject = Some("carol".into());
+        let got = s.receive_room("alice", std::slice::from_ref(&add)).unwrap();
+        assert_eq!(got.told, ["carol"], "our leave goes to carol");
+        assert_eq!(s.room_pending(line.seq).unwrap(), ["carol"]);
+        assert!(!s.room("r1").unwrap().unwrap().is_member("alice"));
+        // Once is enough.
+        assert!(s.receive_room("alice", &[add]).unwrap().told.is_empty());
+        // In a training's room: a participant known only after we left.
+        let t = "t-1";
+        let _ = s
+            .ensure_training_room("alice", t, "Training x", "uuid-1", &[])
+            .unwrap();
+        let (line, _) = s
+            .room_post(
+                "alice",
+                t,
+                "",
+                Some((m("alice", false, 1), RoomEvent::Left)),
+            )
+            .unwrap()
+            .unwrap();
+        let (changed, told) = s
+            .ensure_training_room("alice", t, "Training x", "uuid-1", &["bob"])
+            .unwrap();
+        assert!(changed);
+        assert_eq!(told.to, ["bob"]);
+        assert_eq!(s.room_pending(line.seq).unwrap(), ["bob"]);
+        let (_, told) = s
+            .ensure_training_room("alice", t, "Training x", "uuid-1", &["bob"])
+            .unwrap();
+        assert!(told.to.is_empty());
+        // While we are in a room, nobody is told anything.
+        let _ = s
+            .ensure_training_room("alice", "t-2", "Training y", "uuid-2", &[])
+            .unwrap();
+        let (_, told) = s
+            .ensure_training_room("alice", "t-2", "Training y", "uuid-2", &["bob"])
+            .unwrap();
+        assert!(told.to.is_empty());
+    }
+
+    #[test]
     fn a_training_room_keeps_who_left_out_when_participants_are_seen_again() {
         let (_d, s) = store();
-        assert!(s
-            .ensure_training_room("t-1", "Training x", "uuid-1", &["me", "bob"])
-            .unwrap());
-        assert!(!s
-            .ensure_training_room("t-1", "Training x", "uuid-1", &["me", "bob"])
-            .unwrap());
+        assert!(
+            s.ensure_training_room("me", "t-1", "Training x", "uuid-1", &["bob"])
+                .unwrap()
+                .0
+        );
+        assert!(
+            !s.ensure_training_room("me", "t-1", "Training x", "uuid-1", &["bob"])
+                .unwrap()
+                .0
+        );
         // Bob leaves (his own frame); seen as a participant again, he stays out.
         let _ = s
             .receive_room(
@@ -870,7 +1039,8 @@ mod tests {
                 }],
             )
             .unwrap();
-        s.ensure_training_room("t-1", "Training x", "uuid-1", &["me", "bob"])
+        let _ = s
+            .ensure_training_room("me", "t-1", "Training x", "uuid-1", &["bob"])
             .unwrap();
         let room = s.room("t-1").unwrap().unwrap();
         assert_eq!(room.training.as_deref(), Some("uuid-1"));
@@ -898,7 +1068,8 @@ mod tests {
         assert!(!lookalike.header(RoomEvent::Post, None).training);
         // A training's room is one, by what is stored.
         let id = room::training_room_id("uuid-1");
-        s.ensure_training_room(&id, "Training x", "uuid-1", &["bob", "alice"])
+        let _ = s
+            .ensure_training_room("bob", &id, "Training x", "uuid-1", &["alice"])
             .unwrap();
         let t = s.room(&id).unwrap().unwrap();
         assert!(t.header(RoomEvent::Post, None).training);
@@ -944,7 +1115,7 @@ mod tests {
             let mut seqs = Vec::new();
             for k in 0..posts {
                 let f = frame(a, &format!("{id}-{k}"), &id, members.clone(), "hi");
-                let (r, _, _) = s.receive_room("me", &[f]).unwrap();
+                let r = s.receive_room("me", &[f]).unwrap().received;
                 let RoomReceived::Stored(msg) = &r[0] else {
                     panic!("{r:?}")
                 };
@@ -968,7 +1139,7 @@ mod tests {
                     },
                     ..frame(b, &format!("{id}-left"), &id, vec![], "")
                 };
-                let (r, _, _) = s.receive_room("me", &[leave]).unwrap();
+                let r = s.receive_room("me", &[leave]).unwrap().received;
                 let RoomReceived::Stored(msg) = &r[0] else {
                     panic!("{r:?}")
                 };
