@@ -1043,7 +1043,7 @@ fn mark_training_rendered() {
 }
 
 /// A `performance` mark (read by the benchmarks and end-to-end tests).
-fn mark(name: &str) {
+pub(crate) fn mark(name: &str) {
     if let Some(p) = web_sys::window().and_then(|w| w.performance()) {
         let _ = p.mark(name);
     }
@@ -1062,22 +1062,23 @@ pub fn training_page(props: &TrainingPageProps) -> Html {
         .is_some_and(|t| !t.state.is_terminal())
         || tp.by_name.values().any(|p| !p.lane.state.is_terminal());
     use_tick(running);
-    // All phases of every participant, on opening and after each snapshot
-    // (the first once the first snapshot is in: the page shows nothing
-    // before it).
+    // All phases of every participant, on opening and at each connection
+    // of the WebSocket: fetched beside the snapshot, not after it, so that
+    // a page opened at its address shows both in one render (events that
+    // cross the request are merged in, never moved back by its answer).
     {
         let dispatch = store.dispatcher();
         use_effect_with(
-            (uuid.clone(), store.epoch, store.loaded),
-            move |(uuid, _, loaded)| {
-                if !*loaded {
+            (uuid.clone(), store.connections),
+            move |(uuid, connections)| {
+                if *connections == 0 {
                     return;
                 }
                 let training = uuid.clone();
                 yew::platform::spawn_local(async move {
                     if let Ok(participants) = api::training_participants(&training).await {
-                        // The benchmark times from here (fetched and
-                        // decoded) to the rendered mark.
+                        // The benchmark times from here or the snapshot,
+                        // whichever is later, to the rendered mark.
                         mark("roundtable:training-data");
                         dispatch.dispatch(Action::Participants {
                             training,

@@ -558,6 +558,9 @@ pub struct State {
     pending_states: HashMap<String, MessageState>,
     /// Bumped by every snapshot: views reload what they show.
     pub epoch: u64,
+    /// Bumped whenever the WebSocket connects (before that connection's
+    /// snapshot is fetched): views may fetch beside the snapshot.
+    pub connections: u64,
     /// Bumped whenever the peer list or an unread count may have changed.
     pub peers_rev: u64,
     /// Whether a snapshot has been applied.
@@ -1147,6 +1150,9 @@ impl State {
                 // Presence is known only while connected (the peer list
                 // shows it).
                 self.ws = Some(s);
+                if s == WsState::Connected {
+                    self.connections += 1;
+                }
                 self.peers_rev += 1;
             }
             Action::MarkRead { peer, seq } => {
@@ -2111,6 +2117,34 @@ mod tests {
         assert!(!row.presence_known, "not 'online' while disconnected");
         s.apply(Action::Ws(WsState::Connected));
         assert!(s.peer_list("")[0].presence_known);
+    }
+
+    #[test]
+    fn a_trainings_participants_fetched_before_the_snapshot_are_kept() {
+        let mut s = State::default();
+        s.apply(Action::Ws(WsState::Connecting));
+        assert_eq!(s.connections, 0, "nothing to fetch beside yet");
+        s.apply(Action::Ws(WsState::Connected));
+        assert_eq!(s.connections, 1);
+        // The training's page fetched its participants beside the
+        // snapshot; they came first.
+        s.apply(Action::Participants {
+            training: T.into(),
+            participants: vec![part(
+                "bob",
+                T,
+                1,
+                vec![report(0, Phase::Update, 1, Some(RunStatus::Succeeded))],
+            )],
+        });
+        snapshot(&mut s, vec![]);
+        let tp = s.training_participants(T);
+        assert!(tp.full, "the page shows them, not 'loading'");
+        assert_eq!(names(&s, T), ["bob"]);
+        // A new connection: fetched again.
+        s.apply(Action::Ws(WsState::Reconnecting(1)));
+        s.apply(Action::Ws(WsState::Connected));
+        assert_eq!(s.connections, 2);
     }
 
     #[test]
