@@ -62,6 +62,12 @@ async fn room(at: SocketAddr, id: &str) -> Option<RoomSummary> {
     (status == 200).then(|| serde_json::from_str(&body).unwrap())
 }
 
+/// Leaves room `id` at `at` (a node).
+async fn leave(at: SocketAddr, id: &str) {
+    let (status, text) = http("POST", at, &format!("/api/rooms/{id}/leave"), None).await;
+    assert_eq!(status, 200, "{text}");
+}
+
 fn present(r: &RoomSummary) -> Vec<&str> {
     r.members
         .iter()
@@ -453,14 +459,7 @@ async fn a_trainings_room_is_written_only_for_what_is_new_in_the_training() {
     })
     .await;
     // Bob leaves the training's room.
-    let (status, text) = http(
-        "POST",
-        bob.http_addr,
-        &format!("/api/rooms/{id}/leave"),
-        None,
-    )
-    .await;
-    assert_eq!(status, 200, "{text}");
+    leave(bob.http_addr, &id).await;
     eventually(20, "alice to see bob leave", || async {
         let r = room(alice.http_addr, &id).await?;
         (present(&r) == ["alice"]).then_some(())
@@ -536,14 +535,7 @@ async fn who_left_a_trainings_room_before_the_others_came_stays_out_for_them() {
         (present(&r) == ["bob"]).then_some(())
     })
     .await;
-    let (status, text) = http(
-        "POST",
-        bob.http_addr,
-        &format!("/api/rooms/{id}/leave"),
-        None,
-    )
-    .await;
-    assert_eq!(status, 200, "{text}");
+    leave(bob.http_addr, &id).await;
     // Then alice trains in it too: the two nodes learn of each other.
     assert!(drive(&plan, &[url(&alice)], &options, |_, _| {})
         .await

@@ -928,19 +928,24 @@ mod tests {
         );
     }
 
-    #[test]
-    fn leaving_tells_everyone_then_nothing_can_be_posted() {
-        let (_d, s) = store();
+    /// Alice makes room r1 with bob, then leaves it: her line, and where
+    /// it goes.
+    fn alice_made_r1_with_bob_and_left(s: &ChatStore) -> (ChatMessage, Queued) {
         let _ = s
             .create_room("alice", "r1", "wg", &["bob".into()])
             .unwrap()
             .unwrap();
         let r1 = s.room("r1").unwrap().unwrap();
         let leave = m("alice", false, room::next_clock(&r1.members));
-        let (line, queued) = s
-            .room_post("alice", "r1", "", Some((leave, RoomEvent::Left)))
+        s.room_post("alice", "r1", "", Some((leave, RoomEvent::Left)))
             .unwrap()
-            .unwrap();
+            .unwrap()
+    }
+
+    #[test]
+    fn leaving_tells_everyone_then_nothing_can_be_posted() {
+        let (_d, s) = store();
+        let (line, queued) = alice_made_r1_with_bob_and_left(&s);
         assert_eq!(line.text, "alice left");
         assert!(line.event);
         assert_eq!(s.room_pending(line.seq).unwrap(), ["bob"]);
@@ -956,16 +961,7 @@ mod tests {
     #[test]
     fn who_turns_up_in_a_room_we_left_is_told_we_left() {
         let (_d, s) = store();
-        let _ = s
-            .create_room("alice", "r1", "wg", &["bob".into()])
-            .unwrap()
-            .unwrap();
-        let r1 = s.room("r1").unwrap().unwrap();
-        let leave = m("alice", false, room::next_clock(&r1.members));
-        let (line, _) = s
-            .room_post("alice", "r1", "", Some((leave, RoomEvent::Left)))
-            .unwrap()
-            .unwrap();
+        let (line, _) = alice_made_r1_with_bob_and_left(&s);
         assert_eq!(s.mark_sent("bob", &[line.seq], false).unwrap(), [line.seq]);
         // Bob added carol as we left (his frame still lists us in).
         let then = vec![m("alice", true, 1), m("bob", true, 1), m("carol", true, 3)];
