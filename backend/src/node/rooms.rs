@@ -325,6 +325,10 @@ impl Chat {
         if changed {
             self.room_changed(&id).await;
         }
+        // Clock-0 entries need no sync of their own; our leave does.
+        if told.to.is_empty() {
+            return true;
+        }
         if let Err(e) = self.send_queued(told).await {
             tracing::error!(training = %uuid_short(&t.uuid), %e, "cannot queue our leave");
         }
