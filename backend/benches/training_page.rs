@@ -19,7 +19,10 @@
 //! - `roundtable:training-data`: the participants are fetched and decoded,
 //!   about to enter the state; `roundtable:snapshot`: the same for the
 //!   node's snapshot (the two are fetched at once; "data in" is the later
-//!   of the two);
+//!   of the two; a `dist/` built before 2026-12-07's late evening has no
+//!   snapshot mark, as it fetched the participants after the snapshot,
+//!   so for it "data in" is the participants, as `ROUNDTABLE_DIST=` A/B
+//!   runs against it need);
 //! - `roundtable:training-rendered`: the render that shows them (lanes and
 //!   charts) has built its DOM;
 //! - `roundtable:training-painted`: the browser has drawn the next frame
