@@ -3,6 +3,17 @@
 //! stand-outs (straggler, failed, offline), each lane's bars on a common
 //! time axis, and the metric series the charts draw. Pure, tested
 //! natively; the training page memoizes these on the training's `rev`.
+//!
+//! The functions that loop over every phase (here, [`view::bars`], the
+//! lane paths and the chart geometry) are `#[inline(never)]`. V8 runs a
+//! wasm function unoptimized first and recompiles it, optimized, on a
+//! background thread once it has run long enough; loops count. Inlined
+//! into the component that calls it once per render, such a loop made the
+//! whole component hot: on a browser's first load of a training's page
+//! (10 participants × 100 rounds), V8 recompiled the training page's
+//! render function (30 KB of wasm) for 80 ms and the lane's (13 KB) for
+//! 27–33 ms (`--js-flags=--trace-wasm-compilation-times`), on the two
+//! cores the page renders on. Kept apart, only the small loops get hot.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -97,31 +108,36 @@ impl MetricSeries {
 /// The charts of a training's participants (`lanes`, in lane order): one
 /// series per (metric, kind), by metric name then train before test.
 /// One pass over every phase's metrics.
+#[inline(never)] // see the module comment
 pub fn metric_series(lanes: &[Rc<Participant>]) -> Vec<Rc<MetricSeries>> {
-    // (metric, kind) → lane index → points.
-    type ByLane = BTreeMap<usize, Vec<(u32, f64)>>;
-    let mut by_key: BTreeMap<(&str, MetricKind), ByLane> = BTreeMap::new();
+    // The (metric, kind)s in order, found by binary search (a training
+    // has a handful), each with its points per lane index.
+    let mut keys: Vec<(&str, MetricKind)> = Vec::new();
+    let mut by_key: Vec<Vec<Vec<(u32, f64)>>> = Vec::new();
     for (i, p) in lanes.iter().enumerate() {
         for ph in &p.lane.phases {
             let Some(kind) = MetricKind::of(ph.phase) else {
                 continue;
             };
             for m in &ph.metrics {
-                by_key
-                    .entry((m.name.as_str(), kind))
-                    .or_default()
-                    .entry(i)
-                    .or_default()
-                    .push((ph.round, m.value));
+                let key = (m.name.as_str(), kind);
+                let at = keys.binary_search(&key).unwrap_or_else(|at| {
+                    keys.insert(at, key);
+                    by_key.insert(at, vec![Vec::new(); lanes.len()]);
+                    at
+                });
+                by_key[at][i].push((ph.round, m.value));
             }
         }
     }
     let colours = view::colours(lanes.iter().map(|p| p.name.as_str()));
-    by_key
-        .into_iter()
+    keys.into_iter()
+        .zip(by_key)
         .map(|((metric, kind), lines)| {
             let lines = lines
                 .into_iter()
+                .enumerate()
+                .filter(|(_, points)| !points.is_empty())
                 .map(|(i, mut points)| {
                     points.sort_by_key(|p| p.0);
                     points.dedup_by_key(|p| p.0);
@@ -190,6 +206,7 @@ fn running(p: &PhaseReport) -> bool {
 /// one) is past it: in a later phase, finished, or in the same phase with
 /// its run ended while this one's still runs. Offline participants do not
 /// count as "the others" (their state is only their last known one).
+#[inline(never)] // see the module comment
 pub fn lane_summaries(
     lanes: &[Rc<Participant>],
     peers: &BTreeMap<String, PeerInfo>,
@@ -275,6 +292,7 @@ impl LaneBar {
 /// time: an open bar's end is given when it is drawn ([`LaneBar::end`]),
 /// so a lane's bars are worked out once per change of the lane, not once
 /// a second while a training runs.
+#[inline(never)] // see the module comment
 pub fn lane_bars(p: &Participant) -> Vec<LaneBar> {
     let mut phases: Vec<&PhaseReport> = p.lane.phases.iter().collect();
     phases.sort_by_key(|ph| (ph.started_at, position(ph)));
@@ -302,6 +320,7 @@ pub fn lane_bars(p: &Participant) -> Vec<LaneBar> {
 
 /// The common time axis of a training's lanes: from the earliest start to
 /// the latest end, `now` while any lane runs.
+#[inline(never)] // see the module comment
 pub fn lanes_span(lanes: &[Rc<Participant>], now: i64) -> (i64, i64) {
     let start = lanes
         .iter()

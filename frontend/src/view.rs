@@ -625,6 +625,7 @@ pub struct Bar {
 /// The timeline of `t`: each phase lasts until the next phase starts, or
 /// until its run ended, or the training finished; the latest phase of a
 /// running training lasts until `now` (and has no duration yet).
+#[inline(never)] // a loop over every phase: see `crate::collab`
 pub fn bars(t: &Training, now: i64) -> Vec<Bar> {
     let mut phases: Vec<_> = t.phases().collect();
     phases.sort_by_key(|(r, p)| (p.started_at, p.phase.position(*r)));

@@ -318,7 +318,18 @@ fn bounded(what: &'static str, n: usize, max: usize) -> Result<(), ProgressError
 
 /// A participant of a training as this node knows it: this node itself
 /// (`local`) or a peer that shared its progress.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// In JSON the lane's fields sit beside `name`, `local` and `updated_at`
+/// in one object. That is written out field by field ([`ParticipantJson`])
+/// rather than with `#[serde(flatten)]`: serde decodes a flattened struct
+/// by first reading the whole object into a generic value tree and then
+/// decoding the tree, twice the work and an allocation per value, on the
+/// dashboard's hottest decode (a training's participants, every phase of
+/// every round). Measured natively on 10 participants × 200 phases × 2
+/// metrics (`cargo test -p roundtable-shared --release
+/// participants_decode_speed -- --ignored --nocapture`): see the README's
+/// issue 15 section.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Participant {
     /// The user name (the peer's authenticated name).
     pub name: String,
@@ -326,8 +337,78 @@ pub struct Participant {
     /// When this node last heard from it (for a peer) or last changed (for
     /// itself), Unix ms.
     pub updated_at: i64,
-    #[serde(flatten)]
     pub lane: Lane,
+}
+
+/// [`Participant`]'s JSON object, flat. Fields it does not know are
+/// ignored, as they were when the lane was flattened.
+#[derive(Deserialize)]
+struct ParticipantJson {
+    name: String,
+    local: bool,
+    updated_at: i64,
+    training: String,
+    state: TrainingState,
+    current_round: Option<u32>,
+    started_at: i64,
+    finished_at: Option<i64>,
+    seq: u64,
+    #[serde(default)]
+    phases: Vec<PhaseReport>,
+}
+
+/// [`ParticipantJson`], borrowed, for writing.
+#[derive(Serialize)]
+struct ParticipantJsonRef<'a> {
+    name: &'a str,
+    local: bool,
+    updated_at: i64,
+    training: &'a str,
+    state: TrainingState,
+    current_round: Option<u32>,
+    started_at: i64,
+    finished_at: Option<i64>,
+    seq: u64,
+    phases: &'a [PhaseReport],
+}
+
+impl Serialize for Participant {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let l = &self.lane;
+        ParticipantJsonRef {
+            name: &self.name,
+            local: self.local,
+            updated_at: self.updated_at,
+            training: &l.training,
+            state: l.state,
+            current_round: l.current_round,
+            started_at: l.started_at,
+            finished_at: l.finished_at,
+            seq: l.seq,
+            phases: &l.phases,
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Participant {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let j = ParticipantJson::deserialize(d)?;
+        Ok(Participant {
+            name: j.name,
+            local: j.local,
+            updated_at: j.updated_at,
+            lane: Lane {
+                training: j.training,
+                state: j.state,
+                current_round: j.current_round,
+                started_at: j.started_at,
+                finished_at: j.finished_at,
+                seq: j.seq,
+                phases: j.phases,
+            },
+        })
+    }
 }
 
 impl Participant {
@@ -801,6 +882,124 @@ mod tests {
         assert_eq!(json["state"], "in_round");
         let back: Participant = serde_json::from_value(json).unwrap();
         assert_eq!(back, p);
+    }
+
+    /// The participant as it was declared before its JSON was written out
+    /// field by field: the wire form must not have changed.
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct FlattenedParticipant {
+        name: String,
+        local: bool,
+        updated_at: i64,
+        #[serde(flatten)]
+        lane: Lane,
+    }
+
+    impl From<Participant> for FlattenedParticipant {
+        fn from(p: Participant) -> Self {
+            FlattenedParticipant {
+                name: p.name,
+                local: p.local,
+                updated_at: p.updated_at,
+                lane: p.lane,
+            }
+        }
+    }
+
+    /// `n` participants with `rounds` rounds of an update and a test phase,
+    /// each with a run and two metrics.
+    fn many_participants(n: usize, rounds: u32) -> Vec<Participant> {
+        (0..n)
+            .map(|i| {
+                let phases = (0..rounds)
+                    .flat_map(|r| [Phase::Update, Phase::Test].map(|ph| (r, ph)))
+                    .enumerate()
+                    .map(|(k, (round, kind))| {
+                        let names = match kind {
+                            Phase::Test => ("test_loss", "test_accuracy"),
+                            _ => ("loss", "accuracy"),
+                        };
+                        PhaseReport {
+                            run: Some(RunReport {
+                                status: RunStatus::Succeeded,
+                                started_at: 1_765_000_000_000 + k as i64 * 1000,
+                                ended_at: Some(1_765_000_000_500 + k as i64 * 1000),
+                                exit_code: Some(0),
+                            }),
+                            metrics: vec![
+                                Metric {
+                                    name: names.0.into(),
+                                    value: 1.0 / (1.0 + f64::from(round)) + i as f64 * 0.01,
+                                },
+                                Metric {
+                                    name: names.1.into(),
+                                    value: 0.5 + f64::from(round) / 250.0,
+                                },
+                            ],
+                            ..phase(round, kind, k as u64 + 1)
+                        }
+                    })
+                    .collect();
+                Participant {
+                    name: format!("participant-{i}"),
+                    local: i == 0,
+                    updated_at: 1_765_000_000_000 + i as i64,
+                    ..participant(rounds as u64 * 2, phases)
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn participant_json_is_what_the_flattened_lane_wrote() {
+        let mut list = many_participants(3, 4);
+        list[1].lane.current_round = None;
+        list[1].lane.finished_at = Some(9);
+        list[2].lane.phases.clear();
+        let ours = serde_json::to_string(&list).unwrap();
+        let flat: Vec<FlattenedParticipant> = list.iter().cloned().map(Into::into).collect();
+        let theirs = serde_json::to_string(&flat).unwrap();
+        assert_eq!(ours, theirs);
+        let back: Vec<Participant> = serde_json::from_str(&theirs).unwrap();
+        assert_eq!(back, list);
+        // As before: a missing `phases` is none, an unknown field is
+        // ignored, a missing lane field is an error.
+        let json = r#"{"name": "bob", "local": false, "updated_at": 0, "training": "t", "state": "finished", "current_round": null, "started_at": 1, "finished_at": 2, "seq": 3, "later": [1]}"#;
+        let p: Participant = serde_json::from_str(json).unwrap();
+        assert!(p.lane.phases.is_empty());
+        assert_eq!(p.lane.seq, 3);
+        let missing = json.replace(r#""seq": 3, "#, "");
+        assert!(serde_json::from_str::<Participant>(&missing).is_err());
+        assert!(serde_json::from_str::<FlattenedParticipant>(&missing).is_err());
+    }
+
+    /// Prints how long decoding a training's participants takes, written
+    /// out field by field against the flattened lane. A figure, not a check:
+    /// `cargo test -p roundtable-shared --release participants_decode_speed
+    /// -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "prints a speed figure"]
+    fn participants_decode_speed() {
+        let json = serde_json::to_string(&many_participants(10, 100)).unwrap();
+        let time = |f: &dyn Fn()| {
+            let mut best = f64::MAX;
+            for _ in 0..20 {
+                let t = std::time::Instant::now();
+                f();
+                best = best.min(t.elapsed().as_secs_f64() * 1e3);
+            }
+            best
+        };
+        let ours = time(&|| {
+            std::hint::black_box(serde_json::from_str::<Vec<Participant>>(&json).unwrap());
+        });
+        let flat = time(&|| {
+            std::hint::black_box(serde_json::from_str::<Vec<FlattenedParticipant>>(&json).unwrap());
+        });
+        println!(
+            "{} KiB of participants: field by field {ours:.2} ms, flattened {flat:.2} ms (best of 20)",
+            json.len() / 1024
+        );
     }
 
     proptest! {

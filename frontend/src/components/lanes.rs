@@ -92,12 +92,21 @@ pub struct LaneRowProps {
 /// The path of `bars` as rectangles, in the track's units (ms since the
 /// axis's start), open bars reaching `until`: one element for any number
 /// of phases.
+/// Integers go in through `itoa`, not `format!`: a lane has hundreds of
+/// bars.
 fn bars_path<'a>(bars: impl Iterator<Item = &'a LaneBar>, t0: i64, until: i64) -> (String, usize) {
     let mut d = String::new();
     let mut n = 0;
+    let mut num = itoa::Buffer::new();
     for b in bars {
-        let w = b.end(until) - b.start;
-        d.push_str(&format!("M{} 2h{w}v14h-{w}Z", b.start - t0));
+        let w = num.format(b.end(until) - b.start).to_owned();
+        d.push('M');
+        d.push_str(num.format(b.start - t0));
+        d.push_str(" 2h");
+        d.push_str(&w);
+        d.push_str("v14h-");
+        d.push_str(&w);
+        d.push('Z');
         n += 1;
     }
     (d, n)
@@ -106,6 +115,7 @@ fn bars_path<'a>(bars: impl Iterator<Item = &'a LaneBar>, t0: i64, until: i64) -
 /// The finished phases' paths of a lane: one per phase kind that occurred,
 /// then the failed runs' (phase `None`), as (phase, d, count)
 /// ([`bars_path`]).
+#[inline(never)] // a loop over every phase: see `crate::collab`
 fn finished_paths(bars: &[LaneBar], t0: i64, until: i64) -> Vec<(Option<Phase>, String, usize)> {
     let mut out: Vec<_> = Phase::ALL
         .into_iter()
@@ -126,6 +136,18 @@ fn finished_paths(bars: &[LaneBar], t0: i64, until: i64) -> Vec<(Option<Phase>, 
     out
 }
 
+/// Whether a finished bar of `bars` has no end yet (it then reaches now).
+#[inline(never)] // a loop over every phase: see `crate::collab`
+fn any_open(bars: &[LaneBar]) -> bool {
+    bars.iter().any(|b| !b.live && b.end.is_none())
+}
+
+/// The bars of `bars` still running (drawn one by one: they grow).
+#[inline(never)] // a loop over every phase: see `crate::collab`
+fn live_bars(bars: &[LaneBar]) -> Vec<&LaneBar> {
+    bars.iter().filter(|b| b.live).collect()
+}
+
 /// One participant's lane: its name and badges, its phases as bars on the
 /// common axis (finished ones merged into one path per phase, so a lane of
 /// hundreds of phases is a handful of elements), and its state in words.
@@ -142,10 +164,7 @@ pub fn lane_row(props: &LaneRowProps) -> Html {
     let paths = {
         let bars = bars.clone();
         // A finished bar whose end is not known yet reaches now.
-        let open = bars
-            .iter()
-            .any(|b| !b.live && b.end.is_none())
-            .then_some(until);
+        let open = any_open(&bars).then_some(until);
         use_memo(
             (Rc::as_ptr(&bars) as usize, t0, open),
             move |&(_, t0, open)| finished_paths(&bars, t0, open.unwrap_or(until)),
@@ -250,7 +269,7 @@ pub fn lane_row(props: &LaneRowProps) -> Html {
                           data-phase={phase.map(Phase::as_str)}
                           data-count={n.to_string()} d={d.clone()} />
                 }) }
-                { for bars.iter().filter(|b| b.live).map(|b| {
+                { for live_bars(&bars).into_iter().map(|b| {
                     let x = (b.start - t0).to_string();
                     let w = (b.end(until) - b.start).to_string();
                     html! {

@@ -62,16 +62,22 @@ impl ChartGeometry {
     }
 }
 
-/// Appends `v` to a tenth (`12.3`), through integers: fixed-precision
-/// float formatting is slow in wasm, and a chart has thousands of points.
+/// Appends `v` to a tenth (`12.3`), through integers (`itoa`): float
+/// formatting, even `format!` of integers, is slow in wasm, and a chart
+/// has thousands of points.
 fn push_tenths(out: &mut String, v: f64) {
-    use std::fmt::Write;
     let t = (v * 10.0).round() as i64;
-    let sign = if t < 0 { "-" } else { "" };
-    let _ = write!(out, "{sign}{}.{}", t.abs() / 10, t.abs() % 10);
+    if t < 0 {
+        out.push('-');
+    }
+    let mut num = itoa::Buffer::new();
+    out.push_str(num.format(t.unsigned_abs() / 10));
+    out.push('.');
+    out.push_str(num.format(t.unsigned_abs() % 10));
 }
 
 /// The geometry of `s`: linear in O(points), one pass per line.
+#[inline(never)] // a loop over every point: see `crate::collab`
 pub fn chart_geometry(s: &MetricSeries) -> ChartGeometry {
     let rounds = s.rounds();
     let (r_lo, r_hi) = match (rounds.first(), rounds.last()) {
