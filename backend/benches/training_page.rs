@@ -28,6 +28,9 @@
 //! - `roundtable:training-painted`: the browser has drawn the next frame
 //!   (its style, layout and paint of that DOM).
 //!
+//! `BENCH_SETTLE_MS` (default 0) has each browser show a blank page that
+//! long before its first load.
+//!
 //! The render time is data in → rendered; data in → painted is printed
 //! beside it, and for loads at the address navigation → painted (from the
 //! document's start: what a user waits for).
@@ -180,6 +183,12 @@ fn main() {
     // user's browser restarts on theirs (its HTTP cache and the compiled
     // wasm Chromium keeps with it); a fresh profile each by default.
     let shared = std::env::var("BENCH_PROFILE").is_ok_and(|v| v == "shared");
+    // `BENCH_SETTLE_MS=3000`: each browser shows a blank page this long
+    // before its first load, as a user's browser that was open before
+    // they typed the address. A just-started Chromium is still busy with
+    // its own start-up (its trace shows a renderer building the address
+    // bar's pop-up during the page's first render); 0 by default.
+    let settle = Duration::from_millis(env_usize("BENCH_SETTLE_MS", 0) as u64);
     let shared_profile = tempfile::tempdir().unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("alice");
@@ -227,14 +236,19 @@ fn main() {
         println!("machine: {}", machine());
         println!(
             "training page, {participants} participants x {rounds} rounds x 4 metrics, headless Chromium, \
-             {browsers} new browsers ({}) x {loads} loads:",
-            if shared { "one profile, used by the browsers before" } else { "a fresh profile each" }
+             {browsers} new browsers ({}{}) x {loads} loads:",
+            if shared { "one profile, used by the browsers before" } else { "a fresh profile each" },
+            if settle.is_zero() { String::new() } else { format!(", {} ms on a blank page first", settle.as_millis()) }
         );
         let mut figures: [Vec<(f64, f64, f64)>; 3] = Default::default();
         for b in 0..browsers {
             let fresh = tempfile::tempdir().unwrap();
             let profile = if shared { shared_profile.path() } else { fresh.path() };
             let c = browser::browser(&driver, profile).await.unwrap();
+            if !settle.is_zero() {
+                c.goto("about:blank").await.unwrap();
+                tokio::time::sleep(settle).await;
+            }
             for load in 0..loads {
                 // 0: a first load at the address (browsers 1, 3, …);
                 // 1: a first load through the list (browsers 2, 4, …);
