@@ -301,9 +301,14 @@ mod tests {
             })
             .unwrap();
         assert_eq!(n, rows);
-        // Without restarts the WAL file grows by at least 4 KiB a row (over
-        // 100 MiB here, measured); with them it stays near restart_frames.
+        // Without restarts the WAL file grows by at least 4 KiB a row, 31
+        // MiB for these rows (over 100 MiB, measured); with them it stays
+        // near restart_frames. The file keeps its high-water mark, and in
+        // a parallel `cargo test` the other stores' checkpoints hold the
+        // process-wide checkpoint lock, so a restart can come late: a CI
+        // run on 2026-12-08 measured 17.3 MB. Hence 24 MiB, still below
+        // what no restarts would leave.
         let wal = Db::wal_len(&path);
-        assert!(wal < 16 << 20, "WAL file is {wal} bytes after {rows} rows");
+        assert!(wal < 24 << 20, "WAL file is {wal} bytes after {rows} rows");
     }
 }
