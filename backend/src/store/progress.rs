@@ -450,53 +450,45 @@ fn local_lane(c: &Connection, uuid: &str, which: Phases) -> Result<Option<Lane>,
             },
         ))
     };
-    let (phases, metrics): (Vec<_>, Vec<_>) = match which {
-        Phases::Since(since) => {
-            let phases = c
-                .prepare_cached(&format!(
-                    "{PHASE_COLUMNS} WHERE p.training = ?1 AND p.seq > ?2 ORDER BY p.seq"
-                ))
-                .ctx("reading phases")?
-                .query_map(params![uuid, since as i64], phase_row)
-                .and_then(|rows| rows.collect())
-                .ctx("reading phases")?;
-            let metrics = c
-                .prepare_cached(
-                    "SELECT m.phase_id, m.name, m.value FROM metrics m
-                     JOIN phases p ON p.id = m.phase_id
-                     WHERE p.training = ?1 AND p.seq > ?2 ORDER BY m.phase_id, m.name",
-                )
-                .ctx("reading metrics")?
-                .query_map(params![uuid, since as i64], metric_row)
-                .and_then(|rows| rows.collect())
-                .ctx("reading metrics")?;
-            (phases, metrics)
-        }
-        Phases::Latest => {
-            let phases: Vec<_> = c
-                .prepare_cached(&format!(
-                    "{PHASE_COLUMNS} WHERE p.training = ?1
-                     ORDER BY p.round DESC, {} DESC LIMIT 1",
-                    phase_rank("p.phase")
-                ))
-                .ctx("reading phases")?
-                .query_map([uuid], phase_row)
-                .and_then(|rows| rows.collect())
-                .ctx("reading phases")?;
-            let metrics = match phases.first() {
-                None => Vec::new(),
-                Some((id, _)) => c
-                    .prepare_cached(
-                        "SELECT phase_id, name, value FROM metrics WHERE phase_id = ?1
-                         ORDER BY name",
-                    )
-                    .ctx("reading metrics")?
-                    .query_map([id], metric_row)
-                    .and_then(|rows| rows.collect())
-                    .ctx("reading metrics")?,
-            };
-            (phases, metrics)
-        }
+    // All phases changed after `since`, or the latest one (of all).
+    let (since, order) = match which {
+        Phases::Since(since) => (since, "ORDER BY p.seq".to_owned()),
+        Phases::Latest => (
+            0,
+            format!(
+                "ORDER BY p.round DESC, {} DESC LIMIT 1",
+                phase_rank("p.phase")
+            ),
+        ),
+    };
+    let phases: Vec<_> = c
+        .prepare_cached(&format!(
+            "{PHASE_COLUMNS} WHERE p.training = ?1 AND p.seq > ?2 {order}"
+        ))
+        .ctx("reading phases")?
+        .query_map(params![uuid, since as i64], phase_row)
+        .and_then(|rows| rows.collect())
+        .ctx("reading phases")?;
+    let metrics: Vec<_> = match (which, phases.first()) {
+        (Phases::Since(_), _) => c
+            .prepare_cached(
+                "SELECT m.phase_id, m.name, m.value FROM metrics m
+                 JOIN phases p ON p.id = m.phase_id
+                 WHERE p.training = ?1 AND p.seq > ?2 ORDER BY m.phase_id, m.name",
+            )
+            .ctx("reading metrics")?
+            .query_map(params![uuid, since as i64], metric_row)
+            .and_then(|rows| rows.collect())
+            .ctx("reading metrics")?,
+        (Phases::Latest, None) => Vec::new(),
+        (Phases::Latest, Some((id, _))) => c
+            .prepare_cached(
+                "SELECT phase_id, name, value FROM metrics WHERE phase_id = ?1 ORDER BY name",
+            )
+            .ctx("reading metrics")?
+            .query_map([id], metric_row)
+            .and_then(|rows| rows.collect())
+            .ctx("reading metrics")?,
     };
     let mut by_phase: BTreeMap<i64, Vec<Metric>> = BTreeMap::new();
     for (id, m) in metrics {

@@ -92,6 +92,7 @@ pub struct LaneRowProps {
 /// The path of `bars` as rectangles, in the track's units (ms since the
 /// axis's start), open bars reaching `until`: one element for any number
 /// of phases.
+///
 /// Integers go in through `itoa`, not `format!`: a lane has hundreds of
 /// bars.
 fn bars_path<'a>(bars: impl Iterator<Item = &'a LaneBar>, t0: i64, until: i64) -> (String, usize) {
@@ -99,13 +100,13 @@ fn bars_path<'a>(bars: impl Iterator<Item = &'a LaneBar>, t0: i64, until: i64) -
     let mut n = 0;
     let mut num = itoa::Buffer::new();
     for b in bars {
-        let w = num.format(b.end(until) - b.start).to_owned();
+        let w = b.end(until) - b.start;
         d.push('M');
         d.push_str(num.format(b.start - t0));
         d.push_str(" 2h");
-        d.push_str(&w);
+        d.push_str(num.format(w));
         d.push_str("v14h-");
-        d.push_str(&w);
+        d.push_str(num.format(w));
         d.push('Z');
         n += 1;
     }
