@@ -13,10 +13,12 @@
 //!   `cargo xtask test` makes under target/; skipped if it is missing);
 //! - between two `roundtable node` release processes (and a directory):
 //!   `roundtable send-file --node` hands the file to alice's node, which
-//!   sends it to bob inside the secure channel (Noise, ChaCha20-Poly1305),
-//!   with the CRC-32 and the whole-file SHA-256 checked and checkpoints
-//!   synced every 64 MiB; timed from the transfer's creation (upload done)
-//!   to its delivery, with each node's peak resident memory;
+//!   sends it to bob inside the secure channel (Noise, AES-256-GCM where
+//!   both CPUs do AES, else ChaCha20-Poly1305), with the CRC-32 and the
+//!   whole-file SHA-256 checked and checkpoints every 64 MiB; timed from
+//!   the transfer's creation (upload done) to its delivery, with each
+//!   node's peak resident memory and the CPU time each used per GiB in
+//!   that time (`/proc/<pid>/stat`, sampled every 50 ms);
 //! - chat latency between two in-process nodes (a message every 10 ms,
 //!   send to the receiver's event), without and then during a transfer;
 //! - a file through the directory's relay to a node without a chat
@@ -327,7 +329,70 @@ fn start_nodes(data: &Path) -> Nodes {
 /// alice's node to bob's: the transfer's time (creation to delivery, as
 /// alice's node recorded them), the whole command's, each node's peak RSS,
 /// and where bob put the file.
-fn node_to_node(nodes: &Nodes, data: &Path, src: &Path) -> (Duration, Duration, f64, f64, PathBuf) {
+/// CPU time (user and system) a process has used so far, seconds.
+fn cpu_secs(pid: u32) -> Option<f64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command's closing parenthesis: utime and stime are
+    // the 12th and 13th.
+    let rest = &s[s.rfind(')')? + 1..];
+    let mut f = rest.split_whitespace().skip(11);
+    let (u, st): (f64, f64) = (f.next()?.parse().ok()?, f.next()?.parse().ok()?);
+    // SAFETY: sysconf only reads a constant of the system.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Some((u + st) / hz)
+}
+
+/// Both nodes' CPU time, sampled every 50 ms with the wall clock (ms since
+/// the epoch, as the transfers' times are) until `stop` is set.
+fn sample_cpu(
+    pids: [u32; 2],
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<Vec<(i64, [f64; 2])>> {
+    std::thread::spawn(move || {
+        let mut samples = Vec::new();
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as i64;
+            let cpu = pids.map(|p| cpu_secs(p).unwrap_or(f64::NAN));
+            samples.push((now, cpu));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        samples
+    })
+}
+
+/// The CPU each node used between `from` and `to` (ms since the epoch),
+/// from the samples nearest outside that window.
+fn cpu_between(samples: &[(i64, [f64; 2])], from: i64, to: i64) -> [f64; 2] {
+    let before = samples
+        .iter()
+        .rev()
+        .find(|s| s.0 <= from)
+        .unwrap_or(&samples[0]);
+    let after = samples
+        .iter()
+        .find(|s| s.0 >= to)
+        .unwrap_or(&samples[samples.len() - 1]);
+    [after.1[0] - before.1[0], after.1[1] - before.1[1]]
+}
+
+/// What a file from alice's node to bob's took.
+struct NodeRun {
+    /// From the transfer's creation (upload done) to its delivery.
+    took: Duration,
+    /// With the upload.
+    total: Duration,
+    /// Peak resident memory, MiB: alice, bob.
+    mem: [f64; 2],
+    /// CPU seconds in `took`: alice, bob.
+    cpu: [f64; 2],
+}
+
+fn node_to_node(nodes: &Nodes, data: &Path, src: &Path) -> (NodeRun, PathBuf) {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = sample_cpu([nodes.alice.0.id(), nodes.bob.0.id()], stop.clone());
     let started = Instant::now();
     let ok = Command::new(BIN)
         .args([
@@ -344,6 +409,9 @@ fn node_to_node(nodes: &Nodes, data: &Path, src: &Path) -> (Duration, Duration, 
         .unwrap()
         .success();
     let total = started.elapsed();
+    std::thread::sleep(Duration::from_millis(100));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let samples = sampler.join().unwrap();
     assert!(ok, "send-file --node failed");
     let files: Vec<TransferInfo> =
         serde_json::from_str(&get(&nodes.alice_http, "/api/files")).unwrap();
@@ -356,23 +424,42 @@ fn node_to_node(nodes: &Nodes, data: &Path, src: &Path) -> (Duration, Duration, 
         .iter()
         .any(|x| x.id == t.id && x.state == TransferState::Delivered));
     let path = data.join("bob/files/received").join(&t.name);
-    let (a, b) = (
+    let mem = [
         vm_hwm(nodes.alice.0.id()).unwrap_or(0.0),
         vm_hwm(nodes.bob.0.id()).unwrap_or(0.0),
-    );
-    (took, total, a, b, path)
+    ];
+    let cpu = cpu_between(&samples, t.created_at, t.updated_at);
+    (
+        NodeRun {
+            took,
+            total,
+            mem,
+            cpu,
+        },
+        path,
+    )
 }
 
 /// `src` from alice's node to bob's, on two fresh nodes under `data`
 /// (removed afterwards), bob's copy checked: [`node_to_node`]'s figures.
-fn nodes_run(data: &Path, src: &Path) -> (Duration, Duration, f64, f64) {
+fn nodes_run(data: &Path, src: &Path) -> NodeRun {
     std::fs::create_dir_all(data).unwrap();
     let nodes = start_nodes(data);
-    let (took, total, a_mem, b_mem, got) = node_to_node(&nodes, data, src);
+    let (run, got) = node_to_node(&nodes, data, src);
     assert!(same_file(src, &got), "bob's copy is whole");
     drop(nodes);
     std::fs::remove_dir_all(data).unwrap();
-    (took, total, a_mem, b_mem)
+    run
+}
+
+/// A [`NodeRun`]'s CPU, per GiB moved.
+fn cpu_words(run: &NodeRun, bytes: u64) -> String {
+    let gib = bytes as f64 / f64::from(1u32 << 30);
+    format!(
+        "CPU per GiB alice {:.2} s, bob {:.2} s",
+        run.cpu[0] / gib,
+        run.cpu[1] / gib
+    )
 }
 
 /// p50 and p99 of `samples`, ms.
@@ -530,10 +617,14 @@ fn main() {
     if std::env::var("BENCH_ONLY").as_deref() == Ok("nodes") {
         let src = tmp.path().join(format!("src-{big}.bin"));
         make_file(&src, big);
-        let (took, _, a_mem, b_mem) = nodes_run(&tmp.path().join("nodes"), &src);
+        let run = nodes_run(&tmp.path().join("nodes"), &src);
+        let bytes = (big as u64) << 20;
         println!(
-            "[{big} MiB] node -> node {:.0} MB/s, peak RSS alice {a_mem:.1} MiB, bob {b_mem:.1} MiB",
-            rate((big as u64) << 20, took)
+            "[{big} MiB] node -> node {:.0} MB/s, peak RSS alice {:.1} MiB, bob {:.1} MiB; {}",
+            rate(bytes, run.took),
+            run.mem[0],
+            run.mem[1],
+            cpu_words(&run, bytes)
         );
         return;
     }
@@ -581,12 +672,15 @@ fn main() {
             }
             None => println!("  NVFlare Python: skipped (no target/nvflare-venv)"),
         }
-        let (took, total, a_mem, b_mem) = nodes_run(&tmp.path().join(format!("nodes-{mib}")), &src);
+        let run = nodes_run(&tmp.path().join(format!("nodes-{mib}")), &src);
         println!(
-            "  node -> node, sealed, SHA-256 verified    {:>8.0} MB/s ({:.2} of plain), peak RSS alice {a_mem:.1} MiB, bob {b_mem:.1} MiB; with the upload to alice's node {:.0} MB/s",
-            rate(bytes, took),
-            plain.as_secs_f64() / took.as_secs_f64(),
-            rate(bytes, total)
+            "  node -> node, sealed, SHA-256 verified    {:>8.0} MB/s ({:.2} of plain), peak RSS alice {:.1} MiB, bob {:.1} MiB; {}; with the upload to alice's node {:.0} MB/s",
+            rate(bytes, run.took),
+            plain.as_secs_f64() / run.took.as_secs_f64(),
+            run.mem[0],
+            run.mem[1],
+            cpu_words(&run, bytes),
+            rate(bytes, run.total)
         );
         if mib == big {
             print_chat_latency(&src);
