@@ -326,9 +326,6 @@ fn start_nodes(data: &Path) -> Nodes {
     }
 }
 
-/// alice's node to bob's: the transfer's time (creation to delivery, as
-/// alice's node recorded them), the whole command's, each node's peak RSS,
-/// and where bob put the file.
 /// CPU time (user and system) a process has used so far, seconds.
 fn cpu_secs(pid: u32) -> Option<f64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -390,6 +387,9 @@ struct NodeRun {
     cpu: [f64; 2],
 }
 
+/// `src` handed to alice's node (`send-file --node`) and sent to bob's:
+/// the figures of [`NodeRun`] (times as alice's node recorded them), and
+/// where bob put the file.
 fn node_to_node(nodes: &Nodes, data: &Path, src: &Path) -> (NodeRun, PathBuf) {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let sampler = sample_cpu([nodes.alice.0.id(), nodes.bob.0.id()], stop.clone());
