@@ -344,11 +344,13 @@ enum Phases {
     Latest,
 }
 
-/// The order of [`Phase::position`] within a round, in SQL, of the
-/// phase column `col`: the latest phase of a lane is the first by
-/// `round DESC, <this> DESC`.
-fn phase_rank(col: &str) -> String {
-    format!("CASE {col} WHEN 'update' THEN 2 WHEN 'swag' THEN 1 ELSE 0 END")
+/// The SQL that keeps only a lane's latest phase ([`Lane::latest`]), of
+/// columns `round` and `phase`: the highest round, and within it the last
+/// in [`Phase::position`]'s order.
+fn latest_phase_only(round: &str, phase: &str) -> String {
+    format!(
+        "ORDER BY {round} DESC, CASE {phase} WHEN 'update' THEN 2 WHEN 'swag' THEN 1 ELSE 0 END DESC LIMIT 1"
+    )
 }
 
 /// [`TrainingStore::participants`] with `which` phases.
@@ -453,13 +455,7 @@ fn local_lane(c: &Connection, uuid: &str, which: Phases) -> Result<Option<Lane>,
     // All phases changed after `since`, or the latest one (of all).
     let (since, order) = match which {
         Phases::Since(since) => (since, "ORDER BY p.seq".to_owned()),
-        Phases::Latest => (
-            0,
-            format!(
-                "ORDER BY p.round DESC, {} DESC LIMIT 1",
-                phase_rank("p.phase")
-            ),
-        ),
+        Phases::Latest => (0, latest_phase_only("p.round", "p.phase")),
     };
     let phases: Vec<_> = c
         .prepare_cached(&format!(
@@ -550,7 +546,7 @@ fn peer_participant(
             "SELECT round, phase, started_at, run, metrics, seq FROM peer_phases
              WHERE training = ?1 AND peer = ?2 {}",
             if latest_only {
-                format!("ORDER BY round DESC, {} DESC LIMIT 1", phase_rank("phase"))
+                latest_phase_only("round", "phase")
             } else {
                 String::new()
             }
