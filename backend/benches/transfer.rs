@@ -340,23 +340,26 @@ fn cpu_secs(pid: u32) -> Option<f64> {
 }
 
 /// Both nodes' CPU time, sampled every 50 ms with the wall clock (ms since
-/// the epoch, as the transfers' times are) until `stop` is set.
+/// the epoch, as the transfers' times are), and once more when `stop` is
+/// set: never no sample.
 fn sample_cpu(
     pids: [u32; 2],
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> std::thread::JoinHandle<Vec<(i64, [f64; 2])>> {
     std::thread::spawn(move || {
         let mut samples = Vec::new();
-        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        loop {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap()
                 .as_millis() as i64;
             let cpu = pids.map(|p| cpu_secs(p).unwrap_or(f64::NAN));
             samples.push((now, cpu));
+            if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                return samples;
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
-        samples
     })
 }
 
